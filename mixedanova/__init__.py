@@ -1,0 +1,26 @@
+"""mixedanova: linear mixed models and random-effects ANOVA.
+
+>>> import mixedanova as ma
+>>> res = ma.lmm("yield ~ treat + (1|blend)", ma.load_dataset("bhh_penicillin"))
+>>> print(res.summary())            # doctest: +SKIP
+"""
+from .datasets import list_datasets, load_dataset
+from .design import DesignError, RankDeficiencyWarning
+from .formula import FormulaError
+from .model import ConvergenceWarning, LinearMixedModel, SingularFitWarning, lmm
+from .results import LinearMixedResults
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lmm",
+    "LinearMixedModel",
+    "LinearMixedResults",
+    "load_dataset",
+    "list_datasets",
+    "FormulaError",
+    "DesignError",
+    "ConvergenceWarning",
+    "SingularFitWarning",
+    "RankDeficiencyWarning",
+]

@@ -1,0 +1,307 @@
+"""Parse lme4 model formulas.
+
+A formula such as ``Reaction ~ Days + (Days | Subject)`` has three parts: the
+response, the fixed-effects part (handed to formulaic, which knows ``C()``,
+``I()``, ``np.log()``, ``a*b``, ``0 +`` ...) and the random-effects terms, which
+formulaic does not understand.  As lme4 does (``findbars``/``nobars``), the bar
+terms are taken out of the right-hand side first and expanded:
+
+* ``(x | g)``     -> one term, correlated intercept and slope (``1 + x``);
+* ``(x || g)``    -> independent terms ``(1 | g) + (0 + x | g)``;
+* ``(1 | a/b)``   -> ``(1 | a) + (1 | a:b)``;
+* ``(1 | a:b)``   -> the interaction of ``a`` and ``b`` as grouping factor.
+
+Malformed formulas raise :class:`FormulaError`, whose message shows the formula
+with a caret under the offending text.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula"]
+
+_NAME = r"(?:[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`)"
+_GROUP_RE = re.compile(rf"^\s*{_NAME}\s*(?:[:/]\s*{_NAME}\s*)*$")
+
+
+class FormulaError(ValueError):
+    """A model formula that cannot be parsed; the message points at the text."""
+
+    def __init__(self, message: str, formula: str | None = None,
+                 pos: int | None = None, length: int = 1) -> None:
+        self.formula = formula
+        self.pos = pos
+        if formula is not None and pos is not None:
+            marker = " " * pos + "^" * max(1, length)
+            message = f"{message}\n    {formula}\n    {marker}"
+        elif formula is not None:
+            message = f"{message}\n    {formula}"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class RandomTermSpec:
+    """One random-effects term after expansion.
+
+    Attributes
+    ----------
+    expr : str
+        The left-hand side as a formulaic formula, e.g. ``"1 + Days"`` or ``"0 + Days"``.
+    factors : tuple of str
+        The variables whose interaction is the grouping factor, e.g. ``("a", "b")``.
+    source : str
+        The bar term as the user wrote it (for messages).
+    """
+
+    expr: str
+    factors: tuple[str, ...]
+    source: str
+
+    @property
+    def group(self) -> str:
+        """Grouping-factor label as lme4 prints it (``"a:b"``)."""
+        return ":".join(self.factors)
+
+
+@dataclass(frozen=True)
+class ParsedFormula:
+    """A formula split into response, fixed part and random terms."""
+
+    formula: str
+    response: str
+    fixed: str
+    random: tuple[RandomTermSpec, ...]
+
+    @property
+    def fixed_formula(self) -> str:
+        """``response ~ fixed`` for formulaic."""
+        return f"{self.response} ~ {self.fixed}"
+
+
+def parse_formula(formula: str) -> ParsedFormula:
+    """Split an lme4 formula into response, fixed part and random terms.
+
+    Parameters
+    ----------
+    formula : str
+        E.g. ``"y ~ treat + (1|blend)"``.
+
+    Returns
+    -------
+    ParsedFormula
+
+    Raises
+    ------
+    FormulaError
+        On unbalanced parentheses, a missing ``~`` or response, a bar outside
+        parentheses, an empty side of a bar, or an unsupported grouping expression.
+    """
+    if not isinstance(formula, str):
+        raise FormulaError(f"formula must be a string, not {type(formula).__name__}")
+    _check_parentheses(formula)
+    tilde = _top_level_positions(formula, "~")
+    if not tilde:
+        raise FormulaError("formula has no '~' separating response and terms", formula)
+    if len(tilde) > 1:
+        raise FormulaError("formula has more than one '~'", formula, tilde[1])
+    t = tilde[0]
+    response = formula[:t].strip()
+    if not response:
+        raise FormulaError("formula has no response left of '~'", formula, t)
+    rhs_offset = t + 1
+    rhs = formula[rhs_offset:]
+    if not rhs.strip():
+        raise FormulaError("formula has nothing right of '~'", formula, t)
+    fixed_pieces: list[str] = []
+    random_terms: list[RandomTermSpec] = []
+    for sign, start, text in _split_summands(rhs):
+        stripped = text.strip()
+        pos = rhs_offset + start + (len(text) - len(text.lstrip()))
+        if not stripped:
+            raise FormulaError(f"empty term next to '{sign}'", formula, pos - 1 if pos else 0)
+        bar = _bar_group(stripped)
+        if bar is None:
+            if _top_level_positions(stripped, "|"):
+                raise FormulaError(
+                    "random-effects term must be in parentheses, e.g. (1 | g)",
+                    formula, pos, len(stripped))
+            fixed_pieces.append(f"{sign} {stripped}" if fixed_pieces or sign == "-" else stripped)
+            continue
+        if sign == "-":
+            raise FormulaError("a random-effects term cannot be subtracted", formula, pos,
+                               len(stripped))
+        random_terms.extend(_expand_bar(bar, stripped, formula, pos))
+    fixed = " ".join(fixed_pieces).strip() or "1"
+    if fixed.startswith("+"):
+        fixed = fixed[1:].strip()
+    return ParsedFormula(formula=formula, response=response, fixed=fixed,
+                         random=tuple(random_terms))
+
+
+def _check_parentheses(formula: str) -> None:
+    stack: list[int] = []
+    in_tick = False
+    for i, ch in enumerate(formula):
+        if ch == "`":
+            in_tick = not in_tick
+        elif in_tick:
+            continue
+        elif ch == "(":
+            stack.append(i)
+        elif ch == ")":
+            if not stack:
+                raise FormulaError("unbalanced parentheses: ')' without '('", formula, i)
+            stack.pop()
+    if in_tick:
+        raise FormulaError("unterminated backtick", formula, formula.rfind("`"))
+    if stack:
+        raise FormulaError("unbalanced parentheses: '(' is never closed", formula, stack[-1])
+
+
+def _depth_walk(text: str):
+    """Yield (index, char, depth) skipping backticked names."""
+    depth = 0
+    in_tick = False
+    for i, ch in enumerate(text):
+        if ch == "`":
+            in_tick = not in_tick
+            continue
+        if in_tick:
+            continue
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        yield i, ch, depth
+
+
+def _top_level_positions(text: str, char: str) -> list[int]:
+    return [i for i, ch, d in _depth_walk(text) if ch == char and d == 0]
+
+
+def _split_summands(rhs: str) -> list[tuple[str, int, str]]:
+    """Split at top-level ``+`` and ``-`` (binary or leading), keeping signs and offsets."""
+    out: list[tuple[str, int, str]] = []
+    start = 0
+    sign = "+"
+    for i, ch, d in _depth_walk(rhs):
+        if d == 0 and ch in "+-":
+            if i == 0 or not rhs[:i].strip():
+                sign = ch
+                start = i + 1
+                continue
+            # '**' or a '-' inside a number exponent such as 1e-3 is not a split point
+            prev = rhs[:i].rstrip()
+            if ch == "-" and prev and prev[-1] in "eE" and re.search(r"\d[eE]$", prev):
+                continue
+            if prev.endswith(("*", "/", ":", "^", "~")):
+                continue
+            out.append((sign, start, rhs[start:i]))
+            sign = ch
+            start = i + 1
+    out.append((sign, start, rhs[start:]))
+    return out
+
+
+def _bar_group(term: str) -> tuple[str, str, bool] | None:
+    """Return (lhs, grouping, double_bar) if ``term`` is ``( lhs | g )``."""
+    if not (term.startswith("(") and term.endswith(")")):
+        return None
+    # the outer parentheses must enclose the whole term
+    for i, ch, d in _depth_walk(term):
+        if d == 0 and i < len(term) - 1:
+            return None
+    inner = term[1:-1]
+    bars = _top_level_positions(inner, "|")
+    if not bars:
+        return None
+    first = bars[0]
+    double = len(bars) >= 2 and bars[1] == first + 1
+    expected = 2 if double else 1
+    if len(bars) != expected:
+        return ("\0", inner, double)  # signals "too many bars"
+    lhs = inner[:first]
+    rhs = inner[first + expected:]
+    return (lhs, rhs, double)
+
+
+def _expand_bar(bar: tuple[str, str, bool], term: str, formula: str,
+                pos: int) -> list[RandomTermSpec]:
+    lhs, grouping, double = bar
+    if lhs == "\0":
+        raise FormulaError("too many '|' in a random-effects term", formula, pos, len(term))
+    if not lhs.strip():
+        raise FormulaError("random-effects term has nothing left of '|' (write (1 | g))",
+                           formula, pos, len(term))
+    if not grouping.strip():
+        raise FormulaError("random-effects term has no grouping factor right of '|'",
+                           formula, pos, len(term))
+    if not _GROUP_RE.match(grouping):
+        raise FormulaError(
+            "grouping factor must be a variable, an interaction a:b or nesting a/b",
+            formula, pos, len(term))
+    groups = _expand_grouping(grouping)
+    lhs = lhs.strip()
+    exprs = _split_independent(lhs, formula, pos, term) if double else [_normalize_lhs(lhs)]
+    return [RandomTermSpec(expr=e, factors=g, source=term) for g in groups for e in exprs]
+
+
+def _strip_ticks(name: str) -> str:
+    name = name.strip()
+    return name[1:-1] if name.startswith("`") and name.endswith("`") else name
+
+
+def _expand_grouping(grouping: str) -> list[tuple[str, ...]]:
+    """``a/b/c`` -> [(a,), (a,b), (a,b,c)]; ``a:b`` -> [(a,b)]."""
+    nests = [part for part in _split_at(grouping, "/")]
+    out: list[tuple[str, ...]] = []
+    prefix: tuple[str, ...] = ()
+    for part in nests:
+        prefix = prefix + tuple(_strip_ticks(p) for p in _split_at(part, ":"))
+        out.append(prefix)
+    return out
+
+
+def _split_at(text: str, char: str) -> list[str]:
+    pieces, start = [], 0
+    for i in _top_level_positions(text, char):
+        pieces.append(text[start:i])
+        start = i + 1
+    pieces.append(text[start:])
+    return pieces
+
+
+def _has_intercept_removal(summands: list[tuple[str, int, str]]) -> tuple[bool, bool]:
+    """(explicit 1 present, intercept removed) for a list of summands."""
+    removed = any((s == "+" and t.strip() == "0") or (s == "-" and t.strip() == "1")
+                  for s, _, t in summands)
+    one = any(s == "+" and t.strip() == "1" for s, _, t in summands)
+    return one, removed
+
+
+def _normalize_lhs(lhs: str) -> str:
+    summands = _split_summands(lhs)
+    one, removed = _has_intercept_removal(summands)
+    if removed or one:
+        return lhs
+    return f"1 + {lhs}"
+
+
+def _split_independent(lhs: str, formula: str, pos: int, term: str) -> list[str]:
+    """``x || g`` -> ['1', '0 + x']: one term per summand, as lme4's ``||``."""
+    summands = _split_summands(lhs)
+    one, removed = _has_intercept_removal(summands)
+    exprs: list[str] = [] if removed else ["1"]
+    for sign, _, text in summands:
+        t = text.strip()
+        if t in ("0", "1"):
+            continue
+        if sign == "-":
+            raise FormulaError("'-' terms are not supported inside (x || g)", formula, pos,
+                               len(term))
+        exprs.append(f"0 + {t}")
+    if not exprs:
+        raise FormulaError("random-effects term has no terms left of '||'", formula, pos,
+                           len(term))
+    return exprs

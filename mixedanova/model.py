@@ -1,0 +1,141 @@
+"""The one place that runs the pipeline: formula -> design -> engine -> results."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .design import Design, DesignError, build_design
+from .engines.blocked import TermData
+from .engines.convergence import check_convergence
+from .engines.likelihood import ProfiledDeviance, fit_state, optimize_theta
+from .engines.theta import ThetaLayout
+from .formula import parse_formula
+from .results import LinearMixedResults
+
+__all__ = ["LinearMixedModel", "lmm", "ConvergenceWarning", "SingularFitWarning"]
+
+_METHODS = ("REML", "ML", "ANOVA")
+
+
+class ConvergenceWarning(UserWarning):
+    """The optimum failed a convergence check."""
+
+
+class SingularFitWarning(UserWarning):
+    """A variance component is estimated on its boundary (0)."""
+
+
+class LinearMixedModel:
+    """A linear mixed model specified by an lme4 formula, not yet fitted.
+
+    Parameters
+    ----------
+    design : Design
+        Model matrices (see :func:`mixedanova.design.build_design`).
+    """
+
+    def __init__(self, design: Design) -> None:
+        self.design = design
+
+    @classmethod
+    def from_formula(cls, formula: str, data: pd.DataFrame, *,
+                     missing: str = "drop") -> "LinearMixedModel":
+        """Parse ``formula`` and build the design on ``data``.
+
+        Parameters
+        ----------
+        formula : str
+            lme4 syntax, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+        data : pandas.DataFrame
+        missing : {"drop", "raise"}
+            Rows with missing values in used columns are dropped and counted
+            (``"drop"``, lme4's default) or refused (``"raise"``).
+        """
+        return cls(build_design(parse_formula(formula), data, missing=missing))
+
+    # ----------------------------------------------------------------- stages
+    def layout(self) -> ThetaLayout:
+        """The ``theta`` layout of this model's random-effects terms."""
+        return ThetaLayout.from_terms([b.group for b in self.design.blocks],
+                                      [b.columns for b in self.design.blocks])
+
+    def deviance_function(self, reml: bool = True) -> ProfiledDeviance:
+        """The profiled objective as a closure over ``theta`` (lme4's ``devFunOnly``)."""
+        d = self.design
+        terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
+        return ProfiledDeviance(terms, self.layout(), d.X, d.y, reml=reml)
+
+    def fit(self, method: str = "REML", *, optimizer: str = "L-BFGS-B",
+            start: np.ndarray | None = None, ems: str = "unrestricted",
+            warn: bool = True) -> LinearMixedResults:
+        """Fit the model.
+
+        Parameters
+        ----------
+        method : {"REML", "ML", "ANOVA"}
+            Restricted or full maximum likelihood, or the method of moments
+            (expected mean squares; balanced rules or Henderson's Method III).
+        optimizer : str
+            scipy method for ``theta`` (see :func:`~mixedanova.engines.likelihood.optimize_theta`).
+        start : array, optional
+            Starting ``theta``.
+        ems : {"unrestricted", "restricted"}
+            Mixed-model convention for ``method="ANOVA"``.
+        warn : bool
+            Emit one warning when the convergence check finds a problem or the fit
+            is singular.
+        """
+        method = str(method).upper()
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
+        if method == "ANOVA":
+            from .anova_fit import fit_moments
+            return fit_moments(self, ems=ems)
+        dev = self.deviance_function(reml=(method == "REML"))
+        opt = optimize_theta(dev, start, method=optimizer)
+        conv = check_convergence(dev, opt.theta, dev.layout.lower, dev.layout.names)
+        state = fit_state(dev, opt, conv)
+        res = LinearMixedResults(self.design, state, model=self)
+        if warn:
+            _warn_once(res)
+        return res
+
+
+def _warn_once(res: LinearMixedResults) -> None:
+    msgs = list(res.convergence_messages)
+    if msgs:
+        warnings.warn("; ".join(msgs), ConvergenceWarning, stacklevel=3)
+    elif res.is_singular:
+        zero = [f"{g} {v}" for g, v, w, s in
+                res.varcomp[["group", "var1", "var2", "sdcor"]].itertuples(index=False)
+                if pd.isna(w) and g != "Residual" and s < 1e-4 * max(res.sigma, 1e-300)]
+        what = f"the variance of {', '.join(zero)} is estimated as 0" if zero else \
+            "a correlation is estimated as +-1"
+        warnings.warn(f"boundary (singular) fit: {what}; the random-effects structure "
+                      "may be too rich for the data", SingularFitWarning, stacklevel=3)
+
+
+def lmm(formula: str, data: pd.DataFrame, method: str = "REML", **kwargs) -> LinearMixedResults:
+    """Fit a linear mixed model given by an lme4 formula.
+
+    Parameters
+    ----------
+    formula : str
+        E.g. ``"yield ~ treat + (1|blend)"``.
+    data : pandas.DataFrame
+    method : {"REML", "ML", "ANOVA"}
+    **kwargs
+        ``missing`` goes to :meth:`LinearMixedModel.from_formula`, the rest to
+        :meth:`LinearMixedModel.fit`.
+
+    Examples
+    --------
+    >>> import mixedanova as ma
+    >>> res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
+    >>> round(res.reml_criterion, 3)
+    1743.628
+    """
+    missing = kwargs.pop("missing", "drop")
+    return LinearMixedModel.from_formula(formula, data, missing=missing).fit(method, **kwargs)
