@@ -101,7 +101,8 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
     """
     if response not in data.columns:
         raise ValueError(f"response {response!r} is not a column of the data")
-    if not pd.api.types.is_numeric_dtype(data[response]) or pd.api.types.is_bool_dtype(data[response]):
+    resp = data[response]
+    if not pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp):
         raise ValueError(f"response {response!r} must be numeric, got dtype {data[response].dtype}")
     fixed = [_as_term(t, "fixed") for t in fixed_terms]
     rand = [_as_term(t, "random") for t in random_terms]
@@ -124,7 +125,8 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
     for f in fixed:
         for r in rand:
             if set(r) < set(f):
-                raise ValueError(f"fixed term {':'.join(f)!r} contains the random term {':'.join(r)!r}; "
+                raise ValueError(f"fixed term {':'.join(f)!r} contains the random term "
+                                 f"{':'.join(r)!r}; "
                                  "fixed terms are fitted first, which would leave the random term "
                                  "without degrees of freedom")
     fixed_vars = {x for t in fixed for x in t}
@@ -201,7 +203,10 @@ def balanced_spec(data: pd.DataFrame, terms: Sequence[Term],
         cols = list(atom_vars[a])
         pcols = [x for p in parents[a] for x in atom_vars[p]]
         combos = data[pcols + cols].drop_duplicates()
-        per_parent = combos.groupby(pcols, sort=False, observed=True).size() if pcols else pd.Series([len(combos)])
+        if pcols:
+            per_parent = combos.groupby(pcols, sort=False, observed=True).size()
+        else:
+            per_parent = pd.Series([len(combos)])
         if per_parent.nunique() != 1:
             where = f" within {':'.join(pcols)}" if pcols else ""
             return None, (f"not balanced: factor {a!r} has between {per_parent.min()} and "
@@ -211,7 +216,8 @@ def balanced_spec(data: pd.DataFrame, terms: Sequence[Term],
     counts = data.groupby(variables, sort=True, observed=True).size()
     expected_cells = int(np.prod([f.levels for f in factors]))
     if len(counts) != expected_cells:
-        full = pd.MultiIndex.from_product([sorted(data[x].unique()) for x in variables], names=variables)
+        full = pd.MultiIndex.from_product([sorted(data[x].unique()) for x in variables],
+                                          names=variables)
         missing = full.difference(counts.index)
         example = ""
         if len(missing) and all(not f.nested_in for f in factors):

@@ -190,13 +190,15 @@ def _ancestors(factors: Sequence[Factor]) -> dict[str, frozenset[str]]:
     return out
 
 
-def _live_dead(term: Sequence[str], anc: Mapping[str, frozenset[str]]) -> tuple[list[str], list[str]]:
+def _live_dead(term: Sequence[str],
+               anc: Mapping[str, frozenset[str]]) -> tuple[list[str], list[str]]:
     dead = [x for x in term if any(x in anc[y] for y in term if y != x)]
     live = [x for x in term if x not in dead]
     return live, dead
 
 
-def _all_terms(factors: Sequence[Factor], anc: Mapping[str, frozenset[str]]) -> list[tuple[str, ...]]:
+def _all_terms(factors: Sequence[Factor],
+               anc: Mapping[str, frozenset[str]]) -> list[tuple[str, ...]]:
     names = [f.name for f in factors]
     terms = []
     for k in range(1, len(names) + 1):
@@ -218,7 +220,8 @@ def _make_spec(factors: Sequence[Factor], terms: Sequence[Sequence[str]] | None,
         raise ValueError(f"duplicate factor names in {names}")
     for f in factors:
         if int(f.levels) != f.levels or f.levels < 1:
-            raise ValueError(f"factor {f.name!r}: levels must be a positive integer, got {f.levels!r}")
+            raise ValueError(f"factor {f.name!r}: levels must be a positive integer, "
+                             f"got {f.levels!r}")
         if f.name == RESIDUAL:
             raise ValueError(f"{RESIDUAL!r} is reserved for the error term")
     if int(replicates) != replicates or replicates < 1:
@@ -340,7 +343,7 @@ def _rules_core(spec: _Spec, restricted: bool):
             elif j == i:
                 q_coef[i] = k
             elif k != 0:  # pragma: no cover - impossible by construction
-                raise AssertionError(f"fixed term {row_labels[j]} entered the EMS of {row_labels[i]}")
+                raise AssertionError(f"fixed {row_labels[j]} entered the EMS of {row_labels[i]}")
     df = np.empty(len(spec.terms))
     for i, t in enumerate(spec.terms):
         live, dead = _live_dead(t, anc)
@@ -366,11 +369,9 @@ def _synthesize(coef: np.ndarray, own: Sequence[int | None], t: int) -> dict[int
         a_mat = coef[cand].T
         sol, *_ = np.linalg.lstsq(a_mat, target, rcond=None)
         if np.linalg.norm(a_mat @ sol - target) <= 1e-9 * np.linalg.norm(target):
-            out = {}
-            for s, a in zip(cand, sol):
-                if abs(a) > 1e-12:
-                    out[s] = 1.0 if abs(a - 1.0) < 1e-10 else (float(round(a)) if abs(a - round(a)) < 1e-10 else float(a))
-            return out
+            # snap coefficients that are integers up to rounding (exact tests, +-1 combinations)
+            return {s: float(round(a)) if abs(a - round(a)) < 1e-10 else float(a)
+                    for s, a in zip(cand, sol) if abs(a) > 1e-12}
     return None
 
 
@@ -422,7 +423,8 @@ def error_terms(table: pd.DataFrame) -> dict[str, dict[str, float] | None]:
     return out
 
 
-def _fill_tests(table: pd.DataFrame, combos: Mapping[str, Mapping[str, float] | None]) -> pd.DataFrame:
+def _fill_tests(table: pd.DataFrame,
+                combos: Mapping[str, Mapping[str, float] | None]) -> pd.DataFrame:
     out = table.copy()
     ms = out["mean_sq"].astype(float)
     dfs = out["df"].astype(float)
@@ -501,23 +503,26 @@ def _assemble(labels: Sequence[str], comps: Sequence[str], coef: np.ndarray,
         data[coef_column(c)] = list(coef[:, j])
     data["Q"] = [bool(f) for f in fixed_flags] + [False]
     data["Q_coef"] = list(q_coef)
-    random_labels = set(comps)
-    data["component"] = [lab if lab in random_labels and not (i < len(labels) and fixed_flags[i]) else None
-                         for i, lab in enumerate(index)]
-    data["error_term"] = [None] * len(index)
-    data["test"] = [None] * len(index)
+    components = [None if i < len(labels) and fixed_flags[i] else lab
+                  for i, lab in enumerate(index)]
     data["den_df"] = [np.nan] * len(index)
     data["F"] = [np.nan] * len(index)
     data["p"] = [np.nan] * len(index)
     table = pd.DataFrame(data, index=pd.Index(index, name="source"))
-    table["component"] = table["component"].astype(object)
-    table["error_term"] = table["error_term"].astype(object)
-    table["test"] = table["test"].astype(object)
+    for col, values in (("component", components), ("error_term", [None] * len(index)),
+                        ("test", [None] * len(index))):
+        table.insert(table.columns.get_loc("den_df"), col,
+                     pd.Series(values, index=table.index, dtype=object))
+    table["ems"] = pd.Series(ems_text, index=table.index, dtype=object)
     return table
 
 
-def _rules_table(spec: _Spec, restricted: bool, residual_df: float) -> pd.DataFrame:
+def _rules_table(spec: _Spec, restricted: bool, residual_df: float | None = None) -> pd.DataFrame:
+    """EMS table from the rules; residual df defaults to N - 1 - sum of term df."""
     coef, q_coef, df, comps = _rules_core(spec, restricted)
+    if residual_df is None:
+        nobs = spec.replicates * int(np.prod([f.levels for f in spec.factors]))
+        residual_df = nobs - 1 - float(np.sum(df))
     table = _assemble(spec.labels, comps, coef, q_coef, [not r for r in spec.term_random],
                       [*df, residual_df])
     table = _fill_tests(table, error_terms(table))
@@ -527,7 +532,8 @@ def _rules_table(spec: _Spec, restricted: bool, residual_df: float) -> pd.DataFr
 
 
 def ems_rules(factors: Sequence[Factor], terms: Sequence[Sequence[str] | str] | None = None,
-              replicates: int = 1, *, ems: str = "unrestricted", naming: str = "lme4") -> pd.DataFrame:
+              replicates: int = 1, *, ems: str = "unrestricted",
+              naming: str = "lme4") -> pd.DataFrame:
     """EMS table of a balanced design from the classical rules (no data needed).
 
     Parameters
@@ -573,14 +579,13 @@ def ems_rules(factors: Sequence[Factor], terms: Sequence[Sequence[str] | str] | 
     if ems not in ("unrestricted", "restricted"):
         raise ValueError(f"ems must be 'unrestricted' or 'restricted', got {ems!r}")
     spec = _make_spec(factors, terms, replicates, naming)
-    coef, q_coef, df, comps = _rules_core(spec, ems == "restricted")
-    nobs = spec.replicates * int(np.prod([f.levels for f in spec.factors]))
-    residual_df = nobs - 1 - float(np.sum(df))
-    return _rules_table(spec, ems == "restricted", residual_df)
+    return _rules_table(spec, ems == "restricted")
 
 
-def subscript_table(factors: Sequence[Factor], terms: Sequence[Sequence[str] | str] | None = None,
-                    replicates: int = 1, *, ems: str = "unrestricted", naming: str = "lme4") -> pd.DataFrame:
+def subscript_table(factors: Sequence[Factor],
+                    terms: Sequence[Sequence[str] | str] | None = None,
+                    replicates: int = 1, *, ems: str = "unrestricted",
+                    naming: str = "lme4") -> pd.DataFrame:
     """The rules' table of 0, 1 and level counts (rows: terms + Residual).
 
     Columns are the factors' subscripts plus ``(replicate)``; see the module

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from .blocked import FactorBase, NotPositiveDefinite, TermData, build_system
+from .blocked import FactorBase, NotPositiveDefinite, TermData, build_system, tri_inv
 from .state import FitState, OptimizerSummary
 from .theta import ThetaLayout
 
@@ -50,8 +50,10 @@ class ProfiledDeviance:
         self.layout = layout
         self.reml = reml
         self.n, self.p = X.shape
+        self.nlevs = [t.nlev for t in terms]
         self.system = build_system(terms, X, y)
         self.nevals = 0
+        self.ngrads = 0
 
     @property
     def dof(self) -> int:
@@ -74,6 +76,59 @@ class ProfiledDeviance:
             return self.from_factor(self.factor(theta))
         except NotPositiveDefinite:
             return math.inf
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Objective and its analytic gradient in ``theta``.
+
+        With ``M`` the augmented matrix, ``M_xz`` the same without the ``y`` row and
+        column and ``Omega`` its random-effects block, the REML criterion is
+        ``(1 - nu) log|M_xz| + nu log|M| + const`` (``nu = n - p``) and the ML
+        deviance ``log|Omega| + n (log|M| - log|M_xz|) + const``.  For a matrix
+        ``D'AD + J`` with ``D = diag(Lambda, I)``, the derivative of its log
+        determinant in the template entry ``T_k[s, t]`` is
+        ``2 (nlev_k T_k^{-1} - S_k T_k^{-1})[t, s]``, where ``S_k`` sums the
+        diagonal blocks of the inverse over the term's levels.  A term whose
+        template is (nearly) singular falls back to finite differences.
+        """
+        theta = np.asarray(theta, dtype=float)
+        self.nevals += 1
+        self.ngrads += 1
+        try:
+            f = self.factor(theta)
+        except NotPositiveDefinite:
+            return math.inf, np.zeros_like(theta)
+        value = self.from_factor(f)
+        grad = np.empty_like(theta)
+        templates = self.layout.templates(theta)
+        sums = None
+        for k, T in enumerate(templates):
+            q, off = T.shape[0], self.layout.offsets[k]
+            idx = [(i, j) for j in range(q) for i in range(j, q)]
+            if np.min(np.abs(np.diag(T))) < 1e-6:
+                for m in range(len(idx)):
+                    grad[off + m] = self._fd_partial(theta, off + m, value)
+                continue
+            if sums is None:
+                sums = f.inverse_block_sums()
+            s_om, s_xz, s_full = sums[k]
+            if self.reml:
+                comb = s_xz + (self.n - self.p) * (s_full - s_xz)
+            else:
+                comb = s_om + self.n * (s_full - s_xz)
+            g = 2.0 * (self.nlevs[k] * np.eye(q) - comb) @ tri_inv(T)
+            for m, (i, j) in enumerate(idx):
+                grad[off + m] = g[j, i]
+        return value, grad
+
+    def _fd_partial(self, theta: np.ndarray, i: int, f0: float, h: float = 1e-7) -> float:
+        step = h * max(1.0, abs(theta[i]))
+        up = theta.copy()
+        up[i] += step
+        down = theta.copy()
+        down[i] -= step
+        if down[i] < self.layout.lower[i]:
+            return (self(up) - f0) / step
+        return (self(up) - self(down)) / (2.0 * step)
 
     def at_sigma(self, theta: np.ndarray, sigma: float) -> float:
         """Objective with ``sigma`` given instead of profiled out (lmerTest's ``devfun_vp``)."""
@@ -116,9 +171,7 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
     t0 = time.perf_counter()
     f0 = dev(x0)
     if method == "L-BFGS-B":
-        res = minimize(dev, x0, method="L-BFGS-B", jac=_central_gradient(dev, lower),
-                       bounds=bounds, options={"ftol": tol, "gtol": 1e-8,
-                                               "maxiter": maxiter, "maxcor": 20})
+        res = _lbfgsb_with_edge_restarts(dev, x0, bounds, tol, maxiter)
     else:
         res = minimize(dev, x0, method=method, bounds=bounds,
                        options={"maxiter": maxiter})
@@ -130,24 +183,38 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
                             seconds=time.perf_counter() - t0)
 
 
-def _central_gradient(dev: ProfiledDeviance, lower: np.ndarray, h: float = 1e-6):
-    """Central-difference gradient, one-sided at a lower bound."""
+def _lbfgsb_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: list,
+                               tol: float, maxiter: int, restarts: int = 3):
+    """L-BFGS-B, restarted when a template diagonal stuck on its bound should not be.
 
-    def grad(x: np.ndarray) -> np.ndarray:
-        g = np.empty_like(x)
-        for i in range(len(x)):
-            step = h * max(1.0, abs(x[i]))
-            xp = x.copy()
-            xp[i] += step
-            xm = x.copy()
-            xm[i] -= step
-            if xm[i] < lower[i]:
-                g[i] = (dev(xp) - dev(x)) / step
-            else:
-                g[i] = (dev(xp) - dev(xm)) / (2.0 * step)
-        return g
-
-    return grad
+    The objective depends on a template's diagonal entries through their squares,
+    so its derivative is zero on the bound and a gradient method can stop there
+    although leaving the bound lowers the objective (lme4's ``restart_edge``).
+    Each bounded entry at 0 is probed at small positive values; if one is better
+    the optimizer restarts from it.
+    """
+    lower = dev.layout.lower
+    options = {"ftol": tol, "gtol": 1e-8, "maxiter": maxiter, "maxcor": 20}
+    x = x0
+    for _ in range(restarts + 1):
+        res = minimize(dev.value_and_gradient, x, method="L-BFGS-B", jac=True,
+                       bounds=bounds, options=options)
+        fx = float(res.fun)
+        edge = np.flatnonzero((lower == 0.0) & (res.x < 1e-6))
+        better = None
+        for i in edge:
+            for h in (1e-3, 1e-2, 1e-1):
+                probe = np.array(res.x, dtype=float)
+                probe[i] = h
+                if dev(probe) < fx - 1e-12 * (1.0 + abs(fx)):
+                    better = probe
+                    break
+            if better is not None:
+                break
+        if better is None:
+            return res
+        x = better
+    return res
 
 
 def fit_state(dev: ProfiledDeviance, opt: OptimizerSummary, convergence=None) -> FitState:

@@ -63,7 +63,7 @@ METHOD_RULES = "EMS rules (balanced)"
 METHOD_III = "Henderson Method III (Type I SS)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MomentEstimates:
     """Method-of-moments variance components from an EMS table.
 
@@ -95,7 +95,7 @@ class MomentEstimates:
     df: pd.Series
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AnovaFitState:
     """Result of :func:`fit_anova`.
 
@@ -121,6 +121,8 @@ class AnovaFitState:
     fixed_terms, random_terms : tuple of str
         Term labels in table order.
     balanced : bool
+        True when the EMS rules were used (a balanced design); False for
+        Method III, also when it was requested on balanced data.
     """
 
     table: pd.DataFrame
@@ -143,7 +145,7 @@ class AnovaFitState:
     balanced: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VarcompInterval:
     """Estimate, SE and Cochran-Satterthwaite interval of ``sum w_k s2_k``."""
 
@@ -236,7 +238,7 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
         if not np.array_equal(rule_df, seq.df[:-1]):
             bad = [lab for lab, a, b in zip(labels, rule_df, seq.df) if a != b]
             msg = f"rules and data disagree on the degrees of freedom of {bad}"
-            if method == "rules":
+            if method == "rules" or ems == "restricted":
                 raise ValueError(f"cannot use the EMS rules: {msg}")
             spec, note = None, msg
     if spec is not None:
@@ -289,7 +291,10 @@ def moments_from_mean_squares(ems_table: pd.DataFrame,
     """
     comps, own = _own_components(ems_table)
     sources = [s for s, o in zip(ems_table.index, own) if o is not None]
-    ms = ems_table["mean_sq"].astype(float) if mean_squares is None else pd.Series(mean_squares, dtype=float)
+    if mean_squares is None:
+        ms = ems_table["mean_sq"].astype(float)
+    else:
+        ms = pd.Series(mean_squares, dtype=float)
     dfs = ems_table["df"].astype(float) if df is None else pd.Series(df, dtype=float)
     missing = [s for s in sources if s not in ms.index or not np.isfinite(ms[s])]
     if missing:
@@ -315,8 +320,8 @@ def moments_from_mean_squares(ems_table: pd.DataFrame,
         mean_squares=ms.rename("mean_sq"), df=dfs.rename("df"))
 
 
-_TOKEN = re.compile(r"\s*([+-])?\s*(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)?\s*\*?\s*"
-                    r"([A-Za-z_][A-Za-z0-9_:.]*)\s*")
+_NUMBER = r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)"
+_TOKEN = re.compile(r"\s*([+-])?\s*" + _NUMBER + r"?\s*\*?\s*([A-Za-z_][A-Za-z0-9_:.]*)\s*")
 
 
 def _parse_combination(text: str, components: Sequence[str]) -> dict[str, float]:
