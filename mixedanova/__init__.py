@@ -5,10 +5,14 @@
 >>> print(res.summary())            # doctest: +SKIP
 """
 from .datasets import list_datasets, load_dataset
+from .engines.ems import Factor, ems_rules
+from .engines.moments import moments_from_mean_squares
 from .design import DesignError, RankDeficiencyWarning
 from .formula import FormulaError
 from .model import ConvergenceWarning, LinearMixedModel, SingularFitWarning, lmm
+from .oneway import oneway
 from .results import LinearMixedResults
+from .results_anova import AnovaResults
 
 __version__ = "0.1.0"
 
@@ -16,6 +20,11 @@ __all__ = [
     "lmm",
     "LinearMixedModel",
     "LinearMixedResults",
+    "AnovaResults",
+    "oneway",
+    "ems_rules",
+    "Factor",
+    "moments_from_mean_squares",
     "load_dataset",
     "list_datasets",
     "FormulaError",

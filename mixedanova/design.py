@@ -302,7 +302,7 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
         y = col.to_numpy(dtype=float)
     else:
         try:
-            lhs = model_matrix(f"{name} ~ 1", data).lhs
+            lhs = model_matrix(f"{name} ~ 1", data, na_action="ignore").lhs
         except Exception as exc:  # formulaic raises many types
             raise DesignError(f"cannot evaluate the response {name!r}: {exc}") from None
         if lhs.shape[1] != 1:
@@ -322,7 +322,7 @@ def _check_finite(values: np.ndarray, name: str, role: str, index: pd.Index) -> 
 
 def _fixed_matrix(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[np.ndarray, object]:
     try:
-        mm = model_matrix(parsed.fixed, data)
+        mm = model_matrix(parsed.fixed, data, na_action="ignore")
     except Exception as exc:
         raise DesignError(f"cannot build the fixed-effects matrix for {parsed.fixed!r}: "
                           f"{exc}") from None
@@ -384,7 +384,7 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
             f"grouping factor {term.group!r} of {term.source} has only one level "
             f"({levels[0]!r}); a random effect needs at least two")
     try:
-        mm = model_matrix(term.expr, data)
+        mm = model_matrix(term.expr, data, na_action="ignore")
     except Exception as exc:
         raise DesignError(f"cannot build the model matrix of random term {term.source}: "
                           f"{exc}") from None

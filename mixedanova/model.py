@@ -9,7 +9,7 @@ import pandas as pd
 from .design import Design, DesignError, build_design
 from .engines.blocked import TermData
 from .engines.convergence import check_convergence
-from .engines.likelihood import ProfiledDeviance, fit_state, optimize_theta
+from .engines.likelihood import ProfiledDeviance, fit_state, optimize_theta, state_at
 from .engines.theta import ThetaLayout
 from .formula import parse_formula
 from .results import LinearMixedResults
@@ -69,7 +69,7 @@ class LinearMixedModel:
 
     def fit(self, method: str = "REML", *, optimizer: str = "L-BFGS-B",
             start: np.ndarray | None = None, ems: str = "unrestricted",
-            warn: bool = True) -> LinearMixedResults:
+            anova_method: str = "auto", warn: bool = True) -> LinearMixedResults:
         """Fit the model.
 
         Parameters
@@ -82,7 +82,14 @@ class LinearMixedModel:
         start : array, optional
             Starting ``theta``.
         ems : {"unrestricted", "restricted"}
-            Mixed-model convention for ``method="ANOVA"``.
+            Mixed-model convention for ``method="ANOVA"``.  The default is the
+            unrestricted model, which is what an lme4 formula states (each
+            ``(1|a:b)`` effect is iid) and what REML fits; ``"restricted"`` is the
+            textbook model whose random interactions with a fixed factor sum to
+            zero over its levels.
+        anova_method : {"auto", "rules", "method3"}
+            For ``method="ANOVA"``: the balanced EMS rules when the design allows
+            (``"auto"``), or Henderson's Method III (Type I sums of squares).
         warn : bool
             Emit one warning when the convergence check finds a problem or the fit
             is singular.
@@ -91,8 +98,7 @@ class LinearMixedModel:
         if method not in _METHODS:
             raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
         if method == "ANOVA":
-            from .anova_fit import fit_moments
-            return fit_moments(self, ems=ems)
+            return self._fit_moments(ems, anova_method)
         dev = self.deviance_function(reml=(method == "REML"))
         opt = optimize_theta(dev, start, method=optimizer)
         conv = check_convergence(dev, opt.theta, dev.layout.lower, dev.layout.names)
@@ -101,6 +107,42 @@ class LinearMixedModel:
         if warn:
             _warn_once(res)
         return res
+
+
+    def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
+        """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
+        from .engines.moments import fit_anova
+        from .results_anova import AnovaResults
+
+        d = self.design
+        for b in d.blocks:
+            if b.columns != ("(Intercept)",):
+                raise DesignError(
+                    f"method='ANOVA' estimates variance components of random intercepts "
+                    f"(1 | g) only; {b.source} has columns {', '.join(b.columns)}")
+        fixed, intercept = [], False
+        for t in d.fixed_terms:
+            if not t.variables:
+                intercept = bool(t.columns)
+                continue
+            for v in t.variables:
+                if v not in d.data.columns:
+                    raise DesignError(f"method='ANOVA' needs plain variables in the fixed "
+                                      f"part; {v!r} is an expression")
+            fixed.append(t.variables)
+        data = d.data
+        response = d.formula.response
+        if response not in data.columns:
+            data = data.assign(**{"(response)": d.y})
+            response = "(response)"
+        state = fit_anova(data, response, fixed, [b.factors for b in d.blocks],
+                          intercept=intercept, ems=ems, method=anova_method)
+        est = state.estimates_truncated
+        s2e = float(est["Residual"])
+        theta = np.array([np.sqrt(float(est[b.group]) / s2e) for b in d.blocks])
+        fs = state_at(self.deviance_function(reml=True), theta, np.sqrt(s2e), "ANOVA",
+                      extra={"anova": state})
+        return AnovaResults(d, fs, model=self)
 
 
 def _warn_once(res: LinearMixedResults) -> None:

@@ -96,16 +96,16 @@ class Summary:
         lines += [f"Number of obs: {self.nobs}, groups:  {groups}", ""]
         lines += self._fixed_lines()
         for title, text in self.extra:
-            lines += ["", title, text]
+            lines += ["", title, text] if title else ["", text]
         if self.notes:
             lines += [""] + self.notes
         return "\n".join(lines)
 
     def _criteria_lines(self) -> list[str]:
         c = self.criteria
-        if "REML criterion at convergence" in c:
-            return [f"REML criterion at convergence: {c['REML criterion at convergence']:.4f}",
-                    ""]
+        if len(c) == 1:
+            (label, value), = c.items()
+            return [f"{label}: {value:.4f}", ""]
         keys = [k for k in ("AIC", "BIC", "logLik", "deviance", "df.resid") if k in c]
         vals = [f"{c[k]:.4f}" if k != "df.resid" else str(c[k]) for k in keys]
         return _align([keys, vals]) + [""]

@@ -25,7 +25,7 @@ from .blocked import FactorBase, NotPositiveDefinite, TermData, build_system, tr
 from .state import FitState, OptimizerSummary
 from .theta import ThetaLayout
 
-__all__ = ["ProfiledDeviance", "optimize_theta", "fit_state"]
+__all__ = ["ProfiledDeviance", "optimize_theta", "fit_state", "state_at"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 
@@ -226,3 +226,15 @@ def fit_state(dev: ProfiledDeviance, opt: OptimizerSummary, convergence=None) ->
                     beta=beta, u=u, objective=dev.from_factor(f),
                     vcov_beta=sigma**2 * f.vcov_unscaled(), factor=f, optimizer=opt,
                     convergence=convergence)
+
+
+def state_at(dev: ProfiledDeviance, theta: np.ndarray, sigma: float, method: str,
+             extra: dict | None = None) -> FitState:
+    """Estimates at given variance parameters (GLS ``beta``, BLUPs from the mixed
+    model equations), e.g. at method-of-moments estimates."""
+    f = dev.factor(theta)
+    beta, u = f.solution()
+    return FitState(method=method, theta=np.asarray(theta, dtype=float), sigma=float(sigma),
+                    beta=beta, u=u, objective=dev.at_sigma(theta, sigma),
+                    vcov_beta=sigma**2 * f.vcov_unscaled(), factor=f, optimizer=None,
+                    convergence=None, extra=extra or {})

@@ -1,0 +1,75 @@
+"""lme4 formula syntax: expansion of bar terms and errors that point at the text."""
+from __future__ import annotations
+
+import pytest
+
+from mixedanova.formula import FormulaError, parse_formula
+
+
+def _terms(formula: str):
+    return [(t.expr, t.factors) for t in parse_formula(formula).random]
+
+
+def test_correlated_slope():
+    # lme4: (Days | Subject) == (1 + Days | Subject)
+    p = parse_formula("Reaction ~ Days + (Days | Subject)")
+    assert p.response == "Reaction" and p.fixed == "Days"
+    assert _terms("y ~ x + (x | g)") == [("1 + x", ("g",))]
+    assert _terms("y ~ x + (1 + x | g)") == [("1 + x", ("g",))]
+
+
+def test_no_intercept_slope():
+    assert _terms("y ~ x + (0 + x | g)") == [("0 + x", ("g",))]
+    assert _terms("y ~ x + (x - 1 | g)") == [("x - 1", ("g",))]
+
+
+def test_double_bar_splits_terms():
+    # lme4's expandDoubleVerts: (x || g) == (1 | g) + (0 + x | g)
+    assert _terms("y ~ x + (x || g)") == [("1", ("g",)), ("0 + x", ("g",))]
+    assert _terms("y ~ (0 + x + z || g)") == [("0 + x", ("g",)), ("0 + z", ("g",))]
+
+
+def test_nesting_and_interaction():
+    # lme4: (1 | a/b) == (1 | a) + (1 | a:b)
+    assert _terms("y ~ 1 + (1 | a/b)") == [("1", ("a",)), ("1", ("a", "b"))]
+    assert _terms("y ~ 1 + (1 | a/b/c)") == [("1", ("a",)), ("1", ("a", "b")),
+                                               ("1", ("a", "b", "c"))]
+    assert _terms("y ~ 1 + (1 | a:b)") == [("1", ("a", "b"))]
+    assert parse_formula("y ~ (1|a:b)").random[0].group == "a:b"
+
+
+def test_several_terms_and_fixed_part_left_to_formulaic():
+    p = parse_formula("np.log(y) ~ C(t) * I(x**2) - 1 + (1|a) + (x|b)")
+    assert p.response == "np.log(y)"
+    assert p.fixed == "C(t) * I(x**2) - 1"
+    assert [t.group for t in p.random] == ["a", "b"]
+
+
+def test_only_random_terms_gives_intercept():
+    assert parse_formula("y ~ (1|g)").fixed == "1"
+
+
+@pytest.mark.parametrize("formula, message, caret", [
+    ("y ~ x + (1|g", "'(' is never closed", "        ^"),
+    ("y ~ x + 1|g)", "')' without '('", "           ^"),
+    ("y ~ x + 1|g", "must be in parentheses", "        ^^^"),
+    ("y ~ (|g)", "nothing left of '|'", "    ^^^^"),
+    ("y ~ (1|)", "no grouping factor", "    ^^^^"),
+    ("y ~ (1|g|h)", "too many '|'", "    ^^^^^^^"),
+    ("y ~ x +  + (1|g)", "empty term", "        ^"),
+    ("y ~ x - (1|g)", "cannot be subtracted", "        ^^^^^"),
+    ("~ x + (1|g)", "no response", "^"),
+    ("y ~ x + (1|g+h)", "grouping factor must be", "        ^^^^^^^"),
+])
+def test_malformed_formula_points_at_text(formula, message, caret):
+    with pytest.raises(FormulaError) as err:
+        parse_formula(formula)
+    text = str(err.value)
+    assert message in text
+    assert formula in text
+    assert text.splitlines()[-1] == "    " + caret
+
+
+def test_missing_tilde():
+    with pytest.raises(FormulaError, match="no '~'"):
+        parse_formula("y x (1|g)")
