@@ -18,12 +18,13 @@ from __future__ import annotations
 import difflib
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 
-from .formula import ParsedFormula, RandomTermSpec
+from .formula import ParsedFormula, RandomTermSpec, split_summands
 
 __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
            "RankDeficiencyWarning"]
@@ -37,6 +38,66 @@ class DesignError(ValueError):
 
 class RankDeficiencyWarning(UserWarning):
     """Aliased fixed-effect columns were dropped."""
+
+
+@dataclass(frozen=True)
+class SimpleSpec:
+    """Model matrix of an intercept and numeric columns, built without formulaic.
+
+    Gives the same columns and names as formulaic for formulas such as
+    ``"1 + Days"`` or ``"0 + x"``; anything else goes to formulaic.
+    """
+
+    intercept: bool
+    columns: tuple[str, ...]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return (("Intercept",) if self.intercept else ()) + self.columns
+
+    @property
+    def term_slices(self) -> dict:
+        """Term -> column slice, like formulaic's ``ModelSpec.term_slices``."""
+        names = self.column_names
+        return {_SimpleTerm("1" if n == "Intercept" else n): slice(i, i + 1)
+                for i, n in enumerate(names)}
+
+    def get_model_matrix(self, data: pd.DataFrame) -> np.ndarray:
+        cols = [np.ones(len(data))] if self.intercept else []
+        cols += [data[c].to_numpy(dtype=float) for c in self.columns]
+        return np.column_stack(cols) if cols else np.empty((len(data), 0))
+
+
+@dataclass(frozen=True)
+class _SimpleTerm:
+    """A one-variable term (or the intercept ``"1"``) with formulaic's ``factors``."""
+
+    name: str
+
+    @property
+    def factors(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _simple_spec(expr: str, data: pd.DataFrame) -> SimpleSpec | None:
+    """A :class:`SimpleSpec` when ``expr`` is only ``1``/``0``/``-1`` and numeric columns."""
+    intercept, columns = True, []
+    for sign, _, text in split_summands(expr):
+        t = text.strip()
+        if t in ("0", "1"):
+            if (t == "0") == (sign == "+"):
+                intercept = False
+            continue
+        if sign != "+" or t not in data.columns or t in columns:
+            return None
+        col = data[t]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            return None
+        columns.append(t)
+    return SimpleSpec(intercept, tuple(columns))
 
 
 @dataclass(frozen=True)
@@ -260,6 +321,7 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     return used
 
 
+@lru_cache(maxsize=256)
 def _formula_variables(expr: str) -> list[str]:
     return sorted(Formula(expr).required_variables)
 
@@ -321,6 +383,12 @@ def _check_finite(values: np.ndarray, name: str, role: str, index: pd.Index) -> 
 
 
 def _fixed_matrix(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[np.ndarray, object]:
+    simple = _simple_spec(parsed.fixed, data)
+    if simple is not None:
+        X = simple.get_model_matrix(data)
+        for j, col in enumerate(simple.column_names):
+            _check_finite(X[:, j], col, "fixed-effect column", data.index)
+        return X, simple
     try:
         mm = model_matrix(parsed.fixed, data, na_action="ignore")
     except Exception as exc:
@@ -383,20 +451,25 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
         raise DesignError(
             f"grouping factor {term.group!r} of {term.source} has only one level "
             f"({levels[0]!r}); a random effect needs at least two")
-    try:
-        mm = model_matrix(term.expr, data, na_action="ignore")
-    except Exception as exc:
-        raise DesignError(f"cannot build the model matrix of random term {term.source}: "
-                          f"{exc}") from None
-    zraw = np.asarray(mm, dtype=float).reshape(len(data), -1)
+    spec = _simple_spec(term.expr, data)
+    if spec is not None:
+        zraw, names = spec.get_model_matrix(data), spec.column_names
+    else:
+        try:
+            mm = model_matrix(term.expr, data, na_action="ignore")
+        except Exception as exc:
+            raise DesignError(f"cannot build the model matrix of random term {term.source}: "
+                              f"{exc}") from None
+        zraw, names, spec = np.asarray(mm, dtype=float), list(mm.columns), mm.model_spec
+    zraw = zraw.reshape(len(data), -1)
     if zraw.shape[1] == 0:
         raise DesignError(f"random term {term.source} has no columns")
-    columns = tuple("(Intercept)" if c == "Intercept" else str(c) for c in mm.columns)
+    columns = tuple("(Intercept)" if c == "Intercept" else str(c) for c in names)
     for j, c in enumerate(columns):
         _check_finite(zraw[:, j], c, f"column of random term {term.source}", data.index)
     return RandomBlock(group=term.group, factors=term.factors, expr=term.expr,
                        source=term.source, columns=columns, levels=levels, codes=codes,
-                       zraw=np.ascontiguousarray(zraw), spec=mm.model_spec)
+                       zraw=np.ascontiguousarray(zraw), spec=spec)
 
 
 def _check_identifiable(blocks: list[RandomBlock], n: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula"]
+__all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula", "split_summands"]
 
 _NAME = r"(?:[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`)"
 _GROUP_RE = re.compile(rf"^\s*{_NAME}\s*(?:[:/]\s*{_NAME}\s*)*$")
@@ -115,7 +115,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise FormulaError("formula has nothing right of '~'", formula, t)
     fixed_pieces: list[str] = []
     random_terms: list[RandomTermSpec] = []
-    for sign, start, text in _split_summands(rhs):
+    for sign, start, text in split_summands(rhs):
         stripped = text.strip()
         pos = rhs_offset + start + (len(text) - len(text.lstrip()))
         if not stripped:
@@ -180,7 +180,7 @@ def _top_level_positions(text: str, char: str) -> list[int]:
     return [i for i, ch, d in _depth_walk(text) if ch == char and d == 0]
 
 
-def _split_summands(rhs: str) -> list[tuple[str, int, str]]:
+def split_summands(rhs: str) -> list[tuple[str, int, str]]:
     """Split at top-level ``+`` and ``-`` (binary or leading), keeping signs and offsets."""
     out: list[tuple[str, int, str]] = []
     start = 0
@@ -281,7 +281,7 @@ def _has_intercept_removal(summands: list[tuple[str, int, str]]) -> tuple[bool, 
 
 
 def _normalize_lhs(lhs: str) -> str:
-    summands = _split_summands(lhs)
+    summands = split_summands(lhs)
     one, removed = _has_intercept_removal(summands)
     if removed or one:
         return lhs
@@ -290,7 +290,7 @@ def _normalize_lhs(lhs: str) -> str:
 
 def _split_independent(lhs: str, formula: str, pos: int, term: str) -> list[str]:
     """``x || g`` -> ['1', '0 + x']: one term per summand, as lme4's ``||``."""
-    summands = _split_summands(lhs)
+    summands = split_summands(lhs)
     one, removed = _has_intercept_removal(summands)
     exprs: list[str] = [] if removed else ["1"]
     for sign, _, text in summands:

@@ -67,7 +67,7 @@ class LinearMixedModel:
         terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
         return ProfiledDeviance(terms, self.layout(), d.X, d.y, reml=reml)
 
-    def fit(self, method: str = "REML", *, optimizer: str = "L-BFGS-B",
+    def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",
             start: np.ndarray | None = None, ems: str = "unrestricted",
             anova_method: str = "auto", warn: bool = True) -> LinearMixedResults:
         """Fit the model.

@@ -98,7 +98,11 @@ class CrossedSystem:
         self.csc_indices = self.rows[self.csc_entry]
 
     def _pairs(self) -> None:
-        """Pairs of entries sharing a first-term level (``e1 <= e2``)."""
+        """Pairs of entries sharing a first-term level (``e1 <= e2``).
+
+        ``target`` is the flat index of the pair's rows in the lower triangle of
+        the ``r x r`` Schur complement; ``twice`` is 2 for off-diagonal pairs.
+        """
         nnz = len(self.rows)
         ends = self.level_ptr[1:][self.levels]
         n_after = ends - np.arange(nnz)
@@ -106,12 +110,11 @@ class CrossedSystem:
         starts = np.cumsum(n_after) - n_after
         pb = pa + (np.arange(len(pa)) - np.repeat(starts, n_after))
         self.pa, self.pb = pa, pb
-        self.pdiag = pa == pb
+        self.twice = np.where(pa == pb, 1.0, 2.0)
         self.plevel = self.levels[pa]
-        ra, rb = self.rows[pa], self.rows[pb]  # ra <= rb: rows sorted within a level
-        target = rb.astype(np.int64) * self.r + ra  # lower triangle of the r x r matrix
-        self.utarget, tinv = np.unique(target, return_inverse=True)
-        self.tinv = tinv.ravel()
+        self.ra, self.rb = self.rows[pa], self.rows[pb]  # ra <= rb: rows sorted in a level
+        self.target = self.rb.astype(np.int64) * self.r + self.ra
+        self.vv = self.vals[pa, 0] * self.vals[pb, 0] if self.q0 == 1 else None
 
     # ------------------------------------------------------------- per theta
     def lambda_r_scale(self, lambdas: list[np.ndarray], M: np.ndarray) -> np.ndarray:
@@ -130,17 +133,19 @@ class CrossedSystem:
                 M[a:b, :] = rows.reshape(-1, M.shape[1])
         return M
 
-    def _scaled_entries(self, lambdas: list[np.ndarray], T0: np.ndarray) -> np.ndarray:
-        """Values of ``C`` on the R1 pattern: ``Lambda_R' A_R0 Lambda_0 L00^{-T}``."""
+    def _entries(self, lambdas: list[np.ndarray], T0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values of ``C`` on the R1 pattern before and after ``Lambda_R'``:
+        ``A_R0 Lambda_0 L00^{-T}`` and ``Lambda_R' A_R0 Lambda_0 L00^{-T}``."""
         if self.q0 == 1:
-            v = self.vals * T0[self.levels, 0, :]
+            raw = self.vals * T0[self.levels, 0, :]
         else:
-            v = np.einsum("es,est->et", self.vals, T0[self.levels])
+            raw = np.einsum("es,est->et", self.vals, T0[self.levels])
+        v = raw.copy()
         for k, idx in self.scalar_entries.items():
             v[idx] *= lambdas[k][0, 0]
         for k, groups in self.vector_groups.items():
-            v[groups] = lambdas[k].T @ v[groups]
-        return v
+            v[groups] = lambdas[k].T @ raw[groups]
+        return raw, v
 
     def c_matrix(self, cv: np.ndarray) -> sp.csc_matrix:
         """``C`` restricted to the R1 rows as a sparse ``r1 x (l0 q0)`` matrix."""
@@ -159,24 +164,30 @@ class CrossedSystem:
         BX = bmm(self.AX0, T0)  # (l0, p+1, q0)
         BXf = BX.transpose(1, 0, 2).reshape(self.p + 1, -1)
         r1 = self.r1
-        S = self.lambda_r_scale(lambdas, self.ARR.copy())
-        cv = self._scaled_entries(lambdas, T0)
-        prod = np.einsum("es,es->e", cv[self.pa], cv[self.pb]) if self.q0 > 1 \
-            else cv[self.pa, 0] * cv[self.pb, 0]
-        S.ravel()[self.utarget] -= np.bincount(self.tinv, weights=prod,
-                                               minlength=len(self.utarget))
-        C = self.c_matrix(cv)
-        S[r1:, :r1] -= np.asarray(C @ BXf.T).T
-        S[np.arange(r1), np.arange(r1)] += 1.0
+        raw, cv = self._entries(lambdas, T0)
+        # S = Lambda_R'(A_RR - B B')Lambda_R + I_R1, B = A_R0 Lambda_0 L00^{-T} (lower part)
+        S = self.ARR.copy()
+        if self.q0 == 1:
+            prod = self.vv * (T0[:, 0, 0] ** 2)[self.plevel]
+        else:
+            prod = np.einsum("es,es->e", raw[self.pa], raw[self.pb])
+        S.ravel()[:] -= np.bincount(self.target, weights=prod, minlength=self.r * self.r)
+        S[r1:, :r1] -= np.asarray(self.c_matrix(raw) @ BXf.T).T
         S[r1:, r1:] -= BXf @ BXf.T
-        return CrossedFactor(self, L00, L00inv, cv, C, BX, lower_chol(S))
+        if self.vector_groups:  # Lambda_R' mixes rows within a level: needs both triangles
+            S[:r1, :r1] = np.tril(S[:r1, :r1]) + np.tril(S[:r1, :r1], -1).T
+        self.lambda_r_scale(lambdas, S)
+        S[np.arange(r1), np.arange(r1)] += 1.0
+        return CrossedFactor(self, lambdas, L00, L00inv, cv, self.c_matrix(cv), BX,
+                             lower_chol(S))
 
 
 class CrossedFactor(FactorBase):
     """Factor produced by :class:`CrossedSystem`."""
 
-    def __init__(self, system: CrossedSystem, L00, L00inv, cv, C, BX, L) -> None:
+    def __init__(self, system: CrossedSystem, lambdas, L00, L00inv, cv, C, BX, L) -> None:
         self.system = system
+        self.lambdas = lambdas
         self.L00, self.L00inv, self.cv, self.C, self.BX, self.L = L00, L00inv, cv, C, BX, L
         self.p = system.p
         r1 = system.r1
@@ -220,75 +231,138 @@ class CrossedFactor(FactorBase):
         return beta, np.concatenate([w0, w[:r1]])
 
     # ------------------------------------------------------------ inverses
-    def _inverse_blocks(self) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-        """Diagonal blocks per level of the three inverses (Omega, M_-y, M).
+    def _inverse_parts(self):
+        """Lower triangle of ``S^{-1}`` and the rows ``r1..r-1`` of ``L^{-1}``.
 
-        Returns one ``(first_term_blocks, [later term blocks])`` per variant.
+        With ``U`` those rows, the inverse of the leading ``r - 1`` block of ``S``
+        (``M`` without ``y``) is ``P - U_y'U_y`` and that of the leading ``r1``
+        block (``Omega``'s) is ``P - U'U``, restricted to the leading rows.
         """
-        if self._inverses is not None:
-            return self._inverses
+        if self._inverses is None:
+            s = self.system
+            P, info = dpotri(self.L, lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("cannot invert the Schur complement")
+            E = np.zeros((s.r, self.p + 1))
+            E[np.arange(s.r1, s.r), np.arange(self.p + 1)] = 1.0
+            U = solve_triangular(self.L, E, lower=True, trans=1, check_finite=False).T
+            self._inverses = (P, U)
+        return self._inverses
+
+    def _pairs_part(self, ct: np.ndarray, per_level: bool) -> np.ndarray:
+        """``C~_l' P C~_l`` over the R1 entries of each level (``C~ = C L00^{-1}``),
+        ``P = S^{-1}``: a ``(l0, q0, q0)`` stack, or its sum over levels."""
         s = self.system
-        r, r1, p, q0 = s.r, s.r1, self.p, s.q0
-        P, info = dpotri(self.L, lower=1)
-        if info != 0:
-            raise np.linalg.LinAlgError("cannot invert the Schur complement")
-        P = np.tril(P) + np.tril(P, -1).T
-        E = np.zeros((r, p + 1))
-        E[np.arange(r1, r), np.arange(p + 1)] = 1.0
-        U = solve_triangular(self.L, E, lower=True, trans=1,
-                             check_finite=False).T  # rows r1.. of L^{-1}
-        P_xz = P[:-1, :-1] - np.outer(U[p, :-1], U[p, :-1])
-        P_om = P_xz[:r1, :r1] - U[:p, :r1].T @ U[:p, :r1]
-        out = []
-        for Pv, nx in ((P_om, 0), (P_xz, p), (P, p + 1)):
-            out.append((self._first_term_blocks(Pv, nx), self._later_blocks(Pv)))
-        self._inverses = out
+        P, _ = self._inverse_parts()
+        q0, l0 = s.q0, s.l0
+        if not per_level and q0 == 1 and not s.vector_groups:
+            # sum over pairs of P[target] * weight = <P, G~>, G~ accumulated like S's C C'
+            f = (self.lambdas[0][0, 0] * self.L00inv[:, 0, 0] ** 2) ** 2
+            G = np.bincount(s.target, weights=s.vv * s.twice * f[s.plevel],
+                            minlength=s.r * s.r).reshape(s.r, s.r)
+            s.lambda_r_scale(self.lambdas, G)
+            return np.array([[np.vdot(P, G)]])
+        w = P.ravel()[s.target]
+        K = np.zeros((l0, q0, q0)) if per_level else np.zeros((q0, q0))
+        for a in range(q0):
+            for b in range(a, q0):
+                z = ct[s.pa, a] * ct[s.pb, b]
+                z = z * s.twice if a == b else z + ct[s.pb, a] * ct[s.pa, b] * (s.twice - 1)
+                if per_level:
+                    K[:, a, b] = np.bincount(s.plevel, weights=w * z, minlength=l0)
+                else:
+                    K[a, b] = w @ z
+        upper = np.triu(np.ones((q0, q0)), 1)  # filled a < b only: mirror it
+        return K + np.swapaxes(K * upper, -1, -2)
+
+    def _tilde(self) -> tuple[np.ndarray, np.ndarray]:
+        """``C L00^{-1}`` on the R1 entries and ``B_X L00^{-1}`` per level."""
+        s = self.system
+        ct = np.einsum("es,est->et", self.cv, self.L00inv[s.levels]) if s.q0 > 1 \
+            else self.cv * self.L00inv[s.levels, 0, :]
+        bt = self.BX @ self.L00inv
+        return ct, bt
+
+    def _x_coupling(self, variant: int) -> tuple[np.ndarray, np.ndarray]:
+        """``S^{-1}`` rows of the X (and y) rows against R1 rows, and the X-X block."""
+        s = self.system
+        P, U = self._inverse_parts()
+        r1, p = s.r1, self.p
+        nx = (0, p, p + 1)[variant]
+        PxR = P[r1:r1 + nx, :r1]
+        Pxx = np.tril(P[r1:r1 + nx, r1:r1 + nx])
+        Pxx = Pxx + np.tril(Pxx, -1).T
+        if variant == 1:
+            PxR = PxR - np.outer(U[p, r1:r1 + nx], U[p, :r1])
+            Pxx = Pxx - np.outer(U[p, r1:r1 + nx], U[p, r1:r1 + nx])
+        return PxR, Pxx
+
+    def _first_term(self, per_level: bool) -> list[np.ndarray]:
+        """Diagonal blocks for the first term: ``L00^{-T}(I + C_l'P C_l)L00^{-1}``.
+
+        ``P`` is the inverse of the Schur complement's leading block of each
+        variant: ``S^{-1}`` (M), ``S^{-1} - U_y'U_y`` (M without y) and
+        ``S^{-1} - U'U`` (Omega), ``U`` the last ``p + 1`` rows of ``L^{-1}``.  The
+        rank-one corrections reduce to per-level sums
+        ``V_c[l] = sum_e C~[e] U_c[row_e]``.  ``per_level`` gives the
+        ``(l0, q0, q0)`` stack of the Omega variant; otherwise the sums over
+        levels of the three variants (Omega, M_-y, M).
+        """
+        s = self.system
+        q0, l0, p = s.q0, s.l0, self.p
+        _, U = self._inverse_parts()
+        ct, bt = self._tilde()  # C L00^{-1}, B_X L00^{-1}
+        base = self.L00inv.transpose(0, 2, 1) @ self.L00inv
+        total = (lambda A: A) if per_level else (lambda A: A.sum(axis=0))
+        pairs = self._pairs_part(ct, per_level)
+
+        def correction(c: int) -> np.ndarray:
+            V = np.stack([np.bincount(s.levels, weights=ct[:, a] * U[c, s.rows], minlength=l0)
+                          for a in range(q0)], axis=1)
+            return total(V[:, :, None] * V[:, None, :])
+
+        corr_y = correction(p)
+        corr_x = sum((correction(c) for c in range(p)), np.zeros_like(pairs))
+        out = [total(base) + pairs - corr_y - corr_x]
+        if per_level:
+            return out
+        for variant in (1, 2):
+            nx = (0, p, p + 1)[variant]
+            PxR, Pxx = self._x_coupling(variant)
+            u = np.einsum("ce,ecs->es", PxR[:, s.rows], bt[s.levels, :nx, :])
+            cross = np.einsum("es,et->st", ct, u)
+            bx = bt[:, :nx, :]
+            K = pairs + cross + cross.T + np.einsum("lcs,cd,ldt->st", bx, Pxx, bx)
+            out.append(total(base) + K - (corr_y if variant == 1 else 0.0))
         return out
 
-    def _first_term_blocks(self, Pv: np.ndarray, nx: int) -> np.ndarray:
-        """``L00^{-T} (I + C_l' P C_l) L00^{-1}`` per first-term level."""
+    def _later_terms(self, variant: int, per_level: bool) -> list[np.ndarray]:
+        """Diagonal blocks of ``S^{-1}`` (variant) for the terms after the first."""
         s = self.system
-        l0, q0, r1 = s.l0, s.q0, s.r1
-        cv, BX = self.cv, self.BX[:, :nx, :]
-        w = Pv[s.rows[s.pa], s.rows[s.pb]]
-        K = np.zeros((l0, q0, q0))
-        for a in range(q0):
-            for b in range(q0):
-                val = w * (cv[s.pa, a] * cv[s.pb, b]
-                           + np.where(s.pdiag, 0.0, cv[s.pb, a] * cv[s.pa, b]))
-                K[:, a, b] = np.bincount(s.plevel, weights=val, minlength=l0)
-        if nx:
-            u = np.einsum("ec,ecs->es", Pv[s.rows, r1:r1 + nx], BX[s.levels])
-            for a in range(q0):
-                for b in range(q0):
-                    val = cv[:, a] * u[:, b] + u[:, a] * cv[:, b]
-                    K[:, a, b] += np.bincount(s.levels, weights=val, minlength=l0)
-            K += np.einsum("lcs,cd,ldt->lst", BX, Pv[r1:r1 + nx, r1:r1 + nx], BX)
-        K[:, np.arange(q0), np.arange(q0)] += 1.0
-        Linv = self.L00inv
-        return Linv.transpose(0, 2, 1) @ K @ Linv
-
-    def _later_blocks(self, Pv: np.ndarray) -> list[np.ndarray]:
-        s = self.system
+        P, U = self._inverse_parts()
+        p = self.p
         out = []
         for k, t in enumerate(s.terms[1:], start=1):
             a = s.offsets[k] - s.offsets[1]
             idx = a + np.arange(t.nlev * t.q).reshape(t.nlev, t.q)
-            out.append(Pv[idx[:, :, None], idx[:, None, :]])
+            hi, lo = np.maximum(idx[:, :, None], idx[:, None, :]), \
+                np.minimum(idx[:, :, None], idx[:, None, :])
+            B = P[hi, lo]
+            if variant < 2:
+                B = B - U[p][idx][:, :, None] * U[p][idx][:, None, :]
+            if variant == 0 and p:
+                Ux = U[:p][:, idx]  # (p, nlev, q)
+                B = B - np.einsum("cls,clt->lst", Ux, Ux)
+            out.append(B if per_level else B.sum(axis=0))
         return out
 
     def omega_inv_diag(self) -> list[np.ndarray]:
-        first, later = self._inverse_blocks()[0]
-        return [first] + later
+        return self._first_term(per_level=True) + self._later_terms(0, per_level=True)
 
     def inverse_block_sums(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        variants = self._inverse_blocks()
-        K = len(self.system.terms)
-        out = []
-        for k in range(K):
-            sums = []
-            for first, later in variants:
-                blocks = first if k == 0 else later[k - 1]
-                sums.append(blocks.sum(axis=0))
-            out.append(tuple(sums))
+        first = self._first_term(per_level=False)
+        later = [self._later_terms(v, per_level=False) for v in range(3)]
+        out = [tuple(first)]
+        for k in range(len(self.system.terms) - 1):
+            out.append(tuple(later[v][k] for v in range(3)))
         return out

@@ -28,6 +28,7 @@ from .theta import ThetaLayout
 __all__ = ["ProfiledDeviance", "optimize_theta", "fit_state", "state_at"]
 
 _LOG2PI = math.log(2.0 * math.pi)
+_TINY = 1e-7
 
 
 class ProfiledDeviance:
@@ -88,7 +89,7 @@ class ProfiledDeviance:
         determinant in the template entry ``T_k[s, t]`` is
         ``2 (nlev_k T_k^{-1} - S_k T_k^{-1})[t, s]``, where ``S_k`` sums the
         diagonal blocks of the inverse over the term's levels.  A term whose
-        template is (nearly) singular falls back to finite differences.
+        template has a zero diagonal (on the boundary) gets finite differences.
         """
         theta = np.asarray(theta, dtype=float)
         self.nevals += 1
@@ -103,9 +104,10 @@ class ProfiledDeviance:
         sums = None
         for k, T in enumerate(templates):
             q, off = T.shape[0], self.layout.offsets[k]
-            idx = [(i, j) for j in range(q) for i in range(j, q)]
-            if np.min(np.abs(np.diag(T))) < 1e-6:
-                for m in range(len(idx)):
+            n_k = q * (q + 1) // 2
+            if np.min(np.abs(np.diag(T))) < _TINY:
+                # T^{-1} does not exist on the boundary: finite differences there
+                for m in range(n_k):
                     grad[off + m] = self._fd_partial(theta, off + m, value)
                 continue
             if sums is None:
@@ -116,8 +118,9 @@ class ProfiledDeviance:
             else:
                 comb = s_om + self.n * (s_full - s_xz)
             g = 2.0 * (self.nlevs[k] * np.eye(q) - comb) @ tri_inv(T)
-            for m, (i, j) in enumerate(idx):
-                grad[off + m] = g[j, i]
+            rows, cols = np.tril_indices(q)
+            order = np.lexsort((rows, cols))  # theta runs down each column
+            grad[off:off + n_k] = g[cols[order], rows[order]]
         return value, grad
 
     def _fd_partial(self, theta: np.ndarray, i: int, f0: float, h: float = 1e-7) -> float:
@@ -142,17 +145,21 @@ class ProfiledDeviance:
 
 
 def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
-                   method: str = "L-BFGS-B", tol: float = 1e-12,
+                   method: str = "SLSQP", tol: float = 1e-12,
                    maxiter: int = 10000) -> OptimizerSummary:
     """Minimize the profiled objective over ``theta`` within its bounds.
 
-    The default is scipy's L-BFGS-B with central-difference gradients, followed
-    by a derivative-free polish (bounded Powell) when a variance sits on the
-    boundary or the gradient is not small.  L-BFGS-B is used rather than a
-    derivative-free BOBYQA because the profiled objective is smooth and cheap, and
-    a quasi-Newton step reaches the optimum to the precision of the objective
-    (about 1e-13 relative) in a few dozen evaluations, where lme4's default
-    BOBYQA stops up to 6e-5 away along flat variance directions.
+    The default is scipy's SLSQP (a quasi-Newton method whose bounds enter a
+    QP subproblem) driven by the analytic gradient of
+    :meth:`ProfiledDeviance.value_and_gradient`, restarted when a variance is
+    stuck on its bound (lme4's ``restart_edge``).  A gradient method is used
+    rather than lme4's derivative-free BOBYQA because the gradient costs about
+    one extra factorization and the quasi-Newton steps reach the optimum to the
+    precision of the objective (about 1e-13 relative) in 2-30 evaluations on the
+    reference models, where BOBYQA stops up to 6e-5 (relative) short along flat
+    variance directions; on the reference models and an InstEval-shaped data set
+    SLSQP needed fewer evaluations than L-BFGS-B (198 against 315 in total),
+    which wasted steps bouncing off the zero bound.
 
     Parameters
     ----------
@@ -160,8 +167,9 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
     theta0 : array, optional
         Starting value; lme4's default (identity templates) when omitted.
     method : str
-        ``"L-BFGS-B"`` (default), or any bounded scipy method (``"Powell"``,
-        ``"Nelder-Mead"``, ``"COBYQA"``, ``"TNC"``).
+        ``"SLSQP"`` (default) or ``"L-BFGS-B"`` with the analytic gradient, or any
+        bounded derivative-free scipy method (``"Powell"``, ``"Nelder-Mead"``,
+        ``"COBYQA"``).
     """
     layout = dev.layout
     x0 = layout.start() if theta0 is None else np.asarray(theta0, dtype=float)
@@ -170,12 +178,12 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
     start_evals = dev.nevals
     t0 = time.perf_counter()
     f0 = dev(x0)
-    if method == "L-BFGS-B":
-        res = _lbfgsb_with_edge_restarts(dev, x0, bounds, tol, maxiter)
+    if method in ("SLSQP", "L-BFGS-B"):
+        res = _gradient_with_edge_restarts(dev, x0, bounds, method, tol, maxiter)
     else:
         res = minimize(dev, x0, method=method, bounds=bounds,
                        options={"maxiter": maxiter})
-    x = np.maximum(np.asarray(res.x, dtype=float), lower)
+    x = _snap_to_bounds(dev, np.maximum(np.asarray(res.x, dtype=float), lower))
     fx = dev(x)
     return OptimizerSummary(method=method, theta0=x0, theta=x, f0=f0, fmin=fx,
                             feval=dev.nevals - start_evals, niter=int(getattr(res, "nit", 0)),
@@ -183,9 +191,10 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
                             seconds=time.perf_counter() - t0)
 
 
-def _lbfgsb_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: list,
-                               tol: float, maxiter: int, restarts: int = 3):
-    """L-BFGS-B, restarted when a template diagonal stuck on its bound should not be.
+def _gradient_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: list,
+                                 method: str, tol: float, maxiter: int, restarts: int = 3):
+    """A bounded gradient method, restarted when a template diagonal stuck on its
+    bound should not be.
 
     The objective depends on a template's diagonal entries through their squares,
     so its derivative is zero on the bound and a gradient method can stop there
@@ -194,11 +203,14 @@ def _lbfgsb_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: li
     the optimizer restarts from it.
     """
     lower = dev.layout.lower
-    options = {"ftol": tol, "gtol": 1e-8, "maxiter": maxiter, "maxcor": 20}
+    if method == "L-BFGS-B":  # relative reduction of f
+        options = {"ftol": tol, "maxiter": maxiter, "gtol": 1e-8, "maxcor": 20}
+    else:  # SLSQP's ftol is absolute; 1e-14 relative is about the objective's precision
+        options = {"ftol": 1e-2 * tol * max(1.0, abs(dev(x0))), "maxiter": maxiter}
     x = x0
+    fun = _Memo(dev.value_and_gradient)
     for _ in range(restarts + 1):
-        res = minimize(dev.value_and_gradient, x, method="L-BFGS-B", jac=True,
-                       bounds=bounds, options=options)
+        res = minimize(fun, x, method=method, jac=True, bounds=bounds, options=options)
         fx = float(res.fun)
         edge = np.flatnonzero((lower == 0.0) & (res.x < 1e-6))
         better = None
@@ -215,6 +227,36 @@ def _lbfgsb_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: li
             return res
         x = better
     return res
+
+
+def _snap_to_bounds(dev: ProfiledDeviance, x: np.ndarray, tiny: float = 1e-8) -> np.ndarray:
+    """Put template diagonals within ``tiny`` of 0 exactly on the bound when that
+    does not raise the objective (a variance of 1e-14 is a variance of 0)."""
+    near = np.flatnonzero((dev.layout.lower == 0.0) & (x > 0.0) & (x < tiny))
+    if len(near) == 0:
+        return x
+    snapped = x.copy()
+    snapped[near] = 0.0
+    fx, fs = dev(x), dev(snapped)
+    return snapped if fs <= fx + 1e-12 * (1.0 + abs(fx)) else x
+
+
+class _Memo:
+    """Remember the last few (value, gradient) evaluations: scipy's SLSQP may ask
+    for the gradient at a point whose value it asked for a step earlier."""
+
+    def __init__(self, fn, size: int = 4) -> None:
+        self.fn = fn
+        self.size = size
+        self.store: list[tuple[np.ndarray, tuple[float, np.ndarray]]] = []
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        for key, val in self.store:
+            if np.array_equal(key, x):
+                return val[0], val[1].copy()
+        val = self.fn(np.array(x, dtype=float))
+        self.store = [(np.array(x, dtype=float), val)] + self.store[:self.size - 1]
+        return val[0], val[1].copy()
 
 
 def fit_state(dev: ProfiledDeviance, opt: OptimizerSummary, convergence=None) -> FitState:
