@@ -323,11 +323,113 @@ class LinearMixedResults:
 
     # ------------------------------------------------- inference (issue 4)
     # Thin delegations; the computations live in mixedanova.inference & co.
+    @cached_property
+    def _inference(self):
+        """Cached df machinery (:class:`mixedanova.inference.FixedInference`)."""
+        from .inference import FixedInference
+        return FixedInference(self)
+
+    def fixed(self, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+        """Fixed-effects table with df, p values and confidence limits.
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "kenward-roger", "residual", "none"}
+            Satterthwaite (lmerTest's ``summary(m)``), Kenward-Roger (REML fits;
+            ``summary(m, ddf = "Kenward-Roger")``: the SE comes from the adjusted
+            covariance), ``n - p`` df, or none (``t`` holds z, normal p values).
+        level : float
+            Level of ``ci_low``/``ci_high`` (t quantile with the column's df).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed like :attr:`fe_params`; columns ``estimate, std_err, df, t, p,
+            ci_low, ci_high``.
+        """
+        return self._inference.fixed_table(ddf, level)
+
+    def anova(self, type: int | str = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """F tests of the fixed terms: lmerTest's ``anova(m, type, ddf)``.
+
+        Parameters
+        ----------
+        type : {1, 2, 3}
+            Sequential, type II (containment) or type III hypotheses; type III is
+            valid whatever contrasts the formula uses.
+        ddf : {"satterthwaite", "kenward-roger", "residual", "none"}
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by term; columns ``sum_sq, mean_sq, num_df, den_df, F, p``.
+            Printing shows the heading; ``attrs["hypotheses"]`` holds each term's L.
+        """
+        return self._inference.anova(type, ddf)
+
+    def contrast(self, L, ddf: str = "satterthwaite", rhs=0.0, level: float = 0.95):
+        """Test of the estimable function ``L beta = rhs`` (lmerTest's ``contest``).
+
+        Parameters
+        ----------
+        L : array, Series, dict or DataFrame
+            One row (t test) or several (F test) over the fitted coefficients, or
+            over all formula columns including dropped aliased ones (then each row
+            must be estimable, else :class:`~mixedanova.inference.EstimabilityError`).
+            Series/dict/DataFrame are keyed by coefficient name.
+        ddf : {"satterthwaite", "kenward-roger", "residual", "none"}
+        rhs : float or array
+        level : float
+            Confidence level of the t test's interval.
+
+        Returns
+        -------
+        mixedanova.inference.ContrastResult
+            ``estimate, std_err, statistic, num_df, df, p`` (``.to_frame()``).
+        """
+        return self._inference.contrast(L, ddf, rhs=rhs, level=level)
+
+    def conf_int(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """Confidence intervals, as lme4's ``confint(m, method = ...)``.
+
+        ``method`` is ``"wald"`` (fixed effects only), ``"profile"`` (ML deviance
+        by default, as lme4; ``criterion="REML"`` for the REML profile of the
+        variance parameters) or ``"boot"`` (parametric bootstrap; ``n_boot``,
+        ``seed``).  ``parm`` selects ``"fixed"``, ``"random"`` or named parameters.
+        See :func:`mixedanova.intervals.conf_int`.
+        """
+        from .intervals import conf_int
+        return conf_int(self, method, level, **kwargs)
+
+    def ranova(self, reduce_terms: bool = True) -> pd.DataFrame:
+        """Likelihood-ratio tests for the random terms (lmerTest's ``ranova(m)``).
+
+        See :func:`mixedanova.compare.ranova`.
+        """
+        from .compare import ranova
+        return ranova(self, reduce_terms=reduce_terms)
 
     # --------------------------------------------------------------- printing
     def _fixed_table(self) -> pd.DataFrame:
-        """Fixed-effects table of the summary (Wald t without df)."""
+        """Fixed-effects table of the summary.
+
+        REML and ML fits show lmerTest's columns (Satterthwaite df and p values,
+        ``attrs["ddf_method"] == "Satterthwaite"``); other fits the Wald t only.
+        """
         est, se = self.fe_params, self.bse_fe
+        if self.method in ("REML", "ML") and len(est):
+            from .summary import signif_stars
+            try:
+                tab = self.fixed("satterthwaite")
+            except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+                tab = None
+            if tab is not None:
+                out = pd.DataFrame({"Estimate": tab["estimate"], "Std. Error": tab["std_err"],
+                                    "df": tab["df"], "t value": tab["t"],
+                                    "Pr(>|t|)": tab["p"],
+                                    "": [signif_stars(v) for v in tab["p"]]})
+                out.attrs["ddf_method"] = "Satterthwaite"
+                return out
         return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se})
 
     def _summary_parts(self) -> dict:

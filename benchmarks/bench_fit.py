@@ -1,0 +1,114 @@
+"""Fit times of mixedanova, side by side with statsmodels MixedLM where installed.
+
+Run:  python benchmarks/bench_fit.py [--repeats N] [--skip-insteval]
+
+Prints, per model, the median wall time of ``ma.lmm(...)`` (formula parsing,
+design, optimization, convergence check, results; warm process), of the
+optimizer alone, the number of objective evaluations, the REML criterion, and
+statsmodels' time for the same model.  Timings are in-process, after one warm-up
+call.  lme4's own times for these data are in tests/reference/*.json
+(``fit_seconds``) and are printed for comparison where present.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import mixedanova as ma  # noqa: E402
+from synthetic import insteval_like  # noqa: E402
+
+REF = Path(__file__).resolve().parents[1] / "tests" / "reference"
+
+
+def _median_time(fn, repeats: int) -> tuple[float, object]:
+    out = fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def _statsmodels_time(kind: str, df, repeats: int) -> str:
+    try:
+        import statsmodels.formula.api as smf
+    except ImportError:
+        return "not installed"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "sleepstudy":
+            def fit():
+                return smf.mixedlm("Reaction ~ Days", df, groups="Subject",
+                                   re_formula="~Days").fit(reml=True)
+        elif kind == "penicillin":
+            d = df.assign(one=1)
+
+            def fit():
+                return smf.mixedlm("diameter ~ 1", d, groups="one", re_formula="0",
+                                   vc_formula={"plate": "0 + C(plate)",
+                                               "sample": "0 + C(sample)"}).fit(reml=True)
+        else:
+            return ("not run: MixedLM fits crossed factors through one dense "
+                    "73,421 x 4,114 design of a single group")
+        t, res = _median_time(fit, repeats)
+    return f"{t * 1000:9.1f} ms (REML criterion {-2 * res.llf:.4f})"
+
+
+def _lme4_seconds(case: str) -> str:
+    path = REF / f"{case}.json"
+    if not path.exists():
+        return "n/a"
+    return f"{json.loads(path.read_text())['fit_seconds'] * 1000:.0f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--skip-insteval", action="store_true")
+    args = parser.parse_args()
+    cases = [
+        ("sleepstudy", "Reaction ~ Days + (Days|Subject)", ma.load_dataset("sleepstudy"),
+         "sleepstudy_reml", args.repeats),
+        ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", ma.load_dataset("penicillin"),
+         "penicillin_crossed_reml", args.repeats),
+    ]
+    if not args.skip_insteval:
+        t = time.perf_counter()
+        inst = insteval_like()
+        print(f"InstEval-shaped data generated in {time.perf_counter() - t:.2f} s "
+              f"({len(inst)} rows)")
+        cases.append(("insteval", "y ~ 1 + service + (1|s) + (1|d) + (1|dept)", inst, "",
+                      max(1, min(3, args.repeats))))
+    print(f"{'model':12s} {'lmm() total':>12s} {'optimizer':>10s} {'evals':>6s} "
+          f"{'REML crit':>14s}  lme4 (reference)  statsmodels MixedLM")
+    for name, formula, df, case, repeats in cases:
+        model = ma.LinearMixedModel.from_formula(formula, df)
+        t_total, res = _median_time(lambda: ma.lmm(formula, df), repeats)
+        opt = res.optimizer
+        print(f"{name:12s} {t_total * 1000:9.1f} ms {opt.seconds * 1000:7.1f} ms "
+              f"{opt.feval:6d} {res.reml_criterion:14.4f}  {_lme4_seconds(case):>16s}  "
+              f"{_statsmodels_time(name, df, repeats)}")
+        if name == "insteval":
+            t = time.perf_counter()
+            ma.LinearMixedModel.from_formula(formula, df)
+            t_design = time.perf_counter() - t
+            t = time.perf_counter()
+            model.deviance_function(True)
+            t_setup = time.perf_counter() - t
+            print(f"{'':12s} of which design {t_design:.2f} s, cross-products and pair "
+                  f"structure {t_setup:.2f} s, optimizer {opt.seconds:.2f} s "
+                  f"({opt.feval} evaluations)")
+    np.set_printoptions()
+
+
+if __name__ == "__main__":
+    main()
