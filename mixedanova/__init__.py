@@ -4,11 +4,13 @@
 >>> res = ma.lmm("yield ~ treat + (1|blend)", ma.load_dataset("bhh_penicillin"))
 >>> print(res.summary())            # doctest: +SKIP
 """
+from .compare import compare
 from .datasets import list_datasets, load_dataset
 from .engines.ems import Factor, ems_rules
 from .engines.moments import moments_from_mean_squares
 from .design import DesignError, RankDeficiencyWarning
 from .formula import FormulaError
+from .inference import EstimabilityError
 from .model import ConvergenceWarning, LinearMixedModel, SingularFitWarning, lmm
 from .oneway import oneway
 from .results import LinearMixedResults
@@ -18,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmm",
+    "compare",
+    "EstimabilityError",
     "LinearMixedModel",
     "LinearMixedResults",
     "AnovaResults",

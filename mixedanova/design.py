@@ -266,8 +266,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     if len(data) == 0:
         raise DesignError("data has no rows")
     used = _used_columns(parsed, data)
-    data = _complete_rows(data, used, missing)
-    n_dropped = data.attrs.pop("n_dropped")
+    data, n_dropped = _complete_rows(data, used, missing)
     y = _response(parsed, data)
     X_all, spec = _fixed_matrix(parsed, data)
     names_all = list(spec.column_names)
@@ -330,29 +329,33 @@ def _is_module(name: str) -> bool:
     return name in ("np", "numpy", "pd", "math")
 
 
-def _complete_rows(data: pd.DataFrame, used: list[str], missing: str) -> pd.DataFrame:
-    sub = data[used]
+def _complete_rows(data: pd.DataFrame, used: list[str],
+                   missing: str) -> tuple[pd.DataFrame, int]:
+    n = len(data)
+    has_na = np.zeros(n, dtype=bool)
+    counts: dict[str, int] = {}
     for col in used:
-        s = sub[col]
+        s = data[col]
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
             vals = s.to_numpy(dtype=float, na_value=np.nan)
             bad = np.isinf(vals)
             if bad.any():
-                rows = list(sub.index[bad][:5])
+                rows = list(data.index[bad][:5])
                 raise DesignError(f"column {col!r} has infinite values (rows {rows})")
-    na = sub.isna()
-    has_na = na.any(axis=1).to_numpy()
-    if has_na.any():
-        counts = {c: int(na[c].sum()) for c in used if na[c].any()}
+            na = np.isnan(vals)
+        else:
+            na = s.isna().to_numpy()
+        if na.any():
+            counts[col] = int(na.sum())
+            has_na |= na
+    if counts:
+        detail = ", ".join(f"{c!r} ({k} rows)" for c, k in counts.items())
         if missing == "raise":
-            detail = ", ".join(f"{c!r} ({k} rows)" for c, k in counts.items())
             raise DesignError(f"missing values in {detail}; pass missing='drop' to drop them")
         if has_na.all():
-            detail = ", ".join(f"{c!r} ({k} rows)" for c, k in counts.items())
             raise DesignError(f"no rows left after dropping rows with missing values in {detail}")
-    out = data.loc[~has_na, used].copy()
-    out.attrs["n_dropped"] = int(has_na.sum())
-    return out
+        return data.loc[~has_na, used], int(has_na.sum())
+    return data[used], 0
 
 
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
@@ -436,7 +439,6 @@ def _fixed_terms(spec: object, kept_idx: np.ndarray) -> tuple[FixedTerm, ...]:
 
 
 def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
-    labels = group_labels(data, term.factors)
     # levels ordered by each factor's own order: categories as given, numbers
     # numerically, strings sorted; an interaction varies its first factor slowest
     keys = np.column_stack([
@@ -446,7 +448,8 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
     codes = codes.ravel().astype(np.intp)
     first = np.empty(len(uniq), dtype=np.intp)
     first[codes[::-1]] = np.arange(len(codes))[::-1]
-    levels = pd.Index(labels[first], dtype=object, name=term.group)
+    levels = pd.Index(group_labels(data.iloc[first], term.factors), dtype=object,
+                      name=term.group)
     if len(levels) < 2:
         raise DesignError(
             f"grouping factor {term.group!r} of {term.source} has only one level "

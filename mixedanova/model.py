@@ -38,6 +38,7 @@ class LinearMixedModel:
 
     def __init__(self, design: Design) -> None:
         self.design = design
+        self._deviance: dict[bool, ProfiledDeviance] = {}
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, *,
@@ -62,10 +63,16 @@ class LinearMixedModel:
                                       [b.columns for b in self.design.blocks])
 
     def deviance_function(self, reml: bool = True) -> ProfiledDeviance:
-        """The profiled objective as a closure over ``theta`` (lme4's ``devFunOnly``)."""
-        d = self.design
-        terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
-        return ProfiledDeviance(terms, self.layout(), d.X, d.y, reml=reml)
+        """The profiled objective as a closure over ``theta`` (lme4's ``devFunOnly``).
+
+        Built once per criterion and kept: forming the cross-products is the
+        only step that touches every row.
+        """
+        if reml not in self._deviance:
+            d = self.design
+            terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
+            self._deviance[reml] = ProfiledDeviance(terms, self.layout(), d.X, d.y, reml=reml)
+        return self._deviance[reml]
 
     def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",
             start: np.ndarray | None = None, ems: str = "unrestricted",

@@ -438,6 +438,9 @@ class LinearMixedResults:
             title = "Linear mixed model fit by the method of moments (ANOVA)"
         else:
             title = f"Linear mixed model fit by {'REML' if method == 'REML' else 'maximum likelihood'}"
+        fixed = self._fixed_table()
+        if fixed.attrs.get("ddf_method"):
+            title += f". t-tests use {fixed.attrs['ddf_method']}'s method"
         if method == "ML":
             criteria = {"AIC": self.aic, "BIC": self.bic, "logLik": self.llf,
                         "deviance": self.deviance, "df.resid": self.df_resid}
@@ -459,7 +462,7 @@ class LinearMixedResults:
         notes.extend(self.convergence_messages)
         return dict(title=title, formula=self.design.formula.formula, criteria=criteria,
                     residual_quantiles=quant, random=self.varcomp, nobs=self.nobs,
-                    ngroups=self.ngroups, fixed=self._fixed_table(), notes=notes, extra=[])
+                    ngroups=self.ngroups, fixed=fixed, notes=notes, extra=[])
 
     def summary(self) -> "Summary":
         """The lme4-style report; ``print()`` it or read its tables."""

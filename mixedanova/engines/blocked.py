@@ -75,20 +75,19 @@ def bchol(M: np.ndarray) -> np.ndarray:
     """Cholesky factors of a stack ``(m, q, q)`` of small SPD matrices."""
     q = M.shape[1]
     if q == 1:
-        if np.any(M <= 0.0):
+        if not M.min() > 0.0:
             raise NotPositiveDefinite
         return np.sqrt(M)
     if q == 2:
         a, b, c = M[:, 0, 0], M[:, 1, 0], M[:, 1, 1]
-        if np.any(a <= 0.0):
-            raise NotPositiveDefinite
         l11 = np.sqrt(a)
         l21 = b / l11
         d = c - l21 * l21
-        if np.any(d <= 0.0):
+        if not (a.min() > 0.0 and d.min() > 0.0):
             raise NotPositiveDefinite
-        L = np.zeros_like(M)
+        L = np.empty_like(M)
         L[:, 0, 0] = l11
+        L[:, 0, 1] = 0.0
         L[:, 1, 0] = l21
         L[:, 1, 1] = np.sqrt(d)
         return L
@@ -104,8 +103,9 @@ def binv_lower(L: np.ndarray) -> np.ndarray:
     if q == 1:
         return 1.0 / L
     if q == 2:
-        out = np.zeros_like(L)
+        out = np.empty_like(L)
         out[:, 0, 0] = 1.0 / L[:, 0, 0]
+        out[:, 0, 1] = 0.0
         out[:, 1, 1] = 1.0 / L[:, 1, 1]
         out[:, 1, 0] = -L[:, 1, 0] * out[:, 0, 0] * out[:, 1, 1]
         return out

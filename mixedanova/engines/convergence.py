@@ -2,9 +2,10 @@
 
 * boundary: a template diagonal entry below ``1e-4`` makes the fit singular
   (lme4's ``isSingular`` tolerance);
-* gradient: central differences (one-sided at a bound); when the largest
-  free-parameter gradient exceeds ``1e-3`` the Hessian is computed and the
-  scaled gradient ``max |H^{-1} g|`` is compared with lme4's ``2e-3``;
+* gradient: central differences (one-sided at a bound), which also give the
+  Hessian's diagonal; when the gradient scaled by that diagonal is not far
+  below lme4's ``2e-3`` (or the diagonal is not positive) the full Hessian is
+  computed and the scaled gradient ``max |H^{-1} g|`` is compared with ``2e-3``;
 * a parameter at its bound whose gradient points outward (the objective would
   decrease by leaving the bound) is not converged;
 * a Hessian that is not positive definite means a flat or saddle direction.
@@ -29,18 +30,23 @@ def _at_bound(theta: np.ndarray, lower: np.ndarray) -> np.ndarray:
 
 
 def _gradient(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray,
-              fx: float) -> np.ndarray:
+              fx: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central-difference gradient and Hessian diagonal (NaN at a bound)."""
     g = np.empty_like(x)
+    h = np.full_like(x, np.nan)
     for i in range(len(x)):
         xp = x.copy()
         xp[i] += _DELTA
         xm = x.copy()
         xm[i] -= _DELTA
+        fp = f(xp)
         if xm[i] < lower[i]:
-            g[i] = (f(xp) - fx) / _DELTA
+            g[i] = (fp - fx) / _DELTA
         else:
-            g[i] = (f(xp) - f(xm)) / (2 * _DELTA)
-    return g
+            fm = f(xm)
+            g[i] = (fp - fm) / (2 * _DELTA)
+            h[i] = (fp - 2 * fx + fm) / _DELTA**2
+    return g, h
 
 
 def finite_hessian(f: Callable[[np.ndarray], float], x: np.ndarray,
@@ -73,7 +79,7 @@ def check_convergence(f: Callable[[np.ndarray], float], theta: np.ndarray,
     theta = np.asarray(theta, dtype=float)
     fx = f(theta)
     bound = _at_bound(theta, lower)
-    g = _gradient(f, theta, lower, fx)
+    g, hdiag = _gradient(f, theta, lower, fx)
     names = names or tuple(f"theta[{i}]" for i in range(len(theta)))
     messages: list[str] = []
     outward = bound & (g < -1e-3)
@@ -83,7 +89,10 @@ def check_convergence(f: Callable[[np.ndarray], float], theta: np.ndarray,
     free = ~bound
     scaled = float("nan")
     H = None
-    if free.any() and np.max(np.abs(g[free])) > 1e-3:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        diag_scaled = np.abs(g[free] / hdiag[free])
+    doubtful = (np.any(~(hdiag[free] > 0)) or np.any(diag_scaled > 0.1 * GRAD_TOL))
+    if free.any() and np.max(np.abs(g[free])) > 1e-3 and doubtful:
         xf = theta[free]
 
         def f_free(z: np.ndarray) -> float:

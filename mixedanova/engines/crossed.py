@@ -101,7 +101,10 @@ class CrossedSystem:
         """Pairs of entries sharing a first-term level (``e1 <= e2``).
 
         ``target`` is the flat index of the pair's rows in the lower triangle of
-        the ``r x r`` Schur complement; ``twice`` is 2 for off-diagonal pairs.
+        the ``r x r`` Schur complement; ``twice`` is 2 for off-diagonal pairs.  For
+        a scalar first term, ``C C'`` is linear in one weight per first-term level,
+        so it is a sparse operator ``G`` (rows: targets, columns: levels) applied
+        to those weights.
         """
         nnz = len(self.rows)
         ends = self.level_ptr[1:][self.levels]
@@ -114,7 +117,18 @@ class CrossedSystem:
         self.plevel = self.levels[pa]
         self.ra, self.rb = self.rows[pa], self.rows[pb]  # ra <= rb: rows sorted in a level
         self.target = self.rb.astype(np.int64) * self.r + self.ra
-        self.vv = self.vals[pa, 0] * self.vals[pb, 0] if self.q0 == 1 else None
+        self.G_op = None
+        if self.q0 == 1:
+            vv = self.vals[pa, 0] * self.vals[pb, 0]
+            G = sp.csr_matrix((vv, (self.target, self.plevel)),
+                              shape=(self.r * self.r, self.l0))
+            self.G_rows = np.flatnonzero(np.diff(G.indptr))  # targets in increasing order
+            self.G_op = sp.csr_matrix((G.data, G.indices, np.concatenate(
+                [[0], G.indptr[1:][self.G_rows]])), shape=(len(self.G_rows), self.l0))
+            # doubled off-diagonal weights for sums over ordered pairs
+            hi, lo = np.divmod(self.G_rows, self.r)
+            self.G_twice = np.where(hi == lo, 1.0, 2.0)
+            self.G_hi, self.G_lo = hi, lo
 
     # ------------------------------------------------------------- per theta
     def lambda_r_scale(self, lambdas: list[np.ndarray], M: np.ndarray) -> np.ndarray:
@@ -167,11 +181,11 @@ class CrossedSystem:
         raw, cv = self._entries(lambdas, T0)
         # S = Lambda_R'(A_RR - B B')Lambda_R + I_R1, B = A_R0 Lambda_0 L00^{-T} (lower part)
         S = self.ARR.copy()
-        if self.q0 == 1:
-            prod = self.vv * (T0[:, 0, 0] ** 2)[self.plevel]
+        if self.G_op is not None:
+            S.ravel()[self.G_rows] -= self.G_op @ (T0[:, 0, 0] ** 2)
         else:
             prod = np.einsum("es,es->e", raw[self.pa], raw[self.pb])
-        S.ravel()[:] -= np.bincount(self.target, weights=prod, minlength=self.r * self.r)
+            S.ravel()[:] -= np.bincount(self.target, weights=prod, minlength=self.r * self.r)
         S[r1:, :r1] -= np.asarray(self.c_matrix(raw) @ BXf.T).T
         S[r1:, r1:] -= BXf @ BXf.T
         if self.vector_groups:  # Lambda_R' mixes rows within a level: needs both triangles
@@ -255,13 +269,13 @@ class CrossedFactor(FactorBase):
         s = self.system
         P, _ = self._inverse_parts()
         q0, l0 = s.q0, s.l0
-        if not per_level and q0 == 1 and not s.vector_groups:
-            # sum over pairs of P[target] * weight = <P, G~>, G~ accumulated like S's C C'
+        if not per_level and s.G_op is not None and not s.vector_groups:
+            # sum over ordered pairs of P * C~ C~' = <Lambda_R P Lambda_R, G f>, with G the
+            # operator that builds C C' in the factorization and f the level weights
             f = (self.lambdas[0][0, 0] * self.L00inv[:, 0, 0] ** 2) ** 2
-            G = np.bincount(s.target, weights=s.vv * s.twice * f[s.plevel],
-                            minlength=s.r * s.r).reshape(s.r, s.r)
-            s.lambda_r_scale(self.lambdas, G)
-            return np.array([[np.vdot(P, G)]])
+            lam = self._row_scale()
+            pv = P.ravel()[s.G_rows] * lam[s.G_hi] * lam[s.G_lo] * s.G_twice
+            return np.array([[pv @ (s.G_op @ f)]])
         w = P.ravel()[s.target]
         K = np.zeros((l0, q0, q0)) if per_level else np.zeros((q0, q0))
         for a in range(q0):
@@ -274,6 +288,12 @@ class CrossedFactor(FactorBase):
                     K[a, b] = w @ z
         upper = np.triu(np.ones((q0, q0)), 1)  # filled a < b only: mirror it
         return K + np.swapaxes(K * upper, -1, -2)
+
+    def _row_scale(self) -> np.ndarray:
+        """``Lambda_R`` as a vector over the R1 rows (scalar terms only)."""
+        s = self.system
+        return np.concatenate([np.full(t.nlev, self.lambdas[k][0, 0])
+                               for k, t in enumerate(s.terms[1:], start=1)])
 
     def _tilde(self) -> tuple[np.ndarray, np.ndarray]:
         """``C L00^{-1}`` on the R1 entries and ``B_X L00^{-1}`` per level."""

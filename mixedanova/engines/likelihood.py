@@ -29,6 +29,7 @@ __all__ = ["ProfiledDeviance", "optimize_theta", "fit_state", "state_at"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 _TINY = 1e-7
+_MOVE = 1e-6
 
 
 class ProfiledDeviance:
@@ -53,6 +54,18 @@ class ProfiledDeviance:
         self.n, self.p = X.shape
         self.nlevs = [t.nlev for t in terms]
         self.system = build_system(terms, X, y)
+        diag = layout.diagonal_mask()
+        vector = np.repeat([q > 1 for q in layout.qs], [q * (q + 1) // 2 for q in layout.qs])
+        self._vector_diag = diag & vector
+        self._diag = diag
+        self._grad_index = []  # (template row, column) of each theta entry, per term
+        for q in layout.qs:
+            rows, cols = np.tril_indices(q)
+            order = np.lexsort((rows, cols))  # theta runs down each column
+            self._grad_index.append((cols[order], rows[order]))
+        self.start = layout.start()
+        if type(self.system).__name__ == "CrossedSystem":
+            self.start = _moment_start(terms, layout, X, y)
         self.nevals = 0
         self.ngrads = 0
 
@@ -88,8 +101,7 @@ class ProfiledDeviance:
         ``D'AD + J`` with ``D = diag(Lambda, I)``, the derivative of its log
         determinant in the template entry ``T_k[s, t]`` is
         ``2 (nlev_k T_k^{-1} - S_k T_k^{-1})[t, s]``, where ``S_k`` sums the
-        diagonal blocks of the inverse over the term's levels.  A term whose
-        template has a zero diagonal (on the boundary) gets finite differences.
+        diagonal blocks of the inverse over the term's levels.
         """
         theta = np.asarray(theta, dtype=float)
         self.nevals += 1
@@ -101,37 +113,37 @@ class ProfiledDeviance:
         value = self.from_factor(f)
         grad = np.empty_like(theta)
         templates = self.layout.templates(theta)
-        sums = None
+        # A template with a zero diagonal has no inverse.  A scalar term's slope
+        # there is exactly 0 (the objective is even in it); for a vector term the
+        # gradient is taken at the diagonal moved to 1e-6, which it changes by
+        # O(1e-6) because the gradient is continuous.
+        if np.any(theta[self._vector_diag] < _TINY):
+            moved = theta.copy()
+            moved[self._diag & (moved < _TINY)] = _MOVE
+            templates = self.layout.templates(moved)
+            try:
+                f = self.factor(moved)
+            except NotPositiveDefinite:
+                return value, np.zeros_like(theta)
+        sums = f.inverse_block_sums()
         for k, T in enumerate(templates):
             q, off = T.shape[0], self.layout.offsets[k]
             n_k = q * (q + 1) // 2
-            if np.min(np.abs(np.diag(T))) < _TINY:
-                # T^{-1} does not exist on the boundary: finite differences there
-                for m in range(n_k):
-                    grad[off + m] = self._fd_partial(theta, off + m, value)
+            if q == 1 and T[0, 0] == 0.0:
+                grad[off] = 0.0
                 continue
-            if sums is None:
-                sums = f.inverse_block_sums()
             s_om, s_xz, s_full = sums[k]
             if self.reml:
                 comb = s_xz + (self.n - self.p) * (s_full - s_xz)
             else:
                 comb = s_om + self.n * (s_full - s_xz)
+            if q == 1:
+                grad[off] = 2.0 * (self.nlevs[k] - comb[0, 0]) / T[0, 0]
+                continue
             g = 2.0 * (self.nlevs[k] * np.eye(q) - comb) @ tri_inv(T)
-            rows, cols = np.tril_indices(q)
-            order = np.lexsort((rows, cols))  # theta runs down each column
-            grad[off:off + n_k] = g[cols[order], rows[order]]
+            gi, gj = self._grad_index[k]
+            grad[off:off + n_k] = g[gi, gj]
         return value, grad
-
-    def _fd_partial(self, theta: np.ndarray, i: int, f0: float, h: float = 1e-7) -> float:
-        step = h * max(1.0, abs(theta[i]))
-        up = theta.copy()
-        up[i] += step
-        down = theta.copy()
-        down[i] -= step
-        if down[i] < self.layout.lower[i]:
-            return (self(up) - f0) / step
-        return (self(up) - self(down)) / (2.0 * step)
 
     def at_sigma(self, theta: np.ndarray, sigma: float) -> float:
         """Objective with ``sigma`` given instead of profiled out (lmerTest's ``devfun_vp``)."""
@@ -165,14 +177,17 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
     ----------
     dev : ProfiledDeviance
     theta0 : array, optional
-        Starting value; lme4's default (identity templates) when omitted.
+        Starting value.  By default lme4's (identity templates), except for
+        crossed designs, whose scalar random intercepts start from one-way
+        moment estimates (see :func:`_moment_start`): there each evaluation
+        costs a dense factorization and a close start halves their number.
     method : str
         ``"SLSQP"`` (default) or ``"L-BFGS-B"`` with the analytic gradient, or any
         bounded derivative-free scipy method (``"Powell"``, ``"Nelder-Mead"``,
         ``"COBYQA"``).
     """
     layout = dev.layout
-    x0 = layout.start() if theta0 is None else np.asarray(theta0, dtype=float)
+    x0 = dev.start if theta0 is None else np.asarray(theta0, dtype=float)
     lower = layout.lower
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     start_evals = dev.nevals
@@ -227,6 +242,37 @@ def _gradient_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: 
             return res
         x = better
     return res
+
+
+def _moment_start(terms: list[TermData], layout: ThetaLayout, X: np.ndarray,
+                  y: np.ndarray) -> np.ndarray:
+    """Starting ``theta`` from one-way ANOVA estimates on the OLS residuals.
+
+    For each random intercept ``(1|g)``: ``s2_g = (MSB - MSW) / n0`` of the
+    residuals grouped by ``g``; ``theta_g = sqrt(s2_g / s2_e)`` with ``s2_e`` the
+    residual variance left after the terms, floored at 0.1 so that no start sits
+    on the boundary.  Other terms keep lme4's start.
+    """
+    theta = layout.start()
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    r = y - X @ beta
+    n = len(r)
+    total = float(r @ r) / max(n - X.shape[1], 1)
+    est = {}
+    for k, t in enumerate(terms):
+        if t.q != 1 or not np.all(t.zraw == 1.0):
+            continue
+        nl = np.bincount(t.codes, minlength=t.nlev).astype(float)
+        means = np.bincount(t.codes, weights=r, minlength=t.nlev) / np.maximum(nl, 1.0)
+        J = t.nlev
+        msb = float(np.sum(nl * (means - r.mean()) ** 2)) / (J - 1)
+        msw = float(np.sum((r - means[t.codes]) ** 2)) / max(n - J, 1)
+        n0 = (n - float(np.sum(nl**2)) / n) / (J - 1)
+        est[k] = max((msb - msw) / n0, 0.0)
+    s2e = max(total - sum(est.values()), 0.1 * total)
+    for k, v in est.items():
+        theta[layout.offsets[k]] = max(np.sqrt(v / s2e), 0.1)
+    return theta
 
 
 def _snap_to_bounds(dev: ProfiledDeviance, x: np.ndarray, tiny: float = 1e-8) -> np.ndarray:
