@@ -128,7 +128,10 @@ class CrossedSystem:
             # doubled off-diagonal weights for sums over ordered pairs
             hi, lo = np.divmod(self.G_rows, self.r)
             self.G_twice = np.where(hi == lo, 1.0, 2.0)
-            self.G_hi, self.G_lo = hi, lo
+            term_of_row = np.repeat(np.arange(len(self.terms) - 1),
+                                    [t.nlev * t.q for t in self.terms[1:]])
+            self.G_termpair = (term_of_row[hi] * (len(self.terms) - 1)
+                               + term_of_row[lo]).astype(np.int32)
 
     # ------------------------------------------------------------- per theta
     def lambda_r_scale(self, lambdas: list[np.ndarray], M: np.ndarray) -> np.ndarray:
@@ -181,8 +184,14 @@ class CrossedSystem:
         raw, cv = self._entries(lambdas, T0)
         # S = Lambda_R'(A_RR - B B')Lambda_R + I_R1, B = A_R0 Lambda_0 L00^{-T} (lower part)
         S = self.ARR.copy()
+        g_weights = None
         if self.G_op is not None:
-            S.ravel()[self.G_rows] -= self.G_op @ (T0[:, 0, 0] ** 2)
+            # C C' at the level weights T0^2; the gradient's weights T0^2 / L00^2 in the
+            # same pass (reading the operator dominates the cost)
+            w = T0[:, 0, 0] ** 2
+            both = self.G_op @ np.column_stack([w, w * L00inv[:, 0, 0] ** 2])
+            S.ravel()[self.G_rows] -= both[:, 0]
+            g_weights = both[:, 1]
         else:
             prod = np.einsum("es,es->e", raw[self.pa], raw[self.pb])
             S.ravel()[:] -= np.bincount(self.target, weights=prod, minlength=self.r * self.r)
@@ -192,8 +201,10 @@ class CrossedSystem:
             S[:r1, :r1] = np.tril(S[:r1, :r1]) + np.tril(S[:r1, :r1], -1).T
         self.lambda_r_scale(lambdas, S)
         S[np.arange(r1), np.arange(r1)] += 1.0
-        return CrossedFactor(self, lambdas, L00, L00inv, cv, self.c_matrix(cv), BX,
-                             lower_chol(S))
+        fac = CrossedFactor(self, lambdas, L00, L00inv, cv, self.c_matrix(cv), BX,
+                            lower_chol(S))
+        fac.g_weights = g_weights
+        return fac
 
 
 class CrossedFactor(FactorBase):
@@ -210,6 +221,7 @@ class CrossedFactor(FactorBase):
         self.ldRX2 = float(2.0 * np.log(d[r1:-1]).sum())
         self.pwrss = float(d[-1] ** 2)
         self._inverses = None
+        self.g_weights = None
 
     def rx(self) -> np.ndarray:
         r1 = self.system.r1
@@ -272,10 +284,9 @@ class CrossedFactor(FactorBase):
         if not per_level and s.G_op is not None and not s.vector_groups:
             # sum over ordered pairs of P * C~ C~' = <Lambda_R P Lambda_R, G f>, with G the
             # operator that builds C C' in the factorization and f the level weights
-            f = (self.lambdas[0][0, 0] * self.L00inv[:, 0, 0] ** 2) ** 2
-            lam = self._row_scale()
-            pv = P.ravel()[s.G_rows] * lam[s.G_hi] * lam[s.G_lo] * s.G_twice
-            return np.array([[pv @ (s.G_op @ f)]])
+            lam = np.array([self.lambdas[k][0, 0] for k in range(1, len(s.terms))])
+            weight = self.g_weights * s.G_twice * np.outer(lam, lam).ravel()[s.G_termpair]
+            return np.array([[P.ravel()[s.G_rows] @ weight]])
         w = P.ravel()[s.target]
         K = np.zeros((l0, q0, q0)) if per_level else np.zeros((q0, q0))
         for a in range(q0):
@@ -288,12 +299,6 @@ class CrossedFactor(FactorBase):
                     K[a, b] = w @ z
         upper = np.triu(np.ones((q0, q0)), 1)  # filled a < b only: mirror it
         return K + np.swapaxes(K * upper, -1, -2)
-
-    def _row_scale(self) -> np.ndarray:
-        """``Lambda_R`` as a vector over the R1 rows (scalar terms only)."""
-        s = self.system
-        return np.concatenate([np.full(t.nlev, self.lambdas[k][0, 0])
-                               for k, t in enumerate(s.terms[1:], start=1)])
 
     def _tilde(self) -> tuple[np.ndarray, np.ndarray]:
         """``C L00^{-1}`` on the R1 entries and ``B_X L00^{-1}`` per level."""
@@ -349,9 +354,10 @@ class CrossedFactor(FactorBase):
         for variant in (1, 2):
             nx = (0, p, p + 1)[variant]
             PxR, Pxx = self._x_coupling(variant)
-            u = np.einsum("ce,ecs->es", PxR[:, s.rows], bt[s.levels, :nx, :])
-            cross = np.einsum("es,et->st", ct, u)
+            # sum over entries of C~' P_{R1,X} B~_X, level by level, through sparse C
+            W = np.asarray(self.C.T @ PxR.T).reshape(l0, q0, nx)
             bx = bt[:, :nx, :]
+            cross = np.einsum("lsc,lct->st", self.L00inv.transpose(0, 2, 1) @ W, bx)
             K = pairs + cross + cross.T + np.einsum("lcs,cd,ldt->st", bx, Pxx, bx)
             out.append(total(base) + K - (corr_y if variant == 1 else 0.0))
         return out

@@ -68,6 +68,7 @@ class ProfiledDeviance:
             self.start = _moment_start(terms, layout, X, y)
         self.nevals = 0
         self.ngrads = 0
+        self._last: tuple[np.ndarray, FactorBase] | None = None
 
     @property
     def dof(self) -> int:
@@ -75,8 +76,13 @@ class ProfiledDeviance:
         return self.n - self.p if self.reml else self.n
 
     def factor(self, theta: np.ndarray) -> FactorBase:
-        """Blocked Cholesky factor at ``theta``."""
-        return self.system.factor(self.layout.templates(np.asarray(theta, dtype=float)))
+        """Blocked Cholesky factor at ``theta`` (the last one is kept and reused)."""
+        theta = np.asarray(theta, dtype=float)
+        if self._last is not None and np.array_equal(self._last[0], theta):
+            return self._last[1]
+        f = self.system.factor(self.layout.templates(theta))
+        self._last = (theta.copy(), f)
+        return f
 
     def from_factor(self, f: FactorBase) -> float:
         """Profiled objective from a factor."""
