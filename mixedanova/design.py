@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 
+from .engines.theta import ThetaLayout
 from .formula import ParsedFormula, RandomTermSpec, split_summands
 
 __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
@@ -201,6 +202,22 @@ class Design:
         out: dict[str, int] = {}
         for b in self.blocks:
             out.setdefault(b.group, b.nlev)
+        return out
+
+    def theta_layout(self) -> ThetaLayout:
+        """Where each random term's template entries sit in ``theta`` (lme4's order)."""
+        return ThetaLayout.from_terms([b.group for b in self.blocks],
+                                      [b.columns for b in self.blocks])
+
+    @property
+    def group_names(self) -> list[str]:
+        """Per term, lme4's ``VarCorr`` group name: repeated factors get ``.1``, ``.2``."""
+        seen: dict[str, int] = {}
+        out = []
+        for b in self.blocks:
+            k = seen.get(b.group, 0)
+            out.append(b.group if k == 0 else f"{b.group}.{k}")
+            seen[b.group] = k + 1
         return out
 
     def needed_columns(self, include_random: bool = True) -> list[str]:

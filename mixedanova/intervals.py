@@ -43,27 +43,10 @@ _LOG2PI = math.log(2.0 * math.pi)
 
 
 # ------------------------------------------------------------- parameterization
-def _layout(res):
-    from .engines.theta import ThetaLayout
-    d = res.design
-    return ThetaLayout.from_terms([b.group for b in d.blocks], [b.columns for b in d.blocks])
-
-
-def _group_labels(res) -> list[str]:
-    """Group labels with ``.1``, ``.2`` for repeated grouping factors (as ``VarCorr``)."""
-    seen: dict[str, int] = {}
-    out = []
-    for b in res.design.blocks:
-        k = seen.get(b.group, 0)
-        out.append(b.group if k == 0 else f"{b.group}.{k}")
-        seen[b.group] = k + 1
-    return out
-
-
 def variance_parameter_names(res) -> list[str]:
     """lme4's ``confint`` names of the SD/correlation parameters, then ``sigma``."""
     names = []
-    for b, g in zip(res.design.blocks, _group_labels(res)):
+    for b, g in zip(res.design.blocks, res.design.group_names):
         cols = b.columns
         for j in range(b.q):
             for i in range(j, b.q):
@@ -176,7 +159,7 @@ class _Profiler:
 
     def __init__(self, res, reml: bool) -> None:
         self.res = res
-        self.layout = _layout(res)
+        self.layout = res.design.theta_layout()
         self.dev = deviance_function_for(res, reml)
         self.fit = _fit_by(res, reml)
         self.psi_hat = psi_from_theta(self.layout, self.fit.state.theta, self.fit.sigma)
@@ -313,7 +296,7 @@ def _simulate(res, rng: np.random.Generator) -> np.ndarray:
     d = res.design
     sigma = res.sigma
     y = d.X @ res.state.beta + sigma * rng.standard_normal(d.nobs)
-    for b, T in zip(d.blocks, _layout(res).templates(res.state.theta)):
+    for b, T in zip(d.blocks, res.design.theta_layout().templates(res.state.theta)):
         u = rng.standard_normal((b.nlev, b.q))
         bk = sigma * u @ T.T
         y = y + np.einsum("ij,ij->i", b.zraw, bk[b.codes])
@@ -325,7 +308,7 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     if res.method not in ("REML", "ML"):
         raise ValueError("parametric bootstrap intervals need a REML or ML fit")
     rng = np.random.default_rng(seed)
-    layout = _layout(res)
+    layout = res.design.theta_layout()
     draws = []
     failed = 0
     for _ in range(int(n_boot)):
@@ -379,7 +362,7 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
     method = str(method).lower()
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), not {level!r}")
-    layout = _layout(res)
+    layout = res.design.theta_layout()
     vnames = variance_parameter_names(res)
     fnames = list(res.design.x_names)
     est = np.concatenate([psi_from_theta(layout, res.state.theta, res.sigma),

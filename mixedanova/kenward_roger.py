@@ -175,9 +175,7 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
     C = np.asarray(Z.T @ X)
     XX = X.T @ X
     Qn = A.shape[0]
-    from .engines.theta import ThetaLayout
-    layout = ThetaLayout.from_terms([b.group for b in design.blocks],
-                                    [b.columns for b in design.blocks])
+    layout = design.theta_layout()
     lam = sp.block_diag([sp.kron(sp.eye(b.nlev), T) for b, T in
                          zip(design.blocks, layout.templates(res.state.theta))], format="csr")
     omega_inv = res.state.factor.solve_omega(np.eye(Qn))

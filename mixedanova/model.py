@@ -59,8 +59,7 @@ class LinearMixedModel:
     # ----------------------------------------------------------------- stages
     def layout(self) -> ThetaLayout:
         """The ``theta`` layout of this model's random-effects terms."""
-        return ThetaLayout.from_terms([b.group for b in self.design.blocks],
-                                      [b.columns for b in self.design.blocks])
+        return self.design.theta_layout()
 
     def deviance_function(self, reml: bool = True) -> ProfiledDeviance:
         """The profiled objective as a closure over ``theta`` (lme4's ``devFunOnly``).

@@ -65,9 +65,7 @@ class LinearMixedResults:
     @cached_property
     def theta_names(self) -> tuple[str, ...]:
         """lme4's names of ``theta``."""
-        from .engines.theta import ThetaLayout
-        return ThetaLayout.from_terms([b.group for b in self.design.blocks],
-                                      [b.columns for b in self.design.blocks]).names
+        return self.design.theta_layout().names
 
     @property
     def sigma(self) -> float:
@@ -127,21 +125,7 @@ class LinearMixedResults:
 
     # -------------------------------------------------------- variance components
     def _templates(self) -> list[np.ndarray]:
-        from .engines.theta import ThetaLayout
-        layout = ThetaLayout.from_terms([b.group for b in self.design.blocks],
-                                        [b.columns for b in self.design.blocks])
-        return layout.templates(self.state.theta)
-
-    @cached_property
-    def _group_names(self) -> list[str]:
-        """Group labels with lme4's ``.1``, ``.2`` suffixes for repeated factors."""
-        seen: dict[str, int] = {}
-        out = []
-        for b in self.design.blocks:
-            k = seen.get(b.group, 0)
-            out.append(b.group if k == 0 else f"{b.group}.{k}")
-            seen[b.group] = k + 1
-        return out
+        return self.design.theta_layout().templates(self.state.theta)
 
     @cached_property
     def varcomp(self) -> pd.DataFrame:
@@ -153,7 +137,7 @@ class LinearMixedResults:
         """
         rows = []
         s2 = self.sigma ** 2
-        for b, name, T in zip(self.design.blocks, self._group_names, self._templates()):
+        for b, name, T in zip(self.design.blocks, self.design.group_names, self._templates()):
             cov = s2 * T @ T.T
             sd = np.sqrt(np.diag(cov))
             for i in range(b.q):

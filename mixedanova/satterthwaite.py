@@ -88,9 +88,8 @@ def deviance_function_for(res, reml: bool):
         return model.deviance_function(reml=reml)
     from .engines.blocked import TermData
     from .engines.likelihood import ProfiledDeviance
-    from .engines.theta import ThetaLayout
     d = res.design
-    layout = ThetaLayout.from_terms([b.group for b in d.blocks], [b.columns for b in d.blocks])
+    layout = d.theta_layout()
     terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
     return ProfiledDeviance(terms, layout, d.X, d.y, reml=reml)
 

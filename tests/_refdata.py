@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+import mixedanova as ma
 
 REF_DIR = Path(__file__).parent / "reference"
 
@@ -27,6 +30,16 @@ def load_reference(case: str) -> dict:
     """The reference JSON of ``case``."""
     with open(REF_DIR / f"{case}.json") as fh:
         return json.load(fh)
+
+
+def fit_reference(case: str, formula: str | None = None):
+    """``(reference, fit)``: the case's model fitted to its bundled CSV, as in R."""
+    ref = load_reference(case)
+    data = ma.load_dataset(ref["dataset"][:-4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ma.SingularFitWarning)
+        res = ma.lmm(formula or ref["formula"], data, method=ref["method"])
+    return ref, res
 
 
 def r_name(name: str) -> str:

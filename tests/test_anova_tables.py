@@ -7,25 +7,18 @@ absolute; Sum Sq and Mean Sq 1e-3 relative; NumDF exact.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 
 import mixedanova as ma
-from _refdata import LMER_CASES, load_reference
+from _refdata import LMER_CASES, load_reference, fit_reference
 
 ANOVA_CASES = [c for c in LMER_CASES if "anova_type3" in load_reference(c)]
 R_DDF = {"satterthwaite": "Satterthwaite", "kenward_roger": "Kenward-Roger"}
 
 
-def _fit(case: str, formula: str | None = None):
-    ref = load_reference(case)
-    data = ma.load_dataset(ref["dataset"][:-4])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ma.SingularFitWarning)
-        res = ma.lmm(formula or ref["formula"], data, method=ref["method"])
-    return ref, res
+_fit = fit_reference
 
 
 @pytest.fixture(scope="module", params=ANOVA_CASES)

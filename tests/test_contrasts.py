@@ -13,16 +13,10 @@ import pytest
 
 import mixedanova as ma
 from mixedanova.inference import EstimabilityError
-from _refdata import load_reference
+from _refdata import load_reference, fit_reference
 
 
-def _fit(case: str):
-    ref = load_reference(case)
-    data = ma.load_dataset(ref["dataset"][:-4])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ma.SingularFitWarning)
-        res = ma.lmm(ref["formula"], data, method=ref["method"])
-    return ref, res
+_fit = fit_reference
 
 
 @pytest.mark.parametrize("ddf", ["satterthwaite", "kenward-roger"])

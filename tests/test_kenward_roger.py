@@ -9,25 +9,18 @@ differences come from lme4's default fit stopping up to 6e-5 from the optimum.
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import pytest
 
 import mixedanova as ma
-from _refdata import LMER_CASES, assert_close, load_reference
+from _refdata import LMER_CASES, assert_close, load_reference, fit_reference
 
 REML_CASES = [c for c in LMER_CASES if not c.endswith("_ml")]
 ML_CASES = [c for c in LMER_CASES if c.endswith("_ml")]
 
 
-def _fit(case: str):
-    ref = load_reference(case)
-    data = ma.load_dataset(ref["dataset"][:-4])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ma.SingularFitWarning)
-        res = ma.lmm(ref["formula"], data, method=ref["method"])
-    return ref, res
+_fit = fit_reference
 
 
 @pytest.fixture(scope="module", params=REML_CASES)

@@ -9,23 +9,16 @@ components) and 1e-6 (fixed effects).
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import mixedanova as ma
-from _refdata import LMER_CASES, assert_close, load_reference, r_name
+from _refdata import LMER_CASES, assert_close, load_reference, r_name, fit_reference
 
 
-def _fit(case: str):
-    ref = load_reference(case)
-    data = ma.load_dataset(ref["dataset"][:-4])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ma.SingularFitWarning)
-        res = ma.lmm(ref["formula"], data, method=ref["method"])
-    return ref, res
+_fit = fit_reference
 
 
 @pytest.fixture(scope="module", params=LMER_CASES)

@@ -11,22 +11,15 @@ estimates (the df computation itself).
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 
 import mixedanova as ma
-from _refdata import LMER_CASES, assert_close, load_reference, r_name
+from _refdata import LMER_CASES, assert_close, load_reference, r_name, fit_reference
 
 
-def _fit(case: str):
-    ref = load_reference(case)
-    data = ma.load_dataset(ref["dataset"][:-4])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ma.SingularFitWarning)
-        res = ma.lmm(ref["formula"], data, method=ref["method"])
-    return ref, res
+_fit = fit_reference
 
 
 @pytest.fixture(scope="module", params=LMER_CASES)
