@@ -337,9 +337,14 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     return used
 
 
-@lru_cache(maxsize=256)
 def _formula_variables(expr: str) -> list[str]:
-    return sorted(Formula(expr).required_variables)
+    """Data variables a formula needs (a new list each call)."""
+    return list(_formula_variables_cached(expr))
+
+
+@lru_cache(maxsize=256)
+def _formula_variables_cached(expr: str) -> tuple[str, ...]:
+    return tuple(sorted(Formula(expr).required_variables))
 
 
 def _is_module(name: str) -> bool:
