@@ -151,6 +151,10 @@ class ProfiledDeviance:
             grad[off:off + n_k] = g[gi, gj]
         return value, grad
 
+    def gradient(self, theta: np.ndarray) -> np.ndarray:
+        """Analytic gradient (see :meth:`value_and_gradient`)."""
+        return self.value_and_gradient(theta)[1]
+
     def at_sigma(self, theta: np.ndarray, sigma: float) -> float:
         """Objective with ``sigma`` given instead of profiled out (lmerTest's ``devfun_vp``)."""
         f = self.factor(theta)
@@ -229,9 +233,12 @@ def _gradient_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: 
     else:  # SLSQP's ftol is absolute; 1e-14 relative is about the objective's precision
         options = {"ftol": 1e-2 * tol * max(1.0, abs(dev(x0))), "maxiter": maxiter}
     x = x0
-    fun = _Memo(dev.value_and_gradient)
+    if method == "L-BFGS-B":  # asks for value and gradient together
+        fun, jac = _Memo(dev.value_and_gradient), True
+    else:  # SLSQP's line search needs values only; the factor at x is reused for jac
+        fun, jac = dev, dev.gradient
     for _ in range(restarts + 1):
-        res = minimize(fun, x, method=method, jac=True, bounds=bounds, options=options)
+        res = minimize(fun, x, method=method, jac=jac, bounds=bounds, options=options)
         fx = float(res.fun)
         edge = np.flatnonzero((lower == 0.0) & (res.x < 1e-6))
         better = None
