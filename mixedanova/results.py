@@ -148,7 +148,12 @@ class LinearMixedResults:
                     corr = cov[j, i] / denom if denom > 0 else float("nan")
                     rows.append((name, b.columns[i], b.columns[j], cov[j, i], corr))
         rows.append(("Residual", None, None, s2, self.sigma))
-        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+        cols = list(zip(*rows))
+        # names as object columns so that missing names stay None, as lme4's NA
+        return pd.DataFrame({
+            "group": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
+            "var2": pd.Series(cols[2], dtype=object),
+            "vcov": np.asarray(cols[3], dtype=float), "sdcor": np.asarray(cols[4], dtype=float)})
 
     # ------------------------------------------------------------ random effects
     @cached_property
