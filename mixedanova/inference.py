@@ -212,7 +212,10 @@ class FixedInference:
             from .kenward_roger import KR_ML_MESSAGE
             raise ValueError(KR_ML_MESSAGE)
         if ddf == "satterthwaite" and self.res.method not in ("REML", "ML"):
-            raise ValueError(f"Satterthwaite df need a REML or ML fit, not {self.res.method!r}")
+            raise ValueError(
+                f"Satterthwaite df need a REML or ML fit, not {self.res.method!r}; the F tests "
+                "of a method-of-moments fit, with their EMS error terms, are in "
+                "res.ems_table(), and ddf='residual' or 'none' work here")
         return ddf
 
     def _resid_df(self) -> float:
