@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
 
 from .blocked import FactorBase, NotPositiveDefinite, TermData, build_system, tri_inv
+from .crossed import CrossedSystem
 from .state import FitState, OptimizerSummary
 from .theta import ThetaLayout
 
@@ -64,7 +64,7 @@ class ProfiledDeviance:
             order = np.lexsort((rows, cols))  # theta runs down each column
             self._grad_index.append((cols[order], rows[order]))
         self.start = layout.start()
-        if type(self.system).__name__ == "CrossedSystem":
+        if isinstance(self.system, CrossedSystem):
             self.start = _moment_start(terms, layout, X, y)
         self.nevals = 0
         self.ngrads = 0
@@ -177,11 +177,12 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
     stuck on its bound (lme4's ``restart_edge``).  A gradient method is used
     rather than lme4's derivative-free BOBYQA because the gradient costs about
     one extra factorization and the quasi-Newton steps reach the optimum to the
-    precision of the objective (about 1e-13 relative) in 2-30 evaluations on the
-    reference models, where BOBYQA stops up to 6e-5 (relative) short along flat
-    variance directions; on the reference models and an InstEval-shaped data set
-    SLSQP needed fewer evaluations than L-BFGS-B (198 against 315 in total),
-    which wasted steps bouncing off the zero bound.
+    precision of the objective (about 1e-13 relative) in a few dozen
+    evaluations, where BOBYQA stops up to 6e-5 (relative) short along flat
+    variance directions.  On the reference models and an InstEval-shaped data
+    set SLSQP needed fewer evaluations than L-BFGS-B, which wasted steps bouncing
+    off the zero bound, and its line search asks for values only, so gradients
+    are computed at accepted points alone.
 
     Parameters
     ----------
@@ -221,9 +222,10 @@ def _gradient_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: 
     """A bounded gradient method, restarted when a template diagonal stuck on its
     bound should not be.
 
-    The objective depends on a template's diagonal entries through their squares,
-    so its derivative is zero on the bound and a gradient method can stop there
-    although leaving the bound lowers the objective (lme4's ``restart_edge``).
+    The objective is even in each template column (flipping its sign leaves
+    ``T T'`` unchanged), so a scalar term's derivative is zero on the bound and a
+    gradient method can stop there although leaving the bound lowers the
+    objective (lme4's ``restart_edge``).
     Each bounded entry at 0 is probed at small positive values; if one is better
     the optimizer restarts from it.
     """
@@ -234,7 +236,7 @@ def _gradient_with_edge_restarts(dev: ProfiledDeviance, x0: np.ndarray, bounds: 
         options = {"ftol": 1e-2 * tol * max(1.0, abs(dev(x0))), "maxiter": maxiter}
     x = x0
     if method == "L-BFGS-B":  # asks for value and gradient together
-        fun, jac = _Memo(dev.value_and_gradient), True
+        fun, jac = dev.value_and_gradient, True
     else:  # SLSQP's line search needs values only; the factor at x is reused for jac
         fun, jac = dev, dev.gradient
     for _ in range(restarts + 1):
@@ -298,24 +300,6 @@ def _snap_to_bounds(dev: ProfiledDeviance, x: np.ndarray, tiny: float = 1e-8) ->
     snapped[near] = 0.0
     fx, fs = dev(x), dev(snapped)
     return snapped if fs <= fx + 1e-12 * (1.0 + abs(fx)) else x
-
-
-class _Memo:
-    """Remember the last few (value, gradient) evaluations: scipy's SLSQP may ask
-    for the gradient at a point whose value it asked for a step earlier."""
-
-    def __init__(self, fn, size: int = 4) -> None:
-        self.fn = fn
-        self.size = size
-        self.store: list[tuple[np.ndarray, tuple[float, np.ndarray]]] = []
-
-    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        for key, val in self.store:
-            if np.array_equal(key, x):
-                return val[0], val[1].copy()
-        val = self.fn(np.array(x, dtype=float))
-        self.store = [(np.array(x, dtype=float), val)] + self.store[:self.size - 1]
-        return val[0], val[1].copy()
 
 
 def fit_state(dev: ProfiledDeviance, opt: OptimizerSummary, convergence=None) -> FitState:
