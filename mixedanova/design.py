@@ -287,7 +287,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     y = _response(parsed, data)
     X_all, spec = _fixed_matrix(parsed, data)
     names_all = list(spec.column_names)
-    keep = _independent_columns(X_all)
+    keep = independent_columns(X_all)
     dropped = tuple(n for n, k in zip(names_all, keep) if not k)
     if dropped:
         warnings.warn(
@@ -425,7 +425,7 @@ def _fixed_matrix(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[np.ndarray
     return X, mm.model_spec
 
 
-def _independent_columns(X: np.ndarray) -> np.ndarray:
+def independent_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
     """Keep a column unless it is (numerically) a combination of earlier kept ones.
 
     As R's ``qr(X, tol = 1e-7)`` with limited pivoting (what lme4 uses): a column
@@ -443,7 +443,7 @@ def _independent_columns(X: np.ndarray) -> np.ndarray:
         r = x - Q @ (Q.T @ x)
         r = r - Q @ (Q.T @ r)  # reorthogonalize
         nr = np.linalg.norm(r)
-        if nr > _RANK_TOL * norm0:
+        if nr > tol * norm0:
             keep[j] = True
             Q = np.column_stack([Q, r / nr])
     return keep

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from formulaic import model_matrix
 
+from .design import independent_columns
+
 __all__ = ["TermInfo", "model_terms", "contrasts_type1", "contrasts_type2",
            "contrasts_type3", "hypothesis_matrices", "doolittle", "zapsmall"]
 
@@ -92,24 +94,6 @@ def doolittle(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
             L[i + 1:, i] = 0.0 if abs(U[i, i]) < eps else col / U[i, i]
     L[np.abs(L) < eps] = 0.0
     return L
-
-
-def _independent_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
-    """Columns kept by R's ``qr(X, tol)`` with limited pivoting (aliased ones move out)."""
-    keep = np.zeros(X.shape[1], dtype=bool)
-    Q = np.empty((X.shape[0], 0))
-    for j in range(X.shape[1]):
-        x = X[:, j]
-        norm0 = np.linalg.norm(x)
-        if norm0 == 0.0:
-            continue
-        r = x - Q @ (Q.T @ x)
-        r = r - Q @ (Q.T @ r)
-        nr = np.linalg.norm(r)
-        if nr > tol * norm0:
-            keep[j] = True
-            Q = np.column_stack([Q, r / nr])
-    return keep
 
 
 def _resid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -291,7 +275,7 @@ def contrasts_type3(design) -> dict[str, np.ndarray]:
         offset += block.shape[1]
     rdX = np.column_stack(rd_blocks)
     Xt = rdX[:, x_cols]
-    keep = _independent_columns(Xt)
+    keep = independent_columns(Xt)
     x_cols = [c for c, k in zip(x_cols, keep) if k]
     col_term = [c for c, k in zip(col_term, keep) if k]
     Xt = Xt[:, keep]

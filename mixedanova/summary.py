@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["Summary", "format_pvalue", "signif_stars"]
+__all__ = ["Summary", "format_pvalue", "signif_stars", "align_columns"]
 
 
 def format_pvalue(p: float) -> str:
@@ -37,13 +37,16 @@ def _num(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e6 else f"{x:.{digits}f}"
 
 
-def _align(rows: list[list[str]], left: set[int] = frozenset()) -> list[str]:
+def align_columns(rows: list[list[str]], left: set[int] = frozenset(),
+                  sep: str = " ") -> list[str]:
+    """Rows of cells as text lines, columns padded to a common width (right
+    aligned, except the column indices in ``left``)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for r in rows:
         cells = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in
                  enumerate(zip(r, widths))]
-        out.append(" ".join(cells).rstrip())
+        out.append(sep.join(cells).rstrip())
     return out
 
 
@@ -89,7 +92,7 @@ class Summary:
         lines += self._criteria_lines()
         q = self.residual_quantiles
         lines += ["Scaled residuals:"]
-        lines += _align([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]])
+        lines += align_columns([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]])
         lines += ["", "Random effects:"]
         lines += self._random_lines()
         groups = ", ".join(f"{g}, {k}" for g, k in self.ngroups.items())
@@ -108,7 +111,7 @@ class Summary:
             return [f"{label}: {value:.4f}", ""]
         keys = [k for k in ("AIC", "BIC", "logLik", "deviance", "df.resid") if k in c]
         vals = [f"{c[k]:.4f}" if k != "df.resid" else str(c[k]) for k in keys]
-        return _align([keys, vals]) + [""]
+        return align_columns([keys, vals]) + [""]
 
     def _random_lines(self) -> list[str]:
         vc = self.random
@@ -127,7 +130,7 @@ class Summary:
                 cs = corr[(corr["group"] == r["group"]) & (corr["var2"] == r["var1"])]
                 row.append(" ".join(f"{v:.2f}" for v in cs["sdcor"]))
             rows.append(row)
-        return [" " + line for line in _align(rows, left={0, 1} | ({4} if has_corr else set()))]
+        return [" " + line for line in align_columns(rows, left={0, 1} | ({4} if has_corr else set()))]
 
     def _fixed_lines(self) -> list[str]:
         fx = self.fixed
@@ -145,7 +148,7 @@ class Summary:
                 else:
                     row.append(_num(v))
             rows.append(row)
-        lines += _align(rows, left={0, len(cols)} if cols and cols[-1] == "" else {0})
+        lines += align_columns(rows, left={0, len(cols)} if cols and cols[-1] == "" else {0})
         if any(c.startswith("Pr(") for c in cols):
             lines += ["---", "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"]
         return lines

@@ -10,6 +10,8 @@ import math
 
 import pandas as pd
 
+from .summary import align_columns
+
 __all__ = ["render_ems_table", "render_varcomp"]
 
 
@@ -26,17 +28,6 @@ def _pval(p) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return ""
     return "< 2.2e-16" if p < 2.2e-16 else f"{p:.4g}"
-
-
-def _grid(header: list[str], rows: list[list[str]], left: set[int]) -> list[str]:
-    widths = [max(len(header[j]), *(len(r[j]) for r in rows)) if rows else len(header[j])
-              for j in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if j in left else c.rjust(w)
-                         for j, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return [fmt(header)] + [fmt(r) for r in rows]
 
 
 def render_ems_table(table: pd.DataFrame, *, method: str | None = None, note: str = "") -> str:
@@ -66,7 +57,7 @@ def render_ems_table(table: pd.DataFrame, *, method: str | None = None, note: st
         rows.append([str(src), _num(r["df"]), _num(r["sum_sq"], 6), _num(r["mean_sq"], 6),
                      str(r["ems"]), err,
                      _num(r["den_df"], 5), _num(r["F"], 5), _pval(r["p"])])
-    lines += _grid(header, rows, left={0, 4, 5})
+    lines += align_columns([header] + rows, sep="  ", left={0, 4, 5})
     quasi = [str(s) for s, t in zip(table.index, table["test"]) if t == "quasi-F (Satterthwaite)"]
     if quasi:
         lines.append("Quasi-F (Satterthwaite denominator df) for: " + ", ".join(quasi))
@@ -90,5 +81,5 @@ def render_varcomp(varcomp: pd.DataFrame) -> str:
         rows.append([str(comp), _num(r["truncated"]), _num(r["sd"]), _num(r["se"]),
                      _num(r["df"], 4), _num(r["lower"]), _num(r["upper"]), flag])
     lines = ["Variance components (method of moments, Cochran-Satterthwaite intervals)"]
-    lines += _grid(header, rows, left={0, 7})
+    lines += align_columns([header] + rows, sep="  ", left={0, 7})
     return "\n".join(lines)
