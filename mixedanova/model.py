@@ -10,7 +10,6 @@ from .design import Design, DesignError, build_design
 from .engines.blocked import TermData
 from .engines.convergence import check_convergence
 from .engines.likelihood import ProfiledDeviance, fit_state, optimize_theta, state_at
-from .engines.theta import ThetaLayout
 from .formula import parse_formula
 from .results import LinearMixedResults
 
@@ -57,10 +56,6 @@ class LinearMixedModel:
         return cls(build_design(parse_formula(formula), data, missing=missing))
 
     # ----------------------------------------------------------------- stages
-    def layout(self) -> ThetaLayout:
-        """The ``theta`` layout of this model's random-effects terms."""
-        return self.design.theta_layout()
-
     def deviance_function(self, reml: bool = True) -> ProfiledDeviance:
         """The profiled objective as a closure over ``theta`` (lme4's ``devFunOnly``).
 
@@ -70,7 +65,8 @@ class LinearMixedModel:
         if reml not in self._deviance:
             d = self.design
             terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
-            self._deviance[reml] = ProfiledDeviance(terms, self.layout(), d.X, d.y, reml=reml)
+            self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), d.X, d.y,
+                                                     reml=reml)
         return self._deviance[reml]
 
     def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",

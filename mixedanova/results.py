@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .design import Design, DesignError, group_labels
+from .engines.convergence import SINGULAR_TOL
 from .engines.state import FitState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,15 +85,8 @@ class LinearMixedResults:
         conv = self.state.convergence
         if conv is not None:
             return conv.is_singular
-        return bool(np.any(self.state.theta[self._diag_mask] < 1e-4))
-
-    @cached_property
-    def _diag_mask(self) -> np.ndarray:
-        out = []
-        for b in self.design.blocks:
-            for j in range(b.q):
-                out.extend([i == j for i in range(j, b.q)])
-        return np.array(out, dtype=bool)
+        diag = self.design.theta_layout().diagonal_mask()
+        return bool(np.any(self.state.theta[diag] < SINGULAR_TOL))
 
     @property
     def convergence_messages(self) -> tuple[str, ...]:

@@ -83,15 +83,11 @@ class SatterthwaiteSetup:
 
 def deviance_function_for(res, reml: bool):
     """A :class:`~mixedanova.engines.likelihood.ProfiledDeviance` for the fit ``res``."""
-    model = getattr(res, "model", None)
-    if model is not None and hasattr(model, "deviance_function"):
-        return model.deviance_function(reml=reml)
-    from .engines.blocked import TermData
-    from .engines.likelihood import ProfiledDeviance
-    d = res.design
-    layout = d.theta_layout()
-    terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
-    return ProfiledDeviance(terms, layout, d.X, d.y, reml=reml)
+    model = res.model
+    if model is None:  # results built by hand from a design and a state
+        from .model import LinearMixedModel
+        model = LinearMixedModel(res.design)
+    return model.deviance_function(reml=reml)
 
 
 def _pieces(dev, theta: np.ndarray) -> np.ndarray:
