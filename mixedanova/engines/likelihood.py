@@ -67,7 +67,6 @@ class ProfiledDeviance:
         if isinstance(self.system, CrossedSystem):
             self.start = _moment_start(terms, layout, X, y)
         self.nevals = 0
-        self.ngrads = 0
         self._last: tuple[np.ndarray, FactorBase] | None = None
 
     @property
@@ -111,7 +110,6 @@ class ProfiledDeviance:
         """
         theta = np.asarray(theta, dtype=float)
         self.nevals += 1
-        self.ngrads += 1
         try:
             f = self.factor(theta)
         except NotPositiveDefinite:
