@@ -3,8 +3,9 @@
 Run:  python benchmarks/bench_fit.py [--repeats N] [--skip-insteval]
 
 Prints, per model, the median wall time of ``ma.lmm(...)`` (formula parsing,
-design, optimization, convergence check, results; warm process), of the
-optimizer alone, the number of objective evaluations, the REML criterion, and
+design, optimization, convergence check, results; warm process), the median
+time of the optimizer alone, the number of objective evaluations (values and
+gradients), the REML criterion, and
 statsmodels' time for the same model.  Timings are in-process, after one warm-up
 call.  lme4's own times for these data are in tests/reference/*.json
 (``fit_seconds``) and are printed for comparison where present.
@@ -92,9 +93,17 @@ def main() -> None:
           f"{'REML crit':>14s}  lme4 (reference)  statsmodels MixedLM")
     for name, formula, df, case, repeats in cases:
         model = ma.LinearMixedModel.from_formula(formula, df)
-        t_total, res = _median_time(lambda: ma.lmm(formula, df), repeats)
+        opt_seconds = []
+
+        def fit():
+            out = ma.lmm(formula, df)
+            opt_seconds.append(out.optimizer.seconds)
+            return out
+
+        t_total, res = _median_time(fit, repeats)
         opt = res.optimizer
-        print(f"{name:12s} {t_total * 1000:9.1f} ms {opt.seconds * 1000:7.1f} ms "
+        t_opt = statistics.median(opt_seconds[1:])  # without the warm-up call
+        print(f"{name:12s} {t_total * 1000:9.1f} ms {t_opt * 1000:7.1f} ms "
               f"{opt.feval:6d} {res.reml_criterion:14.4f}  {_lme4_seconds(case):>16s}  "
               f"{_statsmodels_time(name, df, repeats)}")
         if name == "insteval":
@@ -105,7 +114,7 @@ def main() -> None:
             model.deviance_function(True)
             t_setup = time.perf_counter() - t
             print(f"{'':12s} of which design {t_design:.2f} s, cross-products and pair "
-                  f"structure {t_setup:.2f} s, optimizer {opt.seconds:.2f} s "
+                  f"structure {t_setup:.2f} s, optimizer {t_opt:.2f} s "
                   f"({opt.feval} evaluations)")
     np.set_printoptions()
 
