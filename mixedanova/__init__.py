@@ -4,17 +4,17 @@
 >>> res = ma.lmm("yield ~ treat + (1|blend)", ma.load_dataset("bhh_penicillin"))
 >>> print(res.summary())            # doctest: +SKIP
 """
-from .compare import compare
 from .datasets import list_datasets, load_dataset
-from .engines.ems import Factor, ems_rules
-from .engines.moments import moments_from_mean_squares
 from .design import DesignError, RankDeficiencyWarning
 from .formula import FormulaError
-from .inference import EstimabilityError
+from .inference.compare import compare
+from .inference.tables import EstimabilityError
 from .model import ConvergenceWarning, LinearMixedModel, SingularFitWarning, lmm
-from .oneway import oneway
-from .results import LinearMixedResults
-from .results_anova import AnovaResults
+from .moments.ems import Factor, ems_rules
+from .moments.moments import moments_from_mean_squares
+from .moments.oneway import oneway
+from .results.anova import AnovaResults
+from .results.lmm import LinearMixedResults
 
 __version__ = "0.1.0"
 

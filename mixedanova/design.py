@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 
-from .engines.theta import ThetaLayout
+from .likelihood.theta import ThetaLayout
 from .formula import ParsedFormula, RandomTermSpec, split_summands
 
 __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
@@ -166,7 +166,7 @@ class FixedTerm:
 
 @dataclass(frozen=True)
 class Design:
-    """Everything the fitting engines need, and the state to rebuild it.
+    """Everything the estimators need, and the state to rebuild it.
 
     ``blocks`` are in lme4's order: sorted by decreasing number of levels, ties
     in formula order.  ``x_names`` are formulaic's column names after aliased

@@ -1,17 +1,29 @@
-"""The one place that runs the pipeline: formula -> design -> engine -> results."""
+"""The one place that runs the pipeline: formula -> design -> engine -> results.
+
+:class:`LinearMixedModel` holds a :class:`~mixedanova.design.Design` and fits it
+with the likelihood engine (:mod:`mixedanova.likelihood`) or the method of
+moments (:mod:`mixedanova.moments`), returning a
+:class:`~mixedanova.results.lmm.LinearMixedResults`.  Results that need more fits
+(profile intervals, ML refits, bootstrap, reduced models) ask the model they
+carry (``res.model``) through :meth:`LinearMixedModel.deviance_function`,
+:meth:`LinearMixedModel.fit`, :meth:`LinearMixedModel.refit` and
+:meth:`LinearMixedModel.update`, as lme4 does.
+"""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 import pandas as pd
 
 from .design import Design, DesignError, build_design
-from .engines.blocked import TermData
-from .engines.convergence import check_convergence
-from .engines.likelihood import ProfiledDeviance, fit_state, optimize_theta, state_at
+from .likelihood.blocked import TermData
+from .likelihood.convergence import check_convergence
+from .likelihood.criterion import ProfiledDeviance, fit_state, state_at
+from .likelihood.optimizer import optimize_theta
 from .formula import parse_formula
-from .results import LinearMixedResults
+from .results.lmm import LinearMixedResults
 
 __all__ = ["LinearMixedModel", "lmm", "ConvergenceWarning", "SingularFitWarning"]
 
@@ -33,10 +45,14 @@ class LinearMixedModel:
     ----------
     design : Design
         Model matrices (see :func:`mixedanova.design.build_design`).
+    missing : {"drop", "raise"}
+        How the design treated missing values; kept so that :meth:`update`
+        builds new designs the same way.
     """
 
-    def __init__(self, design: Design) -> None:
+    def __init__(self, design: Design, *, missing: str = "drop") -> None:
         self.design = design
+        self.missing = missing
         self._deviance: dict[bool, ProfiledDeviance] = {}
 
     @classmethod
@@ -53,7 +69,36 @@ class LinearMixedModel:
             Rows with missing values in used columns are dropped and counted
             (``"drop"``, lme4's default) or refused (``"raise"``).
         """
-        return cls(build_design(parse_formula(formula), data, missing=missing))
+        return cls(build_design(parse_formula(formula), data, missing=missing), missing=missing)
+
+    def update(self, formula: str) -> "LinearMixedModel":
+        """A new, unfitted model for ``formula`` on the same data and options.
+
+        The data are the rows and columns this model uses (``design.data``), as
+        for lme4's ``update(m, formula)`` on a model fitted to complete cases.
+        """
+        return type(self).from_formula(formula, self.design.data, missing=self.missing)
+
+    def refit(self, y: np.ndarray | None = None, method: str = "REML", *,
+              start: np.ndarray | None = None, warn: bool = True,
+              **kwargs) -> LinearMixedResults:
+        """Fit the same design again, optionally with a new response (lme4's ``refit``).
+
+        Parameters
+        ----------
+        y : array, optional
+            New response, one value per row used (e.g. a simulated response for
+            the parametric bootstrap).  By default the model's own response.
+        method, start, warn, **kwargs
+            As for :meth:`fit`.
+        """
+        model = self
+        if y is not None:
+            y = np.asarray(y, dtype=float)
+            if y.shape != self.design.y.shape:
+                raise ValueError(f"y must have {self.design.nobs} values, not {y.shape}")
+            model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing)
+        return model.fit(method, start=start, warn=warn, **kwargs)
 
     # ----------------------------------------------------------------- stages
     def deviance_function(self, reml: bool = True) -> ProfiledDeviance:
@@ -80,7 +125,7 @@ class LinearMixedModel:
             Restricted or full maximum likelihood, or the method of moments
             (expected mean squares; balanced rules or Henderson's Method III).
         optimizer : str
-            scipy method for ``theta`` (see :func:`~mixedanova.engines.likelihood.optimize_theta`).
+            scipy method for ``theta`` (see :func:`~mixedanova.likelihood.optimizer.optimize_theta`).
         start : array, optional
             Starting ``theta``.
         ems : {"unrestricted", "restricted"}
@@ -113,8 +158,8 @@ class LinearMixedModel:
 
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
-        from .engines.moments import fit_anova
-        from .results_anova import AnovaResults
+        from .moments.moments import fit_anova
+        from .results.anova import AnovaResults
 
         d = self.design
         for b in d.blocks:

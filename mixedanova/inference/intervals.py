@@ -1,0 +1,401 @@
+"""Confidence intervals for the fixed effects, the random-effect SDs and
+correlations and the residual SD: lme4's ``confint.merMod``.
+
+Parameters follow lme4's ``confint(m, oldNames = FALSE)``: per random-effects
+term (design order) ``sd_<col>|<group>`` and ``cor_<col_i>.<col_j>|<group>`` in
+the order of ``theta`` (lower triangle, column by column), then ``sigma``, then
+the fixed effects (formulaic names).
+
+* ``"wald"``: ``beta +- z sd(beta)`` for the fixed effects (normal quantile, as
+  lme4); the variance parameters get NaN, as in lme4.
+* ``"profile"``: the likelihood-ratio (profile) interval.  For each parameter
+  ``psi`` in the SD/correlation scale, ``zeta(psi) = sign(psi - psi_hat)
+  sqrt(dev_profile(psi) - dev_min)`` is computed by minimizing the deviance
+  over all other parameters, and the interval is where ``|zeta|`` is below
+  ``sqrt(qchisq(level, 1))``.  The endpoints are found by root finding (lme4
+  interpolates a spline through profile points; the two agree to the accuracy
+  of that spline).  By default the **ML deviance** is profiled even for a REML
+  fit, as lme4 does (``profile()`` refits with ML), so the intervals of a REML
+  fit equal those of the ML fit; ``criterion="REML"`` profiles the REML
+  criterion for the variance parameters instead.  Fixed effects are always
+  profiled on the ML deviance (the REML criterion does not depend on them).
+  A variance parameter whose profile does not reach the cutoff before its
+  bound (SD 0, correlation +-1) gets the bound as its limit.
+* ``"boot"``: parametric bootstrap (lme4's ``bootMer``): ``n_boot`` responses
+  simulated from the fitted model with a seeded generator, refitted by the same
+  method, percentile intervals (``numpy.quantile``, linear interpolation).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+from .satterthwaite import deviance_function_for
+
+__all__ = ["conf_int", "variance_parameter_names", "psi_from_theta", "theta_from_psi"]
+
+_LOG2PI = math.log(2.0 * math.pi)
+
+
+# ------------------------------------------------------------- parameterization
+def variance_parameter_names(res) -> list[str]:
+    """lme4's ``confint`` names of the SD/correlation parameters, then ``sigma``."""
+    names = []
+    for b, g in zip(res.design.blocks, res.design.group_names):
+        cols = b.columns
+        for j in range(b.q):
+            for i in range(j, b.q):
+                names.append(f"sd_{cols[i]}|{g}" if i == j else f"cor_{cols[i]}.{cols[j]}|{g}")
+    return names + ["sigma"]
+
+
+def _is_cor(res) -> np.ndarray:
+    out = []
+    for b in res.design.blocks:
+        for j in range(b.q):
+            for i in range(j, b.q):
+                out.append(i != j)
+    return np.array(out + [False], dtype=bool)
+
+
+def psi_from_theta(layout, theta: np.ndarray, sigma: float) -> np.ndarray:
+    """SDs and correlations (lme4's ``.sig01, ...``) and ``sigma`` from ``(theta, sigma)``."""
+    out = []
+    for T in layout.templates(np.asarray(theta, dtype=float)):
+        cov = sigma * sigma * T @ T.T
+        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        q = T.shape[0]
+        for j in range(q):
+            for i in range(j, q):
+                if i == j:
+                    out.append(sd[i])
+                else:
+                    den = sd[i] * sd[j]
+                    out.append(cov[i, j] / den if den > 0 else 0.0)
+    return np.array(out + [sigma])
+
+
+def _psd_cholesky(C: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a positive semi-definite matrix (zero pivots allowed)."""
+    q = C.shape[0]
+    L = np.zeros_like(C)
+    for j in range(q):
+        d = C[j, j] - L[j, :j] @ L[j, :j]
+        if d <= 1e-14 * max(C[j, j], 1e-300):
+            continue
+        L[j, j] = math.sqrt(d)
+        for i in range(j + 1, q):
+            L[i, j] = (C[i, j] - L[i, :j] @ L[j, :j]) / L[j, j]
+    return L
+
+
+def theta_from_psi(layout, psi: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(theta, sigma)`` from SDs, correlations and ``sigma``."""
+    sigma = float(psi[-1])
+    theta = np.empty(layout.size)
+    pos = 0
+    for q, off in zip(layout.qs, layout.offsets):
+        sd = np.zeros(q)
+        R = np.eye(q)
+        k = pos
+        for j in range(q):
+            for i in range(j, q):
+                if i == j:
+                    sd[i] = psi[k]
+                else:
+                    R[i, j] = R[j, i] = psi[k]
+                k += 1
+        T = _psd_cholesky(np.outer(sd, sd) * R) / sigma
+        k = off
+        for j in range(q):
+            for i in range(j, q):
+                theta[k] = T[i, j]
+                k += 1
+        pos = k
+    return theta, sigma
+
+
+# --------------------------------------------------------------------- helpers
+def _minimize(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+    """Bounded minimization with central-difference gradients; returns ``(x, f)``."""
+    if x0.size == 0:
+        return x0, fun(x0)
+
+    def grad(x):
+        g = np.empty_like(x)
+        for i in range(x.size):
+            h = 1e-7 * max(1.0, abs(x[i]))
+            xp, xm = x.copy(), x.copy()
+            xp[i] = min(x[i] + h, upper[i])
+            xm[i] = max(x[i] - h, lower[i])
+            g[i] = (fun(xp) - fun(xm)) / (xp[i] - xm[i])
+        return g
+
+    bounds = list(zip(np.where(np.isfinite(lower), lower, None),
+                      np.where(np.isfinite(upper), upper, None)))
+    out = optimize.minimize(fun, np.clip(x0, lower, upper), jac=grad, method="L-BFGS-B",
+                            bounds=bounds, options={"ftol": 1e-11, "gtol": 1e-6,
+                                                    "maxiter": 2000})
+    return np.asarray(out.x), float(out.fun)
+
+
+def _fit_by(res, reml: bool):
+    """``res`` itself, or ``res`` refitted by REML/ML when it was fitted the other way."""
+    want = "REML" if reml else "ML"
+    if res.method == want:
+        return res
+    return res.model.fit(want, start=res.state.theta, warn=False)
+
+
+class _Profiler:
+    """Profiles of the deviance in lme4's SD/correlation/sigma and fixed-effect scales."""
+
+    def __init__(self, res, reml: bool) -> None:
+        self.res = res
+        self.layout = res.design.theta_layout()
+        self.dev = deviance_function_for(res, reml)
+        self.fit = _fit_by(res, reml)
+        self.psi_hat = psi_from_theta(self.layout, self.fit.state.theta, self.fit.sigma)
+        self.dev_min = float(self.fit.state.objective)
+        self.cor = _is_cor(res)
+        self.lower = np.where(self.cor, -1.0, 0.0)
+        self.lower[-1] = 1e-8 * max(self.psi_hat[-1], 1e-300)
+        self.upper = np.where(self.cor, 1.0, np.inf)
+        sc = np.where(self.cor, 1.0, np.abs(self.psi_hat))
+        self.scale = np.where(sc > 0, sc, self.psi_hat[-1])
+
+    def deviance_psi(self, psi: np.ndarray) -> float:
+        theta, sigma = theta_from_psi(self.layout, psi)
+        try:
+            return float(self.dev.at_sigma(theta, sigma))
+        except ArithmeticError:
+            return math.inf
+
+    def profile_var(self, c: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
+        free = np.array([i for i in range(self.psi_hat.size) if i != c], dtype=int)
+        sc = self.scale[free]
+
+        def f(x):
+            psi = np.empty(self.psi_hat.size)
+            psi[free] = x * sc
+            psi[c] = value
+            return self.deviance_psi(psi)
+
+        x, val = _minimize(f, start[free] / sc, self.lower[free] / sc, self.upper[free] / sc)
+        psi = start.copy()
+        psi[free] = x * sc
+        psi[c] = value
+        return val, psi
+
+    def profile_beta(self, j: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
+        dev, n = self.dev, self.dev.n
+        lower = self.layout.lower
+
+        def f(theta):
+            try:
+                fac = dev.factor(theta)
+            except ArithmeticError:
+                return math.inf
+            beta = fac.solution()[0]
+            U = fac.vcov_unscaled()
+            pw = fac.pwrss + (value - beta[j]) ** 2 / U[j, j]
+            return fac.ldL2 + n * (1.0 + _LOG2PI + math.log(pw / n))
+
+        x, val = _minimize(f, start, lower, np.full(lower.size, np.inf))
+        return val, x
+
+    def interval(self, zeta, est: float, lo_bound: float, hi_bound: float, step: float,
+                 cutoff: float) -> tuple[float, float]:
+        """Where ``|zeta|`` crosses ``cutoff`` on each side of ``est`` (doubling steps to
+        bracket, then Brent); a bound reached first is returned as the limit."""
+        out = []
+        for sign, bound in ((-1.0, lo_bound), (1.0, hi_bound)):
+            a = est
+            s = step
+            b = None
+            for _ in range(60):
+                cand = est + sign * s
+                if sign < 0 and cand <= bound:
+                    cand = bound
+                if sign > 0 and cand >= bound:
+                    cand = bound
+                zc = zeta(cand)
+                if abs(zc) >= cutoff:
+                    b = cand
+                    break
+                if cand == bound:
+                    break
+                a = cand
+                s *= 2.0
+            if b is None:
+                out.append(bound)
+                continue
+            out.append(optimize.brentq(lambda v: abs(zeta(v)) - cutoff, a, b,
+                                       xtol=1e-10 * max(1.0, abs(est)), rtol=1e-12))
+        return out[0], out[1]
+
+
+def _profile(res, level: float, criterion: str,
+             wanted: set[str]) -> dict[str, tuple[float, float]]:
+    reml = str(criterion).upper() == "REML"
+    cutoff = math.sqrt(stats.chi2.ppf(level, 1))
+    out: dict[str, tuple[float, float]] = {}
+    names = variance_parameter_names(res)
+    need_var = any(n in wanted for n in names)
+    pr = _Profiler(res, reml) if need_var else None
+    for c, name in enumerate(names):
+        if name not in wanted:
+            out[name] = (math.nan, math.nan)
+            continue
+        est = pr.psi_hat[c]
+        state = {"start": pr.psi_hat.copy()}
+
+        def zeta(v, c=c, est=est, state=state):
+            val, psi = pr.profile_var(c, v, state["start"])
+            if np.isfinite(val):
+                state["start"] = psi
+            d = max(val - pr.dev_min, 0.0)
+            return math.copysign(math.sqrt(d), v - est)
+
+        step = 0.1 if pr.cor[c] else 0.25 * max(abs(est), 1e-3 * pr.psi_hat[-1])
+        lo, hi = pr.interval(zeta, est, pr.lower[c], pr.upper[c], step, cutoff)
+        out[name] = (lo, hi)
+    if not any(n in wanted for n in res.design.x_names):
+        out.update({n: (math.nan, math.nan) for n in res.design.x_names})
+        return out
+    prb = pr if (pr is not None and not reml) else _Profiler(res, False)
+    beta_hat = prb.fit.state.beta
+    se = np.sqrt(np.diag(prb.fit.state.vcov_beta))
+    for j, name in enumerate(res.design.x_names):
+        if name not in wanted:
+            out[name] = (math.nan, math.nan)
+            continue
+        state = {"start": prb.fit.state.theta.copy()}
+
+        def zeta_b(v, j=j, state=state):
+            val, theta = prb.profile_beta(j, v, state["start"])
+            if np.isfinite(val):
+                state["start"] = theta
+            d = max(val - prb.dev_min, 0.0)
+            return math.copysign(math.sqrt(d), v - beta_hat[j])
+
+        out[name] = prb.interval(zeta_b, float(beta_hat[j]), -np.inf, np.inf,
+                                 float(se[j]), cutoff)
+    return out
+
+
+# ------------------------------------------------------------------- bootstrap
+def _simulate(res, rng: np.random.Generator) -> np.ndarray:
+    d = res.design
+    sigma = res.sigma
+    y = d.X @ res.state.beta + sigma * rng.standard_normal(d.nobs)
+    for b, T in zip(d.blocks, res.design.theta_layout().templates(res.state.theta)):
+        u = rng.standard_normal((b.nlev, b.q))
+        bk = sigma * u @ T.T
+        y = y + np.einsum("ij,ij->i", b.zraw, bk[b.codes])
+    return y
+
+
+def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
+    if res.method not in ("REML", "ML"):
+        raise ValueError("parametric bootstrap intervals need a REML or ML fit")
+    rng = np.random.default_rng(seed)
+    layout = res.design.theta_layout()
+    draws = []
+    failed = 0
+    for _ in range(int(n_boot)):
+        ystar = _simulate(res, rng)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit = res.model.refit(ystar, res.method, start=res.state.theta, warn=False)
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+            failed += 1
+            continue
+        draws.append(np.concatenate([psi_from_theta(layout, fit.state.theta, fit.sigma),
+                                     fit.state.beta]))
+    if not draws:
+        raise RuntimeError("every bootstrap refit failed")
+    draws = np.array(draws)
+    alpha = (1.0 - level) / 2.0
+    lo = np.quantile(draws, alpha, axis=0)
+    hi = np.quantile(draws, 1.0 - alpha, axis=0)
+    names = variance_parameter_names(res) + list(res.design.x_names)
+    return {n: (a, b) for n, a, b in zip(names, lo, hi)}, failed
+
+
+# ------------------------------------------------------------------ front end
+def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
+             criterion: str = "ML", n_boot: int = 500, seed=None) -> pd.DataFrame:
+    """Confidence intervals as lme4's ``confint(m, method = ...)``.
+
+    Parameters
+    ----------
+    res : LinearMixedResults
+    method : {"wald", "profile", "boot"}
+    level : float
+    parm : None, "fixed", "random" or list of str
+        Which parameters (all by default; ``"random"`` = SDs, correlations and sigma).
+    criterion : {"ML", "REML"}
+        Deviance profiled for the variance parameters (``method="profile"``).
+    n_boot : int
+        Bootstrap replicates (``method="boot"``).
+    seed : int or numpy.random.Generator, optional
+        Seed of the bootstrap generator (``numpy.random.default_rng(seed)``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by parameter, columns ``estimate`` (the fit's estimates), ``ci_low``,
+        ``ci_high``; ``attrs`` holds ``method``, ``level`` and method details.
+    """
+    method = str(method).lower()
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), not {level!r}")
+    layout = res.design.theta_layout()
+    vnames = variance_parameter_names(res)
+    fnames = list(res.design.x_names)
+    est = np.concatenate([psi_from_theta(layout, res.state.theta, res.sigma),
+                          res.state.beta])
+    names = vnames + fnames
+    if parm is None:
+        selected = names
+    elif isinstance(parm, str) and parm in ("fixed", "beta_"):
+        selected = fnames
+    elif isinstance(parm, str) and parm in ("random", "theta_"):
+        selected = vnames
+    else:
+        selected = [parm] if isinstance(parm, str) else list(parm)
+        unknown = [n for n in selected if n not in names]
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; parameters are {names}")
+    limits: dict[str, tuple[float, float]]
+    attrs = {"method": method, "level": level}
+    if method == "wald":
+        z = stats.norm.ppf(0.5 + level / 2.0)
+        se = np.sqrt(np.diag(res.state.vcov_beta))
+        limits = {n: (math.nan, math.nan) for n in vnames}
+        limits.update({n: (b - z * s, b + z * s) for n, b, s in
+                       zip(fnames, res.state.beta, se)})
+    elif method == "profile":
+        if res.method not in ("REML", "ML"):
+            raise ValueError("profile intervals need a REML or ML fit")
+        if str(criterion).upper() not in ("ML", "REML"):
+            raise ValueError(f"criterion must be 'ML' or 'REML', not {criterion!r}")
+        limits = _profile(res, level, criterion, set(selected))
+        attrs["criterion"] = str(criterion).upper()
+    elif method in ("boot", "bootstrap"):
+        limits, failed = _bootstrap(res, level, n_boot, seed)
+        attrs.update({"n_boot": int(n_boot), "seed": seed, "failed": failed})
+    else:
+        raise ValueError(f"method must be 'wald', 'profile' or 'boot', not {method!r}")
+    frame = pd.DataFrame({"estimate": est,
+                          "ci_low": [limits[n][0] for n in names],
+                          "ci_high": [limits[n][1] for n in names]}, index=names)
+    frame = frame.loc[selected]
+    frame.attrs.update(attrs)
+    return frame

@@ -1,0 +1,188 @@
+"""Satterthwaite's degrees of freedom as lmerTest computes them.
+
+lmerTest (``as_lmerModLmerTest``) works with the variance parameters
+``varpar = (theta, sigma)`` and two numerical derivatives at the estimates:
+
+* the Hessian ``H`` of the deviance with ``sigma`` not profiled out
+  (lmerTest's ``devfun_vp``; the REML criterion for REML fits, the ML deviance
+  for ML fits), whose generalized inverse gives ``A = 2 H^+``, the asymptotic
+  covariance of ``varpar``;
+* the Jacobian ``J_i = d vcov(beta) / d varpar_i``.
+
+For a contrast ``l`` the df are ``2 (l'V l)^2 / (g'A g)`` with ``g_i = l'J_i l``.
+
+Here the deviance is split as ``a(theta) + dof log(2 pi sigma^2) + r(theta) / sigma^2``
+with ``a = log|Omega| (+ log|R_X|^2 for REML)`` and ``r = pwrss``, and
+``vcov(beta) = sigma^2 U(theta)``; only ``a``, ``r`` and ``U`` are differentiated
+numerically (central differences), over ``theta``
+alone, from factors of the blocked system.  The ``sigma`` derivatives are exact.
+No ``n x n`` matrix is formed: each evaluation is one blocked factorization.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["SatterthwaiteSetup", "satterthwaite_setup", "deviance_function_for",
+           "InferenceWarning"]
+
+
+class InferenceWarning(UserWarning):
+    """A numerical problem in the df computations (e.g. a non-positive Hessian)."""
+
+
+@dataclass(frozen=True)
+class SatterthwaiteSetup:
+    """What the Satterthwaite df need, computed once per fit.
+
+    Attributes
+    ----------
+    varpar : numpy.ndarray
+        ``(theta, sigma)`` at the estimates.
+    hessian : numpy.ndarray
+        Hessian of the deviance in ``varpar``.
+    vcov_varpar : numpy.ndarray
+        ``2 H^+`` (Moore-Penrose inverse over eigenvalues above ``tol``).
+    jacobian : numpy.ndarray
+        ``(k, p, p)``: ``d vcov(beta) / d varpar_i``.
+    vcov_beta : numpy.ndarray
+        ``vcov(beta)``.
+    messages : tuple of str
+        Problems found (negative or zero eigenvalues of ``H``).
+    """
+
+    varpar: np.ndarray
+    hessian: np.ndarray
+    vcov_varpar: np.ndarray
+    jacobian: np.ndarray
+    vcov_beta: np.ndarray
+    messages: tuple[str, ...] = field(default=())
+
+    def df_1d(self, L: np.ndarray) -> tuple[float, float]:
+        """``(var(l'beta), df)`` for one contrast vector ``l`` (lmerTest's ``contest1D``)."""
+        L = np.asarray(L, dtype=float).ravel()
+        var = float(L @ self.vcov_beta @ L)
+        grad = np.einsum("i,kij,j->k", L, self.jacobian, L)
+        denom = float(grad @ self.vcov_varpar @ grad)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = 2.0 * var * var / denom if denom != 0 else math.inf
+        return var, float(df)
+
+    def df_many(self, rows: np.ndarray) -> np.ndarray:
+        """df of each row of ``rows`` taken as a separate contrast."""
+        rows = np.atleast_2d(np.asarray(rows, dtype=float))
+        var = np.einsum("mi,ij,mj->m", rows, self.vcov_beta, rows)
+        grad = np.einsum("mi,kij,mj->mk", rows, self.jacobian, rows)
+        denom = np.einsum("mk,kl,ml->m", grad, self.vcov_varpar, grad)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(denom != 0, 2.0 * var * var / denom, np.inf)
+
+
+def deviance_function_for(res, reml: bool):
+    """A :class:`~mixedanova.likelihood.criterion.ProfiledDeviance` for the fit ``res``."""
+    return res.model.deviance_function(reml=reml)
+
+
+def _pieces(dev, theta: np.ndarray) -> np.ndarray:
+    """``[a, r, U.ravel()]`` at ``theta``."""
+    f = dev.factor(theta)
+    a = f.ldL2 + (f.ldRX2 if dev.reml else 0.0)
+    return np.concatenate([[a, f.pwrss], f.vcov_unscaled().ravel()])
+
+
+def _steps(theta: np.ndarray, rel: float) -> np.ndarray:
+    return rel * np.maximum(np.abs(theta), 0.1)
+
+
+def _derivatives(fun, x: np.ndarray, h: np.ndarray):
+    """Value, gradient (Jacobian) and Hessian of a vector function by central differences.
+
+    Returns ``(f0, grad (k, m), hess (k, k, m))``.  The mixed second differences
+    reuse the axis points: ``H_ij = [f(x + h_i + h_j) + f(x - h_i - h_j) - f(x + h_i)
+    - f(x - h_i) - f(x + h_j) - f(x - h_j) + 2 f(x)] / (2 h_i h_j)``, so the cost is
+    ``1 + 2k + k(k - 1)`` evaluations, all with ``O(h^2)`` error.
+    """
+    k = len(x)
+    f0 = fun(x)
+    m = f0.size
+    g = np.empty((k, m))
+    H = np.empty((k, k, m))
+    plus, minus = [], []
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h[i]
+        fp, fm = fun(x + e), fun(x - e)
+        plus.append(fp)
+        minus.append(fm)
+        g[i] = (fp - fm) / (2.0 * h[i])
+        H[i, i] = (fp - 2.0 * f0 + fm) / h[i] ** 2
+    for i in range(k):
+        for j in range(i + 1, k):
+            e = np.zeros(k)
+            e[i], e[j] = h[i], h[j]
+            val = (fun(x + e) + fun(x - e) - plus[i] - minus[i] - plus[j] - minus[j]
+                   + 2.0 * f0) / (2.0 * h[i] * h[j])
+            H[i, j] = H[j, i] = val
+    return f0, g, H
+
+
+def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | None = None,
+                        rel_step: float = 1e-3, tol: float = 1e-8,
+                        warn: bool = True) -> SatterthwaiteSetup:
+    """Hessian of the deviance and Jacobian of ``vcov(beta)`` at the estimates of ``res``.
+
+    Parameters
+    ----------
+    res : LinearMixedResults
+        A REML or ML fit.
+    theta, sigma : optional
+        Evaluate at these variance parameters instead of the estimates (e.g. at
+        another program's estimates, to compare the df computation itself).
+    rel_step : float
+        Finite-difference step relative to ``max(|theta_i|, 0.1)``.
+    tol : float
+        Eigenvalues of the Hessian below ``tol`` are treated as zero (lmerTest's 1e-8).
+    warn : bool
+        Warn (:class:`InferenceWarning`) about negative eigenvalues.
+    """
+    if res.method not in ("REML", "ML"):
+        raise ValueError(f"Satterthwaite df need a REML or ML fit, not {res.method!r}")
+    reml = res.method == "REML"
+    dev = deviance_function_for(res, reml)
+    theta = np.asarray(res.state.theta if theta is None else theta, dtype=float)
+    sigma = float(res.sigma if sigma is None else sigma)
+    p = res.design.p
+    k = len(theta)
+    dof = dev.dof
+    f0, grad, hess = _derivatives(lambda t: _pieces(dev, t), theta, _steps(theta, rel_step))
+    r = f0[1]
+    U = f0[2:].reshape(p, p)
+    s2 = sigma * sigma
+    H = np.empty((k + 1, k + 1))
+    H[:k, :k] = hess[:, :, 0] + hess[:, :, 1] / s2
+    H[:k, k] = H[k, :k] = -2.0 * grad[:, 1] / (s2 * sigma)
+    H[k, k] = -2.0 * dof / s2 + 6.0 * r / (s2 * s2)
+    J = np.empty((k + 1, p, p))
+    J[:k] = s2 * grad[:, 2:].reshape(k, p, p)
+    J[k] = 2.0 * sigma * U
+    evals, evecs = np.linalg.eigh(H)
+    messages = []
+    neg = evals < -tol
+    zero = np.abs(evals) <= tol
+    if neg.any():
+        messages.append(f"the Hessian of the deviance has {int(neg.sum())} negative "
+                        f"eigenvalue(s) ({', '.join(f'{v:.1e}' for v in evals[neg])}): the "
+                        "fit may not have converged")
+        if warn:
+            warnings.warn(messages[-1], InferenceWarning, stacklevel=3)
+    if zero.any():
+        messages.append(f"the Hessian of the deviance has {int(zero.sum())} eigenvalue(s) "
+                        "close to zero")
+    pos = evals > tol
+    Hinv = (evecs[:, pos] / evals[pos]) @ evecs[:, pos].T
+    return SatterthwaiteSetup(varpar=np.append(theta, sigma), hessian=H,
+                              vcov_varpar=2.0 * Hinv, jacobian=J,
+                              vcov_beta=s2 * U, messages=tuple(messages))

@@ -1,0 +1,218 @@
+"""Profiled REML and ML deviance as a closure over ``theta``.
+
+The stages follow lme4: :class:`ProfiledDeviance` builds the objective from the
+blocked cross-products (:func:`mixedanova.likelihood.system.build_system`),
+:func:`mixedanova.likelihood.optimizer.optimize_theta` minimizes it under the
+bounds, :func:`mixedanova.likelihood.convergence.check_convergence` inspects the
+optimum, and :func:`fit_state` packs the estimates into a
+:class:`~mixedanova.likelihood.state.FitState`.  Each stage can be called on its own.
+
+With ``L`` the blocked Cholesky factor at ``theta``, ``ldL2 = log|L_Z|^2``,
+``ldRX2 = log|R_X|^2`` and ``pwrss`` the penalized residual sum of squares:
+
+* ML deviance:     ``ldL2 + n (1 + log(2 pi pwrss / n))``
+* REML criterion:  ``ldL2 + ldRX2 + (n - p) (1 + log(2 pi pwrss / (n - p)))``
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .blocked import FactorBase, NotPositiveDefinite, TermData, tri_inv
+from .crossed import CrossedSystem
+from .state import FitState, OptimizerSummary
+from .system import build_system
+from .theta import ThetaLayout
+
+__all__ = ["ProfiledDeviance", "fit_state", "state_at"]
+
+_LOG2PI = math.log(2.0 * math.pi)
+_TINY = 1e-7
+_MOVE = 1e-6
+
+
+class ProfiledDeviance:
+    """The profiled deviance (ML) or REML criterion as a function of ``theta``.
+
+    Parameters
+    ----------
+    terms : list of TermData
+        Random-effects terms in lme4's order.
+    layout : ThetaLayout
+        Where each term's template entries sit in ``theta``.
+    X, y : numpy.ndarray
+        Fixed-effects matrix (full column rank) and response.
+    reml : bool
+        REML criterion (True) or ML deviance (False).
+    """
+
+    def __init__(self, terms: list[TermData], layout: ThetaLayout, X: np.ndarray,
+                 y: np.ndarray, reml: bool = True) -> None:
+        self.layout = layout
+        self.reml = reml
+        self.n, self.p = X.shape
+        self.nlevs = [t.nlev for t in terms]
+        self.system = build_system(terms, X, y)
+        diag = layout.diagonal_mask()
+        vector = np.repeat([q > 1 for q in layout.qs], [q * (q + 1) // 2 for q in layout.qs])
+        self._vector_diag = diag & vector
+        self._diag = diag
+        self._grad_index = []  # (template row, column) of each theta entry, per term
+        for q in layout.qs:
+            rows, cols = np.tril_indices(q)
+            order = np.lexsort((rows, cols))  # theta runs down each column
+            self._grad_index.append((cols[order], rows[order]))
+        self.start = layout.start()
+        if isinstance(self.system, CrossedSystem):
+            self.start = _moment_start(terms, layout, X, y)
+        self.nevals = 0
+        self._last: tuple[np.ndarray, FactorBase] | None = None
+
+    @property
+    def dof(self) -> int:
+        """Degrees of freedom in the residual term: ``n - p`` (REML) or ``n`` (ML)."""
+        return self.n - self.p if self.reml else self.n
+
+    def factor(self, theta: np.ndarray) -> FactorBase:
+        """Blocked Cholesky factor at ``theta`` (the last one is kept and reused)."""
+        theta = np.asarray(theta, dtype=float)
+        if self._last is not None and np.array_equal(self._last[0], theta):
+            return self._last[1]
+        f = self.system.factor(self.layout.templates(theta))
+        self._last = (theta.copy(), f)
+        return f
+
+    def from_factor(self, f: FactorBase) -> float:
+        """Profiled objective from a factor."""
+        dof = self.dof
+        dev = f.ldL2 + dof * (1.0 + _LOG2PI + math.log(f.pwrss / dof))
+        return dev + f.ldRX2 if self.reml else dev
+
+    def __call__(self, theta: np.ndarray) -> float:
+        self.nevals += 1
+        try:
+            return self.from_factor(self.factor(theta))
+        except NotPositiveDefinite:
+            return math.inf
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Objective and its analytic gradient in ``theta``.
+
+        With ``M`` the augmented matrix, ``M_xz`` the same without the ``y`` row and
+        column and ``Omega`` its random-effects block, the REML criterion is
+        ``(1 - nu) log|M_xz| + nu log|M| + const`` (``nu = n - p``) and the ML
+        deviance ``log|Omega| + n (log|M| - log|M_xz|) + const``.  For a matrix
+        ``D'AD + J`` with ``D = diag(Lambda, I)``, the derivative of its log
+        determinant in the template entry ``T_k[s, t]`` is
+        ``2 (nlev_k T_k^{-1} - S_k T_k^{-1})[t, s]``, where ``S_k`` sums the
+        diagonal blocks of the inverse over the term's levels.
+        """
+        theta = np.asarray(theta, dtype=float)
+        self.nevals += 1
+        try:
+            f = self.factor(theta)
+        except NotPositiveDefinite:
+            return math.inf, np.zeros_like(theta)
+        value = self.from_factor(f)
+        grad = np.empty_like(theta)
+        templates = self.layout.templates(theta)
+        # A template with a zero diagonal has no inverse.  A scalar term's slope
+        # there is exactly 0 (the objective is even in it); for a vector term the
+        # gradient is taken at the diagonal moved to 1e-6, which it changes by
+        # O(1e-6) because the gradient is continuous.
+        if np.any(theta[self._vector_diag] < _TINY):
+            moved = theta.copy()
+            moved[self._diag & (moved < _TINY)] = _MOVE
+            templates = self.layout.templates(moved)
+            try:
+                f = self.factor(moved)
+            except NotPositiveDefinite:
+                return value, np.zeros_like(theta)
+        sums = f.inverse_block_sums()
+        for k, T in enumerate(templates):
+            q, off = T.shape[0], self.layout.offsets[k]
+            n_k = q * (q + 1) // 2
+            if q == 1 and T[0, 0] == 0.0:
+                grad[off] = 0.0
+                continue
+            s_om, s_xz, s_full = sums[k]
+            if self.reml:
+                comb = s_xz + (self.n - self.p) * (s_full - s_xz)
+            else:
+                comb = s_om + self.n * (s_full - s_xz)
+            if q == 1:
+                grad[off] = 2.0 * (self.nlevs[k] - comb[0, 0]) / T[0, 0]
+                continue
+            g = 2.0 * (self.nlevs[k] * np.eye(q) - comb) @ tri_inv(T)
+            gi, gj = self._grad_index[k]
+            grad[off:off + n_k] = g[gi, gj]
+        return value, grad
+
+    def gradient(self, theta: np.ndarray) -> np.ndarray:
+        """Analytic gradient (see :meth:`value_and_gradient`)."""
+        return self.value_and_gradient(theta)[1]
+
+    def at_sigma(self, theta: np.ndarray, sigma: float) -> float:
+        """Objective with ``sigma`` given instead of profiled out (lmerTest's ``devfun_vp``)."""
+        f = self.factor(theta)
+        dev = f.ldL2 + self.dof * (_LOG2PI + 2.0 * math.log(sigma)) + f.pwrss / sigma**2
+        return dev + f.ldRX2 if self.reml else dev
+
+    def sigma(self, f: FactorBase) -> float:
+        """Residual SD at the factor: ``sqrt(pwrss / (n - p))`` (REML) or ``/ n`` (ML)."""
+        return math.sqrt(f.pwrss / self.dof)
+
+
+def _moment_start(terms: list[TermData], layout: ThetaLayout, X: np.ndarray,
+                  y: np.ndarray) -> np.ndarray:
+    """Starting ``theta`` from one-way ANOVA estimates on the OLS residuals.
+
+    For each random intercept ``(1|g)``: ``s2_g = (MSB - MSW) / n0`` of the
+    residuals grouped by ``g``; ``theta_g = sqrt(s2_g / s2_e)`` with ``s2_e`` the
+    residual variance left after the terms, floored at 0.1 so that no start sits
+    on the boundary.  Other terms keep lme4's start.
+    """
+    theta = layout.start()
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    r = y - X @ beta
+    n = len(r)
+    total = float(r @ r) / max(n - X.shape[1], 1)
+    est = {}
+    for k, t in enumerate(terms):
+        if t.q != 1 or not np.all(t.zraw == 1.0):
+            continue
+        nl = np.bincount(t.codes, minlength=t.nlev).astype(float)
+        means = np.bincount(t.codes, weights=r, minlength=t.nlev) / np.maximum(nl, 1.0)
+        J = t.nlev
+        msb = float(np.sum(nl * (means - r.mean()) ** 2)) / (J - 1)
+        msw = float(np.sum((r - means[t.codes]) ** 2)) / max(n - J, 1)
+        n0 = (n - float(np.sum(nl**2)) / n) / (J - 1)
+        est[k] = max((msb - msw) / n0, 0.0)
+    s2e = max(total - sum(est.values()), 0.1 * total)
+    for k, v in est.items():
+        theta[layout.offsets[k]] = max(np.sqrt(v / s2e), 0.1)
+    return theta
+
+
+def fit_state(dev: ProfiledDeviance, opt: OptimizerSummary, convergence=None) -> FitState:
+    """Pack the estimates at the optimum into a :class:`FitState`."""
+    f = dev.factor(opt.theta)
+    beta, u = f.solution()
+    sigma = dev.sigma(f)
+    return FitState(method="REML" if dev.reml else "ML", theta=opt.theta, sigma=sigma,
+                    beta=beta, u=u, objective=dev.from_factor(f),
+                    vcov_beta=sigma**2 * f.vcov_unscaled(), factor=f, optimizer=opt,
+                    convergence=convergence)
+
+
+def state_at(dev: ProfiledDeviance, theta: np.ndarray, sigma: float, method: str,
+             extra: dict | None = None) -> FitState:
+    """Estimates at given variance parameters (GLS ``beta``, BLUPs from the mixed
+    model equations), e.g. at method-of-moments estimates."""
+    f = dev.factor(theta)
+    beta, u = f.solution()
+    return FitState(method=method, theta=np.asarray(theta, dtype=float), sigma=float(sigma),
+                    beta=beta, u=u, objective=dev.at_sigma(theta, sigma),
+                    vcov_beta=sigma**2 * f.vcov_unscaled(), factor=f, optimizer=None,
+                    convergence=None, extra=extra or {})

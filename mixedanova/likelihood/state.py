@@ -1,0 +1,79 @@
+"""Plain containers passed from the likelihood estimator to the results object."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["OptimizerSummary", "ConvergenceReport", "FitState"]
+
+
+@dataclass(frozen=True)
+class OptimizerSummary:
+    """What the optimizer did (MixedModels.jl's ``OptSummary``)."""
+
+    method: str
+    theta0: np.ndarray
+    theta: np.ndarray
+    f0: float
+    fmin: float
+    feval: int
+    niter: int
+    converged: bool
+    message: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ConvergenceReport:
+    """Checks made at the optimum (lme4's ``checkConv``).
+
+    Attributes
+    ----------
+    gradient : numpy.ndarray
+        Finite-difference gradient of the objective in ``theta``.
+    scaled_gradient : float
+        ``max |H^{-1} g|`` over the free parameters (``nan`` if not computed).
+    hessian : numpy.ndarray or None
+        Finite-difference Hessian over the free parameters, when computed.
+    at_boundary : numpy.ndarray
+        ``theta`` entries at their lower bound.
+    is_singular : bool
+        A template has a (near) zero diagonal entry: lme4's ``isSingular``.
+    messages : tuple of str
+        Plain-language problems found; empty when there is nothing to fix.
+    """
+
+    gradient: np.ndarray
+    scaled_gradient: float
+    hessian: np.ndarray | None
+    at_boundary: np.ndarray
+    is_singular: bool
+    messages: tuple[str, ...] = ()
+
+    @property
+    def converged(self) -> bool:
+        """True when no convergence problem was found (a boundary fit is not one)."""
+        return not any(m.startswith("failed") or "not converge" in m for m in self.messages)
+
+
+@dataclass(frozen=True)
+class FitState:
+    """Estimates of one fit, as produced by an engine.
+
+    ``u`` is the spherical random-effects vector (lme4's ``getME(m, "u")``), in the
+    design's term order, level-major within a term; ``factor`` is the blocked
+    Cholesky factor at ``theta`` (for conditional variances and inference).
+    """
+
+    method: str
+    theta: np.ndarray
+    sigma: float
+    beta: np.ndarray
+    u: np.ndarray
+    objective: float
+    vcov_beta: np.ndarray
+    factor: object = field(repr=False)
+    optimizer: OptimizerSummary | None = None
+    convergence: ConvergenceReport | None = None
+    extra: dict = field(default_factory=dict, repr=False)

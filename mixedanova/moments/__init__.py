@@ -1,0 +1,16 @@
+"""Method-of-moments engine: expected mean squares and variance components.
+
+Modules
+-------
+ems
+    EMS rules for balanced designs (Factor, ems_rules, F tests).
+anova_design
+    Terms, sums of squares and balance checks on a DataFrame.
+moments
+    Moment estimates (balanced rules or Henderson's Method III), their SEs and
+    Cochran-Satterthwaite intervals; :func:`~mixedanova.moments.moments.fit_anova`.
+oneway
+    One-way random model closed forms.
+
+Nothing here imports the model or the results.
+"""

@@ -1,0 +1,85 @@
+"""Text rendering of an ANOVA (EMS) table and its moment estimates.
+
+Rendering only: every number shown is taken from the table and the
+variance-component table passed in (see
+:func:`mixedanova.moments.moments.varcomp_table`).
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .summary import align_columns
+
+__all__ = ["render_ems_table", "render_varcomp"]
+
+
+def _num(x, digits: int = 5) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    x = float(x)
+    if x == int(x) and abs(x) < 1e12:
+        return str(int(x))
+    return f"{x:.{digits}g}"
+
+
+def _pval(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ""
+    return "< 2.2e-16" if p < 2.2e-16 else f"{p:.4g}"
+
+
+def render_ems_table(table: pd.DataFrame, *, method: str | None = None, note: str = "") -> str:
+    """Render an EMS table: source, df, SS, MS, EMS, error term, den df, F, p.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Layout of :mod:`mixedanova.moments.ems`.
+    method : str, optional
+        Method line (default: ``table.attrs["method"]``).
+    note : str
+        Extra line, e.g. why Method III was used.
+    """
+    method = method or table.attrs.get("method", "")
+    model = table.attrs.get("ems_model")
+    lines = []
+    if method:
+        lines.append(f"ANOVA table, {method}" + (f", {model} mixed model" if model else ""))
+    if note:
+        lines.append(f"  ({note})")
+    header = ["Source", "Df", "Sum Sq", "Mean Sq", "Expected mean square", "Error term",
+              "Den Df", "F", "Pr(>F)"]
+    rows = []
+    for src, r in table.iterrows():
+        err = r["error_term"] if isinstance(r["error_term"], str) else ""
+        rows.append([str(src), _num(r["df"]), _num(r["sum_sq"], 6), _num(r["mean_sq"], 6),
+                     str(r["ems"]), err,
+                     _num(r["den_df"], 5), _num(r["F"], 5), _pval(r["p"])])
+    lines += align_columns([header] + rows, sep="  ", left={0, 4, 5})
+    quasi = [str(s) for s, t in zip(table.index, table["test"]) if t == "quasi-F (Satterthwaite)"]
+    if quasi:
+        lines.append("Quasi-F (Satterthwaite denominator df) for: " + ", ".join(quasi))
+    if table["Q"].any():
+        lines.append("Q(term): quadratic form of the fixed effects of the term.")
+    return "\n".join(lines)
+
+
+def render_varcomp(varcomp: pd.DataFrame) -> str:
+    """Render moment estimates: estimate, SD, SE, Satterthwaite df and CI.
+
+    ``varcomp`` is :func:`mixedanova.moments.moments.varcomp_table` output.
+    Negative estimates are shown raw, then as 0, and flagged.
+    """
+    level = varcomp.attrs.get("level", 0.95)
+    pct = f"{100 * level:g}%"
+    header = ["Component", "Variance", "Std.Dev.", "SE", "df", f"{pct} lower", f"{pct} upper", ""]
+    rows = []
+    for comp, r in varcomp.iterrows():
+        flag = f"negative estimate {_num(r['estimate'])} set to 0" if r["negative"] else ""
+        rows.append([str(comp), _num(r["truncated"]), _num(r["sd"]), _num(r["se"]),
+                     _num(r["df"], 4), _num(r["lower"]), _num(r["upper"]), flag])
+    lines = ["Variance components (method of moments, Cochran-Satterthwaite intervals)"]
+    lines += align_columns([header] + rows, sep="  ", left={0, 7})
+    return "\n".join(lines)

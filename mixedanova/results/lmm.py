@@ -1,0 +1,471 @@
+"""Results of a linear mixed model fit: numbers as pandas objects.
+
+:class:`LinearMixedResults` is built from a :class:`~mixedanova.design.Design`
+and an engine's :class:`~mixedanova.likelihood.state.FitState`; every attribute is
+derived from those two (cached on first use), nothing is filled in afterwards.
+Printing lives in :mod:`mixedanova.report.summary`.
+"""
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..design import Design, DesignError, group_labels
+from ..likelihood.convergence import SINGULAR_TOL
+from ..likelihood.state import FitState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..report.summary import Summary
+
+__all__ = ["LinearMixedResults"]
+
+
+class LinearMixedResults:
+    """A fitted linear mixed model.
+
+    Attributes are computed from the design and the engine's fit state; see the
+    package README for the list.  Names follow formulaic for the fixed effects
+    and lme4 for the random effects (``"(Intercept)"``).
+
+    Parameters
+    ----------
+    design : Design
+    state : FitState
+        The engine's estimates.
+    model : LinearMixedModel
+        The model that produced the fit; inference that needs the deviance
+        function or more fits (Satterthwaite df, profile and bootstrap intervals,
+        ML refits, reduced models) asks it, as lme4 does.
+    """
+
+    def __init__(self, design: Design, state: FitState, model) -> None:
+        self.design = design
+        self.state = state
+        self.model = model
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def method(self) -> str:
+        """``"REML"``, ``"ML"`` or ``"ANOVA"``."""
+        return self.state.method
+
+    @property
+    def nobs(self) -> int:
+        """Number of observations used (after dropping missing values)."""
+        return self.design.nobs
+
+    @property
+    def n_dropped(self) -> int:
+        """Rows dropped because of missing values in used columns."""
+        return self.design.n_dropped
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Levels per grouping factor."""
+        return self.design.ngroups
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Relative covariance parameters in lme4's order (``getME(m, "theta")``)."""
+        return self.state.theta.copy()
+
+    @cached_property
+    def theta_names(self) -> tuple[str, ...]:
+        """lme4's names of ``theta``."""
+        return self.design.theta_layout().names
+
+    @property
+    def sigma(self) -> float:
+        """Residual standard deviation."""
+        return float(self.state.sigma)
+
+    @property
+    def converged(self) -> bool:
+        """False when the convergence check found a problem."""
+        conv = self.state.convergence
+        return True if conv is None else conv.converged
+
+    @property
+    def is_singular(self) -> bool:
+        """A variance on its boundary (lme4's ``isSingular``)."""
+        conv = self.state.convergence
+        if conv is not None:
+            return conv.is_singular
+        diag = self.design.theta_layout().diagonal_mask()
+        return bool(np.any(self.state.theta[diag] < SINGULAR_TOL))
+
+    @property
+    def convergence_messages(self) -> tuple[str, ...]:
+        """Problems found by the convergence check (empty if none)."""
+        conv = self.state.convergence
+        return () if conv is None else conv.messages
+
+    @property
+    def optimizer(self):
+        """The optimizer summary (method, evaluations, time)."""
+        return self.state.optimizer
+
+    # ---------------------------------------------------------- fixed effects
+    @cached_property
+    def fe_params(self) -> pd.Series:
+        """Fixed-effect estimates indexed by formulaic's column names."""
+        return pd.Series(self.state.beta, index=list(self.design.x_names), name="estimate")
+
+    @cached_property
+    def cov_fe(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed effects (``vcov(m)``)."""
+        names = list(self.design.x_names)
+        return pd.DataFrame(self.state.vcov_beta, index=names, columns=names)
+
+    @cached_property
+    def bse_fe(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(np.sqrt(np.diag(self.state.vcov_beta)),
+                         index=list(self.design.x_names), name="std_err")
+
+    # -------------------------------------------------------- variance components
+    def _templates(self) -> list[np.ndarray]:
+        return self.design.theta_layout().templates(self.state.theta)
+
+    @cached_property
+    def varcomp(self) -> pd.DataFrame:
+        """Variance components: the rows of lme4's ``as.data.frame(VarCorr(m))``.
+
+        Columns ``group, var1, var2, vcov, sdcor``: per term its variances
+        (``var2`` missing, ``sdcor`` the SD), then its covariances (``sdcor`` the
+        correlation); ``Residual`` last.
+        """
+        rows = []
+        s2 = self.sigma ** 2
+        for b, name, T in zip(self.design.blocks, self.design.group_names, self._templates()):
+            cov = s2 * T @ T.T
+            sd = np.sqrt(np.diag(cov))
+            for i in range(b.q):
+                rows.append((name, b.columns[i], None, cov[i, i], sd[i]))
+            for i in range(b.q):
+                for j in range(i + 1, b.q):
+                    denom = sd[i] * sd[j]
+                    corr = cov[j, i] / denom if denom > 0 else float("nan")
+                    rows.append((name, b.columns[i], b.columns[j], cov[j, i], corr))
+        rows.append(("Residual", None, None, s2, self.sigma))
+        cols = list(zip(*rows))
+        # names as object columns so that missing names stay None, as lme4's NA
+        return pd.DataFrame({
+            "group": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
+            "var2": pd.Series(cols[2], dtype=object),
+            "vcov": np.asarray(cols[3], dtype=float), "sdcor": np.asarray(cols[4], dtype=float)})
+
+    # ------------------------------------------------------------ random effects
+    @cached_property
+    def _blups(self) -> list[np.ndarray]:
+        """``b = Lambda u`` per term as ``(nlev, q)`` arrays."""
+        out, pos = [], 0
+        for b, T in zip(self.design.blocks, self._templates()):
+            u = self.state.u[pos:pos + b.nlev * b.q].reshape(b.nlev, b.q)
+            out.append(u @ T.T)
+            pos += b.nlev * b.q
+        return out
+
+    def _by_group(self, per_term: list[np.ndarray]) -> dict[str, pd.DataFrame]:
+        frames: dict[str, list[pd.DataFrame]] = {}
+        for b, vals in zip(self.design.blocks, per_term):
+            frames.setdefault(b.group, []).append(
+                pd.DataFrame(vals, index=b.levels, columns=list(b.columns)))
+        return {g: pd.concat(fs, axis=1) for g, fs in frames.items()}
+
+    @cached_property
+    def random_effects(self) -> dict[str, pd.DataFrame]:
+        """BLUPs (conditional modes) per grouping factor: ``ranef(m)``."""
+        return self._by_group(self._blups)
+
+    @cached_property
+    def random_effects_cov(self) -> list[np.ndarray]:
+        """Conditional covariance ``(nlev, q, q)`` of each term's random effects.
+
+        As lme4's ``ranef(m, condVar = TRUE)``: ``sigma^2 T (Lambda'Z'Z Lambda + I)^{-1} T'``
+        per level, conditional on the estimated fixed effects.
+        """
+        diag = self.state.factor.omega_inv_diag()
+        s2 = self.sigma ** 2
+        return [s2 * T @ D @ T.T for T, D in zip(self._templates(), diag)]
+
+    @cached_property
+    def random_effects_sd(self) -> dict[str, pd.DataFrame]:
+        """Conditional SDs of the BLUPs, shaped like :attr:`random_effects`."""
+        sds = [np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in self.random_effects_cov]
+        return self._by_group(sds)
+
+    # -------------------------------------------------------- fitted, residuals
+    def _random_part(self, codes_list, zraw_list) -> np.ndarray:
+        total = 0.0
+        for b_vals, codes, zraw in zip(self._blups, codes_list, zraw_list):
+            vals = np.where(codes[:, None] >= 0, b_vals[np.maximum(codes, 0)], 0.0)
+            total = total + np.einsum("ij,ij->i", zraw, vals)
+        return total
+
+    @cached_property
+    def fittedvalues(self) -> pd.Series:
+        """Conditional fitted values ``X b + Z u`` for the rows used."""
+        d = self.design
+        fit = d.X @ self.state.beta + self._random_part([b.codes for b in d.blocks],
+                                                        [b.zraw for b in d.blocks])
+        return pd.Series(fit, index=d.row_index, name="fitted")
+
+    @cached_property
+    def resid(self) -> pd.Series:
+        """Conditional residuals ``y - fitted``."""
+        return pd.Series(self.design.y - self.fittedvalues.to_numpy(),
+                         index=self.design.row_index, name="resid")
+
+    def predict(self, newdata: pd.DataFrame | None = None, include_random: bool = True,
+                allow_new_levels: bool = False) -> pd.Series:
+        """Predictions, conditional on the random effects unless ``include_random=False``.
+
+        Parameters
+        ----------
+        newdata : DataFrame, optional
+            New rows; the fitted rows when omitted.
+        include_random : bool
+            Add the BLUPs of the rows' levels (lme4's ``re.form = NULL``); ``False``
+            gives population-level predictions (``re.form = NA``).
+        allow_new_levels : bool
+            Levels not seen in the fit get random effect 0 (the population
+            prediction) instead of raising an error.
+
+        Returns
+        -------
+        pandas.Series
+            Indexed like ``newdata``; rows with missing predictors give NaN.
+        """
+        d = self.design
+        if newdata is None:
+            if include_random:
+                return self.fittedvalues.rename("predicted")
+            return pd.Series(d.X @ self.state.beta, index=d.row_index, name="predicted")
+        return self._predict_new(newdata, include_random, allow_new_levels)
+
+    def _predict_new(self, newdata: pd.DataFrame, include_random: bool,
+                     allow_new_levels: bool) -> pd.Series:
+        d = self.design
+        needed = d.needed_columns(include_random)
+        missing_cols = [v for v in needed if v not in newdata.columns]
+        if missing_cols:
+            raise DesignError(f"newdata lacks column(s) {', '.join(map(repr, missing_cols))}")
+        ok = ~newdata[needed].isna().any(axis=1).to_numpy()
+        sub = newdata.loc[ok]
+        out = np.full(len(newdata), np.nan)
+        if len(sub):
+            pred = d.fixed_matrix(sub) @ self.state.beta
+            if include_random:
+                codes_list, zraw_list = [], []
+                for b in d.blocks:
+                    codes, zraw = b.rebuild(sub)
+                    if not allow_new_levels and np.any(codes < 0):
+                        new = pd.Index(sub.index[codes < 0])
+                        labels = group_labels(sub, b.factors)[codes < 0]
+                        raise DesignError(
+                            f"newdata has level(s) {', '.join(map(repr, pd.unique(labels)[:5]))} "
+                            f"of grouping factor {b.group!r} not seen in the fit (rows "
+                            f"{list(new[:5])}); pass allow_new_levels=True to predict them "
+                            "at the population level")
+                    codes_list.append(codes)
+                    zraw_list.append(zraw)
+                pred = pred + self._random_part(codes_list, zraw_list)
+            out[ok] = pred
+        return pd.Series(out, index=newdata.index, name="predicted")
+
+    # ------------------------------------------------------------- criteria
+    @property
+    def npar(self) -> int:
+        """Number of parameters: fixed effects, theta and sigma."""
+        return self.design.p + len(self.state.theta) + 1
+
+    @property
+    def llf(self) -> float:
+        """Log-likelihood (restricted for REML fits), as ``logLik(m)``."""
+        return -0.5 * self.state.objective
+
+    @property
+    def reml_criterion(self) -> float:
+        """``-2 llf`` of a REML fit (``REMLcrit(m)``); NaN for ML fits."""
+        return self.state.objective if self.method != "ML" else float("nan")
+
+    @property
+    def deviance(self) -> float:
+        """``-2 llf`` of an ML fit (``deviance(m)``); NaN for REML fits."""
+        return self.state.objective if self.method == "ML" else float("nan")
+
+    @property
+    def aic(self) -> float:
+        """``AIC(m)``."""
+        return -2.0 * self.llf + 2.0 * self.npar
+
+    @property
+    def bic(self) -> float:
+        """``BIC(m)``."""
+        return -2.0 * self.llf + math.log(self.nobs) * self.npar
+
+    @property
+    def df_resid(self) -> int:
+        """``nobs - npar``, as lme4's ``df.resid``."""
+        return self.nobs - self.npar
+
+    # ------------------------------------------------- inference (issue 4)
+    # Thin delegations; the computations live in mixedanova.inference & co.
+    @cached_property
+    def _inference(self):
+        """Cached df machinery (:class:`mixedanova.inference.tables.FixedInference`)."""
+        from ..inference.tables import FixedInference
+        return FixedInference(self)
+
+    def fixed(self, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+        """Fixed-effects table with df, p values and confidence limits.
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "kenward-roger", "residual", "none"}
+            Satterthwaite (lmerTest's ``summary(m)``), Kenward-Roger (REML fits;
+            ``summary(m, ddf = "Kenward-Roger")``: the SE comes from the adjusted
+            covariance), ``n - p`` df, or none (``t`` holds z, normal p values).
+        level : float
+            Level of ``ci_low``/``ci_high`` (t quantile with the column's df).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed like :attr:`fe_params`; columns ``estimate, std_err, df, t, p,
+            ci_low, ci_high``.
+        """
+        return self._inference.fixed_table(ddf, level)
+
+    def anova(self, type: int | str = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """F tests of the fixed terms: lmerTest's ``anova(m, type, ddf)``.
+
+        Parameters
+        ----------
+        type : {1, 2, 3}
+            Sequential, type II (containment) or type III hypotheses; type III is
+            valid whatever contrasts the formula uses.
+        ddf : {"satterthwaite", "kenward-roger", "residual", "none"}
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by term; columns ``sum_sq, mean_sq, num_df, den_df, F, p``.
+            Printing shows the heading; ``attrs["hypotheses"]`` holds each term's L.
+        """
+        return self._inference.anova(type, ddf)
+
+    def contrast(self, L, ddf: str = "satterthwaite", rhs=0.0, level: float = 0.95):
+        """Test of the estimable function ``L beta = rhs`` (lmerTest's ``contest``).
+
+        Parameters
+        ----------
+        L : array, Series, dict or DataFrame
+            One row (t test) or several (F test) over the fitted coefficients, or
+            over all formula columns including dropped aliased ones (then each row
+            must be estimable, else :class:`~mixedanova.inference.tables.EstimabilityError`).
+            Series/dict/DataFrame are keyed by coefficient name.
+        ddf : {"satterthwaite", "kenward-roger", "residual", "none"}
+        rhs : float or array
+        level : float
+            Confidence level of the t test's interval.
+
+        Returns
+        -------
+        mixedanova.inference.tables.ContrastResult
+            ``estimate, std_err, statistic, num_df, df, p`` (``.to_frame()``).
+        """
+        return self._inference.contrast(L, ddf, rhs=rhs, level=level)
+
+    def conf_int(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """Confidence intervals, as lme4's ``confint(m, method = ...)``.
+
+        ``method`` is ``"wald"`` (fixed effects only), ``"profile"`` (ML deviance
+        by default, as lme4; ``criterion="REML"`` for the REML profile of the
+        variance parameters) or ``"boot"`` (parametric bootstrap; ``n_boot``,
+        ``seed``).  ``parm`` selects ``"fixed"``, ``"random"`` or named parameters.
+        See :func:`mixedanova.inference.intervals.conf_int`.
+        """
+        from ..inference.intervals import conf_int
+        return conf_int(self, method, level, **kwargs)
+
+    def ranova(self, reduce_terms: bool = True) -> pd.DataFrame:
+        """Likelihood-ratio tests for the random terms (lmerTest's ``ranova(m)``).
+
+        See :func:`mixedanova.inference.compare.ranova`.
+        """
+        from ..inference.compare import ranova
+        return ranova(self, reduce_terms=reduce_terms)
+
+    # --------------------------------------------------------------- printing
+    def _fixed_table(self) -> pd.DataFrame:
+        """Fixed-effects table of the summary.
+
+        REML and ML fits show lmerTest's columns (Satterthwaite df and p values,
+        ``attrs["ddf_method"] == "Satterthwaite"``); other fits the Wald t only.
+        """
+        est, se = self.fe_params, self.bse_fe
+        if self.method in ("REML", "ML") and len(est):
+            from ..report.summary import signif_stars
+            try:
+                tab = self.fixed("satterthwaite")
+            except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+                tab = None
+            if tab is not None:
+                out = pd.DataFrame({"Estimate": tab["estimate"], "Std. Error": tab["std_err"],
+                                    "df": tab["df"], "t value": tab["t"],
+                                    "Pr(>|t|)": tab["p"],
+                                    "": [signif_stars(v) for v in tab["p"]]})
+                out.attrs["ddf_method"] = "Satterthwaite"
+                return out
+        return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se})
+
+    def _summary_parts(self) -> dict:
+        method = self.method
+        if method == "ANOVA":
+            title = "Linear mixed model fit by the method of moments (ANOVA)"
+        else:
+            title = f"Linear mixed model fit by {'REML' if method == 'REML' else 'maximum likelihood'}"
+        fixed = self._fixed_table()
+        if fixed.attrs.get("ddf_method"):
+            title += f". t-tests use {fixed.attrs['ddf_method']}'s method"
+        if method == "ML":
+            criteria = {"AIC": self.aic, "BIC": self.bic, "logLik": self.llf,
+                        "deviance": self.deviance, "df.resid": self.df_resid}
+        else:
+            criteria = {"REML criterion at convergence": self.state.objective}
+        scaled = self.resid.to_numpy() / self.sigma
+        quant = pd.Series(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]),
+                          index=["Min", "1Q", "Median", "3Q", "Max"])
+        notes = []
+        if self.n_dropped:
+            notes.append(f"{self.n_dropped} observation{'s' if self.n_dropped > 1 else ''} "
+                         "deleted due to missing values")
+        if self.design.dropped_columns:
+            notes.append("fixed-effect model matrix is rank deficient; dropped: "
+                         + ", ".join(self.design.dropped_columns))
+        if self.is_singular:
+            notes.append("boundary (singular) fit: a variance is estimated as 0 or a "
+                         "correlation as +-1")
+        notes.extend(self.convergence_messages)
+        return dict(title=title, formula=self.design.formula.formula, criteria=criteria,
+                    residual_quantiles=quant, random=self.varcomp, nobs=self.nobs,
+                    ngroups=self.ngroups, fixed=fixed, notes=notes, extra=[])
+
+    def summary(self) -> "Summary":
+        """The lme4-style report; ``print()`` it or read its tables."""
+        from ..report.summary import Summary
+        return Summary.from_results(self)
+
+    def __repr__(self) -> str:
+        return (f"<LinearMixedResults {self.method}: {self.design.formula.formula!r}, "
+                f"nobs={self.nobs}>")
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
