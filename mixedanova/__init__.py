@@ -5,11 +5,11 @@
 >>> print(res.summary())            # doctest: +SKIP
 """
 from .datasets import list_datasets, load_dataset
-from .design import DesignError, RankDeficiencyWarning
-from .formula import FormulaError
+from .errors import (ConvergenceWarning, DesignError, EstimabilityError, FitError,
+                     FormulaError, MixedAnovaError, MixedAnovaWarning, RankDeficiencyWarning,
+                     SingularFitWarning)
 from .inference.compare import compare
-from .inference.tables import EstimabilityError
-from .model import ConvergenceWarning, LinearMixedModel, SingularFitWarning, lmm
+from .model import LinearMixedModel, lmm
 from .moments.ems import Factor, ems_rules
 from .moments.moments import moments_from_mean_squares
 from .moments.oneway import oneway
@@ -36,4 +36,7 @@ __all__ = [
     "ConvergenceWarning",
     "SingularFitWarning",
     "RankDeficiencyWarning",
+    "MixedAnovaError",
+    "MixedAnovaWarning",
+    "FitError",
 ]

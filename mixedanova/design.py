@@ -26,19 +26,12 @@ from formulaic import Formula, model_matrix
 
 from .likelihood.theta import ThetaLayout
 from .formula import ParsedFormula, RandomTermSpec, split_summands
+from .errors import DesignError, RankDeficiencyWarning
 
 __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
            "RankDeficiencyWarning"]
 
 _RANK_TOL = 1e-7  # lme4's chkRank.drop.cols uses qr(X, tol = 1e-7)
-
-
-class DesignError(ValueError):
-    """Data that cannot be turned into model matrices; the message names the culprit."""
-
-
-class RankDeficiencyWarning(UserWarning):
-    """Aliased fixed-effect columns were dropped."""
 
 
 @dataclass(frozen=True)

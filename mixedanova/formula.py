@@ -19,25 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import FormulaError
+
 __all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula", "split_summands"]
 
 _NAME = r"(?:[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`)"
 _GROUP_RE = re.compile(rf"^\s*{_NAME}\s*(?:[:/]\s*{_NAME}\s*)*$")
-
-
-class FormulaError(ValueError):
-    """A model formula that cannot be parsed; the message points at the text."""
-
-    def __init__(self, message: str, formula: str | None = None,
-                 pos: int | None = None, length: int = 1) -> None:
-        self.formula = formula
-        self.pos = pos
-        if formula is not None and pos is not None:
-            marker = " " * pos + "^" * max(1, length)
-            message = f"{message}\n    {formula}\n    {marker}"
-        elif formula is not None:
-            message = f"{message}\n    {formula}"
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -24,18 +24,11 @@ from .likelihood.criterion import ProfiledDeviance, fit_state, state_at
 from .likelihood.optimizer import optimize_theta
 from .formula import parse_formula
 from .results.lmm import LinearMixedResults
+from .errors import ConvergenceWarning, SingularFitWarning
 
 __all__ = ["LinearMixedModel", "lmm", "ConvergenceWarning", "SingularFitWarning"]
 
 _METHODS = ("REML", "ML", "ANOVA")
-
-
-class ConvergenceWarning(UserWarning):
-    """The optimum failed a convergence check."""
-
-
-class SingularFitWarning(UserWarning):
-    """A variance component is estimated on its boundary (0)."""
 
 
 class LinearMixedModel:

@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InferenceWarning
+
 __all__ = ["SatterthwaiteSetup", "satterthwaite_setup", "deviance_function_for",
            "InferenceWarning"]
-
-
-class InferenceWarning(UserWarning):
-    """A numerical problem in the df computations (e.g. a non-positive Hessian)."""
 
 
 @dataclass(frozen=True)

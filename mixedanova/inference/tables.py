@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from .hypotheses import hypothesis_matrices
+from ..errors import EstimabilityError
 
 __all__ = ["InferenceTable", "ContrastResult", "FixedInference", "normalize_ddf",
            "fstat_ddf", "EstimabilityError", "DDF_LABELS"]
@@ -40,10 +41,6 @@ _ALIASES = {"satterthwaite": "satterthwaite", "satt": "satterthwaite",
             "residual": "residual", "resid": "residual",
             "none": "none", "wald": "none", "lme4": "none", "asymptotic": "none"}
 _EPS = math.sqrt(np.finfo(float).eps)
-
-
-class EstimabilityError(ValueError):
-    """A linear function of the coefficients that the data cannot estimate."""
 
 
 def normalize_ddf(ddf: str) -> str:

@@ -1,0 +1,65 @@
+"""The package's exceptions and warnings: one base class each.
+
+Every error the package raises on purpose derives from :class:`MixedAnovaError`
+(itself a :class:`ValueError`, so ``except ValueError`` keeps working) and names
+the column, term, level or argument at fault.  Every warning derives from
+:class:`MixedAnovaWarning`.  This module imports nothing from the package, so any
+stage may raise these.
+"""
+from __future__ import annotations
+
+__all__ = ["MixedAnovaError", "FormulaError", "DesignError", "EstimabilityError",
+           "FitError", "MixedAnovaWarning", "ConvergenceWarning", "SingularFitWarning",
+           "RankDeficiencyWarning", "InferenceWarning"]
+
+
+class MixedAnovaError(ValueError):
+    """Base class of the package's errors."""
+
+
+class FormulaError(MixedAnovaError):
+    """A model formula that cannot be parsed; the message points at the text."""
+
+    def __init__(self, message: str, formula: str | None = None,
+                 pos: int | None = None, length: int = 1) -> None:
+        self.formula = formula
+        self.pos = pos
+        if formula is not None and pos is not None:
+            marker = " " * pos + "^" * max(1, length)
+            message = f"{message}\n    {formula}\n    {marker}"
+        elif formula is not None:
+            message = f"{message}\n    {formula}"
+        super().__init__(message)
+
+
+class DesignError(MixedAnovaError):
+    """Data that cannot be turned into model matrices; the message names the culprit."""
+
+
+class EstimabilityError(MixedAnovaError):
+    """A linear function of the coefficients that the data cannot estimate."""
+
+
+class FitError(MixedAnovaError):
+    """The data leave nothing to estimate (e.g. a constant response) or a fit
+    argument is invalid (e.g. a bad ``start``)."""
+
+
+class MixedAnovaWarning(UserWarning):
+    """Base class of the package's warnings."""
+
+
+class ConvergenceWarning(MixedAnovaWarning):
+    """The optimum failed a convergence check."""
+
+
+class SingularFitWarning(MixedAnovaWarning):
+    """A variance component is estimated on its boundary (0)."""
+
+
+class RankDeficiencyWarning(MixedAnovaWarning):
+    """Aliased fixed-effect columns were dropped."""
+
+
+class InferenceWarning(MixedAnovaWarning):
+    """A numerical problem in the df computations (e.g. a non-positive Hessian)."""
