@@ -30,6 +30,9 @@ DENSE_LIMIT = 20000  # largest dense Schur complement this layout will form
 class CrossedSystem:
     """Cross-products for crossed grouping factors (see the module docstring)."""
 
+    y_scale: float = 1.0          # set by build_system: the response is standardized
+    y_shift: np.ndarray | None = None
+
     def __init__(self, terms: list[TermData], XY: np.ndarray) -> None:
         self.terms = terms
         self.p = XY.shape[1] - 1
@@ -219,7 +222,8 @@ class CrossedFactor(FactorBase):
         d = np.diag(L)
         self.ldL2 = logdet_stack(L00) + float(2.0 * np.log(d[:r1]).sum())
         self.ldRX2 = float(2.0 * np.log(d[r1:-1]).sum())
-        self.pwrss = float(d[-1] ** 2)
+        self.pwrss_std = float(d[-1] ** 2)
+        self.y_scale, self.y_shift = system.y_scale, system.y_shift
         self._inverses = None
         self.g_weights = None
 
@@ -244,7 +248,7 @@ class CrossedFactor(FactorBase):
         w0 = (self.L00inv.transpose(0, 2, 1) @ v0.reshape(s.l0, s.q0, -1)).reshape(n0, -1)
         return np.vstack([w0, w1])
 
-    def solution(self) -> tuple[np.ndarray, np.ndarray]:
+    def _solution_std(self) -> tuple[np.ndarray, np.ndarray]:
         s = self.system
         r1, p = s.r1, self.p
         w = solve_triangular(self.L[:-1, :-1], self.L[-1, :-1], lower=True, trans=1,

@@ -22,6 +22,7 @@ class OptimizerSummary:
     converged: bool
     message: str
     seconds: float
+    restarts: int = 0  # escapes from a singular covariance (see likelihood.boundary)
 
 
 @dataclass(frozen=True)
