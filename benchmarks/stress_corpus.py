@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{shape:14s} {sum(o.passed for o in os_):3d}/{len(os_)}")
     n_pass = sum(o.passed for o in outcomes)
     print(f"total          {n_pass}/{len(outcomes)}; silent failures (converged=True): "
-          f"{sum(o.silent for o in outcomes)}")
+          f"{sum(o.silent for o in outcomes)}; passed but converged=False: "
+          f"{sum(o.passed and not o.converged for o in outcomes)}")
     for o in outcomes:
         if not o.passed:
             print(f"  FAIL {o.id}: objective {o.objective:.10g} reference {o.reference:.10g} "

@@ -141,7 +141,7 @@ class LinearMixedModel:
             return self._fit_moments(ems, anova_method)
         dev = self.deviance_function(reml=(method == "REML"))
         opt = optimize_theta(dev, start, method=optimizer)
-        conv = check_convergence(dev, opt.theta, dev.layout.lower, dev.layout.names)
+        conv = check_convergence(dev, opt.theta, opt.hessian)
         state = fit_state(dev, opt, conv)
         res = LinearMixedResults(self.design, state, model=self)
         if warn:

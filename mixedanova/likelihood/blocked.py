@@ -139,6 +139,8 @@ def lower_chol(M: np.ndarray) -> np.ndarray:
 
 def tri_inv(L: np.ndarray) -> np.ndarray:
     """Inverse of a dense lower-triangular matrix (LAPACK ``dtrtri``)."""
+    if L.shape[0] == 0:  # no fixed effects
+        return np.zeros((0, 0))
     inv, info = dtrtri(L, lower=1)
     if info != 0:
         raise NotPositiveDefinite

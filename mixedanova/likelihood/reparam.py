@@ -20,13 +20,21 @@ from .criterion import ProfiledDeviance
 __all__ = ["WorkingCoordinates"]
 
 
+_OFF_CENTER = 2.0     # |mean| / SD beyond which a column is centered
+_OFF_SCALE = 10.0     # SD (or RMS) beyond this factor of 1 is rescaled
+
+
 def _column_map(zraw: np.ndarray) -> np.ndarray:
     """``C`` with ``zraw @ C`` centered (if the term has an intercept column) and
-    scaled to unit SD (unit root mean square without an intercept)."""
+    scaled to unit SD (unit root mean square without an intercept), or the
+    identity when every column is already within ``_OFF_CENTER`` SDs of 0 and
+    on a scale within a factor ``_OFF_SCALE`` of 1 (the reference designs: then
+    the second set of cross-products is not worth forming)."""
     q = zraw.shape[1]
     C = np.eye(q)
     ones = [j for j in range(q) if np.all(zraw[:, j] == 1.0)]
     i0 = ones[0] if ones else None
+    needed = False
     for j in range(q):
         if j == i0:
             continue
@@ -37,10 +45,11 @@ def _column_map(zraw: np.ndarray) -> np.ndarray:
             m, s = 0.0, float(np.sqrt(np.mean(z * z)))
         if not s > 0.0:
             continue
+        needed |= abs(m) > _OFF_CENTER * s or not 1.0 / _OFF_SCALE <= s <= _OFF_SCALE
         C[j, j] = 1.0 / s
         if i0 is not None:
             C[i0, j] = -m / s
-    return C
+    return C if needed else np.eye(q)
 
 
 class WorkingCoordinates:
