@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .anova_design import balanced_spec, prepare_terms, sequential_ss
+from .anova_design import balanced_spec, prepare_terms
 from .ems import (
     RESIDUAL,
     assemble,
@@ -46,6 +46,7 @@ from .ems import (
     coef_column,
     error_terms,
 )
+from .sums_of_squares import balanced_ss, sequential_ss
 
 __all__ = [
     "METHOD_RULES",
@@ -222,7 +223,10 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
     if spec is None and ems == "restricted":
         raise ValueError("the restricted model is only defined for balanced designs handled by the "
                          f"EMS rules ({note or 'method3 requested'}); use ems='unrestricted'")
-    seq = sequential_ss(data, response, terms, cov, intercept)
+    if spec is not None:
+        seq = balanced_ss(data, response, terms, spec)
+    else:
+        seq = sequential_ss(data, response, terms, cov, intercept)
     labels = [t.label for t in terms]
     fixed_flags = [not t.random for t in terms]
     comps = [t.label for t in terms if t.random] + [RESIDUAL]
