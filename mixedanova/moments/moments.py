@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .anova_design import balanced_spec, prepare_terms
 from .ems import (
@@ -379,6 +378,7 @@ def varcomp_ci(state: AnovaFitState | MomentEstimates,
         ``df`` is the Satterthwaite ``nu``.  The interval is NaN when the
         estimate is not positive.
     """
+    from scipy import stats
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     comps = list(state.components)
