@@ -22,7 +22,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula, model_matrix
 
 from .likelihood.theta import ThetaLayout
 from .formula import ParsedFormula, RandomTermSpec, split_summands
@@ -337,6 +336,7 @@ def _formula_variables(expr: str) -> list[str]:
 
 @lru_cache(maxsize=256)
 def _formula_variables_cached(expr: str) -> tuple[str, ...]:
+    from formulaic import Formula
     return tuple(sorted(Formula(expr).required_variables))
 
 
@@ -374,6 +374,7 @@ def _complete_rows(data: pd.DataFrame, used: list[str],
 
 
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
+    from formulaic import model_matrix
     name = parsed.response.strip()
     if name in data.columns:
         col = data[name]
@@ -401,6 +402,7 @@ def _check_finite(values: np.ndarray, name: str, role: str, index: pd.Index) -> 
 
 
 def _fixed_matrix(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[np.ndarray, object]:
+    from formulaic import model_matrix
     simple = _simple_spec(parsed.fixed, data)
     if simple is not None:
         X = simple.get_model_matrix(data)
@@ -456,6 +458,7 @@ def _fixed_terms(spec: object, kept_idx: np.ndarray) -> tuple[FixedTerm, ...]:
 def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
     # levels ordered by each factor's own order: categories as given, numbers
     # numerically, strings sorted; an interaction varies its first factor slowest
+    from formulaic import model_matrix
     keys = np.column_stack([
         pd.Categorical(data[f]).remove_unused_categories().codes.astype(np.int64)
         for f in term.factors])

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .design import Design, DesignError, build_design
-from .likelihood.blocked import TermData
-from .likelihood.convergence import check_convergence
-from .likelihood.criterion import ProfiledDeviance, fit_state, state_at
-from .likelihood.optimizer import optimize_theta
 from .formula import parse_formula
 from .results.lmm import LinearMixedResults
 from .errors import ConvergenceWarning, SingularFitWarning
+
+if TYPE_CHECKING:
+    from .likelihood.criterion import ProfiledDeviance
+
+# The likelihood engine (scipy.sparse, scipy.linalg, scipy.optimize) is imported
+# where a fit needs it, so that ``import mixedanova`` stays cheap (issue 11).
 
 __all__ = ["LinearMixedModel", "lmm", "ConvergenceWarning", "SingularFitWarning"]
 
@@ -101,6 +104,9 @@ class LinearMixedModel:
         only step that touches every row.
         """
         if reml not in self._deviance:
+            from .likelihood.blocked import TermData
+            from .likelihood.criterion import ProfiledDeviance
+
             d = self.design
             terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
             self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), d.X, d.y,
@@ -139,6 +145,10 @@ class LinearMixedModel:
             raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
         if method == "ANOVA":
             return self._fit_moments(ems, anova_method)
+        from .likelihood.convergence import check_convergence
+        from .likelihood.criterion import fit_state
+        from .likelihood.optimizer import optimize_theta
+
         dev = self.deviance_function(reml=(method == "REML"))
         opt = optimize_theta(dev, start, method=optimizer)
         conv = check_convergence(dev, opt.theta, opt.hessian)
@@ -151,6 +161,7 @@ class LinearMixedModel:
 
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
+        from .likelihood.criterion import state_at
         from .moments.moments import fit_anova
         from .results.anova import AnovaResults
 

@@ -27,8 +27,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula
-from scipy import stats
 
 from .tables import make_table
 
@@ -77,6 +75,7 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
         Chisq, Df, p``.  Printing shows the heading and any refit note
         (``attrs["refit"]`` says whether models were refitted).
     """
+    from scipy import stats
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])
     if len(models) < 2:
@@ -128,6 +127,7 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
 def _lhs_terms(expr: str) -> tuple[list[str], bool]:
     """Non-intercept term labels of a random term's left-hand side and whether it
     keeps the intercept."""
+    from formulaic import Formula
     labels, intercept = [], False
     for t in Formula(expr):
         s = str(t)
@@ -197,6 +197,7 @@ def ranova(res, reduce_terms: bool = True) -> pd.DataFrame:
         First row ``<none>`` (the model), then one row per reduced model:
         ``npar, logLik, AIC, LRT, Df, p``.
     """
+    from scipy import stats
     if res.method not in ("REML", "ML"):
         raise ValueError("ranova() needs a REML or ML fit")
     spec = res.design.formula.random

@@ -32,7 +32,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
 from .satterthwaite import deviance_function_for
 
@@ -122,6 +121,7 @@ def theta_from_psi(layout, psi: np.ndarray) -> tuple[np.ndarray, float]:
 # --------------------------------------------------------------------- helpers
 def _minimize(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray):
     """Bounded minimization with central-difference gradients; returns ``(x, f)``."""
+    from scipy import optimize
     if x0.size == 0:
         return x0, fun(x0)
 
@@ -212,6 +212,7 @@ class _Profiler:
                  cutoff: float) -> tuple[float, float]:
         """Where ``|zeta|`` crosses ``cutoff`` on each side of ``est`` (doubling steps to
         bracket, then Brent); a bound reached first is returned as the limit."""
+        from scipy import optimize
         out = []
         for sign, bound in ((-1.0, lo_bound), (1.0, hi_bound)):
             a = est
@@ -241,6 +242,7 @@ class _Profiler:
 
 def _profile(res, level: float, criterion: str,
              wanted: set[str]) -> dict[str, tuple[float, float]]:
+    from scipy import stats
     reml = str(criterion).upper() == "REML"
     cutoff = math.sqrt(stats.chi2.ppf(level, 1))
     out: dict[str, tuple[float, float]] = {}
@@ -353,6 +355,7 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         Indexed by parameter, columns ``estimate`` (the fit's estimates), ``ci_low``,
         ``ci_high``; ``attrs`` holds ``method``, ``level`` and method details.
     """
+    from scipy import stats
     method = str(method).lower()
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), not {level!r}")
