@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from .satterthwaite import deviance_function_for
+from .simulate import simulate_response
 
 __all__ = ["conf_int", "variance_parameter_names", "psi_from_theta", "theta_from_psi"]
 
@@ -289,17 +290,6 @@ def _profile(res, level: float, criterion: str,
 
 
 # ------------------------------------------------------------------- bootstrap
-def _simulate(res, rng: np.random.Generator) -> np.ndarray:
-    d = res.design
-    sigma = res.sigma
-    y = d.X @ res.state.beta + sigma * rng.standard_normal(d.nobs)
-    for b, T in zip(d.blocks, res.design.theta_layout().templates(res.state.theta)):
-        u = rng.standard_normal((b.nlev, b.q))
-        bk = sigma * u @ T.T
-        y = y + np.einsum("ij,ij->i", b.zraw, bk[b.codes])
-    return y
-
-
 def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     if res.method not in ("REML", "ML"):
         raise ValueError("parametric bootstrap intervals need a REML or ML fit")
@@ -308,7 +298,7 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     draws = []
     failed = 0
     for _ in range(int(n_boot)):
-        ystar = _simulate(res, rng)
+        ystar = simulate_response(res, rng)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
