@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from ..design import DesignError
+from ..errors import MixedAnovaError
 from .tables import normalize_ddf
 
 __all__ = ["emmeans", "EmmeansTable", "ADJUSTMENTS"]
@@ -76,14 +77,14 @@ class EmmeansTable(pd.DataFrame):
         (emmeans' ``contrast(emm, list(...))``).  ``adjust="tukey"`` is only for
         pairwise comparisons and is refused here."""
         if adjust == "tukey":
-            raise ValueError("adjust='tukey' applies to pairwise comparisons (pairs()); "
+            raise MixedAnovaError("adjust='tukey' applies to pairwise comparisons (pairs()); "
                              "use 'sidak', 'bonferroni', 'holm' or 'none' for custom contrasts")
         size = len(next(iter(self._groups().values())))
         coefs = {}
         for name, w in weights.items():
             w = np.asarray(w, dtype=float).ravel()
             if w.shape != (size,):
-                raise ValueError(f"contrast {name!r} needs {size} coefficients, one per mean "
+                raise MixedAnovaError(f"contrast {name!r} needs {size} coefficients, one per mean "
                                  f"of a group, not {w.size}")
             coefs[str(name)] = w
         return self._compare(coefs, adjust, level, family_means=size)
@@ -106,7 +107,7 @@ class EmmeansTable(pd.DataFrame):
                  family_means: int) -> pd.DataFrame:
         adjust = str(adjust).lower()
         if adjust not in ADJUSTMENTS:
-            raise ValueError(f"adjust must be one of {', '.join(ADJUSTMENTS)}, not {adjust!r}")
+            raise MixedAnovaError(f"adjust must be one of {', '.join(ADJUSTMENTS)}, not {adjust!r}")
         level = self.level if level is None else float(level)
         inf = self._res._inference
         rows = []

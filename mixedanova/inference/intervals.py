@@ -161,7 +161,9 @@ class _Profiler:
         self.dev = deviance_function_for(res, reml)
         self.fit = _fit_by(res, reml)
         self.psi_hat = psi_from_theta(self.layout, self.fit.state.theta, self.fit.sigma)
-        self.dev_min = float(self.fit.state.objective)
+        # the minimum of the engine's own criterion (a fit's reported objective
+        # also holds the prior weights' constant, which the profile does not see)
+        self.dev_min = float(self.dev(self.fit.state.theta))
         self.cor = _is_cor(res)
         self.lower = np.where(self.cor, -1.0, 0.0)
         self.lower[-1] = 1e-8 * max(self.psi_hat[-1], 1e-300)

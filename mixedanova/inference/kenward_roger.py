@@ -28,9 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import f as f_dist
+from ..errors import MixedAnovaError
 
 __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 
+KR_WEIGHTS_MESSAGE = ("Kenward-Roger is not available for a fit with prior weights (pbkrtest "
+                      "ignores them); use ddf='satterthwaite'")
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
 _MAX_Q = 8000  # largest number of random effects for the dense Q x Q algebra
 
@@ -162,6 +165,8 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
     if res.method != "REML":
         raise ValueError(KR_ML_MESSAGE)
     design = res.design
+    if getattr(design, "has_weights", False):
+        raise MixedAnovaError(KR_WEIGHTS_MESSAGE)
     X = design.X
     n, p = X.shape
     sigma2 = float(res.sigma) ** 2

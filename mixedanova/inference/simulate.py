@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..errors import MixedAnovaError
+
 __all__ = ["simulate_response", "simulate"]
 
 
@@ -48,7 +50,7 @@ def simulate(res, n: int = 1, seed=None, use_random: bool = False) -> pd.DataFra
     """
     n = int(n)
     if n < 1:
-        raise ValueError(f"n must be a positive number of draws, not {n}")
+        raise MixedAnovaError(f"n must be a positive number of draws, not {n}")
     rng = np.random.default_rng(seed)
     draws = np.column_stack([simulate_response(res, rng, use_random) for _ in range(n)])
     return pd.DataFrame(draws, index=res.design.row_index,

@@ -383,7 +383,7 @@ class LinearMixedResults(WorkflowMixin):
                         "deviance": self.deviance, "df.resid": self.df_resid}
         else:
             criteria = {"REML criterion at convergence": self.state.objective}
-        scaled = self.resid.to_numpy() / self.sigma
+        scaled = self.residuals("scaled").to_numpy()
         quant = pd.Series(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]),
                           index=["Min", "1Q", "Median", "3Q", "Max"])
         notes = []

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..errors import MixedAnovaError
+
 __all__ = ["WorkflowMixin"]
 
 _RESIDUAL_TYPES = ("response", "pearson", "scaled")
@@ -54,7 +56,7 @@ class WorkflowMixin:
         sigma (``residuals(m, scaled = TRUE)``).
         """
         if type not in _RESIDUAL_TYPES:
-            raise ValueError(f"type must be one of {', '.join(_RESIDUAL_TYPES)}, not {type!r}")
+            raise MixedAnovaError(f"type must be one of {', '.join(_RESIDUAL_TYPES)}, not {type!r}")
         r = self.resid.to_numpy()
         if type != "response":
             r = r * np.sqrt(self.design.prior_weights)
