@@ -82,7 +82,8 @@ class WorkflowMixin:
 
     # ------------------------------------------------------------ predictions
     def predict(self, newdata: pd.DataFrame | None = None, re_form=None,
-                allow_new_levels: bool = False, include_random: bool | None = None) -> pd.Series:
+                allow_new_levels: bool = False, include_random: bool | None = None,
+                se_fit: bool = False):
         """Predictions as lme4's ``predict(m, newdata, re.form, allow.new.levels)``.
 
         Parameters
@@ -96,12 +97,19 @@ class WorkflowMixin:
             Unseen levels get random effect 0 instead of an error.
         include_random : bool, optional
             Older spelling: ``False`` is ``re_form="~0"``.
+        se_fit : bool
+            Return a DataFrame with ``mean`` and ``se_fit`` (the SE of the fixed
+            part, as R's ``predict(..., se.fit = TRUE)`` for population-level
+            predictions) instead of a Series; :meth:`get_prediction` adds intervals.
 
         Offsets (``offset()`` terms and an ``offset=`` column) are included.
         """
-        from ..inference.prediction import predict
+        from ..inference.prediction import get_prediction, predict
         if include_random is not None and re_form is None:
             re_form = None if include_random else "~0"
+        if se_fit:
+            return get_prediction(self, newdata, re_form, allow_new_levels,
+                                  ddf="none")[["mean", "se_fit"]]
         return predict(self, newdata, re_form, allow_new_levels)
 
     def get_prediction(self, newdata: pd.DataFrame | None = None, re_form=None,

@@ -118,3 +118,11 @@ def test_get_prediction_on_fitted_rows():
     g = res.get_prediction()
     assert np.allclose(g["mean"], res.fittedvalues)
     assert list(g.columns) == ["mean", "se_fit", "df", "ci_low", "ci_high", "pi_low", "pi_high"]
+
+
+def test_predict_se_fit(fit):
+    ref, res, nd = fit
+    out = res.predict(nd, re_form="~0", se_fit=True)
+    assert list(out.columns) == ["mean", "se_fit"]
+    # sqrt(diag(X %*% vcov(fit) %*% t(X)))
+    assert_close(out["se_fit"], ref["predictions"]["fixed_part_se"]["values"], 1e-4, "se.fit")
