@@ -157,7 +157,12 @@ def _adjusted(t, df, level, adjust, m, k, keys) -> tuple[np.ndarray, np.ndarray]
     if adjust == "none":
         return _t_crit(level, df), p_raw
     if adjust == "tukey":
-        crit = stats.studentized_range.ppf(level, k, df) / math.sqrt(2.0)
+        # the quantile is an expensive inversion: one per distinct df (df that
+        # differ only by Satterthwaite's numerical noise, < 1e-6, share one)
+        key = np.round(df, 6)
+        uniq = {d: stats.studentized_range.ppf(level, k, d) / math.sqrt(2.0)
+                for d in np.unique(key)}
+        crit = np.array([uniq[d] for d in key])
         p = stats.studentized_range.sf(np.abs(t) * math.sqrt(2.0), k, df)
         return crit, np.clip(p, 0.0, 1.0)
     if adjust == "sidak":

@@ -49,20 +49,30 @@ def test_hatvalues(sleep):
     assert_close(h.sum(), _INF["hatvalues"]["sum"], 1e-5, "sum(hatvalues)")
 
 
-def test_hatvalues_reproduce_fitted_values(sleep):
-    # H y = fitted: check the diagonal against a dense H built from the pieces
-    d = sleep.design
+@pytest.mark.parametrize("dataset,formula,kwargs", [
+    ("sleepstudy", "Reaction ~ Days + (Days | Subject)", {}),
+    ("subject_item", "rt ~ condition + freq + (1|subject) + (1|item)", {}),   # crossed
+    ("pastes", "strength ~ 1 + (1|batch/cask)", {}),                           # nested
+    ("clinic_means", "y ~ arm + age_c + (1|clinic)", {"weights": "n"}),        # weighted
+])
+def test_hatvalues_against_dense_hat_matrix(dataset, formula, kwargs):
+    # H (sqrt(w) (y - offset)) = sqrt(w) (fitted - offset), H built densely from
+    # C = sqrt(W) [Z Lambda, X] and the penalized cross-product matrix
+    res = ma.lmm(formula, ma.load_dataset(dataset), **kwargs)
+    d = res.design
+    sw = np.sqrt(d.prior_weights)
     Z = np.zeros((d.nobs, 0))
-    for b, T in zip(d.blocks, d.theta_layout().templates(sleep.state.theta)):
+    for b, T in zip(d.blocks, d.theta_layout().templates(res.state.theta)):
         Zk = np.zeros((d.nobs, b.nlev * b.q))
         for j in range(b.q):
             Zk[np.arange(d.nobs), b.codes * b.q + j] = b.zraw[:, j]
         Z = np.hstack([Z, Zk @ np.kron(np.eye(b.nlev), T)])
-    C = np.hstack([Z, d.X])
+    C = np.hstack([Z, d.X]) * sw[:, None]
     M = C.T @ C + np.diag(np.r_[np.ones(Z.shape[1]), np.zeros(d.p)])
     H = C @ np.linalg.solve(M, C.T)
-    assert np.allclose(H @ d.y, sleep.fittedvalues.to_numpy(), rtol=1e-8)
-    assert np.allclose(np.diag(H), sleep.hatvalues().to_numpy(), rtol=1e-9)
+    y = sw * (d.y - d.offset_values)
+    assert np.allclose(H @ y, sw * (res.fittedvalues.to_numpy() - d.offset_values), rtol=1e-8)
+    assert np.allclose(np.diag(H), res.hatvalues().to_numpy(), rtol=1e-9, atol=1e-14)
 
 
 def test_cooks_distance_and_residuals(sleep):
