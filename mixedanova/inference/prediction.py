@@ -20,7 +20,6 @@ covariance between the BLUP and ``beta`` is ignored).  The interval is
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd

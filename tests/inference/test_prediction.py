@@ -3,7 +3,6 @@ tests/reference/subject_item_predict.json (crossed subject x item)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import mixedanova as ma

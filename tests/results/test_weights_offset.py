@@ -3,7 +3,6 @@ against tests/reference/clinic_weights_reml.json and region_offset_reml.json."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import mixedanova as ma
