@@ -8,6 +8,11 @@ grouping factor (levels and integer codes), the term's own model matrix
 for new data.  ``Z`` itself is never stored densely: the column of observation
 ``i`` for term ``k`` is ``codes[i] * q + j`` with value ``zraw[i, j]``.
 
+Prior weights (``weights=``) and the offset (``offset(expr)`` terms of the
+formula plus ``offset=``) are stored as per-row vectors (``Design.weights``,
+``Design.offset``); the model whitens the rows with them before the likelihood
+sees them (:meth:`mixedanova.model.LinearMixedModel.deviance_function`).
+
 Rows with a missing value in any used column are dropped and counted
 (lme4's ``na.action = na.omit``).  Infinite values, a non-numeric response,
 a grouping factor with one level and similar problems raise

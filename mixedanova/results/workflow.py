@@ -173,7 +173,7 @@ def _expand_dot(parsed, formula: str) -> str:
         return formula
     lhs, rhs = formula.split("~", 1)
     old_lhs, old_rhs = parsed.formula.split("~", 1)
-    lhs = old_lhs.strip() if lhs.strip() == "." else lhs.strip()
+    lhs = old_lhs.strip() if lhs.strip() in (".", "") else lhs.strip()
     rhs = rhs.strip()
     from ..formula import split_summands
     pieces = split_summands(rhs)

@@ -139,5 +139,6 @@ def test_influence_cases(sleep):
     # so the refits' 1e-6 relative agreement in beta becomes up to ~5e-3 relative in D
     d = np.asarray(c["cooks_distance"]["values"])
     assert_close(inf.cooks_distance, d, 1e-2, "cooks.distance(infl)")
+    assert inf.converged.all() and all(c["converged"])  # infl[['converged']]
     n = sleep.nobs
     _check_var_comps(sleep, inf, c, lambda k: np.delete(np.arange(n), k))

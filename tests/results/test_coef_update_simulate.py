@@ -34,6 +34,8 @@ def test_update_formula_data_method():
     ref_ml = load_reference("sleepstudy_ml")
     # deviance(update(m, REML = FALSE))
     assert ml.deviance == pytest.approx(ref_ml["deviance"], abs=1e-6)
+    assert res.update("~ . - Days").design.formula.formula == \
+        "Reaction ~ (Days|Subject)"  # update(m, ~ . - Days)
     small = res.update(". ~ . - (Days | Subject) + (1 | Subject)")
     assert small.design.formula.formula == "Reaction ~ Days + (1 | Subject)"
     ref_ri = load_reference("r2_icc")["random_intercept"]
