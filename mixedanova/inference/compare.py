@@ -168,7 +168,10 @@ def _formula(res, random_exprs: list[tuple[str, str]]) -> str:
 
 def _lm_loglik(res, reml: bool) -> tuple[float, int]:
     """R's ``logLik(lm(...), REML = reml)`` and its df (``p + 1``)."""
-    X, y = res.design.X, res.design.y
+    d = res.design
+    w = d.prior_weights  # prior weights and offset as lm(weights =, offset =)
+    sw = np.sqrt(w)
+    X, y = d.X * sw[:, None], (d.y - d.offset_values) * sw
     n, p = X.shape
     q, r = np.linalg.qr(X)
     resid = y - q @ (q.T @ y)
@@ -177,6 +180,7 @@ def _lm_loglik(res, reml: bool) -> tuple[float, int]:
     val = 0.5 * (-N * (_LOG2PI + 1.0 - math.log(N) + math.log(rss)))
     if reml:
         val -= float(np.sum(np.log(np.abs(np.diag(r)))))
+    val += 0.5 * float(np.sum(np.log(w)))
     return val, p + 1
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .satterthwaite import deviance_function_for
+from .simulate import simulate_response
 
 __all__ = ["conf_int", "variance_parameter_names", "psi_from_theta", "theta_from_psi"]
 
@@ -160,7 +161,9 @@ class _Profiler:
         self.dev = deviance_function_for(res, reml)
         self.fit = _fit_by(res, reml)
         self.psi_hat = psi_from_theta(self.layout, self.fit.state.theta, self.fit.sigma)
-        self.dev_min = float(self.fit.state.objective)
+        # the minimum of the engine's own criterion (a fit's reported objective
+        # also holds the prior weights' constant, which the profile does not see)
+        self.dev_min = float(self.dev(self.fit.state.theta))
         self.cor = _is_cor(res)
         self.lower = np.where(self.cor, -1.0, 0.0)
         self.lower[-1] = 1e-8 * max(self.psi_hat[-1], 1e-300)
@@ -291,17 +294,6 @@ def _profile(res, level: float, criterion: str,
 
 
 # ------------------------------------------------------------------- bootstrap
-def _simulate(res, rng: np.random.Generator) -> np.ndarray:
-    d = res.design
-    sigma = res.sigma
-    y = d.X @ res.state.beta + sigma * rng.standard_normal(d.nobs)
-    for b, T in zip(d.blocks, res.design.theta_layout().templates(res.state.theta)):
-        u = rng.standard_normal((b.nlev, b.q))
-        bk = sigma * u @ T.T
-        y = y + np.einsum("ij,ij->i", b.zraw, bk[b.codes])
-    return y
-
-
 def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     if res.method not in ("REML", "ML"):
         raise ValueError("parametric bootstrap intervals need a REML or ML fit")
@@ -310,7 +302,7 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     draws = []
     failed = 0
     for _ in range(int(n_boot)):
-        ystar = _simulate(res, rng)
+        ystar = simulate_response(res, rng)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

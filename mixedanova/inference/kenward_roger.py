@@ -37,8 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import MixedAnovaError
+
 __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 
+KR_WEIGHTS_MESSAGE = ("Kenward-Roger is not available for a fit with prior weights (pbkrtest "
+                      "ignores them); use ddf='satterthwaite'")
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
 _MAX_Q = 8000  # largest component of random effects for the dense algebra
 
@@ -238,11 +242,11 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
     """
     import scipy.sparse as sp
 
-    from ..errors import MixedAnovaError
-
     if res.method != "REML":
         raise ValueError(KR_ML_MESSAGE)
     design = res.design
+    if getattr(design, "has_weights", False):
+        raise MixedAnovaError(KR_WEIGHTS_MESSAGE)
     X = design.X
     n, p = X.shape
     sigma2 = float(res.sigma) ** 2
