@@ -222,7 +222,7 @@ def gradient_jacobian(dev: ProfiledDeviance, x: np.ndarray, idx: np.ndarray,
     return 0.5 * (H + H.T)
 
 
-def _snap_to_bounds(dev: ProfiledDeviance, x: np.ndarray, tiny: float = 1e-8) -> np.ndarray:
+def _snap_to_bounds(dev: ProfiledDeviance, x: np.ndarray, tiny: float = 1e-6) -> np.ndarray:
     """Put template diagonals within ``tiny`` of 0 exactly on the bound when that
     does not raise the objective (a variance of 1e-14 is a variance of 0)."""
     near = np.flatnonzero((dev.layout.lower == 0.0) & (x > 0.0) & (x < tiny))
