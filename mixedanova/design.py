@@ -18,15 +18,15 @@ from __future__ import annotations
 import difflib
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula, model_matrix
+from formulaic import model_matrix
 
 from .likelihood.theta import ThetaLayout
-from .formula import ParsedFormula, RandomTermSpec, split_summands
-from .errors import DesignError, RankDeficiencyWarning
+from .formula import (ParsedFormula, RandomTermSpec, formula_variables, split_summands,
+                      strip_quotes)
+from .errors import DesignError, RankDeficiencyWarning, user_stacklevel
 
 __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
            "RankDeficiencyWarning"]
@@ -144,7 +144,7 @@ class RandomBlock:
         """Codes (``-1`` for unseen levels) and ``zraw`` for new data."""
         labels = group_labels(data, self.factors)
         codes = self.levels.get_indexer(labels)
-        zraw = np.asarray(self.spec.get_model_matrix(data), dtype=float)
+        zraw = model_matrix_like(self.spec, data, f"random term {self.source}")
         return codes, zraw.reshape(len(data), -1)
 
 
@@ -215,17 +215,94 @@ class Design:
 
     def needed_columns(self, include_random: bool = True) -> list[str]:
         """Data columns needed to rebuild X (and Z when ``include_random``)."""
-        needed = _formula_variables(self.formula.fixed)
+        cols = list(self.data.columns)
+        needed = formula_variables(self.formula.fixed, cols)
         if include_random:
             for b in self.blocks:
-                needed += _formula_variables(b.expr) + list(b.factors)
-        cols = set(self.data.columns)
-        return list(dict.fromkeys(v for v in needed if v in cols))
+                needed += formula_variables(b.expr, cols) + list(b.factors)
+        return list(dict.fromkeys(v for v in needed if v in set(cols)))
 
     def fixed_matrix(self, data: pd.DataFrame) -> np.ndarray:
-        """Rebuild ``X`` (kept columns only) for new data."""
-        mm = self.fixed_spec.get_model_matrix(data)
-        return np.asarray(mm, dtype=float)[:, self.kept_columns]
+        """Rebuild ``X`` (kept columns only) for new data.
+
+        Raises
+        ------
+        DesignError
+            A level of a fixed factor not seen in the fit, or a column of the
+            wrong kind (text where the fit had numbers).
+        """
+        return model_matrix_like(self.fixed_spec, data, "fixed effects")[:, self.kept_columns]
+
+
+def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
+    """``spec``'s model matrix on new ``data``, refusing what formulaic lets pass.
+
+    formulaic encodes a level not seen in the fit as all zeros (the reference
+    level) with only a warning; here that is a :class:`DesignError` naming the
+    factor and the level.  Columns must have the kind they had in the fit.
+    """
+    if isinstance(spec, SimpleSpec):
+        for c in spec.columns:
+            col = data[c]
+            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+                bad = [v for v in col if not isinstance(v, (int, float, np.number))][:3]
+                raise DesignError(f"newdata column {c!r} ({role}) is not numeric (dtype "
+                                  f"{col.dtype}, values such as {bad}); the fit used numbers")
+        return spec.get_model_matrix(data)
+    _check_levels(spec, data, role)
+    try:
+        mm = spec.get_model_matrix(plain_strings(data))
+    except Exception as exc:  # formulaic's errors on data it cannot encode
+        detail = str(exc).strip().splitlines()
+        raise DesignError(f"cannot rebuild the {role} columns from newdata: "
+                          f"{detail[0] if detail else type(exc).__name__}") from None
+    return np.asarray(mm, dtype=float).reshape(len(data), -1)
+
+
+def _check_levels(spec, data: pd.DataFrame, role: str) -> None:
+    """Unseen levels of categorical factors and text in numeric ones, by column."""
+    state = getattr(spec, "encoder_state", {}) or {}
+    cols = list(data.columns)
+    for expr, (kind, st) in state.items():
+        names = [v for v in formula_variables(expr, cols) if v in data.columns]
+        if len(names) != 1:
+            continue
+        col = data[names[0]]
+        kind = getattr(kind, "value", str(kind))
+        if kind == "categorical" and "categories" in st:
+            values = col[col.notna()]
+            if not isinstance(values.dtype, pd.CategoricalDtype) and \
+                    pd.api.types.is_numeric_dtype(values) and \
+                    any(isinstance(c, str) for c in st["categories"]):
+                values = values.astype(str)
+            known = pd.Index(list(st["categories"]), dtype=object)
+            new = pd.unique(np.asarray(values, dtype=object)[
+                known.get_indexer(np.asarray(values, dtype=object)) < 0])
+            if len(new):
+                rows = list(values.index[~values.isin(list(st["categories"]))][:5])
+                raise DesignError(
+                    f"newdata has level(s) {', '.join(map(repr, new[:5]))} of {role} factor "
+                    f"{names[0]!r} not seen in the fit (rows {rows}); its levels are "
+                    f"{', '.join(map(repr, list(st['categories'])[:10]))}")
+        elif kind == "numerical" and expr == names[0] and (
+                not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            bad = [v for v in col if not isinstance(v, (int, float, np.number))][:3]
+            raise DesignError(f"newdata column {names[0]!r} ({role}) is not numeric (dtype "
+                              f"{col.dtype}, values such as {bad}); the fit used numbers")
+
+
+def plain_strings(data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` with pandas ``"string"`` (pd.NA) columns as object columns.
+
+    formulaic passes such columns through as if numeric; as object columns they
+    are encoded as factors, like the default ``str`` columns.
+    """
+    conv = [c for c, t in data.dtypes.items()
+            if isinstance(t, pd.StringDtype) and t.na_value is pd.NA]
+    if not conv:
+        return data
+    return data.assign(**{c: data[c].astype(object).where(data[c].notna(), np.nan)
+                          for c in conv})
 
 
 def group_labels(data: pd.DataFrame, factors: tuple[str, ...]) -> pd.Index:
@@ -276,7 +353,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     if len(data) == 0:
         raise DesignError("data has no rows")
     used = _used_columns(parsed, data)
+    _check_columns(parsed, data, used)
     data, n_dropped = _complete_rows(data, used, missing)
+    data = plain_strings(data)
     y = _response(parsed, data)
     X_all, spec = _fixed_matrix(parsed, data)
     names_all = list(spec.column_names)
@@ -286,8 +365,13 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
             f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
-            RankDeficiencyWarning, stacklevel=3)
+            RankDeficiencyWarning, stacklevel=user_stacklevel())
     kept_idx = np.flatnonzero(keep)
+    if len(kept_idx) >= len(y):
+        raise DesignError(
+            f"the fixed effects {parsed.fixed!r} have {len(kept_idx)} independent columns "
+            f"for {len(y)} observations; a mixed model needs fewer fixed-effect columns "
+            "than observations")
     X = np.ascontiguousarray(X_all[:, kept_idx])
     fixed_terms = _fixed_terms(spec, kept_idx)
     blocks = [_random_block(term, data) for term in parsed.random]
@@ -315,14 +399,15 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
         if name not in used:
             used.append(name)
 
-    for v in _formula_variables(parsed.response):
+    cols = list(data.columns)
+    for v in _formula_variables(parsed.response, cols):
         if v in data.columns or not _is_module(v):
             add(v, "response")
-    for v in _formula_variables(parsed.fixed):
+    for v in _formula_variables(parsed.fixed, cols):
         if v in data.columns or not _is_module(v):
             add(v, "fixed effects")
     for term in parsed.random:
-        for v in _formula_variables(term.expr):
+        for v in _formula_variables(term.expr, cols):
             if v in data.columns or not _is_module(v):
                 add(v, f"random term {term.source}")
         for v in term.factors:
@@ -330,14 +415,43 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     return used
 
 
-def _formula_variables(expr: str) -> list[str]:
+def _check_columns(parsed: ParsedFormula, data: pd.DataFrame, used: list[str]) -> None:
+    """Used columns must be unique labels of a usable kind."""
+    dup = data.columns[data.columns.duplicated()]
+    for name in used:
+        if name in dup:
+            k = int(np.sum(data.columns == name))
+            raise DesignError(f"column {name!r} appears {k} times in the data; "
+                              "rename or drop the duplicates")
+        dtype = data[name].dtype
+        if pd.api.types.is_complex_dtype(dtype):
+            raise DesignError(f"column {name!r} is complex (dtype {dtype}); the model "
+                              "needs real numbers")
+    for term in parsed.random:
+        for f in term.factors:
+            _check_group_labels(data[f], f)
+
+
+def _check_group_labels(col: pd.Series, name: str) -> None:
+    """Values that differ but print alike (``1`` and ``"1"``) would merge into one label."""
+    if col.dtype != object:
+        return
+    values = pd.unique(col.dropna().to_numpy())
+    labels: dict[str, object] = {}
+    for v in values:
+        key = str(v)
+        if key in labels and labels[key] is not v and type(labels[key]) is not type(v):
+            raise DesignError(
+                f"grouping factor {name!r} mixes values that print alike: "
+                f"{labels[key]!r} ({type(labels[key]).__name__}) and {v!r} "
+                f"({type(v).__name__}); convert the column to one type, e.g. "
+                f"data[{name!r}].astype(str)")
+        labels.setdefault(key, v)
+
+
+def _formula_variables(expr: str, columns=()) -> list[str]:
     """Data variables a formula needs (a new list each call)."""
-    return list(_formula_variables_cached(expr))
-
-
-@lru_cache(maxsize=256)
-def _formula_variables_cached(expr: str) -> tuple[str, ...]:
-    return tuple(sorted(Formula(expr).required_variables))
+    return formula_variables(expr, columns)
 
 
 def _is_module(name: str) -> bool:
@@ -375,6 +489,8 @@ def _complete_rows(data: pd.DataFrame, used: list[str],
 
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
     name = parsed.response.strip()
+    if strip_quotes(name) in data.columns:
+        name = strip_quotes(name)
     if name in data.columns:
         col = data[name]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):

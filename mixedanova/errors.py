@@ -8,8 +8,12 @@ stage may raise these.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 __all__ = ["MixedAnovaError", "FormulaError", "DesignError", "EstimabilityError",
-           "FitError", "MixedAnovaWarning", "ConvergenceWarning", "SingularFitWarning",
+           "FitError", "ArgumentError", "MixedAnovaWarning", "user_stacklevel",
+           "ConvergenceWarning", "SingularFitWarning",
            "RankDeficiencyWarning", "InferenceWarning"]
 
 
@@ -45,6 +49,11 @@ class FitError(MixedAnovaError):
     argument is invalid (e.g. a bad ``start``)."""
 
 
+class ArgumentError(MixedAnovaError):
+    """An argument value a function does not accept (``ddf``, ``type``, ``level``,
+    ``L``, ``n_boot``, an unknown keyword ...); the message names the argument."""
+
+
 class MixedAnovaWarning(UserWarning):
     """Base class of the package's warnings."""
 
@@ -63,3 +72,22 @@ class RankDeficiencyWarning(MixedAnovaWarning):
 
 class InferenceWarning(MixedAnovaWarning):
     """A numerical problem in the df computations (e.g. a non-positive Hessian)."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for :func:`warnings.warn` that points at the caller's code.
+
+    Counts the frames, starting with the function that calls ``warnings.warn``,
+    that belong to this package, so that the warning shows the user's line
+    (the first frame outside the package) whatever the call path.
+    """
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE_DIR + os.sep):
+        level += 1
+        frame = frame.f_back
+    return level

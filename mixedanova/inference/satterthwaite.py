@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InferenceWarning
+from ..errors import InferenceWarning, user_stacklevel
 
 __all__ = ["SatterthwaiteSetup", "satterthwaite_setup", "deviance_function_for",
            "InferenceWarning"]
@@ -175,7 +175,7 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
                         f"eigenvalue(s) ({', '.join(f'{v:.1e}' for v in evals[neg])}): the "
                         "fit may not have converged")
         if warn:
-            warnings.warn(messages[-1], InferenceWarning, stacklevel=3)
+            warnings.warn(messages[-1], InferenceWarning, stacklevel=user_stacklevel())
     if zero.any():
         messages.append(f"the Hessian of the deviance has {int(zero.sum())} eigenvalue(s) "
                         "close to zero")
