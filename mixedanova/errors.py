@@ -12,7 +12,7 @@ import os
 import sys
 
 __all__ = ["MixedAnovaError", "FormulaError", "DesignError", "EstimabilityError",
-           "FitError", "ArgumentError", "MixedAnovaWarning", "user_stacklevel",
+           "FitError", "ArgumentError", "UnknownNameError", "MixedAnovaWarning", "user_stacklevel",
            "ConvergenceWarning", "SingularFitWarning",
            "RankDeficiencyWarning", "InferenceWarning"]
 
@@ -52,6 +52,14 @@ class FitError(MixedAnovaError):
 class ArgumentError(MixedAnovaError):
     """An argument value a function does not accept (``ddf``, ``type``, ``level``,
     ``L``, ``n_boot``, an unknown keyword ...); the message names the argument."""
+
+
+class UnknownNameError(ArgumentError, KeyError):
+    """A name (grouping factor, parameter, coefficient, variance component, data
+    set) that the object does not have; also a :class:`KeyError`, as a lookup."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class MixedAnovaWarning(UserWarning):

@@ -26,7 +26,7 @@ from formulaic import Formula
 from .errors import FormulaError
 
 __all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula", "split_summands",
-           "formula_variables", "strip_quotes", "same_group"]
+           "formula_variables", "strip_quotes", "same_group", "quote_name", "grouping_text"]
 
 # a variable name: an identifier (any script, dots allowed, as R's), a backticked
 # name, or formulaic's Q("name")
@@ -290,6 +290,16 @@ def _expand_grouping(grouping: str) -> list[tuple[tuple[str, ...], str | None]]:
         factors = part + factors
         out.append((factors, label))
     return out
+
+
+def quote_name(name: str) -> str:
+    """``name`` as it can be written in a formula (backticked unless a plain name)."""
+    return name if re.fullmatch(r"[^\W\d][\w.]*", name) else f"`{name}`"
+
+
+def grouping_text(factors: tuple[str, ...]) -> str:
+    """A grouping expression for ``factors`` that parses back to the same factors."""
+    return ":".join(quote_name(f) for f in factors)
 
 
 def same_group(name: str, group: str) -> bool:

@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import f as f_dist
 
+from ..errors import ArgumentError
+
 __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
@@ -155,19 +157,19 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
 
     Raises
     ------
-    ValueError
+    ArgumentError
         For an ML fit (as lmerTest: ``Kenward-Roger's method is only available
         for REML model fits``).
     """
     if res.method != "REML":
-        raise ValueError(KR_ML_MESSAGE)
+        raise ArgumentError(KR_ML_MESSAGE)
     design = res.design
     X = design.X
     n, p = X.shape
     sigma2 = float(res.sigma) ** 2
     Z = _z_matrix(design)
     if Z.shape[1] > _MAX_Q:
-        raise NotImplementedError(
+        raise ArgumentError(
             f"Kenward-Roger needs dense {Z.shape[1]} x {Z.shape[1]} matrices (one row per "
             f"random effect); this implementation stops at {_MAX_Q}. Use "
             "ddf='satterthwaite' for models this large")

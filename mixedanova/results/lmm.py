@@ -15,13 +15,28 @@ import numpy as np
 import pandas as pd
 
 from ..design import Design, DesignError, group_labels
+from ..errors import ArgumentError, UnknownNameError
+from ..formula import same_group
 from ..likelihood.convergence import SINGULAR_TOL
 from ..likelihood.state import FitState
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..report.summary import Summary
 
-__all__ = ["LinearMixedResults"]
+__all__ = ["LinearMixedResults", "GroupDict"]
+
+
+class GroupDict(dict):
+    """A dict keyed by grouping factor that also accepts the factors in another
+    order (``"batch:sample"`` for lme4's ``"sample:batch"``) and names the
+    grouping factors when a key is unknown."""
+
+    def __missing__(self, key):
+        for g in self:
+            if isinstance(key, str) and same_group(key, g):
+                return self[g]
+        raise UnknownNameError(f"no grouping factor {key!r}; the grouping factors are "
+                       f"{', '.join(map(repr, self))}")
 
 
 class LinearMixedResults:
@@ -170,12 +185,12 @@ class LinearMixedResults:
             pos += b.nlev * b.q
         return out
 
-    def _by_group(self, per_term: list[np.ndarray]) -> dict[str, pd.DataFrame]:
+    def _by_group(self, per_term: list[np.ndarray]) -> "GroupDict":
         frames: dict[str, list[pd.DataFrame]] = {}
         for b, vals in zip(self.design.blocks, per_term):
             frames.setdefault(b.group, []).append(
                 pd.DataFrame(vals, index=b.levels, columns=list(b.columns)))
-        return {g: pd.concat(fs, axis=1) for g, fs in frames.items()}
+        return GroupDict({g: pd.concat(fs, axis=1) for g, fs in frames.items()})
 
     @cached_property
     def random_effects(self) -> dict[str, pd.DataFrame]:
@@ -242,6 +257,13 @@ class LinearMixedResults:
             Indexed like ``newdata``; rows with missing predictors give NaN.
         """
         d = self.design
+        for name, flag in (("include_random", include_random),
+                           ("allow_new_levels", allow_new_levels)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ArgumentError(f"{name} must be True or False, not {flag!r}")
+        if newdata is not None and not isinstance(newdata, pd.DataFrame):
+            raise DesignError(f"newdata must be a pandas DataFrame, not "
+                              f"{type(newdata).__name__}; e.g. pd.DataFrame(newdata)")
         if newdata is None:
             if include_random:
                 return self.fittedvalues.rename("predicted")
@@ -255,6 +277,13 @@ class LinearMixedResults:
         missing_cols = [v for v in needed if v not in newdata.columns]
         if missing_cols:
             raise DesignError(f"newdata lacks column(s) {', '.join(map(repr, missing_cols))}")
+        dup = [v for v in needed if int(np.sum(newdata.columns == v)) > 1]
+        if dup:
+            raise DesignError(f"newdata has column {dup[0]!r} more than once")
+        if not newdata.index.is_unique:
+            raise DesignError("newdata's index has duplicated labels; predictions are "
+                              "indexed like newdata, so give it a unique index "
+                              "(newdata.reset_index(drop=True))")
         ok = ~newdata[needed].isna().any(axis=1).to_numpy()
         sub = newdata.loc[ok]
         out = np.full(len(newdata), np.nan)
@@ -356,7 +385,8 @@ class LinearMixedResults:
         -------
         pandas.DataFrame
             Indexed by term; columns ``sum_sq, mean_sq, num_df, den_df, F, p``.
-            Printing shows the heading; ``attrs["hypotheses"]`` holds each term's L.
+            Printing shows the heading; ``.hypotheses`` holds each term's L
+            (``attrs`` stay scalars, so that tables concatenate).
         """
         return self._inference.anova(type, ddf)
 
@@ -392,6 +422,11 @@ class LinearMixedResults:
         See :func:`mixedanova.inference.intervals.conf_int`.
         """
         from ..inference.intervals import conf_int
+        unknown = sorted(set(kwargs) - {"parm", "criterion", "n_boot", "seed"})
+        if unknown:
+            raise ArgumentError(f"conf_int() got unknown keyword argument(s) "
+                                f"{', '.join(map(repr, unknown))}; it takes method, level, "
+                                "parm, criterion, n_boot, seed")
         return conf_int(self, method, level, **kwargs)
 
     def ranova(self, reduce_terms: bool = True) -> pd.DataFrame:
