@@ -251,7 +251,7 @@ class LinearMixedModel:
                           intercept=intercept, ems=ems, method=anova_method)
         est = state.estimates_truncated
         s2e = float(est["Residual"])
-        theta = np.array([np.sqrt(float(est[b.group]) / s2e) for b in d.blocks])
+        theta = np.array([np.sqrt(float(est[":".join(b.factors)]) / s2e) for b in d.blocks])
         fs = state_at(self.deviance_function(reml=True), theta, np.sqrt(s2e), "ANOVA",
                       extra={"anova": state})
         return AnovaResults(d, fs, model=self)

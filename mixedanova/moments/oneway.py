@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..errors import DesignError
+
 __all__ = ["OnewayResult", "oneway"]
 
 
@@ -95,11 +97,11 @@ def oneway(y, group) -> OnewayResult:
     y_arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(y).ravel()), errors="raise"), dtype=float)
     g = pd.Series(np.asarray(group).ravel())
     if y_arr.size != g.size:
-        raise ValueError(f"y has {y_arr.size} values but group has {g.size}")
+        raise DesignError(f"y has {y_arr.size} values but group has {g.size}")
     if np.isnan(y_arr).any():
-        raise ValueError(f"y has {int(np.isnan(y_arr).sum())} missing value(s); drop them first")
+        raise DesignError(f"y has {int(np.isnan(y_arr).sum())} missing value(s); drop them first")
     if g.isna().any():
-        raise ValueError(f"group has {int(g.isna().sum())} missing label(s); drop them first")
+        raise DesignError(f"group has {int(g.isna().sum())} missing label(s); drop them first")
     frame = pd.DataFrame({"y": y_arr, "g": g.to_numpy()})
     grouped = frame.groupby("g", sort=True)["y"]
     sizes = grouped.size().astype(float)
@@ -107,9 +109,9 @@ def oneway(y, group) -> OnewayResult:
     n_groups = int(sizes.size)
     nobs = int(y_arr.size)
     if n_groups < 2:
-        raise ValueError(f"need at least 2 groups, got {n_groups}")
+        raise DesignError(f"need at least 2 groups, got {n_groups}")
     if nobs <= n_groups:
-        raise ValueError("no within-group degrees of freedom: every group has a single observation")
+        raise DesignError("no within-group degrees of freedom: every group has a single observation")
     grand = float(y_arr.mean())
     df_b = float(n_groups - 1)
     df_w = float(nobs - n_groups)
