@@ -280,10 +280,7 @@ class LinearMixedResults:
         dup = [v for v in needed if int(np.sum(newdata.columns == v)) > 1]
         if dup:
             raise DesignError(f"newdata has column {dup[0]!r} more than once")
-        if not newdata.index.is_unique:
-            raise DesignError("newdata's index has duplicated labels; predictions are "
-                              "indexed like newdata, so give it a unique index "
-                              "(newdata.reset_index(drop=True))")
+
         ok = ~newdata[needed].isna().any(axis=1).to_numpy()
         sub = newdata.loc[ok]
         out = np.full(len(newdata), np.nan)
