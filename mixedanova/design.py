@@ -242,14 +242,9 @@ def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
     factor and the level.  Columns must have the kind they had in the fit.
     """
     if isinstance(spec, SimpleSpec):
-        for c in spec.columns:
-            col = data[c]
-            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-                bad = [v for v in col if not isinstance(v, (int, float, np.number))][:3]
-                raise DesignError(f"newdata column {c!r} ({role}) is not numeric (dtype "
-                                  f"{col.dtype}, values such as {bad}); the fit used numbers")
+        data = data.assign(**{c: _as_numeric(data[c], c, role) for c in spec.columns})
         return spec.get_model_matrix(data)
-    _check_levels(spec, data, role)
+    data = _check_levels(spec, data, role)
     try:
         mm = spec.get_model_matrix(plain_strings(data))
     except Exception as exc:  # formulaic's errors on data it cannot encode
@@ -259,8 +254,27 @@ def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
     return np.asarray(mm, dtype=float).reshape(len(data), -1)
 
 
-def _check_levels(spec, data: pd.DataFrame, role: str) -> None:
-    """Unseen levels of categorical factors and text in numeric ones, by column."""
+def _as_numeric(col: pd.Series, name: str, role: str) -> pd.Series:
+    """A newdata column the fit used as numbers: numeric as it is, or an object
+    column holding only real numbers (converted); else a :class:`DesignError`."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and \
+            not pd.api.types.is_complex_dtype(col):
+        return col
+
+    def real(v) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and \
+            not isinstance(v, (bool, np.bool_))
+
+    if col.dtype == object and all(real(v) for v in col.dropna()):
+        return col.astype(float)
+    bad = [v for v in col.dropna() if not real(v)][:3]
+    raise DesignError(f"newdata column {name!r} ({role}) is not numeric (dtype {col.dtype}, "
+                      f"values such as {bad}); the fit used real numbers")
+
+
+def _check_levels(spec, data: pd.DataFrame, role: str) -> pd.DataFrame:
+    """Unseen levels of categorical factors and text in numeric ones, by column;
+    returns ``data`` with numeric columns held as objects converted."""
     state = getattr(spec, "encoder_state", {}) or {}
     cols = list(data.columns)
     for expr, (kind, st) in state.items():
@@ -284,11 +298,9 @@ def _check_levels(spec, data: pd.DataFrame, role: str) -> None:
                     f"newdata has level(s) {', '.join(map(repr, new[:5]))} of {role} factor "
                     f"{names[0]!r} not seen in the fit (rows {rows}); its levels are "
                     f"{', '.join(map(repr, list(st['categories'])[:10]))}")
-        elif kind == "numerical" and expr == names[0] and (
-                not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
-            bad = [v for v in col if not isinstance(v, (int, float, np.number))][:3]
-            raise DesignError(f"newdata column {names[0]!r} ({role}) is not numeric (dtype "
-                              f"{col.dtype}, values such as {bad}); the fit used numbers")
+        elif kind == "numerical":
+            data = data.assign(**{names[0]: _as_numeric(col, names[0], role)})
+    return data
 
 
 def plain_strings(data: pd.DataFrame) -> pd.DataFrame:
@@ -427,12 +439,19 @@ def _check_columns(parsed: ParsedFormula, data: pd.DataFrame, used: list[str]) -
         if pd.api.types.is_complex_dtype(dtype):
             raise DesignError(f"column {name!r} is complex (dtype {dtype}); the model "
                               "needs real numbers")
-    for term in parsed.random:
-        for f in term.factors:
-            _check_group_labels(data[f], f)
+    groups = {f for term in parsed.random for f in term.factors}
+    for name in used:
+        dtype = data[name].dtype
+        if name not in groups and (pd.api.types.is_datetime64_any_dtype(dtype) or
+                                   pd.api.types.is_timedelta64_dtype(dtype) or
+                                   isinstance(dtype, pd.PeriodDtype)):
+            raise DesignError(f"column {name!r} holds dates or durations (dtype {dtype}); "
+                              "convert it to numbers first, e.g. "
+                              f"data[{name!r}].dt.days or (d - d.min()).dt.days")
+        _check_look_alike(data[name], name, "grouping factor" if name in groups else "column")
 
 
-def _check_group_labels(col: pd.Series, name: str) -> None:
+def _check_look_alike(col: pd.Series, name: str, role: str) -> None:
     """Values that differ but print alike (``1`` and ``"1"``) would merge into one label."""
     if col.dtype != object:
         return
@@ -442,7 +461,7 @@ def _check_group_labels(col: pd.Series, name: str) -> None:
         key = str(v)
         if key in labels and labels[key] is not v and type(labels[key]) is not type(v):
             raise DesignError(
-                f"grouping factor {name!r} mixes values that print alike: "
+                f"{role} {name!r} mixes values that print alike: "
                 f"{labels[key]!r} ({type(labels[key]).__name__}) and {v!r} "
                 f"({type(v).__name__}); convert the column to one type, e.g. "
                 f"data[{name!r}].astype(str)")

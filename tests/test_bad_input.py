@@ -252,6 +252,14 @@ BAD_INPUTS = [
     ("grouping values 1 and '1'", lambda: ma.lmm("Reaction ~ Days + (1|g)",
                                                   _look_alike_groups()),
      ma.DesignError, r"grouping factor 'g' mixes values that print alike: 1 \(int\) and '1' \(str\)"),
+    ("durations as a predictor", lambda: ma.lmm(
+        "Reaction ~ d + (1|Subject)",
+        _sleep().assign(d=pd.to_timedelta(_sleep()["Days"], unit="D"))),
+     ma.DesignError, r"column 'd' holds dates or durations \(dtype timedelta64"),
+    ("fixed values 1 and '1'", lambda: ma.lmm(
+        "Reaction ~ m + (1|Subject)",
+        _sleep().assign(m=pd.Series([1 if i % 2 else "1" for i in range(180)], dtype=object))),
+     ma.DesignError, r"column 'm' mixes values that print alike: '1' \(str\) and 1 \(int\)"),
     ("infinite predictor", lambda: ma.lmm(_F, _sleep().assign(
         Days=np.where(_sleep()["Days"] == 3, np.inf, _sleep()["Days"]))),
      ma.DesignError, r"column 'Days' has infinite values"),
@@ -357,6 +365,11 @@ BAD_INPUTS = [
     ("predict text in a numeric column", lambda: _fit().predict(
         _new(Days=["a"], Subject=[308])), ma.DesignError,
      r"newdata column 'Days' \(fixed effects\) is not numeric"),
+    ("predict complex values", lambda: _fit().predict(_new(Days=[1j], Subject=[308])),
+     ma.DesignError, r"newdata column 'Days' is complex"),
+    ("predict booleans for a number", lambda: _fit().predict(
+        _new(Days=[True], Subject=[308])), ma.DesignError,
+     r"newdata column 'Days' \(fixed effects\) is not numeric \(dtype bool"),
     ("predict without a column", lambda: _fit().predict(_new(Subject=[308])),
      ma.DesignError, r"newdata lacks column\(s\) 'Days'"),
     ("predict unseen group level", lambda: _fit().predict(_new(Days=[1], Subject=[999])),
@@ -447,6 +460,10 @@ BAD_INPUTS = [
      ma.ArgumentError, r"combination must be a string .* not int"),
     ("varcomp_ci unparsable combination", lambda: _fit_anova().varcomp_ci("s2_blend + +"),
      ma.ArgumentError, r"cannot parse the combination 's2_blend \+ \+'"),
+    ("oneway text response", lambda: ma.oneway(["a", "b", "c", "d"], [1, 1, 2, 2]),
+     ma.DesignError, r"y must be numbers; it has values such as \['a', 'b', 'c'\]"),
+    ("ems_rules of names", lambda: ma.ems_rules(["A"]), ma.ArgumentError,
+     r"factors must be Factor objects .*not 'A'"),
     ("unknown data set", lambda: ma.load_dataset("nope"), ma.UnknownNameError,
      r"unknown dataset 'nope'"),
 ]
@@ -537,6 +554,12 @@ def test_nested_groups_use_lme4_names_and_accept_either_spelling():
     a = aov.varcomp_ci("s2_batch:cask + s2_e")
     b = aov.varcomp_ci("s2_cask:batch + s2_e")
     assert a.estimate == b.estimate and a.lower == b.lower
+
+
+def test_predict_accepts_numbers_held_as_objects():
+    new = _new(Days=pd.Series([1.0, 4], dtype=object), Subject=[308, 309])
+    ref = _new(Days=[1.0, 4.0], Subject=[308, 309])
+    np.testing.assert_allclose(_fit().predict(new), _fit().predict(ref), rtol=1e-14)
 
 
 def test_predict_still_allows_new_group_levels():

@@ -220,9 +220,15 @@ def make_spec(factors: Sequence[Factor], terms: Sequence[Sequence[str]] | None,
               replicates: int, naming: str,
               term_random: Sequence[bool] | None = None,
               order: bool = True) -> Spec:
+    if isinstance(factors, (str, Factor)):
+        factors = [factors]
     factors = tuple(factors)
     if not factors:
         raise DesignError("a design needs at least one factor")
+    bad = [f for f in factors if not isinstance(f, Factor)]
+    if bad:
+        raise ArgumentError(f"factors must be Factor objects (ma.Factor(name, levels)), not "
+                            f"{bad[0]!r}")
     names = [f.name for f in factors]
     if len(set(names)) != len(names):
         raise DesignError(f"duplicate factor names in {names}")

@@ -90,11 +90,16 @@ def oneway(y, group) -> OnewayResult:
 
     Raises
     ------
-    ValueError
-        Different lengths, missing values, fewer than 2 groups, or no
+    DesignError
+        Non-numeric ``y``, different lengths, missing values, fewer than 2 groups, or no
         within-group degrees of freedom (every group has one observation).
     """
-    y_arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(y).ravel()), errors="raise"), dtype=float)
+    try:
+        y_arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(y).ravel()), errors="raise"),
+                           dtype=float)
+    except (TypeError, ValueError):
+        raise DesignError("y must be numbers; it has values such as "
+                          f"{np.asarray(y).ravel()[:3].tolist()}") from None
     g = pd.Series(np.asarray(group).ravel())
     if y_arr.size != g.size:
         raise DesignError(f"y has {y_arr.size} values but group has {g.size}")

@@ -280,6 +280,10 @@ class LinearMixedResults:
         dup = [v for v in needed if int(np.sum(newdata.columns == v)) > 1]
         if dup:
             raise DesignError(f"newdata has column {dup[0]!r} more than once")
+        for v in needed:
+            if pd.api.types.is_complex_dtype(newdata[v].dtype):
+                raise DesignError(f"newdata column {v!r} is complex (dtype "
+                                  f"{newdata[v].dtype}); the fit used real numbers")
 
         ok = ~newdata[needed].isna().any(axis=1).to_numpy()
         sub = newdata.loc[ok]
