@@ -26,6 +26,7 @@ from formulaic import model_matrix
 from .likelihood.theta import ThetaLayout
 from .formula import (ParsedFormula, RandomTermSpec, formula_variables, split_summands,
                       strip_quotes)
+from .data_checks import as_numeric, check_columns, check_levels, plain_strings
 from .errors import DesignError, RankDeficiencyWarning, user_stacklevel
 
 __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
@@ -242,9 +243,9 @@ def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
     factor and the level.  Columns must have the kind they had in the fit.
     """
     if isinstance(spec, SimpleSpec):
-        data = data.assign(**{c: _as_numeric(data[c], c, role) for c in spec.columns})
+        data = data.assign(**{c: as_numeric(data[c], c, role) for c in spec.columns})
         return spec.get_model_matrix(data)
-    data = _check_levels(spec, data, role)
+    data = check_levels(spec, data, role)
     try:
         mm = spec.get_model_matrix(plain_strings(data))
     except Exception as exc:  # formulaic's errors on data it cannot encode
@@ -252,69 +253,6 @@ def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
         raise DesignError(f"cannot rebuild the {role} columns from newdata: "
                           f"{detail[0] if detail else type(exc).__name__}") from None
     return np.asarray(mm, dtype=float).reshape(len(data), -1)
-
-
-def _as_numeric(col: pd.Series, name: str, role: str) -> pd.Series:
-    """A newdata column the fit used as numbers: numeric as it is, or an object
-    column holding only real numbers (converted); else a :class:`DesignError`."""
-    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and \
-            not pd.api.types.is_complex_dtype(col):
-        return col
-
-    def real(v) -> bool:
-        return isinstance(v, (int, float, np.integer, np.floating)) and \
-            not isinstance(v, (bool, np.bool_))
-
-    if col.dtype == object and all(real(v) for v in col.dropna()):
-        return col.astype(float)
-    bad = [v for v in col.dropna() if not real(v)][:3]
-    raise DesignError(f"newdata column {name!r} ({role}) is not numeric (dtype {col.dtype}, "
-                      f"values such as {bad}); the fit used real numbers")
-
-
-def _check_levels(spec, data: pd.DataFrame, role: str) -> pd.DataFrame:
-    """Unseen levels of categorical factors and text in numeric ones, by column;
-    returns ``data`` with numeric columns held as objects converted."""
-    state = getattr(spec, "encoder_state", {}) or {}
-    cols = list(data.columns)
-    for expr, (kind, st) in state.items():
-        names = [v for v in formula_variables(expr, cols) if v in data.columns]
-        if len(names) != 1:
-            continue
-        col = data[names[0]]
-        kind = getattr(kind, "value", str(kind))
-        if kind == "categorical" and "categories" in st:
-            values = col[col.notna()]
-            if not isinstance(values.dtype, pd.CategoricalDtype) and \
-                    pd.api.types.is_numeric_dtype(values) and \
-                    any(isinstance(c, str) for c in st["categories"]):
-                values = values.astype(str)
-            known = pd.Index(list(st["categories"]), dtype=object)
-            new = pd.unique(np.asarray(values, dtype=object)[
-                known.get_indexer(np.asarray(values, dtype=object)) < 0])
-            if len(new):
-                rows = list(values.index[~values.isin(list(st["categories"]))][:5])
-                raise DesignError(
-                    f"newdata has level(s) {', '.join(map(repr, new[:5]))} of {role} factor "
-                    f"{names[0]!r} not seen in the fit (rows {rows}); its levels are "
-                    f"{', '.join(map(repr, list(st['categories'])[:10]))}")
-        elif kind == "numerical":
-            data = data.assign(**{names[0]: _as_numeric(col, names[0], role)})
-    return data
-
-
-def plain_strings(data: pd.DataFrame) -> pd.DataFrame:
-    """``data`` with pandas ``"string"`` (pd.NA) columns as object columns.
-
-    formulaic passes such columns through as if numeric; as object columns they
-    are encoded as factors, like the default ``str`` columns.
-    """
-    conv = [c for c, t in data.dtypes.items()
-            if isinstance(t, pd.StringDtype) and t.na_value is pd.NA]
-    if not conv:
-        return data
-    return data.assign(**{c: data[c].astype(object).where(data[c].notna(), np.nan)
-                          for c in conv})
 
 
 def group_labels(data: pd.DataFrame, factors: tuple[str, ...]) -> pd.Index:
@@ -365,7 +303,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     if len(data) == 0:
         raise DesignError("data has no rows")
     used = _used_columns(parsed, data)
-    _check_columns(parsed, data, used)
+    check_columns(parsed, data, used)
     data, n_dropped = _complete_rows(data, used, missing)
     data = plain_strings(data)
     y = _response(parsed, data)
@@ -425,47 +363,6 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
         for v in term.factors:
             add(v, f"grouping factor of {term.source}")
     return used
-
-
-def _check_columns(parsed: ParsedFormula, data: pd.DataFrame, used: list[str]) -> None:
-    """Used columns must be unique labels of a usable kind."""
-    dup = data.columns[data.columns.duplicated()]
-    for name in used:
-        if name in dup:
-            k = int(np.sum(data.columns == name))
-            raise DesignError(f"column {name!r} appears {k} times in the data; "
-                              "rename or drop the duplicates")
-        dtype = data[name].dtype
-        if pd.api.types.is_complex_dtype(dtype):
-            raise DesignError(f"column {name!r} is complex (dtype {dtype}); the model "
-                              "needs real numbers")
-    groups = {f for term in parsed.random for f in term.factors}
-    for name in used:
-        dtype = data[name].dtype
-        if name not in groups and (pd.api.types.is_datetime64_any_dtype(dtype) or
-                                   pd.api.types.is_timedelta64_dtype(dtype) or
-                                   isinstance(dtype, pd.PeriodDtype)):
-            raise DesignError(f"column {name!r} holds dates or durations (dtype {dtype}); "
-                              "convert it to numbers first, e.g. "
-                              f"data[{name!r}].dt.days or (d - d.min()).dt.days")
-        _check_look_alike(data[name], name, "grouping factor" if name in groups else "column")
-
-
-def _check_look_alike(col: pd.Series, name: str, role: str) -> None:
-    """Values that differ but print alike (``1`` and ``"1"``) would merge into one label."""
-    if col.dtype != object:
-        return
-    values = pd.unique(col.dropna().to_numpy())
-    labels: dict[str, object] = {}
-    for v in values:
-        key = str(v)
-        if key in labels and labels[key] is not v and type(labels[key]) is not type(v):
-            raise DesignError(
-                f"{role} {name!r} mixes values that print alike: "
-                f"{labels[key]!r} ({type(labels[key]).__name__}) and {v!r} "
-                f"({type(v).__name__}); convert the column to one type, e.g. "
-                f"data[{name!r}].astype(str)")
-        labels.setdefault(key, v)
 
 
 def _formula_variables(expr: str, columns=()) -> list[str]:
