@@ -579,6 +579,8 @@ def test_anova_tables_concatenate():
         assert all(v is None or isinstance(v, (str, int, float, bool, np.number))
                    for v in table.attrs.values()), table.attrs
     assert set(a.hypotheses) == {"Days"}
+    boot = _fit().conf_int(method="boot", n_boot=3, seed=np.random.default_rng(1))
+    assert boot.attrs["seed"] == "Generator" and boot.attrs["n_boot"] == 3
 
 
 def test_warnings_point_at_the_callers_line():

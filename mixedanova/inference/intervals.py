@@ -396,7 +396,10 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         n_boot = _check_n_boot(n_boot)
         seed = _check_seed(seed)
         limits, failed = _bootstrap(res, level, n_boot, seed)
-        attrs.update({"n_boot": int(n_boot), "seed": seed, "failed": failed})
+        # attrs hold scalars only (pd.concat compares them): a Generator is named
+        attrs.update({"n_boot": int(n_boot), "failed": failed,
+                      "seed": seed if seed is None or isinstance(seed, int)
+                      else type(seed).__name__})
     frame = pd.DataFrame({"estimate": est,
                           "ci_low": [limits[n][0] for n in names],
                           "ci_high": [limits[n][1] for n in names]}, index=names)

@@ -80,8 +80,8 @@ class LinearMixedResults:
 
     @property
     def ngroups(self) -> dict[str, int]:
-        """Levels per grouping factor."""
-        return self.design.ngroups
+        """Levels per grouping factor (either spelling of a nested group works as a key)."""
+        return GroupDict(self.design.ngroups)
 
     @property
     def theta(self) -> np.ndarray:
