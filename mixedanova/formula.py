@@ -8,11 +8,16 @@ terms are taken out of the right-hand side first and expanded:
 
 * ``(x | g)``     -> one term, correlated intercept and slope (``1 + x``);
 * ``(x || g)``    -> independent terms ``(1 | g) + (0 + x | g)``;
-* ``(1 | a/b)``   -> ``(1 | a) + (1 | a:b)``;
+* ``(1 | a/b)``   -> ``(1 | a) + (1 | b:a)``;
 * ``(1 | a:b)``   -> the interaction of ``a`` and ``b`` as grouping factor.
 
+As lme4 (``expandSlash``), the nested term of ``a/b`` is named ``b:a``.  A
+variable may be written plain (``y.val``, ``grüppe``), in backticks or as
+formulaic's ``Q("...")`` anywhere a name can appear; :func:`formula_variables`
+finds the data columns a side of the formula uses.
+
 Malformed formulas raise :class:`FormulaError`, whose message shows the formula
-with a caret under the offending text.
+with a caret under the offending text (formulaic's own syntax errors included).
 """
 from __future__ import annotations
 
@@ -262,10 +267,6 @@ def strip_quotes(name: str) -> str:
     return name
 
 
-def _strip_ticks(name: str) -> str:
-    return strip_quotes(name)
-
-
 def _expand_grouping(grouping: str) -> list[tuple[tuple[str, ...], str | None]]:
     """Grouping factors and lme4's labels of a grouping expression.
 
@@ -273,7 +274,7 @@ def _expand_grouping(grouping: str) -> list[tuple[tuple[str, ...], str | None]]:
     ``expandSlash``: ``a/b/c`` -> ``a``, ``b:a`` and ``c:(b:a)``; the factors of a
     nested term run from the innermost out, so its levels read ``"c1:b1:a1"``.
     """
-    nests = [tuple(_strip_ticks(p) for p in _split_at(part, ":"))
+    nests = [tuple(strip_quotes(p) for p in _split_at(part, ":"))
              for part in _split_at(grouping, "/")]
     if len(nests) == 1:
         return [(nests[0], None)]

@@ -87,7 +87,7 @@ def test_nested_reml_equals_moment_estimates():
     mse = np.sum((y - cm[cask].to_numpy()) ** 2) / (60 - 30)
     msc = 2 * np.sum((cm.to_numpy() - bm[[k.split(":")[0] for k in cm.index]].to_numpy()) ** 2) / 20
     msb = 6 * np.sum((bm.to_numpy() - y.mean()) ** 2) / 9
-    res = ma.lmm("strength ~ 1 + (1|batch/cask)", df)  # lme4 names the nested term cask:batch
+    res = ma.lmm("strength ~ 1 + (1|batch/cask)", df)
     vc = res.varcomp.set_index("group")["vcov"]
     assert vc["Residual"] == pytest.approx(mse, rel=1e-6)
     assert vc["cask:batch"] == pytest.approx((msc - mse) / 2, rel=1e-6)
