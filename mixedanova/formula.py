@@ -22,6 +22,7 @@ with a caret under the offending text (formulaic's own syntax errors included).
 from __future__ import annotations
 
 import ast
+import keyword
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -367,8 +368,12 @@ def _check_syntax(text: str, formula: str, pos: int, length: int) -> None:
         _parse_terms(text)
     except Exception as exc:  # formulaic's parser raises several types
         detail = _ANSI_RE.sub("", str(exc)).strip().splitlines()
+        words = [w for w in re.findall(r"[^\W\d]\w*", _QUOTED_RE.sub(
+            lambda m: " " + strip_quotes(m.group(0)) + " ", text)) if keyword.iskeyword(w)]
+        hint = (f"; {words[0]!r} is a Python keyword, which formulaic cannot evaluate inside "
+                f"an expression: rename the column") if words else ""
         raise FormulaError(f"cannot parse {text.strip()!r}: "
-                           f"{detail[0] if detail else type(exc).__name__}",
+                           f"{detail[0] if detail else type(exc).__name__}{hint}",
                            formula, pos, max(1, length)) from None
 
 

@@ -464,6 +464,18 @@ BAD_INPUTS = [
      ma.DesignError, r"y must be numbers; it has values such as \['a', 'b', 'c'\]"),
     ("ems_rules of names", lambda: ma.ems_rules(["A"]), ma.ArgumentError,
      r"factors must be Factor objects .*not 'A'"),
+    ("Factor with text levels", lambda: ma.Factor("A", "x"), ma.DesignError,
+     r"factor 'A': levels must be a positive integer, not 'x'"),
+    ("oneway of a matrix", lambda: ma.oneway(np.ones((2, 2)), ["a", "a", "b", "b"]),
+     ma.DesignError, r"y and group must be one-dimensional .* shape \(2, 2\)"),
+    ("moments_from_mean_squares without a table",
+     lambda: ma.moments_from_mean_squares(None), ma.ArgumentError,
+     r"ems_table must be the DataFrame of ma.ems_rules\(\)"),
+    ("varcomp_ci of nothing", lambda: _fit_anova().varcomp_ci({}), ma.ArgumentError,
+     r"the combination \{\} gives every component weight 0"),
+    ("Python keyword inside an expression", lambda: ma.lmm(
+        "np.log(yield) ~ treat + (1|blend)", _pen()), ma.FormulaError,
+     r"'yield' is a Python keyword"),
     ("unknown data set", lambda: ma.load_dataset("nope"), ma.UnknownNameError,
      r"unknown dataset 'nope'"),
 ]

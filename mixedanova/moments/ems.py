@@ -123,6 +123,27 @@ class Factor:
     random: bool = False
     nested_in: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise DesignError(f"a factor's name must be a non-empty string, not {self.name!r}")
+        if isinstance(self.levels, (bool, np.bool_)) or \
+                not isinstance(self.levels, (int, float, np.integer, np.floating)) or \
+                not float(self.levels).is_integer() or self.levels < 1:
+            raise DesignError(f"factor {self.name!r}: levels must be a positive integer, "
+                              f"not {self.levels!r}")
+        if not isinstance(self.random, (bool, np.bool_)):
+            raise DesignError(f"factor {self.name!r}: random must be True or False, not "
+                              f"{self.random!r}")
+        nested = (self.nested_in,) if isinstance(self.nested_in, str) else self.nested_in
+        try:
+            nested = tuple(nested)
+        except TypeError:
+            nested = (nested,)
+        if not all(isinstance(n, str) for n in nested):
+            raise DesignError(f"factor {self.name!r}: nested_in must be factor names, not "
+                              f"{self.nested_in!r}")
+        object.__setattr__(self, "nested_in", nested)
+
 
 @dataclass(frozen=True)
 class Spec:

@@ -290,13 +290,23 @@ def moments_from_mean_squares(ems_table: pd.DataFrame,
     -------
     MomentEstimates
     """
+    if not isinstance(ems_table, pd.DataFrame) or "df" not in ems_table.columns:
+        raise ArgumentError(f"ems_table must be the DataFrame of ma.ems_rules() or of a fit's "
+                            f"ems_table(), not {type(ems_table).__name__}")
     comps, own = own_components(ems_table)
     sources = [s for s, o in zip(ems_table.index, own) if o is not None]
-    if mean_squares is None:
-        ms = ems_table["mean_sq"].astype(float)
-    else:
-        ms = pd.Series(mean_squares, dtype=float)
-    dfs = ems_table["df"].astype(float) if df is None else pd.Series(df, dtype=float)
+    try:
+        if mean_squares is None:
+            ms = ems_table["mean_sq"].astype(float)
+        else:
+            ms = pd.Series(mean_squares, dtype=float)
+    except (KeyError, TypeError, ValueError):
+        raise ArgumentError("mean_squares must map each source to a number (or the table "
+                            "must have a mean_sq column)") from None
+    try:
+        dfs = ems_table["df"].astype(float) if df is None else pd.Series(df, dtype=float)
+    except (TypeError, ValueError):
+        raise ArgumentError("df must map each source to a number") from None
     missing = [s for s in sources if s not in ms.index or not np.isfinite(ms[s])]
     if missing:
         raise DesignError(f"mean squares missing for source(s) {missing}")
@@ -403,6 +413,8 @@ def varcomp_ci(state: AnovaFitState | MomentEstimates,
     else:
         raise ArgumentError(f"combination must be a string such as 's2_a + s2_e' or a dict "
                             f"{{component: weight}}, not {type(combination).__name__}")
+    if not any(weights.values()):
+        raise ArgumentError(f"the combination {combination!r} gives every component weight 0")
     w = np.array([weights.get(c, 0.0) for c in comps])
     b = pd.Series(w @ state.ms_coefficients.to_numpy(), index=state.ms_coefficients.columns)
     terms = b.to_numpy() * state.mean_squares.to_numpy()

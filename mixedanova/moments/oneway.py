@@ -94,7 +94,13 @@ def oneway(y, group) -> OnewayResult:
         Non-numeric ``y``, different lengths, missing values, fewer than 2 groups, or no
         within-group degrees of freedom (every group has one observation).
     """
+    if y is None or group is None or np.ndim(y) != 1 or np.ndim(group) != 1:
+        raise DesignError("y and group must be one-dimensional sequences of equal length, not "
+                          f"{type(y).__name__} of shape {np.shape(y)} and "
+                          f"{type(group).__name__} of shape {np.shape(group)}")
     try:
+        if np.iscomplexobj(y):
+            raise TypeError
         y_arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(y).ravel()), errors="raise"),
                            dtype=float)
     except (TypeError, ValueError):
