@@ -497,6 +497,12 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
     first[codes[::-1]] = np.arange(len(codes))[::-1]
     levels = pd.Index(group_labels(data.iloc[first], term.factors), dtype=object,
                       name=term.group)
+    if not levels.is_unique:
+        dup = levels[levels.duplicated()][0]
+        raise DesignError(
+            f"grouping factor {term.group!r} of {term.source} has two different levels both "
+            f"labelled {dup!r} (a value of {', '.join(map(repr, term.factors))} contains "
+            "':'); recode the values")
     if len(levels) < 2:
         raise DesignError(
             f"grouping factor {term.group!r} of {term.source} has only one level "

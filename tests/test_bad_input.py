@@ -260,6 +260,12 @@ BAD_INPUTS = [
         "Reaction ~ m + (1|Subject)",
         _sleep().assign(m=pd.Series([1 if i % 2 else "1" for i in range(180)], dtype=object))),
      ma.DesignError, r"column 'm' mixes values that print alike: '1' \(str\) and 1 \(int\)"),
+    ("interaction labels that collide", lambda: ma.lmm(
+        "Reaction ~ Days + (1|a:b)", _sleep().assign(
+            a=np.where(_sleep().index < 90, "x:y", "x"),
+            b=np.where(_sleep().index < 90, "z", "y:z"))),
+     ma.DesignError, r"grouping factor 'a:b' of \(1\|a:b\) has two different levels both "
+                     r"labelled 'x:y:z'"),
     ("infinite predictor", lambda: ma.lmm(_F, _sleep().assign(
         Days=np.where(_sleep()["Days"] == 3, np.inf, _sleep()["Days"]))),
      ma.DesignError, r"column 'Days' has infinite values"),
