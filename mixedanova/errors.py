@@ -89,13 +89,20 @@ def user_stacklevel() -> int:
     """``stacklevel`` for :func:`warnings.warn` that points at the caller's code.
 
     Counts the frames, starting with the function that calls ``warnings.warn``,
-    that belong to this package, so that the warning shows the user's line
-    (the first frame outside the package) whatever the call path.
+    that belong to this package (or to :mod:`functools`, whose
+    ``cached_property`` the results use), so that the warning shows the user's
+    line (the first frame outside) whatever the call path.
     """
     level = 1
     frame = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-            _PACKAGE_DIR + os.sep):
+    while frame is not None and _internal(frame.f_code.co_filename):
         level += 1
         frame = frame.f_back
     return level
+
+
+def _internal(filename: str) -> bool:
+    """A frame of this package, or of :mod:`functools` between two of its frames
+    (``cached_property``)."""
+    path = os.path.abspath(filename)
+    return path.startswith(_PACKAGE_DIR + os.sep) or os.path.basename(path) == "functools.py"
