@@ -401,6 +401,11 @@ BAD_INPUTS = [
     ("contrast rhs of the wrong length", lambda: _fit().contrast([[1, 0], [0, 1]],
                                                                  rhs=[1, 2, 3]),
      ma.ArgumentError, r"rhs must be one finite number or 2"),
+    ("contrast not estimable", lambda: ma.lmm(
+        "Reaction ~ Days + Days2 + (1|Subject)",
+        _sleep().assign(Days2=2 * _sleep()["Days"])).contrast([0, 0, 1]),
+     ma.EstimabilityError, r"contrast row\(s\) \['contrast'\] are not estimable.*"
+                           r"dropped: Days2"),
     ("contrast unknown ddf", lambda: _fit().contrast([0, 1], ddf="bogus"), ma.ArgumentError,
      r"ddf must be one of .*'bogus'"),
     ("contrast level out of range", lambda: _fit().contrast([0, 1], level=1.5),
