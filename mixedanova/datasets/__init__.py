@@ -11,6 +11,8 @@ from importlib import resources
 
 import pandas as pd
 
+from ..errors import UnknownNameError
+
 __all__ = ["load_dataset", "list_datasets"]
 
 
@@ -30,6 +32,6 @@ def load_dataset(name: str) -> pd.DataFrame:
     """
     names = list_datasets()
     if name not in names:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(names)}")
+        raise UnknownNameError(f"unknown dataset {name!r}; available: {', '.join(names)}")
     with resources.files(__name__).joinpath(f"{name}.csv").open("r") as fh:
         return pd.read_csv(fh)
