@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
 from ..errors import ArgumentError, MixedAnovaError
 
 __all__ = ["WorkflowMixin"]
