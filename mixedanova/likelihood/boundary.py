@@ -20,7 +20,8 @@ import numpy as np
 from .blocked import NotPositiveDefinite
 from .criterion import ProfiledDeviance
 
-__all__ = ["psd_cholesky", "cone_descent", "canonical_theta", "free_mask", "ConeDescent"]
+__all__ = ["psd_cholesky", "cone_descent", "canonical_theta", "free_mask", "near_singular",
+           "ConeDescent"]
 
 SMALL_DIAG = 1e-3   # a template diagonal this small (in units of its column's RMS) is "near 0"
 _EPS = 1e-6         # the gradient is taken at Sigma + _EPS D^-2, just inside the cone
@@ -66,7 +67,9 @@ def psd_cholesky(S: np.ndarray, tol: float = 1e-12) -> np.ndarray:
     return T
 
 
-def _near_singular(dev: ProfiledDeviance, k: int, T: np.ndarray) -> bool:
+def near_singular(dev: ProfiledDeviance, k: int, T: np.ndarray) -> bool:
+    """Term ``k``'s template has a diagonal near 0 (``SMALL_DIAG`` in units of its
+    column's RMS)."""
     return bool(np.min(np.abs(np.diag(T)) * dev.column_scales[k]) < SMALL_DIAG)
 
 
@@ -86,7 +89,7 @@ def cone_descent(dev: ProfiledDeviance, theta: np.ndarray,
     noise = 1e-10 * max(1.0, abs(f0))
     best: ConeDescent | None = None
     for k, T in enumerate(layout.templates(theta)):
-        if not _near_singular(dev, k, T):
+        if not near_singular(dev, k, T):
             continue
         d = dev.column_scales[k]
         S = T @ T.T

@@ -7,7 +7,8 @@
   ``H`` (forward differences of ``g``), the decrease a Newton step predicts,
   ``g'H^{-1}g / 2`` over the directions of positive curvature, is below
   ``1e-8 max(1, |f|)``, and the step ``H^{-1} g`` is within lme4's ``2e-3``
-  unless the decrease it predicts is below rounding (a nearly flat direction);
+  unless the decrease it predicts is below ``1e-10`` relative (a nearly flat
+  direction, or ``theta`` on a scale where the step is rounding);
 * **no way into the interior**: a scalar variance on 0 has a non-negative
   one-sided derivative, and no (near) singular covariance has a direction in
   the positive semidefinite cone that lowers the objective
@@ -36,6 +37,7 @@ __all__ = ["check_convergence", "SINGULAR_TOL", "GRAD_TOL"]
 SINGULAR_TOL = 1e-4
 GRAD_TOL = 2e-3
 DECREMENT_TOL = 1e-8
+NOISE_TOL = 1e-10  # a predicted decrease below this (relative) is rounding, whatever the step
 
 
 def check_convergence(dev: ProfiledDeviance, theta: np.ndarray,
@@ -79,7 +81,7 @@ def check_convergence(dev: ProfiledDeviance, theta: np.ndarray,
         decrement = 0.5 * float(coef[pos] @ (coef[pos] / eig[pos]))
         # a long step along a nearly flat direction that gains nothing is not a failure
         if decrement > DECREMENT_TOL * scale or (scaled > GRAD_TOL
-                                                 and decrement > 1e-12 * scale):
+                                                 and decrement > NOISE_TOL * scale):
             worst = names[idx[int(np.argmax(np.abs(gf)))]]
             messages.append(
                 f"failed to converge: the gradient is not zero at the estimates (largest "

@@ -24,12 +24,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..errors import FitError
-from .boundary import canonical_theta, cone_descent, free_mask
+from .boundary import canonical_theta, cone_descent, free_mask, near_singular
 from .criterion import ProfiledDeviance
 from .reparam import WorkingCoordinates
 from .state import OptimizerSummary
 
-__all__ = ["optimize_theta", "newton_polish", "check_start"]
+__all__ = ["optimize_theta", "newton_polish", "saddle_descent", "check_start"]
 
 _GRADIENT_METHODS = ("SLSQP", "L-BFGS-B")
 _DERIVATIVE_FREE = ("Powell", "Nelder-Mead", "COBYQA", "TNC")
@@ -86,21 +86,14 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
     if not math.isfinite(f0):
         raise FitError(f"start: the objective cannot be evaluated at theta = "
                        f"{wc.to_raw(x0).tolist()}")
-    res = _local(work, x0, bounds, method, tol, maxiter)
-    x = np.maximum(np.asarray(res.x, dtype=float), lower)
-    fx = work(x)
-    restarts = 0
-    for _ in range(max_restarts):
-        esc = cone_descent(work, x, fx)
-        if esc is None:
-            break
-        restarts += 1
-        res = _local(work, esc.theta, bounds, method, tol, maxiter)
-        x2 = np.maximum(np.asarray(res.x, dtype=float), lower)
-        f2 = work(x2)
-        x, fx = (x2, f2) if f2 < fx - esc.gain else (esc.theta, fx - esc.gain)
-    x = canonical_theta(work, _snap_to_bounds(work, x))
-    x, hessian = newton_polish(work, x)
+    run = _Run(work, bounds, method, tol, maxiter, max_restarts)
+    x, fx, hessian = run.descend(x0)
+    extra = inflated_start(work, x)
+    if extra is not None:  # a singular covariance: one more start just inside the cone
+        x2, f2, h2 = run.descend(extra)
+        if f2 < fx - 1e-10 * max(1.0, abs(fx)):
+            x, fx, hessian = x2, f2, h2
+    res, restarts = run.last, run.restarts
     theta = canonical_theta(dev, _snap_to_bounds(dev, wc.to_raw(x)))
     if not (wc.identity and np.array_equal(theta, x)):
         hessian = None  # taken in other coordinates or at another point
@@ -111,6 +104,69 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
                             converged=bool(res.success), message=str(res.message),
                             seconds=time.perf_counter() - t0, restarts=restarts,
                             hessian=hessian)
+
+
+class _Run:
+    """Local optimizer runs, escapes and polish on one objective (counted)."""
+
+    def __init__(self, dev: ProfiledDeviance, bounds: list, method: str, tol: float,
+                 maxiter: int, max_restarts: int) -> None:
+        self.dev, self.bounds, self.method = dev, bounds, method
+        self.tol, self.maxiter, self.max_restarts = tol, maxiter, max_restarts
+        self.restarts = 0
+        self.last = None
+
+    def local(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        self.last = _local(self.dev, x, self.bounds, self.method, self.tol, self.maxiter)
+        x = np.maximum(np.asarray(self.last.x, dtype=float), self.dev.layout.lower)
+        return x, self.dev(x)
+
+    def descend(self, x0: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """Local optimum from ``x0``, escapes from false boundaries and saddles,
+        Newton polish: ``(theta, f, Hessian over the free entries)``."""
+        dev = self.dev
+        x, fx = self.local(x0)
+        while True:
+            while self.restarts < self.max_restarts:
+                esc = cone_descent(dev, x, fx)
+                if esc is None:
+                    break
+                self.restarts += 1
+                x2, f2 = self.local(esc.theta)
+                x, fx = (x2, f2) if f2 < fx - esc.gain else (esc.theta, fx - esc.gain)
+            x = canonical_theta(dev, _snap_to_bounds(dev, x))
+            x, hessian = newton_polish(dev, x)
+            fx = dev(x)
+            better = saddle_descent(dev, x, hessian, fx) \
+                if self.restarts < self.max_restarts else None
+            if better is None:
+                return x, fx, hessian
+            self.restarts += 1
+            x, fx = self.local(better)
+
+
+def inflated_start(dev: ProfiledDeviance, theta: np.ndarray,
+                   inflate: float = 0.01) -> np.ndarray | None:
+    """A start just inside the cone when a vector term's covariance is singular.
+
+    Each such ``Sigma_k`` gets ``inflate`` times the mean of its normalized
+    variances added on the normalized diagonal.  The criterion is not convex in
+    the covariance, and on the boundary a basin can end where a nearby rank-one
+    covariance with another correlation is lower; a restart from here finds it
+    where the first run's path missed it.  ``None`` when no vector term is singular.
+    """
+    layout = dev.layout
+    out, changed = np.asarray(theta, dtype=float).copy(), False
+    for k, T in enumerate(layout.templates(out)):
+        if T.shape[0] == 1 or not near_singular(dev, k, T):
+            continue
+        d = dev.column_scales[k]
+        S = T @ T.T
+        sbar = max(float(np.mean(np.diag(S) * d**2)), 1e-8)
+        out = layout.with_template(out, k, np.linalg.cholesky(S + inflate * sbar
+                                                               * np.diag(1.0 / d**2)))
+        changed = True
+    return out if changed else None
 
 
 def check_start(dev: ProfiledDeviance, theta0) -> np.ndarray:
@@ -142,11 +198,19 @@ def _local(dev: ProfiledDeviance, x: np.ndarray, bounds: list, method: str, tol:
         return minimize(dev.value_and_gradient, x, method=method, jac=True, bounds=bounds,
                         options=options)
     if method == "SLSQP":
-        # ftol is absolute; 1e-14 relative is about the objective's precision.  The
-        # line search needs values only; the factor at x is reused for the gradient.
-        options = {"ftol": 1e-2 * tol * max(1.0, abs(dev(x))), "maxiter": maxiter}
-        return minimize(dev, x, method=method, jac=dev.gradient, bounds=bounds,
-                        options=options)
+        # SLSQP's first step is the plain negative gradient (its quasi-Newton matrix
+        # starts as I), which on a criterion of size 1e5 jumps far out; scaling the
+        # criterion so that this step moves theta by at most half its size avoids
+        # those wasted evaluations.  ftol is absolute on the scaled criterion;
+        # 1e-14 relative is about the objective's precision.  The line search
+        # needs values only; the factor at x is reused for the gradient.
+        g = np.max(np.abs(dev.gradient(x)))
+        c = min(1.0, 0.5 * max(float(np.max(np.abs(x))), 0.1) / g) if g > 0 else 1.0
+        options = {"ftol": 1e-2 * tol * c * max(1.0, abs(dev(x))), "maxiter": maxiter}
+        res = minimize(lambda t: c * dev(t), x, method=method,
+                       jac=lambda t: c * dev.gradient(t), bounds=bounds, options=options)
+        res.fun = float(res.fun) / c
+        return res
     return minimize(dev, x, method=method, bounds=bounds, options={"maxiter": maxiter})
 
 
@@ -196,6 +260,39 @@ def newton_polish(dev: ProfiledDeviance, x: np.ndarray,
         if np.max(np.abs(step) / np.maximum(np.abs(x[idx]), 1e-2)) < 1e-9:
             break
     return x, H
+
+
+def saddle_descent(dev: ProfiledDeviance, x: np.ndarray, hessian: np.ndarray | None,
+                   fx: float) -> np.ndarray | None:
+    """A lower point along a direction of negative curvature, or ``None``.
+
+    Where the Hessian over the free entries has a negative eigenvalue the point
+    is a saddle, not a minimum: steps of several sizes along that eigenvector,
+    both ways, are tried, and the best one that lowers the criterion by more
+    than ``1e-10`` relative is returned for the local optimizer to restart from.
+    """
+    if hessian is None:
+        return None
+    idx = np.flatnonzero(free_mask(dev, x))
+    if hessian.shape != (len(idx), len(idx)):
+        return None
+    lam, V = np.linalg.eigh(hessian)
+    if not lam[0] < 0:
+        return None
+    lower = dev.layout.lower
+    scale = np.maximum(np.abs(x[idx]), 1e-2)
+    best, fbest = None, fx - 1e-10 * max(1.0, abs(fx))
+    for i in np.flatnonzero(lam < 0):
+        v = V[:, i] * scale / np.max(np.abs(V[:, i] * scale))
+        for t in (1e-3, 1e-2, 1e-1, 0.5):
+            for sign in (1.0, -1.0):
+                cand = x.copy()
+                cand[idx] += sign * t * v
+                cand = np.maximum(cand, lower)
+                fc = dev(cand)
+                if fc < fbest:
+                    best, fbest = cand, fc
+    return best
 
 
 def gradient_jacobian(dev: ProfiledDeviance, x: np.ndarray, idx: np.ndarray,
