@@ -105,6 +105,12 @@ class MomentEstimates:
         (:func:`varcomp_ci`), e.g. ``"s2_batch + s2_sample + s2_e"``."""
         return varcomp_ci(self, combination, level)
 
+    def __repr__(self) -> str:
+        return "MomentEstimates\n" + self.varcomp().to_string()
+
+    def _repr_html_(self) -> str:
+        return "<p>MomentEstimates</p>" + self.varcomp().to_html()
+
 
 @dataclass(frozen=True, eq=False)
 class AnovaFitState:

@@ -62,7 +62,8 @@ class AnovaResults(LinearMixedResults):
         return varcomp_ci(self.anova_state, combination, level)
 
     def _summary_parts(self) -> dict:
-        from ..report.summary_anova import render_ems_table, render_varcomp
+        from ..report.summary_anova import (ems_rows, render_ems_table, render_varcomp,
+                                            varcomp_rows)
 
         parts = super()._summary_parts()
         st = self.anova_state
@@ -70,6 +71,13 @@ class AnovaResults(LinearMixedResults):
         parts["extra"] = [
             ("", render_ems_table(st.table, method=st.method, note=st.note)),
             ("", render_varcomp(self.moment_estimates)),
+        ]
+        model = f", {st.ems_model} mixed model" if st.ems_model else ""
+        parts["extra_rows"] = [
+            (f"ANOVA table, {st.method}{model}" + (f" ({st.note})" if st.note else ""),
+             ems_rows(st.table)),
+            ("Variance components (method of moments, Cochran-Satterthwaite intervals)",
+             varcomp_rows(self.moment_estimates)),
         ]
         neg = [c for c in st.components if bool(st.negative[c])]
         if neg:
