@@ -6,7 +6,8 @@ profiled deviance minimizes over all other parameters (see
 :mod:`mixedanova.inference.intervals`, which finds where ``|zeta|`` crosses a
 cutoff).  Here ``zeta`` is evaluated on a grid from the estimate out to the
 ``level`` profile limits on each side, warm-starting each point from its
-neighbour, as lme4 walks out from the optimum.  A linear zeta plot means a
+neighbour, as lme4 walks out from the optimum (and also from the optimum
+itself, keeping the lower deviance: a warm start on a bound can stay stuck).  A linear zeta plot means a
 quadratic profile, i.e. Wald intervals are adequate on that scale.
 """
 from __future__ import annotations
@@ -90,7 +91,10 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
             state = {"start": pr.psi_hat.copy()}
 
             def zeta(v, c=c, est=est, state=state):
-                val, psi = pr.profile_var(c, v, state["start"])
+                # warm start from the previous point, and a cold start from the
+                # optimum: a warm start sitting on a bound (SD 0) can stay stuck there
+                val, psi = min(pr.profile_var(c, v, state["start"]),
+                               pr.profile_var(c, v, pr.psi_hat.copy()), key=lambda t: t[0])
                 if np.isfinite(val):
                     state["start"] = psi
                 return math.copysign(math.sqrt(max(val - pr.dev_min, 0.0)), v - est)
@@ -113,7 +117,9 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
             state = {"start": prb.fit.state.theta.copy()}
 
             def zeta_b(v, j=j, state=state):
-                val, theta = prb.profile_beta(j, v, state["start"])
+                val, theta = min(prb.profile_beta(j, v, state["start"]),
+                                 prb.profile_beta(j, v, prb.fit.state.theta.copy()),
+                                 key=lambda t: t[0])
                 if np.isfinite(val):
                     state["start"] = theta
                 return math.copysign(math.sqrt(max(val - prb.dev_min, 0.0)), v - beta_hat[j])

@@ -125,7 +125,8 @@ def plot_resid(res, max_ranef_panels: int = 3):
     matplotlib.figure.Figure
     """
     cols = _ranef_columns(res, None)[:max_ranef_panels]
-    fig, axes = _panels(2 + len(cols), 3, 4.0, 3.4)
+    n = 2 + len(cols)
+    fig, axes = _panels(n, 2 if n == 4 else 3, 4.0, 3.4)
     fitted, resid = res.fittedvalues.to_numpy(), res.resid.to_numpy()
     ax = axes[0]
     ax.plot(fitted, resid, "o", markersize=3, color="C0", alpha=0.8)
