@@ -7,12 +7,12 @@ import json
 import warnings
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 
-matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.image import imread  # noqa: E402
 
 import mixedanova as ma  # noqa: E402
