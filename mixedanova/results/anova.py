@@ -40,9 +40,18 @@ class AnovaResults(LinearMixedResults):
         quadratic form present) and ``Q_coef``, ``error_term`` (the source or
         combination of sources in the F denominator), ``test``, ``den_df``,
         ``F``, ``p``.  ``attrs["method"]`` says whether the balanced EMS rules or
-        Henderson's Method III were used.
+        Henderson's Method III were used.  A DataFrame (an
+        :class:`~mixedanova.inference.tables.InferenceTable`) whose printed and
+        Jupyter forms carry that heading.
         """
-        return self.anova_state.table.copy()
+        from ..inference.tables import make_table
+
+        st = self.anova_state
+        table = st.table.copy()
+        heading = f"ANOVA table, {st.method}, {st.ems_model} mixed model"
+        out = make_table(table, heading, [st.note] if st.note else [])
+        out.attrs.update(table.attrs)
+        return out
 
     @cached_property
     def moment_estimates(self) -> pd.DataFrame:
