@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..errors import MixedAnovaError
 from .intervals import _Profiler, variance_parameter_names
 
 __all__ = ["profile_zeta"]
@@ -63,7 +64,7 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
         maps each parameter to its estimate, ``attrs["level"]`` the level.
     """
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+        raise MixedAnovaError(f"level must be in (0, 1), got {level!r}")
     var_names = variance_parameter_names(res)
     fixed_names = list(res.design.x_names)
     if parm is None:
@@ -76,7 +77,7 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
         wanted = [parm] if isinstance(parm, str) else list(parm)
         unknown = [p for p in wanted if p not in var_names + fixed_names]
         if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; available: "
+            raise MixedAnovaError(f"unknown parameter(s) {unknown}; available: "
                              f"{', '.join(var_names + fixed_names)}")
     cutoff = math.sqrt(stats.chi2.ppf(level, 1))
     rows: list[tuple[str, float, float]] = []

@@ -88,3 +88,21 @@ def test_plots_need_no_display_and_anova_fits_plot_too(tmp_path):
         aov = ma.lmm("yield ~ treat + (1|blend)", ma.load_dataset("bhh_penicillin"),
                      method="ANOVA")
     _check_png(aov.plot_ranef(), tmp_path / "aov_ranef.png", 1)
+
+
+def test_profile_at_99_percent_reaches_the_cutoffs(dyestuff):
+    # lme4's profile() default (alphamax = 0.01).  Walking sigma out to its upper 99%
+    # limit passes a region where the batch SD has a second local minimum at 0;
+    # zeta must still be monotone and reach qnorm(0.995) = 2.5758 on each side,
+    # except where the batch SD stops at its bound 0 before reaching it.
+    prof = dyestuff.profile()
+    for name, part in prof.groupby("parameter"):
+        z = part.sort_values("value")["zeta"].to_numpy()
+        assert np.all(np.diff(z) > 0), name
+        assert z[-1] == pytest.approx(2.575829, abs=1e-4), name
+        if name == "sd_(Intercept)|Batch":
+            assert part["value"].min() == 0.0 and -2.5758 < z[0] < -2.0
+        else:
+            assert z[0] == pytest.approx(-2.575829, abs=1e-4), name
+    with pytest.raises(ma.MixedAnovaError, match=r"unknown parameter\(s\) \['sd_Batch'\]"):
+        dyestuff.profile("sd_Batch")
