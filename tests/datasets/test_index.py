@@ -61,3 +61,15 @@ def test_plants_pots_layout():
 def test_unknown_name_is_the_packages_error():
     with pytest.raises(ma.MixedAnovaError, match="unknown dataset 'nope'.*plants_pots"):
         ma.load_dataset("nope")
+
+
+@pytest.mark.parametrize("name", sorted(dataset_info().index))
+def test_index_formula_fits_with_the_random_factors_it_names(name):
+    import warnings
+
+    info = dataset_info().loc[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ma.MixedAnovaWarning)
+        res = ma.lmm(info["formula"], ma.load_dataset(name))
+    assert res.converged, name
+    assert set(res.ngroups) == set(info["random"].split())
