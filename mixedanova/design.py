@@ -8,6 +8,11 @@ grouping factor (levels and integer codes), the term's own model matrix
 for new data.  ``Z`` itself is never stored densely: the column of observation
 ``i`` for term ``k`` is ``codes[i] * q + j`` with value ``zraw[i, j]``.
 
+Prior weights (``weights=``) and the offset (``offset(expr)`` terms of the
+formula plus ``offset=``) are stored as per-row vectors (``Design.weights``,
+``Design.offset``); the model whitens the rows with them before the likelihood
+sees them (:meth:`mixedanova.model.LinearMixedModel.deviance_function`).
+
 Rows with a missing value in any used column are dropped and counted
 (lme4's ``na.action = na.omit``).  Infinite values, a non-numeric response,
 a grouping factor with one level and similar problems raise
@@ -22,7 +27,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula, model_matrix
 
 from . import design_matrices as _matrices
 from .likelihood.theta import ThetaLayout
@@ -33,6 +37,8 @@ __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
            "RankDeficiencyWarning"]
 
 _RANK_TOL = 1e-7  # lme4's chkRank.drop.cols uses qr(X, tol = 1e-7)
+_WEIGHTS_ARRAY = "(weights)"  # data column holding weights given as an array
+_OFFSET_ARRAY = "(offset)"    # data column holding an offset given as an array
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,20 @@ class RandomBlock:
         """Number of levels."""
         return len(self.levels)
 
+    @property
+    def lhs_variables(self) -> list[str]:
+        """Data columns of the term's left-hand side (none for ``(1|g)``)."""
+        return _formula_variables(self.expr)
+
+    @property
+    def variables(self) -> list[str]:
+        """Data columns the term needs: those of its left-hand side, then its factors."""
+        return list(dict.fromkeys(_formula_variables(self.expr) + list(self.factors)))
+
+    def term_matrix(self, data: pd.DataFrame) -> np.ndarray:
+        """``zraw`` (the left-hand side's columns) for new data."""
+        return np.asarray(self.spec.get_model_matrix(data), dtype=float).reshape(len(data), -1)
+
     def rebuild(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Codes (``-1`` for unseen levels) and ``zraw`` for new data."""
         labels = group_labels(data, self.factors)
@@ -179,6 +199,47 @@ class Design:
     n_dropped: int = 0
     dropped_columns: tuple[str, ...] = ()
     data: pd.DataFrame = field(repr=False, default=None)
+    weights: np.ndarray | None = field(repr=False, default=None)
+    offset: np.ndarray | None = field(repr=False, default=None)
+    weights_column: str | None = None
+    offset_column: str | None = None
+
+    @property
+    def has_weights(self) -> bool:
+        """True when prior weights were given (lme4's ``weights =``)."""
+        return self.weights is not None
+
+    @property
+    def prior_weights(self) -> np.ndarray:
+        """Prior weights of the rows used (ones without ``weights=``)."""
+        return np.ones(self.nobs) if self.weights is None else self.weights
+
+    @property
+    def offset_values(self) -> np.ndarray:
+        """Total offset of the rows used (zeros without an offset)."""
+        return np.zeros(self.nobs) if self.offset is None else self.offset
+
+    def offset_for(self, data: pd.DataFrame) -> np.ndarray:
+        """The offset of new rows: the formula's ``offset()`` terms and the ``offset=``
+        column, evaluated on ``data`` (zeros when the model has no offset).
+
+        Raises
+        ------
+        DesignError
+            When the fit's ``offset=`` was an array (it cannot be rebuilt for new rows).
+        """
+        total = np.zeros(len(data))
+        if self.offset is None:
+            return total
+        for expr in self.formula.offsets:
+            total = total + _offset_values(expr, data)
+        if self.offset_column == _OFFSET_ARRAY:
+            raise DesignError(
+                "the model's offset= was given as an array, which cannot be evaluated on "
+                "new data; refit with offset='column' or offset(column) in the formula")
+        if self.offset_column is not None:
+            total = total + _offset_values(self.offset_column, data)
+        return total
 
     @property
     def nobs(self) -> int:
@@ -215,8 +276,12 @@ class Design:
         return out
 
     def needed_columns(self, include_random: bool = True) -> list[str]:
-        """Data columns needed to rebuild X (and Z when ``include_random``)."""
+        """Data columns needed to rebuild X and the offset (and Z when ``include_random``)."""
         needed = _formula_variables(self.formula.fixed)
+        for expr in self.formula.offsets:
+            needed += _formula_variables(expr)
+        if self.offset_column not in (None, _OFFSET_ARRAY):
+            needed.append(self.offset_column)
         if include_random:
             for b in self.blocks:
                 needed += _formula_variables(b.expr) + list(b.factors)
@@ -279,7 +344,7 @@ def _as_label(col: pd.Series) -> np.ndarray:
 
 
 def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
-                 missing: str = "drop") -> Design:
+                 missing: str = "drop", weights=None, offset=None) -> Design:
     """Build the :class:`Design` for ``parsed`` on ``data``.
 
     Parameters
@@ -291,6 +356,12 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     missing : {"drop", "raise"}
         ``"drop"`` (lme4's ``na.omit``) removes rows with a missing value in a used
         column and counts them; ``"raise"`` refuses such data.
+    weights : str or array, optional
+        Prior weights (lme4's ``weights =``): a column name or one positive value
+        per row of ``data``.  Row ``i`` has residual variance ``sigma^2 / w_i``.
+    offset : str or array, optional
+        A known term added to the linear predictor (lme4's ``offset =``), in
+        addition to any ``offset(expr)`` terms of the formula.
 
     Raises
     ------
@@ -309,9 +380,29 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
             "a linear mixed model needs at least one")
     if len(data) == 0:
         raise DesignError("data has no rows")
+    data, weights_column = _attach(data, weights, "weights", _WEIGHTS_ARRAY)
+    data, offset_column = _attach(data, offset, "offset", _OFFSET_ARRAY)
     used = _used_columns(parsed, data)
+    for extra in (weights_column, offset_column):
+        if extra is not None and extra not in used:
+            used.append(extra)
     data, n_dropped = _complete_rows(data, used, missing)
     y = _response(parsed, data)
+    w = None
+    if weights_column is not None:
+        w = _numeric_column(data, weights_column, "weights")
+        bad = ~(w > 0)
+        if bad.any():
+            rows = list(data.index[bad][:5])
+            raise DesignError(f"weights {_label(weights_column)} must be positive; rows "
+                              f"{rows} have {', '.join(f'{v:g}' for v in w[bad][:5])}")
+    off = None
+    if parsed.offsets or offset_column is not None:
+        off = np.zeros(len(data))
+        for expr in parsed.offsets:
+            off = off + _offset_values(expr, data)
+        if offset_column is not None:
+            off = off + _numeric_column(data, offset_column, "offset")
     X_all, spec = _fixed_matrix(parsed, data)
     names_all = list(spec.column_names)
     keep = independent_columns(X_all)
@@ -331,7 +422,57 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     return Design(formula=parsed, y=y, X=X, x_names=tuple(names_all[i] for i in kept_idx),
                   blocks=tuple(blocks), fixed_terms=fixed_terms, fixed_spec=spec,
                   kept_columns=kept_idx, row_index=data.index, n_dropped=n_dropped,
-                  dropped_columns=dropped, data=data)
+                  dropped_columns=dropped, data=data, weights=w, offset=off,
+                  weights_column=weights_column, offset_column=offset_column)
+
+
+def _label(column: str) -> str:
+    return "(the array given)" if column in (_WEIGHTS_ARRAY, _OFFSET_ARRAY) else repr(column)
+
+
+def _attach(data: pd.DataFrame, value, role: str,
+            array_column: str) -> tuple[pd.DataFrame, str | None]:
+    """Weights/offset given as a column name, or as an array stored as a new column."""
+    if value is None:
+        return data, None
+    if isinstance(value, str):
+        if value not in data.columns:
+            raise _missing_column_error(value, data, role)
+        return data, value
+    arr = np.asarray(value)
+    if arr.ndim != 1 or len(arr) != len(data):
+        raise DesignError(f"{role} must be a column name or one value per row of data "
+                          f"({len(data)}), not an array of shape {arr.shape}")
+    try:
+        arr = arr.astype(float)
+    except (TypeError, ValueError):
+        raise DesignError(f"{role} must be numeric") from None
+    return data.assign(**{array_column: arr}), array_column
+
+
+def _numeric_column(data: pd.DataFrame, column: str, role: str) -> np.ndarray:
+    col = data[column]
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        raise DesignError(f"{role} column {column!r} is not numeric (dtype {col.dtype})")
+    return col.to_numpy(dtype=float)
+
+
+def _offset_values(expr: str, data: pd.DataFrame) -> np.ndarray:
+    """Values of an offset expression (a column name or a formulaic expression)."""
+    if expr in data.columns:
+        return _numeric_column(data, expr, "offset")
+    from formulaic import model_matrix
+
+    try:
+        mm = model_matrix(f"0 + {expr}", data, na_action="ignore")
+    except Exception as exc:  # formulaic raises many types
+        raise DesignError(f"cannot evaluate offset({expr}): {exc}") from None
+    vals = np.asarray(mm, dtype=float)
+    if vals.ndim != 2 or vals.shape[1] != 1:
+        raise DesignError(f"offset({expr}) must be one numeric value per row")
+    vals = vals.ravel()
+    _check_finite(vals, f"offset({expr})", "offset", data.index)
+    return vals
 
 
 def _missing_column_error(name: str, data: pd.DataFrame, role: str) -> DesignError:
@@ -355,6 +496,10 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     for v in _formula_variables(parsed.fixed):
         if v in data.columns or not _is_module(v):
             add(v, "fixed effects")
+    for expr in parsed.offsets:
+        for v in _formula_variables(expr):
+            if v in data.columns or not _is_module(v):
+                add(v, f"offset({expr})")
     for term in parsed.random:
         for v in _formula_variables(term.expr):
             if v in data.columns or not _is_module(v):
@@ -371,6 +516,7 @@ def _formula_variables(expr: str) -> list[str]:
 
 @lru_cache(maxsize=256)
 def _formula_variables_cached(expr: str) -> tuple[str, ...]:
+    from formulaic import Formula
     return tuple(sorted(Formula(expr).required_variables))
 
 
@@ -408,6 +554,7 @@ def _complete_rows(data: pd.DataFrame, used: list[str],
 
 
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
+    from formulaic import model_matrix
     name = parsed.response.strip()
     if name in data.columns:
         col = data[name]
@@ -435,6 +582,7 @@ def _check_finite(values: np.ndarray, name: str, role: str, index: pd.Index) -> 
 
 
 def _fixed_matrix(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[np.ndarray, object]:
+    from formulaic import model_matrix
     simple = _simple_spec(parsed.fixed, data)
     if simple is not None:
         X = simple.get_model_matrix(data)
@@ -490,6 +638,7 @@ def _fixed_terms(spec: object, kept_idx: np.ndarray) -> tuple[FixedTerm, ...]:
 def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
     # levels ordered by each factor's own order: categories as given, numbers
     # numerically, strings sorted; an interaction varies its first factor slowest
+    from formulaic import model_matrix
     keys = np.column_stack([
         pd.Categorical(data[f]).remove_unused_categories().codes.astype(np.int64)
         for f in term.factors])

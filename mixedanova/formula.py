@@ -24,6 +24,7 @@ from .errors import FormulaError
 __all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula", "split_summands"]
 
 _NAME = r"(?:[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`)"
+_OFFSET_RE = re.compile(r"^offset\s*\((.*)\)$", re.S)
 _GROUP_RE = re.compile(rf"^\s*{_NAME}\s*(?:[:/]\s*{_NAME}\s*)*$")
 
 
@@ -59,6 +60,9 @@ class ParsedFormula:
     response: str
     fixed: str
     random: tuple[RandomTermSpec, ...]
+    offsets: tuple[str, ...] = ()
+    """Expressions of the ``offset(expr)`` terms of the fixed part (added to the
+    linear predictor with coefficient 1, as in R)."""
 
     @property
     def fixed_formula(self) -> str:
@@ -102,11 +106,19 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise FormulaError("formula has nothing right of '~'", formula, t)
     fixed_pieces: list[str] = []
     random_terms: list[RandomTermSpec] = []
+    offsets: list[str] = []
     for sign, start, text in split_summands(rhs):
         stripped = text.strip()
         pos = rhs_offset + start + (len(text) - len(text.lstrip()))
         if not stripped:
             raise FormulaError(f"empty term next to '{sign}'", formula, pos - 1 if pos else 0)
+        off = _OFFSET_RE.match(stripped)
+        if off is not None:
+            if sign == "-" or not off.group(1).strip():
+                raise FormulaError("offset() must be added with one expression, e.g. "
+                                   "+ offset(log_exposure)", formula, pos, len(stripped))
+            offsets.append(off.group(1).strip())
+            continue
         bar = _bar_group(stripped)
         if bar is None:
             if _top_level_positions(stripped, "|"):
@@ -123,7 +135,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     if fixed.startswith("+"):
         fixed = fixed[1:].strip()
     return ParsedFormula(formula=formula, response=response, fixed=fixed,
-                         random=tuple(random_terms))
+                         random=tuple(random_terms), offsets=tuple(offsets))
 
 
 def _check_parentheses(formula: str) -> None:

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .design import Design, DesignError, build_design
-from .likelihood.blocked import TermData
-from .likelihood.convergence import check_convergence
-from .likelihood.criterion import ProfiledDeviance, fit_state, state_at
-from .likelihood.optimizer import optimize_theta
 from .formula import parse_formula
 from .results.lmm import LinearMixedResults
 from .errors import ConvergenceWarning, SingularFitWarning
+
+if TYPE_CHECKING:
+    from .likelihood.criterion import ProfiledDeviance
+
+# The likelihood engine (scipy.sparse, scipy.linalg, scipy.optimize) is imported
+# where a fit needs it, so that ``import mixedanova`` stays cheap (issue 11).
 
 __all__ = ["LinearMixedModel", "lmm", "ConvergenceWarning", "SingularFitWarning"]
 
@@ -49,8 +52,8 @@ class LinearMixedModel:
         self._deviance: dict[bool, ProfiledDeviance] = {}
 
     @classmethod
-    def from_formula(cls, formula: str, data: pd.DataFrame, *,
-                     missing: str = "drop") -> "LinearMixedModel":
+    def from_formula(cls, formula: str, data: pd.DataFrame, *, missing: str = "drop",
+                     weights=None, offset=None) -> "LinearMixedModel":
         """Parse ``formula`` and build the design on ``data``.
 
         Parameters
@@ -61,16 +64,26 @@ class LinearMixedModel:
         missing : {"drop", "raise"}
             Rows with missing values in used columns are dropped and counted
             (``"drop"``, lme4's default) or refused (``"raise"``).
+        weights, offset : str or array, optional
+            Prior weights and an offset (lme4's ``weights =`` and ``offset =``);
+            see :func:`mixedanova.design.build_design`.
         """
-        return cls(build_design(parse_formula(formula), data, missing=missing), missing=missing)
+        design = build_design(parse_formula(formula), data, missing=missing,
+                              weights=weights, offset=offset)
+        return cls(design, missing=missing)
 
-    def update(self, formula: str) -> "LinearMixedModel":
+    def update(self, formula: str, data: pd.DataFrame | None = None) -> "LinearMixedModel":
         """A new, unfitted model for ``formula`` on the same data and options.
 
         The data are the rows and columns this model uses (``design.data``), as
-        for lme4's ``update(m, formula)`` on a model fitted to complete cases.
+        for lme4's ``update(m, formula)`` on a model fitted to complete cases;
+        prior weights and the ``offset=`` argument are carried over (by column).
+        ``data`` replaces the data (it must have the weights/offset columns).
         """
-        return type(self).from_formula(formula, self.design.data, missing=self.missing)
+        d = self.design
+        return type(self).from_formula(formula, d.data if data is None else data,
+                                       missing=self.missing, weights=d.weights_column,
+                                       offset=d.offset_column)
 
     def refit(self, y: np.ndarray | None = None, method: str = "REML", *,
               start: np.ndarray | None = None, warn: bool = True,
@@ -101,11 +114,33 @@ class LinearMixedModel:
         only step that touches every row.
         """
         if reml not in self._deviance:
+            from .likelihood.blocked import TermData
+            from .likelihood.criterion import ProfiledDeviance
+
             d = self.design
-            terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
-            self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), d.X, d.y,
-                                                     reml=reml)
+            y, X = d.y - d.offset_values, d.X
+            zraws = [b.zraw for b in d.blocks]
+            if d.has_weights:
+                # prior weights: Var(e_i) = sigma^2 / w_i.  Whitening every row by
+                # sqrt(w_i) gives the unit-weight problem; its criterion lacks the
+                # log-determinant of the weight matrix, added by weights_constant().
+                sw = np.sqrt(d.weights)
+                y, X = sw * y, sw[:, None] * X
+                zraws = [sw[:, None] * z for z in zraws]
+            terms = [TermData(b.codes, z, b.nlev) for b, z in zip(d.blocks, zraws)]
+            self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), X, y, reml=reml)
         return self._deviance[reml]
+
+    def weights_constant(self) -> float:
+        """``-sum(log w_i)``: what the prior weights add to -2 log-likelihood.
+
+        The engine's criterion is that of the whitened rows; lme4's REML criterion,
+        deviance and ``logLik`` also hold the log-determinant of the weight matrix
+        (``logLik`` includes ``0.5 * sum(log w_i)``).  :meth:`fit` adds it to the
+        reported objective; 0 without weights.
+        """
+        d = self.design
+        return -float(np.sum(np.log(d.weights))) if d.has_weights else 0.0
 
     def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",
             start: np.ndarray | None = None, ems: str = "unrestricted",
@@ -139,10 +174,17 @@ class LinearMixedModel:
             raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
         if method == "ANOVA":
             return self._fit_moments(ems, anova_method)
+        from .likelihood.convergence import check_convergence
+        from .likelihood.criterion import fit_state
+        from .likelihood.optimizer import optimize_theta
+
         dev = self.deviance_function(reml=(method == "REML"))
         opt = optimize_theta(dev, start, method=optimizer)
-        conv = check_convergence(dev, opt.theta, dev.layout.lower, dev.layout.names)
+        conv = check_convergence(dev, opt.theta, opt.hessian)
         state = fit_state(dev, opt, conv)
+        if self.design.has_weights:
+            state = dataclasses.replace(state,
+                                        objective=state.objective + self.weights_constant())
         res = LinearMixedResults(self.design, state, model=self)
         if warn:
             _warn_once(res)
@@ -151,10 +193,14 @@ class LinearMixedModel:
 
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
+        from .likelihood.criterion import state_at
         from .moments.moments import fit_anova
         from .results.anova import AnovaResults
 
         d = self.design
+        if d.has_weights or d.offset is not None:
+            raise DesignError("method='ANOVA' (expected mean squares) does not take prior "
+                              "weights or an offset; use method='REML' or 'ML'")
         for b in d.blocks:
             if b.columns != ("(Intercept)",):
                 raise DesignError(
@@ -209,8 +255,10 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", **kwargs) -> Lin
     data : pandas.DataFrame
     method : {"REML", "ML", "ANOVA"}
     **kwargs
-        ``missing`` goes to :meth:`LinearMixedModel.from_formula`, the rest to
-        :meth:`LinearMixedModel.fit`.
+        ``missing``, ``weights`` (prior weights: column name or array; residual
+        variance ``sigma^2 / w``, lme4's ``weights =``) and ``offset`` (column name
+        or array, lme4's ``offset =``) go to :meth:`LinearMixedModel.from_formula`,
+        the rest to :meth:`LinearMixedModel.fit`.
 
     Examples
     --------
@@ -219,5 +267,5 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", **kwargs) -> Lin
     >>> round(res.reml_criterion, 3)
     1743.628
     """
-    missing = kwargs.pop("missing", "drop")
-    return LinearMixedModel.from_formula(formula, data, missing=missing).fit(method, **kwargs)
+    build = {k: kwargs.pop(k) for k in ("missing", "weights", "offset") if k in kwargs}
+    return LinearMixedModel.from_formula(formula, data, **build).fit(method, **kwargs)

@@ -73,3 +73,15 @@ def test_malformed_formula_points_at_text(formula, message, caret):
 def test_missing_tilde():
     with pytest.raises(FormulaError, match="no '~'"):
         parse_formula("y x (1|g)")
+
+
+def test_offset_terms_leave_the_fixed_part():
+    # R: offset(log_exposure) is added to the linear predictor with coefficient 1
+    p = parse_formula("y ~ program + offset(log_exposure) + year + offset( np.log(t) ) + (1|g)")
+    assert p.fixed == "program + year"
+    assert p.offsets == ("log_exposure", "np.log(t)")
+    assert parse_formula("y ~ offset(o) + (1|g)").fixed == "1"
+    with pytest.raises(FormulaError, match="offset"):
+        parse_formula("y ~ x - offset(o) + (1|g)")
+    with pytest.raises(FormulaError, match="offset"):
+        parse_formula("y ~ x + offset() + (1|g)")

@@ -12,8 +12,9 @@ so there is one copy of every file.
 Most files are the CSVs from which the R reference answers in
 ``tests/reference`` were computed (lme4's Dyestuff, Dyestuff2, Penicillin,
 Pastes, sleepstudy, cake; nlme's ergoStool, Rail, Ovary; MASS's oats; Box,
-Hunter & Hunter's penicillin RCBD).  ``plants_pots`` and ``glucose`` are
-simulated (their index rows say how).
+Hunter & Hunter's penicillin RCBD; ChickWeight).  ``plants_pots``, ``glucose``,
+``clinic_means``, ``region_rates`` and ``subject_item`` are simulated (their index
+rows say how); ``*_newdata`` sets are new rows for predictions, without response.
 """
 from __future__ import annotations
 

@@ -27,8 +27,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula
-from scipy import stats
 
 from .tables import make_table
 
@@ -77,6 +75,7 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
         Chisq, Df, p``.  Printing shows the heading and any refit note
         (``attrs["refit"]`` says whether models were refitted).
     """
+    from scipy import stats
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])
     if len(models) < 2:
@@ -128,6 +127,7 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
 def _lhs_terms(expr: str) -> tuple[list[str], bool]:
     """Non-intercept term labels of a random term's left-hand side and whether it
     keeps the intercept."""
+    from formulaic import Formula
     labels, intercept = [], False
     for t in Formula(expr):
         s = str(t)
@@ -168,7 +168,10 @@ def _formula(res, random_exprs: list[tuple[str, str]]) -> str:
 
 def _lm_loglik(res, reml: bool) -> tuple[float, int]:
     """R's ``logLik(lm(...), REML = reml)`` and its df (``p + 1``)."""
-    X, y = res.design.X, res.design.y
+    d = res.design
+    w = d.prior_weights  # prior weights and offset as lm(weights =, offset =)
+    sw = np.sqrt(w)
+    X, y = d.X * sw[:, None], (d.y - d.offset_values) * sw
     n, p = X.shape
     q, r = np.linalg.qr(X)
     resid = y - q @ (q.T @ y)
@@ -177,6 +180,7 @@ def _lm_loglik(res, reml: bool) -> tuple[float, int]:
     val = 0.5 * (-N * (_LOG2PI + 1.0 - math.log(N) + math.log(rss)))
     if reml:
         val -= float(np.sum(np.log(np.abs(np.diag(r)))))
+    val += 0.5 * float(np.sum(np.log(w)))
     return val, p + 1
 
 
@@ -197,6 +201,7 @@ def ranova(res, reduce_terms: bool = True) -> pd.DataFrame:
         First row ``<none>`` (the model), then one row per reduced model:
         ``npar, logLik, AIC, LRT, Df, p``.
     """
+    from scipy import stats
     if res.method not in ("REML", "ML"):
         raise ValueError("ranova() needs a REML or ML fit")
     spec = res.design.formula.random

@@ -30,7 +30,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from formulaic import model_matrix
 
 from ..design import independent_columns
 
@@ -215,6 +214,7 @@ def contrasts_type2(design) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------- type 3
 def _factor_matrix(expr: str, categorical: bool, data, cache: dict) -> np.ndarray:
+    from formulaic import model_matrix
     key = (expr, categorical)
     if key not in cache:
         mm = model_matrix(f"0 + {expr}", data, ensure_full_rank=not categorical)

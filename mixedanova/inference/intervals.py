@@ -32,9 +32,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
 from .satterthwaite import deviance_function_for
+from .simulate import simulate_response
 
 __all__ = ["conf_int", "variance_parameter_names", "psi_from_theta", "theta_from_psi"]
 
@@ -122,6 +122,7 @@ def theta_from_psi(layout, psi: np.ndarray) -> tuple[np.ndarray, float]:
 # --------------------------------------------------------------------- helpers
 def _minimize(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray):
     """Bounded minimization with central-difference gradients; returns ``(x, f)``."""
+    from scipy import optimize
     if x0.size == 0:
         return x0, fun(x0)
 
@@ -160,7 +161,9 @@ class _Profiler:
         self.dev = deviance_function_for(res, reml)
         self.fit = _fit_by(res, reml)
         self.psi_hat = psi_from_theta(self.layout, self.fit.state.theta, self.fit.sigma)
-        self.dev_min = float(self.fit.state.objective)
+        # the minimum of the engine's own criterion (a fit's reported objective
+        # also holds the prior weights' constant, which the profile does not see)
+        self.dev_min = float(self.dev(self.fit.state.theta))
         self.cor = _is_cor(res)
         self.lower = np.where(self.cor, -1.0, 0.0)
         self.lower[-1] = 1e-8 * max(self.psi_hat[-1], 1e-300)
@@ -212,6 +215,7 @@ class _Profiler:
                  cutoff: float) -> tuple[float, float]:
         """Where ``|zeta|`` crosses ``cutoff`` on each side of ``est`` (doubling steps to
         bracket, then Brent); a bound reached first is returned as the limit."""
+        from scipy import optimize
         out = []
         for sign, bound in ((-1.0, lo_bound), (1.0, hi_bound)):
             a = est
@@ -241,6 +245,7 @@ class _Profiler:
 
 def _profile(res, level: float, criterion: str,
              wanted: set[str]) -> dict[str, tuple[float, float]]:
+    from scipy import stats
     reml = str(criterion).upper() == "REML"
     cutoff = math.sqrt(stats.chi2.ppf(level, 1))
     out: dict[str, tuple[float, float]] = {}
@@ -289,17 +294,6 @@ def _profile(res, level: float, criterion: str,
 
 
 # ------------------------------------------------------------------- bootstrap
-def _simulate(res, rng: np.random.Generator) -> np.ndarray:
-    d = res.design
-    sigma = res.sigma
-    y = d.X @ res.state.beta + sigma * rng.standard_normal(d.nobs)
-    for b, T in zip(d.blocks, res.design.theta_layout().templates(res.state.theta)):
-        u = rng.standard_normal((b.nlev, b.q))
-        bk = sigma * u @ T.T
-        y = y + np.einsum("ij,ij->i", b.zraw, bk[b.codes])
-    return y
-
-
 def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     if res.method not in ("REML", "ML"):
         raise ValueError("parametric bootstrap intervals need a REML or ML fit")
@@ -308,7 +302,7 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     draws = []
     failed = 0
     for _ in range(int(n_boot)):
-        ystar = _simulate(res, rng)
+        ystar = simulate_response(res, rng)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -353,6 +347,7 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         Indexed by parameter, columns ``estimate`` (the fit's estimates), ``ci_low``,
         ``ci_high``; ``attrs`` holds ``method``, ``level`` and method details.
     """
+    from scipy import stats
     method = str(method).lower()
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), not {level!r}")

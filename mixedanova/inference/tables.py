@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .hypotheses import hypothesis_matrices
 from ..errors import EstimabilityError
@@ -65,12 +64,14 @@ def fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
 
 
 def _t_p(t: float, df: float) -> float:
+    from scipy import stats
     if not np.isfinite(df):
         return float(2.0 * stats.norm.sf(abs(t)))
     return float(2.0 * stats.t.sf(abs(t), df))
 
 
 def _t_quantile(level: float, df: np.ndarray) -> np.ndarray:
+    from scipy import stats
     df = np.asarray(df, dtype=float)
     prob = 0.5 + level / 2.0
     out = np.full(df.shape, stats.norm.ppf(prob))
@@ -80,6 +81,7 @@ def _t_quantile(level: float, df: np.ndarray) -> np.ndarray:
 
 
 def _f_p(F: float, ndf: float, ddf: float) -> float:
+    from scipy import stats
     if not np.isfinite(F):
         return float("nan")
     if not np.isfinite(ddf):

@@ -139,6 +139,8 @@ def lower_chol(M: np.ndarray) -> np.ndarray:
 
 def tri_inv(L: np.ndarray) -> np.ndarray:
     """Inverse of a dense lower-triangular matrix (LAPACK ``dtrtri``)."""
+    if L.shape[0] == 0:  # no fixed effects
+        return np.zeros((0, 0))
     inv, info = dtrtri(L, lower=1)
     if info != 0:
         raise NotPositiveDefinite
@@ -159,24 +161,39 @@ class FactorBase:
         ``log det(Omega)`` with ``Omega = Lambda'Z'Z Lambda + I``.
     ldRX2 : float
         ``log det`` of the fixed-effects block of the Schur complement.
-    pwrss : float
-        Penalized weighted residual sum of squares.
+    pwrss_std : float
+        Penalized weighted residual sum of squares of the standardized response
+        ``(y - X y_shift) / y_scale`` the system was built from; :attr:`pwrss`
+        and :meth:`solution` are on the scale of ``y``.
     p : int
         Number of fixed effects.
     """
 
     ldL2: float
     ldRX2: float
-    pwrss: float
+    pwrss_std: float
     p: int
+    y_scale: float = 1.0
+    y_shift: np.ndarray | None = None
+
+    @property
+    def pwrss(self) -> float:
+        """Penalized residual sum of squares on the scale of the response."""
+        return self.y_scale ** 2 * self.pwrss_std
+
+    def _solution_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(beta, u)`` for the standardized response the system was built from."""
+        raise NotImplementedError
 
     def rx(self) -> np.ndarray:
         """Lower-triangular ``p x p`` factor ``R_X'`` of ``X'V^{-1}X sigma^2``."""
         raise NotImplementedError
 
     def solution(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(beta, u)``: fixed effects and spherical random effects."""
-        raise NotImplementedError
+        """``(beta, u)``: fixed effects and spherical random effects (response scale)."""
+        beta, u = self._solution_std()
+        shift = 0.0 if self.y_shift is None else self.y_shift
+        return self.y_scale * beta + shift, self.y_scale * u
 
     def forward_solve(self, rhs: np.ndarray) -> np.ndarray:
         """``L_Z^{-1} rhs`` for ``rhs`` of shape ``(Q, m)``."""

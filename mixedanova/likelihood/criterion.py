@@ -28,6 +28,7 @@ from .theta import ThetaLayout
 __all__ = ["ProfiledDeviance", "fit_state", "state_at"]
 
 _LOG2PI = math.log(2.0 * math.pi)
+_REFINE = 1e-4  # recompute pwrss from the rows below this fraction of |y_std|^2
 _TINY = 1e-7
 _MOVE = 1e-6
 
@@ -51,9 +52,14 @@ class ProfiledDeviance:
                  y: np.ndarray, reml: bool = True) -> None:
         self.layout = layout
         self.reml = reml
+        self.X, self.y = X, y
         self.n, self.p = X.shape
         self.nlevs = [t.nlev for t in terms]
+        self.terms = terms
         self.system = build_system(terms, X, y)
+        # RMS of each random-effects column: the unit in which a relative
+        # variance of that column contributes about 1 to Var(y) / sigma^2
+        self.column_scales = [_rms_columns(t.zraw) for t in terms]
         diag = layout.diagonal_mask()
         vector = np.repeat([q > 1 for q in layout.qs], [q * (q + 1) // 2 for q in layout.qs])
         self._vector_diag = diag & vector
@@ -79,14 +85,38 @@ class ProfiledDeviance:
         theta = np.asarray(theta, dtype=float)
         if self._last is not None and np.array_equal(self._last[0], theta):
             return self._last[1]
-        f = self.system.factor(self.layout.templates(theta))
+        templates = self.layout.templates(theta)
+        f = self.system.factor(templates)
+        if f.pwrss_std < _REFINE * self.n:
+            f.pwrss_std = self._explicit_pwrss(f, templates)
         self._last = (theta.copy(), f)
         return f
 
+    def _explicit_pwrss(self, f: FactorBase, templates: list[np.ndarray]) -> float:
+        """``|y - X beta - Z Lambda u|^2 + |u|^2`` from the solution, row by row.
+
+        The factor's own ``pwrss`` is a difference of cross-products; when the
+        random effects explain nearly all of the response it cancels to a few
+        digits.  The sum of squares at the computed solution is accurate to
+        second order in the solution's error (lme4 computes it this way).
+        """
+        beta, u = f._solution_std()
+        XY = self.system.XY
+        r = XY[:, -1] - XY[:, :-1] @ beta
+        off = 0
+        for t, T in zip(self.terms, templates):
+            size = t.nlev * t.q
+            b = u[off:off + size].reshape(t.nlev, t.q) @ T.T
+            r = r - np.einsum("ij,ij->i", t.zraw, b[t.codes])
+            off += size
+        return float(r @ r + u @ u)
+
     def from_factor(self, f: FactorBase) -> float:
-        """Profiled objective from a factor."""
+        """Profiled objective from a factor (``pwrss`` enters through its
+        standardized value and the scale, so a huge response loses no digits)."""
         dof = self.dof
-        dev = f.ldL2 + dof * (1.0 + _LOG2PI + math.log(f.pwrss / dof))
+        dev = f.ldL2 + dof * (1.0 + _LOG2PI + math.log(f.pwrss_std / dof)
+                              + 2.0 * math.log(f.y_scale))
         return dev + f.ldRX2 if self.reml else dev
 
     def __call__(self, theta: np.ndarray) -> float:
@@ -136,11 +166,7 @@ class ProfiledDeviance:
             if q == 1 and T[0, 0] == 0.0:
                 grad[off] = 0.0
                 continue
-            s_om, s_xz, s_full = sums[k]
-            if self.reml:
-                comb = s_xz + (self.n - self.p) * (s_full - s_xz)
-            else:
-                comb = s_om + self.n * (s_full - s_xz)
+            comb = self._comb(sums[k])
             if q == 1:
                 grad[off] = 2.0 * (self.nlevs[k] - comb[0, 0]) / T[0, 0]
                 continue
@@ -148,6 +174,29 @@ class ProfiledDeviance:
             gi, gj = self._grad_index[k]
             grad[off:off + n_k] = g[gi, gj]
         return value, grad
+
+    def covariance_gradient(self, theta: np.ndarray, k: int) -> np.ndarray:
+        """Gradient of the objective in term ``k``'s relative covariance ``T_k T_k'``.
+
+        ``G_k = T_k^{-T} (nlev_k I - comb_k) T_k^{-1}`` with ``comb_k`` as in
+        :meth:`value_and_gradient` (so that the gradient in ``T_k`` is
+        ``2 G_k T_k``); ``T_k``'s diagonal must be positive.  A covariance on
+        the boundary of the positive semidefinite cone is optimal only where
+        ``G_k`` is positive semidefinite (see :mod:`.boundary`).
+        """
+        theta = np.asarray(theta, dtype=float)
+        T = self.layout.templates(theta)[k]
+        sums = self.factor(theta).inverse_block_sums()[k]
+        Tinv = tri_inv(T)
+        G = Tinv.T @ (self.nlevs[k] * np.eye(T.shape[0]) - self._comb(sums)) @ Tinv
+        return 0.5 * (G + G.T)
+
+    def _comb(self, sums: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """The combination of inverse block sums the objective's derivative needs."""
+        s_om, s_xz, s_full = sums
+        if self.reml:
+            return s_xz + (self.n - self.p) * (s_full - s_xz)
+        return s_om + self.n * (s_full - s_xz)
 
     def gradient(self, theta: np.ndarray) -> np.ndarray:
         """Analytic gradient (see :meth:`value_and_gradient`)."""
@@ -162,6 +211,11 @@ class ProfiledDeviance:
     def sigma(self, f: FactorBase) -> float:
         """Residual SD at the factor: ``sqrt(pwrss / (n - p))`` (REML) or ``/ n`` (ML)."""
         return math.sqrt(f.pwrss / self.dof)
+
+
+def _rms_columns(z: np.ndarray) -> np.ndarray:
+    rms = np.sqrt(np.mean(z * z, axis=0))
+    return np.where(rms > 0, rms, 1.0)
 
 
 def _moment_start(terms: list[TermData], layout: ThetaLayout, X: np.ndarray,

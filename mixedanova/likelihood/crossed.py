@@ -10,7 +10,11 @@ term) that share an observation.  The Schur complement
 
 is dense and factored by LAPACK.  ``C C'`` is accumulated over the pairs of
 entries that share a first-term level (computed once), so an evaluation costs
-``O(pairs + r^3 / 3)`` with ``r = sum(nlev_k q_k, k >= 1) + p + 1``.
+``O(pairs + r^3 / 3)`` with ``r = sum(nlev_k q_k, k >= 1) + p + 1``.  The number
+of pairs grows with the rows per first-term level; when it exceeds what a dense
+product costs (``r1^2 l0 q0 / _PAIRS_PER_FLOP``), ``C`` is formed densely and
+``C C'`` (and the gradient's ``C' S^{-1} C`` diagonal blocks) come from BLAS,
+so an evaluation costs ``O(r1^2 l0 q0 + r^3 / 3)``: level-sized work only.
 """
 from __future__ import annotations
 
@@ -25,10 +29,14 @@ from .blocked import (FactorBase, TermData, bchol, binv_lower, bmm, logdet_stack
 __all__ = ["CrossedSystem", "CrossedFactor", "DENSE_LIMIT"]
 
 DENSE_LIMIT = 20000  # largest dense Schur complement this layout will form
+_PAIRS_PER_FLOP = 1000  # a pair (numpy, scattered) costs about 1000 dense BLAS flops
 
 
 class CrossedSystem:
     """Cross-products for crossed grouping factors (see the module docstring)."""
+
+    y_scale: float = 1.0          # set by build_system: the response is standardized
+    y_shift: np.ndarray | None = None
 
     def __init__(self, terms: list[TermData], XY: np.ndarray) -> None:
         self.terms = terms
@@ -106,6 +114,13 @@ class CrossedSystem:
         so it is a sparse operator ``G`` (rows: targets, columns: levels) applied
         to those weights.
         """
+        counts = np.diff(self.level_ptr)
+        n_pairs = float(np.sum(counts * (counts + 1.0) / 2.0))
+        dense_flops = float(self.r1) * self.r1 * self.l0 * self.q0
+        self.dense_c = n_pairs * self.q0 * self.q0 * _PAIRS_PER_FLOP > dense_flops
+        self.G_op = None
+        if self.dense_c:  # C C' by BLAS on a dense C: no pair structure at all
+            return
         nnz = len(self.rows)
         ends = self.level_ptr[1:][self.levels]
         n_after = ends - np.arange(nnz)
@@ -117,7 +132,6 @@ class CrossedSystem:
         self.plevel = self.levels[pa]
         self.ra, self.rb = self.rows[pa], self.rows[pb]  # ra <= rb: rows sorted in a level
         self.target = self.rb.astype(np.int64) * self.r + self.ra
-        self.G_op = None
         if self.q0 == 1:
             vv = self.vals[pa, 0] * self.vals[pb, 0]
             G = sp.csr_matrix((vv, (self.target, self.plevel)),
@@ -170,6 +184,15 @@ class CrossedSystem:
         return sp.csc_matrix((data, self.csc_indices, self.csc_indptr),
                              shape=(self.r1, self.l0 * self.q0))
 
+    def dense_c_matrix(self, cv: np.ndarray) -> np.ndarray:
+        """``C`` on the R1 rows as a dense ``r1 x (l0 q0)`` array."""
+        if not hasattr(self, "_dense_flat"):
+            col = np.repeat(np.arange(self.l0 * self.q0), np.diff(self.csc_indptr))
+            self._dense_flat = self.csc_indices.astype(np.int64) * (self.l0 * self.q0) + col
+        out = np.zeros((self.r1, self.l0 * self.q0))
+        out.ravel()[self._dense_flat] = cv[self.csc_entry, self.csc_s0]
+        return out
+
     def factor(self, lambdas: list[np.ndarray]) -> "CrossedFactor":
         """Factor the blocked system for the templates ``lambdas``."""
         lam0 = lambdas[0]
@@ -185,7 +208,11 @@ class CrossedSystem:
         # S = Lambda_R'(A_RR - B B')Lambda_R + I_R1, B = A_R0 Lambda_0 L00^{-T} (lower part)
         S = self.ARR.copy()
         g_weights = None
-        if self.G_op is not None:
+        if self.dense_c:
+            Cr = self.dense_c_matrix(raw)
+            S[:r1, :r1] -= Cr @ Cr.T  # numpy hands A @ A.T to BLAS syrk
+            S[r1:, :r1] -= BXf @ Cr.T
+        elif self.G_op is not None:
             # C C' at the level weights T0^2; the gradient's weights T0^2 / L00^2 in the
             # same pass (reading the operator dominates the cost)
             w = T0[:, 0, 0] ** 2
@@ -195,7 +222,8 @@ class CrossedSystem:
         else:
             prod = np.einsum("es,es->e", raw[self.pa], raw[self.pb])
             S.ravel()[:] -= np.bincount(self.target, weights=prod, minlength=self.r * self.r)
-        S[r1:, :r1] -= np.asarray(self.c_matrix(raw) @ BXf.T).T
+        if not self.dense_c:
+            S[r1:, :r1] -= np.asarray(self.c_matrix(raw) @ BXf.T).T
         S[r1:, r1:] -= BXf @ BXf.T
         if self.vector_groups:  # Lambda_R' mixes rows within a level: needs both triangles
             S[:r1, :r1] = np.tril(S[:r1, :r1]) + np.tril(S[:r1, :r1], -1).T
@@ -219,7 +247,8 @@ class CrossedFactor(FactorBase):
         d = np.diag(L)
         self.ldL2 = logdet_stack(L00) + float(2.0 * np.log(d[:r1]).sum())
         self.ldRX2 = float(2.0 * np.log(d[r1:-1]).sum())
-        self.pwrss = float(d[-1] ** 2)
+        self.pwrss_std = float(d[-1] ** 2)
+        self.y_scale, self.y_shift = system.y_scale, system.y_shift
         self._inverses = None
         self.g_weights = None
 
@@ -244,7 +273,7 @@ class CrossedFactor(FactorBase):
         w0 = (self.L00inv.transpose(0, 2, 1) @ v0.reshape(s.l0, s.q0, -1)).reshape(n0, -1)
         return np.vstack([w0, w1])
 
-    def solution(self) -> tuple[np.ndarray, np.ndarray]:
+    def _solution_std(self) -> tuple[np.ndarray, np.ndarray]:
         s = self.system
         r1, p = s.r1, self.p
         w = solve_triangular(self.L[:-1, :-1], self.L[-1, :-1], lower=True, trans=1,
@@ -279,8 +308,16 @@ class CrossedFactor(FactorBase):
         """``C~_l' P C~_l`` over the R1 entries of each level (``C~ = C L00^{-1}``),
         ``P = S^{-1}``: a ``(l0, q0, q0)`` stack, or its sum over levels."""
         s = self.system
-        P, _ = self._inverse_parts()
         q0, l0 = s.q0, s.l0
+        if s.dense_c:
+            # c~_l' P c~_l = |L^{-1} [c~_l; 0]|^2 with L the factor of S (P = S^{-1})
+            rhs = np.zeros((s.r, l0 * q0))
+            rhs[:s.r1] = s.dense_c_matrix(ct)
+            W = solve_triangular(self.L, rhs, lower=True, check_finite=False)
+            W = W.reshape(s.r, l0, q0)
+            K = np.einsum("rla,rlb->lab", W, W)
+            return K if per_level else K.sum(axis=0)
+        P, _ = self._inverse_parts()
         if not per_level and s.G_op is not None and not s.vector_groups:
             # sum over ordered pairs of P * C~ C~' = <Lambda_R P Lambda_R, G f>, with G the
             # operator that builds C C' in the factorization and f the level weights

@@ -34,6 +34,9 @@ def nesting_maps(terms: list[TermData]) -> dict | None:
 class NestedSystem:
     """Cross-products when each term's factor is nested in every later term's."""
 
+    y_scale: float = 1.0          # set by build_system: the response is standardized
+    y_shift: np.ndarray | None = None
+
     def __init__(self, terms: list[TermData], XY: np.ndarray, maps: dict) -> None:
         self.terms = terms
         self.maps = maps
@@ -92,7 +95,8 @@ class NestedFactor(FactorBase):
         self.ldL2 = sum(logdet_stack(L) for L in L_diag)
         d = np.diag(Lxx)
         self.ldRX2 = float(2.0 * np.log(d[:-1]).sum())
-        self.pwrss = float(d[-1] ** 2)
+        self.pwrss_std = float(d[-1] ** 2)
+        self.y_scale, self.y_shift = system.y_scale, system.y_shift
 
     def rx(self) -> np.ndarray:
         return self.Lxx[:-1, :-1]
@@ -121,7 +125,7 @@ class NestedFactor(FactorBase):
             parts[j] = self.L_inv_T[j] @ parts[j]
         return np.concatenate([p.reshape(-1, rhs.shape[1]) for p in parts])
 
-    def solution(self) -> tuple[np.ndarray, np.ndarray]:
+    def _solution_std(self) -> tuple[np.ndarray, np.ndarray]:
         p = self.p
         beta = tri_inv(self.Lxx[:p, :p]).T @ self.Lxx[p, :p]
         cz = np.concatenate([(Lxj[:, p, :] - np.einsum("lcq,c->lq", Lxj[:, :p, :], beta))

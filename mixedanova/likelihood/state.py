@@ -22,6 +22,9 @@ class OptimizerSummary:
     converged: bool
     message: str
     seconds: float
+    restarts: int = 0  # escapes from a singular covariance (see likelihood.boundary)
+    # Hessian over the free entries of theta at the optimum (Newton polish), if taken there
+    hessian: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

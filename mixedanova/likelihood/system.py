@@ -10,17 +10,53 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import FitError
 from .blocked import TermData
 from .crossed import CrossedSystem
 from .nested import NestedSystem, nesting_maps
 
-__all__ = ["build_system"]
+__all__ = ["build_system", "standardize_response"]
 
 
 def build_system(terms: list[TermData], X: np.ndarray, y: np.ndarray):
-    """Form the cross-products of ``[Z X y]`` in the layout that suits ``terms``."""
-    XY = np.column_stack([X, y])
+    """Form the cross-products of ``[Z X y_std]`` in the layout that suits ``terms``.
+
+    ``y_std = (y - X y_shift) / y_scale`` (see :func:`standardize_response`); the
+    system keeps ``XY``, ``y_shift`` and ``y_scale``, and its factors report
+    ``pwrss`` and the solution on the scale of ``y``.
+    """
+    shift, scale = standardize_response(X, y)
+    XY = np.column_stack([X, (y - X @ shift) / scale])
     maps = nesting_maps(terms)
-    if maps is not None:
-        return NestedSystem(terms, XY, maps)
-    return CrossedSystem(terms, XY)
+    system = NestedSystem(terms, XY, maps) if maps is not None else CrossedSystem(terms, XY)
+    system.XY, system.y_shift, system.y_scale = XY, shift, scale
+    return system
+
+
+def standardize_response(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(b0, s)``: least-squares fit of ``y`` on ``X`` (none without fixed effects)
+    and the root mean square of what it leaves.
+
+    The profiled objective changes by known terms only (``2 nu log s``), the fixed
+    effects by ``b0`` and the scale.
+
+    Raises
+    ------
+    FitError
+        The response is constant, or the fixed effects fit it exactly: nothing
+        is left for the variance components.
+    """
+    if not np.all(np.isfinite(y)):
+        raise FitError("the response has non-finite values")
+    p = X.shape[1]
+    shift = np.linalg.lstsq(X, y, rcond=None)[0] if p else np.zeros(0)
+    r = y - X @ shift if p else y
+    scale = float(np.sqrt(np.mean(r * r)))
+    size = float(np.max(np.abs(y))) if len(y) else 0.0
+    if not scale > 1e-12 * size:
+        if len(y) == 0 or np.ptp(y) == 0.0:
+            raise FitError("the response is constant: there is no variation to estimate "
+                           "variance components from")
+        raise FitError("the fixed effects fit the response exactly (residual sum of squares "
+                       "0): no variation is left for the random effects or the residual")
+    return shift, scale

@@ -78,6 +78,21 @@ class ThetaLayout:
             out.append(T)
         return out
 
+    def with_template(self, theta: np.ndarray, k: int, T: np.ndarray) -> np.ndarray:
+        """A copy of ``theta`` with term ``k``'s template replaced by ``T``."""
+        out = np.array(theta, dtype=float)
+        q, off = self.qs[k], self.offsets[k]
+        rows, cols = np.tril_indices(q)
+        order = np.lexsort((rows, cols))  # theta runs down each column
+        out[off:off + q * (q + 1) // 2] = T[rows[order], cols[order]]
+        return out
+
+    def template_columns(self, k: int) -> np.ndarray:
+        """The template column of each of term ``k``'s entries of ``theta``."""
+        q = self.qs[k]
+        rows, cols = np.tril_indices(q)
+        return cols[np.lexsort((rows, cols))]
+
     def diagonal_mask(self) -> np.ndarray:
         """True for entries of ``theta`` on a template diagonal."""
         return self.lower == 0.0

@@ -1,6 +1,6 @@
 """Design handling for the ANOVA engine: terms, balance, sequential projections.
 
-Three jobs, all on data with complete rows:
+The jobs, all on data with complete rows:
 
 * :func:`prepare_terms` validates the fixed and random terms and puts them in
   table order (fixed terms by degree, then random terms by degree, each in
@@ -11,10 +11,10 @@ Three jobs, all on data with complete rows:
 * :func:`balanced_spec` reads the factor structure off the terms and checks
   that the data are balanced; it returns the design specification for the EMS
   rules or the reason why the rules cannot be used.
-* :func:`sequential_ss` computes the Type I sums of squares by sequential
-  orthogonal projection, and for every source and every random term the trace
-  ``tr(Z_U' (P_k - P_{k-1}) Z_U)`` that is the coefficient of ``s2_U`` in the
-  expected sum of squares (Henderson's Method III).
+* :func:`level_codes` numbers the level combinations of a term.
+
+The sums of squares themselves are computed in
+:mod:`mixedanova.moments.sums_of_squares`.
 
 Factor structure from lme4-style terms.  Variables that occur in exactly the
 same terms are merged into one composite factor (``(1|recipe:replicate)``
@@ -35,7 +35,7 @@ import pandas as pd
 
 from .ems import RESIDUAL, Factor, make_spec, Spec
 
-__all__ = ["Term", "SequentialSS", "prepare_terms", "balanced_spec", "sequential_ss"]
+__all__ = ["Term", "SequentialSS", "prepare_terms", "balanced_spec", "level_codes"]
 
 
 @dataclass(frozen=True)
@@ -151,11 +151,12 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
     return terms, frozenset(cov)
 
 
-def _key(frame: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
-    """Integer codes of the combinations of ``cols`` (levels sorted)."""
+def level_codes(frame: pd.DataFrame, cols: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Integer codes of the combinations of ``cols`` (levels sorted) and their number."""
     if not cols:
-        return np.zeros(len(frame), dtype=np.int64)
-    return frame.groupby(list(cols), sort=True, observed=True).ngroup().to_numpy()
+        return np.zeros(len(frame), dtype=np.int64), 1
+    codes = frame.groupby(list(cols), sort=True, observed=True).ngroup().to_numpy()
+    return codes.astype(np.int64, copy=False), int(codes.max()) + 1
 
 
 def balanced_spec(data: pd.DataFrame, terms: Sequence[Term],
@@ -233,83 +234,3 @@ def balanced_spec(data: pd.DataFrame, terms: Sequence[Term],
     spec = Spec(spec.factors, spec.terms, tuple(t.label for t in terms), spec.term_random,
                 spec.replicates)
     return spec, ""
-
-
-def _onehot(codes: np.ndarray) -> np.ndarray:
-    m = np.zeros((codes.size, int(codes.max()) + 1))
-    m[np.arange(codes.size), codes] = 1.0
-    return m
-
-
-def _add_block(basis: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """Orthonormal basis of the part of span(block) orthogonal to span(basis)."""
-    norm = np.linalg.norm(block)
-    if norm == 0:
-        return np.zeros((block.shape[0], 0))
-    r = block / norm
-    for _ in range(2):
-        if basis.shape[1]:
-            r = r - basis @ (basis.T @ r)
-    u, s, _ = np.linalg.svd(r, full_matrices=False)
-    return u[:, s > 1e-9]
-
-
-def sequential_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
-                  covariates: Collection[str], intercept: bool = True) -> SequentialSS:
-    """Type I sums of squares and Method III trace coefficients.
-
-    Terms are fitted in the given order after the intercept.  Without
-    covariates the computation runs on the cells of all term variables with
-    weights sqrt(n_cell) (exact, since every column space lies in the span of
-    the cell indicators); the within-cell sum of squares joins the residual.
-
-    Returns
-    -------
-    SequentialSS
-        ``traces[k, u] = tr(Z_u' M_k Z_u)`` with ``M_k`` the projection on the
-        k-th increment (for the residual, ``I - P_all``).
-    """
-    y = data[response].to_numpy(dtype=float)
-    nobs = y.size
-    variables = list(dict.fromkeys(x for t in terms for x in t.variables))
-    use_cells = not covariates and bool(variables)
-    if use_cells:
-        cell = _key(data, variables)
-        n_cell = np.bincount(cell).astype(float)
-        means = np.bincount(cell, weights=y) / n_cell
-        within = float(np.sum((y - means[cell]) ** 2))
-        first = np.unique(cell, return_index=True)[1]
-        frame = data.iloc[first]
-        w = np.sqrt(n_cell)
-        yv = means
-    else:
-        frame = data
-        w = np.ones(nobs)
-        within = 0.0
-        yv = y
-    center = float(np.mean(y)) if intercept else 0.0
-    yt = w * (yv - center)
-    zs = [w[:, None] * _onehot(_key(frame, t.variables)) for t in terms if t.random]
-    basis = np.zeros((yt.size, 0))
-    if intercept:
-        basis = w[:, None] / np.linalg.norm(w)
-    dfs, sss, traces = [], [], []
-    for t in terms:
-        fac = [x for x in t.variables if x not in covariates or t.random]
-        block = _onehot(_key(frame, fac))
-        if not t.random:
-            for x in t.variables:
-                if x in covariates:
-                    block = block * frame[x].to_numpy(dtype=float)[:, None]
-        new = _add_block(basis, w[:, None] * block)
-        dfs.append(new.shape[1])
-        sss.append(float(np.sum((new.T @ yt) ** 2)))
-        traces.append([float(np.sum((new.T @ z) ** 2)) for z in zs])
-        basis = np.hstack([basis, new])
-    resid = yt - basis @ (basis.T @ yt)
-    resid = resid - basis @ (basis.T @ resid)
-    dfs.append(nobs - basis.shape[1])
-    sss.append(within + float(np.sum(resid**2)))
-    traces.append([float(np.sum(z**2) - np.sum((basis.T @ z) ** 2)) for z in zs])
-    return SequentialSS(tuple(t.label for t in terms) + (RESIDUAL,), np.array(dfs, dtype=float),
-                        np.array(sss), np.array(traces).reshape(len(dfs), len(zs)), nobs)

@@ -66,7 +66,6 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 __all__ = [
     "Factor",
@@ -431,6 +430,7 @@ def error_terms(table: pd.DataFrame) -> dict[str, dict[str, float] | None]:
 
 def fill_tests(table: pd.DataFrame,
                combos: Mapping[str, Mapping[str, float] | None]) -> pd.DataFrame:
+    from scipy import stats
     out = table.copy()
     ms = out["mean_sq"].astype(float)
     dfs = out["df"].astype(float)

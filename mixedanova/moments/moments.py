@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from .anova_design import balanced_spec, prepare_terms, sequential_ss
+from .anova_design import balanced_spec, prepare_terms
 from .ems import (
     RESIDUAL,
     assemble,
@@ -46,6 +45,7 @@ from .ems import (
     coef_column,
     error_terms,
 )
+from .sums_of_squares import balanced_ss, sequential_ss
 
 __all__ = [
     "METHOD_RULES",
@@ -239,7 +239,10 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
     if spec is None and ems == "restricted":
         raise ValueError("the restricted model is only defined for balanced designs handled by the "
                          f"EMS rules ({note or 'method3 requested'}); use ems='unrestricted'")
-    seq = sequential_ss(data, response, terms, cov, intercept)
+    if spec is not None:
+        seq = balanced_ss(data, response, terms, spec)
+    else:
+        seq = sequential_ss(data, response, terms, cov, intercept)
     labels = [t.label for t in terms]
     fixed_flags = [not t.random for t in terms]
     comps = [t.label for t in terms if t.random] + [RESIDUAL]
@@ -401,6 +404,7 @@ def varcomp_ci(state: AnovaFitState | MomentEstimates,
         ``df`` is the Satterthwaite ``nu``.  The interval is NaN when the
         estimate is not positive.
     """
+    from scipy import stats
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     comps = list(state.components)

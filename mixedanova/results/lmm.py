@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..design import Design, DesignError, group_labels
+from ..design import Design
 from ..likelihood.convergence import SINGULAR_TOL
 from ..likelihood.state import FitState
+from .workflow import WorkflowMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..report.summary import Summary
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["LinearMixedResults"]
 
 
-class LinearMixedResults:
+class LinearMixedResults(WorkflowMixin):
     """A fitted linear mixed model.
 
     Attributes are computed from the design and the engine's fit state; see the
@@ -229,10 +230,10 @@ class LinearMixedResults:
 
     @cached_property
     def fittedvalues(self) -> pd.Series:
-        """Conditional fitted values ``X b + Z u`` for the rows used."""
+        """Conditional fitted values ``X b + Z b + offset`` for the rows used."""
         d = self.design
-        fit = d.X @ self.state.beta + self._random_part([b.codes for b in d.blocks],
-                                                        [b.zraw for b in d.blocks])
+        fit = d.X @ self.state.beta + d.offset_values + self._random_part(
+            [b.codes for b in d.blocks], [b.zraw for b in d.blocks])
         return pd.Series(fit, index=d.row_index, name="fitted")
 
     @cached_property
@@ -240,63 +241,6 @@ class LinearMixedResults:
         """Conditional residuals ``y - fitted``."""
         return pd.Series(self.design.y - self.fittedvalues.to_numpy(),
                          index=self.design.row_index, name="resid")
-
-    def predict(self, newdata: pd.DataFrame | None = None, include_random: bool = True,
-                allow_new_levels: bool = False) -> pd.Series:
-        """Predictions, conditional on the random effects unless ``include_random=False``.
-
-        Parameters
-        ----------
-        newdata : DataFrame, optional
-            New rows; the fitted rows when omitted.
-        include_random : bool
-            Add the BLUPs of the rows' levels (lme4's ``re.form = NULL``); ``False``
-            gives population-level predictions (``re.form = NA``).
-        allow_new_levels : bool
-            Levels not seen in the fit get random effect 0 (the population
-            prediction) instead of raising an error.
-
-        Returns
-        -------
-        pandas.Series
-            Indexed like ``newdata``; rows with missing predictors give NaN.
-        """
-        d = self.design
-        if newdata is None:
-            if include_random:
-                return self.fittedvalues.rename("predicted")
-            return pd.Series(d.X @ self.state.beta, index=d.row_index, name="predicted")
-        return self._predict_new(newdata, include_random, allow_new_levels)
-
-    def _predict_new(self, newdata: pd.DataFrame, include_random: bool,
-                     allow_new_levels: bool) -> pd.Series:
-        d = self.design
-        needed = d.needed_columns(include_random)
-        missing_cols = [v for v in needed if v not in newdata.columns]
-        if missing_cols:
-            raise DesignError(f"newdata lacks column(s) {', '.join(map(repr, missing_cols))}")
-        ok = ~newdata[needed].isna().any(axis=1).to_numpy()
-        sub = newdata.loc[ok]
-        out = np.full(len(newdata), np.nan)
-        if len(sub):
-            pred = d.fixed_matrix(sub) @ self.state.beta
-            if include_random:
-                codes_list, zraw_list = [], []
-                for b in d.blocks:
-                    codes, zraw = b.rebuild(sub)
-                    if not allow_new_levels and np.any(codes < 0):
-                        new = pd.Index(sub.index[codes < 0])
-                        labels = group_labels(sub, b.factors)[codes < 0]
-                        raise DesignError(
-                            f"newdata has level(s) {', '.join(map(repr, pd.unique(labels)[:5]))} "
-                            f"of grouping factor {b.group!r} not seen in the fit (rows "
-                            f"{list(new[:5])}); pass allow_new_levels=True to predict them "
-                            "at the population level")
-                    codes_list.append(codes)
-                    zraw_list.append(zraw)
-                pred = pred + self._random_part(codes_list, zraw_list)
-            out[ok] = pred
-        return pd.Series(out, index=newdata.index, name="predicted")
 
     # ------------------------------------------------------------- criteria
     @property
@@ -491,7 +435,7 @@ class LinearMixedResults:
                         "deviance": self.deviance, "df.resid": self.df_resid}
         else:
             criteria = {"REML criterion at convergence": self.state.objective}
-        scaled = self.resid.to_numpy() / self.sigma
+        scaled = self.residuals("scaled").to_numpy()
         quant = pd.Series(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]),
                           index=["Min", "1Q", "Median", "3Q", "Max"])
         notes = []

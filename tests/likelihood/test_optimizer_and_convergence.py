@@ -28,7 +28,7 @@ def test_other_optimizers_reach_the_same_optimum(sleep_model, optimizer):
 def test_check_is_quiet_at_the_optimum(sleep_model):
     dev = sleep_model.deviance_function(True)
     opt = optimize_theta(dev)
-    rep = check_convergence(dev, opt.theta, dev.layout.lower, dev.layout.names)
+    rep = check_convergence(dev, opt.theta)
     assert rep.messages == () and rep.converged and not rep.is_singular
     assert np.max(np.abs(rep.gradient)) < 1e-3
 
@@ -36,7 +36,7 @@ def test_check_is_quiet_at_the_optimum(sleep_model):
 def test_check_flags_a_point_short_of_the_optimum(sleep_model):
     dev = sleep_model.deviance_function(True)
     theta = optimize_theta(dev).theta * np.array([1.2, 1.0, 0.8])
-    rep = check_convergence(dev, theta, dev.layout.lower, dev.layout.names)
+    rep = check_convergence(dev, theta)
     assert not rep.converged
     assert any("max|scaled gradient|" in m for m in rep.messages)
 
@@ -45,7 +45,7 @@ def test_check_flags_a_singular_point_that_is_not_an_optimum(sleep_model):
     dev = sleep_model.deviance_function(True)
     theta = optimize_theta(dev).theta.copy()
     theta[2] = 0.0  # the Days SD is far from 0 at the optimum
-    rep = check_convergence(dev, theta, dev.layout.lower, dev.layout.names)
+    rep = check_convergence(dev, theta)
     assert rep.is_singular
     assert not rep.converged
 

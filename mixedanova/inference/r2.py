@@ -1,0 +1,64 @@
+"""Nakagawa's R2 and the intraclass correlation (``performance::r2_nakagawa``,
+``performance::icc``, with ``insight::get_variance``'s components), Gaussian
+linear mixed models.
+
+* ``var_fixed``: sample variance (``n - 1``) of ``X beta`` over the rows used.
+* ``var_random``: per random term the mean over rows of ``z_i' Sigma z_i``, summed
+  over terms (``Sigma`` the term's ``VarCorr`` matrix, ``z_i`` the row's values of
+  the term's columns).  For ``(1|g)`` this is the intercept variance; with random
+  slopes it averages over the observed covariate values (insight's method).
+* ``var_residual``: ``sigma^2``.
+
+``R2_marginal = vf / (vf + vr + ve)``, ``R2_conditional = (vf + vr) / (vf + vr + ve)``,
+``ICC_adjusted = vr / (vr + ve)``, ``ICC_unadjusted = vr / (vf + vr + ve)``; by
+group: the intercept variance of the group over ``vr + ve``.
+
+insight takes the slope columns ``z_i`` from the *fixed-effects* model matrix;
+here they come from the random term's own model matrix, which is the same
+whenever the slope variable is also a fixed effect (the usual case).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["variance_components", "r2_nakagawa", "icc"]
+
+
+def variance_components(res) -> dict:
+    """``var_fixed, var_random, var_residual`` and the per-group intercept variances."""
+    d = res.design
+    eta = d.X @ res.state.beta
+    var_fixed = float(np.var(eta, ddof=1)) if d.nobs > 1 else 0.0
+    var_random = 0.0
+    intercepts: dict[str, float] = {}
+    for b, name, S in zip(d.blocks, d.group_names, res._term_covariances()):
+        var_random += float(np.mean(np.einsum("ij,jk,ik->i", b.zraw, S, b.zraw)))
+        if "(Intercept)" in b.columns:
+            j = b.columns.index("(Intercept)")
+            intercepts[name] = float(S[j, j])
+    return {"var_fixed": var_fixed, "var_random": var_random,
+            "var_residual": res.sigma ** 2, "var_intercept": intercepts}
+
+
+def r2_nakagawa(res) -> pd.Series:
+    """``R2_marginal`` and ``R2_conditional`` (``performance::r2_nakagawa``)."""
+    v = variance_components(res)
+    total = v["var_fixed"] + v["var_random"] + v["var_residual"]
+    return pd.Series({"R2_marginal": v["var_fixed"] / total,
+                      "R2_conditional": (v["var_fixed"] + v["var_random"]) / total},
+                     name="r2_nakagawa")
+
+
+def icc(res, by_group: bool = False) -> pd.Series:
+    """``ICC_adjusted`` and ``ICC_unadjusted`` (``performance::icc``); with
+    ``by_group=True`` one ICC per grouping factor (intercept variance over
+    ``var_random + var_residual``, ``performance::icc(m, by_group = TRUE)``)."""
+    v = variance_components(res)
+    vr, ve = v["var_random"], v["var_residual"]
+    if by_group:
+        return pd.Series({g: s / (vr + ve) for g, s in v["var_intercept"].items()},
+                         name="ICC")
+    total = v["var_fixed"] + vr + ve
+    return pd.Series({"ICC_adjusted": vr / (vr + ve), "ICC_unadjusted": vr / total},
+                     name="icc")
