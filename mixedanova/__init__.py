@@ -5,9 +5,10 @@
 >>> print(res.summary())            # doctest: +SKIP
 """
 from .datasets import dataset_info, list_datasets, load_dataset
-from .errors import (ConvergenceWarning, DesignError, EstimabilityError, FitError,
-                     FormulaError, MixedAnovaError, MixedAnovaWarning, RankDeficiencyWarning,
-                     SingularFitWarning)
+from .errors import (ArgumentError, ConvergenceWarning, DesignError, EstimabilityError,
+                     FitError, FormulaError, InferenceWarning, MixedAnovaError,
+                     MixedAnovaWarning, RankDeficiencyWarning, SingularFitWarning,
+                     UnknownNameError)
 from .inference.compare import compare
 from .model import LinearMixedModel, lmm
 from .moments.ems import Factor, ems_rules
@@ -44,4 +45,7 @@ __all__ = [
     "MixedAnovaError",
     "MixedAnovaWarning",
     "FitError",
+    "ArgumentError",
+    "UnknownNameError",
+    "InferenceWarning",
 ]

@@ -9,8 +9,7 @@ import warnings
 import pandas as pd
 
 from .datasets import dataset_info, list_datasets, load_dataset
-from .design import DesignError
-from .formula import FormulaError
+from .errors import DesignError, FormulaError, MixedAnovaError
 from .model import lmm
 
 __all__ = ["main"]
@@ -29,8 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"bundled data set: {', '.join(list_datasets())}")
     fit.add_argument("--method", default="REML", choices=["REML", "ML", "ANOVA"],
                      type=str.upper, help="estimation method (default REML)")
-    fit.add_argument("--ems", default="unrestricted", choices=["unrestricted", "restricted"],
-                     help="mixed-model convention for --method ANOVA")
+    fit.add_argument("--ems", default=None, choices=["unrestricted", "restricted"],
+                     help="mixed-model convention for --method ANOVA (default unrestricted)")
     fit.add_argument("--anova", action="store_true",
                      help="also print the F tests of the fixed terms (lmerTest's anova)")
     fit.add_argument("--type", default="3", choices=["1", "2", "3"],
@@ -52,18 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         print(_datasets_listing())
         return 0
     try:
-        data = pd.read_csv(args.data) if args.data else load_dataset(args.dataset)
-        kwargs = {"ems": args.ems} if args.method == "ANOVA" else {}
+        data = _read_csv(args.data) if args.data else load_dataset(args.dataset)
+        kwargs = {} if args.ems is None else {"ems": args.ems}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = lmm(args.formula, data, method=args.method, **kwargs)
-    except (FormulaError, DesignError, ValueError, OSError) as exc:
-        print(f"mixedanova: error: {exc}", file=sys.stderr)
+    except MixedAnovaError as exc:
+        print(f"mixedanova: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     try:
         table = _anova_table(res, args) if args.anova else None
-    except ValueError as exc:
-        print(f"mixedanova: error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # MixedAnovaError is a ValueError
+        msg = _one_line(exc) if isinstance(exc, MixedAnovaError) else str(exc)
+        print(f"mixedanova: error: {msg}", file=sys.stderr)
         return 2
     if args.json:
         from .report.export import results_to_json
@@ -98,6 +98,26 @@ def _datasets_listing() -> str:
                   f"    formula: {r['formula']}   (random: {r['random']})",
                   f"    source:  {r['source']}"]
     return "\n".join(lines)
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    """The CSV file as a DataFrame; unreadable files are a :class:`DesignError`."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as exc:
+        detail = str(exc).strip().splitlines()
+        raise DesignError(f"cannot read --data {path!r}: "
+                          f"{detail[0] if detail else type(exc).__name__}") from None
+
+
+def _one_line(exc: MixedAnovaError) -> str:
+    """The error's message on one line (a formula error's caret line becomes a position)."""
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    if isinstance(exc, FormulaError) and exc.formula is not None:
+        where = f" at character {exc.pos + 1}" if exc.pos is not None else ""
+        return f"{lines[0]} (in {exc.formula!r}{where})"
+    return " ".join(line.strip() for line in lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,15 +23,16 @@ from __future__ import annotations
 import difflib
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from . import design_matrices as _matrices
 from .likelihood.theta import ThetaLayout
-from .formula import ParsedFormula, RandomTermSpec, split_summands
-from .errors import DesignError, RankDeficiencyWarning
+from .formula import (ParsedFormula, RandomTermSpec, formula_variables, split_summands,
+                      strip_quotes)
+from .data_checks import as_numeric, check_columns, check_levels, plain_strings
+from .errors import DesignError, RankDeficiencyWarning, user_stacklevel
 
 __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
            "RankDeficiencyWarning"]
@@ -165,7 +166,7 @@ class RandomBlock:
         """Codes (``-1`` for unseen levels) and ``zraw`` for new data."""
         labels = group_labels(data, self.factors)
         codes = self.levels.get_indexer(labels)
-        zraw = np.asarray(self.spec.get_model_matrix(data), dtype=float)
+        zraw = model_matrix_like(self.spec, data, f"random term {self.source}")
         return codes, zraw.reshape(len(data), -1)
 
 
@@ -277,21 +278,27 @@ class Design:
 
     def needed_columns(self, include_random: bool = True) -> list[str]:
         """Data columns needed to rebuild X and the offset (and Z when ``include_random``)."""
-        needed = _formula_variables(self.formula.fixed)
+        cols = list(self.data.columns)
+        needed = formula_variables(self.formula.fixed, cols)
         for expr in self.formula.offsets:
-            needed += _formula_variables(expr)
+            needed += [v for v in formula_variables(expr, cols) if v not in needed]
         if self.offset_column not in (None, _OFFSET_ARRAY):
             needed.append(self.offset_column)
         if include_random:
             for b in self.blocks:
-                needed += _formula_variables(b.expr) + list(b.factors)
-        cols = set(self.data.columns)
-        return list(dict.fromkeys(v for v in needed if v in cols))
+                needed += formula_variables(b.expr, cols) + list(b.factors)
+        return list(dict.fromkeys(v for v in needed if v in set(cols)))
 
     def fixed_matrix(self, data: pd.DataFrame) -> np.ndarray:
-        """Rebuild ``X`` (kept columns only) for new data."""
-        mm = self.fixed_spec.get_model_matrix(data)
-        return np.asarray(mm, dtype=float)[:, self.kept_columns]
+        """Rebuild ``X`` (kept columns only) for new data.
+
+        Raises
+        ------
+        DesignError
+            A level of a fixed factor not seen in the fit, or a column of the
+            wrong kind (text where the fit had numbers).
+        """
+        return model_matrix_like(self.fixed_spec, data, "fixed effects")[:, self.kept_columns]
 
     # ------------------------------------------- the matrices on show (issue 13)
     def X_frame(self) -> pd.DataFrame:
@@ -325,6 +332,26 @@ class Design:
         """The terms: fixed ones with their columns of ``X``, random ones with their
         grouping factor's number of levels and (first ten) levels."""
         return _matrices.describe(self)
+
+
+def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
+    """``spec``'s model matrix on new ``data``, refusing what formulaic lets pass.
+
+    formulaic encodes a level not seen in the fit as all zeros (the reference
+    level) with only a warning; here that is a :class:`DesignError` naming the
+    factor and the level.  Columns must have the kind they had in the fit.
+    """
+    if isinstance(spec, SimpleSpec):
+        data = data.assign(**{c: as_numeric(data[c], c, role) for c in spec.columns})
+        return spec.get_model_matrix(data)
+    data = check_levels(spec, data, role)
+    try:
+        mm = spec.get_model_matrix(plain_strings(data))
+    except Exception as exc:  # formulaic's errors on data it cannot encode
+        detail = str(exc).strip().splitlines()
+        raise DesignError(f"cannot rebuild the {role} columns from newdata: "
+                          f"{detail[0] if detail else type(exc).__name__}") from None
+    return np.asarray(mm, dtype=float).reshape(len(data), -1)
 
 
 def group_labels(data: pd.DataFrame, factors: tuple[str, ...]) -> pd.Index:
@@ -386,7 +413,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     for extra in (weights_column, offset_column):
         if extra is not None and extra not in used:
             used.append(extra)
+    check_columns(parsed, data, used)
     data, n_dropped = _complete_rows(data, used, missing)
+    data = plain_strings(data)
     y = _response(parsed, data)
     w = None
     if weights_column is not None:
@@ -411,8 +440,13 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
             f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
-            RankDeficiencyWarning, stacklevel=3)
+            RankDeficiencyWarning, stacklevel=user_stacklevel())
     kept_idx = np.flatnonzero(keep)
+    if len(kept_idx) >= len(y):
+        raise DesignError(
+            f"the fixed effects {parsed.fixed!r} have {len(kept_idx)} independent columns "
+            f"for {len(y)} observations; a mixed model needs fewer fixed-effect columns "
+            "than observations")
     X = np.ascontiguousarray(X_all[:, kept_idx])
     fixed_terms = _fixed_terms(spec, kept_idx)
     blocks = [_random_block(term, data) for term in parsed.random]
@@ -490,10 +524,11 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
         if name not in used:
             used.append(name)
 
-    for v in _formula_variables(parsed.response):
+    cols = list(data.columns)
+    for v in _formula_variables(parsed.response, cols):
         if v in data.columns or not _is_module(v):
             add(v, "response")
-    for v in _formula_variables(parsed.fixed):
+    for v in _formula_variables(parsed.fixed, cols):
         if v in data.columns or not _is_module(v):
             add(v, "fixed effects")
     for expr in parsed.offsets:
@@ -501,7 +536,7 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
             if v in data.columns or not _is_module(v):
                 add(v, f"offset({expr})")
     for term in parsed.random:
-        for v in _formula_variables(term.expr):
+        for v in _formula_variables(term.expr, cols):
             if v in data.columns or not _is_module(v):
                 add(v, f"random term {term.source}")
         for v in term.factors:
@@ -509,15 +544,9 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     return used
 
 
-def _formula_variables(expr: str) -> list[str]:
+def _formula_variables(expr: str, columns=()) -> list[str]:
     """Data variables a formula needs (a new list each call)."""
-    return list(_formula_variables_cached(expr))
-
-
-@lru_cache(maxsize=256)
-def _formula_variables_cached(expr: str) -> tuple[str, ...]:
-    from formulaic import Formula
-    return tuple(sorted(Formula(expr).required_variables))
+    return formula_variables(expr, columns)
 
 
 def _is_module(name: str) -> bool:
@@ -556,6 +585,8 @@ def _complete_rows(data: pd.DataFrame, used: list[str],
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
     from formulaic import model_matrix
     name = parsed.response.strip()
+    if strip_quotes(name) in data.columns:
+        name = strip_quotes(name)
     if name in data.columns:
         col = data[name]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
@@ -648,6 +679,12 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
     first[codes[::-1]] = np.arange(len(codes))[::-1]
     levels = pd.Index(group_labels(data.iloc[first], term.factors), dtype=object,
                       name=term.group)
+    if not levels.is_unique:
+        dup = levels[levels.duplicated()][0]
+        raise DesignError(
+            f"grouping factor {term.group!r} of {term.source} has two different levels both "
+            f"labelled {dup!r} (a value of {', '.join(map(repr, term.factors))} contains "
+            "':'); recode the values")
     if len(levels) < 2:
         raise DesignError(
             f"grouping factor {term.group!r} of {term.source} has only one level "

@@ -3,7 +3,9 @@
 The engine never forms ``Z`` (see :mod:`mixedanova.design`); these helpers build
 it for a user who wants to see the textbook objects of
 
-    y = X beta + Z b + e,   b ~ N(0, G),   e ~ N(0, R),   V = Z G Z' + R.
+    y = X beta + Z b + e,   b ~ N(0, G),   e ~ N(0, R),   V = Z G Z' + R,
+
+with ``R = sigma^2 diag(1 / w)`` (``w`` the prior weights, 1 without them).
 
 ``Z`` has one column per level and random-effect column of each term, in
 lme4's order (terms as in ``Design.blocks``; within a term level by level,
@@ -123,11 +125,20 @@ def g_matrix(design, templates, sigma: float, max_cells: int | None = None) -> p
     return pd.DataFrame(_g_sparse(design, templates, sigma).toarray(), index=names, columns=names)
 
 
+def _residual_variances(design, sigma: float) -> np.ndarray:
+    """``sigma^2 / w_i``: prior weights (lme4's ``weights =``) divide the variance."""
+    w = getattr(design, "prior_weights", None)
+    w = np.ones(design.nobs) if w is None else np.asarray(w, dtype=float)
+    return sigma**2 / w
+
+
 def r_matrix(design, sigma: float, max_cells: int | None = None) -> pd.DataFrame:
-    """``R = Var(e) = sigma^2 I`` (independent residuals with one variance)."""
+    """``R = Var(e) = sigma^2 diag(1 / w)`` (independent residuals; ``w`` the prior
+    weights, all 1 without ``weights=``)."""
     n = design.nobs
     check_size(n, n, "R", max_cells)
-    return pd.DataFrame(sigma**2 * np.eye(n), index=design.row_index, columns=design.row_index)
+    return pd.DataFrame(np.diag(_residual_variances(design, sigma)), index=design.row_index,
+                        columns=design.row_index)
 
 
 def v_matrix(design, templates, sigma: float, max_cells: int | None = None) -> pd.DataFrame:
@@ -135,5 +146,6 @@ def v_matrix(design, templates, sigma: float, max_cells: int | None = None) -> p
     n = design.nobs
     check_size(n, n, "V", max_cells)
     z = z_sparse(design)
-    v = (z @ _g_sparse(design, templates, sigma) @ z.T).toarray() + sigma**2 * np.eye(n)
+    v = (z @ _g_sparse(design, templates, sigma) @ z.T).toarray()
+    v[np.diag_indices(n)] += _residual_variances(design, sigma)
     return pd.DataFrame(v, index=design.row_index, columns=design.row_index)

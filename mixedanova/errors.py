@@ -8,8 +8,12 @@ stage may raise these.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 __all__ = ["MixedAnovaError", "FormulaError", "DesignError", "EstimabilityError",
-           "FitError", "MixedAnovaWarning", "ConvergenceWarning", "SingularFitWarning",
+           "FitError", "ArgumentError", "UnknownNameError", "MixedAnovaWarning", "user_stacklevel",
+           "ConvergenceWarning", "SingularFitWarning",
            "RankDeficiencyWarning", "InferenceWarning"]
 
 
@@ -45,6 +49,19 @@ class FitError(MixedAnovaError):
     argument is invalid (e.g. a bad ``start``)."""
 
 
+class ArgumentError(MixedAnovaError):
+    """An argument value a function does not accept (``ddf``, ``type``, ``level``,
+    ``L``, ``n_boot``, an unknown keyword ...); the message names the argument."""
+
+
+class UnknownNameError(ArgumentError, KeyError):
+    """A name (grouping factor, parameter, coefficient, variance component, data
+    set) that the object does not have; also a :class:`KeyError`, as a lookup."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class MixedAnovaWarning(UserWarning):
     """Base class of the package's warnings."""
 
@@ -63,3 +80,29 @@ class RankDeficiencyWarning(MixedAnovaWarning):
 
 class InferenceWarning(MixedAnovaWarning):
     """A numerical problem in the df computations (e.g. a non-positive Hessian)."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for :func:`warnings.warn` that points at the caller's code.
+
+    Counts the frames, starting with the function that calls ``warnings.warn``,
+    that belong to this package (or to :mod:`functools`, whose
+    ``cached_property`` the results use), so that the warning shows the user's
+    line (the first frame outside) whatever the call path.
+    """
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and _internal(frame.f_code.co_filename):
+        level += 1
+        frame = frame.f_back
+    return level
+
+
+def _internal(filename: str) -> bool:
+    """A frame of this package, or of :mod:`functools` between two of its frames
+    (``cached_property``)."""
+    path = os.path.abspath(filename)
+    return path.startswith(_PACKAGE_DIR + os.sep) or os.path.basename(path) == "functools.py"

@@ -8,24 +8,40 @@ terms are taken out of the right-hand side first and expanded:
 
 * ``(x | g)``     -> one term, correlated intercept and slope (``1 + x``);
 * ``(x || g)``    -> independent terms ``(1 | g) + (0 + x | g)``;
-* ``(1 | a/b)``   -> ``(1 | a) + (1 | a:b)``;
+* ``(1 | a/b)``   -> ``(1 | a) + (1 | b:a)``;
 * ``(1 | a:b)``   -> the interaction of ``a`` and ``b`` as grouping factor.
 
+As lme4 (``expandSlash``), the nested term of ``a/b`` is named ``b:a``.  A
+variable may be written plain (``y.val``, ``grüppe``), in backticks or as
+formulaic's ``Q("...")`` anywhere a name can appear; :func:`formula_variables`
+finds the data columns a side of the formula uses.
+
 Malformed formulas raise :class:`FormulaError`, whose message shows the formula
-with a caret under the offending text.
+with a caret under the offending text (formulaic's own syntax errors included).
 """
 from __future__ import annotations
 
+import ast
+import keyword
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+
+from formulaic import Formula
 
 from .errors import FormulaError
 
-__all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula", "split_summands"]
+__all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula", "split_summands",
+           "formula_variables", "strip_quotes", "same_group", "quote_name", "grouping_text"]
 
-_NAME = r"(?:[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`)"
+# a variable name: an identifier (any script, dots allowed, as R's), a backticked
+# name, or formulaic's Q("name")
+_QUOTED = r"""Q\(\s*(?:"[^"]*"|'[^']*')\s*\)"""
+_NAME = rf"(?:[^\W\d][\w.]*|\.[^\W\d][\w.]*|`[^`]+`|{_QUOTED})"
 _OFFSET_RE = re.compile(r"^offset\s*\((.*)\)$", re.S)
 _GROUP_RE = re.compile(rf"^\s*{_NAME}\s*(?:[:/]\s*{_NAME}\s*)*$")
+_QUOTED_RE = re.compile(rf"`[^`]+`|{_QUOTED}")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m|[\u29da\u29db]")
 
 
 @dataclass(frozen=True)
@@ -45,11 +61,13 @@ class RandomTermSpec:
     expr: str
     factors: tuple[str, ...]
     source: str
+    label: str | None = None
 
     @property
     def group(self) -> str:
-        """Grouping-factor label as lme4 prints it (``"a:b"``)."""
-        return ":".join(self.factors)
+        """Grouping-factor label as lme4 prints it: ``"a:b"`` for ``(1|a:b)``,
+        ``"b:a"`` and ``"c:(b:a)"`` for the terms that ``(1|a/b/c)`` expands to."""
+        return self.label or ":".join(self.factors)
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     fixed = " ".join(fixed_pieces).strip() or "1"
     if fixed.startswith("+"):
         fixed = fixed[1:].strip()
+    _check_syntax(response, formula, 0, t)
+    _check_syntax(fixed, formula, rhs_offset, len(rhs))
     return ParsedFormula(formula=formula, response=response, fixed=fixed,
                          random=tuple(random_terms), offsets=tuple(offsets))
 
@@ -242,24 +262,71 @@ def _expand_bar(bar: tuple[str, str, bool], term: str, formula: str,
             formula, pos, len(term))
     groups = _expand_grouping(grouping)
     lhs = lhs.strip()
+    _check_syntax(lhs, formula, pos, len(term))
     exprs = _split_independent(lhs, formula, pos, term) if double else [_normalize_lhs(lhs)]
-    return [RandomTermSpec(expr=e, factors=g, source=term) for g in groups for e in exprs]
+    return [RandomTermSpec(expr=e, factors=g, source=term, label=label)
+            for g, label in groups for e in exprs]
 
 
-def _strip_ticks(name: str) -> str:
+def strip_quotes(name: str) -> str:
+    """The variable a name refers to: ```a b``` and ``Q("a b")`` -> ``a b``."""
     name = name.strip()
-    return name[1:-1] if name.startswith("`") and name.endswith("`") else name
+    if len(name) > 1 and name.startswith("`") and name.endswith("`"):
+        return name[1:-1]
+    m = re.fullmatch(_QUOTED, name)
+    if m:
+        inner = name[name.index("(") + 1:name.rindex(")")].strip()
+        return inner[1:-1]
+    return name
 
 
-def _expand_grouping(grouping: str) -> list[tuple[str, ...]]:
-    """``a/b/c`` -> [(a,), (a,b), (a,b,c)]; ``a:b`` -> [(a,b)]."""
-    nests = [part for part in _split_at(grouping, "/")]
-    out: list[tuple[str, ...]] = []
-    prefix: tuple[str, ...] = ()
+def _expand_grouping(grouping: str) -> list[tuple[tuple[str, ...], str | None]]:
+    """Grouping factors and lme4's labels of a grouping expression.
+
+    ``a:b`` -> ``[((a, b), None)]`` (label ``"a:b"``).  Nesting follows lme4's
+    ``expandSlash``: ``a/b/c`` -> ``a``, ``b:a`` and ``c:(b:a)``; the factors of a
+    nested term run from the innermost out, so its levels read ``"c1:b1:a1"``.
+    """
+    nests = [tuple(strip_quotes(p) for p in _split_at(part, ":"))
+             for part in _split_at(grouping, "/")]
+    if len(nests) == 1:
+        return [(nests[0], None)]
+    out: list[tuple[tuple[str, ...], str | None]] = []
+    factors: tuple[str, ...] = ()
+    label = ""
     for part in nests:
-        prefix = prefix + tuple(_strip_ticks(p) for p in _split_at(part, ":"))
-        out.append(prefix)
+        own = ":".join(part)
+        if not factors:
+            label = own
+        else:
+            outer = f"({label})" if ":" in label else label
+            label = f"{own}:{outer}"
+        factors = part + factors
+        out.append((factors, label))
     return out
+
+
+def quote_name(name: str) -> str:
+    """``name`` as it can be written in a formula (backticked unless a plain name)."""
+    return name if re.fullmatch(r"[^\W\d][\w.]*", name) else f"`{name}`"
+
+
+def grouping_text(factors: tuple[str, ...]) -> str:
+    """A grouping expression for ``factors`` that parses back to the same factors."""
+    return ":".join(quote_name(f) for f in factors)
+
+
+def same_group(name: str, group: str) -> bool:
+    """True when ``name`` spells grouping factor ``group`` with its factors in any
+    order (``"batch:sample"`` and ``"sample:batch"``; parentheses ignored)."""
+    if name == group:
+        return True
+    return _group_key(name) == _group_key(group)
+
+
+def _group_key(name: str) -> frozenset:
+    parts = [p.strip().strip("()").strip() for p in re.split(r"[:/()]", str(name))]
+    return frozenset(strip_quotes(p) for p in parts if p)
 
 
 def _split_at(text: str, char: str) -> list[str]:
@@ -304,3 +371,103 @@ def _split_independent(lhs: str, formula: str, pos: int, term: str) -> list[str]
         raise FormulaError("random-effects term has no terms left of '||'", formula, pos,
                            len(term))
     return exprs
+
+
+def _check_syntax(text: str, formula: str, pos: int, length: int) -> None:
+    """Let formulaic parse ``text`` (a side or a term's left-hand side) now, so that
+    its syntax errors come out as :class:`FormulaError` pointing into ``formula``."""
+    try:
+        _parse_terms(text)
+    except Exception as exc:  # formulaic's parser raises several types
+        detail = _ANSI_RE.sub("", str(exc)).strip().splitlines()
+        words = [w for w in re.findall(r"[^\W\d]\w*", _QUOTED_RE.sub(
+            lambda m: " " + strip_quotes(m.group(0)) + " ", text)) if keyword.iskeyword(w)]
+        hint = (f"; {words[0]!r} is a Python keyword, which formulaic cannot evaluate inside "
+                f"an expression: rename the column") if words else ""
+        raise FormulaError(f"cannot parse {text.strip()!r}: "
+                           f"{detail[0] if detail else type(exc).__name__}{hint}",
+                           formula, pos, max(1, length)) from None
+
+
+@lru_cache(maxsize=256)
+def _parse_terms(text: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """formulaic's terms of ``text``: per term its factors as (expression, how evaluated)."""
+    return tuple(tuple((str(f.expr), f.eval_method.name) for f in term.factors)
+                 for term in Formula(text))
+
+
+def formula_variables(expr: str, columns=()) -> list[str]:
+    """Data variables that ``expr`` (one side of a formula) uses, in order of appearance.
+
+    A name may be plain (``x``, ``y.val``, ``grüppe``), backticked (```y val```)
+    or quoted (``Q("y val")``).  Inside a Python expression (``np.log(y.val)``), a
+    dotted name is the longest of its prefixes that is one of ``columns``
+    (``y.val`` when that is a column, else ``y.val`` all the same, so that a
+    message names what the user wrote); called names (``np.log``, ``C``) and
+    modules are not variables.
+    """
+    cols = set(map(str, columns))
+    out: list[str] = []
+    for term in _parse_terms(expr):
+        for text, how in term:
+            if how == "LITERAL":
+                continue
+            names = [strip_quotes(text)] if how == "LOOKUP" else _python_names(text, cols)
+            for n in names:
+                if n not in out:
+                    out.append(n)
+    return out
+
+
+def _python_names(code: str, cols: set) -> list[str]:
+    quoted: list[str] = []
+
+    def hold(m: re.Match) -> str:
+        quoted.append(strip_quotes(m.group(0)))
+        return f"__q{len(quoted) - 1}__"
+
+    body = _QUOTED_RE.sub(hold, code)
+    try:
+        tree = ast.parse(body, mode="eval")
+    except SyntaxError:
+        return quoted
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            skip.add(id(node.func))  # np.log, C, I ...: functions, not variables
+        if isinstance(node, ast.Attribute):
+            skip.add(id(node.value))  # y of y.val: part of a longer chain
+    names: list[str] = []
+    for node in ast.walk(tree):
+        chain = _dotted(node)
+        if chain is None or id(node) in skip:
+            continue
+        head = chain.split(".")[0]
+        m = re.fullmatch(r"__q(\d+)__", head)
+        if m:
+            names.append(quoted[int(m.group(1))])
+            continue
+        if head in _MODULES and head not in cols:
+            continue
+        parts = chain.split(".")
+        pick = next((".".join(parts[:k]) for k in range(len(parts), 0, -1)
+                     if ".".join(parts[:k]) in cols), chain)
+        names.append(pick)
+    return list(dict.fromkeys(names))
+
+
+# names formulaic's evaluation context provides (its transforms and modules)
+try:
+    from formulaic.transforms import TRANSFORMS as _TRANSFORMS
+except ImportError:  # pragma: no cover - older formulaic
+    _TRANSFORMS = {}
+_MODULES = frozenset({"np", "numpy", "pd", "pandas", "math", "scipy"} | set(_TRANSFORMS))
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return None if inner is None else f"{inner}.{node.attr}"
+    return None

@@ -21,7 +21,8 @@ import pandas as pd
 from .design import Design, DesignError, build_design
 from .formula import parse_formula
 from .results.lmm import LinearMixedResults
-from .errors import ConvergenceWarning, SingularFitWarning
+from .errors import (ArgumentError, ConvergenceWarning, FitError, SingularFitWarning,
+                     user_stacklevel)
 
 if TYPE_CHECKING:
     from .likelihood.criterion import ProfiledDeviance
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 __all__ = ["LinearMixedModel", "lmm", "ConvergenceWarning", "SingularFitWarning"]
 
 _METHODS = ("REML", "ML", "ANOVA")
+# scipy methods that take bounds (the package's optimizer is bounded)
+_OPTIMIZERS = ("SLSQP", "L-BFGS-B", "Powell", "Nelder-Mead", "COBYLA", "COBYQA", "TNC",
+               "trust-constr")
+_EMS = ("unrestricted", "restricted")
+_ANOVA_METHODS = ("auto", "rules", "method3")
 
 
 class LinearMixedModel:
@@ -98,11 +104,22 @@ class LinearMixedModel:
         method, start, warn, **kwargs
             As for :meth:`fit`.
         """
+        unknown = sorted(set(kwargs) - set(_FIT_KEYWORDS))
+        if unknown:
+            raise ArgumentError(f"refit() got unknown keyword argument(s) "
+                                f"{', '.join(map(repr, unknown))}; it takes y, method, "
+                                f"{', '.join(_FIT_KEYWORDS)}")
         model = self
         if y is not None:
-            y = np.asarray(y, dtype=float)
+            try:
+                y = np.asarray(y, dtype=float)
+            except (TypeError, ValueError):
+                raise FitError(f"y must be {self.design.nobs} numbers, not "
+                               f"{type(y).__name__}") from None
             if y.shape != self.design.y.shape:
-                raise ValueError(f"y must have {self.design.nobs} values, not {y.shape}")
+                raise FitError(f"y must have {self.design.nobs} values, not shape {y.shape}")
+            if not np.all(np.isfinite(y)):
+                raise FitError("y has non-finite values (NaN or inf)")
             model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing)
         return model.fit(method, start=start, warn=warn, **kwargs)
 
@@ -143,8 +160,8 @@ class LinearMixedModel:
         return -float(np.sum(np.log(d.weights))) if d.has_weights else 0.0
 
     def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",
-            start: np.ndarray | None = None, ems: str = "unrestricted",
-            anova_method: str = "auto", warn: bool = True) -> LinearMixedResults:
+            start: np.ndarray | None = None, ems: str | None = None,
+            anova_method: str | None = None, warn: bool = True) -> LinearMixedResults:
         """Fit the model.
 
         Parameters
@@ -156,24 +173,31 @@ class LinearMixedModel:
             scipy method for ``theta`` (see :func:`~mixedanova.likelihood.optimizer.optimize_theta`).
         start : array, optional
             Starting ``theta``.
-        ems : {"unrestricted", "restricted"}
-            Mixed-model convention for ``method="ANOVA"``.  The default is the
+        ems : {"unrestricted", "restricted"}, optional
+            Mixed-model convention for ``method="ANOVA"`` (an error with other
+            methods, which have no such choice).  The default is the
             unrestricted model, which is what an lme4 formula states (each
             ``(1|a:b)`` effect is iid) and what REML fits; ``"restricted"`` is the
             textbook model whose random interactions with a fixed factor sum to
             zero over its levels.
-        anova_method : {"auto", "rules", "method3"}
+        anova_method : {"auto", "rules", "method3"}, optional
             For ``method="ANOVA"``: the balanced EMS rules when the design allows
-            (``"auto"``), or Henderson's Method III (Type I sums of squares).
+            (``"auto"``, the default), or Henderson's Method III (Type I sums of squares).
         warn : bool
             Emit one warning when the convergence check finds a problem or the fit
             is singular.
+
+        Raises
+        ------
+        FitError
+            An argument the fit cannot use, named in the message: an unknown
+            ``method`` or ``optimizer``, a ``start`` that is not one number per
+            element of ``theta``, ``ems``/``anova_method`` with a likelihood fit.
         """
-        method = str(method).upper()
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
+        method, optimizer, start = self._check_fit_arguments(method, optimizer, start, ems,
+                                                             anova_method, warn)
         if method == "ANOVA":
-            return self._fit_moments(ems, anova_method)
+            return self._fit_moments(ems or "unrestricted", anova_method or "auto")
         from .likelihood.convergence import check_convergence
         from .likelihood.criterion import fit_state
         from .likelihood.optimizer import optimize_theta
@@ -190,6 +214,54 @@ class LinearMixedModel:
             _warn_once(res)
         return res
 
+
+    def _check_fit_arguments(self, method, optimizer, start, ems, anova_method, warn):
+        """Validate :meth:`fit`'s arguments; returns canonical method, optimizer, start."""
+        if not isinstance(method, str) or method.upper() not in _METHODS:
+            raise FitError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
+        method = method.upper()
+        canon = {o.lower(): o for o in _OPTIMIZERS}
+        if not isinstance(optimizer, str) or optimizer.lower() not in canon:
+            raise FitError(f"optimizer must be one of {', '.join(_OPTIMIZERS)} (scipy methods "
+                           f"that take bounds), not {optimizer!r}")
+        optimizer = canon[optimizer.lower()]
+        if method == "ANOVA":
+            if ems is not None and ems not in _EMS:
+                raise FitError(f"ems must be one of {', '.join(_EMS)}, not {ems!r}")
+            if anova_method is not None and anova_method not in _ANOVA_METHODS:
+                raise FitError(f"anova_method must be one of {', '.join(_ANOVA_METHODS)}, "
+                               f"not {anova_method!r}")
+            if start is not None:
+                raise FitError("start (a starting theta) does not apply to method='ANOVA'")
+        else:
+            for name, value in (("ems", ems), ("anova_method", anova_method)):
+                if value is not None:
+                    raise FitError(f"{name}={value!r} applies to method='ANOVA' only, not to "
+                                   f"method={method!r}")
+        if not isinstance(warn, (bool, np.bool_)):
+            raise FitError(f"warn must be True or False, not {warn!r}")
+        if start is not None:
+            start = self._check_start(start)
+        return method, optimizer, start
+
+    def _check_start(self, start) -> np.ndarray:
+        """``start`` as a float vector of ``theta``'s length (its values are the
+        engine's to judge)."""
+        names = self.design.theta_layout().names
+        k = len(names)
+        what = f"theta has {k} element{'s' if k != 1 else ''} ({', '.join(names)})"
+        if isinstance(start, (str, bytes, dict)):
+            raise FitError(f"start must be {k} number{'s' if k != 1 else ''}; {what}; "
+                           f"got {start!r}")
+        try:
+            arr = np.asarray(start, dtype=float)
+        except (TypeError, ValueError):
+            raise FitError(f"start must be {k} number{'s' if k != 1 else ''}; {what}; "
+                           f"got {start!r}") from None
+        if arr.ndim > 1 or arr.size != k:
+            raise FitError(f"start has {arr.size} value{'s' if arr.size != 1 else ''} "
+                           f"(shape {arr.shape}); {what}")
+        return arr.reshape(k)
 
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
@@ -225,7 +297,7 @@ class LinearMixedModel:
                           intercept=intercept, ems=ems, method=anova_method)
         est = state.estimates_truncated
         s2e = float(est["Residual"])
-        theta = np.array([np.sqrt(float(est[b.group]) / s2e) for b in d.blocks])
+        theta = np.array([np.sqrt(float(est[":".join(b.factors)]) / s2e) for b in d.blocks])
         fs = state_at(self.deviance_function(reml=True), theta, np.sqrt(s2e), "ANOVA",
                       extra={"anova": state})
         return AnovaResults(d, fs, model=self)
@@ -234,7 +306,7 @@ class LinearMixedModel:
 def _warn_once(res: LinearMixedResults) -> None:
     msgs = list(res.convergence_messages)
     if msgs:
-        warnings.warn("; ".join(msgs), ConvergenceWarning, stacklevel=3)
+        warnings.warn("; ".join(msgs), ConvergenceWarning, stacklevel=user_stacklevel())
     elif res.is_singular:
         zero = [f"{g} {v}" for g, v, w, s in
                 res.varcomp[["group", "var1", "var2", "sdcor"]].itertuples(index=False)
@@ -242,10 +314,11 @@ def _warn_once(res: LinearMixedResults) -> None:
         what = f"the variance of {', '.join(zero)} is estimated as 0" if zero else \
             "a correlation is estimated as +-1"
         warnings.warn(f"boundary (singular) fit: {what}; the random-effects structure "
-                      "may be too rich for the data", SingularFitWarning, stacklevel=3)
+                      "may be too rich for the data", SingularFitWarning, stacklevel=user_stacklevel())
 
 
-def lmm(formula: str, data: pd.DataFrame, method: str = "REML", **kwargs) -> LinearMixedResults:
+def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str = "drop",
+        weights=None, offset=None, **kwargs) -> LinearMixedResults:
     """Fit a linear mixed model given by an lme4 formula.
 
     Parameters
@@ -254,11 +327,18 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", **kwargs) -> Lin
         E.g. ``"yield ~ treat + (1|blend)"``.
     data : pandas.DataFrame
     method : {"REML", "ML", "ANOVA"}
+    missing : {"drop", "raise"}
+        Goes to :meth:`LinearMixedModel.from_formula`.
+    weights : str or array, optional
+        Prior weights (column name or array; residual variance ``sigma^2 / w``,
+        lme4's ``weights =``).
+    offset : str or array, optional
+        A known term added to the linear predictor (column name or array, lme4's
+        ``offset =``); ``offset(col)`` in the formula does the same.
     **kwargs
-        ``missing``, ``weights`` (prior weights: column name or array; residual
-        variance ``sigma^2 / w``, lme4's ``weights =``) and ``offset`` (column name
-        or array, lme4's ``offset =``) go to :meth:`LinearMixedModel.from_formula`,
-        the rest to :meth:`LinearMixedModel.fit`.
+        :meth:`LinearMixedModel.fit`'s keyword arguments (``optimizer``, ``start``,
+        ``ems``, ``anova_method``, ``warn``); any other name is an
+        :class:`~mixedanova.errors.ArgumentError`.
 
     Examples
     --------
@@ -267,5 +347,13 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", **kwargs) -> Lin
     >>> round(res.reml_criterion, 3)
     1743.628
     """
-    build = {k: kwargs.pop(k) for k in ("missing", "weights", "offset") if k in kwargs}
-    return LinearMixedModel.from_formula(formula, data, **build).fit(method, **kwargs)
+    unknown = sorted(set(kwargs) - set(_FIT_KEYWORDS))
+    if unknown:
+        raise ArgumentError(
+            f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
+            f"formula, data, method, missing, weights, offset, {', '.join(_FIT_KEYWORDS)}")
+    return LinearMixedModel.from_formula(formula, data, missing=missing, weights=weights,
+                                         offset=offset).fit(method, **kwargs)
+
+
+_FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn")

@@ -110,7 +110,7 @@ def test_nested_reml_equals_moment_estimates():
     res = ma.lmm("strength ~ 1 + (1|batch/cask)", df)
     vc = res.varcomp.set_index("group")["vcov"]
     assert vc["Residual"] == pytest.approx(mse, rel=1e-9)
-    assert vc["batch:cask"] == pytest.approx((msc - mse) / 2, rel=1e-9)
+    assert vc["cask:batch"] == pytest.approx((msc - mse) / 2, rel=1e-9)
     assert vc["batch"] == pytest.approx((msb - msc) / 6, rel=1e-9)
 
 

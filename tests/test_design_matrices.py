@@ -88,3 +88,20 @@ def test_dense_matrices_refused_when_big():
         res.V(max_cells=1000)
     with pytest.raises(ma.DesignError, match="Z would be a dense"):
         res.model.design.Z_dense(max_cells=10)
+
+
+def test_prior_weights_divide_the_residual_variance():
+    # lme4: Var(y) = Z G Z' + sigma^2 diag(1 / w) with weights = n
+    clinic = ma.load_dataset("clinic_means")
+    res = ma.lmm("y ~ arm + age_c + (1|clinic)", clinic, weights="n")
+    vc = res.varcomp.set_index("group")["vcov"]
+    w = clinic["n"].to_numpy(float)
+    same = (clinic["clinic"].to_numpy()[:, None] == clinic["clinic"].to_numpy()[None, :])
+    v = vc["clinic"] * same + np.diag(vc["Residual"] / w)
+    assert np.allclose(res.V().to_numpy(), v, rtol=1e-12)
+    assert np.allclose(np.diag(res.R().to_numpy()), vc["Residual"] / w, rtol=1e-12)
+    # GLS with this V gives the fitted fixed effects (lme4: fixef(m))
+    X, y = res.model.design.X, res.model.design.y
+    vi = np.linalg.inv(v)
+    beta = np.linalg.solve(X.T @ vi @ X, X.T @ vi @ y)
+    assert np.allclose(beta, res.fe_params.to_numpy(), rtol=1e-7)

@@ -30,12 +30,15 @@ def test_double_bar_splits_terms():
 
 
 def test_nesting_and_interaction():
-    # lme4: (1 | a/b) == (1 | a) + (1 | a:b)
-    assert _terms("y ~ 1 + (1 | a/b)") == [("1", ("a",)), ("1", ("a", "b"))]
-    assert _terms("y ~ 1 + (1 | a/b/c)") == [("1", ("a",)), ("1", ("a", "b")),
-                                               ("1", ("a", "b", "c"))]
+    # lme4's expandSlash: (1 | a/b) == (1 | a) + (1 | b:a); the nested factor
+    # comes first, so that levels read "b1:a1" and VarCorr's group is "b:a"
+    assert _terms("y ~ 1 + (1 | a/b)") == [("1", ("a",)), ("1", ("b", "a"))]
+    assert _terms("y ~ 1 + (1 | a/b/c)") == [("1", ("a",)), ("1", ("b", "a")),
+                                               ("1", ("c", "b", "a"))]
     assert _terms("y ~ 1 + (1 | a:b)") == [("1", ("a", "b"))]
     assert parse_formula("y ~ (1|a:b)").random[0].group == "a:b"
+    # lme4: names(ranef(lmer(y ~ (1|a/b/c)))) has "c:(b:a)", "b:a", "a"
+    assert [t.group for t in parse_formula("y ~ (1|a/b/c)").random] == ["a", "b:a", "c:(b:a)"]
 
 
 def test_several_terms_and_fixed_part_left_to_formulaic():

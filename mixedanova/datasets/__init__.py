@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import MixedAnovaError
+from ..errors import MixedAnovaError, UnknownNameError
 
 __all__ = ["load_dataset", "list_datasets", "dataset_info", "data_dir"]
 
@@ -75,10 +75,10 @@ def load_dataset(name: str) -> pd.DataFrame:
 
     Raises
     ------
-    MixedAnovaError
-        For an unknown name (the message lists the available ones).
+    UnknownNameError
+        For an unknown name (a MixedAnovaError; the message lists the available ones).
     """
     names = list_datasets()
     if name not in names:
-        raise MixedAnovaError(f"unknown dataset {name!r}; available: {', '.join(names)}")
+        raise UnknownNameError(f"unknown dataset {name!r}; available: {', '.join(names)}")
     return pd.read_csv(data_dir() / f"{name}.csv")

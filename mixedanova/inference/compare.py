@@ -28,6 +28,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentError, DesignError
+from ..formula import grouping_text
 from .tables import make_table
 
 __all__ = ["compare", "ranova"]
@@ -79,16 +81,30 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])
     if len(models) < 2:
-        raise ValueError("compare() needs at least two models")
+        raise ArgumentError("compare() needs at least two models")
+    bad = [i + 1 for i, m in enumerate(models) if not hasattr(m, "design") or
+           not hasattr(m, "llf")]
+    if bad:
+        raise ArgumentError(f"compare() takes fitted models (results of ma.lmm); argument(s) "
+                            f"{bad} are {', '.join(type(models[i - 1]).__name__ for i in bad)}")
+    if isinstance(names, str):
+        raise ArgumentError(f"names must be a list of {len(models)} labels, not the string "
+                            f"{names!r}")
     names = [f"model{i + 1}" for i in range(len(models))] if names is None else list(names)
     if len(names) != len(models):
-        raise ValueError("names must have one label per model")
+        raise ArgumentError(f"names has {len(names)} labels for {len(models)} models")
+    if len(set(map(str, names))) != len(names):
+        raise ArgumentError(f"names must be distinct, not {names!r}")
+    if refit is not None and not isinstance(refit, (bool, np.bool_)):
+        raise ArgumentError(f"refit must be None, True or False, not {refit!r}")
     nobs = {m.nobs for m in models}
     if len(nobs) > 1:
-        raise ValueError(f"models were fitted to different numbers of observations "
-                         f"({sorted(nobs)}); compare fits to the same rows")
+        raise DesignError(f"models were fitted to different numbers of observations "
+                          f"({sorted(nobs)}); compare fits to the same rows")
     if any(m.method not in ("REML", "ML") for m in models):
-        raise ValueError("compare() needs REML or ML fits")
+        which = [n for n, m in zip(names, models) if m.method not in ("REML", "ML")]
+        raise ArgumentError(f"compare() needs REML or ML fits; {', '.join(map(str, which))} "
+                            f"{'is' if len(which) == 1 else 'are'} method='ANOVA' fits")
     any_reml = any(m.method == "REML" for m in models)
     notes = []
     do_refit = any_reml and (refit is None or refit)
@@ -203,9 +219,11 @@ def ranova(res, reduce_terms: bool = True) -> pd.DataFrame:
     """
     from scipy import stats
     if res.method not in ("REML", "ML"):
-        raise ValueError("ranova() needs a REML or ML fit")
+        raise ArgumentError(f"ranova() needs a REML or ML fit, not method={res.method!r}")
+    if not isinstance(reduce_terms, (bool, np.bool_)):
+        raise ArgumentError(f"reduce_terms must be True or False, not {reduce_terms!r}")
     spec = res.design.formula.random
-    current = [(r.expr, r.group) for r in spec]
+    current = [(r.expr, grouping_text(r.factors)) for r in spec]
     reduced: dict[str, list[tuple[str, str]]] = {}
     for k, r in enumerate(spec):
         text = _term_text(res, k)
@@ -223,7 +241,7 @@ def ranova(res, reduce_terms: bool = True) -> pd.DataFrame:
                 continue
             new_lhs = "1" if not keep else \
                 ("1 + " if intercept else "0 + ") + " + ".join(keep)
-            reduced[label] = others[:k] + [(new_lhs, r.group)] + others[k:]
+            reduced[label] = others[:k] + [(new_lhs, grouping_text(r.factors))] + others[k:]
     reml = res.method == "REML"
     rows = [{"npar": int(res.npar), "logLik": float(res.llf)}]
     labels_out = ["<none>"]
@@ -233,7 +251,7 @@ def ranova(res, reduce_terms: bool = True) -> pd.DataFrame:
                 warnings.simplefilter("ignore")
                 fit = res.model.update(_formula(res, terms)).fit(res.method, warn=False)
             if fit.nobs != res.nobs:
-                raise ValueError("number of rows in use has changed: remove missing values")
+                raise DesignError("number of rows in use has changed: remove missing values")
             rows.append({"npar": int(fit.npar), "logLik": float(fit.llf)})
         else:
             llf, df = _lm_loglik(res, reml)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..design import independent_columns
+from ..errors import ArgumentError
 
 __all__ = ["TermInfo", "model_terms", "contrasts_type1", "contrasts_type2",
            "contrasts_type3", "hypothesis_matrices", "doolittle", "zapsmall"]
@@ -314,4 +315,4 @@ def hypothesis_matrices(design, type: int | str = 3) -> dict[str, np.ndarray]:
         return contrasts_type2(design)
     if key == "3":
         return contrasts_type3(design)
-    raise ValueError(f"type must be 1, 2 or 3, not {type!r}")
+    raise ArgumentError(f"type must be 1, 2 or 3 (or 'I', 'II', 'III'), not {type!r}")

@@ -33,8 +33,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentError, FitError, UnknownNameError
+from ..formula import same_group
 from .satterthwaite import deviance_function_for
 from .simulate import simulate_response
+from .tables import check_level
 
 __all__ = ["conf_int", "variance_parameter_names", "psi_from_theta", "theta_from_psi"]
 
@@ -296,7 +299,8 @@ def _profile(res, level: float, criterion: str,
 # ------------------------------------------------------------------- bootstrap
 def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     if res.method not in ("REML", "ML"):
-        raise ValueError("parametric bootstrap intervals need a REML or ML fit")
+        raise ArgumentError(f"method='boot' (parametric bootstrap) needs a REML or ML fit, "
+                            f"not method={res.method!r}")
     rng = np.random.default_rng(seed)
     layout = res.design.theta_layout()
     draws = []
@@ -313,7 +317,7 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
         draws.append(np.concatenate([psi_from_theta(layout, fit.state.theta, fit.sigma),
                                      fit.state.beta]))
     if not draws:
-        raise RuntimeError("every bootstrap refit failed")
+        raise FitError(f"every one of the {n_boot} bootstrap refits failed")
     draws = np.array(draws)
     alpha = (1.0 - level) / 2.0
     lo = np.quantile(draws, alpha, axis=0)
@@ -348,9 +352,10 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         ``ci_high``; ``attrs`` holds ``method``, ``level`` and method details.
     """
     from scipy import stats
-    method = str(method).lower()
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), not {level!r}")
+    if not isinstance(method, str) or method.lower() not in _METHODS:
+        raise ArgumentError(f"method must be 'wald', 'profile' or 'boot', not {method!r}")
+    method = method.lower()
+    level = check_level(level)
     layout = res.design.theta_layout()
     vnames = variance_parameter_names(res)
     fnames = list(res.design.x_names)
@@ -364,10 +369,8 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
     elif isinstance(parm, str) and parm in ("random", "theta_"):
         selected = vnames
     else:
-        selected = [parm] if isinstance(parm, str) else list(parm)
-        unknown = [n for n in selected if n not in names]
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; parameters are {names}")
+        selected = [_parameter(n, names) for n in
+                    ([parm] if isinstance(parm, str) else _as_list(parm, "parm"))]
     limits: dict[str, tuple[float, float]]
     attrs = {"method": method, "level": level}
     if method == "wald":
@@ -378,19 +381,68 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
                        zip(fnames, res.state.beta, se)})
     elif method == "profile":
         if res.method not in ("REML", "ML"):
-            raise ValueError("profile intervals need a REML or ML fit")
-        if str(criterion).upper() not in ("ML", "REML"):
-            raise ValueError(f"criterion must be 'ML' or 'REML', not {criterion!r}")
+            raise ArgumentError(f"method='profile' needs a REML or ML fit, not "
+                                f"method={res.method!r}")
+        if not isinstance(criterion, str) or criterion.upper() not in ("ML", "REML"):
+            raise ArgumentError(f"criterion must be 'ML' or 'REML', not {criterion!r}")
         limits = _profile(res, level, criterion, set(selected))
         attrs["criterion"] = str(criterion).upper()
     elif method in ("boot", "bootstrap"):
+        n_boot = _check_n_boot(n_boot)
+        seed = _check_seed(seed)
         limits, failed = _bootstrap(res, level, n_boot, seed)
-        attrs.update({"n_boot": int(n_boot), "seed": seed, "failed": failed})
-    else:
-        raise ValueError(f"method must be 'wald', 'profile' or 'boot', not {method!r}")
+        # attrs hold scalars only (pd.concat compares them): a Generator is named
+        attrs.update({"n_boot": int(n_boot), "failed": failed,
+                      "seed": seed if seed is None or isinstance(seed, int)
+                      else type(seed).__name__})
     frame = pd.DataFrame({"estimate": est,
                           "ci_low": [limits[n][0] for n in names],
                           "ci_high": [limits[n][1] for n in names]}, index=names)
     frame = frame.loc[selected]
     frame.attrs.update(attrs)
     return frame
+
+
+_METHODS = ("wald", "profile", "boot", "bootstrap")
+
+
+def _as_list(value, name: str) -> list:
+    try:
+        return list(value)
+    except TypeError:
+        raise ArgumentError(f"{name} must be None, 'fixed', 'random', a parameter name or a "
+                            f"list of them, not {value!r}") from None
+
+
+def _parameter(name, names: list[str]) -> str:
+    """``name`` as one of ``names``; the grouping factor may be spelled with its
+    factors in another order (``sd_(Intercept)|batch:sample``)."""
+    if name in names:
+        return name
+    if isinstance(name, str) and "|" in name:
+        head, group = name.rsplit("|", 1)
+        for n in names:
+            if "|" in n:
+                h, g = n.rsplit("|", 1)
+                if h == head and same_group(group, g):
+                    return n
+    raise UnknownNameError(f"parm names unknown parameter {name!r}; the parameters are "
+                           f"{', '.join(map(repr, names))}")
+
+
+def _check_n_boot(n_boot) -> int:
+    if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, (int, np.integer)) \
+            or n_boot < 2:
+        raise ArgumentError(f"n_boot must be an integer of at least 2 (bootstrap "
+                            f"replicates), not {n_boot!r}")
+    return int(n_boot)
+
+
+def _check_seed(seed):
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+            or seed < 0:
+        raise ArgumentError(f"seed must be None, a non-negative integer or a "
+                            f"numpy.random.Generator, not {seed!r}")
+    return int(seed)

@@ -39,6 +39,8 @@ import numpy as np
 
 from ..errors import MixedAnovaError
 
+from ..errors import ArgumentError
+
 __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 
 KR_WEIGHTS_MESSAGE = ("Kenward-Roger is not available for a fit with prior weights (pbkrtest "
@@ -233,7 +235,7 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
 
     Raises
     ------
-    ValueError
+    ArgumentError
         For an ML fit (as lmerTest: ``Kenward-Roger's method is only available
         for REML model fits``).
     MixedAnovaError
@@ -243,7 +245,7 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
     import scipy.sparse as sp
 
     if res.method != "REML":
-        raise ValueError(KR_ML_MESSAGE)
+        raise ArgumentError(KR_ML_MESSAGE)
     design = res.design
     if getattr(design, "has_weights", False):
         raise MixedAnovaError(KR_WEIGHTS_MESSAGE)

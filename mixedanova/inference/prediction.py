@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from ..design import DesignError, group_labels
+from ..errors import ArgumentError
 from ..formula import parse_formula
 from ..errors import FormulaError
 
@@ -90,6 +91,13 @@ def _rows(res, newdata: pd.DataFrame | None, keep: list[bool]):
     missing_cols = [v for v in needed if v not in newdata.columns]
     if missing_cols:
         raise DesignError(f"newdata lacks column(s) {', '.join(map(repr, missing_cols))}")
+    dup = [v for v in needed if int(np.sum(newdata.columns == v)) > 1]
+    if dup:
+        raise DesignError(f"newdata has column {dup[0]!r} more than once")
+    for v in needed:
+        if pd.api.types.is_complex_dtype(newdata[v].dtype):
+            raise DesignError(f"newdata column {v!r} is complex (dtype {newdata[v].dtype}); "
+                              "the fit used real numbers")
     ok = ~newdata[needed].isna().any(axis=1).to_numpy()
     sub = newdata.loc[ok]
     X = d.fixed_matrix(sub) if len(sub) else np.empty((0, d.p))
@@ -140,6 +148,8 @@ def predict(res, newdata: pd.DataFrame | None = None, re_form=None,
     The offset (formula ``offset()`` terms and an ``offset=`` column) is included.
     Rows of ``newdata`` with a missing predictor give NaN.
     """
+    if not isinstance(allow_new_levels, (bool, np.bool_)):
+        raise ArgumentError(f"allow_new_levels must be True or False, not {allow_new_levels!r}")
     keep = select_terms(res.design, re_form)
     index, ok, X, off, codes, zraw = _rows(res, newdata, keep)
     _check_new_levels(res, newdata, ok, codes, keep, allow_new_levels)
@@ -161,6 +171,8 @@ def get_prediction(res, newdata: pd.DataFrame | None = None, re_form=None,
         (emmeans' SE of the population-level prediction); see the module docstring
         for the prediction interval.
     """
+    if not isinstance(allow_new_levels, (bool, np.bool_)):
+        raise ArgumentError(f"allow_new_levels must be True or False, not {allow_new_levels!r}")
     keep = select_terms(res.design, re_form)
     index, ok, X, off, codes, zraw = _rows(res, newdata, keep)
     _check_new_levels(res, newdata, ok, codes, keep, allow_new_levels)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InferenceWarning
+from ..errors import ArgumentError, InferenceWarning, user_stacklevel
 
 __all__ = ["SatterthwaiteSetup", "satterthwaite_setup", "deviance_function_for",
            "InferenceWarning"]
@@ -147,7 +147,7 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
         Warn (:class:`InferenceWarning`) about negative eigenvalues.
     """
     if res.method not in ("REML", "ML"):
-        raise ValueError(f"Satterthwaite df need a REML or ML fit, not {res.method!r}")
+        raise ArgumentError(f"Satterthwaite df need a REML or ML fit, not {res.method!r}")
     reml = res.method == "REML"
     dev = deviance_function_for(res, reml)
     theta = np.asarray(res.state.theta if theta is None else theta, dtype=float)
@@ -175,7 +175,7 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
                         f"eigenvalue(s) ({', '.join(f'{v:.1e}' for v in evals[neg])}): the "
                         "fit may not have converged")
         if warn:
-            warnings.warn(messages[-1], InferenceWarning, stacklevel=3)
+            warnings.warn(messages[-1], InferenceWarning, stacklevel=user_stacklevel())
     if zero.any():
         messages.append(f"the Hessian of the deviance has {int(zero.sum())} eigenvalue(s) "
                         "close to zero")

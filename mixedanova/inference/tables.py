@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from .hypotheses import hypothesis_matrices
-from ..errors import EstimabilityError
+from ..errors import ArgumentError, EstimabilityError, UnknownNameError
 
 __all__ = ["InferenceTable", "ContrastResult", "FixedInference", "normalize_ddf",
-           "fstat_ddf", "EstimabilityError", "DDF_LABELS"]
+           "fstat_ddf", "EstimabilityError", "DDF_LABELS", "check_level"]
 
 DDF_LABELS = {"satterthwaite": "Satterthwaite's", "kenward-roger": "Kenward-Roger's",
               "residual": "residual", "none": "Wald (normal)"}
@@ -44,9 +44,9 @@ _EPS = math.sqrt(np.finfo(float).eps)
 
 def normalize_ddf(ddf: str) -> str:
     """Canonical name of a df method (accepts R's spellings, e.g. ``"Kenward-Roger"``)."""
-    key = str(ddf).strip().lower().replace(" ", "")
+    key = str(ddf).strip().lower().replace(" ", "") if isinstance(ddf, str) else None
     if key not in _ALIASES:
-        raise ValueError(f"ddf must be one of {', '.join(DDF_LABELS)}, not {ddf!r}")
+        raise ArgumentError(f"ddf must be one of {', '.join(DDF_LABELS)}, not {ddf!r}")
     return _ALIASES[key]
 
 
@@ -92,7 +92,9 @@ def _f_p(F: float, ndf: float, ddf: float) -> float:
 class InferenceTable(pd.DataFrame):
     """A DataFrame with a heading and notes shown when printed (R's anova tables)."""
 
-    _metadata = ["heading", "notes"]
+    # metadata, not ``attrs``: attrs must stay scalars and strings so that
+    # pd.concat of two tables (which compares attrs) works
+    _metadata = ["heading", "notes", "hypotheses"]
 
     @property
     def _constructor(self):
@@ -219,9 +221,9 @@ class FixedInference:
         ddf = normalize_ddf(ddf)
         if ddf == "kenward-roger" and self.res.method != "REML":
             from .kenward_roger import KR_ML_MESSAGE
-            raise ValueError(KR_ML_MESSAGE)
+            raise ArgumentError(KR_ML_MESSAGE)
         if ddf == "satterthwaite" and self.res.method not in ("REML", "ML"):
-            raise ValueError(
+            raise ArgumentError(
                 f"Satterthwaite df need a REML or ML fit, not {self.res.method!r}; the F tests "
                 "of a method-of-moments fit, with their EMS error terms, are in "
                 "res.ems_table(), and ddf='residual' or 'none' work here")
@@ -234,6 +236,7 @@ class FixedInference:
     def fixed_table(self, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
         """Coefficient table: ``estimate, std_err, df, t, p, ci_low, ci_high``."""
         ddf = self._ddf(ddf)
+        check_level(level)
         p = len(self.beta)
         eye = np.eye(p)
         if ddf == "kenward-roger":
@@ -338,7 +341,7 @@ class FixedInference:
         roman = {"1": "I", "2": "II", "3": "III"}[_type_key(type)]
         heading = f"Type {roman} Analysis of Variance Table with {DDF_LABELS[ddf]} method"
         table = make_table(frame, heading)
-        table.attrs["hypotheses"] = Ls
+        table.hypotheses = Ls
         return table
 
     # ------------------------------------------------------------ contrasts
@@ -356,30 +359,46 @@ class FixedInference:
         full = [str(c) for c in design.fixed_spec.column_names]
         labels: list
         if isinstance(L, dict):
-            L = pd.Series(L, dtype=float)
+            L = pd.Series(L, dtype=object)
         if isinstance(L, pd.Series):
             L = L.to_frame().T
             L.index = ["contrast"]
         if isinstance(L, pd.DataFrame):
             unknown = [c for c in L.columns if str(c) not in full]
             if unknown:
-                raise ValueError(f"unknown coefficient name(s) {unknown}; the "
-                                 f"coefficients are {full}")
+                raise UnknownNameError(f"L names unknown coefficient(s) "
+                                       f"{', '.join(map(repr, unknown))}; the coefficients "
+                                       f"are {', '.join(map(repr, full))}")
             labels = list(L.index)
             M = np.zeros((len(L), len(full)))
             for c in L.columns:
-                M[:, full.index(str(c))] = L[c].to_numpy(dtype=float)
+                M[:, full.index(str(c))] = _numbers(L[c].to_numpy(), f"L[{str(c)!r}]")
             if all(str(c) in kept for c in L.columns):
                 M = M[:, [full.index(k) for k in kept]]
         else:
-            M = np.atleast_2d(np.asarray(L, dtype=float))
+            M = _numbers(L, "L")
+            if M.ndim > 2:
+                raise ArgumentError(f"L must be a vector or a matrix, not an array of shape "
+                                    f"{M.shape}")
+            M = np.atleast_2d(M)
             labels = ["contrast"] if M.shape[0] == 1 else [f"row{i + 1}" for i in
                                                             range(M.shape[0])]
+        if M.size == 0:
+            raise ArgumentError(f"L is empty (shape {M.shape}); give at least one row over "
+                                f"the coefficients {', '.join(map(repr, kept))}")
+        if M.shape[1] not in (len(kept), len(full)):
+            raise ArgumentError(
+                f"L has {M.shape[1]} column{'s' if M.shape[1] != 1 else ''}; expected "
+                f"{len(kept)} (the fitted coefficients {', '.join(map(repr, kept))})"
+                + (f" or {len(full)} (all columns)" if len(full) != len(kept) else ""))
+        if not np.all(np.isfinite(M)):
+            raise ArgumentError("L has non-finite values (NaN or inf)")
+        zero = [labels[i] for i in np.flatnonzero(~M.any(axis=1))]
+        if zero:
+            raise ArgumentError(f"L row(s) {', '.join(map(repr, map(str, zero)))} are all "
+                                "zeros: nothing to test")
         if M.shape[1] == len(kept):
             return M, labels
-        if M.shape[1] != len(full):
-            raise ValueError(f"L has {M.shape[1]} columns; expected {len(kept)} (the "
-                             f"fitted coefficients) or {len(full)} (all columns)")
         Xfull = np.asarray(design.fixed_spec.get_model_matrix(design.data), dtype=float)
         _, s, vt = np.linalg.svd(Xfull, full_matrices=True)
         rank = int(np.sum(s > s[0] * max(Xfull.shape) * np.finfo(float).eps)) if s.size else 0
@@ -398,7 +417,13 @@ class FixedInference:
                  level: float = 0.95) -> ContrastResult:
         """t test (one row) or F test (several rows) of ``L beta = rhs``."""
         ddf = self._ddf(ddf)
+        check_level(level)
         M, labels = self.coerce_contrast(L)
+        rhs_arr = _numbers(rhs, "rhs").ravel()
+        if rhs_arr.size not in (1, M.shape[0]) or not np.all(np.isfinite(rhs_arr)):
+            raise ArgumentError(f"rhs must be one finite number or {M.shape[0]} (one per row "
+                                f"of L), not {rhs!r}")
+        rhs = rhs_arr if rhs_arr.size > 1 else float(rhs_arr[0])
         est = pd.Series(M @ self.beta, index=labels, name="estimate")
         V = self.kenward_roger.phi_adj if ddf == "kenward-roger" else self.vcov
         se = pd.Series(np.sqrt(np.einsum("mi,ij,mj->m", M, V, M)), index=labels,
@@ -412,6 +437,27 @@ class FixedInference:
         return ContrastResult("F", est, se, out["F"], int(out["num_df"]), out["den_df"],
                               out["p"], ddf, extra={"sum_sq": out["sum_sq"],
                                                     "mean_sq": out["mean_sq"]})
+
+
+def check_level(level) -> float:
+    """``level`` as a float in (0, 1), else :class:`ArgumentError`."""
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, float, np.number)) \
+            or not 0.0 < float(level) < 1.0:
+        raise ArgumentError(f"level must be a number in (0, 1), e.g. 0.95, not {level!r}")
+    return float(level)
+
+
+def _numbers(values, name: str) -> np.ndarray:
+    """``values`` as a float array, else :class:`ArgumentError` naming ``name``."""
+    if isinstance(values, (str, bytes)):
+        raise ArgumentError(f"{name} must be numbers, not the string {values!r}")
+    try:
+        if np.iscomplexobj(values):
+            raise TypeError
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{name} must be real numbers, not {values!r}") from None
+    return arr
 
 
 def _type_key(type) -> str:

@@ -30,6 +30,7 @@ __all__ = ["CrossedSystem", "CrossedFactor", "DENSE_LIMIT"]
 
 DENSE_LIMIT = 20000  # largest dense Schur complement this layout will form
 _PAIRS_PER_FLOP = 1000  # a pair (numpy, scattered) costs about 1000 dense BLAS flops
+_DENSE_C_ENTRIES = 25_000_000  # largest dense C (200 MB) formed for the BLAS path
 
 
 class CrossedSystem:
@@ -117,7 +118,8 @@ class CrossedSystem:
         counts = np.diff(self.level_ptr)
         n_pairs = float(np.sum(counts * (counts + 1.0) / 2.0))
         dense_flops = float(self.r1) * self.r1 * self.l0 * self.q0
-        self.dense_c = n_pairs * self.q0 * self.q0 * _PAIRS_PER_FLOP > dense_flops
+        self.dense_c = (n_pairs * self.q0 * self.q0 * _PAIRS_PER_FLOP > dense_flops
+                        and self.r1 * self.l0 * self.q0 <= _DENSE_C_ENTRIES)
         self.G_op = None
         if self.dense_c:  # C C' by BLAS on a dense C: no pair structure at all
             return

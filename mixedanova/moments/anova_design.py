@@ -33,6 +33,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentError, DesignError
 from .ems import RESIDUAL, Factor, make_spec, Spec
 
 __all__ = ["Term", "SequentialSS", "prepare_terms", "balanced_spec", "level_codes"]
@@ -72,9 +73,9 @@ class SequentialSS:
 def _as_term(t: Sequence[str] | str, kind: str) -> tuple[str, ...]:
     t = (t,) if isinstance(t, str) else tuple(t)
     if not t or not all(isinstance(x, str) and x for x in t):
-        raise ValueError(f"{kind} term {t!r} must be a non-empty tuple of column names")
+        raise DesignError(f"{kind} term {t!r} must be a non-empty tuple of column names")
     if len(set(t)) != len(t):
-        raise ValueError(f"{kind} term {':'.join(t)!r} repeats a variable")
+        raise DesignError(f"{kind} term {':'.join(t)!r} repeats a variable")
     return t
 
 
@@ -100,32 +101,32 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
         response or covariate.
     """
     if response not in data.columns:
-        raise ValueError(f"response {response!r} is not a column of the data")
+        raise DesignError(f"response {response!r} is not a column of the data")
     resp = data[response]
     if not pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp):
-        raise ValueError(f"response {response!r} must be numeric, got dtype {data[response].dtype}")
+        raise DesignError(f"response {response!r} must be numeric, got dtype {data[response].dtype}")
     fixed = [_as_term(t, "fixed") for t in fixed_terms]
     rand = [_as_term(t, "random") for t in random_terms]
     used = [response] + [x for t in fixed + rand for x in t]
     for x in used:
         if x not in data.columns:
-            raise ValueError(f"variable {x!r} is not a column of the data")
+            raise DesignError(f"variable {x!r} is not a column of the data")
     for x in dict.fromkeys(used):
         n_na = int(data[x].isna().sum())
         if n_na:
-            raise ValueError(f"column {x!r} has {n_na} missing value(s); pass complete rows only")
+            raise DesignError(f"column {x!r} has {n_na} missing value(s); pass complete rows only")
     if len(data) == 0:
-        raise ValueError("no observations")
+        raise DesignError("no observations")
     seen: dict[frozenset[str], str] = {}
     for t, kind in [(t, "fixed") for t in fixed] + [(t, "random") for t in rand]:
         key = frozenset(t)
         if key in seen:
-            raise ValueError(f"term {':'.join(t)!r} is listed twice (as {seen[key]} and {kind})")
+            raise DesignError(f"term {':'.join(t)!r} is listed twice (as {seen[key]} and {kind})")
         seen[key] = kind
     for f in fixed:
         for r in rand:
             if set(r) < set(f):
-                raise ValueError(f"fixed term {':'.join(f)!r} contains the random term "
+                raise DesignError(f"fixed term {':'.join(f)!r} contains the random term "
                                  f"{':'.join(r)!r}; "
                                  "fixed terms are fitted first, which would leave the random term "
                                  "without degrees of freedom")
@@ -137,9 +138,9 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
         cov = set(covariates)
         for x in cov:
             if x not in fixed_vars:
-                raise ValueError(f"covariate {x!r} does not occur in a fixed term")
+                raise DesignError(f"covariate {x!r} does not occur in a fixed term")
             if not pd.api.types.is_numeric_dtype(data[x]):
-                raise ValueError(f"covariate {x!r} must be numeric, got dtype {data[x].dtype}")
+                raise DesignError(f"covariate {x!r} must be numeric, got dtype {data[x].dtype}")
 
     def ordered(ts: list[tuple[str, ...]], is_random: bool) -> list[Term]:
         idx = sorted(range(len(ts)), key=lambda i: (len(ts[i]), i))
@@ -147,7 +148,7 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
 
     terms = ordered(fixed, False) + ordered(rand, True)
     if any(t.label == RESIDUAL for t in terms):
-        raise ValueError(f"{RESIDUAL!r} is reserved for the residual source")
+        raise ArgumentError(f"{RESIDUAL!r} is reserved for the residual source")
     return terms, frozenset(cov)
 
 

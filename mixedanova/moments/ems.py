@@ -67,6 +67,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentError, DesignError
+
 __all__ = [
     "Factor",
     "RESIDUAL",
@@ -119,6 +121,27 @@ class Factor:
     levels: int
     random: bool = False
     nested_in: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise DesignError(f"a factor's name must be a non-empty string, not {self.name!r}")
+        if isinstance(self.levels, (bool, np.bool_)) or \
+                not isinstance(self.levels, (int, float, np.integer, np.floating)) or \
+                not float(self.levels).is_integer() or self.levels < 1:
+            raise DesignError(f"factor {self.name!r}: levels must be a positive integer, "
+                              f"not {self.levels!r}")
+        if not isinstance(self.random, (bool, np.bool_)):
+            raise DesignError(f"factor {self.name!r}: random must be True or False, not "
+                              f"{self.random!r}")
+        nested = (self.nested_in,) if isinstance(self.nested_in, str) else self.nested_in
+        try:
+            nested = tuple(nested)
+        except TypeError:
+            nested = (nested,)
+        if not all(isinstance(n, str) for n in nested):
+            raise DesignError(f"factor {self.name!r}: nested_in must be factor names, not "
+                              f"{self.nested_in!r}")
+        object.__setattr__(self, "nested_in", nested)
 
 
 @dataclass(frozen=True)
@@ -180,11 +203,11 @@ def _ancestors(factors: Sequence[Factor]) -> dict[str, frozenset[str]]:
         if name in out:
             return out[name]
         if name in stack:
-            raise ValueError(f"circular nesting among factors {' -> '.join(stack + (name,))}")
+            raise DesignError(f"circular nesting among factors {' -> '.join(stack + (name,))}")
         acc: set[str] = set()
         for parent in by_name[name].nested_in:
             if parent not in by_name:
-                raise ValueError(f"factor {name!r} is nested in unknown factor {parent!r}")
+                raise DesignError(f"factor {name!r} is nested in unknown factor {parent!r}")
             acc.add(parent)
             acc |= visit(parent, stack + (name,))
         out[name] = frozenset(acc)
@@ -217,22 +240,28 @@ def make_spec(factors: Sequence[Factor], terms: Sequence[Sequence[str]] | None,
               replicates: int, naming: str,
               term_random: Sequence[bool] | None = None,
               order: bool = True) -> Spec:
+    if isinstance(factors, (str, Factor)):
+        factors = [factors]
     factors = tuple(factors)
     if not factors:
-        raise ValueError("a design needs at least one factor")
+        raise DesignError("a design needs at least one factor")
+    bad = [f for f in factors if not isinstance(f, Factor)]
+    if bad:
+        raise ArgumentError(f"factors must be Factor objects (ma.Factor(name, levels)), not "
+                            f"{bad[0]!r}")
     names = [f.name for f in factors]
     if len(set(names)) != len(names):
-        raise ValueError(f"duplicate factor names in {names}")
+        raise DesignError(f"duplicate factor names in {names}")
     for f in factors:
         if int(f.levels) != f.levels or f.levels < 1:
-            raise ValueError(f"factor {f.name!r}: levels must be a positive integer, "
+            raise DesignError(f"factor {f.name!r}: levels must be a positive integer, "
                              f"got {f.levels!r}")
         if f.name == RESIDUAL:
-            raise ValueError(f"{RESIDUAL!r} is reserved for the error term")
+            raise ArgumentError(f"{RESIDUAL!r} is reserved for the error term")
     if int(replicates) != replicates or replicates < 1:
-        raise ValueError(f"replicates must be a positive integer, got {replicates!r}")
+        raise ArgumentError(f"replicates must be a positive integer, got {replicates!r}")
     if naming not in ("lme4", "live"):
-        raise ValueError(f"naming must be 'lme4' or 'live', got {naming!r}")
+        raise ArgumentError(f"naming must be 'lme4' or 'live', got {naming!r}")
     anc = _ancestors(factors)
     rank = {n: i for i, n in enumerate(names)}
     if terms is None:
@@ -241,21 +270,21 @@ def make_spec(factors: Sequence[Factor], terms: Sequence[Sequence[str]] | None,
     for t in terms:
         t = (t,) if isinstance(t, str) else tuple(t)
         if not t:
-            raise ValueError("empty term")
+            raise DesignError("empty term")
         for x in t:
             if x not in rank:
-                raise ValueError(f"term {':'.join(t)!r} uses unknown factor {x!r}")
+                raise DesignError(f"term {':'.join(t)!r} uses unknown factor {x!r}")
             missing = sorted(anc[x] - set(t), key=rank.get)
             if missing:
-                raise ValueError(f"term {':'.join(t)!r} contains {x!r}, which is nested in "
+                raise DesignError(f"term {':'.join(t)!r} contains {x!r}, which is nested in "
                                  f"{', '.join(missing)}; write the term with those factors "
                                  f"(e.g. {':'.join(sorted(set(t) | anc[x], key=rank.get))})")
         if len(set(t)) != len(t):
-            raise ValueError(f"term {':'.join(t)!r} repeats a factor")
+            raise DesignError(f"term {':'.join(t)!r} repeats a factor")
         clean.append(t)
     keys = [frozenset(t) for t in clean]
     if len(set(keys)) != len(keys):
-        raise ValueError("the same term is listed twice")
+        raise DesignError("the same term is listed twice")
     by_name = {f.name: f for f in factors}
     if term_random is None:
         term_random = [any(by_name[x].random for x in t) for t in clean]
@@ -265,7 +294,7 @@ def make_spec(factors: Sequence[Factor], terms: Sequence[Sequence[str]] | None,
     else:
         labels = [":".join(_live_dead(t, anc)[0]) for t in clean]
     if len(set(labels)) != len(labels) or RESIDUAL in labels:
-        raise ValueError(f"term labels are not unique: {labels}")
+        raise DesignError(f"term labels are not unique: {labels}")
     idx = list(range(len(clean)))
     if order:
         idx.sort(key=lambda i: (term_random[i], len(clean[i]), i))
@@ -301,11 +330,11 @@ def _check_restricted(spec: Spec) -> None:
     for t, lab, rnd in zip(spec.terms, spec.labels, spec.term_random):
         has_random = any(by_name[x].random for x in t)
         if rnd and not has_random:
-            raise ValueError(f"random term {lab!r} contains no random factor "
+            raise DesignError(f"random term {lab!r} contains no random factor "
                              f"({', '.join(t)} are fixed); the restricted model is defined "
                              "through random factors, use ems='unrestricted'")
         if not rnd and has_random:
-            raise ValueError(f"fixed term {lab!r} contains a random factor")
+            raise DesignError(f"fixed term {lab!r} contains a random factor")
 
 
 def rules_core(spec: Spec, restricted: bool):
@@ -488,7 +517,7 @@ def f_tests(table: pd.DataFrame, mean_squares: Mapping[str, float] | pd.Series |
         ms = pd.Series(mean_squares, dtype=float)
         missing = [s for s in out.index if s not in ms.index]
         if missing:
-            raise ValueError(f"mean squares missing for source(s) {missing}")
+            raise DesignError(f"mean squares missing for source(s) {missing}")
         out["mean_sq"] = ms.reindex(out.index)
     out["sum_sq"] = out["mean_sq"] * out["df"]
     return fill_tests(out, error_terms(out))
@@ -583,7 +612,7 @@ def ems_rules(factors: Sequence[Factor], terms: Sequence[Sequence[str] | str] | 
     ['s2_e + 2 s2_sample + 4 s2_batch', 's2_e + 2 s2_sample', 's2_e']
     """
     if ems not in ("unrestricted", "restricted"):
-        raise ValueError(f"ems must be 'unrestricted' or 'restricted', got {ems!r}")
+        raise ArgumentError(f"ems must be 'unrestricted' or 'restricted', got {ems!r}")
     spec = make_spec(factors, terms, replicates, naming)
     return _rules_table(spec, ems == "restricted")
 
@@ -598,7 +627,7 @@ def subscript_table(factors: Sequence[Factor],
     docstring for how the entries are set.  Arguments as in :func:`ems_rules`.
     """
     if ems not in ("unrestricted", "restricted"):
-        raise ValueError(f"ems must be 'unrestricted' or 'restricted', got {ems!r}")
+        raise ArgumentError(f"ems must be 'unrestricted' or 'restricted', got {ems!r}")
     spec = make_spec(factors, terms, replicates, naming)
     if ems == "restricted":
         _check_restricted(spec)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..errors import ArgumentError, DesignError, UnknownNameError
 from .anova_design import balanced_spec, prepare_terms
 from .ems import (
     RESIDUAL,
@@ -221,11 +222,11 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
         degrees of freedom.
     """
     if ems not in ("unrestricted", "restricted"):
-        raise ValueError(f"ems must be 'unrestricted' or 'restricted', got {ems!r}")
+        raise ArgumentError(f"ems must be 'unrestricted' or 'restricted', got {ems!r}")
     aliases = {"auto": "auto", "rules": "rules", "balanced": "rules", "method3": "method3",
                "type1": "method3", "henderson3": "method3"}
     if method not in aliases:
-        raise ValueError(f"method must be 'auto', 'rules' or 'method3', got {method!r}")
+        raise ArgumentError(f"method must be 'auto', 'rules' or 'method3', got {method!r}")
     method = aliases[method]
     terms, cov = prepare_terms(data, response, fixed_terms, random_terms, covariates)
     spec, note = None, ""
@@ -235,9 +236,9 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
         else:
             note = "the EMS rules need an intercept"
         if spec is None and method == "rules":
-            raise ValueError(f"cannot use the EMS rules: {note}")
+            raise DesignError(f"cannot use the EMS rules: {note}")
     if spec is None and ems == "restricted":
-        raise ValueError("the restricted model is only defined for balanced designs handled by the "
+        raise DesignError("the restricted model is only defined for balanced designs handled by the "
                          f"EMS rules ({note or 'method3 requested'}); use ems='unrestricted'")
     if spec is not None:
         seq = balanced_ss(data, response, terms, spec)
@@ -248,10 +249,10 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
     comps = [t.label for t in terms if t.random] + [RESIDUAL]
     for lab, t, d in zip(labels, terms, seq.df):
         if t.random and d == 0:
-            raise ValueError(f"random term {lab!r} has no degrees of freedom left after the terms "
+            raise DesignError(f"random term {lab!r} has no degrees of freedom left after the terms "
                              "fitted before it; its variance component is not estimable")
     if seq.df[-1] <= 0:
-        raise ValueError("no residual degrees of freedom: the model is saturated, so the residual "
+        raise DesignError("no residual degrees of freedom: the model is saturated, so the residual "
                          "variance cannot be estimated")
     if spec is not None:
         coef, q_coef, rule_df, _ = rules_core(spec, ems == "restricted")
@@ -259,7 +260,7 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
             bad = [lab for lab, a, b in zip(labels, rule_df, seq.df) if a != b]
             msg = f"rules and data disagree on the degrees of freedom of {bad}"
             if method == "rules" or ems == "restricted":
-                raise ValueError(f"cannot use the EMS rules: {msg}")
+                raise DesignError(f"cannot use the EMS rules: {msg}")
             spec, note = None, msg
     if spec is not None:
         used = METHOD_RULES
@@ -318,23 +319,33 @@ def moments_from_mean_squares(ems_table: pd.DataFrame,
     ``mean_squares`` and ``df``) or from the printed EMS with
     :func:`mixedanova.moments.published.ems_table_from_text`.
     """
+    if not isinstance(ems_table, pd.DataFrame) or "df" not in ems_table.columns:
+        raise ArgumentError(f"ems_table must be the DataFrame of ma.ems_rules() or of a fit's "
+                            f"ems_table(), not {type(ems_table).__name__}")
     comps, own = own_components(ems_table)
     sources = [s for s, o in zip(ems_table.index, own) if o is not None]
-    if mean_squares is None:
-        ms = ems_table["mean_sq"].astype(float)
-    else:
-        ms = pd.Series(mean_squares, dtype=float)
-    dfs = ems_table["df"].astype(float) if df is None else pd.Series(df, dtype=float)
+    try:
+        if mean_squares is None:
+            ms = ems_table["mean_sq"].astype(float)
+        else:
+            ms = pd.Series(mean_squares, dtype=float)
+    except (KeyError, TypeError, ValueError):
+        raise ArgumentError("mean_squares must map each source to a number (or the table "
+                            "must have a mean_sq column)") from None
+    try:
+        dfs = ems_table["df"].astype(float) if df is None else pd.Series(df, dtype=float)
+    except (TypeError, ValueError):
+        raise ArgumentError("df must map each source to a number") from None
     missing = [s for s in sources if s not in ms.index or not np.isfinite(ms[s])]
     if missing:
-        raise ValueError(f"mean squares missing for source(s) {missing}")
+        raise DesignError(f"mean squares missing for source(s) {missing}")
     ms = ms.reindex(sources)
     dfs = dfs.reindex(sources)
     mat = np.zeros((len(sources), len(comps)))
     for i, s in enumerate(sources):
         mat[i] = ems_table.loc[s, [coef_column(c) for c in comps]].to_numpy(dtype=float)
     if np.linalg.matrix_rank(mat) < len(comps):
-        raise ValueError("the EMS of the random sources do not determine the variance components")
+        raise DesignError("the EMS of the random sources do not determine the variance components")
     a_mat = np.linalg.solve(mat, np.eye(len(sources)))  # components x sources
     est = a_mat @ ms.to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -361,7 +372,7 @@ def _parse_combination(text: str, components: Sequence[str]) -> dict[str, float]
     while pos < len(body.rstrip()):
         m = _TOKEN.match(body, pos)
         if m is None or (not first and m.group(1) is None):
-            raise ValueError(f"cannot parse the combination {text!r} at {body[pos:]!r}")
+            raise ArgumentError(f"cannot parse the combination {text!r} at {body[pos:]!r}")
         sign = -1.0 if m.group(1) == "-" else 1.0
         k = float(m.group(2)) if m.group(2) else 1.0
         name = _resolve(m.group(3), components)
@@ -369,19 +380,29 @@ def _parse_combination(text: str, components: Sequence[str]) -> dict[str, float]
         pos = m.end()
         first = False
     if not out:
-        raise ValueError(f"empty combination {text!r}")
+        raise ArgumentError(f"empty combination {text!r}")
     return out
 
 
 def _resolve(name: str, components: Sequence[str]) -> str:
+    """A component named as itself, ``s2_<name>`` or with the factors of an
+    interaction in another order (``batch:cask`` for lme4's ``cask:batch``)."""
     if name in components:
         return name
     if name in ("s2_e", "e"):
         return RESIDUAL
     if name.startswith("s2_") and name[3:] in components:
         return name[3:]
-    raise ValueError(f"unknown variance component {name!r}; available: "
+    bare = name[3:] if name.startswith("s2_") else name
+    same = [c for c in components if _factor_set(c) == _factor_set(bare)]
+    if len(same) == 1:
+        return same[0]
+    raise UnknownNameError(f"unknown variance component {name!r}; available: "
                      f"{', '.join(coef_column(c) for c in components)} (or the bare names)")
+
+
+def _factor_set(name: str) -> frozenset:
+    return frozenset(p for p in re.split(r"[:()\s]+", name) if p)
 
 
 def varcomp_ci(state: AnovaFitState | MomentEstimates,
@@ -405,13 +426,25 @@ def varcomp_ci(state: AnovaFitState | MomentEstimates,
         estimate is not positive.
     """
     from scipy import stats
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, float, np.number)) \
+            or not 0 < level < 1:
+        raise ArgumentError(f"level must be a number in (0, 1), not {level!r}")
     comps = list(state.components)
     if isinstance(combination, str):
         weights = _parse_combination(combination, comps)
+    elif isinstance(combination, Mapping):
+        weights = {}
+        for k, v in combination.items():
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)) \
+                    or not np.isfinite(v):
+                raise ArgumentError(f"the weight of {k!r} in the combination must be a finite "
+                                    f"number, not {v!r}")
+            weights[_resolve(str(k), comps)] = float(v)
     else:
-        weights = {_resolve(str(k), comps): float(v) for k, v in combination.items()}
+        raise ArgumentError(f"combination must be a string such as 's2_a + s2_e' or a dict "
+                            f"{{component: weight}}, not {type(combination).__name__}")
+    if not any(weights.values()):
+        raise ArgumentError(f"the combination {combination!r} gives every component weight 0")
     w = np.array([weights.get(c, 0.0) for c in comps])
     b = pd.Series(w @ state.ms_coefficients.to_numpy(), index=state.ms_coefficients.columns)
     terms = b.to_numpy() * state.mean_squares.to_numpy()

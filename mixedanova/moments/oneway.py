@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..errors import DesignError
+
 __all__ = ["OnewayResult", "oneway"]
 
 
@@ -111,18 +113,29 @@ def oneway(y, group) -> OnewayResult:
 
     Raises
     ------
-    ValueError
-        Different lengths, missing values, fewer than 2 groups, or no
+    DesignError
+        Non-numeric ``y``, different lengths, missing values, fewer than 2 groups, or no
         within-group degrees of freedom (every group has one observation).
     """
-    y_arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(y).ravel()), errors="raise"), dtype=float)
+    if y is None or group is None or np.ndim(y) != 1 or np.ndim(group) != 1:
+        raise DesignError("y and group must be one-dimensional sequences of equal length, not "
+                          f"{type(y).__name__} of shape {np.shape(y)} and "
+                          f"{type(group).__name__} of shape {np.shape(group)}")
+    try:
+        if np.iscomplexobj(y):
+            raise TypeError
+        y_arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(y).ravel()), errors="raise"),
+                           dtype=float)
+    except (TypeError, ValueError):
+        raise DesignError("y must be numbers; it has values such as "
+                          f"{np.asarray(y).ravel()[:3].tolist()}") from None
     g = pd.Series(np.asarray(group).ravel())
     if y_arr.size != g.size:
-        raise ValueError(f"y has {y_arr.size} values but group has {g.size}")
+        raise DesignError(f"y has {y_arr.size} values but group has {g.size}")
     if np.isnan(y_arr).any():
-        raise ValueError(f"y has {int(np.isnan(y_arr).sum())} missing value(s); drop them first")
+        raise DesignError(f"y has {int(np.isnan(y_arr).sum())} missing value(s); drop them first")
     if g.isna().any():
-        raise ValueError(f"group has {int(g.isna().sum())} missing label(s); drop them first")
+        raise DesignError(f"group has {int(g.isna().sum())} missing label(s); drop them first")
     frame = pd.DataFrame({"y": y_arr, "g": g.to_numpy()})
     grouped = frame.groupby("g", sort=True)["y"]
     sizes = grouped.size().astype(float)
@@ -130,9 +143,9 @@ def oneway(y, group) -> OnewayResult:
     n_groups = int(sizes.size)
     nobs = int(y_arr.size)
     if n_groups < 2:
-        raise ValueError(f"need at least 2 groups, got {n_groups}")
+        raise DesignError(f"need at least 2 groups, got {n_groups}")
     if nobs <= n_groups:
-        raise ValueError("no within-group degrees of freedom: every group has a single observation")
+        raise DesignError("no within-group degrees of freedom: every group has a single observation")
     grand = float(y_arr.mean())
     df_b = float(n_groups - 1)
     df_w = float(nobs - n_groups)

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..design import Design
+from ..errors import ArgumentError, UnknownNameError
+from ..formula import same_group
 from ..likelihood.convergence import SINGULAR_TOL
 from ..likelihood.state import FitState
 from .workflow import WorkflowMixin
@@ -22,7 +24,20 @@ from .workflow import WorkflowMixin
 if TYPE_CHECKING:  # pragma: no cover
     from ..report.summary import Summary
 
-__all__ = ["LinearMixedResults"]
+__all__ = ["LinearMixedResults", "GroupDict"]
+
+
+class GroupDict(dict):
+    """A dict keyed by grouping factor that also accepts the factors in another
+    order (``"batch:sample"`` for lme4's ``"sample:batch"``) and names the
+    grouping factors when a key is unknown."""
+
+    def __missing__(self, key):
+        for g in self:
+            if isinstance(key, str) and same_group(key, g):
+                return self[g]
+        raise UnknownNameError(f"no grouping factor {key!r}; the grouping factors are "
+                       f"{', '.join(map(repr, self))}")
 
 
 class LinearMixedResults(WorkflowMixin):
@@ -66,8 +81,8 @@ class LinearMixedResults(WorkflowMixin):
 
     @property
     def ngroups(self) -> dict[str, int]:
-        """Levels per grouping factor."""
-        return self.design.ngroups
+        """Levels per grouping factor (either spelling of a nested group works as a key)."""
+        return GroupDict(self.design.ngroups)
 
     @property
     def theta(self) -> np.ndarray:
@@ -171,12 +186,12 @@ class LinearMixedResults(WorkflowMixin):
             pos += b.nlev * b.q
         return out
 
-    def _by_group(self, per_term: list[np.ndarray]) -> dict[str, pd.DataFrame]:
+    def _by_group(self, per_term: list[np.ndarray]) -> "GroupDict":
         frames: dict[str, list[pd.DataFrame]] = {}
         for b, vals in zip(self.design.blocks, per_term):
             frames.setdefault(b.group, []).append(
                 pd.DataFrame(vals, index=b.levels, columns=list(b.columns)))
-        return {g: pd.concat(fs, axis=1) for g, fs in frames.items()}
+        return GroupDict({g: pd.concat(fs, axis=1) for g, fs in frames.items()})
 
     @cached_property
     def random_effects(self) -> dict[str, pd.DataFrame]:
@@ -211,7 +226,8 @@ class LinearMixedResults(WorkflowMixin):
         return g_matrix(self.design, self._templates(), self.sigma, max_cells)
 
     def R(self, max_cells: int | None = None) -> pd.DataFrame:
-        """``Var(e) = sigma^2 I`` at the estimates, rows and columns the data's rows."""
+        """``Var(e) = sigma^2 I`` at the estimates (``sigma^2 / w_i`` on the diagonal with
+        prior weights), rows and columns the data's rows."""
         from ..design_matrices import r_matrix
         return r_matrix(self.design, self.sigma, max_cells)
 
@@ -320,7 +336,8 @@ class LinearMixedResults(WorkflowMixin):
         -------
         pandas.DataFrame
             Indexed by term; columns ``sum_sq, mean_sq, num_df, den_df, F, p``.
-            Printing shows the heading; ``attrs["hypotheses"]`` holds each term's L.
+            Printing shows the heading; ``.hypotheses`` holds each term's L
+            (``attrs`` stay scalars, so that tables concatenate).
         """
         return self._inference.anova(type, ddf)
 
@@ -356,6 +373,11 @@ class LinearMixedResults(WorkflowMixin):
         See :func:`mixedanova.inference.intervals.conf_int`.
         """
         from ..inference.intervals import conf_int
+        unknown = sorted(set(kwargs) - {"parm", "criterion", "n_boot", "seed"})
+        if unknown:
+            raise ArgumentError(f"conf_int() got unknown keyword argument(s) "
+                                f"{', '.join(map(repr, unknown))}; it takes method, level, "
+                                "parm, criterion, n_boot, seed")
         return conf_int(self, method, level, **kwargs)
 
     def ranova(self, reduce_terms: bool = True) -> pd.DataFrame:

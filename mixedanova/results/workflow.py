@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import MixedAnovaError
+from ..errors import ArgumentError, MixedAnovaError
 
 __all__ = ["WorkflowMixin"]
 
@@ -105,6 +105,8 @@ class WorkflowMixin:
         Offsets (``offset()`` terms and an ``offset=`` column) are included.
         """
         from ..inference.prediction import get_prediction, predict
+        if include_random is not None and not isinstance(include_random, (bool, np.bool_)):
+            raise ArgumentError(f"include_random must be True or False, not {include_random!r}")
         if include_random is not None and re_form is None:
             re_form = None if include_random else "~0"
         if se_fit:

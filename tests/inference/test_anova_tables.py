@@ -89,7 +89,7 @@ def test_type2_equals_type1_in_balanced_designs(case):
 def test_hypothesis_matrices_shapes():
     ref, res = _fit("cake_reml")
     for type_ in (1, 2, 3):
-        Ls = res.anova(type_).attrs["hypotheses"]
+        Ls = res.anova(type_).hypotheses
         assert list(Ls) == ["recipe", "temperature", "recipe:temperature"]
         assert [L.shape[0] for L in Ls.values()] == [2, 5, 10]
         assert all(L.shape[1] == res.design.p for L in Ls.values())

@@ -24,7 +24,7 @@ def test_f_test_of_a_term_matches_anova_row(ddf):
     ref, res = _fit("oats_splitplot_reml")
     key = "satterthwaite" if ddf == "satterthwaite" else "kenward_roger"
     row = ref["anova_type3"][key]["table"][1]  # nitro_f
-    L = res.anova(3, ddf).attrs["hypotheses"]["nitro_f"]
+    L = res.anova(3, ddf).hypotheses["nitro_f"]
     # R: contestMD(m, L_nitro_f, ddf = ...) == anova(m, type = 3, ddf = ...)["nitro_f", ]
     out = res.contrast(L, ddf=ddf)
     assert out.test == "F" and out.num_df == row["num_df"]

@@ -1,0 +1,122 @@
+"""Checks of user data on its way into a design or a prediction.
+
+Each check raises :class:`~mixedanova.errors.DesignError` naming the column
+and, where it helps, the values at fault: duplicated or complex columns,
+dates where numbers are needed, values that differ but print alike (``1`` and
+``"1"``), levels of a factor not seen in the fit, text where the fit had
+numbers.  :func:`plain_strings` turns pandas ``"string"`` columns into object
+columns, which formulaic encodes as factors.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import DesignError
+from .formula import ParsedFormula, formula_variables
+
+__all__ = ["check_columns", "check_levels", "as_numeric", "plain_strings"]
+
+
+def check_columns(parsed: ParsedFormula, data: pd.DataFrame, used: list[str]) -> None:
+    """Used columns must be unique labels of a usable kind."""
+    dup = data.columns[data.columns.duplicated()]
+    for name in used:
+        if name in dup:
+            k = int(np.sum(data.columns == name))
+            raise DesignError(f"column {name!r} appears {k} times in the data; "
+                              "rename or drop the duplicates")
+        dtype = data[name].dtype
+        if pd.api.types.is_complex_dtype(dtype):
+            raise DesignError(f"column {name!r} is complex (dtype {dtype}); the model "
+                              "needs real numbers")
+    groups = {f for term in parsed.random for f in term.factors}
+    for name in used:
+        dtype = data[name].dtype
+        if name not in groups and (pd.api.types.is_datetime64_any_dtype(dtype) or
+                                   pd.api.types.is_timedelta64_dtype(dtype) or
+                                   isinstance(dtype, pd.PeriodDtype)):
+            raise DesignError(f"column {name!r} holds dates or durations (dtype {dtype}); "
+                              "convert it to numbers first, e.g. "
+                              f"data[{name!r}].dt.days or (d - d.min()).dt.days")
+        _check_look_alike(data[name], name, "grouping factor" if name in groups else "column")
+
+
+def _check_look_alike(col: pd.Series, name: str, role: str) -> None:
+    """Values that differ but print alike (``1`` and ``"1"``) would merge into one label."""
+    if col.dtype != object:
+        return
+    values = pd.unique(col.dropna().to_numpy())
+    labels: dict[str, object] = {}
+    for v in values:
+        key = str(v)
+        if key in labels and labels[key] is not v and type(labels[key]) is not type(v):
+            raise DesignError(
+                f"{role} {name!r} mixes values that print alike: "
+                f"{labels[key]!r} ({type(labels[key]).__name__}) and {v!r} "
+                f"({type(v).__name__}); convert the column to one type, e.g. "
+                f"data[{name!r}].astype(str)")
+        labels.setdefault(key, v)
+
+
+def as_numeric(col: pd.Series, name: str, role: str) -> pd.Series:
+    """A newdata column the fit used as numbers: numeric as it is, or an object
+    column holding only real numbers (converted); else a :class:`DesignError`."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and \
+            not pd.api.types.is_complex_dtype(col):
+        return col
+
+    def real(v) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and \
+            not isinstance(v, (bool, np.bool_))
+
+    if col.dtype == object and all(real(v) for v in col.dropna()):
+        return col.astype(float)
+    bad = [v for v in col.dropna() if not real(v)][:3]
+    raise DesignError(f"newdata column {name!r} ({role}) is not numeric (dtype {col.dtype}, "
+                      f"values such as {bad}); the fit used real numbers")
+
+
+def check_levels(spec, data: pd.DataFrame, role: str) -> pd.DataFrame:
+    """Unseen levels of categorical factors and text in numeric ones, by column;
+    returns ``data`` with numeric columns held as objects converted."""
+    state = getattr(spec, "encoder_state", {}) or {}
+    cols = list(data.columns)
+    for expr, (kind, st) in state.items():
+        names = [v for v in formula_variables(expr, cols) if v in data.columns]
+        if len(names) != 1:
+            continue
+        col = data[names[0]]
+        kind = getattr(kind, "value", str(kind))
+        if kind == "categorical" and "categories" in st:
+            values = col[col.notna()]
+            if not isinstance(values.dtype, pd.CategoricalDtype) and \
+                    pd.api.types.is_numeric_dtype(values) and \
+                    any(isinstance(c, str) for c in st["categories"]):
+                values = values.astype(str)
+            known = pd.Index(list(st["categories"]), dtype=object)
+            new = pd.unique(np.asarray(values, dtype=object)[
+                known.get_indexer(np.asarray(values, dtype=object)) < 0])
+            if len(new):
+                rows = list(values.index[~values.isin(list(st["categories"]))][:5])
+                raise DesignError(
+                    f"newdata has level(s) {', '.join(map(repr, new[:5]))} of {role} factor "
+                    f"{names[0]!r} not seen in the fit (rows {rows}); its levels are "
+                    f"{', '.join(map(repr, list(st['categories'])[:10]))}")
+        elif kind == "numerical":
+            data = data.assign(**{names[0]: as_numeric(col, names[0], role)})
+    return data
+
+
+def plain_strings(data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` with pandas ``"string"`` (pd.NA) columns as object columns.
+
+    formulaic passes such columns through as if numeric; as object columns they
+    are encoded as factors, like the default ``str`` columns.
+    """
+    conv = [c for c, t in data.dtypes.items()
+            if isinstance(t, pd.StringDtype) and t.na_value is pd.NA]
+    if not conv:
+        return data
+    return data.assign(**{c: data[c].astype(object).where(data[c].notna(), np.nan)
+                          for c in conv})
