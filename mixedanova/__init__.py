@@ -4,7 +4,7 @@
 >>> res = ma.lmm("yield ~ treat + (1|blend)", ma.load_dataset("bhh_penicillin"))
 >>> print(res.summary())            # doctest: +SKIP
 """
-from .datasets import list_datasets, load_dataset
+from .datasets import dataset_info, list_datasets, load_dataset
 from .errors import (ArgumentError, ConvergenceWarning, DesignError, EstimabilityError,
                      FitError, FormulaError, InferenceWarning, MixedAnovaError,
                      MixedAnovaWarning, RankDeficiencyWarning, SingularFitWarning,
@@ -12,7 +12,8 @@ from .errors import (ArgumentError, ConvergenceWarning, DesignError, Estimabilit
 from .inference.compare import compare
 from .model import LinearMixedModel, lmm
 from .moments.ems import Factor, ems_rules
-from .moments.moments import moments_from_mean_squares
+from .moments.moments import moments_from_mean_squares, varcomp_ci, varcomp_table
+from .moments.published import ems_table_from_text
 from .moments.oneway import oneway
 from .results.anova import AnovaResults
 from .results.lmm import LinearMixedResults
@@ -32,6 +33,10 @@ __all__ = [
     "moments_from_mean_squares",
     "load_dataset",
     "list_datasets",
+    "dataset_info",
+    "ems_table_from_text",
+    "varcomp_ci",
+    "varcomp_table",
     "FormulaError",
     "DesignError",
     "ConvergenceWarning",

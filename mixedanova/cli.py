@@ -1,4 +1,5 @@
-"""Command line: ``mixedanova fit FORMULA (--data FILE.csv | --dataset NAME) [--method M]``."""
+"""Command line: ``mixedanova fit FORMULA (--data FILE.csv | --dataset NAME) [--method M]
+[--anova [--type T] [--ddf D]] [--json]``, ``mixedanova datasets``, ``mixedanova --version``."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import warnings
 
 import pandas as pd
 
-from .datasets import list_datasets, load_dataset
+from .datasets import dataset_info, list_datasets, load_dataset
 from .errors import DesignError, FormulaError, MixedAnovaError
 from .model import lmm
 
@@ -17,6 +18,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixedanova",
                                 description="Linear mixed models and random-effects ANOVA.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a model and print its summary")
     fit.add_argument("formula", help='lme4 formula, e.g. "yield ~ treat + (1|blend)"')
@@ -28,7 +30,17 @@ def _parser() -> argparse.ArgumentParser:
                      type=str.upper, help="estimation method (default REML)")
     fit.add_argument("--ems", default=None, choices=["unrestricted", "restricted"],
                      help="mixed-model convention for --method ANOVA (default unrestricted)")
-    sub.add_parser("datasets", help="list the bundled data sets")
+    fit.add_argument("--anova", action="store_true",
+                     help="also print the F tests of the fixed terms (lmerTest's anova)")
+    fit.add_argument("--type", default="3", choices=["1", "2", "3"],
+                     help="hypothesis type for --anova (default 3)")
+    fit.add_argument("--ddf", default=None,
+                     choices=["satterthwaite", "kenward-roger", "residual", "none"],
+                     help="denominator df for --anova (default satterthwaite; residual for "
+                          "--method ANOVA)")
+    fit.add_argument("--json", action="store_true",
+                     help="print every result table as JSON instead of the summary")
+    sub.add_parser("datasets", help="list the bundled data sets with descriptions")
     return p
 
 
@@ -36,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mixedanova`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "datasets":
-        print("\n".join(list_datasets()))
+        print(_datasets_listing())
         return 0
     try:
         data = _read_csv(args.data) if args.data else load_dataset(args.dataset)
@@ -47,10 +59,45 @@ def main(argv: list[str] | None = None) -> int:
     except MixedAnovaError as exc:
         print(f"mixedanova: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    print(res.summary())
+    try:
+        table = _anova_table(res, args) if args.anova else None
+    except ValueError as exc:  # MixedAnovaError is a ValueError
+        msg = _one_line(exc) if isinstance(exc, MixedAnovaError) else str(exc)
+        print(f"mixedanova: error: {msg}", file=sys.stderr)
+        return 2
+    if args.json:
+        from .report.export import results_to_json
+        print(results_to_json(res, anova=table))
+    else:
+        print(res.summary())
+        if table is not None:
+            print()
+            print(table)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     return 0
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _anova_table(res, args):
+    """F tests of the fixed terms for ``--anova`` (type and ddf from the options)."""
+    ddf = args.ddf or ("residual" if res.method == "ANOVA" else "satterthwaite")
+    return res.anova(type=int(args.type), ddf=ddf)
+
+
+def _datasets_listing() -> str:
+    """One block per bundled data set: name and title, design, formula, source."""
+    info = dataset_info()
+    lines = []
+    for name, r in info.iterrows():
+        lines += [f"{name}: {r['title']}", f"    design:  {r['design']}",
+                  f"    formula: {r['formula']}   (random: {r['random']})",
+                  f"    source:  {r['source']}"]
+    return "\n".join(lines)
 
 
 def _read_csv(path: str) -> pd.DataFrame:

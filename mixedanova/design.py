@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from . import design_matrices as _matrices
 from .likelihood.theta import ThetaLayout
 from .formula import (ParsedFormula, RandomTermSpec, formula_variables, split_summands,
                       strip_quotes)
@@ -298,6 +299,39 @@ class Design:
             wrong kind (text where the fit had numbers).
         """
         return model_matrix_like(self.fixed_spec, data, "fixed effects")[:, self.kept_columns]
+
+    # ------------------------------------------- the matrices on show (issue 13)
+    def X_frame(self) -> pd.DataFrame:
+        """``X`` labelled: formulaic's column names, the data's row labels."""
+        return _matrices.x_frame(self)
+
+    @property
+    def Z(self) -> pd.DataFrame:
+        """``Z`` kept sparse (``Sparse[float64]`` columns) with labelled rows and columns.
+
+        Columns in lme4's order (``getME(m, "Z")``), labelled ``group[level]`` or
+        ``group[level]:column``; ``Z.sparse.to_coo()`` gives the SciPy matrix.
+        """
+        return _matrices.z_frame(self)
+
+    def Z_sparse(self):
+        """``Z`` as a SciPy sparse matrix (columns as :attr:`Z`)."""
+        return _matrices.z_sparse(self)
+
+    def Z_dense(self, max_cells: int | None = None) -> pd.DataFrame:
+        """``Z`` as a dense labelled DataFrame; refused above ``max_cells`` entries
+        (default 4e6) with a :class:`DesignError`."""
+        return _matrices.z_dense(self, max_cells)
+
+    @property
+    def z_names(self) -> list[str]:
+        """Labels of the columns of ``Z`` (and of the random-effects vector ``b``)."""
+        return _matrices.z_names(self)
+
+    def describe(self) -> pd.DataFrame:
+        """The terms: fixed ones with their columns of ``X``, random ones with their
+        grouping factor's number of levels and (first ten) levels."""
+        return _matrices.describe(self)
 
 
 def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:

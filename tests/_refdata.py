@@ -1,7 +1,7 @@
 """Helpers for tests that compare with the R reference answers in tests/reference.
 
 The JSON files were computed with R 4.2.2, lme4 1.1-31, lmerTest 3.1-3, pbkrtest
-0.5.2 and nlme 3.1-162 on the CSVs bundled in mixedanova/datasets (copied from
+0.5.2 and nlme 3.1-162 on the CSVs bundled in the top-level datasets/ folder (copied from
 the project's shared/reference and shared/data; see tests/reference/README.md).
 """
 from __future__ import annotations

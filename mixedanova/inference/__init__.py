@@ -11,6 +11,8 @@ satterthwaite, kenward_roger
     Denominator df (lmerTest, pbkrtest).
 intervals
     Wald, profile and parametric bootstrap intervals.
+profile
+    Profile zeta on a grid (lme4's ``profile``), behind ``plot_profile``.
 compare
     Likelihood-ratio tests between models and of the random terms (ranova).
 

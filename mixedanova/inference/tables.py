@@ -113,6 +113,16 @@ class InferenceTable(pd.DataFrame):
 
     __str__ = __repr__
 
+    def _repr_html_(self) -> str:
+        """Jupyter display: heading, the table, notes."""
+        import html
+
+        heading = getattr(self, "heading", None)
+        notes = getattr(self, "notes", None) or []
+        return ((f"<p><b>{html.escape(str(heading))}</b></p>" if heading else "")
+                + pd.DataFrame(self).to_html()
+                + "".join(f"<p>{html.escape(str(n))}</p>" for n in notes))
+
 
 def make_table(frame: pd.DataFrame, heading: str = "", notes=()) -> InferenceTable:
     """Wrap ``frame`` with a heading and notes."""

@@ -11,6 +11,8 @@ moments
     Cochran-Satterthwaite intervals; :func:`~mixedanova.moments.moments.fit_anova`.
 oneway
     One-way random model closed forms.
+published
+    An EMS table from a published ANOVA table (df, mean squares, EMS as text).
 
 Nothing here imports the model or the results.
 """

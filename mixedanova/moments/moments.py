@@ -95,6 +95,23 @@ class MomentEstimates:
     mean_squares: pd.Series
     df: pd.Series
 
+    def varcomp(self, level: float = 0.95) -> pd.DataFrame:
+        """Per component: estimate, truncated, SD, SE, Satterthwaite df and interval
+        (:func:`varcomp_table`)."""
+        return varcomp_table(self, level)
+
+    def ci(self, combination: Mapping[str, float] | str,
+           level: float = 0.95) -> "VarcompInterval":
+        """Estimate, SE and Cochran-Satterthwaite interval of ``sum w_k s2_k``
+        (:func:`varcomp_ci`), e.g. ``"s2_batch + s2_sample + s2_e"``."""
+        return varcomp_ci(self, combination, level)
+
+    def __repr__(self) -> str:
+        return "MomentEstimates\n" + self.varcomp().to_string()
+
+    def _repr_html_(self) -> str:
+        return "<p>MomentEstimates</p>" + self.varcomp().to_html()
+
 
 @dataclass(frozen=True, eq=False)
 class AnovaFitState:
@@ -292,6 +309,15 @@ def moments_from_mean_squares(ems_table: pd.DataFrame,
     Returns
     -------
     MomentEstimates
+        ``.varcomp()`` adds SEs and Cochran-Satterthwaite intervals,
+        ``.ci("s2_A + s2_e")`` those of a sum of components.
+
+    Notes
+    -----
+    For a study known only by its published ANOVA table, build ``ems_table``
+    with :func:`mixedanova.moments.ems.ems_rules` (balanced design, then pass
+    ``mean_squares`` and ``df``) or from the printed EMS with
+    :func:`mixedanova.moments.published.ems_table_from_text`.
     """
     if not isinstance(ems_table, pd.DataFrame) or "df" not in ems_table.columns:
         raise ArgumentError(f"ems_table must be the DataFrame of ma.ems_rules() or of a fit's "

@@ -73,6 +73,29 @@ class OnewayResult:
     weighted_mean: float
     weighted_mean_se: float
 
+    def table(self) -> pd.Series:
+        """The scalar estimates, one per row (what ``repr`` shows)."""
+        return pd.Series({
+            "groups (J)": self.n_groups, "observations (n)": self.nobs,
+            "grand mean": self.grand_mean,
+            "weighted mean": self.weighted_mean, "SE of weighted mean": self.weighted_mean_se,
+            "MS between (S^2)": self.ms_between, "df between": self.df_between,
+            "s2_e (MS within)": self.s2_e, "df within": self.df_within, "n0": self.n0,
+            "s2_a (raw)": self.s2_a_raw, "s2_a (truncated)": self.s2_a,
+            "negative": self.negative}, dtype=object, name="estimate")
+
+    def groups(self) -> pd.DataFrame:
+        """Per group: size, mean and weight in the weighted mean."""
+        return pd.concat([self.group_sizes, self.group_means, self.weights], axis=1)
+
+    def __repr__(self) -> str:
+        return ("One-way random-effects ANOVA (closed forms)\n" + self.table().to_string()
+                + "\n\nGroups:\n" + self.groups().to_string())
+
+    def _repr_html_(self) -> str:
+        return ("<p>One-way random-effects ANOVA (closed forms)</p>"
+                + self.table().to_frame().to_html() + "<p>Groups:</p>" + self.groups().to_html())
+
 
 def oneway(y, group) -> OnewayResult:
     """One-way random-effects ANOVA estimates in closed form.

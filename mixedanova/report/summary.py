@@ -2,6 +2,7 @@
 results object; this module formats tables and computes nothing."""
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,9 @@ class Summary:
         Dropped rows, dropped columns, singular fit, convergence messages, df method.
     extra : list of (title, text)
         Further sections (an ANOVA fit's EMS table).
+    extra_rows : list of (title, rows)
+        The same sections as header + rows of text cells, used by
+        :meth:`as_html` and :meth:`as_latex` instead of ``extra`` when given.
     """
 
     title: str
@@ -81,6 +85,7 @@ class Summary:
     fixed: pd.DataFrame
     notes: list = field(default_factory=list)
     extra: list = field(default_factory=list)
+    extra_rows: list = field(default_factory=list)
 
     @classmethod
     def from_results(cls, res) -> "Summary":
@@ -88,21 +93,83 @@ class Summary:
         return cls(**res._summary_parts())
 
     def __str__(self) -> str:
+        return self.as_text()
+
+    def as_text(self) -> str:
+        """The lme4-style plain-text report (what ``print`` shows)."""
         lines = [self.title, f"Formula: {self.formula}", ""]
         lines += self._criteria_lines()
         q = self.residual_quantiles
         lines += ["Scaled residuals:"]
         lines += align_columns([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]])
         lines += ["", "Random effects:"]
-        lines += self._random_lines()
-        groups = ", ".join(f"{g}, {k}" for g, k in self.ngroups.items())
-        lines += [f"Number of obs: {self.nobs}, groups:  {groups}", ""]
-        lines += self._fixed_lines()
+        rows, left = self._random_rows()
+        lines += [" " + line for line in align_columns(rows, left=left)]
+        lines += [f"Number of obs: {self.nobs}, groups:  {self._groups_text()}", ""]
+        rows, left = self._fixed_rows()
+        lines += ["Fixed effects:"] + align_columns(rows, left=left)
+        if any(c.startswith("Pr(") for c in self.fixed.columns):
+            lines += ["---", _SIGNIF]
         for title, text in self.extra:
             lines += ["", title, text] if title else ["", text]
         if self.notes:
             lines += [""] + self.notes
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return self.as_html()
+
+    def as_html(self) -> str:
+        """The report as an HTML fragment (tables for Jupyter or a web page)."""
+        esc = html.escape
+        q = self.residual_quantiles
+        parts = [f"<div class='mixedanova-summary'><p><b>{esc(self.title)}</b><br>"
+                 f"Formula: <code>{esc(self.formula)}</code></p>"]
+        crit = [list(self.criteria), [_crit(k, v) for k, v in self.criteria.items()]]
+        parts.append(_html_table(crit))
+        parts.append("<p>Scaled residuals:</p>")
+        parts.append(_html_table([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]]))
+        parts.append("<p>Random effects:</p>")
+        parts.append(_html_table(self._random_rows()[0]))
+        parts.append(f"<p>Number of obs: {self.nobs}, groups: {esc(self._groups_text())}</p>")
+        parts.append("<p>Fixed effects:</p>")
+        parts.append(_html_table(self._fixed_rows()[0]))
+        if self.extra_rows:
+            for title, rows in self.extra_rows:
+                parts.append(f"<p>{esc(title)}</p>")
+                parts.append(_html_table(rows))
+        else:
+            for title, text in self.extra:
+                if title:
+                    parts.append(f"<p>{esc(title)}</p>")
+                parts.append(f"<pre>{esc(text)}</pre>")
+        if self.notes:
+            parts.append("<p>" + "<br>".join(esc(n) for n in self.notes) + "</p>")
+        parts.append("</div>")
+        return "\n".join(parts)
+
+    def as_latex(self) -> str:
+        """The report as LaTeX: ``tabular`` environments for the tables (needs
+        no package beyond standard LaTeX); extra sections go in ``verbatim``."""
+        out = [f"\\textbf{{{_tex(self.title)}}}\\\\",
+               f"Formula: \\texttt{{{_tex(self.formula)}}}\\\\", ""]
+        crit = [list(self.criteria), [_crit(k, v) for k, v in self.criteria.items()]]
+        out += [_latex_table(crit), "", "Random effects:\\\\", _latex_table(self._random_rows()[0]),
+                "", f"Number of obs: {self.nobs}, groups: {_tex(self._groups_text())}\\\\", "",
+                "Fixed effects:\\\\", _latex_table(self._fixed_rows()[0])]
+        if self.extra_rows:
+            for title, rows in self.extra_rows:
+                out += ["", _tex(title) + "\\\\", _latex_table(rows)]
+        else:
+            for title, text in self.extra:
+                out += ["", _tex(title) + "\\\\" if title else "",
+                        "\\begin{verbatim}", text, "\\end{verbatim}"]
+        if self.notes:
+            out += [""] + [_tex(n) + "\\\\" for n in self.notes]
+        return "\n".join(out)
+
+    def _groups_text(self) -> str:
+        return ", ".join(f"{g}, {k}" for g, k in self.ngroups.items())
 
     def _criteria_lines(self) -> list[str]:
         c = self.criteria
@@ -110,10 +177,11 @@ class Summary:
             (label, value), = c.items()
             return [f"{label}: {value:.4f}", ""]
         keys = [k for k in ("AIC", "BIC", "logLik", "deviance", "df.resid") if k in c]
-        vals = [f"{c[k]:.4f}" if k != "df.resid" else str(c[k]) for k in keys]
+        vals = [_crit(k, c[k]) for k in keys]
         return align_columns([keys, vals]) + [""]
 
-    def _random_lines(self) -> list[str]:
+    def _random_rows(self) -> tuple[list[list[str]], set[int]]:
+        """Header and rows of the random-effects table, and its left-aligned columns."""
         vc = self.random
         head = ["Groups", "Name", "Variance", "Std.Dev."]
         variances = vc[vc["var2"].isna()]
@@ -130,11 +198,11 @@ class Summary:
                 cs = corr[(corr["group"] == r["group"]) & (corr["var2"] == r["var1"])]
                 row.append(" ".join(f"{v:.2f}" for v in cs["sdcor"]))
             rows.append(row)
-        return [" " + line for line in align_columns(rows, left={0, 1} | ({4} if has_corr else set()))]
+        return rows, {0, 1} | ({4} if has_corr else set())
 
-    def _fixed_lines(self) -> list[str]:
+    def _fixed_rows(self) -> tuple[list[list[str]], set[int]]:
+        """Header and rows of the fixed-effects table, and its left-aligned columns."""
         fx = self.fixed
-        lines = ["Fixed effects:"]
         cols = list(fx.columns)
         rows = [[""] + cols]
         for name, r in fx.iterrows():
@@ -148,7 +216,40 @@ class Summary:
                 else:
                     row.append(_num(v))
             rows.append(row)
-        lines += align_columns(rows, left={0, len(cols)} if cols and cols[-1] == "" else {0})
-        if any(c.startswith("Pr(") for c in cols):
-            lines += ["---", "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"]
-        return lines
+        return rows, ({0, len(cols)} if cols and cols[-1] == "" else {0})
+
+
+_SIGNIF = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+
+
+def _crit(key: str, value) -> str:
+    return str(value) if key == "df.resid" else f"{value:.4f}"
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    """Header row + body rows of text cells as an HTML table."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
+                   for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+
+
+def _tex(text: str) -> str:
+    """Escape LaTeX's special characters."""
+    return "".join(_TEX.get(ch, ch) for ch in str(text))
+
+
+def _latex_table(rows: list[list[str]]) -> str:
+    """Header row + body rows of text cells as a LaTeX ``tabular``."""
+    ncol = len(rows[0])
+    lines = ["\\begin{tabular}{l" + "r" * (ncol - 1) + "}", "\\hline",
+             " & ".join(_tex(c) for c in rows[0]) + " \\\\", "\\hline"]
+    lines += [" & ".join(_tex(c) for c in r) + " \\\\" for r in rows[1:]]
+    lines += ["\\hline", "\\end{tabular}"]
+    return "\n".join(lines)

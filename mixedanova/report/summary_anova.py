@@ -12,7 +12,7 @@ import pandas as pd
 
 from .summary import align_columns
 
-__all__ = ["render_ems_table", "render_varcomp"]
+__all__ = ["render_ems_table", "render_varcomp", "ems_rows", "varcomp_rows"]
 
 
 def _num(x, digits: int = 5) -> str:
@@ -28,6 +28,32 @@ def _pval(p) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return ""
     return "< 2.2e-16" if p < 2.2e-16 else f"{p:.4g}"
+
+
+def ems_rows(table: pd.DataFrame) -> list[list[str]]:
+    """Header and rows (text cells) of an EMS table, as :func:`render_ems_table` shows them."""
+    header = ["Source", "Df", "Sum Sq", "Mean Sq", "Expected mean square", "Error term",
+              "Den Df", "F", "Pr(>F)"]
+    rows = []
+    for src, r in table.iterrows():
+        err = r["error_term"] if isinstance(r["error_term"], str) else ""
+        rows.append([str(src), _num(r["df"]), _num(r["sum_sq"], 6), _num(r["mean_sq"], 6),
+                     str(r["ems"]), err,
+                     _num(r["den_df"], 5), _num(r["F"], 5), _pval(r["p"])])
+    return [header] + rows
+
+
+def varcomp_rows(varcomp: pd.DataFrame) -> list[list[str]]:
+    """Header and rows (text cells) of a moment-estimate table (:func:`render_varcomp`)."""
+    level = varcomp.attrs.get("level", 0.95)
+    pct = f"{100 * level:g}%"
+    header = ["Component", "Variance", "Std.Dev.", "SE", "df", f"{pct} lower", f"{pct} upper", ""]
+    rows = []
+    for comp, r in varcomp.iterrows():
+        flag = f"negative estimate {_num(r['estimate'])} set to 0" if r["negative"] else ""
+        rows.append([str(comp), _num(r["truncated"]), _num(r["sd"]), _num(r["se"]),
+                     _num(r["df"], 4), _num(r["lower"]), _num(r["upper"]), flag])
+    return [header] + rows
 
 
 def render_ems_table(table: pd.DataFrame, *, method: str | None = None, note: str = "") -> str:
@@ -49,15 +75,7 @@ def render_ems_table(table: pd.DataFrame, *, method: str | None = None, note: st
         lines.append(f"ANOVA table, {method}" + (f", {model} mixed model" if model else ""))
     if note:
         lines.append(f"  ({note})")
-    header = ["Source", "Df", "Sum Sq", "Mean Sq", "Expected mean square", "Error term",
-              "Den Df", "F", "Pr(>F)"]
-    rows = []
-    for src, r in table.iterrows():
-        err = r["error_term"] if isinstance(r["error_term"], str) else ""
-        rows.append([str(src), _num(r["df"]), _num(r["sum_sq"], 6), _num(r["mean_sq"], 6),
-                     str(r["ems"]), err,
-                     _num(r["den_df"], 5), _num(r["F"], 5), _pval(r["p"])])
-    lines += align_columns([header] + rows, sep="  ", left={0, 4, 5})
+    lines += align_columns(ems_rows(table), sep="  ", left={0, 4, 5})
     quasi = [str(s) for s, t in zip(table.index, table["test"]) if t == "quasi-F (Satterthwaite)"]
     if quasi:
         lines.append("Quasi-F (Satterthwaite denominator df) for: " + ", ".join(quasi))
@@ -72,14 +90,6 @@ def render_varcomp(varcomp: pd.DataFrame) -> str:
     ``varcomp`` is :func:`mixedanova.moments.moments.varcomp_table` output.
     Negative estimates are shown raw, then as 0, and flagged.
     """
-    level = varcomp.attrs.get("level", 0.95)
-    pct = f"{100 * level:g}%"
-    header = ["Component", "Variance", "Std.Dev.", "SE", "df", f"{pct} lower", f"{pct} upper", ""]
-    rows = []
-    for comp, r in varcomp.iterrows():
-        flag = f"negative estimate {_num(r['estimate'])} set to 0" if r["negative"] else ""
-        rows.append([str(comp), _num(r["truncated"]), _num(r["sd"]), _num(r["se"]),
-                     _num(r["df"], 4), _num(r["lower"]), _num(r["upper"]), flag])
     lines = ["Variance components (method of moments, Cochran-Satterthwaite intervals)"]
-    lines += align_columns([header] + rows, sep="  ", left={0, 7})
+    lines += align_columns(varcomp_rows(varcomp), sep="  ", left={0, 7})
     return "\n".join(lines)

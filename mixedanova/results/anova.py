@@ -40,9 +40,18 @@ class AnovaResults(LinearMixedResults):
         quadratic form present) and ``Q_coef``, ``error_term`` (the source or
         combination of sources in the F denominator), ``test``, ``den_df``,
         ``F``, ``p``.  ``attrs["method"]`` says whether the balanced EMS rules or
-        Henderson's Method III were used.
+        Henderson's Method III were used.  A DataFrame (an
+        :class:`~mixedanova.inference.tables.InferenceTable`) whose printed and
+        Jupyter forms carry that heading.
         """
-        return self.anova_state.table.copy()
+        from ..inference.tables import make_table
+
+        st = self.anova_state
+        table = st.table.copy()
+        heading = f"ANOVA table, {st.method}, {st.ems_model} mixed model"
+        out = make_table(table, heading, [st.note] if st.note else [])
+        out.attrs.update(table.attrs)
+        return out
 
     @cached_property
     def moment_estimates(self) -> pd.DataFrame:
@@ -62,7 +71,8 @@ class AnovaResults(LinearMixedResults):
         return varcomp_ci(self.anova_state, combination, level)
 
     def _summary_parts(self) -> dict:
-        from ..report.summary_anova import render_ems_table, render_varcomp
+        from ..report.summary_anova import (ems_rows, render_ems_table, render_varcomp,
+                                            varcomp_rows)
 
         parts = super()._summary_parts()
         st = self.anova_state
@@ -70,6 +80,13 @@ class AnovaResults(LinearMixedResults):
         parts["extra"] = [
             ("", render_ems_table(st.table, method=st.method, note=st.note)),
             ("", render_varcomp(self.moment_estimates)),
+        ]
+        model = f", {st.ems_model} mixed model" if st.ems_model else ""
+        parts["extra_rows"] = [
+            (f"ANOVA table, {st.method}{model}" + (f" ({st.note})" if st.note else ""),
+             ems_rows(st.table)),
+            ("Variance components (method of moments, Cochran-Satterthwaite intervals)",
+             varcomp_rows(self.moment_estimates)),
         ]
         neg = [c for c in st.components if bool(st.negative[c])]
         if neg:

@@ -215,6 +215,27 @@ class LinearMixedResults(WorkflowMixin):
         sds = [np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in self.random_effects_cov]
         return self._by_group(sds)
 
+    # ------------------------------------------- matrices at the estimates (issue 13)
+    def G(self, max_cells: int | None = None) -> pd.DataFrame:
+        """``Var(b)`` at the estimates, labelled like ``design.Z``'s columns (small models).
+
+        ``max_cells`` bounds the dense matrix (default 4e6 entries; larger is a
+        :class:`~mixedanova.errors.DesignError`).
+        """
+        from ..design_matrices import g_matrix
+        return g_matrix(self.design, self._templates(), self.sigma, max_cells)
+
+    def R(self, max_cells: int | None = None) -> pd.DataFrame:
+        """``Var(e) = sigma^2 I`` at the estimates (``sigma^2 / w_i`` on the diagonal with
+        prior weights), rows and columns the data's rows."""
+        from ..design_matrices import r_matrix
+        return r_matrix(self.design, self.sigma, max_cells)
+
+    def V(self, max_cells: int | None = None) -> pd.DataFrame:
+        """``Var(y) = Z G Z' + R`` at the estimates (small models)."""
+        from ..design_matrices import v_matrix
+        return v_matrix(self.design, self._templates(), self.sigma, max_cells)
+
     # -------------------------------------------------------- fitted, residuals
     def _random_part(self, codes_list, zraw_list) -> np.ndarray:
         total = 0.0
@@ -367,6 +388,38 @@ class LinearMixedResults(WorkflowMixin):
         from ..inference.compare import ranova
         return ranova(self, reduce_terms=reduce_terms)
 
+    def profile(self, parm=None, *, criterion: str = "ML", level: float = 0.99,
+                npoints: int = 8) -> pd.DataFrame:
+        """Profile zeta on a grid (lme4's ``profile(m)``); see
+        :func:`mixedanova.inference.profile.profile_zeta`."""
+        from ..inference.profile import profile_zeta
+        return profile_zeta(self, parm, criterion=criterion, level=level, npoints=npoints)
+
+    # ------------------------------------------------------------------ plots
+    def plot_ranef(self, group: str | None = None, level: float = 0.95, **kwargs):
+        """Caterpillar plot of the BLUPs with conditional-SD intervals (a matplotlib
+        Figure); see :func:`mixedanova.report.plots.plot_ranef`."""
+        from ..report.plots import plot_ranef
+        return plot_ranef(self, group=group, level=level, **kwargs)
+
+    def plot_resid(self, **kwargs):
+        """Residuals vs fitted and normal QQ plots of residuals and BLUPs (a Figure);
+        see :func:`mixedanova.report.plots.plot_resid`."""
+        from ..report.plots import plot_resid
+        return plot_resid(self, **kwargs)
+
+    def plot_profile(self, parm=None, *, criterion: str = "ML", level: float = 0.99,
+                     npoints: int = 8, profile: pd.DataFrame | None = None):
+        """Profile zeta plots (lme4's ``xyplot(profile(m))``), a Figure.
+
+        ``profile`` reuses a table from :meth:`profile`; otherwise it is computed
+        (one constrained fit per grid point).
+        """
+        from ..report.plots import plot_profile
+        if profile is None:
+            profile = self.profile(parm, criterion=criterion, level=level, npoints=npoints)
+        return plot_profile(profile)
+
     # --------------------------------------------------------------- printing
     def _fixed_table(self) -> pd.DataFrame:
         """Fixed-effects table of the summary.
@@ -426,6 +479,10 @@ class LinearMixedResults(WorkflowMixin):
         """The lme4-style report; ``print()`` it or read its tables."""
         from ..report.summary import Summary
         return Summary.from_results(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter display: the summary as HTML tables."""
+        return self.summary().as_html()
 
     def __repr__(self) -> str:
         return (f"<LinearMixedResults {self.method}: {self.design.formula.formula!r}, "

@@ -30,7 +30,7 @@ from mixedanova.moments.moments import (
 )
 
 REF = Path(__file__).resolve().parent.parent / "reference"
-DATA = Path(mixedanova.datasets.__file__).resolve().parent
+DATA = mixedanova.datasets.data_dir()
 
 # case -> (formula as in the JSON, response, fixed terms, random terms)
 CASES = {

@@ -20,7 +20,7 @@ from mixedanova.moments.moments import fit_anova
 from mixedanova.moments.oneway import oneway
 
 REF = Path(__file__).resolve().parent.parent / "reference"
-DATA = Path(mixedanova.datasets.__file__).resolve().parent
+DATA = mixedanova.datasets.data_dir()
 
 
 def load(name):

@@ -1,15 +1,13 @@
 """Text rendering of ANOVA / EMS tables (mixedanova.report.summary_anova)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 import mixedanova.datasets
 from mixedanova.moments.moments import fit_anova, varcomp_table
 from mixedanova.report.summary_anova import render_ems_table, render_varcomp
 
-DATA = Path(mixedanova.datasets.__file__).resolve().parent
+DATA = mixedanova.datasets.data_dir()
 
 
 def load(name):

@@ -1,0 +1,68 @@
+"""Result tables as JSON (the command line's ``--json``).  Rendering only: every
+table is read from the results object (duck-typed, never imported here)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["results_to_dict", "results_to_json"]
+
+
+def _value(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    return v if isinstance(v, (int, str)) else str(v)
+
+
+def _table(df: pd.DataFrame) -> dict:
+    """``{"index": [...], "columns": [...], "data": [[...], ...]}`` (missing -> null)."""
+    return {"index": [_value(i) for i in df.index],
+            "columns": [str(c) for c in df.columns],
+            "data": [[_value(v) for v in row] for row in df.itertuples(index=False)]}
+
+
+def results_to_dict(res, *, anova: pd.DataFrame | None = None) -> dict:
+    """All tables of a fit as plain Python objects.
+
+    Keys: ``formula``, ``method``, ``nobs``, ``ngroups``, ``criteria``
+    (``REML``/``logLik``/``AIC``/``BIC``/``deviance``), ``fixed`` (``res.fixed()``
+    for likelihood fits: estimate, SE, Satterthwaite df, t, p, CI; the Wald
+    table otherwise), ``varcomp``, ``random_effects`` and
+    ``random_effects_sd`` (per grouping factor), ``notes``; ``anova`` when an
+    F table is passed; for method-of-moments fits also ``ems_table`` and
+    ``moment_estimates``.
+    """
+    parts = res._summary_parts()
+    out = {
+        "formula": parts["formula"], "method": res.method, "nobs": int(res.nobs),
+        "ngroups": {k: int(v) for k, v in res.ngroups.items()},
+        "criteria": {"REML": _value(res.reml_criterion), "logLik": _value(res.llf),
+                     "AIC": _value(res.aic), "BIC": _value(res.bic),
+                     "deviance": _value(res.deviance)},
+        "fixed": _table(res.fixed() if res.method in ("REML", "ML") else parts["fixed"]),
+        "varcomp": _table(res.varcomp),
+        "random_effects": {g: _table(t) for g, t in res.random_effects.items()},
+        "random_effects_sd": {g: _table(t) for g, t in res.random_effects_sd.items()},
+        "notes": list(parts["notes"]),
+    }
+    if anova is not None:
+        out["anova"] = _table(anova)
+    if hasattr(res, "ems_table"):
+        ems = res.ems_table()
+        out["ems_table"] = _table(ems.drop(columns=[c for c in ems.columns if c == "Q_coef"]))
+        out["moment_estimates"] = _table(res.moment_estimates)
+    return out
+
+
+def results_to_json(res, *, anova: pd.DataFrame | None = None, indent: int | None = 2) -> str:
+    """:func:`results_to_dict` as a JSON string (NaN written as null)."""
+    return json.dumps(results_to_dict(res, anova=anova), indent=indent)
