@@ -263,7 +263,13 @@ def _profile(res, level: float, criterion: str,
         state = {"start": pr.psi_hat.copy()}
 
         def zeta(v, c=c, est=est, state=state):
+            # from the last point and from the optimum, the lower: a warm start
+            # alone can sit in a second basin (a variance at 0) and make zeta
+            # depend on the path, which the root finder cannot take
             val, psi = pr.profile_var(c, v, state["start"])
+            val2, psi2 = pr.profile_var(c, v, pr.psi_hat)
+            if val2 < val or not np.isfinite(val):
+                val, psi = val2, psi2
             if np.isfinite(val):
                 state["start"] = psi
             d = max(val - pr.dev_min, 0.0)

@@ -117,3 +117,16 @@ def test_bad_arguments():
         res.conf_int("wald", level=1.5)
     with pytest.raises(ValueError, match="unknown parameter"):
         res.conf_int("wald", parm=["nope"])
+
+
+def test_profile_at_99_percent_reaches_the_zero_bound():
+    # R: confint(lmer(Yield ~ 1 + (1 | Batch), Dyestuff), level = 0.99): the batch SD's
+    # lower limit is 0 (the profile never reaches the cutoff below the estimate).  The
+    # warm-started profile used to fall into the second basin at SD 0 and fail.
+    res = ma.lmm("Yield ~ 1 + (1|Batch)", ma.load_dataset("dyestuff"))
+    ci = res.conf_int("profile", level=0.99)
+    lo, hi = ci.loc["sd_(Intercept)|Batch", ["ci_low", "ci_high"]]
+    assert lo == 0.0 and hi > ci.loc["sd_(Intercept)|Batch", "estimate"]
+    ci95 = res.conf_int("profile")
+    assert ci.loc["sigma", "ci_low"] < ci95.loc["sigma", "ci_low"]
+    assert ci.loc["sigma", "ci_high"] > ci95.loc["sigma", "ci_high"]
