@@ -36,6 +36,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ..errors import DesignError
 from .anova_design import SequentialSS, Term, level_codes
 from .ems import RESIDUAL, Spec
 
@@ -130,14 +131,13 @@ def _sweep(gram: np.ndarray, gy: np.ndarray, gz: list[np.ndarray | None],
 def _check_size(blocks: Sequence[_Block], terms: Sequence[Term | None]) -> None:
     p = sum(b.ncol for b in blocks)
     if p > MAX_DENSE_COLUMNS:
-        big = ", ".join(f"{t.label!r} ({b.ncol})" for b, t in zip(blocks, terms)
-                        if t is not None and b.ncol > 100)
-        from ..errors import DesignError
-
+        sizes = sorted(((b.ncol, t.label) for b, t in zip(blocks, terms) if t is not None),
+                       reverse=True)
+        big = ", ".join(f"{lab!r} ({k})" for k, lab in sizes[:3])
         raise DesignError(
             f"Method III needs a dense {p} x {p} matrix for the terms fitted besides the one "
-            f"with the most levels; too large (limit {MAX_DENSE_COLUMNS} columns). Terms with "
-            f"many levels: {big}")
+            f"with the most levels; too large (limit {MAX_DENSE_COLUMNS} columns). Largest "
+            f"terms: {big}")
 
 
 def sequential_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
