@@ -45,7 +45,8 @@ def importtime(top: int = 12) -> list[tuple[int, str]]:
         parts = line.split("|")
         if len(parts) == 3 and parts[1].strip().isdigit():
             rows.append((int(parts[1]), parts[2].rstrip()))
-    keep = [r for r in rows if r[1].strip().count(".") == 0 or r[1].strip().startswith("mixedanova")]
+    keep = [r for r in rows
+            if r[1].strip().count(".") == 0 or r[1].strip().startswith("mixedanova")]
     return sorted(keep, reverse=True)[:top]
 
 

@@ -36,6 +36,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ..errors import DesignError
 from .anova_design import SequentialSS, Term, level_codes
 from .ems import RESIDUAL, Spec
 
@@ -86,16 +87,20 @@ def _blocks(data: pd.DataFrame, terms: Sequence[Term], covariates: Collection[st
     return out
 
 
-def _sweep(gram: np.ndarray, gy: np.ndarray, gz: list[np.ndarray | None],
+def _sweep(gram: np.ndarray, gy: np.ndarray, gz: list[tuple[str, np.ndarray] | None],
            sizes: Sequence[int], scales: Sequence[float]) -> list[tuple[int, float, np.ndarray]]:
     """Block Gram-Schmidt on Gram matrices.
 
-    ``gram = X'X``, ``gy = X'y``, ``gz[u] = X'Z_u`` (None: zero) for columns
-    ``X`` made of consecutive blocks of ``sizes`` columns.  For each block
+    ``gram = X'X``, ``gy = X'y`` and, per random term, ``gz[u] = ("cross",
+    X'Z_u)`` or, when ``Z_u`` has more columns than ``X``, ``("gram",
+    X'Z_u Z_u'X)`` (None: zero), for columns ``X`` made of consecutive blocks
+    of ``sizes`` columns.  For each block
     returns (rank increment, ``||Q_k'y||^2``, ``[||Q_k'Z_u||_F^2]_u``) with
     ``Q_k`` an orthonormal basis of the block's part orthogonal to the
     blocks before it.  ``Q = X S`` is carried through its coefficients ``S``.
     """
+    from scipy.linalg import solve_triangular
+
     p = gram.shape[0]
     s_all = np.zeros((p, 0))
     out = []
@@ -116,28 +121,45 @@ def _sweep(gram: np.ndarray, gy: np.ndarray, gz: list[np.ndarray | None],
         keep = w > _DROP
         s_new = e @ (v[:, keep] / np.sqrt(w[keep] * scale))
         if s_new.shape[1]:
-            # one more orthonormalisation (Q_new'Q_new = I to rounding)
+            # one more orthonormalisation (Q_new'Q_new = I to rounding): with
+            # Q_new'Q_new = L L' (close to I), Q_new L^-T
             m2 = s_new.T @ gram @ s_new
-            w2, v2 = np.linalg.eigh((m2 + m2.T) / 2.0)
-            s_new = s_new @ (v2 / np.sqrt(w2))
+            chol = np.linalg.cholesky((m2 + m2.T) / 2.0)
+            s_new = solve_triangular(chol, s_new.T, lower=True, check_finite=False).T
         qy = s_new.T @ gy
-        tr = np.array([0.0 if g is None else float(np.sum((s_new.T @ g) ** 2)) for g in gz])
+        tr = np.array([_trace(s_new, g) for g in gz])
         out.append((int(s_new.shape[1]), float(qy @ qy), tr))
         s_all = np.hstack([s_all, s_new])
     return out
 
 
+def _trace(s_new: np.ndarray, g: tuple[str, np.ndarray] | None) -> float:
+    """``||Q_k'Z_u||_F^2`` from ``X'Z_u`` or from ``X'Z_u Z_u'X``."""
+    if g is None:
+        return 0.0
+    kind, mat = g
+    if kind == "cross":
+        return float(np.sum((s_new.T @ mat) ** 2))
+    return float(np.sum(s_new * (mat @ s_new)))
+
+
+def _cross_or_gram(cross) -> tuple[str, np.ndarray]:
+    """Dense ``X'Z_u`` (sparse in), or its Gram when ``Z_u`` has more columns than ``X``."""
+    if cross.shape[1] > cross.shape[0]:
+        return "gram", np.asarray((cross @ cross.T).toarray())
+    return "cross", np.asarray(cross.toarray())
+
+
 def _check_size(blocks: Sequence[_Block], terms: Sequence[Term | None]) -> None:
     p = sum(b.ncol for b in blocks)
     if p > MAX_DENSE_COLUMNS:
-        big = ", ".join(f"{t.label!r} ({b.ncol})" for b, t in zip(blocks, terms)
-                        if t is not None and b.ncol > 100)
-        from ..errors import DesignError
-
+        sizes = sorted(((b.ncol, t.label) for b, t in zip(blocks, terms) if t is not None),
+                       reverse=True)
+        big = ", ".join(f"{lab!r} ({k})" for k, lab in sizes[:3])
         raise DesignError(
             f"Method III needs a dense {p} x {p} matrix for the terms fitted besides the one "
-            f"with the most levels; too large (limit {MAX_DENSE_COLUMNS} columns). Terms with "
-            f"many levels: {big}")
+            f"with the most levels; too large (limit {MAX_DENSE_COLUMNS} columns). Largest "
+            f"terms: {big}")
 
 
 def sequential_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
@@ -183,7 +205,7 @@ def sequential_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
     x1, sizes1, scales1 = prepare(first)
     if x1 is not None:
         xt = x1.T.tocsr()
-        res1 = _sweep((xt @ x1).toarray(), xt @ yc, [(xt @ z).toarray() for z in zmats],
+        res1 = _sweep((xt @ x1).toarray(), xt @ yc, [_cross_or_gram(xt @ z) for z in zmats],
                       sizes1, scales1)
     else:
         res1 = []
@@ -219,9 +241,8 @@ def sequential_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
             xt2 = x2.T.tocsr()
             bx = bt @ x2
             gram2 = (xt2 @ x2).toarray() - (bx.T @ dinv @ bx).toarray()
-            gz2: list[np.ndarray | None] = [
-                None if zb is bblk else (xt2 @ z).toarray() - (bx.T @ dinv @ bzu).toarray()
-                for zb, z, bzu in zip(zs, zmats, bz)]
+            gz2 = [None if zb is bblk else _cross_or_gram((xt2 @ z - bx.T @ dinv @ bzu).tocsr())
+                   for zb, z, bzu in zip(zs, zmats, bz)]
             res2 = _sweep(gram2, xt2 @ y_res, gz2, sizes2, scales2)
         else:
             res2 = []
