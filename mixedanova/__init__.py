@@ -10,6 +10,7 @@ from .errors import (ConvergenceWarning, DesignError, EstimabilityError, FitErro
                      SingularFitWarning)
 from .inference.compare import compare
 from .model import LinearMixedModel, lmm
+from .residual import AR1, CAR1, VarExp, VarIdent, VarPower, CompSymm, ResidualWarning
 from .moments.ems import Factor, ems_rules
 from .moments.moments import moments_from_mean_squares
 from .moments.oneway import oneway
@@ -20,6 +21,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmm",
+    "AR1",
+    "CAR1",
+    "CompSymm",
+    "VarIdent",
+    "VarPower",
+    "VarExp",
+    "ResidualWarning",
     "compare",
     "EstimabilityError",
     "LinearMixedModel",

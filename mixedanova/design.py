@@ -245,7 +245,7 @@ def _as_label(col: pd.Series) -> np.ndarray:
 
 
 def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
-                 missing: str = "drop") -> Design:
+                 missing: str = "drop", extra_columns: tuple[str, ...] = ()) -> Design:
     """Build the :class:`Design` for ``parsed`` on ``data``.
 
     Parameters
@@ -257,6 +257,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     missing : {"drop", "raise"}
         ``"drop"`` (lme4's ``na.omit``) removes rows with a missing value in a used
         column and counts them; ``"raise"`` refuses such data.
+    extra_columns : tuple of str
+        Further columns the model needs (a residual structure's group, time or
+        covariate): kept in ``Design.data`` and part of the missing-value rule.
 
     Raises
     ------
@@ -276,6 +279,11 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     if len(data) == 0:
         raise DesignError("data has no rows")
     used = _used_columns(parsed, data)
+    for col in extra_columns:
+        if col not in data.columns:
+            raise _missing_column_error(col, data, "residual structure")
+        if col not in used:
+            used.append(col)
     data, n_dropped = _complete_rows(data, used, missing)
     y = _response(parsed, data)
     X_all, spec = _fixed_matrix(parsed, data)

@@ -22,7 +22,9 @@ from .likelihood.blocked import TermData
 from .likelihood.convergence import check_convergence
 from .likelihood.criterion import ProfiledDeviance, fit_state, state_at
 from .likelihood.optimizer import optimize_theta
+from .likelihood.residual_fit import ResidualDeviance, ResidualFit, optimize_residual
 from .formula import parse_formula
+from .residual import bind_residual, residual_columns
 from .results.lmm import LinearMixedResults
 from .errors import ConvergenceWarning, SingularFitWarning
 
@@ -43,14 +45,19 @@ class LinearMixedModel:
         builds new designs the same way.
     """
 
-    def __init__(self, design: Design, *, missing: str = "drop") -> None:
+    def __init__(self, design: Design, *, missing: str = "drop", residual=None) -> None:
         self.design = design
         self.missing = missing
+        self.residual = residual
         self._deviance: dict[bool, ProfiledDeviance] = {}
+        self._structure = None
+        if residual is not None:
+            outer = design.blocks[-1].factors if design.blocks else None
+            self._structure = bind_residual(residual, design.data, outer)
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, *,
-                     missing: str = "drop") -> "LinearMixedModel":
+                     missing: str = "drop", residual=None) -> "LinearMixedModel":
         """Parse ``formula`` and build the design on ``data``.
 
         Parameters
@@ -61,8 +68,14 @@ class LinearMixedModel:
         missing : {"drop", "raise"}
             Rows with missing values in used columns are dropped and counted
             (``"drop"``, lme4's default) or refused (``"raise"``).
+        residual : structure or tuple, optional
+            Residual covariance structure (:mod:`mixedanova.residual`: ``AR1``,
+            ``CAR1``, ``CompSymm``, ``VarIdent``, ``VarPower``, ``VarExp``, or a
+            tuple of one correlation and one variance function).
         """
-        return cls(build_design(parse_formula(formula), data, missing=missing), missing=missing)
+        design = build_design(parse_formula(formula), data, missing=missing,
+                              extra_columns=residual_columns(residual))
+        return cls(design, missing=missing, residual=residual)
 
     def update(self, formula: str) -> "LinearMixedModel":
         """A new, unfitted model for ``formula`` on the same data and options.
@@ -70,7 +83,8 @@ class LinearMixedModel:
         The data are the rows and columns this model uses (``design.data``), as
         for lme4's ``update(m, formula)`` on a model fitted to complete cases.
         """
-        return type(self).from_formula(formula, self.design.data, missing=self.missing)
+        return type(self).from_formula(formula, self.design.data, missing=self.missing,
+                                       residual=self.residual)
 
     def refit(self, y: np.ndarray | None = None, method: str = "REML", *,
               start: np.ndarray | None = None, warn: bool = True,
@@ -90,7 +104,8 @@ class LinearMixedModel:
             y = np.asarray(y, dtype=float)
             if y.shape != self.design.y.shape:
                 raise ValueError(f"y must have {self.design.nobs} values, not {y.shape}")
-            model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing)
+            model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing,
+                               residual=self.residual)
         return model.fit(method, start=start, warn=warn, **kwargs)
 
     # ----------------------------------------------------------------- stages
@@ -98,13 +113,18 @@ class LinearMixedModel:
         """The profiled objective as a closure over ``theta`` (lme4's ``devFunOnly``).
 
         Built once per criterion and kept: forming the cross-products is the
-        only step that touches every row.
+        only step that touches every row.  With a residual structure it is a
+        :class:`~mixedanova.likelihood.residual_fit.ResidualDeviance`, a function
+        of ``(theta, u)`` with ``u`` the structure's unconstrained parameters.
         """
         if reml not in self._deviance:
             d = self.design
             terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
-            self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), d.X, d.y,
-                                                     reml=reml)
+            if self._structure is not None:
+                self._deviance[reml] = _residual_deviance(terms, d, reml, self._structure)
+            else:
+                self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), d.X, d.y,
+                                                         reml=reml)
         return self._deviance[reml]
 
     def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",
@@ -138,7 +158,17 @@ class LinearMixedModel:
         if method not in _METHODS:
             raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
         if method == "ANOVA":
+            if self._structure is not None:
+                raise DesignError("method='ANOVA' (expected mean squares) assumes independent "
+                                  "residuals with one variance; drop residual= or fit by "
+                                  "REML / ML")
             return self._fit_moments(ems, anova_method)
+        if self._structure is not None:
+            res = self._fit_residual(method, optimizer, start)
+            if warn:
+                _warn_once(res)
+                _warn_residual_boundary(res)
+            return res
         dev = self.deviance_function(reml=(method == "REML"))
         opt = optimize_theta(dev, start, method=optimizer)
         conv = check_convergence(dev, opt.theta, dev.layout.lower, dev.layout.names)
@@ -148,6 +178,27 @@ class LinearMixedModel:
             _warn_once(res)
         return res
 
+
+    def _fit_residual(self, method: str, optimizer: str,
+                      start: np.ndarray | None) -> LinearMixedResults:
+        """REML / ML fit with a residual structure (nested optimization over
+        ``u`` and ``theta``, :func:`~mixedanova.likelihood.residual_fit.optimize_residual`).
+
+        ``start`` may hold ``theta`` or ``(theta, u)``.
+        """
+        rdev = self.deviance_function(reml=(method == "REML"))
+        theta0 = u0 = None
+        if start is not None:
+            start = np.asarray(start, dtype=float)
+            theta0 = start[:rdev.k]
+            u0 = start[rdev.k:] if len(start) > rdev.k else None
+        u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer)
+        dev = rdev.at(u)
+        conv = check_convergence(dev, opt.theta, dev.layout.lower, dev.layout.names)
+        state = fit_state(dev, opt, conv)
+        fit = ResidualFit(structure=self._structure, u=u, info=info)
+        state = dataclasses.replace(state, extra={**state.extra, "residual": fit})
+        return LinearMixedResults(self.design, state, model=self)
 
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
@@ -185,6 +236,30 @@ class LinearMixedModel:
         return AnovaResults(d, fs, model=self)
 
 
+def _residual_deviance(terms, design: Design, reml: bool, structure) -> ResidualDeviance:
+    """The criterion over ``(theta, u)``; refuses a crossed layout whose first
+    (most levels) term varies inside a residual group."""
+    rdev = ResidualDeviance(terms, design.theta_layout(), design.X, design.y, reml, structure)
+    if not rdev.constant[0]:
+        b = design.blocks[0]
+        raise DesignError(
+            f"the residual groups must lie inside the levels of {b.group!r} (the random "
+            f"term with most levels, {b.source}); with crossed random effects the residual "
+            "correlation group has to be nested in the grouping factor with most levels")
+    return rdev
+
+
+def _warn_residual_boundary(res: LinearMixedResults) -> None:
+    fit = res.state.extra["residual"]
+    s = fit.structure
+    for name, value in zip(s.names, s.natural(fit.u)):
+        if name in ("phi", "rho") and abs(value) > 1.0 - 1e-4:
+            warnings.warn(f"the residual correlation {name} = {value:.6g} is at the boundary "
+                          "of its range; the model cannot tell the serial correlation from "
+                          "a random effect or a trend (consider a simpler structure)",
+                          ConvergenceWarning, stacklevel=3)
+
+
 def _warn_once(res: LinearMixedResults) -> None:
     msgs = list(res.convergence_messages)
     if msgs:
@@ -220,4 +295,6 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", **kwargs) -> Lin
     1743.628
     """
     missing = kwargs.pop("missing", "drop")
-    return LinearMixedModel.from_formula(formula, data, missing=missing).fit(method, **kwargs)
+    residual = kwargs.pop("residual", None)
+    return LinearMixedModel.from_formula(formula, data, missing=missing,
+                                         residual=residual).fit(method, **kwargs)
