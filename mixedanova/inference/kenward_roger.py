@@ -32,6 +32,8 @@ from scipy.stats import f as f_dist
 __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
+KR_RESIDUAL_MESSAGE = ("Kenward-Roger's method is not available for models with a residual "
+                       "structure (residual=); use ddf='satterthwaite'")
 _MAX_Q = 8000  # largest number of random effects for the dense Q x Q algebra
 
 
@@ -161,6 +163,9 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
     """
     if res.method != "REML":
         raise ValueError(KR_ML_MESSAGE)
+    if res.state.extra.get("residual") is not None:
+        from ..errors import FitError
+        raise FitError(KR_RESIDUAL_MESSAGE)
     design = res.design
     X = design.X
     n, p = X.shape

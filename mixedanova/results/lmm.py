@@ -187,6 +187,18 @@ class LinearMixedResults:
         fit = self.state.extra.get("residual")
         return () if fit is None else fit.structure.labels
 
+    def residual_covariance(self, rows) -> np.ndarray:
+        """``sigma^2 Rrel`` among the given rows (positions in the data used).
+
+        Without a residual structure this is ``sigma^2 I``.  For nlme's
+        ``corMatrix`` / ``varWeights`` checks of one group.
+        """
+        rows = np.asarray(rows, dtype=np.intp)
+        fit = self.state.extra.get("residual")
+        if fit is None:
+            return self.sigma ** 2 * np.eye(len(rows))
+        return self.sigma ** 2 * fit.structure.covariance(fit.u, rows)
+
     def residual_intervals(self, level: float = 0.95) -> pd.DataFrame:
         """Wald intervals of the residual-structure parameters, as nlme's ``intervals()``.
 
