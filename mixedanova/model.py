@@ -255,8 +255,9 @@ def _warn_residual_boundary(res: LinearMixedResults) -> None:
     for name, value in zip(s.names, s.natural(fit.u)):
         if name in ("phi", "rho") and abs(value) > 1.0 - 1e-4:
             warnings.warn(f"the residual correlation {name} = {value:.6g} is at the boundary "
-                          "of its range; the model cannot tell the serial correlation from "
-                          "a random effect or a trend (consider a simpler structure)",
+                          "of its range: its estimate and interval are unreliable, and the "
+                          "residual pattern may be a trend or a periodic effect that belongs "
+                          "in the fixed part (or the structure is too rich for the data)",
                           ConvergenceWarning, stacklevel=3)
 
 
