@@ -166,6 +166,8 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
     best = {"theta": theta0, "f": math.inf}
     count = {"outer": 0, "inner": 0}
 
+    tol = {"inner": 1e-9}  # loose while Nelder-Mead explores, tight for the polish
+
     def profile(u: np.ndarray) -> float:
         count["outer"] += 1
         dev = rdev.at(u)
@@ -173,7 +175,7 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
             return math.inf
         start = best["theta"] if best["theta"] is not None else None
         try:
-            opt = optimize_theta(dev, start, method=method)
+            opt = optimize_theta(dev, start, method=method, tol=tol["inner"])
         except (ValueError, FloatingPointError):
             return math.inf
         count["inner"] += opt.feval
@@ -185,11 +187,17 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
 
     k = len(u0)
     simplex = np.vstack([u0] + [u0 + 0.5 * np.eye(k)[i] for i in range(k)])
+    f0 = profile(u0)
+    # Nelder-Mead gets close (u to 1e-5); the Newton polish below does the rest.  Its
+    # f tolerance is relative: the inner optima are accurate to ~1e-13 relative.
+    fatol = 1e-12 * (1.0 + abs(f0)) if math.isfinite(f0) else 1e-8
     res = minimize(profile, u0, method="Nelder-Mead",
-                   options={"initial_simplex": simplex, "xatol": 1e-7, "fatol": 1e-11,
+                   options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": fatol,
                             "maxiter": 400 * k, "maxfev": 800 * k})
+    tol["inner"] = 1e-12
     u = np.asarray(best.get("u", res.x), dtype=float)
-    f = best["f"]
+    best["f"] = math.inf
+    f = profile(u)
     polish = []
     h = 1e-4
     for _ in range(polish_steps):
@@ -225,8 +233,10 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
                 polish.append((float(np.max(np.abs(step))), f - fc))
                 u, f, step_ok = cand, fc, True
                 break
-        if not step_ok or np.max(np.abs(step)) < 1e-9:
+        if not step_ok or np.max(np.abs(step)) < 1e-7:
             break
+    if best["f"] < f:  # a difference point of the polish was lower still
+        u, f = best["u"], best["f"]
     dev = rdev.at(u)
     opt = optimize_theta(dev, best["theta"], method=method)
     opt = OptimizerSummary(method=f"{method} (theta) within Nelder-Mead + Newton (residual)",
