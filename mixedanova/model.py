@@ -195,6 +195,12 @@ class LinearMixedModel:
         u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer)
         dev = rdev.at(u)
         conv = check_convergence(dev, opt.theta, dev.layout.lower, dev.layout.names)
+        if info["messages"]:
+            names = self._structure.names
+            msgs = tuple(m.replace(f"residual parameter {i}", f"residual parameter {n!r}")
+                         for m in info["messages"] for i, n in enumerate(names)
+                         if f"residual parameter {i} " in m)
+            conv = dataclasses.replace(conv, messages=conv.messages + msgs)
         state = fit_state(dev, opt, conv)
         fit = ResidualFit(structure=self._structure, u=u, info=info)
         state = dataclasses.replace(state, extra={**state.extra, "residual": fit})

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 
 from .blocked import TermData
 from .criterion import ProfiledDeviance
@@ -191,11 +191,15 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
     # Nelder-Mead gets close (u to 1e-5); the Newton polish below does the rest.  Its
     # f tolerance is relative: the inner optima are accurate to ~1e-13 relative.
     fatol = 1e-12 * (1.0 + abs(f0)) if math.isfinite(f0) else 1e-8
-    res = minimize(profile, u0, method="Nelder-Mead",
-                   options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": fatol,
-                            "maxiter": 400 * k, "maxfev": 800 * k})
+    if k == 1:  # Brent on a wide interval (phi within 1 - 1e-6 of +-1)
+        minimize_scalar(lambda v: profile(np.array([v])), bounds=(u0[0] - 15.0, u0[0] + 15.0),
+                        method="bounded", options={"xatol": 1e-5, "maxiter": 200})
+    else:
+        minimize(profile, u0, method="Nelder-Mead",
+                 options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": fatol,
+                          "maxiter": 400 * k, "maxfev": 800 * k})
     tol["inner"] = 1e-12
-    u = np.asarray(best.get("u", res.x), dtype=float)
+    u = np.asarray(best.get("u", u0), dtype=float)
     best["f"] = math.inf
     f = profile(u)
     polish = []
@@ -237,6 +241,7 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
             break
     if best["f"] < f:  # a difference point of the polish was lower still
         u, f = best["u"], best["f"]
+    messages = _check_outer(profile, u, f, h)
     dev = rdev.at(u)
     opt = optimize_theta(dev, best["theta"], method=method)
     opt = OptimizerSummary(method=f"{method} (theta) within Nelder-Mead + Newton (residual)",
@@ -244,4 +249,25 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
                            feval=count["inner"] + opt.feval, niter=count["outer"],
                            converged=bool(opt.converged), message=opt.message,
                            seconds=time.perf_counter() - t0)
-    return u, opt, {"outer_evals": count["outer"], "profile_min": f, "polish": polish}
+    return u, opt, {"outer_evals": count["outer"], "profile_min": f, "polish": polish,
+                    "messages": messages}
+
+
+def _check_outer(profile, u: np.ndarray, f: float, h: float) -> tuple[str, ...]:
+    """Central-difference slope and curvature of the profile in each ``u_i``:
+    a Newton step ``|g_i / H_ii|`` above 1e-3 (unconstrained scale) or a
+    non-positive curvature is reported."""
+    out = []
+    for i in range(len(u)):
+        e = np.zeros(len(u))
+        e[i] = h
+        fp, fm = profile(u + e), profile(u - e)
+        g = (fp - fm) / (2 * h)
+        c = (fp - 2 * f + fm) / h**2
+        if not (np.isfinite(c) and c > 0):
+            out.append(f"the objective is flat or not convex in residual parameter {i} at the "
+                       f"optimum (curvature {c:.3g}); its estimate is not well determined")
+        elif abs(g / c) > 1e-3:
+            out.append(f"failed to converge: residual parameter {i} is {abs(g / c):.3g} "
+                       "(Newton step, unconstrained scale) from the optimum")
+    return tuple(out)

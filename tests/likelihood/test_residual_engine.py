@@ -157,3 +157,16 @@ def test_crossed_ar1_simulation_recovers_parameters():
     # the whitened item term has entries in two levels per row
     rdev = res.model.deviance_function(reml=True)
     assert rdev.constant == [True, False]
+
+
+def test_outer_check_reports_a_missed_optimum():
+    from mixedanova.likelihood.residual_fit import _check_outer
+
+    def f(u):
+        return float((u[0] - 0.1) ** 2 + u[1] ** 2)
+
+    msgs = _check_outer(f, np.array([0.0, 0.0]), f(np.array([0.0, 0.0])), 1e-4)
+    assert len(msgs) == 1 and "failed to converge: residual parameter 0" in msgs[0]
+    assert _check_outer(f, np.array([0.1, 0.0]), f(np.array([0.1, 0.0])), 1e-4) == ()
+    flat = _check_outer(lambda u: 1.0, np.array([0.3]), 1.0, 1e-4)
+    assert "flat or not convex" in flat[0]

@@ -84,6 +84,7 @@ def test_loglik(case):
     ref, res = fitted(case)
     assert_close(res.llf, ref["loglik"], 1e-6, f"{case} logLik")
     assert res.llf >= ref["loglik"] - 1e-7
+    assert res.convergence_messages == ()
 
 
 @pytest.mark.parametrize("case", list(CASES))
