@@ -112,3 +112,17 @@ def test_refit_and_update_keep_the_structure(trial):
         assert abs(again.llf - res.llf) < 1e-9
         smaller = res.model.update("y ~ 1 + (1|patient)").fit()
         assert list(smaller.residual_params.index) == ["phi"]
+
+
+def test_profile_and_bootstrap_intervals_refuse_residual_structures(trial):
+    res = ma.lmm("y ~ visit * arm + (1|patient)", trial,
+                 residual=ma.AR1(group="patient", order="visit"))
+    for method in ("profile", "boot"):
+        with pytest.raises(ma.FitError, match=f"method='{method}' intervals are not available"):
+            res.conf_int(method=method)
+    wald = res.conf_int(method="wald", parm="fixed")  # fixed effects: beta +- z SE
+    assert np.all(wald["ci_low"] < wald["estimate"])
+    plain = ma.lmm("y ~ visit * arm + (1|patient)", trial)
+    with pytest.raises(ValueError, match="no residual structure"):
+        plain.residual_intervals()
+    assert plain.residual_params.empty

@@ -306,3 +306,22 @@ def test_kenward_roger_is_refused():
     _, res = fitted("ovary_ar1")
     with pytest.raises(ma.MixedAnovaError, match="Kenward-Roger.*residual"):
         res.fixed(ddf="kenward-roger")
+
+
+def test_glucose_group_spellings_agree():
+    """nlme needs ``~ tindex | day/subject`` (``nlme_spelling``); here the subject
+    alone names the same groups (one subject per food and day), so the fits agree."""
+    ref, res = fitted("glucose_ar1")
+    other = ma.lmm(ref["formula"], ma.load_dataset("glucose"),
+                   residual=ma.AR1(group="subject", order="tindex"))
+    assert abs(other.llf - res.llf) < 1e-9
+    assert_close(other.residual_params["phi"], res.residual_params["phi"], 1e-6, "phi")
+
+
+def test_predict_with_a_residual_structure():
+    """Predictions do not involve R: population level is X beta, conditional adds Z b
+    (nlme: fitted(m, level = 0:1), first 10 rows)."""
+    ref, res = fitted("pixel_compsymm")
+    assert_close(res.predict(include_random=False).to_numpy()[:10],
+                 ref["fitted_population"]["values"], 1e-6, "level 0")
+    assert_close(res.fittedvalues.to_numpy()[:10], ref["fitted"]["values"], 1e-6, "level 1")
