@@ -243,15 +243,15 @@ class LinearMixedModel:
 
 
 def _residual_deviance(terms, design: Design, reml: bool, structure) -> ResidualDeviance:
-    """The criterion over ``(theta, u)``; refuses a crossed layout whose first
-    (most levels) term varies inside a residual group."""
+    """The criterion over ``(theta, u)``; refuses designs where every random term
+    varies inside the residual groups."""
     rdev = ResidualDeviance(terms, design.theta_layout(), design.X, design.y, reml, structure)
-    if not rdev.constant[0]:
-        b = design.blocks[0]
+    if not any(rdev.constant):
+        names = ", ".join(repr(b.group) for b in design.blocks)
         raise DesignError(
-            f"the residual groups must lie inside the levels of {b.group!r} (the random "
-            f"term with most levels, {b.source}); with crossed random effects the residual "
-            "correlation group has to be nested in the grouping factor with most levels")
+            f"the residual groups must lie inside the levels of at least one random-effects "
+            f"grouping factor ({names}): the residual correlation group has to be nested in "
+            "one of them (e.g. AR1 within subject with a (1|subject) term)")
     return rdev
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from .blocked import TermData
 from .crossed import CrossedSystem
 from .nested import NestedSystem, nesting_maps
+from .permuted import PermutedSystem
 
 __all__ = ["build_system"]
 
@@ -23,4 +24,10 @@ def build_system(terms: list[TermData], X: np.ndarray, y: np.ndarray):
     maps = nesting_maps(terms)
     if maps is not None:
         return NestedSystem(terms, XY, maps)
+    if terms[0].rows is not None:  # whitened: several levels per row (see .permuted)
+        first = next((k for k, t in enumerate(terms) if t.rows is None), None)
+        if first is None:
+            raise NotImplementedError("no random term has one level per row")
+        order = [first] + [k for k in range(len(terms)) if k != first]
+        return PermutedSystem(CrossedSystem([terms[k] for k in order], XY), order, terms)
     return CrossedSystem(terms, XY)

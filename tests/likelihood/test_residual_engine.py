@@ -88,17 +88,22 @@ def test_whitener_inverts_rrel(structure, variance):
 
 
 @pytest.mark.parametrize("reml", [True, False])
-@pytest.mark.parametrize("formula, residual", [
-    ("y ~ x + (1|subject)", ma.AR1(group="subject", order="trial")),
-    ("y ~ x + (1|subject)", (ma.CAR1(group="subject", time="dose"), ma.VarIdent(by="arm"))),
+@pytest.mark.parametrize("formula, residual, n_items", [
+    ("y ~ x + (1|subject)", ma.AR1(group="subject", order="trial"), 6),
+    ("y ~ x + (1|subject)", (ma.CAR1(group="subject", time="dose"), ma.VarIdent(by="arm")), 6),
     # crossed: the item term varies inside the AR(1) groups (whitened entries)
-    ("y ~ x + (1|subject) + (1|item)", ma.AR1(group="subject", order="trial")),
-    ("y ~ x + (1|subject) + (1|item)", (ma.CompSymm(group="subject"), ma.VarPower("dose"))),
+    ("y ~ x + (1|subject) + (1|item)", ma.AR1(group="subject", order="trial"), 6),
+    ("y ~ x + (1|subject) + (1|item)", (ma.CompSymm(group="subject"), ma.VarPower("dose")), 6),
     ("y ~ x + (x|subject) + (1|item)", (ma.AR1(group="subject", order="trial"),
-                                         ma.VarExp("dose"))),
+                                         ma.VarExp("dose")), 6),
+    # more items than subjects: the design's first term (item) varies inside the AR(1)
+    # groups, so the system factors subject first (likelihood.permuted)
+    ("y ~ x + (1|subject) + (1|item)", ma.AR1(group="subject", order="trial"), 20),
+    ("y ~ x + (x|subject) + (1|item)", (ma.AR1(group="subject", order="trial"),
+                                         ma.VarIdent("arm")), 20),
 ])
-def test_criterion_matches_dense(formula, residual, reml):
-    df = _small_crossed()
+def test_criterion_matches_dense(formula, residual, n_items, reml):
+    df = _small_crossed(ns=8 if n_items > 6 else 12, ni=n_items)
     model = ma.LinearMixedModel.from_formula(formula, df, residual=residual)
     rdev = model.deviance_function(reml=reml)
     rng = np.random.default_rng(7)
@@ -170,3 +175,48 @@ def test_outer_check_reports_a_missed_optimum():
     assert _check_outer(f, np.array([0.1, 0.0]), f(np.array([0.1, 0.0])), 1e-4) == ()
     flat = _check_outer(lambda u: 1.0, np.array([0.3]), 1.0, 1e-4)
     assert "flat or not convex" in flat[0]
+
+
+@pytest.mark.filterwarnings("ignore::mixedanova.SingularFitWarning")  # (x|subject) on noise
+@pytest.mark.parametrize("n_items", [6, 20])
+def test_fit_solution_matches_dense_gls_and_blups(n_items):
+    """At the estimates: beta = GLS with V = Z G Z' + sigma^2 Rrel, b = G Z' V^{-1}(y - X beta),
+    and vcov(beta) = (X'V^{-1}X)^{-1}, whichever term the crossed system factors first."""
+    df = _small_crossed(ns=8 if n_items > 6 else 12, ni=n_items)
+    res = ma.lmm("y ~ x + (x|subject) + (1|item)", df,
+                 residual=(ma.AR1(group="subject", order="trial"), ma.VarIdent("arm")))
+    d = res.design
+    n = d.nobs
+    fit = res.state.extra["residual"]
+    Zs, Gs = [], []
+    for b, T in zip(d.blocks, d.theta_layout().templates(res.theta)):
+        Z = np.zeros((n, b.nlev * b.q))
+        for i in range(n):
+            Z[i, b.codes[i] * b.q:(b.codes[i] + 1) * b.q] = b.zraw[i]
+        Zs.append(Z)
+        Gs.append(np.kron(np.eye(b.nlev), res.sigma ** 2 * T @ T.T))
+    Z = np.hstack(Zs)
+    G = np.zeros((Z.shape[1], Z.shape[1]))
+    o = 0
+    for g in Gs:
+        G[o:o + len(g), o:o + len(g)] = g
+        o += len(g)
+    V = Z @ G @ Z.T + res.sigma ** 2 * fit.structure.covariance(fit.u, np.arange(n))
+    Vi = np.linalg.inv(V)
+    XtViX = d.X.T @ Vi @ d.X
+    beta = np.linalg.solve(XtViX, d.X.T @ Vi @ d.y)
+    np.testing.assert_allclose(res.fe_params.to_numpy(), beta, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(res.cov_fe.to_numpy(), np.linalg.inv(XtViX), rtol=1e-7)
+    blup = G @ Z.T @ Vi @ (d.y - d.X @ beta)
+    o = 0
+    for b, vals in zip(d.blocks, res._blups):
+        np.testing.assert_allclose(vals.ravel(), blup[o:o + b.nlev * b.q], rtol=1e-6, atol=1e-9)
+        o += b.nlev * b.q
+    # conditional covariance of b given y (beta known): G - G Z' V^{-1} Z G
+    C = G - G @ Z.T @ Vi @ Z @ G
+    o = 0
+    for b, cov in zip(d.blocks, res.random_effects_cov):
+        for lev in range(b.nlev):
+            sl = slice(o + lev * b.q, o + (lev + 1) * b.q)
+            np.testing.assert_allclose(cov[lev], C[sl, sl], rtol=1e-6, atol=1e-10)
+        o += b.nlev * b.q
