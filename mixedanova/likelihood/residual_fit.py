@@ -5,16 +5,20 @@ data plus ``log|Rrel(u)|`` is the criterion of the original data (``sigma``
 and ``beta`` are profiled out exactly as for ``R = sigma^2 I``; REML's
 ``log|X'V^{-1}X|`` is that of the whitened ``X``).
 
-Optimization is nested: the outer loop moves the residual parameters ``u``
-(nlme's unconstrained scale, see :mod:`mixedanova.likelihood.residual`); each
-outer evaluation whitens ``[Z X y]`` at ``u`` (``O(n)``), forms the blocked
-cross-products and runs :func:`~mixedanova.likelihood.optimizer.optimize_theta`
-from the previous ``theta``.  The profile ``h(u) = min_theta f(theta, u)`` is
-smooth and low-dimensional; it is minimized by Nelder-Mead and then polished by
-Newton steps on central differences, each accepted only if it lowers ``h``.
-Because every inner optimum is accurate to about 1e-13 relative, the
-differences are accurate and the polish reaches the optimum to the precision
-of the objective.
+Optimization has two stages.  (1) One bounded L-BFGS-B run over ``(theta, u)``
+jointly (``u``: the residual parameters on nlme's unconstrained scale, see
+:mod:`mixedanova.likelihood.residual`), with the analytic gradient in
+``theta`` and central differences in ``u``; every new ``u`` whitens ``[Z X y]``
+(``O(n)``) and forms the blocked cross-products again.  (2) The profile
+``h(u) = min_theta f(theta, u)`` -- each value one
+:func:`~mixedanova.likelihood.optimizer.optimize_theta` from the previous
+``theta`` -- is polished by Newton steps on central differences, each accepted
+only if it lowers ``h``; since every inner optimum is accurate to about 1e-13
+relative, the differences are accurate and the polish reaches the optimum to
+the precision of the objective.  If stage 1 fails, ``u`` is searched on the
+profile instead (Brent for one parameter, Nelder-Mead for more);
+``strategy="nested"`` always does so.  A final check of the profile's slope and
+curvature in each ``u_i`` reports a missed optimum.
 """
 from __future__ import annotations
 
@@ -109,12 +113,14 @@ class ResidualDeviance:
         """The whitened criterion at ``u`` (``None`` outside the parameter space)."""
         u = np.asarray(u, dtype=float)
         key = u.tobytes()
-        if key not in self._cache:
-            if len(self._cache) > 64:
-                self._cache.clear()
-            w = whiten_terms(self.structure, u, self.terms, self.X, self.y, self.constant)
-            self._cache[key] = None if w is None else WhitenedDeviance(
-                w[0], self.layout, w[1], w[2], self.reml, w[3])
+        if key in self._cache:
+            self._cache[key] = self._cache.pop(key)  # most recently used last
+            return self._cache[key]
+        while len(self._cache) >= 8:  # each holds O(n) arrays
+            self._cache.pop(next(iter(self._cache)))
+        w = whiten_terms(self.structure, u, self.terms, self.X, self.y, self.constant)
+        self._cache[key] = None if w is None else WhitenedDeviance(
+            w[0], self.layout, w[1], w[2], self.reml, w[3])
         return self._cache[key]
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +152,8 @@ class ResidualDeviance:
 
 def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
                       theta0: np.ndarray | None = None, *, method: str = "SLSQP",
-                      polish_steps: int = 6) -> tuple[np.ndarray, OptimizerSummary, dict]:
+                      polish_steps: int = 6, strategy: str = "joint"
+                      ) -> tuple[np.ndarray, OptimizerSummary, dict]:
     """Minimize the criterion over ``(theta, u)`` (nested; see the module docstring).
 
     Returns
@@ -186,18 +193,23 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
         return float(opt.fmin)
 
     k = len(u0)
-    simplex = np.vstack([u0] + [u0 + 0.5 * np.eye(k)[i] for i in range(k)])
-    f0 = profile(u0)
-    # Nelder-Mead gets close (u to 1e-5); the Newton polish below does the rest.  Its
-    # f tolerance is relative: the inner optima are accurate to ~1e-13 relative.
-    fatol = 1e-12 * (1.0 + abs(f0)) if math.isfinite(f0) else 1e-8
-    if k == 1:  # Brent on a wide interval (phi within 1 - 1e-6 of +-1)
-        minimize_scalar(lambda v: profile(np.array([v])), bounds=(u0[0] - 15.0, u0[0] + 15.0),
-                        method="bounded", options={"xatol": 1e-5, "maxiter": 200})
+    joint = _joint_stage(rdev, u0, theta0, count) if strategy == "joint" else None
+    if joint is not None:
+        best.update(theta=joint[0], u=joint[1])
     else:
-        minimize(profile, u0, method="Nelder-Mead",
-                 options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": fatol,
-                          "maxiter": 400 * k, "maxfev": 800 * k})
+        simplex = np.vstack([u0] + [u0 + 0.5 * np.eye(k)[i] for i in range(k)])
+        f0 = profile(u0)
+        # Nelder-Mead gets close (u to 1e-5); the Newton polish below does the rest.
+        # Its f tolerance is relative: the inner optima are accurate to ~1e-13 relative.
+        fatol = 1e-12 * (1.0 + abs(f0)) if math.isfinite(f0) else 1e-8
+        if k == 1:  # Brent on a wide interval (phi within 1 - 1e-6 of +-1)
+            minimize_scalar(lambda v: profile(np.array([v])),
+                            bounds=(u0[0] - 15.0, u0[0] + 15.0), method="bounded",
+                            options={"xatol": 1e-5, "maxiter": 200})
+        else:
+            minimize(profile, u0, method="Nelder-Mead",
+                     options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": fatol,
+                              "maxiter": 400 * k, "maxfev": 800 * k})
     tol["inner"] = 1e-12
     u = np.asarray(best.get("u", u0), dtype=float)
     best["f"] = math.inf
@@ -251,6 +263,54 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
                            seconds=time.perf_counter() - t0)
     return u, opt, {"outer_evals": count["outer"], "profile_min": f, "polish": polish,
                     "messages": messages}
+
+
+def _joint_stage(rdev: ResidualDeviance, u0: np.ndarray, theta0: np.ndarray | None,
+                 count: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """A first, cheap approach to the optimum: one bounded quasi-Newton run (L-BFGS-B)
+    over ``(theta, u)`` with the analytic gradient in ``theta`` and central
+    differences in ``u``.  It needs far fewer ``theta`` gradients than one inner
+    optimization per ``u``; the nested Newton polish then makes the optimum exact.
+    Returns ``(theta, u)``, or ``None`` when it fails (the caller then searches
+    ``u`` by Brent / Nelder-Mead)."""
+    k = rdev.k
+    dev0 = rdev.at(u0)
+    if dev0 is None:
+        return None
+    theta_start = dev0.start if theta0 is None else np.asarray(theta0, dtype=float)
+    x0 = np.concatenate([theta_start, u0])
+
+    def fun_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        count["outer"] += 1
+        theta, u = rdev.split(x)
+        dev = rdev.at(u)
+        if dev is None:
+            return math.inf, np.zeros_like(x)
+        value, g_theta = dev.value_and_gradient(theta)
+        g = np.empty_like(x)
+        g[:k] = g_theta
+        for i in range(len(u)):
+            h = 1e-6 * (1.0 + abs(u[i]))
+            e = np.zeros(len(u))
+            e[i] = h
+            fp = rdev(np.concatenate([theta, u + e]))
+            fm = rdev(np.concatenate([theta, u - e]))
+            g[k + i] = (fp - fm) / (2 * h)
+        if not (math.isfinite(value) and np.all(np.isfinite(g))):
+            return math.inf, np.zeros_like(x)
+        return value, g
+
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in rdev.layout.lower]
+    bounds += [(-15.0, 15.0)] * len(u0)
+    try:
+        res = minimize(fun_and_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 500})
+    except (ValueError, FloatingPointError, ArithmeticError):
+        return None
+    if not np.isfinite(res.fun):
+        return None
+    theta, u = rdev.split(res.x)
+    return theta, u
 
 
 def _check_outer(profile, u: np.ndarray, f: float, h: float) -> tuple[str, ...]:
