@@ -306,6 +306,13 @@ class ResidualStructure:
             W = 1.0 / s if W is None else W @ sp.diags(1.0 / s)
         return (np.ones(n) if W is None else W), logdet
 
+    def relative_sd(self, u: np.ndarray, n: int) -> np.ndarray:
+        """Per-row residual SD over ``sigma`` (the variance function; ones without)."""
+        if self.variance is None:
+            return np.ones(n)
+        parts = dict(zip([id(p) for p in self.parts], self.split(u)))
+        return self.variance.sd(parts[id(self.variance)])
+
     def covariance(self, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """``Rrel`` restricted to ``rows`` (dense)."""
         parts = dict(zip([id(p) for p in self.parts], self.split(u)))

@@ -187,6 +187,20 @@ class LinearMixedResults:
         fit = self.state.extra.get("residual")
         return () if fit is None else fit.structure.labels
 
+    @cached_property
+    def residual_sd(self) -> pd.Series:
+        """Residual SD of every row: ``sigma`` times the variance function
+        (nlme: ``m$sigma * abs(v)^delta`` for varPower); ``sigma`` without one."""
+        fit = self.state.extra.get("residual")
+        rel = np.ones(self.nobs) if fit is None else fit.structure.relative_sd(fit.u, self.nobs)
+        return pd.Series(self.sigma * rel, index=self.design.row_index, name="residual_sd")
+
+    @cached_property
+    def resid_pearson(self) -> pd.Series:
+        """Response residuals over :attr:`residual_sd` (nlme's
+        ``residuals(m, type = "pearson")``)."""
+        return (self.resid / self.residual_sd).rename("resid_pearson")
+
     def residual_covariance(self, rows) -> np.ndarray:
         """``sigma^2 Rrel`` among the given rows (positions in the data used).
 
@@ -493,7 +507,7 @@ class LinearMixedResults:
                         "deviance": self.deviance, "df.resid": self.df_resid}
         else:
             criteria = {"REML criterion at convergence": self.state.objective}
-        scaled = self.resid.to_numpy() / self.sigma
+        scaled = self.resid_pearson.to_numpy()
         quant = pd.Series(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]),
                           index=["Min", "1Q", "Median", "3Q", "Max"])
         notes = []

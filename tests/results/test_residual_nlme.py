@@ -325,3 +325,15 @@ def test_predict_with_a_residual_structure():
     assert_close(res.predict(include_random=False).to_numpy()[:10],
                  ref["fitted_population"]["values"], 1e-6, "level 0")
     assert_close(res.fittedvalues.to_numpy()[:10], ref["fitted"]["values"], 1e-6, "level 1")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "residuals_pearson" in load_reference(c)])
+def test_residual_sd_and_pearson_residuals(case):
+    """nlme: head(m$sigma * <variance function>, 10) (residual_sd_rows) and
+    head(residuals(m, level = 1, type = "pearson"), 10)."""
+    ref, res = fitted(case)
+    if "residual_sd_rows" in ref:
+        assert_close(res.residual_sd.to_numpy()[:10], ref["residual_sd_rows"]["values"], 1e-4,
+                     f"{case} residual SD")
+    assert_close(res.resid_pearson.to_numpy()[:10], ref["residuals_pearson"]["values"],
+                 1e-4, f"{case} Pearson residuals", atol=1e-6)
