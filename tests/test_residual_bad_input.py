@@ -125,3 +125,4 @@ def test_profile_and_bootstrap_intervals_refuse_residual_structures(trial):
     with pytest.raises(ValueError, match="no residual structure"):
         plain.residual_intervals()
     assert plain.residual_params.empty
+

@@ -31,11 +31,12 @@ from scipy.optimize import minimize, minimize_scalar
 from .blocked import TermData
 from .criterion import ProfiledDeviance
 from .optimizer import optimize_theta
-from .residual import ResidualStructure, whiten_terms
+from .residual import ResidualStructure, _apply, whiten_terms
 from .state import OptimizerSummary
 from .theta import ThetaLayout
 
-__all__ = ["WhitenedDeviance", "ResidualDeviance", "ResidualFit", "optimize_residual"]
+__all__ = ["WhitenedDeviance", "ResidualDeviance", "ResidualFit", "optimize_residual",
+           "gls_fit"]
 
 
 @dataclass(frozen=True)
@@ -331,3 +332,37 @@ def _check_outer(profile, u: np.ndarray, f: float, h: float) -> tuple[str, ...]:
             out.append(f"failed to converge: residual parameter {i} is {abs(g / c):.3g} "
                        "(Newton step, unconstrained scale) from the optimum")
     return tuple(out)
+
+
+def gls_fit(structure: ResidualStructure, X: np.ndarray, y: np.ndarray,
+            reml: bool) -> tuple[float, np.ndarray]:
+    """``-2 log-likelihood`` (REML: restricted) of ``y = X beta + e``, ``e ~ N(0,
+    sigma^2 Rrel(u))``, minimized over ``u`` (nlme's ``gls``); returns ``(value, u)``.
+
+    For the likelihood-ratio test of the last random-effects term of a model
+    with a residual structure (``ranova``).
+    """
+    n, p = X.shape
+    N = n - p if reml else n
+
+    def crit(u: np.ndarray) -> float:
+        W, logdet = structure.whitener(u, n)
+        if not math.isfinite(logdet):
+            return math.inf
+        q, r = np.linalg.qr(_apply(W, X))
+        yw = _apply(W, y)
+        resid = yw - q @ (q.T @ yw)
+        val = N * (math.log(2 * math.pi) + 1.0 - math.log(N) + math.log(float(resid @ resid)))
+        val += logdet
+        if reml:
+            val += 2.0 * float(np.sum(np.log(np.abs(np.diag(r)))))
+        return val
+
+    u0 = structure.start()
+    k = len(u0)
+    res = minimize(crit, u0, method="Nelder-Mead",
+                   options={"initial_simplex": np.vstack([u0] + [u0 + 0.5 * np.eye(k)[i]
+                                                                 for i in range(k)]),
+                            "xatol": 1e-9, "fatol": 1e-13 * (1.0 + abs(crit(u0))),
+                            "maxiter": 2000 * k, "maxfev": 4000 * k})
+    return float(res.fun), np.asarray(res.x, dtype=float)

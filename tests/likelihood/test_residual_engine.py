@@ -235,3 +235,36 @@ def test_joint_and_nested_strategies_agree():
     u2, o2, _ = optimize_residual(rdev, strategy="nested")
     assert abs(o1.fmin - o2.fmin) < 1e-9
     np.testing.assert_allclose(u1, u2, atol=2e-5)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_gls_fit_is_the_dense_gls_optimum(reml):
+    """ranova's model without random terms keeps the residual structure (nlme's gls):
+    the value is the dense -2 logLik at the returned u, and u is a minimum."""
+    from mixedanova.likelihood.residual_fit import gls_fit
+
+    df = _small_crossed()
+    model = ma.LinearMixedModel.from_formula(
+        "y ~ x + (1|subject)", df,
+        residual=(ma.AR1(group="subject", order="trial"), ma.VarIdent(by="arm")))
+    s = model.deviance_function().structure
+    X, y = model.design.X, model.design.y
+    n, p = X.shape
+
+    def dense(u):
+        V = s.covariance(u, np.arange(n))
+        Vi = np.linalg.inv(V)
+        A = X.T @ Vi @ X
+        beta = np.linalg.solve(A, X.T @ Vi @ y)
+        r = y - X @ beta
+        N = n - p if reml else n
+        val = np.linalg.slogdet(V)[1] + N * (1 + math.log(2 * math.pi * float(r @ Vi @ r) / N))
+        return val + (np.linalg.slogdet(A)[1] if reml else 0.0)
+
+    value, u = gls_fit(s, X, y, reml)
+    assert abs(value - dense(u)) < 1e-9 * abs(value)
+    for i in range(len(u)):
+        for h in (-1e-3, 1e-3):
+            e = np.zeros(len(u))
+            e[i] = h
+            assert dense(u + e) > value
