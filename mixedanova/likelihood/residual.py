@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from .blocked import TermData
 
 __all__ = ["SerialCorrelation", "CompoundSymmetry", "VarianceFunction",
-           "ResidualStructure", "whiten_terms"]
+           "ResidualStructure", "whiten_terms", "apply_whitener"]
 
 
 # ------------------------------------------------------------------ correlation
@@ -78,7 +78,9 @@ class SerialCorrelation:
         object.__setattr__(self, "_cur", order[1:][same])
         object.__setattr__(self, "_gap", (t[1:] - t[:-1])[same].astype(float))
 
-    names = property(lambda self: ("phi",))
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("phi",)
 
     @property
     def n_par(self) -> int:
@@ -149,7 +151,9 @@ class CompoundSymmetry:
         object.__setattr__(self, "_pairs", (i, j, m_pair, i == j))
         object.__setattr__(self, "_sizes", sizes)
 
-    names = property(lambda self: ("rho",))
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("rho",)
 
     @property
     def n_par(self) -> int:
@@ -334,7 +338,8 @@ class ResidualStructure:
         return bool(np.all(first[g] == codes))
 
 
-def _apply(W, A: np.ndarray) -> np.ndarray:
+def apply_whitener(W, A: np.ndarray) -> np.ndarray:
+    """``W A`` for a sparse ``W`` or a diagonal one given as a vector."""
     if isinstance(W, np.ndarray):
         return W[:, None] * A if A.ndim == 2 else W * A
     return np.asarray(W @ A)
@@ -358,10 +363,10 @@ def whiten_terms(structure: ResidualStructure, u: np.ndarray, terms: list[TermDa
     coo = None
     for t, const in zip(terms, constant):
         if const:
-            out.append(TermData(t.codes, _apply(W, t.zraw), t.nlev))
+            out.append(TermData(t.codes, apply_whitener(W, t.zraw), t.nlev))
             continue
         if coo is None:
             coo = sp.coo_matrix(W)
         out.append(TermData(t.codes[coo.col], coo.data[:, None] * t.zraw[coo.col], t.nlev,
                             rows=coo.row.astype(np.intp), nrows=n))
-    return out, _apply(W, X), _apply(W, y), logdet
+    return out, apply_whitener(W, X), apply_whitener(W, y), logdet

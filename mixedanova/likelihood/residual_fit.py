@@ -31,7 +31,7 @@ from scipy.optimize import minimize, minimize_scalar
 from .blocked import TermData
 from .criterion import ProfiledDeviance
 from .optimizer import optimize_theta
-from .residual import ResidualStructure, _apply, whiten_terms
+from .residual import ResidualStructure, apply_whitener, whiten_terms
 from .state import OptimizerSummary
 from .theta import ThetaLayout
 
@@ -257,7 +257,7 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
     messages = _check_outer(profile, u, f, h)
     dev = rdev.at(u)
     opt = optimize_theta(dev, best["theta"], method=method)
-    opt = OptimizerSummary(method=f"{method} (theta) within Nelder-Mead + Newton (residual)",
+    opt = OptimizerSummary(method=f"{method} (theta); joint L-BFGS-B + Newton polish (residual)",
                            theta0=opt.theta0, theta=opt.theta, f0=opt.f0, fmin=opt.fmin,
                            feval=count["inner"] + opt.feval, niter=count["outer"],
                            converged=bool(opt.converged), message=opt.message,
@@ -349,8 +349,8 @@ def gls_fit(structure: ResidualStructure, X: np.ndarray, y: np.ndarray,
         W, logdet = structure.whitener(u, n)
         if not math.isfinite(logdet):
             return math.inf
-        q, r = np.linalg.qr(_apply(W, X))
-        yw = _apply(W, y)
+        q, r = np.linalg.qr(apply_whitener(W, X))
+        yw = apply_whitener(W, y)
         resid = yw - q @ (q.T @ yw)
         val = N * (math.log(2 * math.pi) + 1.0 - math.log(N) + math.log(float(resid @ resid)))
         val += logdet

@@ -39,7 +39,8 @@ def _dense_criterion(res_model, x: np.ndarray, reml: bool) -> float:
     q = float(r @ Vi @ r)
     ldV = np.linalg.slogdet(V)[1]
     if reml:
-        return ldV + np.linalg.slogdet(XtViX)[1] + (n - p) * (1 + math.log(2 * math.pi * q / (n - p)))
+        return (ldV + np.linalg.slogdet(XtViX)[1]
+                + (n - p) * (1 + math.log(2 * math.pi * q / (n - p))))
     return ldV + n * (1 + math.log(2 * math.pi * q / n))
 
 
@@ -109,7 +110,8 @@ def test_criterion_matches_dense(formula, residual, n_items, reml):
     rng = np.random.default_rng(7)
     for _ in range(3):
         theta = rdev.layout.start() * rng.uniform(0.3, 1.5, rdev.k)
-        theta[rdev.layout.lower != 0.0] = rng.normal(scale=0.3, size=(rdev.layout.lower != 0).sum())
+        off = rdev.layout.lower != 0.0
+        theta[off] = rng.normal(scale=0.3, size=int(off.sum()))
         u = rdev.structure.start() + 0.4 * rng.normal(size=rdev.structure.n_par)
         x = np.concatenate([theta, u])
         assert abs(rdev(x) - _dense_criterion(model, x, reml)) < 1e-8 * abs(rdev(x))
