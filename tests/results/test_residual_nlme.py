@@ -337,3 +337,21 @@ def test_residual_sd_and_pearson_residuals(case):
                      f"{case} residual SD")
     assert_close(res.resid_pearson.to_numpy()[:10], ref["residuals_pearson"]["values"],
                  1e-4, f"{case} Pearson residuals", atol=1e-6)
+
+
+def test_row_order_does_not_matter():
+    """Shuffled rows give the same fit (whitening sorts by group and position)."""
+    ref, res = fitted("trial_ar1_varident")
+    data = ma.load_dataset("trial_visits").sample(frac=1.0, random_state=3)
+    again = ma.lmm(ref["formula"], data, residual=CASES["trial_ar1_varident"][1])
+    assert abs(again.llf - res.llf) < 1e-8
+    assert_close(again.residual_params.to_numpy(), res.residual_params.to_numpy(), 1e-6, "params")
+
+
+def test_ar1_without_order_uses_row_order():
+    """nlme: corAR1(form = ~ 1 | Mare) -- positions are the rows' order within Mare,
+    which in ovary.csv equals time_index."""
+    ref, res = fitted("ovary_ar1")
+    plain = ma.lmm(ref["formula"], ma.load_dataset("ovary"), residual=ma.AR1(group="Mare"))
+    assert abs(plain.llf - ref["loglik"]) < 1e-6
+    assert_close(plain.residual_params["phi"], ref["phi"], 1e-4, "phi")
