@@ -51,6 +51,14 @@ class PermutedSystem:
     def factor(self, lambdas: list[np.ndarray]) -> "PermutedFactor":
         return PermutedFactor(self.inner.factor([lambdas[i] for i in self.order]), self)
 
+    def __setattr__(self, name: str, value) -> None:
+        # attributes the caller sets on a built system (e.g. the standardized
+        # response's XY / y_shift / y_scale) belong to the inner system as well
+        object.__setattr__(self, name, value)
+        if name not in ("inner", "order", "terms", "p", "offsets", "sys_to_design",
+                        "design_to_sys", "inverse"):
+            setattr(self.inner, name, value)
+
 
 class PermutedFactor:
     """A factor of the permuted system with design-ordered outputs."""
@@ -65,11 +73,26 @@ class PermutedFactor:
     def _design_list(self, per_term: list) -> list:
         return [per_term[self._s.inverse[i]] for i in range(len(per_term))]
 
-    def solution(self) -> tuple[np.ndarray, np.ndarray]:
-        beta, u_sys = self._f.solution()
+    @property
+    def pwrss_std(self) -> float:
+        return self._f.pwrss_std
+
+    @pwrss_std.setter
+    def pwrss_std(self, value: float) -> None:  # a refined value goes to the inner factor
+        self._f.pwrss_std = value
+
+    def _to_design(self, u_sys: np.ndarray) -> np.ndarray:
         u = np.empty_like(u_sys)
         u[self._s.sys_to_design] = u_sys
-        return beta, u
+        return u
+
+    def solution(self) -> tuple[np.ndarray, np.ndarray]:
+        beta, u_sys = self._f.solution()
+        return beta, self._to_design(u_sys)
+
+    def _solution_std(self) -> tuple[np.ndarray, np.ndarray]:
+        beta, u_sys = self._f._solution_std()
+        return beta, self._to_design(u_sys)
 
     def forward_solve(self, rhs: np.ndarray) -> np.ndarray:
         """``L^{-1} P rhs`` (system coordinates; pair with :meth:`back_solve`)."""

@@ -146,10 +146,6 @@ class ResidualDeviance:
         dev = self.at(u)
         return math.inf if dev is None else dev.at_sigma(theta, sigma)
 
-    def lower(self) -> np.ndarray:
-        """Lower bounds of ``x``: theta's, then none."""
-        return np.concatenate([self.layout.lower, np.full(self.structure.n_par, -np.inf)])
-
 
 def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
                       theta0: np.ndarray | None = None, *, method: str = "SLSQP",
