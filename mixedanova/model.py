@@ -22,7 +22,6 @@ from .likelihood.blocked import TermData
 from .likelihood.convergence import check_convergence
 from .likelihood.criterion import ProfiledDeviance, fit_state, state_at
 from .likelihood.optimizer import optimize_theta
-from .likelihood.residual_fit import ResidualDeviance, ResidualFit, optimize_residual
 from .formula import parse_formula
 from .residual import bind_residual, residual_columns
 from .results.lmm import LinearMixedResults
@@ -186,6 +185,8 @@ class LinearMixedModel:
 
         ``start`` may hold ``theta`` or ``(theta, u)``.
         """
+        from .likelihood.residual_fit import ResidualFit, optimize_residual
+
         rdev = self.deviance_function(reml=(method == "REML"))
         theta0 = u0 = None
         if start is not None:
@@ -242,9 +243,12 @@ class LinearMixedModel:
         return AnovaResults(d, fs, model=self)
 
 
-def _residual_deviance(terms, design: Design, reml: bool, structure) -> ResidualDeviance:
-    """The criterion over ``(theta, u)``; refuses designs where every random term
-    varies inside the residual groups."""
+def _residual_deviance(terms, design: Design, reml: bool, structure):
+    """The criterion over ``(theta, u)``
+    (:class:`~mixedanova.likelihood.residual_fit.ResidualDeviance`); refuses
+    designs where every random term varies inside the residual groups."""
+    from .likelihood.residual_fit import ResidualDeviance
+
     rdev = ResidualDeviance(terms, design.theta_layout(), design.X, design.y, reml, structure)
     if not any(rdev.constant):
         names = ", ".join(repr(b.group) for b in design.blocks)

@@ -31,9 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from typing import TYPE_CHECKING
+
 from .errors import DesignError, MixedAnovaWarning
-from .likelihood.residual import (CompoundSymmetry, ResidualStructure, SerialCorrelation,
-                                  VarianceFunction)
+
+if TYPE_CHECKING:  # the engine (scipy.sparse) is imported when a structure is bound
+    from .likelihood.residual import ResidualStructure
 
 __all__ = ["AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
            "ResidualWarning", "residual_columns", "bind_residual"]
@@ -169,6 +172,8 @@ def _numeric(data: pd.DataFrame, col: str, what: str) -> np.ndarray:
 
 
 def _bind_correlation(cor, data: pd.DataFrame):
+    from .likelihood.residual import CompoundSymmetry, SerialCorrelation
+
     cols = _group_columns(cor.group)
     labels = _labels(data, cols)
     _, groups = np.unique(labels, return_inverse=True)
@@ -212,6 +217,8 @@ def _reference_level(data: pd.DataFrame, by: np.ndarray, groups: list[tuple[str,
 
 
 def _bind_variance(var, data: pd.DataFrame, outer: list[tuple[str, ...]]):
+    from .likelihood.residual import VarianceFunction
+
     if isinstance(var, VarIdent):
         by = data[var.by].astype(str).to_numpy(dtype=object)
         levels = sorted(set(by))
@@ -266,6 +273,8 @@ def bind_residual(residual, data: pd.DataFrame,
         a group, every group of one observation, a non-numeric or zero covariate,
         a VarIdent factor with one level.
     """
+    from .likelihood.residual import ResidualStructure
+
     cor, var = _parts(residual)
     for p in (cor, var):
         if p is None:
