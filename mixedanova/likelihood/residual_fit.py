@@ -22,6 +22,7 @@ curvature in each ``u_i`` reports a missed optimum.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -253,11 +254,11 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
     messages = _check_outer(profile, u, f, h)
     dev = rdev.at(u)
     opt = optimize_theta(dev, best["theta"], method=method)
-    opt = OptimizerSummary(method=f"{method} (theta); joint L-BFGS-B + Newton polish (residual)",
-                           theta0=opt.theta0, theta=opt.theta, f0=opt.f0, fmin=opt.fmin,
-                           feval=count["inner"] + opt.feval, niter=count["outer"],
-                           converged=bool(opt.converged), message=opt.message,
-                           seconds=time.perf_counter() - t0)
+    # the inner summary at u, relabelled with the whole run's counts and time
+    opt = dataclasses.replace(
+        opt, method=f"{method} (theta); joint L-BFGS-B + Newton polish (residual)",
+        feval=count["inner"] + opt.feval, niter=count["outer"],
+        seconds=time.perf_counter() - t0)
     return u, opt, {"outer_evals": count["outer"], "profile_min": f, "polish": polish,
                     "messages": messages}
 
