@@ -120,7 +120,8 @@ class LinearMixedModel:
             d = self.design
             terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
             if self._structure is not None:
-                self._deviance[reml] = _residual_deviance(terms, d, reml, self._structure)
+                self._deviance[reml] = _residual_deviance(terms, d, d.X, d.y, reml,
+                                                          self._structure)
             else:
                 self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), d.X, d.y,
                                                          reml=reml)
@@ -243,13 +244,14 @@ class LinearMixedModel:
         return AnovaResults(d, fs, model=self)
 
 
-def _residual_deviance(terms, design: Design, reml: bool, structure):
+def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml: bool,
+                       structure):
     """The criterion over ``(theta, u)``
     (:class:`~mixedanova.likelihood.residual_fit.ResidualDeviance`); refuses
     designs where every random term varies inside the residual groups."""
     from .likelihood.residual_fit import ResidualDeviance
 
-    rdev = ResidualDeviance(terms, design.theta_layout(), design.X, design.y, reml, structure)
+    rdev = ResidualDeviance(terms, design.theta_layout(), X, y, reml, structure)
     if not any(rdev.constant):
         names = ", ".join(repr(b.group) for b in design.blocks)
         raise DesignError(
