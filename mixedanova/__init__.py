@@ -11,6 +11,7 @@ from .errors import (ArgumentError, ConvergenceWarning, DesignError, Estimabilit
                      UnknownNameError)
 from .inference.compare import compare
 from .model import LinearMixedModel, lmm
+from .residual import AR1, CAR1, VarExp, VarIdent, VarPower, CompSymm, ResidualWarning
 from .moments.ems import Factor, ems_rules
 from .moments.moments import moments_from_mean_squares, varcomp_ci, varcomp_table
 from .moments.published import ems_table_from_text
@@ -22,6 +23,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmm",
+    "AR1",
+    "CAR1",
+    "CompSymm",
+    "VarIdent",
+    "VarPower",
+    "VarExp",
+    "ResidualWarning",
     "compare",
     "EstimabilityError",
     "LinearMixedModel",

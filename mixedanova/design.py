@@ -371,7 +371,8 @@ def _as_label(col: pd.Series) -> np.ndarray:
 
 
 def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
-                 missing: str = "drop", weights=None, offset=None) -> Design:
+                 missing: str = "drop", weights=None, offset=None,
+                 extra_columns: tuple[str, ...] = ()) -> Design:
     """Build the :class:`Design` for ``parsed`` on ``data``.
 
     Parameters
@@ -389,6 +390,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     offset : str or array, optional
         A known term added to the linear predictor (lme4's ``offset =``), in
         addition to any ``offset(expr)`` terms of the formula.
+    extra_columns : tuple of str
+        Further columns the model needs (a residual structure's group, time or
+        covariate): kept in ``Design.data`` and part of the missing-value rule.
 
     Raises
     ------
@@ -410,6 +414,11 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     data, weights_column = _attach(data, weights, "weights", _WEIGHTS_ARRAY)
     data, offset_column = _attach(data, offset, "offset", _OFFSET_ARRAY)
     used = _used_columns(parsed, data)
+    for col in extra_columns:
+        if col not in data.columns:
+            raise _missing_column_error(col, data, "residual structure")
+        if col not in used:
+            used.append(col)
     for extra in (weights_column, offset_column):
         if extra is not None and extra not in used:
             used.append(extra)

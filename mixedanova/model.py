@@ -20,6 +20,7 @@ import pandas as pd
 
 from .design import Design, DesignError, build_design
 from .formula import parse_formula
+from .residual import bind_residual, residual_columns
 from .results.lmm import LinearMixedResults
 from .errors import (ArgumentError, ConvergenceWarning, FitError, SingularFitWarning,
                      user_stacklevel)
@@ -52,14 +53,19 @@ class LinearMixedModel:
         builds new designs the same way.
     """
 
-    def __init__(self, design: Design, *, missing: str = "drop") -> None:
+    def __init__(self, design: Design, *, missing: str = "drop", residual=None) -> None:
         self.design = design
         self.missing = missing
+        self.residual = residual
         self._deviance: dict[bool, ProfiledDeviance] = {}
+        self._structure = None
+        if residual is not None:
+            outer = design.blocks[-1].factors if design.blocks else None
+            self._structure = bind_residual(residual, design.data, outer)
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, *, missing: str = "drop",
-                     weights=None, offset=None) -> "LinearMixedModel":
+                     weights=None, offset=None, residual=None) -> "LinearMixedModel":
         """Parse ``formula`` and build the design on ``data``.
 
         Parameters
@@ -73,10 +79,15 @@ class LinearMixedModel:
         weights, offset : str or array, optional
             Prior weights and an offset (lme4's ``weights =`` and ``offset =``);
             see :func:`mixedanova.design.build_design`.
+        residual : structure or tuple, optional
+            Residual covariance structure (:mod:`mixedanova.residual`: ``AR1``,
+            ``CAR1``, ``CompSymm``, ``VarIdent``, ``VarPower``, ``VarExp``, or a
+            tuple of one correlation and one variance function).
         """
         design = build_design(parse_formula(formula), data, missing=missing,
-                              weights=weights, offset=offset)
-        return cls(design, missing=missing)
+                              weights=weights, offset=offset,
+                              extra_columns=residual_columns(residual))
+        return cls(design, missing=missing, residual=residual)
 
     def update(self, formula: str, data: pd.DataFrame | None = None) -> "LinearMixedModel":
         """A new, unfitted model for ``formula`` on the same data and options.
@@ -89,7 +100,8 @@ class LinearMixedModel:
         d = self.design
         return type(self).from_formula(formula, d.data if data is None else data,
                                        missing=self.missing, weights=d.weights_column,
-                                       offset=d.offset_column)
+                                       offset=d.offset_column,
+                                       residual=self.residual)
 
     def refit(self, y: np.ndarray | None = None, method: str = "REML", *,
               start: np.ndarray | None = None, warn: bool = True,
@@ -120,7 +132,8 @@ class LinearMixedModel:
                 raise FitError(f"y must have {self.design.nobs} values, not shape {y.shape}")
             if not np.all(np.isfinite(y)):
                 raise FitError("y has non-finite values (NaN or inf)")
-            model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing)
+            model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing,
+                               residual=self.residual)
         return model.fit(method, start=start, warn=warn, **kwargs)
 
     # ----------------------------------------------------------------- stages
@@ -128,7 +141,9 @@ class LinearMixedModel:
         """The profiled objective as a closure over ``theta`` (lme4's ``devFunOnly``).
 
         Built once per criterion and kept: forming the cross-products is the
-        only step that touches every row.
+        only step that touches every row.  With a residual structure it is a
+        :class:`~mixedanova.likelihood.residual_fit.ResidualDeviance`, a function
+        of ``(theta, u)`` with ``u`` the structure's unconstrained parameters.
         """
         if reml not in self._deviance:
             from .likelihood.blocked import TermData
@@ -145,7 +160,12 @@ class LinearMixedModel:
                 y, X = sw * y, sw[:, None] * X
                 zraws = [sw[:, None] * z for z in zraws]
             terms = [TermData(b.codes, z, b.nlev) for b, z in zip(d.blocks, zraws)]
-            self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), X, y, reml=reml)
+            if self._structure is not None:
+                self._deviance[reml] = _residual_deviance(terms, d, X, y, reml,
+                                                          self._structure)
+            else:
+                self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), X, y,
+                                                         reml=reml)
         return self._deviance[reml]
 
     def weights_constant(self) -> float:
@@ -197,7 +217,17 @@ class LinearMixedModel:
         method, optimizer, start = self._check_fit_arguments(method, optimizer, start, ems,
                                                              anova_method, warn)
         if method == "ANOVA":
+            if self._structure is not None:
+                raise DesignError("method='ANOVA' (expected mean squares) assumes independent "
+                                  "residuals with one variance; drop residual= or fit by "
+                                  "REML / ML")
             return self._fit_moments(ems or "unrestricted", anova_method or "auto")
+        if self._structure is not None:
+            res = self._fit_residual(method, optimizer, start)
+            if warn:
+                _warn_once(res)
+                _warn_residual_boundary(res)
+            return res
         from .likelihood.convergence import check_convergence
         from .likelihood.criterion import fit_state
         from .likelihood.optimizer import optimize_theta
@@ -263,6 +293,40 @@ class LinearMixedModel:
                            f"(shape {arr.shape}); {what}")
         return arr.reshape(k)
 
+    def _fit_residual(self, method: str, optimizer: str,
+                      start: np.ndarray | None) -> LinearMixedResults:
+        """REML / ML fit with a residual structure (nested optimization over
+        ``u`` and ``theta``, :func:`~mixedanova.likelihood.residual_fit.optimize_residual`).
+
+        ``start`` may hold ``theta`` or ``(theta, u)``.
+        """
+        from .likelihood.convergence import check_convergence
+        from .likelihood.criterion import fit_state
+        from .likelihood.residual_fit import ResidualFit, optimize_residual
+
+        rdev = self.deviance_function(reml=(method == "REML"))
+        theta0 = u0 = None
+        if start is not None:
+            start = np.asarray(start, dtype=float)
+            theta0 = start[:rdev.k]
+            u0 = start[rdev.k:] if len(start) > rdev.k else None
+        u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer)
+        dev = rdev.at(u)
+        conv = check_convergence(dev, opt.theta, opt.hessian)
+        if info["messages"]:
+            names = self._structure.names
+            msgs = tuple(m.replace(f"residual parameter {i}", f"residual parameter {n!r}")
+                         for m in info["messages"] for i, n in enumerate(names)
+                         if f"residual parameter {i} " in m)
+            conv = dataclasses.replace(conv, messages=conv.messages + msgs)
+        state = fit_state(dev, opt, conv)
+        fit = ResidualFit(structure=self._structure, u=u, info=info)
+        state = dataclasses.replace(state, extra={**state.extra, "residual": fit})
+        if self.design.has_weights:
+            state = dataclasses.replace(state,
+                                        objective=state.objective + self.weights_constant())
+        return LinearMixedResults(self.design, state, model=self)
+
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
         from .likelihood.criterion import state_at
@@ -303,6 +367,35 @@ class LinearMixedModel:
         return AnovaResults(d, fs, model=self)
 
 
+def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml: bool,
+                       structure):
+    """The criterion over ``(theta, u)``
+    (:class:`~mixedanova.likelihood.residual_fit.ResidualDeviance`); refuses
+    designs where every random term varies inside the residual groups."""
+    from .likelihood.residual_fit import ResidualDeviance
+
+    rdev = ResidualDeviance(terms, design.theta_layout(), X, y, reml, structure)
+    if not any(rdev.constant):
+        names = ", ".join(repr(b.group) for b in design.blocks)
+        raise DesignError(
+            f"the residual groups must lie inside the levels of at least one random-effects "
+            f"grouping factor ({names}): the residual correlation group has to be nested in "
+            "one of them (e.g. AR1 within subject with a (1|subject) term)")
+    return rdev
+
+
+def _warn_residual_boundary(res: LinearMixedResults) -> None:
+    fit = res.state.extra["residual"]
+    s = fit.structure
+    for name, value in zip(s.names, s.natural(fit.u)):
+        if name in ("phi", "rho") and abs(value) > 1.0 - 1e-4:
+            warnings.warn(f"the residual correlation {name} = {value:.6g} is at the boundary "
+                          "of its range: its estimate and interval are unreliable, and the "
+                          "residual pattern may be a trend or a periodic effect that belongs "
+                          "in the fixed part (or the structure is too rich for the data)",
+                          ConvergenceWarning, stacklevel=user_stacklevel())
+
+
 def _warn_once(res: LinearMixedResults) -> None:
     msgs = list(res.convergence_messages)
     if msgs:
@@ -318,7 +411,7 @@ def _warn_once(res: LinearMixedResults) -> None:
 
 
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str = "drop",
-        weights=None, offset=None, **kwargs) -> LinearMixedResults:
+        weights=None, offset=None, residual=None, **kwargs) -> LinearMixedResults:
     """Fit a linear mixed model given by an lme4 formula.
 
     Parameters
@@ -351,9 +444,9 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     if unknown:
         raise ArgumentError(
             f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
-            f"formula, data, method, missing, weights, offset, {', '.join(_FIT_KEYWORDS)}")
+            f"formula, data, method, missing, weights, offset, residual, {', '.join(_FIT_KEYWORDS)}")
     return LinearMixedModel.from_formula(formula, data, missing=missing, weights=weights,
-                                         offset=offset).fit(method, **kwargs)
+                                         offset=offset, residual=residual).fit(method, **kwargs)
 
 
 _FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn")

@@ -37,15 +37,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import MixedAnovaError
-
-from ..errors import ArgumentError
+from ..errors import ArgumentError, FitError, MixedAnovaError
 
 __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 
 KR_WEIGHTS_MESSAGE = ("Kenward-Roger is not available for a fit with prior weights (pbkrtest "
                       "ignores them); use ddf='satterthwaite'")
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
+KR_RESIDUAL_MESSAGE = ("Kenward-Roger's method is not available for models with a residual "
+                       "structure (residual=); use ddf='satterthwaite'")
 _MAX_Q = 8000  # largest component of random effects for the dense algebra
 
 
@@ -246,6 +246,8 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
 
     if res.method != "REML":
         raise ArgumentError(KR_ML_MESSAGE)
+    if res.state.extra.get("residual") is not None:
+        raise FitError(KR_RESIDUAL_MESSAGE)
     design = res.design
     if getattr(design, "has_weights", False):
         raise MixedAnovaError(KR_WEIGHTS_MESSAGE)

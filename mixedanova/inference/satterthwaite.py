@@ -17,6 +17,13 @@ with ``a = log|Omega| (+ log|R_X|^2 for REML)`` and ``r = pwrss``, and
 numerically (central differences), over ``theta``
 alone, from factors of the blocked system.  The ``sigma`` derivatives are exact.
 No ``n x n`` matrix is formed: each evaluation is one blocked factorization.
+
+With a residual structure (``residual=``) the variance parameters are
+``(theta, u, sigma)``, ``u`` the structure's unconstrained parameters; ``a``
+then includes ``log|Rrel(u)|`` and the factors are those of the data whitened at
+``u`` (:class:`~mixedanova.likelihood.residual_fit.ResidualDeviance`).  The same
+Hessian gives nlme-style Wald intervals of ``u``
+(:func:`residual_wald_intervals`).
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import numpy as np
 from ..errors import ArgumentError, InferenceWarning, user_stacklevel
 
 __all__ = ["SatterthwaiteSetup", "satterthwaite_setup", "deviance_function_for",
-           "InferenceWarning"]
+           "InferenceWarning", "residual_wald_intervals"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,9 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     reml = res.method == "REML"
     dev = deviance_function_for(res, reml)
     theta = np.asarray(res.state.theta if theta is None else theta, dtype=float)
+    fit = res.state.extra.get("residual")
+    if fit is not None and len(theta) == res.state.theta.size:
+        theta = np.concatenate([theta, fit.u])  # (theta, u): the residual structure too
     sigma = float(res.sigma if sigma is None else sigma)
     p = res.design.p
     k = len(theta)
@@ -184,3 +194,29 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     return SatterthwaiteSetup(varpar=np.append(theta, sigma), hessian=H,
                               vcov_varpar=2.0 * Hinv, jacobian=J,
                               vcov_beta=s2 * U, messages=tuple(messages))
+
+
+def residual_wald_intervals(res, level: float = 0.95):
+    """Wald intervals of the residual-structure parameters (nlme's ``intervals()``).
+
+    ``u +- z_{(1+level)/2} se(u)`` on the unconstrained scale, ``se`` from the
+    covariance ``2 H^+`` of :func:`satterthwaite_setup`, mapped back to the
+    natural scale.  Returns a DataFrame indexed like ``res.residual_params``
+    without VarIdent's reference level, columns ``lower, estimate, upper, se_u``.
+    """
+    import pandas as pd
+    from scipy.stats import norm
+
+    fit = res.state.extra.get("residual")
+    if fit is None:
+        raise ValueError("the model has no residual structure (residual=)")
+    setup = satterthwaite_setup(res, warn=False)
+    k = res.state.theta.size
+    m = len(fit.u)
+    se = np.sqrt(np.diag(setup.vcov_varpar)[k:k + m])
+    z = float(norm.ppf(0.5 + level / 2.0))
+    s = fit.structure
+    lo, hi = s.natural(fit.u - z * se), s.natural(fit.u + z * se)
+    return pd.DataFrame({"lower": np.minimum(lo, hi), "estimate": s.natural(fit.u),
+                         "upper": np.maximum(lo, hi), "se_u": se},
+                        index=pd.Index(list(s.names), dtype=object))

@@ -40,11 +40,20 @@ class NotPositiveDefinite(ArithmeticError):
 
 @dataclass(frozen=True)
 class TermData:
-    """What the engine needs of one random-effects term."""
+    """What the engine needs of one random-effects term.
 
-    codes: np.ndarray  # (n,) level of each observation
-    zraw: np.ndarray   # (n, q) the term's own model matrix
+    Without ``rows`` entry ``i`` is row ``i`` of ``Z_k``: one level per row.  With
+    ``rows`` (a whitened term whose level varies inside a residual group, see
+    :mod:`mixedanova.likelihood.residual`) the entries ``(rows[e], codes[e],
+    zraw[e])`` are summed: a row of ``Z_k`` may then touch several levels.  Only
+    the crossed layout accepts such a term, and not as its first term.
+    """
+
+    codes: np.ndarray  # (n,) level of each observation (or of each entry)
+    zraw: np.ndarray   # (n, q) the term's own model matrix (or each entry's values)
     nlev: int
+    rows: np.ndarray | None = None  # row of each entry; None: entry i is row i
+    nrows: int | None = None        # rows of Z_k when ``rows`` is given
 
     @property
     def q(self) -> int:
@@ -52,9 +61,11 @@ class TermData:
 
     def sparse_z(self) -> sp.csr_matrix:
         """The ``n x (nlev * q)`` matrix ``Z_k`` (level-major columns)."""
-        n, q = self.zraw.shape
+        m, q = self.zraw.shape
         cols = (self.codes[:, None] * q + np.arange(q)[None, :]).ravel()
-        rows = np.repeat(np.arange(n), q)
+        r = np.arange(m) if self.rows is None else self.rows
+        n = m if self.rows is None else int(self.nrows)
+        rows = np.repeat(r, q)
         return sp.csr_matrix((self.zraw.ravel(), (rows, cols)), shape=(n, self.nlev * q))
 
 

@@ -107,7 +107,10 @@ class ProfiledDeviance:
         for t, T in zip(self.terms, templates):
             size = t.nlev * t.q
             b = u[off:off + size].reshape(t.nlev, t.q) @ T.T
-            r = r - np.einsum("ij,ij->i", t.zraw, b[t.codes])
+            zb = np.einsum("ij,ij->i", t.zraw, b[t.codes])
+            if t.rows is not None:  # a whitened term: entries summed into their rows
+                zb = np.bincount(t.rows, weights=zb, minlength=len(r))
+            r = r - zb
             off += size
         return float(r @ r + u @ u)
 

@@ -43,6 +43,9 @@ class CrossedSystem:
         self.terms = terms
         self.p = XY.shape[1] - 1
         t0 = terms[0]
+        if t0.rows is not None:
+            raise NotImplementedError("the first (block-diagonal) term must have one level "
+                                      "per row")
         self.q0, self.l0 = t0.q, t0.nlev
         self.offsets = np.cumsum([0] + [t.nlev * t.q for t in terms])
         self.r1 = int(self.offsets[-1] - self.offsets[1])
@@ -67,13 +70,14 @@ class CrossedSystem:
         t0, l0, q0 = terms[0], self.l0, self.q0
         rows, levels, vals, term_of = [], [], [], []
         for k, t in enumerate(terms[1:], start=1):
-            key = t.codes.astype(np.int64) * l0 + t0.codes
+            r = slice(None) if t.rows is None else t.rows  # entries of a whitened term
+            key = t.codes.astype(np.int64) * l0 + t0.codes[r]
             uniq, inv = np.unique(key, return_inverse=True)
             inv = inv.ravel()
             v = np.empty((len(uniq), t.q, q0))
             for s in range(t.q):
                 for s0 in range(q0):
-                    v[:, s, s0] = np.bincount(inv, weights=t.zraw[:, s] * t0.zraw[:, s0],
+                    v[:, s, s0] = np.bincount(inv, weights=t.zraw[:, s] * t0.zraw[r, s0],
                                               minlength=len(uniq))
             base = self.offsets[k] - self.offsets[1] + (uniq // l0) * t.q
             rows.append((base[:, None] + np.arange(t.q)[None, :]).ravel())

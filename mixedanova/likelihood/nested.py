@@ -20,6 +20,8 @@ def nesting_maps(terms: list[TermData]) -> dict | None:
     """``{(i, j): f}`` with ``f[level of j] = level of i`` when every ``j < i``
     nests in ``i``; ``None`` otherwise."""
     maps = {}
+    if any(t.rows is not None for t in terms):  # several levels per row: crossed layout
+        return None
     for j in range(len(terms)):
         for i in range(j + 1, len(terms)):
             cj, ci = terms[j].codes, terms[i].codes

@@ -11,9 +11,10 @@ the same function of the covariance, so nothing else changes.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from .blocked import TermData
 from .boundary import psd_cholesky
 from .criterion import ProfiledDeviance
 
@@ -76,7 +77,8 @@ class WorkingCoordinates:
         if self.identity:
             self.dev = dev
         else:
-            terms = [TermData(t.codes, t.zraw @ C, t.nlev) for t, C in zip(dev.terms, self.maps)]
+            terms = [dataclasses.replace(t, zraw=t.zraw @ C)
+                     for t, C in zip(dev.terms, self.maps)]
             self.dev = ProfiledDeviance(terms, dev.layout, dev.X, dev.y, reml=dev.reml)
 
     def _map(self, theta: np.ndarray, to_raw: bool) -> np.ndarray:

@@ -14,6 +14,7 @@ from ..errors import FitError
 from .blocked import TermData
 from .crossed import CrossedSystem
 from .nested import NestedSystem, nesting_maps
+from .permuted import PermutedSystem
 
 __all__ = ["build_system", "standardize_response"]
 
@@ -28,8 +29,19 @@ def build_system(terms: list[TermData], X: np.ndarray, y: np.ndarray):
     shift, scale = standardize_response(X, y)
     XY = np.column_stack([X, (y - X @ shift) / scale])
     maps = nesting_maps(terms)
-    system = NestedSystem(terms, XY, maps) if maps is not None else CrossedSystem(terms, XY)
-    system.XY, system.y_shift, system.y_scale = XY, shift, scale
+    if maps is not None:
+        system = NestedSystem(terms, XY, maps)
+    elif terms[0].rows is not None:  # whitened: several levels per row (see .permuted)
+        first = next((k for k, t in enumerate(terms) if t.rows is None), None)
+        if first is None:
+            raise NotImplementedError("no random term has one level per row")
+        order = [first] + [k for k in range(len(terms)) if k != first]
+        system = PermutedSystem(CrossedSystem([terms[k] for k in order], XY), order, terms)
+    else:
+        system = CrossedSystem(terms, XY)
+    inner = getattr(system, "inner", None)  # a PermutedSystem's factors are the inner's
+    for part in (system,) if inner is None else (system, inner):
+        part.XY, part.y_shift, part.y_scale = XY, shift, scale
     return system
 
 

@@ -168,12 +168,78 @@ class LinearMixedResults(WorkflowMixin):
                     corr = cov[j, i] / denom if denom > 0 else float("nan")
                     rows.append((name, b.columns[i], b.columns[j], cov[j, i], corr))
         rows.append(("Residual", None, None, s2, self.sigma))
+        for name, value in self.residual_params.items():
+            rows.append(("Residual", name, None, float("nan"), float(value)))
         cols = list(zip(*rows))
         # names as object columns so that missing names stay None, as lme4's NA
         return pd.DataFrame({
             "group": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
             "var2": pd.Series(cols[2], dtype=object),
             "vcov": np.asarray(cols[3], dtype=float), "sdcor": np.asarray(cols[4], dtype=float)})
+
+    # ------------------------------------------------------ residual structure
+    @cached_property
+    def residual_params(self) -> pd.Series:
+        """Parameters of the residual structure (empty without one).
+
+        ``phi`` (AR1, CAR1), ``rho`` (CompSymm), one SD ratio per level of a
+        VarIdent factor (reference level first, ratio 1), ``power`` (VarPower),
+        ``expon`` (VarExp) -- nlme's ``coef(m$modelStruct, unconstrained = FALSE)``.
+        """
+        fit = self.state.extra.get("residual")
+        if fit is None:
+            return pd.Series([], dtype=float, name="estimate")
+        names, values = list(fit.names), list(fit.natural)
+        var = fit.structure.variance
+        if var is not None and var.kind == "VarIdent":
+            k = len(names) - var.n_par
+            names.insert(k, var.labels[0])
+            values.insert(k, 1.0)
+        return pd.Series(values, index=pd.Index(names, dtype=object), name="estimate")
+
+    @property
+    def residual_structure(self) -> tuple[str, ...]:
+        """The residual structure as specified, e.g. ``("AR1(group='Mare')",)``."""
+        fit = self.state.extra.get("residual")
+        return () if fit is None else fit.structure.labels
+
+    @cached_property
+    def residual_sd(self) -> pd.Series:
+        """Residual SD of every row: ``sigma`` times the variance function
+        (nlme: ``m$sigma * abs(v)^delta`` for varPower); ``sigma`` without one."""
+        fit = self.state.extra.get("residual")
+        rel = np.ones(self.nobs) if fit is None else fit.structure.relative_sd(fit.u, self.nobs)
+        return pd.Series(self.sigma * rel, index=self.design.row_index, name="residual_sd")
+
+    @cached_property
+    def resid_pearson(self) -> pd.Series:
+        """Response residuals over :attr:`residual_sd` (nlme's
+        ``residuals(m, type = "pearson")``)."""
+        return (self.resid / self.residual_sd).rename("resid_pearson")
+
+    def residual_covariance(self, rows) -> np.ndarray:
+        """``sigma^2 Rrel`` among the given rows (positions in the data used).
+
+        Without a residual structure this is ``sigma^2 I``.  For nlme's
+        ``corMatrix`` / ``varWeights`` checks of one group.
+        """
+        rows = np.asarray(rows, dtype=np.intp)
+        fit = self.state.extra.get("residual")
+        if fit is None:
+            return self.sigma ** 2 * np.eye(len(rows))
+        return self.sigma ** 2 * fit.structure.covariance(fit.u, rows)
+
+    def residual_intervals(self, level: float = 0.95) -> pd.DataFrame:
+        """Wald intervals of the residual-structure parameters, as nlme's ``intervals()``.
+
+        The interval is ``u +- z se(u)`` on nlme's unconstrained scale (see
+        :mod:`mixedanova.likelihood.residual`), mapped back; ``se(u)`` comes from
+        the Hessian of the deviance in all variance parameters (the one used for
+        the Satterthwaite df).  The VarIdent reference level has no interval.
+        """
+        from ..inference.satterthwaite import residual_wald_intervals
+
+        return residual_wald_intervals(self, level)
 
     # ------------------------------------------------------------ random effects
     @cached_property
@@ -261,8 +327,10 @@ class LinearMixedResults(WorkflowMixin):
     # ------------------------------------------------------------- criteria
     @property
     def npar(self) -> int:
-        """Number of parameters: fixed effects, theta and sigma."""
-        return self.design.p + len(self.state.theta) + 1
+        """Number of parameters: fixed effects, theta, sigma and the residual
+        structure's parameters."""
+        fit = self.state.extra.get("residual")
+        return self.design.p + len(self.state.theta) + 1 + (0 if fit is None else len(fit.u))
 
     @property
     def llf(self) -> float:
@@ -471,9 +539,17 @@ class LinearMixedResults(WorkflowMixin):
             notes.append("boundary (singular) fit: a variance is estimated as 0 or a "
                          "correlation as +-1")
         notes.extend(self.convergence_messages)
+        vc = self.varcomp
+        extra = []
+        if len(self.residual_params):
+            vc = vc[~((vc["group"] == "Residual") & vc["var1"].notna())]
+            rp = self.residual_params
+            width = max(len(str(k)) for k in rp.index)
+            text = "\n".join(f" {str(k):<{width}}  {v:.6g}" for k, v in rp.items())
+            extra.append((f"Residual structure: {' + '.join(self.residual_structure)}", text))
         return dict(title=title, formula=self.design.formula.formula, criteria=criteria,
-                    residual_quantiles=quant, random=self.varcomp, nobs=self.nobs,
-                    ngroups=self.ngroups, fixed=fixed, notes=notes, extra=[])
+                    residual_quantiles=quant, random=vc, nobs=self.nobs,
+                    ngroups=self.ngroups, fixed=fixed, notes=notes, extra=extra)
 
     def summary(self) -> "Summary":
         """The lme4-style report; ``print()`` it or read its tables."""

@@ -1,0 +1,289 @@
+"""Residual covariance structures as the user writes them (nlme's semantics).
+
+>>> import mixedanova as ma
+>>> ma.AR1(group="Mare", order="time_index")          # corAR1(form = ~ time_index | Mare)
+AR1(group='Mare', order='time_index')
+
+Correlation structures (at most one per model):
+
+* :class:`AR1` -- ``corr = phi^|i - j|`` on integer positions within a group
+  (``order`` column; gaps count, as nlme's ``corAR1(form = ~ order | group)``;
+  without ``order`` the rows' order within the group, as ``corAR1(~ 1 | group)``);
+* :class:`CAR1` -- ``corr = phi^|t - t'|`` on real times (``corCAR1``);
+* :class:`CompSymm` -- equal correlation within a group (``corCompSymm``).
+
+Variance functions (at most one): :class:`VarIdent` (one SD per level),
+:class:`VarPower` (SD ``|v|^power``), :class:`VarExp` (SD ``exp(expon v)``).
+Pass one structure or a tuple ``(correlation, variance function)`` as
+``residual=`` to :func:`mixedanova.lmm`.
+
+``group`` may name an interaction, ``"Dog:Side"`` or ``"day/subject"`` (both
+mean the groups of the combined columns).  :func:`bind_residual` checks the data
+and turns the specification into the engine's
+:class:`~mixedanova.likelihood.residual.ResidualStructure`.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from typing import TYPE_CHECKING
+
+from .errors import DesignError, MixedAnovaWarning
+
+if TYPE_CHECKING:  # the engine (scipy.sparse) is imported when a structure is bound
+    from .likelihood.residual import ResidualStructure
+
+__all__ = ["AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
+           "ResidualWarning", "residual_columns", "bind_residual"]
+
+
+class ResidualWarning(MixedAnovaWarning):
+    """A residual structure is fitted, but something about it deserves attention."""
+
+
+def _group_columns(group: str) -> tuple[str, ...]:
+    cols = tuple(c.strip() for c in re.split(r"[:/]", str(group)) if c.strip())
+    if not cols:
+        raise DesignError(f"residual group {group!r} names no column")
+    return cols
+
+
+@dataclass(frozen=True)
+class AR1:
+    """AR(1) correlation on integer positions within ``group`` (nlme's corAR1)."""
+
+    group: str
+    order: str | None = None
+
+    def columns(self) -> tuple[str, ...]:
+        return _group_columns(self.group) + ((self.order,) if self.order else ())
+
+
+@dataclass(frozen=True)
+class CAR1:
+    """Continuous-time AR(1): ``phi^|t - t'|`` within ``group`` (nlme's corCAR1)."""
+
+    group: str
+    time: str
+
+    def columns(self) -> tuple[str, ...]:
+        return _group_columns(self.group) + (self.time,)
+
+
+@dataclass(frozen=True)
+class CompSymm:
+    """Equal correlation ``rho`` within ``group`` (nlme's corCompSymm)."""
+
+    group: str
+
+    def columns(self) -> tuple[str, ...]:
+        return _group_columns(self.group)
+
+
+@dataclass(frozen=True)
+class VarIdent:
+    """One residual SD per level of ``by`` (nlme's varIdent).
+
+    ``reference`` is the level whose ratio is 1; by default nlme's: the level of
+    the first row once the data are sorted by the outermost grouping factor
+    (levels as strings) -- not necessarily the alphabetically first level.
+    """
+
+    by: str
+    reference: str | None = None
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.by,)
+
+
+@dataclass(frozen=True)
+class VarPower:
+    """Residual SD ``sigma |v|^power`` for the covariate ``v`` (nlme's varPower)."""
+
+    covariate: str
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.covariate,)
+
+
+@dataclass(frozen=True)
+class VarExp:
+    """Residual SD ``sigma exp(expon v)`` for the covariate ``v`` (nlme's varExp)."""
+
+    covariate: str
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.covariate,)
+
+
+_CORRELATIONS = (AR1, CAR1, CompSymm)
+_VARIANCES = (VarIdent, VarPower, VarExp)
+
+
+def _parts(residual) -> tuple[object | None, object | None]:
+    """``(correlation, variance function)`` of the user's ``residual=``."""
+    items = list(residual) if isinstance(residual, (tuple, list)) else [residual]
+    cor = var = None
+    for item in items:
+        if isinstance(item, _CORRELATIONS):
+            if cor is not None:
+                raise DesignError(f"residual= takes one correlation structure, got {cor!r} "
+                                  f"and {item!r}")
+            cor = item
+        elif isinstance(item, _VARIANCES):
+            if var is not None:
+                raise DesignError(f"residual= takes one variance function, got {var!r} "
+                                  f"and {item!r}")
+            var = item
+        else:
+            raise DesignError(
+                f"residual= expects ma.AR1, ma.CAR1, ma.CompSymm, ma.VarIdent, ma.VarPower or "
+                f"ma.VarExp (or a tuple of one correlation and one variance function), not "
+                f"{item!r}")
+    return cor, var
+
+
+def residual_columns(residual) -> tuple[str, ...]:
+    """Data columns a ``residual=`` specification needs."""
+    if residual is None:
+        return ()
+    return tuple(dict.fromkeys(c for p in _parts(residual) if p is not None
+                               for c in p.columns()))
+
+
+def _labels(data: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
+    out = None
+    for c in cols:
+        s = data[c].astype(str).to_numpy(dtype=object)
+        out = s if out is None else out + ":" + s
+    return out
+
+
+def _numeric(data: pd.DataFrame, col: str, what: str) -> np.ndarray:
+    s = data[col]
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        raise DesignError(f"{what} column {col!r} must be numeric (dtype {s.dtype})")
+    return s.to_numpy(dtype=float)
+
+
+def _bind_correlation(cor, data: pd.DataFrame):
+    from .likelihood.residual import CompoundSymmetry, SerialCorrelation
+
+    cols = _group_columns(cor.group)
+    labels = _labels(data, cols)
+    _, groups = np.unique(labels, return_inverse=True)
+    groups = groups.ravel().astype(np.intp)
+    sizes = np.bincount(groups)
+    name = type(cor).__name__
+    if sizes.max() < 2:
+        raise DesignError(f"{name}: every group of {cor.group!r} has one observation, so "
+                          "the residual correlation cannot be estimated")
+    if isinstance(cor, CompSymm):
+        return CompoundSymmetry(groups)
+    if isinstance(cor, AR1):
+        if cor.order is None:
+            times = (pd.Series(groups).groupby(groups).cumcount().to_numpy()).astype(float)
+        else:
+            times = _numeric(data, cor.order, "AR1 order")
+            if np.any(times != np.round(times)):
+                raise DesignError(f"AR1 order column {cor.order!r} must hold integer positions "
+                                  "(use CAR1 for real-valued times)")
+        col = cor.order or "(row order)"
+    else:
+        times = _numeric(data, cor.time, "CAR1 time")
+        col = cor.time
+    key = pd.DataFrame({"g": groups, "t": times})
+    dup = key.duplicated(keep=False).to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise DesignError(f"{name}: {col!r} has ties inside group {labels[i]!r} of "
+                          f"{cor.group!r} (value {times[i]:g} occurs more than once); "
+                          "positions within a group must be distinct")
+    return SerialCorrelation(name, groups, times)
+
+
+def _reference_level(data: pd.DataFrame, by: np.ndarray, groups: list[tuple[str, ...]]) -> str:
+    """nlme's reference stratum: the first row once the data are sorted by the
+    grouping factors, outermost first (levels as strings), then row order."""
+    keys = [np.arange(len(by))] + [_labels(data, g) for g in reversed(groups) if g]
+    if len(keys) == 1:
+        return str(by[0])
+    return str(by[int(np.lexsort(keys)[0])])
+
+
+def _bind_variance(var, data: pd.DataFrame, outer: list[tuple[str, ...]]):
+    from .likelihood.residual import VarianceFunction
+
+    if isinstance(var, VarIdent):
+        by = data[var.by].astype(str).to_numpy(dtype=object)
+        levels = sorted(set(by))
+        if len(levels) < 2:
+            raise DesignError(f"VarIdent: {var.by!r} has one level ({levels[0]!r}); one "
+                              "residual SD per level needs at least two")
+        ref = var.reference if var.reference is not None else _reference_level(data, by, outer)
+        ref = str(ref)
+        if ref not in levels:
+            raise DesignError(f"VarIdent: reference level {ref!r} is not a level of "
+                              f"{var.by!r} ({', '.join(levels)})")
+        order = [ref] + [lv for lv in levels if lv != ref]
+        codes = pd.Index(order).get_indexer(by).astype(np.intp)
+        return VarianceFunction("VarIdent", codes, tuple(order))
+    v = _numeric(data, var.covariate, type(var).__name__ + " covariate")
+    if isinstance(var, VarPower):
+        if np.any(v == 0.0):
+            rows = list(data.index[v == 0.0][:5])
+            raise DesignError(f"VarPower: covariate {var.covariate!r} is 0 in rows {rows}; the "
+                              "residual SD |v|^power would be 0 there (use VarExp, or shift "
+                              "the covariate)")
+        if np.any(v < 0.0):
+            warnings.warn(f"VarPower: covariate {var.covariate!r} has negative values; the "
+                          "residual SD uses |v|^power, as nlme's varPower", ResidualWarning,
+                          stacklevel=4)
+        return VarianceFunction("VarPower", v)
+    return VarianceFunction("VarExp", v)
+
+
+def _describe(part) -> str:
+    fields = ", ".join(f"{k}={v!r}" for k, v in vars(part).items() if v is not None)
+    return f"{type(part).__name__}({fields})"
+
+
+def bind_residual(residual, data: pd.DataFrame,
+                  outer_group: tuple[str, ...] | None = None) -> ResidualStructure:
+    """Check ``residual=`` against the rows used and build the engine's structure.
+
+    Parameters
+    ----------
+    residual : structure or tuple of structures
+    data : pandas.DataFrame
+        The rows the design uses (``design.data``).
+    outer_group : tuple of str, optional
+        Columns of the outermost random-effects grouping factor (VarIdent's
+        default reference level).
+
+    Raises
+    ------
+    DesignError
+        Unknown structure, two correlations, ties in an AR1/CAR1 position inside
+        a group, every group of one observation, a non-numeric or zero covariate,
+        a VarIdent factor with one level.
+    """
+    from .likelihood.residual import ResidualStructure
+
+    cor, var = _parts(residual)
+    for p in (cor, var):
+        if p is None:
+            continue
+        for c in p.columns():
+            if c not in data.columns:
+                raise DesignError(f"column {c!r} ({type(p).__name__}) is not in the data")
+    outer = [outer_group or (), _group_columns(cor.group) if cor is not None else ()]
+    return ResidualStructure(
+        correlation=None if cor is None else _bind_correlation(cor, data),
+        variance=None if var is None else _bind_variance(var, data, outer),
+        labels=tuple(_describe(p) for p in (cor, var) if p is not None))
