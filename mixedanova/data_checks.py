@@ -5,8 +5,9 @@ and, where it helps, the values at fault: duplicated or complex columns,
 dates where numbers are needed, values that differ but print alike (``1`` and
 ``"1"``), levels of a factor not seen in the fit, text where the fit had
 numbers, missing values (:func:`complete_rows` drops or refuses the rows),
-non-finite values, columns not in the data.  :func:`plain_strings` turns pandas ``"string"`` columns into object
-columns, which formulaic encodes as factors.
+non-finite values, columns not in the data.  :func:`plain_strings` turns
+pandas ``"string"`` columns into object columns, which formulaic encodes as
+factors.
 """
 from __future__ import annotations
 
