@@ -3,7 +3,9 @@
 Modules
 -------
 ems
-    EMS rules for balanced designs (Factor, ems_rules, F tests).
+    EMS rules for balanced designs (Factor, ems_rules, subscript_table).
+ems_table
+    The EMS table: layout, EMS text, F tests (exact or quasi-F) from the EMS.
 anova_design
     Terms, sums of squares and balance checks on a DataFrame.
 moments
