@@ -369,10 +369,12 @@ def ems_rules(factors: Sequence[Factor], terms: Sequence[Sequence[str] | str] | 
         One row per source: fixed terms (by degree), random terms (by
         degree), Residual.  ``df`` (residual df = N - 1 - sum of term df with
         ``N = replicates * prod(levels)``), ``ems`` text, a coefficient column
-        per variance component (:func:`~mixedanova.moments.ems_table.coef_column`), ``Q``/``Q_coef`` for
-        fixed terms, ``error_term`` and ``test`` of each F test, ``den_df``
-        for exact tests.  ``sum_sq``, ``mean_sq``, ``F``, ``p`` are NaN; fill
-        them with :func:`~mixedanova.moments.ems_table.f_tests`.  ``attrs["method"]`` names the method.
+        per variance component
+        (:func:`~mixedanova.moments.ems_table.coef_column`), ``Q``/``Q_coef``
+        for fixed terms, ``error_term`` and ``test`` of each F test,
+        ``den_df`` for exact tests.  ``sum_sq``, ``mean_sq``, ``F``, ``p`` are
+        NaN; fill them with :func:`~mixedanova.moments.ems_table.f_tests`.
+        ``attrs["method"]`` names the method.
 
     Examples
     --------
