@@ -4,10 +4,14 @@ Each check raises :class:`~mixedanova.errors.DesignError` naming the column
 and, where it helps, the values at fault: duplicated or complex columns,
 dates where numbers are needed, values that differ but print alike (``1`` and
 ``"1"``), levels of a factor not seen in the fit, text where the fit had
-numbers.  :func:`plain_strings` turns pandas ``"string"`` columns into object
-columns, which formulaic encodes as factors.
+numbers, missing values (:func:`complete_rows` drops or refuses the rows),
+non-finite values, columns not in the data.  :func:`plain_strings` turns
+pandas ``"string"`` columns into object columns, which formulaic encodes as
+factors.
 """
 from __future__ import annotations
+
+import difflib
 
 import numpy as np
 import pandas as pd
@@ -15,7 +19,8 @@ import pandas as pd
 from .errors import DesignError
 from .formula import ParsedFormula, formula_variables
 
-__all__ = ["check_columns", "check_levels", "as_numeric", "plain_strings"]
+__all__ = ["check_columns", "check_levels", "as_numeric", "plain_strings", "check_finite",
+           "complete_rows", "missing_column_error"]
 
 
 def check_columns(parsed: ParsedFormula, data: pd.DataFrame, used: list[str]) -> None:
@@ -120,3 +125,50 @@ def plain_strings(data: pd.DataFrame) -> pd.DataFrame:
         return data
     return data.assign(**{c: data[c].astype(object).where(data[c].notna(), np.nan)
                           for c in conv})
+
+
+def missing_column_error(name: str, data: pd.DataFrame, role: str) -> DesignError:
+    """The error for a column not in ``data``, suggesting close names."""
+    close = difflib.get_close_matches(name, [str(c) for c in data.columns], n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return DesignError(f"column {name!r} ({role}) is not in the data{hint}")
+
+
+def complete_rows(data: pd.DataFrame, used: list[str],
+                  missing: str) -> tuple[pd.DataFrame, int]:
+    """The rows of ``data[used]`` without a missing value, and how many were dropped
+    (``missing="drop"``, lme4's ``na.omit``); ``missing="raise"`` refuses missing
+    values.  Infinite values are refused either way."""
+    n = len(data)
+    has_na = np.zeros(n, dtype=bool)
+    counts: dict[str, int] = {}
+    for col in used:
+        s = data[col]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            vals = s.to_numpy(dtype=float, na_value=np.nan)
+            bad = np.isinf(vals)
+            if bad.any():
+                rows = list(data.index[bad][:5])
+                raise DesignError(f"column {col!r} has infinite values (rows {rows})")
+            na = np.isnan(vals)
+        else:
+            na = s.isna().to_numpy()
+        if na.any():
+            counts[col] = int(na.sum())
+            has_na |= na
+    if counts:
+        detail = ", ".join(f"{c!r} ({k} rows)" for c, k in counts.items())
+        if missing == "raise":
+            raise DesignError(f"missing values in {detail}; pass missing='drop' to drop them")
+        if has_na.all():
+            raise DesignError(f"no rows left after dropping rows with missing values in {detail}")
+        return data.loc[~has_na, used], int(has_na.sum())
+    return data[used], 0
+
+
+def check_finite(values: np.ndarray, name: str, role: str, index: pd.Index) -> None:
+    """Refuse NaN or infinite ``values`` (one or more per row of ``index``), naming rows."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = list(index[np.flatnonzero(bad.reshape(len(index), -1).any(axis=1))[:5]])
+        raise DesignError(f"{role} {name!r} has non-finite values (NaN or inf) in rows {rows}")

@@ -8,6 +8,10 @@ grouping factor (levels and integer codes), the term's own model matrix
 for new data.  ``Z`` itself is never stored densely: the column of observation
 ``i`` for term ``k`` is ``codes[i] * q + j`` with value ``zraw[i, j]``.
 
+The model matrices of the formula's parts come from
+:mod:`mixedanova.term_matrices`; the checks of the data (missing and non-finite
+values, column kinds) from :mod:`mixedanova.data_checks`.
+
 Prior weights (``weights=``) and the offset (``offset(expr)`` terms of the
 formula plus ``offset=``) are stored as per-row vectors (``Design.weights``,
 ``Design.offset``); the model whitens the rows with them before the likelihood
@@ -20,7 +24,6 @@ a grouping factor with one level and similar problems raise
 """
 from __future__ import annotations
 
-import difflib
 import warnings
 from dataclasses import dataclass, field
 
@@ -29,77 +32,18 @@ import pandas as pd
 
 from . import design_matrices as _matrices
 from .likelihood.theta import ThetaLayout
-from .formula import (ParsedFormula, RandomTermSpec, formula_variables, split_summands,
-                      strip_quotes)
-from .data_checks import as_numeric, check_columns, check_levels, plain_strings
+from .formula import ParsedFormula, RandomTermSpec, formula_variables, strip_quotes
+from .data_checks import (check_columns, check_finite, complete_rows, missing_column_error,
+                          plain_strings)
 from .errors import DesignError, RankDeficiencyWarning, user_stacklevel
+from .term_matrices import (FixedTerm, fixed_terms, independent_columns, model_matrix_like,
+                            term_matrix)
 
-__all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design",
+__all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design", "group_labels",
            "RankDeficiencyWarning"]
 
-_RANK_TOL = 1e-7  # lme4's chkRank.drop.cols uses qr(X, tol = 1e-7)
 _WEIGHTS_ARRAY = "(weights)"  # data column holding weights given as an array
 _OFFSET_ARRAY = "(offset)"    # data column holding an offset given as an array
-
-
-@dataclass(frozen=True)
-class SimpleSpec:
-    """Model matrix of an intercept and numeric columns, built without formulaic.
-
-    Gives the same columns and names as formulaic for formulas such as
-    ``"1 + Days"`` or ``"0 + x"``; anything else goes to formulaic.
-    """
-
-    intercept: bool
-    columns: tuple[str, ...]
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return (("Intercept",) if self.intercept else ()) + self.columns
-
-    @property
-    def term_slices(self) -> dict:
-        """Term -> column slice, like formulaic's ``ModelSpec.term_slices``."""
-        names = self.column_names
-        return {_SimpleTerm("1" if n == "Intercept" else n): slice(i, i + 1)
-                for i, n in enumerate(names)}
-
-    def get_model_matrix(self, data: pd.DataFrame) -> np.ndarray:
-        cols = [np.ones(len(data))] if self.intercept else []
-        cols += [data[c].to_numpy(dtype=float) for c in self.columns]
-        return np.column_stack(cols) if cols else np.empty((len(data), 0))
-
-
-@dataclass(frozen=True)
-class _SimpleTerm:
-    """A one-variable term (or the intercept ``"1"``) with formulaic's ``factors``."""
-
-    name: str
-
-    @property
-    def factors(self) -> tuple[str, ...]:
-        return (self.name,)
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def _simple_spec(expr: str, data: pd.DataFrame) -> SimpleSpec | None:
-    """A :class:`SimpleSpec` when ``expr`` is only ``1``/``0``/``-1`` and numeric columns."""
-    intercept, columns = True, []
-    for sign, _, text in split_summands(expr):
-        t = text.strip()
-        if t in ("0", "1"):
-            if (t == "0") == (sign == "+"):
-                intercept = False
-            continue
-        if sign != "+" or t not in data.columns or t in columns:
-            return None
-        col = data[t]
-        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            return None
-        columns.append(t)
-    return SimpleSpec(intercept, tuple(columns))
 
 
 @dataclass(frozen=True)
@@ -168,15 +112,6 @@ class RandomBlock:
         codes = self.levels.get_indexer(labels)
         zraw = model_matrix_like(self.spec, data, f"random term {self.source}")
         return codes, zraw.reshape(len(data), -1)
-
-
-@dataclass(frozen=True)
-class FixedTerm:
-    """A term of the fixed part (formulaic's term) and its columns in ``X``."""
-
-    name: str
-    variables: tuple[str, ...]
-    columns: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -334,26 +269,6 @@ class Design:
         return _matrices.describe(self)
 
 
-def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
-    """``spec``'s model matrix on new ``data``, refusing what formulaic lets pass.
-
-    formulaic encodes a level not seen in the fit as all zeros (the reference
-    level) with only a warning; here that is a :class:`DesignError` naming the
-    factor and the level.  Columns must have the kind they had in the fit.
-    """
-    if isinstance(spec, SimpleSpec):
-        data = data.assign(**{c: as_numeric(data[c], c, role) for c in spec.columns})
-        return spec.get_model_matrix(data)
-    data = check_levels(spec, data, role)
-    try:
-        mm = spec.get_model_matrix(plain_strings(data))
-    except Exception as exc:  # formulaic's errors on data it cannot encode
-        detail = str(exc).strip().splitlines()
-        raise DesignError(f"cannot rebuild the {role} columns from newdata: "
-                          f"{detail[0] if detail else type(exc).__name__}") from None
-    return np.asarray(mm, dtype=float).reshape(len(data), -1)
-
-
 def group_labels(data: pd.DataFrame, factors: tuple[str, ...]) -> pd.Index:
     """String labels of a (possibly interaction) grouping factor, ``"a:b"``."""
     parts = [_as_label(data[f]) for f in factors]
@@ -416,14 +331,14 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     used = _used_columns(parsed, data)
     for col in extra_columns:
         if col not in data.columns:
-            raise _missing_column_error(col, data, "residual structure")
+            raise missing_column_error(col, data, "residual structure")
         if col not in used:
             used.append(col)
     for extra in (weights_column, offset_column):
         if extra is not None and extra not in used:
             used.append(extra)
     check_columns(parsed, data, used)
-    data, n_dropped = _complete_rows(data, used, missing)
+    data, n_dropped = complete_rows(data, used, missing)
     data = plain_strings(data)
     y = _response(parsed, data)
     w = None
@@ -441,7 +356,10 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
             off = off + _offset_values(expr, data)
         if offset_column is not None:
             off = off + _numeric_column(data, offset_column, "offset")
-    X_all, spec = _fixed_matrix(parsed, data)
+    X_all, columns, spec = term_matrix(
+        parsed.fixed, data, f"the fixed-effects matrix for {parsed.fixed!r}")
+    for j, col in enumerate(columns):
+        check_finite(X_all[:, j], col, "fixed-effect column", data.index)
     names_all = list(spec.column_names)
     keep = independent_columns(X_all)
     dropped = tuple(n for n, k in zip(names_all, keep) if not k)
@@ -457,13 +375,12 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
             f"for {len(y)} observations; a mixed model needs fewer fixed-effect columns "
             "than observations")
     X = np.ascontiguousarray(X_all[:, kept_idx])
-    fixed_terms = _fixed_terms(spec, kept_idx)
     blocks = [_random_block(term, data) for term in parsed.random]
     order = sorted(range(len(blocks)), key=lambda k: -blocks[k].nlev)  # stable, as lme4
     blocks = [blocks[k] for k in order]
     _check_identifiable(blocks, len(y))
     return Design(formula=parsed, y=y, X=X, x_names=tuple(names_all[i] for i in kept_idx),
-                  blocks=tuple(blocks), fixed_terms=fixed_terms, fixed_spec=spec,
+                  blocks=tuple(blocks), fixed_terms=fixed_terms(spec, kept_idx), fixed_spec=spec,
                   kept_columns=kept_idx, row_index=data.index, n_dropped=n_dropped,
                   dropped_columns=dropped, data=data, weights=w, offset=off,
                   weights_column=weights_column, offset_column=offset_column)
@@ -480,7 +397,7 @@ def _attach(data: pd.DataFrame, value, role: str,
         return data, None
     if isinstance(value, str):
         if value not in data.columns:
-            raise _missing_column_error(value, data, role)
+            raise missing_column_error(value, data, role)
         return data, value
     arr = np.asarray(value)
     if arr.ndim != 1 or len(arr) != len(data):
@@ -514,14 +431,8 @@ def _offset_values(expr: str, data: pd.DataFrame) -> np.ndarray:
     if vals.ndim != 2 or vals.shape[1] != 1:
         raise DesignError(f"offset({expr}) must be one numeric value per row")
     vals = vals.ravel()
-    _check_finite(vals, f"offset({expr})", "offset", data.index)
+    check_finite(vals, f"offset({expr})", "offset", data.index)
     return vals
-
-
-def _missing_column_error(name: str, data: pd.DataFrame, role: str) -> DesignError:
-    close = difflib.get_close_matches(name, [str(c) for c in data.columns], n=3)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return DesignError(f"column {name!r} ({role}) is not in the data{hint}")
 
 
 def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
@@ -529,7 +440,7 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
 
     def add(name: str, role: str) -> None:
         if name not in data.columns:
-            raise _missing_column_error(name, data, role)
+            raise missing_column_error(name, data, role)
         if name not in used:
             used.append(name)
 
@@ -562,35 +473,6 @@ def _is_module(name: str) -> bool:
     return name in ("np", "numpy", "pd", "math")
 
 
-def _complete_rows(data: pd.DataFrame, used: list[str],
-                   missing: str) -> tuple[pd.DataFrame, int]:
-    n = len(data)
-    has_na = np.zeros(n, dtype=bool)
-    counts: dict[str, int] = {}
-    for col in used:
-        s = data[col]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            vals = s.to_numpy(dtype=float, na_value=np.nan)
-            bad = np.isinf(vals)
-            if bad.any():
-                rows = list(data.index[bad][:5])
-                raise DesignError(f"column {col!r} has infinite values (rows {rows})")
-            na = np.isnan(vals)
-        else:
-            na = s.isna().to_numpy()
-        if na.any():
-            counts[col] = int(na.sum())
-            has_na |= na
-    if counts:
-        detail = ", ".join(f"{c!r} ({k} rows)" for c, k in counts.items())
-        if missing == "raise":
-            raise DesignError(f"missing values in {detail}; pass missing='drop' to drop them")
-        if has_na.all():
-            raise DesignError(f"no rows left after dropping rows with missing values in {detail}")
-        return data.loc[~has_na, used], int(has_na.sum())
-    return data[used], 0
-
-
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
     from formulaic import model_matrix
     name = parsed.response.strip()
@@ -610,75 +492,13 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
             raise DesignError(f"response {name!r} is not numeric (it encodes to "
                               f"{lhs.shape[1]} columns)")
         y = np.asarray(lhs, dtype=float).ravel()
-    _check_finite(y, name, "response", data.index)
+    check_finite(y, name, "response", data.index)
     return y
-
-
-def _check_finite(values: np.ndarray, name: str, role: str, index: pd.Index) -> None:
-    bad = ~np.isfinite(values)
-    if bad.any():
-        rows = list(index[np.flatnonzero(bad.reshape(len(index), -1).any(axis=1))[:5]])
-        raise DesignError(f"{role} {name!r} has non-finite values (NaN or inf) in rows {rows}")
-
-
-def _fixed_matrix(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[np.ndarray, object]:
-    from formulaic import model_matrix
-    simple = _simple_spec(parsed.fixed, data)
-    if simple is not None:
-        X = simple.get_model_matrix(data)
-        for j, col in enumerate(simple.column_names):
-            _check_finite(X[:, j], col, "fixed-effect column", data.index)
-        return X, simple
-    try:
-        mm = model_matrix(parsed.fixed, data, na_action="ignore")
-    except Exception as exc:
-        raise DesignError(f"cannot build the fixed-effects matrix for {parsed.fixed!r}: "
-                          f"{exc}") from None
-    X = np.asarray(mm, dtype=float).reshape(len(data), -1)
-    for j, col in enumerate(mm.columns):
-        _check_finite(X[:, j], str(col), "fixed-effect column", data.index)
-    return X, mm.model_spec
-
-
-def independent_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
-    """Keep a column unless it is (numerically) a combination of earlier kept ones.
-
-    As R's ``qr(X, tol = 1e-7)`` with limited pivoting (what lme4 uses): a column
-    whose norm after projecting out the kept columns falls below ``tol`` times its
-    original norm is aliased.
-    """
-    n, p = X.shape
-    keep = np.zeros(p, dtype=bool)
-    Q = np.empty((n, 0))
-    for j in range(p):
-        x = X[:, j]
-        norm0 = np.linalg.norm(x)
-        if norm0 == 0.0:
-            continue
-        r = x - Q @ (Q.T @ x)
-        r = r - Q @ (Q.T @ r)  # reorthogonalize
-        nr = np.linalg.norm(r)
-        if nr > tol * norm0:
-            keep[j] = True
-            Q = np.column_stack([Q, r / nr])
-    return keep
-
-
-def _fixed_terms(spec: object, kept_idx: np.ndarray) -> tuple[FixedTerm, ...]:
-    pos = {int(c): i for i, c in enumerate(kept_idx)}
-    out = []
-    for term, sl in spec.term_slices.items():
-        cols = tuple(pos[c] for c in range(sl.start, sl.stop) if c in pos)
-        variables = tuple(str(f) for f in term.factors if str(f) != "1")
-        name = "(Intercept)" if not variables else str(term)
-        out.append(FixedTerm(name=name, variables=variables, columns=cols))
-    return tuple(out)
 
 
 def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
     # levels ordered by each factor's own order: categories as given, numbers
     # numerically, strings sorted; an interaction varies its first factor slowest
-    from formulaic import model_matrix
     keys = np.column_stack([
         pd.Categorical(data[f]).remove_unused_categories().codes.astype(np.int64)
         for f in term.factors])
@@ -698,22 +518,14 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
         raise DesignError(
             f"grouping factor {term.group!r} of {term.source} has only one level "
             f"({levels[0]!r}); a random effect needs at least two")
-    spec = _simple_spec(term.expr, data)
-    if spec is not None:
-        zraw, names = spec.get_model_matrix(data), spec.column_names
-    else:
-        try:
-            mm = model_matrix(term.expr, data, na_action="ignore")
-        except Exception as exc:
-            raise DesignError(f"cannot build the model matrix of random term {term.source}: "
-                              f"{exc}") from None
-        zraw, names, spec = np.asarray(mm, dtype=float), list(mm.columns), mm.model_spec
+    zraw, names, spec = term_matrix(term.expr, data,
+                                    f"the model matrix of random term {term.source}")
     zraw = zraw.reshape(len(data), -1)
     if zraw.shape[1] == 0:
         raise DesignError(f"random term {term.source} has no columns")
     columns = tuple("(Intercept)" if c == "Intercept" else str(c) for c in names)
     for j, c in enumerate(columns):
-        _check_finite(zraw[:, j], c, f"column of random term {term.source}", data.index)
+        check_finite(zraw[:, j], c, f"column of random term {term.source}", data.index)
     return RandomBlock(group=term.group, factors=term.factors, expr=term.expr,
                        source=term.source, columns=columns, levels=levels, codes=codes,
                        zraw=np.ascontiguousarray(zraw), spec=spec)

@@ -234,7 +234,7 @@ class LinearMixedModel:
 
         dev = self.deviance_function(reml=(method == "REML"))
         opt = optimize_theta(dev, start, method=optimizer)
-        conv = check_convergence(dev, opt.theta, opt.hessian)
+        conv = check_convergence(dev, opt.theta, opt.hessian, opt.working)
         state = fit_state(dev, opt, conv)
         if self.design.has_weights:
             state = dataclasses.replace(state,

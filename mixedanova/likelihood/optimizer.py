@@ -95,15 +95,13 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
             x, fx, hessian = x2, f2, h2
     res, restarts = run.last, run.restarts
     theta = canonical_theta(dev, _snap_to_bounds(dev, wc.to_raw(x)))
-    if not (wc.identity and np.array_equal(theta, x)):
-        hessian = None  # taken in other coordinates or at another point
     fmin = dev(theta)
     evals = dev.nevals + (work.nevals if work is not dev else 0) - evals0
     return OptimizerSummary(method=method, theta0=wc.to_raw(x0), theta=theta, f0=f0,
                             fmin=fmin, feval=evals, niter=int(getattr(res, "nit", 0)),
                             converged=bool(res.success), message=str(res.message),
                             seconds=time.perf_counter() - t0, restarts=restarts,
-                            hessian=hessian)
+                            hessian=hessian, working=wc)
 
 
 class _Run:

@@ -23,8 +23,10 @@ class OptimizerSummary:
     message: str
     seconds: float
     restarts: int = 0  # escapes from a singular covariance (see likelihood.boundary)
-    # Hessian over the free entries of theta at the optimum (Newton polish), if taken there
+    # Hessian over the free entries at the optimum in the working coordinates (Newton
+    # polish), and those coordinates (a likelihood.reparam.WorkingCoordinates)
     hessian: np.ndarray | None = field(default=None, repr=False)
+    working: object = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class ConvergenceReport:
     Attributes
     ----------
     gradient : numpy.ndarray
-        Finite-difference gradient of the objective in ``theta``.
+        Analytic gradient of the objective in ``theta`` (in the optimizer's
+        working coordinates, which are lme4's unless a random-effect column is
+        off-center or off-scale; see :mod:`mixedanova.likelihood.reparam`).
     scaled_gradient : float
         ``max |H^{-1} g|`` over the free parameters (``nan`` if not computed).
     hessian : numpy.ndarray or None

@@ -3,9 +3,13 @@
 Modules
 -------
 ems
-    EMS rules for balanced designs (Factor, ems_rules, F tests).
+    EMS rules for balanced designs (Factor, ems_rules, subscript_table).
+ems_table
+    The EMS table: layout, EMS text, F tests (exact or quasi-F) from the EMS.
 anova_design
-    Terms, sums of squares and balance checks on a DataFrame.
+    Terms, balance checks and sequential projections on a DataFrame.
+sums_of_squares
+    Sums of squares in one pass over the rows (balanced formulas, Type I).
 moments
     Moment estimates (balanced rules or Henderson's Method III), their SEs and
     Cochran-Satterthwaite intervals; :func:`~mixedanova.moments.moments.fit_anova`.

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArgumentError, DesignError
-from .ems import RESIDUAL, Factor, make_spec, Spec
+from .ems import Factor, make_spec, Spec
+from .ems_table import RESIDUAL
 
 __all__ = ["Term", "SequentialSS", "prepare_terms", "balanced_spec", "level_codes"]
 

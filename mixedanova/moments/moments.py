@@ -37,14 +37,14 @@ import pandas as pd
 
 from ..errors import ArgumentError, DesignError, UnknownNameError
 from .anova_design import balanced_spec, prepare_terms
-from .ems import (
+from .ems import rules_core
+from .ems_table import (
     RESIDUAL,
     assemble,
-    fill_tests,
-    own_components,
-    rules_core,
     coef_column,
     error_terms,
+    fill_tests,
+    own_components,
 )
 from .sums_of_squares import balanced_ss, sequential_ss
 
@@ -120,7 +120,7 @@ class AnovaFitState:
     Attributes
     ----------
     table : DataFrame
-        The EMS / ANOVA table (layout in :mod:`mixedanova.moments.ems`);
+        The EMS / ANOVA table (layout in :mod:`mixedanova.moments.ems_table`);
         ``table.attrs["method"]`` repeats :attr:`method`.
     method : str
         ``"EMS rules (balanced)"`` or ``"Henderson Method III (Type I SS)"``.

@@ -3,7 +3,7 @@
 Many classic studies are known only by their ANOVA table: sources, degrees of
 freedom, mean squares and expected mean squares.  :func:`ems_table_from_text`
 turns such a table into the package's EMS-table layout (see
-:mod:`mixedanova.moments.ems`), with the F tests that the EMS imply, so that
+:mod:`mixedanova.moments.ems_table`), with the F tests that the EMS imply, so that
 :func:`~mixedanova.moments.moments.moments_from_mean_squares` gives the moment
 estimates, their standard errors ``sqrt(2 sum a_i^2 MS_i^2 / (df_i + 2))`` and
 (through :meth:`~mixedanova.moments.moments.MomentEstimates.varcomp`) the
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MixedAnovaError
-from .ems import RESIDUAL, assemble, error_terms, fill_tests
+from .ems_table import RESIDUAL, assemble, error_terms, fill_tests
 
 __all__ = ["ems_table_from_text", "parse_ems"]
 
@@ -111,7 +111,7 @@ def ems_table_from_text(table: pd.DataFrame | Mapping[str, Sequence | Mapping]) 
     Returns
     -------
     DataFrame
-        The layout of :mod:`mixedanova.moments.ems` (index ``source``;
+        The layout of :mod:`mixedanova.moments.ems_table` (index ``source``;
         ``df, sum_sq, mean_sq, ems``, the coefficient columns, ``error_term``,
         ``test``, ``den_df``, ``F``, ``p``), ready for
         :func:`~mixedanova.moments.moments.moments_from_mean_squares`.

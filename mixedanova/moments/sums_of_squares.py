@@ -38,7 +38,8 @@ import pandas as pd
 
 from ..errors import DesignError
 from .anova_design import SequentialSS, Term, level_codes
-from .ems import RESIDUAL, Spec
+from .ems import Spec
+from .ems_table import RESIDUAL
 
 __all__ = ["sequential_ss", "balanced_ss", "MAX_DENSE_COLUMNS"]
 

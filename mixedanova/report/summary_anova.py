@@ -62,7 +62,7 @@ def render_ems_table(table: pd.DataFrame, *, method: str | None = None, note: st
     Parameters
     ----------
     table : DataFrame
-        Layout of :mod:`mixedanova.moments.ems`.
+        Layout of :mod:`mixedanova.moments.ems_table`.
     method : str, optional
         Method line (default: ``table.attrs["method"]``).
     note : str

@@ -18,15 +18,8 @@ import math
 import numpy as np
 import pytest
 
-from mixedanova.moments.ems import (
-    Factor,
-    coef_column,
-    ems_rules,
-    error_terms,
-    f_tests,
-    format_ems,
-    subscript_table,
-)
+from mixedanova.moments.ems import Factor, ems_rules, subscript_table
+from mixedanova.moments.ems_table import coef_column, error_terms, f_tests, format_ems
 from mixedanova.moments.moments import moments_from_mean_squares, varcomp_ci
 
 

@@ -20,7 +20,7 @@ import pytest
 from scipy import stats
 
 import mixedanova.datasets
-from mixedanova.moments.ems import coef_column
+from mixedanova.moments.ems_table import coef_column
 from mixedanova.moments.moments import (
     METHOD_III,
     METHOD_RULES,
