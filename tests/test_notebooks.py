@@ -72,7 +72,7 @@ def _vc(ref: dict) -> dict:
 
 def test_every_notebook_is_tested():
     tested = {"01_oneway_random", "02_random_blocks", "03_nested", "04_split_plot",
-              "05_random_regression", "06_plants_pots"}
+              "05_random_regression", "06_plants_pots", "07_serial_correlation"}
     assert {p.stem for p in NOTEBOOKS.glob("*.ipynb")} == tested
 
 
@@ -174,3 +174,47 @@ def test_06_plants_pots(kernel_env):
         blocks[start:start + n, start:start + n] = 1.0
         start += n
     assert np.array_equal(np.array(got["zz"]), blocks)
+
+
+def test_07_serial_correlation(kernel_env):
+    got = run("07_serial_correlation.ipynb", "{" + ", ".join([
+        "'est': est.to_dict('index')", "'phi': float(phi)", "'sigma': float(sigma)",
+        "'s_day': float(s_day)", "'aic': float(ar.aic)", "'llf': float(ar.llf)",
+        "'rows': rows.tolist()", "'corr_r': corr_r.to_numpy().tolist()",
+        "'corr_v': corr_v.to_numpy().tolist()", "'vc_cs': vc_cs.to_dict()",
+        "'aic_cs': float(cs.aic)"]) + "}")
+    import numpy as np
+    ref = load_reference("glucose_ar1")
+    cp = ref["covariance_parameters"]
+    # nlme: sqrt(getVarCov(m)); m$sigma; coef(m$modelStruct$corStruct, unconstrained = FALSE)
+    assert got["phi"] == pytest.approx(cp["phi"], rel=1e-4)
+    assert got["sigma"] == pytest.approx(cp["sigma_residual"], rel=1e-4)
+    assert got["s_day"] == pytest.approx(cp["sigma_day"], rel=1e-4)
+    # nlme: logLik(m); AIC(m)
+    assert got["llf"] == pytest.approx(ref["loglik"], rel=1e-6)
+    assert got["aic"] == pytest.approx(ref["aic"], rel=1e-6)
+    est = got["est"]
+    # nlme: fixef(m)['foodF3:timeT1'] and its SE; L = (mu_31 + ... + mu_34) / 4,
+    # sum(L * fixef(m)) and sqrt(L' vcov(m) L)
+    for key in ("mu_31", "food3_mean"):
+        assert est[key]["estimate AR(1)"] == pytest.approx(ref[key]["estimate"], rel=1e-4)
+        assert est[key]["SE AR(1)"] == pytest.approx(ref[key]["se"], rel=1e-4)
+        # balanced cell means: the CS fit's GLS estimates are the same raw means
+        assert est[key]["estimate CS"] == pytest.approx(ref[key]["estimate"], rel=1e-4)
+    # time differences: Var = 2 sigma^2 (1 - phi^lag) / 5 at nlme's estimates (AR(1)),
+    # 2 sigma^2 / 5 at the CS fit's residual variance
+    for key, lag in (("T2 - T1 (food 3)", 1), ("T4 - T1 (food 3)", 3)):
+        se = (2 * cp["var_residual"] * (1 - cp["phi"] ** lag) / 5) ** 0.5
+        assert est[key]["SE AR(1)"] == pytest.approx(se, rel=1e-4), key
+        assert est[key]["SE CS"] == pytest.approx((2 * got["vc_cs"]["Residual"] / 5) ** 0.5,
+                                                  rel=1e-10), key
+    assert est["mu_31"]["SE CS"] == pytest.approx((sum(got["vc_cs"].values()) / 5) ** 0.5,
+                                                  rel=1e-10)
+    # one subject's 4 measurements: nlme's first-group covariances (corMatrix and
+    # Z G Z' + sigma^2 R), as correlations
+    fg = ref["first_group_covariance"]
+    pos = [fg["csv_rows_1based"].index(r + 1) for r in got["rows"]]
+    for key, field in (("corr_r", "conditional"), ("corr_v", "marginal")):
+        m = np.array(fg[field])[np.ix_(pos, pos)]
+        assert np.allclose(got[key], m / m[0, 0], rtol=1e-4, atol=1e-6), key
+    assert got["aic"] < got["aic_cs"]

@@ -292,15 +292,41 @@ class LinearMixedResults(WorkflowMixin):
         return g_matrix(self.design, self._templates(), self.sigma, max_cells)
 
     def R(self, max_cells: int | None = None) -> pd.DataFrame:
-        """``Var(e) = sigma^2 I`` at the estimates (``sigma^2 / w_i`` on the diagonal with
-        prior weights), rows and columns the data's rows."""
-        from ..design_matrices import r_matrix
-        return r_matrix(self.design, self.sigma, max_cells)
+        """``Var(e)`` at the estimates, rows and columns the data's rows.
+
+        ``sigma^2 I`` for independent residuals (``sigma^2 / w_i`` on the diagonal
+        with prior weights); with a residual structure ``sigma^2 S Rrel S``, ``Rrel``
+        the structure's correlation and variance function at the estimates and
+        ``S = diag(1 / sqrt(w))``.
+        """
+        from ..design_matrices import check_size, r_matrix
+        if self.state.extra.get("residual") is None:
+            return r_matrix(self.design, self.sigma, max_cells)
+        n = self.design.nobs
+        check_size(n, n, "R", max_cells)
+        idx = self.design.row_index
+        return pd.DataFrame(self._structured_r(), index=idx, columns=idx)
+
+    def _structured_r(self) -> np.ndarray:
+        """Dense ``sigma^2 S Rrel S`` over all rows (a residual structure is fitted)."""
+        d = self.design
+        r = self.residual_covariance(np.arange(d.nobs))
+        if d.has_weights:
+            s = 1.0 / np.sqrt(np.asarray(d.weights, dtype=float))
+            r = s[:, None] * r * s[None, :]
+        return r
 
     def V(self, max_cells: int | None = None) -> pd.DataFrame:
-        """``Var(y) = Z G Z' + R`` at the estimates (small models)."""
+        """``Var(y) = Z G Z' + R`` at the estimates (small models; ``R`` as in :meth:`R`)."""
         from ..design_matrices import v_matrix
-        return v_matrix(self.design, self._templates(), self.sigma, max_cells)
+        v = v_matrix(self.design, self._templates(), self.sigma, max_cells)
+        if self.state.extra.get("residual") is None:
+            return v
+        d = self.design
+        w = np.asarray(d.weights, dtype=float) if d.has_weights else np.ones(d.nobs)
+        # v_matrix adds the independent sigma^2 / w; swap it for the structured R
+        zgz = v.to_numpy() - np.diag(self.sigma ** 2 / w)
+        return pd.DataFrame(zgz + self._structured_r(), index=v.index, columns=v.columns)
 
     # -------------------------------------------------------- fitted, residuals
     def _random_part(self, codes_list, zraw_list) -> np.ndarray:

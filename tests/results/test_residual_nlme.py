@@ -153,15 +153,14 @@ def test_blups(case):
     assert_close(got, expected, 1e-3, f"{case} ranef", atol=1e-6)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "first_group_covariance" in
-                                  load_reference(c)])
-def test_first_group_covariance(case):
-    """nlme: sigma^2 R (corMatrix, varWeights) and Z G Z' + sigma^2 R of the first group."""
-    ref, res = fitted(case)
+FIRST_GROUP = [c for c in CASES if "first_group_covariance" in load_reference(c)]
+
+
+def _first_group_expected(case: str, ref: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (0-based), nlme's conditional and marginal covariance of the first group."""
     fg = ref["first_group_covariance"]
     rows = np.array(fg["csv_rows_1based"]) - 1
-    cond = res.residual_covariance(rows)
-    expected = np.array(fg["conditional"])
+    cond, marg = np.array(fg["conditional"]), np.array(fg["marginal"])
     if case == "irregular_car1":
         # nlme's default fit is 4.3e-5 short in phi (README); the entries
         # sigma^2 phi^|t - t'| at gaps of up to 8 months amplify that to 1.3e-4.
@@ -169,11 +168,24 @@ def test_first_group_covariance(case):
         # and ours is compared with the same formula at nlme's tight refit.
         t = ma.load_dataset("irregular_visits")["time"].to_numpy()[rows]
         gap = np.abs(t[:, None] - t[None, :])
-        assert_close(ref["sigma"] ** 2 * ref["phi"] ** gap, expected, 1e-9, "nlme corCAR1")
+        assert_close(ref["sigma"] ** 2 * ref["phi"] ** gap, cond, 1e-9, "nlme corCAR1")
+        sd = {r["group"]: r["sdcor"] for r in ref["varcorr"]}["patient"]
+        assert_close(cond + sd ** 2, marg, 1e-9, "nlme marginal")
         tight = ref["tight_refit"]
         ms = tight["model_struct"]
         phi = ms["values"][ms["names"].index("corStruct.Phi")]
-        expected = tight["sigma"] ** 2 * phi ** gap
+        cond = tight["sigma"] ** 2 * phi ** gap
+        sd_tight = {r["group"]: r["sdcor"] for r in tight["varcorr"]}["patient"]
+        marg = cond + sd_tight ** 2
+    return rows, cond, marg
+
+
+@pytest.mark.parametrize("case", FIRST_GROUP)
+def test_first_group_covariance(case):
+    """nlme: sigma^2 R (corMatrix, varWeights) and Z G Z' + sigma^2 R of the first group."""
+    ref, res = fitted(case)
+    rows, expected, expected_marg = _first_group_expected(case, ref)
+    cond = res.residual_covariance(rows)
     assert_close(cond, expected, 1e-4, f"{case} conditional", atol=1e-6)
     marg = cond.copy()
     templates = res.design.theta_layout().templates(res.theta)
@@ -183,13 +195,19 @@ def test_first_group_covariance(case):
         for i, r in enumerate(rows):
             Zr[i, b.codes[r] * b.q:(b.codes[r] + 1) * b.q] = b.zraw[r]
         marg += Zr @ np.kron(np.eye(b.nlev), G) @ Zr.T
-    expected_marg = np.array(fg["marginal"])
-    if case == "irregular_car1":  # as above: nlme's formula at its tight refit
-        sd = {r["group"]: r["sdcor"] for r in ref["varcorr"]}["patient"]
-        assert_close(np.array(fg["conditional"]) + sd ** 2, expected_marg, 1e-9, "nlme marginal")
-        sd_tight = {r["group"]: r["sdcor"] for r in ref["tight_refit"]["varcorr"]}["patient"]
-        expected_marg = expected + sd_tight ** 2
     assert_close(marg, expected_marg, 1e-4, f"{case} marginal", atol=1e-6)
+
+
+@pytest.mark.parametrize("case", FIRST_GROUP)
+def test_R_and_V_carry_the_structure(case):
+    """res.R() and res.V() are nlme's sigma^2 R and Z G Z' + sigma^2 R (first group's
+    block as in test_first_group_covariance), not sigma^2 I."""
+    ref, res = fitted(case)
+    rows, expected, expected_marg = _first_group_expected(case, ref)
+    R, V = res.R().to_numpy(), res.V().to_numpy()
+    assert_close(R[np.ix_(rows, rows)], expected, 1e-4, f"{case} R()", atol=1e-6)
+    assert_close(V[np.ix_(rows, rows)], expected_marg, 1e-4, f"{case} V()", atol=1e-6)
+    assert np.allclose(R, R.T) and np.allclose(V, V.T)
 
 
 def _nlme_interval_rows(ref: dict) -> dict:
