@@ -231,11 +231,13 @@ class LinearMixedModel:
         from .likelihood.convergence import check_convergence
         from .likelihood.criterion import fit_state
         from .likelihood.optimizer import optimize_theta
+        from .likelihood.threads import engine_threads
 
         dev = self.deviance_function(reml=(method == "REML"))
-        opt = optimize_theta(dev, start, method=optimizer)
-        conv = check_convergence(dev, opt.theta, opt.hessian, opt.working)
-        state = fit_state(dev, opt, conv)
+        with engine_threads(dev.system):
+            opt = optimize_theta(dev, start, method=optimizer)
+            conv = check_convergence(dev, opt.theta, opt.hessian, opt.working)
+            state = fit_state(dev, opt, conv)
         if self.design.has_weights:
             state = dataclasses.replace(state,
                                         objective=state.objective + self.weights_constant())
@@ -303,6 +305,7 @@ class LinearMixedModel:
         from .likelihood.convergence import check_convergence
         from .likelihood.criterion import fit_state
         from .likelihood.residual_fit import ResidualFit, optimize_residual
+        from .likelihood.threads import engine_threads
 
         rdev = self.deviance_function(reml=(method == "REML"))
         theta0 = u0 = None
@@ -310,9 +313,10 @@ class LinearMixedModel:
             start = np.asarray(start, dtype=float)
             theta0 = start[:rdev.k]
             u0 = start[rdev.k:] if len(start) > rdev.k else None
-        u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer)
-        dev = rdev.at(u)
-        conv = check_convergence(dev, opt.theta, opt.hessian)
+        with engine_threads(None):
+            u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer)
+            dev = rdev.at(u)
+            conv = check_convergence(dev, opt.theta, opt.hessian)
         if info["messages"]:
             names = self._structure.names
             msgs = tuple(m.replace(f"residual parameter {i}", f"residual parameter {n!r}")
