@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 __all__ = ["z_names", "z_sparse", "x_frame", "z_frame", "z_dense", "describe",
            "g_matrix", "r_matrix", "v_matrix", "check_size"]
@@ -50,8 +49,10 @@ def z_names(design) -> list[str]:
     return names
 
 
-def z_sparse(design) -> sparse.csc_array:
+def z_sparse(design):
     """``Z`` as a SciPy sparse matrix (``n x q``), lme4's column order."""
+    from scipy import sparse
+
     n = design.nobs
     rows, cols, vals = [], [], []
     offset = 0
@@ -110,7 +111,9 @@ def describe(design) -> pd.DataFrame:
     return out
 
 
-def _g_sparse(design, templates, sigma: float) -> sparse.csc_array:
+def _g_sparse(design, templates, sigma: float):
+    from scipy import sparse
+
     blocks = [sparse.kron(sparse.eye_array(b.nlev), sparse.csc_array(sigma**2 * (T @ T.T)))
               for b, T in zip(design.blocks, templates)]
     if not blocks:

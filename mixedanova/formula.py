@@ -27,7 +27,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from formulaic import Formula
 
 from .errors import FormulaError
 
@@ -392,6 +391,8 @@ def _check_syntax(text: str, formula: str, pos: int, length: int) -> None:
 @lru_cache(maxsize=256)
 def _parse_terms(text: str) -> tuple[tuple[tuple[str, str], ...], ...]:
     """formulaic's terms of ``text``: per term its factors as (expression, how evaluated)."""
+    from formulaic import Formula  # imported where used: it costs 0.2 s at import
+
     return tuple(tuple((str(f.expr), f.eval_method.name) for f in term.factors)
                  for term in Formula(text))
 
@@ -447,7 +448,7 @@ def _python_names(code: str, cols: set) -> list[str]:
         if m:
             names.append(quoted[int(m.group(1))])
             continue
-        if head in _MODULES and head not in cols:
+        if head in _context_names() and head not in cols:
             continue
         parts = chain.split(".")
         pick = next((".".join(parts[:k]) for k in range(len(parts), 0, -1)
@@ -456,12 +457,15 @@ def _python_names(code: str, cols: set) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-# names formulaic's evaluation context provides (its transforms and modules)
-try:
-    from formulaic.transforms import TRANSFORMS as _TRANSFORMS
-except ImportError:  # pragma: no cover - older formulaic
-    _TRANSFORMS = {}
-_MODULES = frozenset({"np", "numpy", "pd", "pandas", "math", "scipy"} | set(_TRANSFORMS))
+@lru_cache(maxsize=1)
+def _context_names() -> frozenset:
+    """Names formulaic's evaluation context provides (its transforms and modules);
+    formulaic is imported on first use, not with the package (0.2 s)."""
+    try:
+        from formulaic.transforms import TRANSFORMS
+    except ImportError:  # pragma: no cover - older formulaic
+        TRANSFORMS = {}
+    return frozenset({"np", "numpy", "pd", "pandas", "math", "scipy"} | set(TRANSFORMS))
 
 
 def _dotted(node: ast.AST) -> str | None:

@@ -183,3 +183,18 @@ def test_imports_go_one_way():
     bad = sorted(f"{m} imports {t}" for m, targets in graph.items() for t in targets
                  for src, dst in forbidden if under(m, src) and under(t, dst))
     assert not bad, "\n".join(bad)
+
+
+def test_import_loads_no_heavy_dependency():
+    # issue 11: `import mixedanova` pays for numpy and pandas only; scipy, formulaic
+    # and the likelihood engine are imported where a fit needs them (the figure is in
+    # benchmarks/bench_import.py, not here)
+    import subprocess
+    import sys
+
+    code = ("import sys, mixedanova; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'formulaic', "
+            "'matplotlib'}), 'mixedanova.likelihood.optimizer' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=str(ROOT.parent)).stdout.strip()
+    assert out == "[] False", out

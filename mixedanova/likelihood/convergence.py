@@ -34,10 +34,10 @@ from .criterion import ProfiledDeviance
 from .optimizer import gradient_jacobian
 from .reparam import WorkingCoordinates
 from .state import ConvergenceReport
+from .theta import SINGULAR_TOL
 
 __all__ = ["check_convergence", "SINGULAR_TOL", "GRAD_TOL"]
 
-SINGULAR_TOL = 1e-4
 GRAD_TOL = 2e-3
 DECREMENT_TOL = 1e-8
 NOISE_TOL = 1e-9  # a predicted decrease below this (relative) is rounding, whatever the step

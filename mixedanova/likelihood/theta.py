@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ThetaLayout"]
+__all__ = ["ThetaLayout", "SINGULAR_TOL"]
+
+SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on a template diagonal
 
 
 @dataclass(frozen=True)

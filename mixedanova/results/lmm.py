@@ -17,7 +17,7 @@ import pandas as pd
 from ..design import Design
 from ..errors import ArgumentError, UnknownNameError
 from ..formula import same_group
-from ..likelihood.convergence import SINGULAR_TOL
+from ..likelihood.theta import SINGULAR_TOL
 from ..likelihood.state import FitState
 from .workflow import WorkflowMixin
 
