@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -114,8 +114,9 @@ class MomentEstimates:
 
 
 @dataclass(frozen=True, eq=False)
-class AnovaFitState:
-    """Result of :func:`fit_anova`.
+class AnovaFitState(MomentEstimates):
+    """Result of :func:`fit_anova`: the moment estimates (the fields and methods of
+    :class:`MomentEstimates`) with the table they come from.
 
     Attributes
     ----------
@@ -128,9 +129,6 @@ class AnovaFitState:
         ``"unrestricted"`` or ``"restricted"``.
     note : str
         Why Method III was used under ``method="auto"`` (empty otherwise).
-    components, estimates, estimates_truncated, negative, se, ms_coefficients,
-    mean_squares, df
-        As in :class:`MomentEstimates`.
     error_terms : dict
         Source -> {source: coefficient} of its F-test denominator (None when
         there is no test).
@@ -147,20 +145,18 @@ class AnovaFitState:
     method: str
     ems_model: str
     note: str
-    components: tuple[str, ...]
-    estimates: pd.Series
-    estimates_truncated: pd.Series
-    negative: pd.Series
-    se: pd.Series
-    ms_coefficients: pd.DataFrame
-    mean_squares: pd.Series
-    df: pd.Series
     error_terms: dict = field(default_factory=dict)
     nobs: int = 0
     response: str = ""
     fixed_terms: tuple[str, ...] = ()
     random_terms: tuple[str, ...] = ()
     balanced: bool = True
+
+    def __repr__(self) -> str:
+        return f"AnovaFitState ({self.method})\n" + self.varcomp().to_string()
+
+    def _repr_html_(self) -> str:
+        return f"<p>AnovaFitState ({self.method})</p>" + self.varcomp().to_html()
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,10 +278,8 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
     table.attrs["ems_model"] = ems
     mom = moments_from_mean_squares(table)
     return AnovaFitState(
+        **{f.name: getattr(mom, f.name) for f in fields(MomentEstimates)},
         table=table, method=used, ems_model=ems, note=note if used == METHOD_III else "",
-        components=mom.components, estimates=mom.estimates,
-        estimates_truncated=mom.estimates_truncated, negative=mom.negative, se=mom.se,
-        ms_coefficients=mom.ms_coefficients, mean_squares=mom.mean_squares, df=mom.df,
         error_terms=combos, nobs=seq.nobs, response=response,
         fixed_terms=tuple(t.label for t in terms if not t.random),
         random_terms=tuple(t.label for t in terms if t.random), balanced=spec is not None)
