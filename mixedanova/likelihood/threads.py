@@ -43,7 +43,7 @@ def _controller():
 def engine_threads(system) -> Iterator[None]:
     """Run the block on one BLAS thread when ``system``'s dense part is of
     moderate order (see the module docstring)."""
-    order = int(getattr(getattr(system, "inner", system), "r", SMALL))
+    order = int(getattr(getattr(system, "inner", system), "r", 0))  # nested: no dense part
     controller = _controller() if SMALL <= order < LARGE else None
     if controller is None:
         yield
