@@ -11,10 +11,15 @@ term) that share an observation.  The Schur complement
 is dense and factored by LAPACK.  ``C C'`` is accumulated over the pairs of
 entries that share a first-term level (computed once), so an evaluation costs
 ``O(pairs + r^3 / 3)`` with ``r = sum(nlev_k q_k, k >= 1) + p + 1``.  The number
-of pairs grows with the rows per first-term level; when it exceeds what a dense
-product costs (``r1^2 l0 q0 / _PAIRS_PER_FLOP``), ``C`` is formed densely and
-``C C'`` (and the gradient's ``C' S^{-1} C`` diagonal blocks) come from BLAS,
-so an evaluation costs ``O(r1^2 l0 q0 + r^3 / 3)``: level-sized work only.
+of pairs grows with the rows per first-term level.  Two level-sized
+alternatives replace it when they are cheaper:
+
+* a scalar first term (``(1|g)``): its level weight ``T0_l^2`` depends on theta
+  only through ``A00_l`` (an intercept's: the level's count), so
+  ``C C' = sum_g w_g M_g`` over the distinct values, with ``M_g`` formed once;
+  an evaluation is one weighted sum of ``r1 x r1`` matrices;
+* otherwise ``C`` is formed densely and ``C C'`` (and the gradient's
+  ``C' S^{-1} C`` diagonal blocks) come from BLAS: ``O(r1^2 l0 q0)``.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ __all__ = ["CrossedSystem", "CrossedFactor", "DENSE_LIMIT"]
 DENSE_LIMIT = 20000  # largest dense Schur complement this layout will form
 _PAIRS_PER_FLOP = 1000  # a pair (numpy, scattered) costs about 1000 dense BLAS flops
 _DENSE_C_ENTRIES = 25_000_000  # largest dense C (200 MB) formed for the BLAS path
+_GROUPED_ENTRIES = 50_000_000  # largest stack of per-weight r1 x r1 matrices (400 MB)
+_GROUPED_PER_PAIR = 4  # a stack entry (one BLAS pass) costs about a quarter of a pair
 
 
 class CrossedSystem:
@@ -90,6 +97,7 @@ class CrossedSystem:
         self.levels = levels[order].astype(np.intp)
         self.vals = np.concatenate(vals)[order]
         term_of = np.concatenate(term_of)[order]
+        self.entry_term = term_of
         # scaling by Lambda_R': scalar terms entry-wise, vector terms per group of q rows
         self.scalar_entries = {}
         self.vector_groups = {}
@@ -109,6 +117,8 @@ class CrossedSystem:
         self.csc_entry = self.level_ptr[col_of // q0] + within
         self.csc_s0 = col_of % q0
         self.csc_indices = self.rows[self.csc_entry]
+        self.csc_in_order = q0 == 1 and np.array_equal(self.csc_entry,
+                                                       np.arange(len(self.csc_entry)))
 
     def _pairs(self) -> None:
         """Pairs of entries sharing a first-term level (``e1 <= e2``).
@@ -122,9 +132,24 @@ class CrossedSystem:
         counts = np.diff(self.level_ptr)
         n_pairs = float(np.sum(counts * (counts + 1.0) / 2.0))
         dense_flops = float(self.r1) * self.r1 * self.l0 * self.q0
-        self.dense_c = (n_pairs * self.q0 * self.q0 * _PAIRS_PER_FLOP > dense_flops
-                        and self.r1 * self.l0 * self.q0 <= _DENSE_C_ENTRIES)
+        fits_dense = self.r1 * self.l0 * self.q0 <= _DENSE_C_ENTRIES
+        self.dense_c = n_pairs * self.q0 * self.q0 * _PAIRS_PER_FLOP > dense_flops and fits_dense
         self.G_op = None
+        self.groups = None
+        if self.q0 == 1 and not self.vector_groups and fits_dense:
+            # a scalar first term's level weight T0_l^2 depends on theta only through
+            # A00_l (an intercept's: the level's count), so C C' = sum_g w_g M_g with
+            # M_g = sum of b_l b_l' over the levels of one A00 value, formed once
+            uniq, grp = np.unique(self.A00[:, 0, 0], return_inverse=True)
+            size = float(len(uniq)) * self.r1 * (self.r1 + 1) / 2
+            if size <= _GROUPED_ENTRIES and size <= _GROUPED_PER_PAIR * n_pairs:
+                B = self.dense_c_matrix(self.vals)
+                low = np.tril_indices(self.r1)  # S's lower triangle is all LAPACK reads
+                self.groups = (np.unique(grp, return_index=True)[1],
+                               np.stack([(B[:, grp == g] @ B[:, grp == g].T)[low]
+                                         for g in range(len(uniq))]), low)
+                self.dense_c = False
+                return
         if self.dense_c:  # C C' by BLAS on a dense C: no pair structure at all
             return
         nnz = len(self.rows)
@@ -177,17 +202,27 @@ class CrossedSystem:
             raw = self.vals * T0[self.levels, 0, :]
         else:
             raw = np.einsum("es,est->et", self.vals, T0[self.levels])
-        v = raw.copy()
-        for k, idx in self.scalar_entries.items():
-            v[idx] *= lambdas[k][0, 0]
+        if self.scalar_entries:  # one multiplication by each entry's term's lambda
+            lam = np.ones(len(self.terms))
+            for k in self.scalar_entries:
+                lam[k] = lambdas[k][0, 0]
+            v = raw * lam[self.entry_term][:, None]
+        else:
+            v = raw.copy()
         for k, groups in self.vector_groups.items():
             v[groups] = lambdas[k].T @ raw[groups]
         return raw, v
 
+    def _csc_data(self, cv: np.ndarray) -> np.ndarray:
+        """Entries of ``cv`` in the CSC order of ``C`` (for a scalar first term the
+        entries are stored in that order already)."""
+        if self.csc_in_order:
+            return cv[:, 0]
+        return cv[self.csc_entry, self.csc_s0]
+
     def c_matrix(self, cv: np.ndarray) -> sp.csc_matrix:
         """``C`` restricted to the R1 rows as a sparse ``r1 x (l0 q0)`` matrix."""
-        data = cv[self.csc_entry, self.csc_s0]
-        return sp.csc_matrix((data, self.csc_indices, self.csc_indptr),
+        return sp.csc_matrix((self._csc_data(cv), self.csc_indices, self.csc_indptr),
                              shape=(self.r1, self.l0 * self.q0))
 
     def dense_c_matrix(self, cv: np.ndarray) -> np.ndarray:
@@ -196,7 +231,7 @@ class CrossedSystem:
             col = np.repeat(np.arange(self.l0 * self.q0), np.diff(self.csc_indptr))
             self._dense_flat = self.csc_indices.astype(np.int64) * (self.l0 * self.q0) + col
         out = np.zeros((self.r1, self.l0 * self.q0))
-        out.ravel()[self._dense_flat] = cv[self.csc_entry, self.csc_s0]
+        out.ravel()[self._dense_flat] = self._csc_data(cv)
         return out
 
     def factor(self, lambdas: list[np.ndarray]) -> "CrossedFactor":
@@ -214,7 +249,12 @@ class CrossedSystem:
         # S = Lambda_R'(A_RR - B B')Lambda_R + I_R1, B = A_R0 Lambda_0 L00^{-T} (lower part)
         S = self.ARR.copy()
         g_weights = None
-        if self.dense_c:
+        if self.groups is not None:
+            rep, M, low = self.groups
+            w = T0[rep, 0, 0] ** 2
+            S[low] -= w @ M  # the lower triangle of C C'
+            g_weights = w * L00inv[rep, 0, 0] ** 2
+        elif self.dense_c:
             Cr = self.dense_c_matrix(raw)
             S[:r1, :r1] -= Cr @ Cr.T  # numpy hands A @ A.T to BLAS syrk
             S[r1:, :r1] -= BXf @ Cr.T
@@ -315,7 +355,16 @@ class CrossedFactor(FactorBase):
         ``P = S^{-1}``: a ``(l0, q0, q0)`` stack, or its sum over levels."""
         s = self.system
         q0, l0 = s.q0, s.l0
-        if s.dense_c:
+        if s.groups is not None and not per_level:
+            # sum_l w2_l c_l' (Lambda_R P Lambda_R) c_l = sum_g w2_g <Lambda_R P Lambda_R, M_g>
+            P, _ = self._inverse_parts()
+            _, M, low = s.groups
+            lam = np.concatenate([np.full(t.nlev, self.lambdas[k][0, 0])
+                                  for k, t in enumerate(s.terms[1:], start=1)])
+            # <A, M_g> over the lower triangles, off-diagonal entries counted twice
+            A = P[low] * lam[low[0]] * lam[low[1]] * np.where(low[0] == low[1], 1.0, 2.0)
+            return np.array([[(M @ A) @ self.g_weights]])
+        if s.dense_c or s.groups is not None:
             # c~_l' P c~_l = |L^{-1} [c~_l; 0]|^2 with L the factor of S (P = S^{-1})
             rhs = np.zeros((s.r, l0 * q0))
             rhs[:s.r1] = s.dense_c_matrix(ct)

@@ -128,3 +128,39 @@ def test_analytic_gradient(formula):
         fd = np.array([(dev(theta + h * e) - dev(theta - h * e)) / (2 * h)
                        for e in np.eye(len(theta))])
         assert np.allclose(g, fd, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("formula, theta", [
+    ("y ~ x + (1 | a) + (1 | b) + (1 | c)", [1.0, 0.7, 0.4]),
+    ("y ~ x + (1 | a) + (x | b)", [1.0, 0.3, 0.7, 0.9]),
+    ("y ~ x + (x | a) + (1 | b)", [1.0, 0.3, 0.7, 0.9]),
+])
+def test_crossed_ways_of_forming_cct_agree(monkeypatch, formula, theta):
+    """The crossed layout's three ways of forming C C' (pairs of entries sharing a
+    first-term level, a dense C by BLAS, and for a scalar first term the sum over
+    distinct level weights) give the same objective, gradient and Omega^-1 blocks."""
+    import mixedanova.likelihood.crossed as crossed
+
+    rng = np.random.default_rng(11)
+    n = 400
+    df = pd.DataFrame({"a": rng.integers(0, 30, n), "b": rng.integers(0, 12, n),
+                       "c": rng.integers(0, 5, n), "x": rng.normal(size=n)})
+    df["y"] = rng.normal(size=n) + rng.normal(size=30)[df.a] + df.x * rng.normal(size=12)[df.b]
+    theta = np.array(theta)
+    out = {}
+    for mode in ("pairs", "dense", "grouped"):
+        monkeypatch.setattr(crossed, "_PAIRS_PER_FLOP", 0.0 if mode == "pairs" else 1e12)
+        monkeypatch.setattr(crossed, "_GROUPED_ENTRIES", 5e7 if mode == "grouped" else 0)
+        monkeypatch.setattr(crossed, "_GROUPED_PER_PAIR", 1e12)
+        dev = ma.LinearMixedModel.from_formula(formula, df).deviance_function(True)
+        value, grad = dev.value_and_gradient(theta)
+        out[mode] = (value, grad, dev.factor(theta).omega_inv_diag(),
+                     dev.system.dense_c, dev.system.groups is not None)
+    assert not out["pairs"][3] and out["dense"][3]
+    # the weight sum needs scalar terms only (a vector term falls back to a dense C)
+    assert out["grouped"][4] == ("x |" not in formula)
+    for mode in ("dense", "grouped"):
+        assert out[mode][0] == pytest.approx(out["pairs"][0], rel=1e-13)
+        np.testing.assert_allclose(out[mode][1], out["pairs"][1], rtol=1e-9, atol=1e-9)
+        for a, b in zip(out[mode][2], out["pairs"][2]):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
