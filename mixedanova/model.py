@@ -273,27 +273,8 @@ class LinearMixedModel:
         if not isinstance(warn, (bool, np.bool_)):
             raise FitError(f"warn must be True or False, not {warn!r}")
         if start is not None:
-            start = self._check_start(start)
+            start = self.design.theta_layout().check_start(start)
         return method, optimizer, start
-
-    def _check_start(self, start) -> np.ndarray:
-        """``start`` as a float vector of ``theta``'s length (its values are the
-        engine's to judge)."""
-        names = self.design.theta_layout().names
-        k = len(names)
-        what = f"theta has {k} element{'s' if k != 1 else ''} ({', '.join(names)})"
-        if isinstance(start, (str, bytes, dict)):
-            raise FitError(f"start must be {k} number{'s' if k != 1 else ''}; {what}; "
-                           f"got {start!r}")
-        try:
-            arr = np.asarray(start, dtype=float)
-        except (TypeError, ValueError):
-            raise FitError(f"start must be {k} number{'s' if k != 1 else ''}; {what}; "
-                           f"got {start!r}") from None
-        if arr.ndim > 1 or arr.size != k:
-            raise FitError(f"start has {arr.size} value{'s' if arr.size != 1 else ''} "
-                           f"(shape {arr.shape}); {what}")
-        return arr.reshape(k)
 
     def _fit_residual(self, method: str, optimizer: str,
                       start: np.ndarray | None) -> LinearMixedResults:

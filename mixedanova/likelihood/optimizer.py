@@ -29,7 +29,7 @@ from .criterion import ProfiledDeviance
 from .reparam import WorkingCoordinates
 from .state import OptimizerSummary
 
-__all__ = ["optimize_theta", "newton_polish", "saddle_descent", "check_start"]
+__all__ = ["optimize_theta", "newton_polish", "saddle_descent"]
 
 _GRADIENT_METHODS = ("SLSQP", "L-BFGS-B")
 _DERIVATIVE_FREE = ("Powell", "Nelder-Mead", "COBYQA", "TNC")
@@ -81,7 +81,7 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     evals0 = dev.nevals + (work.nevals if work is not dev else 0)
     t0 = time.perf_counter()
-    x0 = work.start if theta0 is None else wc.from_raw(check_start(dev, theta0))
+    x0 = work.start if theta0 is None else wc.from_raw(dev.layout.check_start(theta0))
     f0 = work(x0)
     if not math.isfinite(f0):
         raise FitError(f"start: the objective cannot be evaluated at theta = "
@@ -165,27 +165,6 @@ def inflated_start(dev: ProfiledDeviance, theta: np.ndarray,
                                                                * np.diag(1.0 / d**2)))
         changed = True
     return out if changed else None
-
-
-def check_start(dev: ProfiledDeviance, theta0) -> np.ndarray:
-    """A user's starting ``theta`` as a float array, or a :class:`FitError` saying
-    what is wrong with it (length, non-finite values, a negative diagonal)."""
-    names = dev.layout.names
-    try:
-        x0 = np.asarray(theta0, dtype=float).ravel()
-    except (TypeError, ValueError):
-        raise FitError(f"start must be {len(names)} numbers (theta: {', '.join(names)}), "
-                       f"not {theta0!r}") from None
-    if x0.shape != (len(names),):
-        raise FitError(f"start has {x0.size} values; theta has {len(names)} "
-                       f"({', '.join(names)})")
-    if not np.all(np.isfinite(x0)):
-        raise FitError(f"start has non-finite values: {x0.tolist()}")
-    below = np.flatnonzero(x0 < dev.layout.lower)
-    if len(below):
-        raise FitError(f"start: {names[below[0]]} = {x0[below[0]]} is below its lower "
-                       "bound 0")
-    return x0
 
 
 def _local(dev: ProfiledDeviance, x: np.ndarray, bounds: list, method: str, tol: float,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import FitError
+
 __all__ = ["ThetaLayout", "SINGULAR_TOL"]
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on a template diagonal
@@ -94,6 +96,31 @@ class ThetaLayout:
         q = self.qs[k]
         rows, cols = np.tril_indices(q)
         return cols[np.lexsort((rows, cols))]
+
+    def check_start(self, start) -> np.ndarray:
+        """A user's starting ``theta`` as a float vector, or a
+        :class:`~mixedanova.errors.FitError` saying what is wrong with it (not
+        numbers, the wrong length, non-finite values, a diagonal below 0)."""
+        k = len(self.names)
+        what = f"theta has {k} element{'s' if k != 1 else ''} ({', '.join(self.names)})"
+        numbers = f"start must be {k} number{'s' if k != 1 else ''}; {what}; got {start!r}"
+        if isinstance(start, (str, bytes, dict)):
+            raise FitError(numbers)
+        try:
+            arr = np.asarray(start, dtype=float)
+        except (TypeError, ValueError):
+            raise FitError(numbers) from None
+        if arr.ndim > 1 or arr.size != k:
+            raise FitError(f"start has {arr.size} value{'s' if arr.size != 1 else ''} "
+                           f"(shape {arr.shape}); {what}")
+        arr = arr.reshape(k)
+        if not np.all(np.isfinite(arr)):
+            raise FitError(f"start has non-finite values: {arr.tolist()}")
+        below = np.flatnonzero(arr < self.lower)
+        if len(below):
+            raise FitError(f"start: {self.names[below[0]]} = {arr[below[0]]} is below its "
+                           "lower bound 0")
+        return arr
 
     def diagonal_mask(self) -> np.ndarray:
         """True for entries of ``theta`` on a template diagonal."""
