@@ -40,6 +40,17 @@ def make_data(n: int, ns: int, nd: int, seed: int = 3):
     return pd.DataFrame({"y": y, "x": x, "s": pd.Categorical(s), "d": pd.Categorical(d)})
 
 
+def _median_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def child(n: int, ns: int, nd: int, repeats: int, profile: bool) -> dict:
     sys.path.insert(0, str(ROOT))
     import numpy as np
@@ -65,13 +76,7 @@ def child(n: int, ns: int, nd: int, repeats: int, profile: bool) -> dict:
 
     for key, fn in (("value", lambda: dev(moved())),
                     ("value_and_gradient", lambda: dev.value_and_gradient(moved()))):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        out[key] = statistics.median(times)
+        out[key] = _median_time(fn, repeats)
     if getattr(sysm, "G_op", None) is not None:
         # the dense alternative for C C' (scalar first term): B = A_R0 as a dense
         # r1 x l0 matrix, C C' = B diag(w) B' (one dsyrk-sized product, flat in n);
@@ -103,13 +108,7 @@ def child(n: int, ns: int, nd: int, repeats: int, profile: bool) -> dict:
                         ("dense_grad_trace", lambda: np.sum(Bt * (P @ Bt), axis=0) @ w),
                         ("grouped_CCt", lambda: np.tensordot(wc, Ms, 1)),
                         ("grouped_grad_trace", lambda: Ms.reshape(len(wc), -1) @ P.ravel())):
-            fn()
-            times = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            out[key] = statistics.median(times)
+            out[key] = _median_time(fn, repeats)
     if profile:
         import cProfile
         import io
