@@ -30,8 +30,7 @@ import math
 import numpy as np
 
 from .boundary import cone_descent, free_mask
-from .criterion import ProfiledDeviance
-from .optimizer import gradient_jacobian
+from .criterion import ProfiledDeviance, gradient_jacobian
 from .reparam import WorkingCoordinates
 from .state import ConvergenceReport
 from .theta import SINGULAR_TOL

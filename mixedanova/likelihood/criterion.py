@@ -25,7 +25,7 @@ from .state import FitState, OptimizerSummary
 from .system import build_system
 from .theta import ThetaLayout
 
-__all__ = ["ProfiledDeviance", "fit_state", "state_at"]
+__all__ = ["ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 _REFINE = 1e-4  # recompute pwrss from the rows below this fraction of |y_std|^2
@@ -214,6 +214,30 @@ class ProfiledDeviance:
     def sigma(self, f: FactorBase) -> float:
         """Residual SD at the factor: ``sqrt(pwrss / (n - p))`` (REML) or ``/ n`` (ML)."""
         return math.sqrt(f.pwrss / self.dof)
+
+
+def gradient_jacobian(dev: ProfiledDeviance, x: np.ndarray, idx: np.ndarray,
+                      g0: np.ndarray | None = None) -> np.ndarray:
+    """Symmetrized Jacobian of the analytic gradient over the entries ``idx``.
+
+    Forward differences from ``g0`` (the gradient at ``x`` over ``idx``) when it is
+    given, one gradient per entry; central differences otherwise.  A step that
+    would cross the lower bound is taken upwards.
+    """
+    lower = dev.layout.lower
+    H = np.empty((len(idx), len(idx)))
+    for a, i in enumerate(idx):
+        h = 1e-5 * max(abs(x[i]), 1e-2)
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        if g0 is not None or xm[i] < lower[i]:
+            if g0 is None:
+                g0 = dev.gradient(x)[idx]
+            H[:, a] = (dev.gradient(xp)[idx] - g0) / h
+        else:
+            H[:, a] = (dev.gradient(xp)[idx] - dev.gradient(xm)[idx]) / (2 * h)
+    return 0.5 * (H + H.T)
 
 
 def _rms_columns(z: np.ndarray) -> np.ndarray:

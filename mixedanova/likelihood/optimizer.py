@@ -25,7 +25,7 @@ from scipy.optimize import minimize
 
 from ..errors import FitError
 from .boundary import canonical_theta, cone_descent, free_mask, near_singular
-from .criterion import ProfiledDeviance
+from .criterion import ProfiledDeviance, gradient_jacobian
 from .reparam import WorkingCoordinates
 from .state import OptimizerSummary
 
@@ -270,30 +270,6 @@ def saddle_descent(dev: ProfiledDeviance, x: np.ndarray, hessian: np.ndarray | N
                 if fc < fbest:
                     best, fbest = cand, fc
     return best
-
-
-def gradient_jacobian(dev: ProfiledDeviance, x: np.ndarray, idx: np.ndarray,
-                      g0: np.ndarray | None = None) -> np.ndarray:
-    """Symmetrized Jacobian of the analytic gradient over the entries ``idx``.
-
-    Forward differences from ``g0`` (the gradient at ``x`` over ``idx``) when it is
-    given, one gradient per entry; central differences otherwise.  A step that
-    would cross the lower bound is taken upwards.
-    """
-    lower = dev.layout.lower
-    H = np.empty((len(idx), len(idx)))
-    for a, i in enumerate(idx):
-        h = 1e-5 * max(abs(x[i]), 1e-2)
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        if g0 is not None or xm[i] < lower[i]:
-            if g0 is None:
-                g0 = dev.gradient(x)[idx]
-            H[:, a] = (dev.gradient(xp)[idx] - g0) / h
-        else:
-            H[:, a] = (dev.gradient(xp)[idx] - dev.gradient(xm)[idx]) / (2 * h)
-    return 0.5 * (H + H.T)
 
 
 def _snap_to_bounds(dev: ProfiledDeviance, x: np.ndarray, tiny: float = 1e-6) -> np.ndarray:
