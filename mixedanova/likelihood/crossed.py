@@ -15,9 +15,12 @@ of pairs grows with the rows per first-term level.  Two level-sized
 alternatives replace it when they are cheaper:
 
 * a scalar first term (``(1|g)``): its level weight ``T0_l^2`` depends on theta
-  only through ``A00_l`` (an intercept's: the level's count), so
-  ``C C' = sum_g w_g M_g`` over the distinct values, with ``M_g`` formed once;
-  an evaluation is one weighted sum of ``r1 x r1`` matrices;
+  only through ``A00_l`` (an intercept's: the level's count), so the whole
+  eliminated part, ``B B'`` with ``B = [A_R0; A_X0] Lambda_0 L00^{-T}`` (the R1
+  and ``[X y]`` rows), is ``sum_g w_g M_g`` over the distinct values, with
+  ``M_g`` formed once; an evaluation is one weighted sum of ``r x r`` lower
+  triangles and touches neither the rows nor the entries of ``C`` (those are
+  formed only when a solution or a gradient asks for them);
 * otherwise ``C`` is formed densely and ``C C'`` (and the gradient's
   ``C' S^{-1} C`` diagonal blocks) come from BLAS: ``O(r1^2 l0 q0)``.
 """
@@ -36,8 +39,32 @@ __all__ = ["CrossedSystem", "CrossedFactor", "DENSE_LIMIT"]
 DENSE_LIMIT = 20000  # largest dense Schur complement this layout will form
 _PAIRS_PER_FLOP = 1000  # a pair (numpy, scattered) costs about 1000 dense BLAS flops
 _DENSE_C_ENTRIES = 25_000_000  # largest dense C (200 MB) formed for the BLAS path
-_GROUPED_ENTRIES = 50_000_000  # largest stack of per-weight r1 x r1 matrices (400 MB)
+_GROUPED_ENTRIES = 50_000_000  # largest stack of per-weight r x r lower triangles (400 MB)
+_RANK_TABLE_LIMIT = 1 << 26  # keys below this find their distinct values by table
 _GROUPED_PER_PAIR = 4  # a stack entry (one BLAS pass) costs about a quarter of a pair
+
+
+def _distinct(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for integer keys in ``[0, size)``:
+    by a rank table when ``size`` is moderate (no sort), else by sorting."""
+    if size > _RANK_TABLE_LIMIT:
+        uniq, inv = np.unique(keys, return_inverse=True)
+        return uniq, inv.ravel()
+    seen = np.zeros(size, dtype=bool)
+    seen[keys] = True
+    uniq = np.flatnonzero(seen)
+    rank = np.empty(size, dtype=np.int32)
+    rank[uniq] = np.arange(len(uniq), dtype=np.int32)
+    return uniq, rank[keys]
+
+
+def _lower_entries(P: np.ndarray, flat: np.ndarray, flat_f: np.ndarray) -> np.ndarray:
+    """Entries of ``P`` at the row-major flat indices ``flat`` (``flat_f``: the
+    same entries column-major), read without copying ``P`` (LAPACK's inverse is
+    column-major)."""
+    if P.flags.f_contiguous:
+        return P.ravel(order="F")[flat_f]
+    return P.ravel()[flat]
 
 
 class CrossedSystem:
@@ -65,9 +92,15 @@ class CrossedSystem:
         self.A00 = per_level(t0.codes, t0.zraw, t0.zraw, self.l0)
         self.AX0 = per_level(t0.codes, XY, t0.zraw, self.l0)  # (l0, p+1, q0)
         Zr = sp.hstack([t.sparse_z() for t in terms[1:]], format="csr")
-        A11 = (Zr.T @ Zr).toarray()
+        r1 = self.r1
+        # column-major, as LAPACK factors it in place (r can be 10^4: no copies)
+        self.ARR = np.zeros((self.r, self.r), order="F")
+        A11 = (Zr.T @ Zr).tocoo()
+        self.ARR[A11.row, A11.col] = A11.data
         A1X = np.asarray(Zr.T @ XY)
-        self.ARR = np.ascontiguousarray(np.block([[A11, A1X], [A1X.T, XY.T @ XY]]))
+        self.ARR[:r1, r1:] = A1X
+        self.ARR[r1:, :r1] = A1X.T
+        self.ARR[r1:, r1:] = XY.T @ XY
         self._pattern(terms)
         self._pairs()
 
@@ -140,11 +173,14 @@ class CrossedSystem:
             # a scalar first term's level weight T0_l^2 depends on theta only through
             # A00_l (an intercept's: the level's count), so C C' = sum_g w_g M_g with
             # M_g = sum of b_l b_l' over the levels of one A00 value, formed once
+            # (with the [X y] rows: the whole of B B')
             uniq, grp = np.unique(self.A00[:, 0, 0], return_inverse=True)
-            size = float(len(uniq)) * self.r1 * (self.r1 + 1) / 2
+            size = float(len(uniq)) * self.r * (self.r + 1) / 2
             if size <= _GROUPED_ENTRIES and size <= _GROUPED_PER_PAIR * n_pairs:
-                B = self.dense_c_matrix(self.vals)
-                low = np.tril_indices(self.r1)  # S's lower triangle is all LAPACK reads
+                B = np.vstack([self.dense_c_matrix(self.vals), self.AX0[:, :, 0].T])
+                # S's lower triangle is all LAPACK reads; row-major, so its first
+                # r1 (r1 + 1) / 2 entries are the R1 block's
+                low = np.tril_indices(self.r)
                 self.groups = (np.unique(grp, return_index=True)[1],
                                np.stack([(B[:, grp == g] @ B[:, grp == g].T)[low]
                                          for g in range(len(uniq))]), low)
@@ -163,15 +199,16 @@ class CrossedSystem:
         self.plevel = self.levels[pa]
         self.ra, self.rb = self.rows[pa], self.rows[pb]  # ra <= rb: rows sorted in a level
         self.target = self.rb.astype(np.int64) * self.r + self.ra
+        self.target_f = self.ra.astype(np.int64) * self.r + self.rb  # column-major
         if self.q0 == 1:
             vv = self.vals[pa, 0] * self.vals[pb, 0]
-            G = sp.csr_matrix((vv, (self.target, self.plevel)),
-                              shape=(self.r * self.r, self.l0))
-            self.G_rows = np.flatnonzero(np.diff(G.indptr))  # targets in increasing order
-            self.G_op = sp.csr_matrix((G.data, G.indices, np.concatenate(
-                [[0], G.indptr[1:][self.G_rows]])), shape=(len(self.G_rows), self.l0))
+            # one operator row per distinct target (in increasing order)
+            self.G_rows, row_of = _distinct(self.target, self.r * self.r)
+            self.G_op = sp.csr_matrix((vv, (row_of, self.plevel)),
+                                      shape=(len(self.G_rows), self.l0))
             # doubled off-diagonal weights for sums over ordered pairs
             hi, lo = np.divmod(self.G_rows, self.r)
+            self.G_rows_f = lo * self.r + hi  # the same entries, column-major
             self.G_twice = np.where(hi == lo, 1.0, 2.0)
             term_of_row = np.repeat(np.arange(len(self.terms) - 1),
                                     [t.nlev * t.q for t in self.terms[1:]])
@@ -245,16 +282,17 @@ class CrossedSystem:
         BX = bmm(self.AX0, T0)  # (l0, p+1, q0)
         BXf = BX.transpose(1, 0, 2).reshape(self.p + 1, -1)
         r1 = self.r1
-        raw, cv = self._entries(lambdas, T0)
         # S = Lambda_R'(A_RR - B B')Lambda_R + I_R1, B = A_R0 Lambda_0 L00^{-T} (lower part)
-        S = self.ARR.copy()
+        S = self.ARR.copy(order="F")  # column-major: dpotrf works in place
         g_weights = None
         if self.groups is not None:
             rep, M, low = self.groups
             w = T0[rep, 0, 0] ** 2
-            S[low] -= w @ M  # the lower triangle of C C'
+            S[low] -= w @ M  # the lower triangle of B B', [X y] rows included
             g_weights = w * L00inv[rep, 0, 0] ** 2
-        elif self.dense_c:
+            return self._finish(lambdas, S, L00, L00inv, T0, BX, g_weights)
+        raw, cv = self._entries(lambdas, T0)
+        if self.dense_c:
             Cr = self.dense_c_matrix(raw)
             S[:r1, :r1] -= Cr @ Cr.T  # numpy hands A @ A.T to BLAS syrk
             S[r1:, :r1] -= BXf @ Cr.T
@@ -263,20 +301,24 @@ class CrossedSystem:
             # same pass (reading the operator dominates the cost)
             w = T0[:, 0, 0] ** 2
             both = self.G_op @ np.column_stack([w, w * L00inv[:, 0, 0] ** 2])
-            S.ravel()[self.G_rows] -= both[:, 0]
+            S.ravel(order="F")[self.G_rows_f] -= both[:, 0]  # a view: S is column-major
             g_weights = both[:, 1]
         else:
             prod = np.einsum("es,es->e", raw[self.pa], raw[self.pb])
-            S.ravel()[:] -= np.bincount(self.target, weights=prod, minlength=self.r * self.r)
+            S -= np.bincount(self.target, weights=prod,
+                             minlength=self.r * self.r).reshape(self.r, self.r)
         if not self.dense_c:
             S[r1:, :r1] -= np.asarray(self.c_matrix(raw) @ BXf.T).T
         S[r1:, r1:] -= BXf @ BXf.T
         if self.vector_groups:  # Lambda_R' mixes rows within a level: needs both triangles
             S[:r1, :r1] = np.tril(S[:r1, :r1]) + np.tril(S[:r1, :r1], -1).T
+        return self._finish(lambdas, S, L00, L00inv, T0, BX, g_weights, cv)
+
+    def _finish(self, lambdas, S, L00, L00inv, T0, BX, g_weights, cv=None) -> "CrossedFactor":
+        """Scale by ``Lambda_R``, add ``I_R1``, factor."""
         self.lambda_r_scale(lambdas, S)
-        S[np.arange(r1), np.arange(r1)] += 1.0
-        fac = CrossedFactor(self, lambdas, L00, L00inv, cv, self.c_matrix(cv), BX,
-                            lower_chol(S))
+        S[np.arange(self.r1), np.arange(self.r1)] += 1.0
+        fac = CrossedFactor(self, lambdas, L00, L00inv, T0, BX, lower_chol(S), cv)
         fac.g_weights = g_weights
         return fac
 
@@ -284,10 +326,12 @@ class CrossedSystem:
 class CrossedFactor(FactorBase):
     """Factor produced by :class:`CrossedSystem`."""
 
-    def __init__(self, system: CrossedSystem, lambdas, L00, L00inv, cv, C, BX, L) -> None:
+    def __init__(self, system: CrossedSystem, lambdas, L00, L00inv, T0, BX, L,
+                 cv: np.ndarray | None = None) -> None:
         self.system = system
         self.lambdas = lambdas
-        self.L00, self.L00inv, self.cv, self.C, self.BX, self.L = L00, L00inv, cv, C, BX, L
+        self.L00, self.L00inv, self.T0, self.BX, self.L = L00, L00inv, T0, BX, L
+        self._cv, self._C = cv, None
         self.p = system.p
         r1 = system.r1
         d = np.diag(L)
@@ -297,6 +341,20 @@ class CrossedFactor(FactorBase):
         self.y_scale, self.y_shift = system.y_scale, system.y_shift
         self._inverses = None
         self.g_weights = None
+
+    @property
+    def cv(self) -> np.ndarray:
+        """Entries of ``C`` (``Lambda_R' A_R0 Lambda_0 L00^{-T}``), formed on first use."""
+        if self._cv is None:
+            self._cv = self.system._entries(self.lambdas, self.T0)[1]
+        return self._cv
+
+    @property
+    def C(self) -> sp.csc_matrix:
+        """``C`` on the R1 rows as a sparse matrix, formed on first use."""
+        if self._C is None:
+            self._C = self.system.c_matrix(self.cv)
+        return self._C
 
     def rx(self) -> np.ndarray:
         r1 = self.system.r1
@@ -359,11 +417,13 @@ class CrossedFactor(FactorBase):
             # sum_l w2_l c_l' (Lambda_R P Lambda_R) c_l = sum_g w2_g <Lambda_R P Lambda_R, M_g>
             P, _ = self._inverse_parts()
             _, M, low = s.groups
+            n1 = s.r1 * (s.r1 + 1) // 2  # the R1 block: the first n1 entries of the stack
+            i, j = low[0][:n1], low[1][:n1]
             lam = np.concatenate([np.full(t.nlev, self.lambdas[k][0, 0])
                                   for k, t in enumerate(s.terms[1:], start=1)])
             # <A, M_g> over the lower triangles, off-diagonal entries counted twice
-            A = P[low] * lam[low[0]] * lam[low[1]] * np.where(low[0] == low[1], 1.0, 2.0)
-            return np.array([[(M @ A) @ self.g_weights]])
+            A = P[i, j] * lam[i] * lam[j] * np.where(i == j, 1.0, 2.0)
+            return np.array([[(M[:, :n1] @ A) @ self.g_weights]])
         if s.dense_c or s.groups is not None:
             # c~_l' P c~_l = |L^{-1} [c~_l; 0]|^2 with L the factor of S (P = S^{-1})
             rhs = np.zeros((s.r, l0 * q0))
@@ -378,8 +438,8 @@ class CrossedFactor(FactorBase):
             # operator that builds C C' in the factorization and f the level weights
             lam = np.array([self.lambdas[k][0, 0] for k in range(1, len(s.terms))])
             weight = self.g_weights * s.G_twice * np.outer(lam, lam).ravel()[s.G_termpair]
-            return np.array([[P.ravel()[s.G_rows] @ weight]])
-        w = P.ravel()[s.target]
+            return np.array([[_lower_entries(P, s.G_rows, s.G_rows_f) @ weight]])
+        w = _lower_entries(P, s.target, s.target_f)
         K = np.zeros((l0, q0, q0)) if per_level else np.zeros((q0, q0))
         for a in range(q0):
             for b in range(a, q0):

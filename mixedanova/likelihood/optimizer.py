@@ -11,6 +11,15 @@
 3. a Newton polish with the analytic gradient and its finite-difference
    Jacobian, which takes the last digits a quasi-Newton method leaves.
 
+When an evaluation is expensive (a dense Schur complement of order
+``NEWTON_ORDER`` or more: crossed factors with thousands of levels) and the
+start is inside the bounds, :func:`newton_descent` runs first: Newton's method
+with the analytic gradient and a finite-difference Hessian reaches the optimum
+from the moment start in a handful of factorizations, where the quasi-Newton
+method spends most of its evaluations learning the curvature.  Only if it does
+not end at an interior point with a positive definite Hessian do the stages
+above run (from the best point it found).
+
 It returns an :class:`~mixedanova.likelihood.state.OptimizerSummary`; whether
 the point is an optimum is decided separately by
 :func:`mixedanova.likelihood.convergence.check_convergence`.
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
@@ -29,7 +39,15 @@ from .criterion import ProfiledDeviance, gradient_jacobian
 from .reparam import WorkingCoordinates
 from .state import OptimizerSummary
 
-__all__ = ["optimize_theta", "newton_polish", "saddle_descent"]
+__all__ = ["optimize_theta", "newton_polish", "newton_descent", "saddle_descent",
+           "NEWTON_ORDER"]
+
+NEWTON_ORDER = 1000  # dense Schur complements of this order make evaluations expensive
+_NEWTON_MAX_PARAMS = 10  # the Hessian costs one gradient per parameter
+# up to this many parameters the starting Hessian comes from k (k + 1) / 2 values
+# rather than k gradients (a gradient costs about 2.5 values: an inverse on top)
+_VALUE_HESSIAN_MAX = 3
+_VALUE_HESSIAN_STEP = 3e-4  # in z; rounding and truncation both move H by ~1e-4..1e-3
 
 _GRADIENT_METHODS = ("SLSQP", "L-BFGS-B")
 _DERIVATIVE_FREE = ("Powell", "Nelder-Mead", "COBYQA", "TNC")
@@ -87,21 +105,151 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
         raise FitError(f"start: the objective cannot be evaluated at theta = "
                        f"{wc.to_raw(x0).tolist()}")
     run = _Run(work, bounds, method, tol, maxiter, max_restarts)
-    x, fx, hessian = run.descend(x0)
-    extra = inflated_start(work, x)
-    if extra is not None:  # a singular covariance: one more start just inside the cone
-        x2, f2, h2 = run.descend(extra)
-        if f2 < fx - 1e-10 * max(1.0, abs(fx)):
-            x, fx, hessian = x2, f2, h2
-    res, restarts = run.last, run.restarts
+    newton = None
+    if method == "SLSQP" and _expensive(dev):
+        newton = newton_descent(work, x0, f0)
+    if newton is not None and newton.converged:
+        x, fx, hessian = newton.x, newton.f, newton.hessian
+        niter, success, message = newton.steps, True, (
+            f"Newton's method converged in {newton.steps} steps (analytic gradient, "
+            "finite-difference Hessian)")
+    else:
+        x, fx, hessian = run.descend(x0 if newton is None else newton.x)
+        extra = inflated_start(work, x)
+        if extra is not None:  # a singular covariance: one more start just inside the cone
+            x2, f2, h2 = run.descend(extra)
+            if f2 < fx - 1e-10 * max(1.0, abs(fx)):
+                x, fx, hessian = x2, f2, h2
+        res = run.last
+        niter, success, message = int(getattr(res, "nit", 0)), bool(res.success), \
+            str(res.message)
     theta = canonical_theta(dev, _snap_to_bounds(dev, wc.to_raw(x)))
     fmin = dev(theta)
     evals = dev.nevals + (work.nevals if work is not dev else 0) - evals0
     return OptimizerSummary(method=method, theta0=wc.to_raw(x0), theta=theta, f0=f0,
-                            fmin=fmin, feval=evals, niter=int(getattr(res, "nit", 0)),
-                            converged=bool(res.success), message=str(res.message),
-                            seconds=time.perf_counter() - t0, restarts=restarts,
-                            hessian=hessian, working=wc)
+                            fmin=fmin, feval=evals, niter=niter, converged=success,
+                            message=message, seconds=time.perf_counter() - t0,
+                            restarts=run.restarts, hessian=hessian, working=wc)
+
+
+def _expensive(dev: ProfiledDeviance) -> bool:
+    """An evaluation factors a dense Schur complement of order ``NEWTON_ORDER`` or more."""
+    order = int(getattr(getattr(dev.system, "inner", dev.system), "r", 0))
+    return order >= NEWTON_ORDER and len(dev.layout.lower) <= _NEWTON_MAX_PARAMS
+
+
+@dataclass
+class NewtonResult:
+    """Where :func:`newton_descent` ended: the point, its objective, the Hessian
+    over all entries there (secant-updated), the steps taken and whether it
+    converged (otherwise ``x`` is the best point found)."""
+
+    x: np.ndarray
+    f: float
+    hessian: np.ndarray
+    steps: int
+    converged: bool
+
+
+def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = None, *,
+                   max_steps: int = 8, step_tol: float = 1e-8,
+                   inside: float = 1e-3) -> NewtonResult | None:
+    """Newton's method on ``theta`` for expensive evaluations.
+
+    Entries with lower bound 0 (template diagonals: relative SDs) move on the
+    log scale, where the criterion is much closer to quadratic (a variance
+    component estimated from a dozen levels has a strongly skewed profile in
+    the SD) and no step can cross the bound; the others on their own scale.
+    The Hessian is the forward-difference Jacobian of the analytic gradient at
+    the start (one gradient per entry), then updated by BFGS from each step's
+    change in the gradient.  Each step is ``-H^{-1} g`` with backtracking on the
+    objective (values only; the gradient is computed at accepted points).  It
+    stops when the next step would move every entry by less than ``step_tol``
+    (relative, or on the log scale): the Newton error there is far below that.
+    It gives up (``converged=False``, the best point so far) if the Hessian is
+    not positive definite, a step fails, or a relative SD falls below
+    ``inside`` (the boundary is the other optimizer's business); ``None`` when
+    the start itself is not inside.
+
+    The returned ``hessian`` is in ``theta`` (what the convergence check uses).
+    """
+    lower = dev.layout.lower
+    logged = lower == 0.0
+    x = np.asarray(x0, dtype=float).copy()
+    if np.any(x[logged] < inside):
+        return None
+    f, g = dev.value_and_gradient(x)
+    if not math.isfinite(f):
+        return None
+    # in z (z = log theta on the logged entries): J = dtheta/dz, H_z = J H J + diag(g J)
+    jac = np.where(logged, x, 1.0)
+    gz = g * jac
+    if len(x) <= _VALUE_HESSIAN_MAX:
+        Hz = _value_hessian(dev, x, f, gz, logged)
+        Hx = (Hz - np.diag(np.where(logged, gz, 0.0))) / np.outer(jac, jac)
+    else:
+        Hx = gradient_jacobian(dev, x, np.arange(len(x)), g)
+        Hz = jac[:, None] * Hx * jac[None, :] + np.diag(np.where(logged, gz, 0.0))
+    steps = 0
+
+    def to_theta(z_step: np.ndarray, t: float) -> np.ndarray:
+        return np.where(logged, x * np.exp(t * z_step), x + t * z_step)
+
+    while True:
+        try:
+            np.linalg.cholesky(Hz)
+        except np.linalg.LinAlgError:
+            return NewtonResult(x, f, Hx, steps, False)
+        step = -np.linalg.solve(Hz, gz)
+        size = np.where(logged, np.abs(step), np.abs(step) / np.maximum(np.abs(x), 1e-2))
+        if np.max(size) < step_tol:
+            return NewtonResult(x, f, Hx, steps, True)
+        if steps == max_steps:
+            return NewtonResult(x, f, Hx, steps, False)
+        t, slope = 1.0, float(gz @ step)
+        while True:
+            xn = to_theta(step, t)
+            if np.any(xn[logged] < inside):
+                return NewtonResult(x, f, Hx, steps, False)
+            fn = dev(xn)
+            if fn <= f + 1e-4 * t * slope + 1e-13 * max(1.0, abs(f)):
+                break
+            t *= 0.5
+            if t < 1.0 / 16:
+                return NewtonResult(x, f, Hx, steps, False)
+        gn = dev.gradient(xn)
+        jn = np.where(logged, xn, 1.0)
+        gzn = gn * jn
+        s_ = np.where(logged, np.log(np.where(logged, xn / x, 1.0)), xn - x)
+        y_ = gzn - gz
+        if float(s_ @ y_) > 0:  # BFGS: keep H positive definite and secant-exact along s
+            Hs = Hz @ s_
+            Hz = Hz - np.outer(Hs, Hs) / float(s_ @ Hs) + np.outer(y_, y_) / float(s_ @ y_)
+        x, f, g, gz = xn, fn, gn, gzn
+        # the same curvature in theta: H = J^-1 (H_z - diag(g_z)) J^-1
+        Hx = (Hz - np.diag(np.where(logged, gz, 0.0))) / np.outer(jn, jn)
+        steps += 1
+
+
+def _value_hessian(dev: ProfiledDeviance, x: np.ndarray, f: float, gz: np.ndarray,
+                   logged: np.ndarray) -> np.ndarray:
+    """Hessian in z (see :func:`newton_descent`) from values at ``z + h e_i`` and
+    ``z + h e_i + h e_j`` and the analytic gradient ``gz`` at ``z``: a start for
+    Newton's method, accurate to parts in 1e4 to 1e3 (BFGS refines it)."""
+    k = len(x)
+    h = np.where(logged, _VALUE_HESSIAN_STEP, _VALUE_HESSIAN_STEP * np.maximum(np.abs(x), 0.1))
+
+    def at(dz: np.ndarray) -> float:
+        return dev(np.where(logged, x * np.exp(dz), x + dz))
+
+    unit = np.eye(k) * h
+    fi = [at(unit[i]) for i in range(k)]
+    H = np.empty((k, k))
+    for i in range(k):
+        H[i, i] = 2.0 * (fi[i] - f - h[i] * gz[i]) / h[i] ** 2
+        for j in range(i):
+            H[i, j] = H[j, i] = (at(unit[i] + unit[j]) - fi[i] - fi[j] + f) / (h[i] * h[j])
+    return H
 
 
 class _Run:

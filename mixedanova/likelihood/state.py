@@ -24,7 +24,8 @@ class OptimizerSummary:
     seconds: float
     restarts: int = 0  # escapes from a singular covariance (see likelihood.boundary)
     # Hessian over the free entries at the optimum in the working coordinates (Newton
-    # polish), and those coordinates (a likelihood.reparam.WorkingCoordinates)
+    # polish's, or newton_descent's secant-updated one), and those coordinates (a
+    # likelihood.reparam.WorkingCoordinates)
     hessian: np.ndarray | None = field(default=None, repr=False)
     working: object = field(default=None, repr=False, compare=False)
 

@@ -138,7 +138,8 @@ def test_analytic_gradient(formula):
 def test_crossed_ways_of_forming_cct_agree(monkeypatch, formula, theta):
     """The crossed layout's three ways of forming C C' (pairs of entries sharing a
     first-term level, a dense C by BLAS, and for a scalar first term the sum over
-    distinct level weights) give the same objective, gradient and Omega^-1 blocks."""
+    distinct level weights, which forms the entries of C only when asked) give the
+    same objective, gradient, Omega^-1 blocks and solution (beta, u)."""
     import mixedanova.likelihood.crossed as crossed
 
     rng = np.random.default_rng(11)
@@ -155,7 +156,8 @@ def test_crossed_ways_of_forming_cct_agree(monkeypatch, formula, theta):
         dev = ma.LinearMixedModel.from_formula(formula, df).deviance_function(True)
         value, grad = dev.value_and_gradient(theta)
         out[mode] = (value, grad, dev.factor(theta).omega_inv_diag(),
-                     dev.system.dense_c, dev.system.groups is not None)
+                     dev.system.dense_c, dev.system.groups is not None,
+                     np.concatenate(dev.factor(theta).solution()))
     assert not out["pairs"][3] and out["dense"][3]
     # the weight sum needs scalar terms only (a vector term falls back to a dense C)
     assert out["grouped"][4] == ("x |" not in formula)
@@ -164,3 +166,4 @@ def test_crossed_ways_of_forming_cct_agree(monkeypatch, formula, theta):
         np.testing.assert_allclose(out[mode][1], out["pairs"][1], rtol=1e-9, atol=1e-9)
         for a, b in zip(out[mode][2], out["pairs"][2]):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(out[mode][5], out["pairs"][5], rtol=1e-9, atol=1e-11)

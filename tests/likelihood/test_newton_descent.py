@@ -1,0 +1,88 @@
+"""Newton's method for expensive evaluations (issue 11; likelihood/optimizer.py).
+
+Crossed fits whose dense Schur complement has order ``NEWTON_ORDER`` or more start
+with :func:`newton_descent`.  It must end where the quasi-Newton pipeline ends
+(the same optimum lme4 reaches: ``lmer(y ~ 1 + x + (1|s) + (1|d))``), with fewer
+factorizations, and hand anything it cannot finish (boundaries, indefinite
+Hessians) back to that pipeline without harm: forced on the whole stress corpus,
+every set still reaches lme4's best optimum.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedanova as ma
+import mixedanova.likelihood.optimizer as optimizer
+from _stress import load_manifest, score_set
+
+
+def _crossed(n=6000, ns=1200, nd=1100, seed=5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    s = np.concatenate([np.arange(ns), rng.integers(0, ns, n - ns)])
+    d = np.concatenate([np.arange(nd), rng.integers(0, nd, n - nd)])
+    x = rng.normal(size=n)
+    y = 1 + 0.3 * x + rng.normal(0, 0.6, ns)[s] + rng.normal(0, 0.9, nd)[d] + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "s": pd.Categorical(s), "d": pd.Categorical(d)})
+
+
+def _fit_counting(df, monkeypatch, newton_order):
+    from mixedanova.likelihood import crossed
+
+    monkeypatch.setattr(optimizer, "NEWTON_ORDER", newton_order)
+    counts = {"factor": 0}
+    factor = crossed.CrossedSystem.factor
+
+    def counted(self, lambdas):
+        counts["factor"] += 1
+        return factor(self, lambdas)
+
+    monkeypatch.setattr(crossed.CrossedSystem, "factor", counted)
+    res = ma.lmm("y ~ 1 + x + (1|s) + (1|d)", df)
+    return res, counts["factor"]
+
+
+def test_newton_reaches_the_quasi_newton_optimum(monkeypatch):
+    """lmer(y ~ 1 + x + (1|s) + (1|d)): the Schur complement here has order 1103, so
+    the default fit takes Newton's path; with it switched off, SLSQP + polish."""
+    df = _crossed()
+    newton, n_newton = _fit_counting(df, monkeypatch, 1000)
+    assert newton.state.optimizer.message.startswith("Newton's method converged")
+    slsqp, n_slsqp = _fit_counting(df, monkeypatch, 10**9)
+    assert not slsqp.state.optimizer.message.startswith("Newton")
+    assert newton.converged and slsqp.converged
+    np.testing.assert_allclose(newton.state.theta, slsqp.state.theta, rtol=1e-7)
+    assert newton.state.objective == pytest.approx(slsqp.state.objective, rel=1e-13)
+    np.testing.assert_allclose(newton.fe_params, slsqp.fe_params, rtol=1e-8)
+    assert n_newton < n_slsqp
+
+
+def test_newton_hands_a_boundary_back(monkeypatch):
+    """A variance that is 0 in truth: Newton's path stops short of the bound and the
+    quasi-Newton pipeline takes over (lme4: isSingular(m) is TRUE, theta_d = 0)."""
+    df = _crossed(n=3000, ns=1100, nd=40, seed=9)
+    df["y"] = 1 + 0.3 * df.x + np.random.default_rng(1).normal(0, 0.6, 1100)[df.s.cat.codes] \
+        + np.random.default_rng(2).normal(size=len(df))
+    monkeypatch.setattr(optimizer, "NEWTON_ORDER", 0)
+    with pytest.warns(ma.SingularFitWarning):
+        res = ma.lmm("y ~ 1 + x + (1|s) + (1|d)", df)
+    monkeypatch.setattr(optimizer, "NEWTON_ORDER", 10**9)
+    with pytest.warns(ma.SingularFitWarning):
+        ref = ma.lmm("y ~ 1 + x + (1|s) + (1|d)", df)
+    assert res.converged and ref.converged
+    assert not res.state.optimizer.message.startswith("Newton")
+    np.testing.assert_allclose(res.state.theta, ref.state.theta, atol=1e-7)
+
+
+SETS = load_manifest()[::5]
+
+
+@pytest.mark.parametrize("entry", SETS, ids=[e["id"] for e in SETS])
+def test_forced_newton_keeps_the_stress_corpus(entry, monkeypatch):
+    """Every 5th stress set (the corpus README's rule, as test_stress_corpus.py) with
+    Newton's path forced on whatever the problem size."""
+    monkeypatch.setattr(optimizer, "NEWTON_ORDER", 0)
+    out = score_set(entry)
+    assert not out.error, out.error
+    assert out.passed and out.converged, out
