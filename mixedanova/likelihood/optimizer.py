@@ -18,7 +18,7 @@ with the analytic gradient and a finite-difference Hessian reaches the optimum
 from the moment start in a handful of factorizations, where the quasi-Newton
 method spends most of its evaluations learning the curvature.  Only if it does
 not end at an interior point with a positive definite Hessian do the stages
-above run (from the best point it found).
+above run (from the start: where it stopped can be in another basin).
 
 It returns an :class:`~mixedanova.likelihood.state.OptimizerSummary`; whether
 the point is an optimum is decided separately by
@@ -47,6 +47,7 @@ _NEWTON_MAX_PARAMS = 10  # the Hessian costs one gradient per parameter
 # up to this many parameters the starting Hessian comes from k (k + 1) / 2 values
 # rather than k gradients (a gradient costs about 2.5 values: an inverse on top)
 _VALUE_HESSIAN_MAX = 3
+_MAX_Z_STEP = 2.0  # largest Newton step: a factor e^2 in a relative SD
 _VALUE_HESSIAN_STEP = 3e-4  # in z; rounding and truncation both move H by ~1e-4..1e-3
 
 _GRADIENT_METHODS = ("SLSQP", "L-BFGS-B")
@@ -114,7 +115,9 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
             f"Newton's method converged in {newton.steps} steps (analytic gradient, "
             "finite-difference Hessian)")
     else:
-        x, fx, hessian = run.descend(x0 if newton is None else newton.x)
+        # from the start, not from where Newton's method stopped: a point it could
+        # not finish can sit in another basin (stress set f_nested_10100)
+        x, fx, hessian = run.descend(x0)
         extra = inflated_start(work, x)
         if extra is not None:  # a singular covariance: one more start just inside the cone
             x2, f2, h2 = run.descend(extra)
@@ -152,7 +155,7 @@ class NewtonResult:
 
 
 def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = None, *,
-                   max_steps: int = 8, step_tol: float = 1e-8,
+                   max_steps: int = 20, step_tol: float = 1e-8,
                    inside: float = 1e-3) -> NewtonResult | None:
     """Newton's method on ``theta`` for expensive evaluations.
 
@@ -166,10 +169,13 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
     objective (values only; the gradient is computed at accepted points).  It
     stops when the next step would move every entry by less than ``step_tol``
     (relative, or on the log scale): the Newton error there is far below that.
-    It gives up (``converged=False``, the best point so far) if the Hessian is
-    not positive definite, a step fails, or a relative SD falls below
-    ``inside`` (the boundary is the other optimizer's business); ``None`` when
-    the start itself is not inside.
+    Where the starting Hessian is indefinite its eigenvalues are replaced by
+    their absolute values, and at the end the Hessian is recomputed by forward
+    differences of the gradient and must be positive definite.  Steps move a
+    relative SD by at most a factor ``e^2``.  It gives up (``converged=False``,
+    the best point so far) if a step fails, the steps run out, or a relative SD
+    falls below ``inside`` (the boundary is the other optimizer's business);
+    ``None`` when the start itself is not inside.
 
     The returned ``hessian`` is in ``theta`` (what the convergence check uses).
     """
@@ -191,6 +197,17 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
         Hx = gradient_jacobian(dev, x, np.arange(len(x)), g)
         Hz = jac[:, None] * Hx * jac[None, :] + np.diag(np.where(logged, gz, 0.0))
     steps = 0
+    # far from the optimum the Hessian can be indefinite: its eigenvalues are then
+    # replaced by their absolute values (floored), and the curvature is taken
+    # afresh at the end, so that the convergence check sees the true Hessian
+    modified = False
+    try:
+        np.linalg.cholesky(Hz)
+    except np.linalg.LinAlgError:
+        lam, V = np.linalg.eigh(Hz)
+        floor = 1e-2 * max(float(np.max(np.abs(lam))), 1e-300)
+        Hz = (V * np.maximum(np.abs(lam), floor)) @ V.T
+        modified = True
 
     def to_theta(z_step: np.ndarray, t: float) -> np.ndarray:
         return np.where(logged, x * np.exp(t * z_step), x + t * z_step)
@@ -203,9 +220,16 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
         step = -np.linalg.solve(Hz, gz)
         size = np.where(logged, np.abs(step), np.abs(step) / np.maximum(np.abs(x), 1e-2))
         if np.max(size) < step_tol:
+            if modified:  # the curvature here, not the one built from a modified start
+                Hx = gradient_jacobian(dev, x, np.arange(len(x)), g)
+                try:
+                    np.linalg.cholesky(Hx)
+                except np.linalg.LinAlgError:
+                    return NewtonResult(x, f, Hx, steps, False)
             return NewtonResult(x, f, Hx, steps, True)
         if steps == max_steps:
             return NewtonResult(x, f, Hx, steps, False)
+        step *= min(1.0, _MAX_Z_STEP / float(np.max(size)))  # no leaps from a bad model
         t, slope = 1.0, float(gz @ step)
         while True:
             xn = to_theta(step, t)
@@ -220,7 +244,8 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
         gn = dev.gradient(xn)
         jn = np.where(logged, xn, 1.0)
         gzn = gn * jn
-        s_ = np.where(logged, np.log(np.where(logged, xn / x, 1.0)), xn - x)
+        s_ = xn - x
+        s_[logged] = np.log(xn[logged] / x[logged])
         y_ = gzn - gz
         if float(s_ @ y_) > 0:  # BFGS: keep H positive definite and secant-exact along s
             Hs = Hz @ s_

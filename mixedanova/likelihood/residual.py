@@ -43,6 +43,8 @@ import scipy.sparse as sp
 
 from .blocked import TermData
 
+MAX_DENSE_GROUP = 3000  # largest correlation group factored densely (normalized residuals)
+
 __all__ = ["SerialCorrelation", "CompoundSymmetry", "VarianceFunction",
            "ResidualStructure", "whiten_terms", "apply_whitener"]
 
@@ -119,6 +121,14 @@ class SerialCorrelation:
         W = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
         return W, float(np.log(one_m).sum())
 
+    def factors(self, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """nlme's ``corFactor`` of groups of equal size, ``rows`` ``(k, m)`` in data
+        order: ``L^{-1}`` with ``L`` the lower Cholesky factor of each group's
+        correlation matrix (in time order, AR(1)'s is the bidiagonal whitener)."""
+        C = np.stack([self.matrix(u, rr) for rr in rows])
+        L = np.linalg.cholesky(C)
+        return np.linalg.inv(L)
+
     def matrix(self, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Dense correlation matrix of the given rows (tests, first-group checks)."""
         phi = float(self.natural(u)[0])
@@ -190,6 +200,21 @@ class CompoundSymmetry:
         W = sp.csr_matrix((vals, (i, j)), shape=(n, n))
         logdet = float(np.sum((m - 1.0) * math.log(1.0 - rho) + np.log(big)))
         return W, logdet
+
+    def factors(self, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """nlme's ``corFactor`` of groups of ``m`` rows (``rows`` ``(k, m)``): not the
+        Cholesky inverse but a Helmert transform, the first row the scaled mean
+        ``1 / sqrt(m (1 + (m - 1) rho))``, row ``i`` the contrast of entry ``i``
+        with those before it over ``sqrt((1 - rho) i (i + 1))``."""
+        rho = float(self.natural(u)[0])
+        k, m = rows.shape
+        W = np.zeros((m, m))
+        W[0, :] = 1.0 / math.sqrt(m * (1.0 + (m - 1.0) * rho))
+        for i in range(1, m):
+            a = 1.0 / math.sqrt((1.0 - rho) * i * (i + 1.0))
+            W[i, :i] = -a
+            W[i, i] = i * a
+        return np.broadcast_to(W, (k, m, m))
 
     def matrix(self, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
         rho = float(self.natural(u)[0])
@@ -327,6 +352,35 @@ class ResidualStructure:
             s = self.variance.sd(parts[id(self.variance)])[rows]
             C = s[:, None] * C * s[None, :]
         return C
+
+    def decorrelate(self, u: np.ndarray, r: np.ndarray,
+                    max_group: int = MAX_DENSE_GROUP) -> np.ndarray:
+        """``W_g r_g`` in every correlation group, ``W_g`` nlme's factor of the
+        group's correlation matrix (``W_g' W_g = C_g^{-1}``; see each structure's
+        ``factors``) with its rows in data order: nlme's
+        ``residuals(m, type = "normalized")`` from the Pearson residuals ``r``.
+
+        Groups of one size are factored together; a group of more than
+        ``max_group`` rows raises ``ValueError`` (a dense factor per group).
+        """
+        r = np.asarray(r, dtype=float)
+        if self.correlation is None:
+            return r.copy()
+        cu = self.split(u)[0]
+        codes = np.unique(self.correlation.groups, return_inverse=True)[1].ravel()
+        sizes = np.bincount(codes)
+        if sizes.max() > max_group:
+            raise ValueError(f"a correlation group has {int(sizes.max())} rows; normalized "
+                             f"residuals factor each group densely (at most {max_group})")
+        order = np.argsort(codes, kind="stable")  # data order within each group
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        out = np.empty_like(r)
+        for m in np.unique(sizes):
+            groups = np.flatnonzero(sizes == m)
+            rows = order[starts[groups][:, None] + np.arange(m)[None, :]]  # (k, m)
+            W = self.correlation.factors(cu, rows)
+            out[rows] = (W @ r[rows][:, :, None])[:, :, 0]
+        return out
 
     def constant_within(self, codes: np.ndarray) -> bool:
         """True when ``codes`` take one value inside every correlation group."""

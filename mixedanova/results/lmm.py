@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import Design
-from ..errors import ArgumentError, UnknownNameError
+from ..errors import ArgumentError, MixedAnovaError, UnknownNameError
 from ..formula import same_group
 from ..likelihood.theta import SINGULAR_TOL
 from ..likelihood.state import FitState
@@ -216,6 +216,24 @@ class LinearMixedResults(WorkflowMixin):
         """Response residuals over :attr:`residual_sd` (nlme's
         ``residuals(m, type = "pearson")``)."""
         return (self.resid / self.residual_sd).rename("resid_pearson")
+
+    @cached_property
+    def resid_normalized(self) -> pd.Series:
+        """Pearson residuals decorrelated within each correlation group (nlme's
+        ``residuals(m, type = "normalized")``): ``L_g^{-1}`` times the group's
+        Pearson residuals, ``L_g`` the Cholesky factor of its correlation matrix
+        with the rows in data order.  Without a correlation structure they are
+        the Pearson residuals.  Approximately independent N(0, 1) under the model:
+        what to inspect for leftover serial correlation.
+        """
+        fit = self.state.extra.get("residual")
+        r = self.resid_pearson.to_numpy()
+        if fit is not None:
+            try:
+                r = fit.structure.decorrelate(fit.u, r)
+            except ValueError as exc:
+                raise MixedAnovaError(f"resid_normalized: {exc}") from None
+        return pd.Series(r, index=self.design.row_index, name="resid_normalized")
 
     def residual_covariance(self, rows) -> np.ndarray:
         """``sigma^2 Rrel`` among the given rows (positions in the data used).

@@ -16,7 +16,7 @@ from ..errors import ArgumentError, MixedAnovaError
 
 __all__ = ["WorkflowMixin"]
 
-_RESIDUAL_TYPES = ("response", "pearson", "scaled")
+_RESIDUAL_TYPES = ("response", "pearson", "scaled", "normalized")
 
 
 class WorkflowMixin:
@@ -53,10 +53,15 @@ class WorkflowMixin:
 
         ``"response"``: ``y - fitted``; ``"pearson"``: ``sqrt(w) (y - fitted)``
         (lme4 does not divide by sigma); ``"scaled"``: the Pearson residuals over
-        sigma (``residuals(m, scaled = TRUE)``).
+        sigma (``residuals(m, scaled = TRUE)``); ``"normalized"``: nlme's
+        ``residuals(m, type = "normalized")``, the residuals over their SD
+        decorrelated within each residual correlation group
+        (:attr:`resid_normalized`; the scaled residuals without a residual structure).
         """
         if type not in _RESIDUAL_TYPES:
             raise MixedAnovaError(f"type must be one of {', '.join(_RESIDUAL_TYPES)}, not {type!r}")
+        if type == "normalized":
+            return self.resid_normalized
         r = self.resid.to_numpy()
         if type != "response":
             r = r * np.sqrt(self.design.prior_weights)

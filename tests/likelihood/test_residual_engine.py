@@ -88,6 +88,32 @@ def test_whitener_inverts_rrel(structure, variance):
     assert abs(logdet - np.linalg.slogdet(R)[1]) < 1e-10
 
 
+@pytest.mark.parametrize("structure", [
+    lambda g, t: SerialCorrelation("AR1", g, t),
+    lambda g, t: SerialCorrelation("CAR1", g, t + 0.37 * (t % 3)),
+    lambda g, t: CompoundSymmetry(g),
+])
+def test_decorrelate_whitens_each_group(structure):
+    """The normalized-residual factors W_g (nlme's corFactor) satisfy
+    W_g' W_g = C_g^{-1} for every group, rows taken in data order."""
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(6), [1, 3, 4, 3, 5, 4])
+    rng.shuffle(g)
+    t = np.zeros(len(g))
+    for k in range(6):
+        idx = np.flatnonzero(g == k)
+        t[idx] = rng.permutation(np.sort(rng.choice(10, len(idx), replace=False)) + 1)
+    s = ResidualStructure(structure(g, t), None)
+    u = s.start() + 0.4
+    n = len(g)
+    W = np.column_stack([s.decorrelate(u, e) for e in np.eye(n)])  # the linear map
+    C = s.covariance(u, np.arange(n))
+    np.testing.assert_allclose(W.T @ W, np.linalg.inv(C), atol=1e-10)
+    assert np.all(W[g[:, None] != g[None, :]] == 0.0)
+    with pytest.raises(ValueError, match="correlation group has 5 rows"):
+        s.decorrelate(u, np.ones(n), max_group=4)
+
+
 @pytest.mark.parametrize("reml", [True, False])
 @pytest.mark.parametrize("formula, residual, n_items", [
     ("y ~ x + (1|subject)", ma.AR1(group="subject", order="trial"), 6),
