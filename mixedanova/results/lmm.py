@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from ..design import Design
-from ..errors import ArgumentError, MixedAnovaError, UnknownNameError
+from ..errors import ArgumentError, UnknownNameError
 from ..formula import same_group
 from ..likelihood.theta import SINGULAR_TOL
 from ..likelihood.state import FitState
+from .residual_view import ResidualStructureMixin
 from .workflow import WorkflowMixin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,7 +41,7 @@ class GroupDict(dict):
                        f"{', '.join(map(repr, self))}")
 
 
-class LinearMixedResults(WorkflowMixin):
+class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
     """A fitted linear mixed model.
 
     Attributes are computed from the design and the engine's fit state; see the
@@ -176,88 +177,6 @@ class LinearMixedResults(WorkflowMixin):
             "group": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
             "var2": pd.Series(cols[2], dtype=object),
             "vcov": np.asarray(cols[3], dtype=float), "sdcor": np.asarray(cols[4], dtype=float)})
-
-    # ------------------------------------------------------ residual structure
-    @cached_property
-    def residual_params(self) -> pd.Series:
-        """Parameters of the residual structure (empty without one).
-
-        ``phi`` (AR1, CAR1), ``rho`` (CompSymm), one SD ratio per level of a
-        VarIdent factor (reference level first, ratio 1), ``power`` (VarPower),
-        ``expon`` (VarExp) -- nlme's ``coef(m$modelStruct, unconstrained = FALSE)``.
-        """
-        fit = self.state.extra.get("residual")
-        if fit is None:
-            return pd.Series([], dtype=float, name="estimate")
-        names, values = list(fit.names), list(fit.natural)
-        var = fit.structure.variance
-        if var is not None and var.kind == "VarIdent":
-            k = len(names) - var.n_par
-            names.insert(k, var.labels[0])
-            values.insert(k, 1.0)
-        return pd.Series(values, index=pd.Index(names, dtype=object), name="estimate")
-
-    @property
-    def residual_structure(self) -> tuple[str, ...]:
-        """The residual structure as specified, e.g. ``("AR1(group='Mare')",)``."""
-        fit = self.state.extra.get("residual")
-        return () if fit is None else fit.structure.labels
-
-    @cached_property
-    def residual_sd(self) -> pd.Series:
-        """Residual SD of every row: ``sigma`` times the variance function
-        (nlme: ``m$sigma * abs(v)^delta`` for varPower); ``sigma`` without one."""
-        fit = self.state.extra.get("residual")
-        rel = np.ones(self.nobs) if fit is None else fit.structure.relative_sd(fit.u, self.nobs)
-        return pd.Series(self.sigma * rel, index=self.design.row_index, name="residual_sd")
-
-    @cached_property
-    def resid_pearson(self) -> pd.Series:
-        """Response residuals over :attr:`residual_sd` (nlme's
-        ``residuals(m, type = "pearson")``)."""
-        return (self.resid / self.residual_sd).rename("resid_pearson")
-
-    @cached_property
-    def resid_normalized(self) -> pd.Series:
-        """Pearson residuals decorrelated within each correlation group (nlme's
-        ``residuals(m, type = "normalized")``): ``L_g^{-1}`` times the group's
-        Pearson residuals, ``L_g`` the Cholesky factor of its correlation matrix
-        with the rows in data order.  Without a correlation structure they are
-        the Pearson residuals.  Approximately independent N(0, 1) under the model:
-        what to inspect for leftover serial correlation.
-        """
-        fit = self.state.extra.get("residual")
-        r = self.resid_pearson.to_numpy()
-        if fit is not None:
-            try:
-                r = fit.structure.decorrelate(fit.u, r)
-            except ValueError as exc:
-                raise MixedAnovaError(f"resid_normalized: {exc}") from None
-        return pd.Series(r, index=self.design.row_index, name="resid_normalized")
-
-    def residual_covariance(self, rows) -> np.ndarray:
-        """``sigma^2 Rrel`` among the given rows (positions in the data used).
-
-        Without a residual structure this is ``sigma^2 I``.  For nlme's
-        ``corMatrix`` / ``varWeights`` checks of one group.
-        """
-        rows = np.asarray(rows, dtype=np.intp)
-        fit = self.state.extra.get("residual")
-        if fit is None:
-            return self.sigma ** 2 * np.eye(len(rows))
-        return self.sigma ** 2 * fit.structure.covariance(fit.u, rows)
-
-    def residual_intervals(self, level: float = 0.95) -> pd.DataFrame:
-        """Wald intervals of the residual-structure parameters, as nlme's ``intervals()``.
-
-        The interval is ``u +- z se(u)`` on nlme's unconstrained scale (see
-        :mod:`mixedanova.likelihood.residual`), mapped back; ``se(u)`` comes from
-        the Hessian of the deviance in all variance parameters (the one used for
-        the Satterthwaite df).  The VarIdent reference level has no interval.
-        """
-        from ..inference.satterthwaite import residual_wald_intervals
-
-        return residual_wald_intervals(self, level)
 
     # ------------------------------------------------------------ random effects
     @cached_property

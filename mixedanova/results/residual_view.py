@@ -1,0 +1,103 @@
+"""The residual structure's view of a fit: its parameters, per-row SDs, Pearson
+and normalized residuals, covariances among rows and Wald intervals (nlme's
+``coef(m$modelStruct)``, ``residuals(m, type = )``, ``getVarCov``,
+``intervals()``).  Without a residual structure each reduces to ``R = sigma^2 I``.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from ..errors import MixedAnovaError
+
+__all__ = ["ResidualStructureMixin"]
+
+
+class ResidualStructureMixin:
+    """Methods of :class:`~mixedanova.results.lmm.LinearMixedResults` for the
+    residual structure (``residual=`` of :func:`mixedanova.lmm`)."""
+
+    @cached_property
+    def residual_params(self) -> pd.Series:
+        """Parameters of the residual structure (empty without one).
+
+        ``phi`` (AR1, CAR1), ``rho`` (CompSymm), one SD ratio per level of a
+        VarIdent factor (reference level first, ratio 1), ``power`` (VarPower),
+        ``expon`` (VarExp) -- nlme's ``coef(m$modelStruct, unconstrained = FALSE)``.
+        """
+        fit = self.state.extra.get("residual")
+        if fit is None:
+            return pd.Series([], dtype=float, name="estimate")
+        names, values = list(fit.names), list(fit.natural)
+        var = fit.structure.variance
+        if var is not None and var.kind == "VarIdent":
+            k = len(names) - var.n_par
+            names.insert(k, var.labels[0])
+            values.insert(k, 1.0)
+        return pd.Series(values, index=pd.Index(names, dtype=object), name="estimate")
+
+    @property
+    def residual_structure(self) -> tuple[str, ...]:
+        """The residual structure as specified, e.g. ``("AR1(group='Mare')",)``."""
+        fit = self.state.extra.get("residual")
+        return () if fit is None else fit.structure.labels
+
+    @cached_property
+    def residual_sd(self) -> pd.Series:
+        """Residual SD of every row: ``sigma`` times the variance function
+        (nlme: ``m$sigma * abs(v)^delta`` for varPower); ``sigma`` without one."""
+        fit = self.state.extra.get("residual")
+        rel = np.ones(self.nobs) if fit is None else fit.structure.relative_sd(fit.u, self.nobs)
+        return pd.Series(self.sigma * rel, index=self.design.row_index, name="residual_sd")
+
+    @cached_property
+    def resid_pearson(self) -> pd.Series:
+        """Response residuals over :attr:`residual_sd` (nlme's
+        ``residuals(m, type = "pearson")``)."""
+        return (self.resid / self.residual_sd).rename("resid_pearson")
+
+    @cached_property
+    def resid_normalized(self) -> pd.Series:
+        """Pearson residuals decorrelated within each correlation group (nlme's
+        ``residuals(m, type = "normalized")``): ``W_g`` times the group's Pearson
+        residuals, rows in data order, with ``W_g' W_g`` the inverse of the
+        group's correlation matrix and ``W_g`` nlme's factor (the inverse
+        Cholesky factor for AR1 / CAR1, a Helmert transform for CompSymm).
+        Without a correlation structure they are the Pearson residuals.
+        Approximately independent N(0, 1) under the model: what to inspect for
+        leftover serial correlation.
+        """
+        fit = self.state.extra.get("residual")
+        r = self.resid_pearson.to_numpy()
+        if fit is not None:
+            try:
+                r = fit.structure.decorrelate(fit.u, r)
+            except ValueError as exc:
+                raise MixedAnovaError(f"resid_normalized: {exc}") from None
+        return pd.Series(r, index=self.design.row_index, name="resid_normalized")
+
+    def residual_covariance(self, rows) -> np.ndarray:
+        """``sigma^2 Rrel`` among the given rows (positions in the data used).
+
+        Without a residual structure this is ``sigma^2 I``.  For nlme's
+        ``corMatrix`` / ``varWeights`` checks of one group.
+        """
+        rows = np.asarray(rows, dtype=np.intp)
+        fit = self.state.extra.get("residual")
+        if fit is None:
+            return self.sigma ** 2 * np.eye(len(rows))
+        return self.sigma ** 2 * fit.structure.covariance(fit.u, rows)
+
+    def residual_intervals(self, level: float = 0.95) -> pd.DataFrame:
+        """Wald intervals of the residual-structure parameters, as nlme's ``intervals()``.
+
+        The interval is ``u +- z se(u)`` on nlme's unconstrained scale (see
+        :mod:`mixedanova.likelihood.residual`), mapped back; ``se(u)`` comes from
+        the Hessian of the deviance in all variance parameters (the one used for
+        the Satterthwaite df).  The VarIdent reference level has no interval.
+        """
+        from ..inference.satterthwaite import residual_wald_intervals
+
+        return residual_wald_intervals(self, level)
