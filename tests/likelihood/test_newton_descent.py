@@ -117,3 +117,23 @@ def test_newton_from_an_indefinite_start(monkeypatch):
     assert newton.converged and slsqp.converged
     assert newton.state.objective == pytest.approx(slsqp.state.objective, rel=1e-12)
     np.testing.assert_allclose(newton.state.theta, slsqp.state.theta, rtol=1e-5, atol=1e-6)
+
+
+def test_newton_precision_on_a_closed_form(monkeypatch):
+    """Balanced one-way REML (Dyestuff; R: VarCorr(lmer(Yield ~ 1 + (1|Batch)))) equals
+    the ANOVA estimators: through Newton's stage to its documented precision, theta
+    to about 1e-8 (the SLSQP pipeline with its polish is tested to 1e-9 in
+    tests/test_closed_forms.py)."""
+    monkeypatch.setattr(optimizer, "NEWTON_ORDER", 0)
+    df = ma.load_dataset("dyestuff")
+    y, g = df["Yield"].to_numpy(float), df["Batch"].to_numpy()
+    levels, codes = np.unique(g, return_inverse=True)
+    n = len(y) // len(levels)
+    means = np.bincount(codes, weights=y) / n
+    msa = n * float(np.sum((means - y.mean()) ** 2)) / (len(levels) - 1)
+    mse = float(np.sum((y - means[codes]) ** 2)) / (len(y) - len(levels))
+    res = ma.lmm("Yield ~ 1 + (1|Batch)", df)
+    assert res.state.optimizer.message.startswith("Newton's method converged")
+    vc = res.varcomp.set_index("group")["vcov"]
+    assert vc["Batch"] == pytest.approx((msa - mse) / n, rel=2e-8)
+    assert vc["Residual"] == pytest.approx(mse, rel=2e-8)
