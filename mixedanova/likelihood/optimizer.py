@@ -38,6 +38,7 @@ from .boundary import canonical_theta, cone_descent, free_mask, near_singular
 from .criterion import ProfiledDeviance, gradient_jacobian
 from .reparam import WorkingCoordinates
 from .state import OptimizerSummary
+from .system import dense_order
 
 __all__ = ["optimize_theta", "newton_polish", "newton_descent", "saddle_descent",
            "NEWTON_ORDER"]
@@ -137,8 +138,8 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
 
 def _expensive(dev: ProfiledDeviance) -> bool:
     """An evaluation factors a dense Schur complement of order ``NEWTON_ORDER`` or more."""
-    order = int(getattr(getattr(dev.system, "inner", dev.system), "r", 0))
-    return order >= NEWTON_ORDER and len(dev.layout.lower) <= _NEWTON_MAX_PARAMS
+    return (dense_order(dev.system) >= NEWTON_ORDER
+            and len(dev.layout.lower) <= _NEWTON_MAX_PARAMS)
 
 
 @dataclass

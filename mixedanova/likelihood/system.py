@@ -16,7 +16,7 @@ from .crossed import CrossedSystem
 from .nested import NestedSystem, nesting_maps
 from .permuted import PermutedSystem
 
-__all__ = ["build_system", "standardize_response"]
+__all__ = ["build_system", "dense_order", "standardize_response"]
 
 
 def build_system(terms: list[TermData], X: np.ndarray, y: np.ndarray):
@@ -43,6 +43,13 @@ def build_system(terms: list[TermData], X: np.ndarray, y: np.ndarray):
     for part in (system,) if inner is None else (system, inner):
         part.XY, part.y_shift, part.y_scale = XY, shift, scale
     return system
+
+
+def dense_order(system) -> int:
+    """Order of the dense Schur complement an evaluation of ``system`` factors
+    (0 for the nested layout, whose algebra is batched small blocks; a permuted
+    system is asked through the one it wraps)."""
+    return int(getattr(getattr(system, "inner", system), "r", 0))
 
 
 def standardize_response(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:

@@ -23,6 +23,8 @@ import contextlib
 import functools
 from typing import Iterator
 
+from .system import dense_order
+
 __all__ = ["engine_threads", "SMALL", "LARGE"]
 
 SMALL = 200   # below this order OpenBLAS does not thread (nested layouts: batched q x q)
@@ -43,7 +45,7 @@ def _controller():
 def engine_threads(system) -> Iterator[None]:
     """Run the block on one BLAS thread when ``system``'s dense part is of
     moderate order (see the module docstring)."""
-    order = int(getattr(getattr(system, "inner", system), "r", 0))  # nested: no dense part
+    order = dense_order(system)  # nested: no dense part
     controller = _controller() if SMALL <= order < LARGE else None
     if controller is None:
         yield
