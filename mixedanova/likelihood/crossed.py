@@ -280,7 +280,6 @@ class CrossedSystem:
         L00inv = binv_lower(L00)
         T0 = lam0 @ L00inv.transpose(0, 2, 1)  # Lambda_0 L00^{-T} per level
         BX = bmm(self.AX0, T0)  # (l0, p+1, q0)
-        BXf = BX.transpose(1, 0, 2).reshape(self.p + 1, -1)
         r1 = self.r1
         # S = Lambda_R'(A_RR - B B')Lambda_R + I_R1, B = A_R0 Lambda_0 L00^{-T} (lower part)
         S = self.ARR.copy(order="F")  # column-major: dpotrf works in place
@@ -292,6 +291,7 @@ class CrossedSystem:
             g_weights = w * L00inv[rep, 0, 0] ** 2
             return self._finish(lambdas, S, L00, L00inv, T0, BX, g_weights)
         raw, cv = self._entries(lambdas, T0)
+        BXf = BX.transpose(1, 0, 2).reshape(self.p + 1, -1)
         if self.dense_c:
             Cr = self.dense_c_matrix(raw)
             S[:r1, :r1] -= Cr @ Cr.T  # numpy hands A @ A.T to BLAS syrk

@@ -109,7 +109,7 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
     run = _Run(work, bounds, method, tol, maxiter, max_restarts)
     newton = None
     if method == "SLSQP" and _expensive(dev):
-        newton = newton_descent(work, x0, f0)
+        newton = newton_descent(work, x0)
     if newton is not None and newton.converged:
         x, fx, hessian = newton.x, newton.f, newton.hessian
         niter, success, message = newton.steps, True, (
@@ -155,8 +155,7 @@ class NewtonResult:
     converged: bool
 
 
-def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = None, *,
-                   max_steps: int = 20, step_tol: float = 1e-8,
+def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, *, max_steps: int = 20, step_tol: float = 1e-8,
                    inside: float = 1e-3) -> NewtonResult | None:
     """Newton's method on ``theta`` for expensive evaluations.
 
@@ -164,9 +163,10 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
     log scale, where the criterion is much closer to quadratic (a variance
     component estimated from a dozen levels has a strongly skewed profile in
     the SD) and no step can cross the bound; the others on their own scale.
-    The Hessian is the forward-difference Jacobian of the analytic gradient at
-    the start (one gradient per entry), then updated by BFGS from each step's
-    change in the gradient.  Each step is ``-H^{-1} g`` with backtracking on the
+    The starting Hessian comes from values (``k (k + 1) / 2`` of them, up to
+    ``_VALUE_HESSIAN_MAX`` parameters) or from forward differences of the
+    analytic gradient (one gradient per entry); it is then updated by BFGS from
+    each step's change in the gradient.  Each step is ``-H^{-1} g`` with backtracking on the
     objective (values only; the gradient is computed at accepted points).  It
     stops when the next step would move every entry by less than ``step_tol``
     (relative, or on the log scale): ``theta`` is then known to about that
@@ -191,15 +191,13 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
     f, g = dev.value_and_gradient(x)
     if not math.isfinite(f):
         return None
-    # in z (z = log theta on the logged entries): J = dtheta/dz, H_z = J H J + diag(g J)
-    jac = np.where(logged, x, 1.0)
-    gz = g * jac
+    gz = _z_gradient(g, x, logged)
     if len(x) <= _VALUE_HESSIAN_MAX:
         Hz = _value_hessian(dev, x, f, gz, logged)
-        Hx = (Hz - np.diag(np.where(logged, gz, 0.0))) / np.outer(jac, jac)
+        Hx = _theta_hessian(Hz, gz, x, logged)
     else:
         Hx = gradient_jacobian(dev, x, np.arange(len(x)), g)
-        Hz = jac[:, None] * Hx * jac[None, :] + np.diag(np.where(logged, gz, 0.0))
+        Hz = _z_hessian(Hx, gz, x, logged)
     steps = 0
     # far from the optimum the Hessian can be indefinite: its eigenvalues are then
     # replaced by their absolute values (floored), and the curvature is taken
@@ -212,9 +210,6 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
         floor = 1e-2 * max(float(np.max(np.abs(lam))), 1e-300)
         Hz = (V * np.maximum(np.abs(lam), floor)) @ V.T
         modified = True
-
-    def to_theta(z_step: np.ndarray, t: float) -> np.ndarray:
-        return np.where(logged, x * np.exp(t * z_step), x + t * z_step)
 
     while True:
         try:
@@ -236,7 +231,7 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
         step *= min(1.0, _MAX_Z_STEP / float(np.max(size)))  # no leaps from a bad model
         t, slope = 1.0, float(gz @ step)
         while True:
-            xn = to_theta(step, t)
+            xn = _z_move(x, t * step, logged)
             if np.any(xn[logged] < inside):
                 return NewtonResult(x, f, Hx, steps, False)
             fn = dev(xn)
@@ -246,8 +241,7 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
             if t < 1.0 / 16:
                 return NewtonResult(x, f, Hx, steps, False)
         gn = dev.gradient(xn)
-        jn = np.where(logged, xn, 1.0)
-        gzn = gn * jn
+        gzn = _z_gradient(gn, xn, logged)
         s_ = xn - x
         s_[logged] = np.log(xn[logged] / x[logged])
         y_ = gzn - gz
@@ -255,9 +249,32 @@ def newton_descent(dev: ProfiledDeviance, x0: np.ndarray, f0: float | None = Non
             Hs = Hz @ s_
             Hz = Hz - np.outer(Hs, Hs) / float(s_ @ Hs) + np.outer(y_, y_) / float(s_ @ y_)
         x, f, g, gz = xn, fn, gn, gzn
-        # the same curvature in theta: H = J^-1 (H_z - diag(g_z)) J^-1
-        Hx = (Hz - np.diag(np.where(logged, gz, 0.0))) / np.outer(jn, jn)
+        Hx = _theta_hessian(Hz, gz, x, logged)
         steps += 1
+
+
+# z = log theta on the logged entries, theta elsewhere; J = dtheta/dz = diag(x or 1):
+# g_z = J g, H_z = J H J + diag(g_z on the logged entries)
+def _z_move(x: np.ndarray, dz: np.ndarray, logged: np.ndarray) -> np.ndarray:
+    """The point ``z(x) + dz`` in ``theta``."""
+    return np.where(logged, x * np.exp(dz), x + dz)
+
+
+def _z_gradient(g: np.ndarray, x: np.ndarray, logged: np.ndarray) -> np.ndarray:
+    return g * np.where(logged, x, 1.0)
+
+
+def _z_hessian(H: np.ndarray, gz: np.ndarray, x: np.ndarray,
+               logged: np.ndarray) -> np.ndarray:
+    jac = np.where(logged, x, 1.0)
+    return jac[:, None] * H * jac[None, :] + np.diag(np.where(logged, gz, 0.0))
+
+
+def _theta_hessian(Hz: np.ndarray, gz: np.ndarray, x: np.ndarray,
+                   logged: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_z_hessian`: the same curvature in ``theta``."""
+    jac = np.where(logged, x, 1.0)
+    return (Hz - np.diag(np.where(logged, gz, 0.0))) / np.outer(jac, jac)
 
 
 def _value_hessian(dev: ProfiledDeviance, x: np.ndarray, f: float, gz: np.ndarray,
@@ -269,7 +286,7 @@ def _value_hessian(dev: ProfiledDeviance, x: np.ndarray, f: float, gz: np.ndarra
     h = np.where(logged, _VALUE_HESSIAN_STEP, _VALUE_HESSIAN_STEP * np.maximum(np.abs(x), 0.1))
 
     def at(dz: np.ndarray) -> float:
-        return dev(np.where(logged, x * np.exp(dz), x + dz))
+        return dev(_z_move(x, dz, logged))
 
     unit = np.eye(k) * h
     fi = [at(unit[i]) for i in range(k)]

@@ -102,10 +102,10 @@ def test_newton_from_an_indefinite_start(monkeypatch):
     seen = {}
     orig = optimizer.newton_descent
 
-    def spy(dev, x0, f0=None, **kw):
+    def spy(dev, x0, **kw):
         H = optimizer.gradient_jacobian(dev, x0, np.arange(len(x0)), dev.gradient(x0))
         seen["start_min_eig"] = float(np.linalg.eigvalsh(H).min())
-        return orig(dev, x0, f0, **kw)
+        return orig(dev, x0, **kw)
 
     monkeypatch.setattr(optimizer, "newton_descent", spy)
     monkeypatch.setattr(optimizer, "NEWTON_ORDER", 0)
