@@ -46,8 +46,9 @@ _GROUPED_PER_PAIR = 4  # a stack entry (one BLAS pass) costs about a quarter of 
 
 def _distinct(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(keys, return_inverse=True)`` for integer keys in ``[0, size)``:
-    by a rank table when ``size`` is moderate (no sort), else by sorting."""
-    if size > _RANK_TABLE_LIMIT:
+    by a rank table (no sort) when ``size`` is moderate and not much larger than
+    the number of keys, else by sorting (a table of 2^26 entries is 320 MB)."""
+    if size > _RANK_TABLE_LIMIT or size > 8 * len(keys):
         uniq, inv = np.unique(keys, return_inverse=True)
         return uniq, inv.ravel()
     seen = np.zeros(size, dtype=bool)
