@@ -1,6 +1,6 @@
 """The one place that runs the pipeline: formula -> design -> engine -> results.
 
-:class:`LinearMixedModel` holds a :class:`~mixedanova.design.Design` and fits it
+:class:`LinearMixedModel` holds a :class:`~mixedanova.design.build.Design` and fits it
 with the likelihood engine (:mod:`mixedanova.likelihood`) or the method of
 moments (:mod:`mixedanova.moments`), returning a
 :class:`~mixedanova.results.lmm.LinearMixedResults`.  Results that need more fits
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .design import Design, DesignError, build_design
-from .formula import parse_formula
+from .design.formula import parse_formula
 from .residual import bind_residual, residual_columns
 from .results.lmm import LinearMixedResults
 from .errors import (ArgumentError, ConvergenceWarning, FitError, SingularFitWarning,
@@ -47,7 +47,7 @@ class LinearMixedModel:
     Parameters
     ----------
     design : Design
-        Model matrices (see :func:`mixedanova.design.build_design`).
+        Model matrices (see :func:`mixedanova.design.build.build_design`).
     missing : {"drop", "raise"}
         How the design treated missing values; kept so that :meth:`update`
         builds new designs the same way.
@@ -78,7 +78,7 @@ class LinearMixedModel:
             (``"drop"``, lme4's default) or refused (``"raise"``).
         weights, offset : str or array, optional
             Prior weights and an offset (lme4's ``weights =`` and ``offset =``);
-            see :func:`mixedanova.design.build_design`.
+            see :func:`mixedanova.design.build.build_design`.
         residual : structure or tuple, optional
             Residual covariance structure (:mod:`mixedanova.residual`: ``AR1``,
             ``CAR1``, ``CompSymm``, ``VarIdent``, ``VarPower``, ``VarExp``, or a

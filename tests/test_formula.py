@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mixedanova.formula import FormulaError, parse_formula
+from mixedanova.design.formula import FormulaError, parse_formula
 
 
 def _terms(formula: str):

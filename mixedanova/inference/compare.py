@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArgumentError, DesignError
-from ..formula import grouping_text
+from ..design.formula import grouping_text
 from .tables import make_table
 
 __all__ = ["compare", "ranova"]

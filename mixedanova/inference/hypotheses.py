@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..term_matrices import independent_columns
+from ..design.term_matrices import independent_columns
 from ..errors import ArgumentError
 
 __all__ = ["TermInfo", "model_terms", "contrasts_type1", "contrasts_type2",

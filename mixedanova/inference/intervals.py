@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArgumentError, FitError, UnknownNameError
-from ..formula import same_group
+from ..design.formula import same_group
 from .satterthwaite import deviance_function_for
 from .simulate import simulate_response
 from .tables import check_level

@@ -27,7 +27,7 @@ from scipy import stats
 
 from ..design import DesignError, group_labels
 from ..errors import ArgumentError
-from ..formula import parse_formula
+from ..design.formula import parse_formula
 from ..errors import FormulaError
 
 __all__ = ["select_terms", "predict", "get_prediction"]

@@ -33,7 +33,7 @@ from .boundary import cone_descent, free_mask
 from .criterion import ProfiledDeviance, gradient_jacobian
 from .reparam import WorkingCoordinates
 from .state import ConvergenceReport
-from .theta import SINGULAR_TOL
+from ..design.theta import SINGULAR_TOL
 
 __all__ = ["check_convergence", "SINGULAR_TOL", "GRAD_TOL"]
 

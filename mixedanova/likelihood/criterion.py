@@ -23,7 +23,7 @@ from .blocked import FactorBase, NotPositiveDefinite, TermData, tri_inv
 from .crossed import CrossedSystem
 from .state import FitState, OptimizerSummary
 from .system import build_system
-from .theta import ThetaLayout
+from ..design.theta import ThetaLayout
 
 __all__ = ["ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at"]
 

@@ -34,7 +34,7 @@ from .criterion import ProfiledDeviance
 from .optimizer import optimize_theta
 from .residual import ResidualStructure, apply_whitener, whiten_terms
 from .state import OptimizerSummary
-from .theta import ThetaLayout
+from ..design.theta import ThetaLayout
 
 __all__ = ["WhitenedDeviance", "ResidualDeviance", "ResidualFit", "optimize_residual",
            "gls_fit"]

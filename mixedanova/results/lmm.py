@@ -1,6 +1,6 @@
 """Results of a linear mixed model fit: numbers as pandas objects.
 
-:class:`LinearMixedResults` is built from a :class:`~mixedanova.design.Design`
+:class:`LinearMixedResults` is built from a :class:`~mixedanova.design.build.Design`
 and an engine's :class:`~mixedanova.likelihood.state.FitState`; every attribute is
 derived from those two (cached on first use), nothing is filled in afterwards.
 Printing lives in :mod:`mixedanova.report.summary`.
@@ -16,8 +16,8 @@ import pandas as pd
 
 from ..design import Design
 from ..errors import ArgumentError, UnknownNameError
-from ..formula import same_group
-from ..likelihood.theta import SINGULAR_TOL
+from ..design.formula import same_group
+from ..design.theta import SINGULAR_TOL
 from ..likelihood.state import FitState
 from .residual_view import ResidualStructureMixin
 from .workflow import WorkflowMixin
@@ -225,7 +225,7 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         ``max_cells`` bounds the dense matrix (default 4e6 entries; larger is a
         :class:`~mixedanova.errors.DesignError`).
         """
-        from ..design_matrices import g_matrix
+        from ..design.matrices import g_matrix
         return g_matrix(self.design, self._templates(), self.sigma, max_cells)
 
     def R(self, max_cells: int | None = None) -> pd.DataFrame:
@@ -236,7 +236,7 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         the structure's correlation and variance function at the estimates and
         ``S = diag(1 / sqrt(w))``.
         """
-        from ..design_matrices import check_size, r_matrix
+        from ..design.matrices import check_size, r_matrix
         if self.state.extra.get("residual") is None:
             return r_matrix(self.design, self.sigma, max_cells)
         n = self.design.nobs
@@ -255,7 +255,7 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
 
     def V(self, max_cells: int | None = None) -> pd.DataFrame:
         """``Var(y) = Z G Z' + R`` at the estimates (small models; ``R`` as in :meth:`R`)."""
-        from ..design_matrices import v_matrix
+        from ..design.matrices import v_matrix
         v = v_matrix(self.design, self._templates(), self.sigma, max_cells)
         if self.state.extra.get("residual") is None:
             return v

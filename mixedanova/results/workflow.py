@@ -182,7 +182,7 @@ def _expand_dot(parsed, formula: str) -> str:
     old_lhs, old_rhs = parsed.formula.split("~", 1)
     lhs = old_lhs.strip() if lhs.strip() in (".", "") else lhs.strip()
     rhs = rhs.strip()
-    from ..formula import split_summands
+    from ..design.formula import split_summands
     pieces = split_summands(rhs)
     old_terms = [t.strip() for _, _, t in split_summands(old_rhs)]
     out = []

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .data_checks import as_numeric, check_levels, plain_strings
-from .errors import DesignError
+from ..errors import DesignError
 from .formula import split_summands
 
 __all__ = ["SimpleSpec", "FixedTerm", "simple_spec", "term_matrix", "model_matrix_like",

@@ -16,7 +16,7 @@ import difflib
 import numpy as np
 import pandas as pd
 
-from .errors import DesignError
+from ..errors import DesignError
 from .formula import ParsedFormula, formula_variables
 
 __all__ = ["check_columns", "check_levels", "as_numeric", "plain_strings", "check_finite",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 
-from .errors import FormulaError
+from ..errors import FormulaError
 
 __all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula", "split_summands",
            "formula_variables", "strip_quotes", "same_group", "quote_name", "grouping_text"]

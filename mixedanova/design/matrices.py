@@ -29,7 +29,7 @@ DEFAULT_MAX_CELLS = 4_000_000  # about 32 MB of float64
 
 def check_size(rows: int, cols: int, what: str, max_cells: int | None) -> None:
     """Refuse a dense ``rows x cols`` matrix larger than ``max_cells`` entries."""
-    from .errors import DesignError
+    from ..errors import DesignError
 
     limit = DEFAULT_MAX_CELLS if max_cells is None else max_cells
     if rows * cols > limit:

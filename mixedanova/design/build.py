@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import design_matrices as _matrices
-from .likelihood.theta import ThetaLayout
+from . import matrices as _matrices
+from .theta import ThetaLayout
 from .formula import ParsedFormula, RandomTermSpec, formula_variables, strip_quotes
 from .data_checks import (check_columns, check_finite, complete_rows, missing_column_error,
                           plain_strings)
-from .errors import DesignError, RankDeficiencyWarning, user_stacklevel
+from ..errors import DesignError, RankDeficiencyWarning, user_stacklevel
 from .term_matrices import (FixedTerm, fixed_terms, independent_columns, model_matrix_like,
                             term_matrix)
 
