@@ -164,8 +164,8 @@ class LinearMixedModel:
                 self._deviance[reml] = _residual_deviance(terms, d, X, y, reml,
                                                           self._structure)
             else:
-                self._deviance[reml] = ProfiledDeviance(terms, d.theta_layout(), X, y,
-                                                         reml=reml)
+                self._deviance[reml] = ProfiledDeviance.from_rows(terms, d.theta_layout(), X,
+                                                                   y, reml=reml)
         return self._deviance[reml]
 
     def weights_constant(self) -> float:

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import solve_triangular
 from scipy.linalg.lapack import dpotrf, dtrtri
 
-__all__ = ["TermData", "FactorBase", "NotPositiveDefinite"]
+__all__ = ["TermData", "FactorBase", "NotPositiveDefinite", "response_factor"]
 
 
 class NotPositiveDefinite(ArithmeticError):
@@ -148,6 +149,26 @@ def lower_chol(M: np.ndarray) -> np.ndarray:
     return L
 
 
+def response_factor(S: np.ndarray, lead: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Factor a Schur complement whose last ``k`` rows are the response block.
+
+    For one response the whole matrix is factored (its last pivot squared is the
+    penalized residual sum of squares).  For ``k`` responses only the leading
+    ``lead`` rows are factored, and each response's sum of squares is its
+    diagonal entry less its squared projection: what ``k`` separate factors
+    would give, with one factorization.  Returns ``(L, pwrss)``.
+    """
+    if k == 1:
+        L = lower_chol(S)
+        return L, np.array([L[-1, -1] ** 2])
+    L = lower_chol(np.array(S[:lead, :lead], order="F"))
+    W = solve_triangular(L, S[:lead, lead:], lower=True, check_finite=False)
+    pwrss = np.diag(S[lead:, lead:]) - np.einsum("ij,ij->j", W, W)
+    if not np.all(pwrss > 0.0):
+        raise NotPositiveDefinite
+    return L, pwrss
+
+
 def tri_inv(L: np.ndarray) -> np.ndarray:
     """Inverse of a dense lower-triangular matrix (LAPACK ``dtrtri``)."""
     if L.shape[0] == 0:  # no fixed effects
@@ -186,6 +207,19 @@ class FactorBase:
     p: int
     y_scale: float = 1.0
     y_shift: np.ndarray | None = None
+
+    def set_pwrss(self, pwrss: np.ndarray, cp) -> None:
+        """Record the response block's sums of squares (``pwrss_all``, one per
+        response column) and, for one response, ``pwrss_std``, ``y_scale`` and
+        ``y_shift`` (the standardization of the cross-products ``cp``)."""
+        self.pwrss_all = np.asarray(pwrss, dtype=float)
+        self.y_scales = np.asarray(cp.scale, dtype=float)
+        if cp.k == 1:
+            self.pwrss_std = float(self.pwrss_all[0])
+            self.y_scale = float(cp.scale[0])
+            self.y_shift = cp.shift[:, 0]
+        else:
+            self.pwrss_std = float("nan")  # k responses: see pwrss_all
 
     @property
     def pwrss(self) -> float:

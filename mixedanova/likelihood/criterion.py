@@ -1,7 +1,8 @@
 """Profiled REML and ML deviance as a closure over ``theta``.
 
 The stages follow lme4: :class:`ProfiledDeviance` builds the objective from the
-blocked cross-products (:func:`mixedanova.likelihood.system.build_system`),
+cross-products of ``[Z X Y]`` (:mod:`mixedanova.likelihood.crossprod`, laid out
+by :func:`mixedanova.likelihood.system.build_system`),
 :func:`mixedanova.likelihood.optimizer.optimize_theta` minimizes it under the
 bounds, :func:`mixedanova.likelihood.convergence.check_convergence` inspects the
 optimum, and :func:`fit_state` packs the estimates into a
@@ -16,11 +17,13 @@ With ``L`` the blocked Cholesky factor at ``theta``, ``ldL2 = log|L_Z|^2``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from .blocked import FactorBase, NotPositiveDefinite, TermData, tri_inv
 from .crossed import CrossedSystem
+from .crossprod import CrossProducts, RowBlock, cross_products
 from .state import FitState, OptimizerSummary
 from .system import build_system
 from ..design.theta import ThetaLayout
@@ -38,42 +41,71 @@ class ProfiledDeviance:
 
     Parameters
     ----------
-    terms : list of TermData
-        Random-effects terms in lme4's order.
+    cp : CrossProducts
+        Cross-products of ``[Z X Y]`` (:mod:`mixedanova.likelihood.crossprod`):
+        the only input that the evaluations read.
     layout : ThetaLayout
         Where each term's template entries sit in ``theta``.
-    X, y : numpy.ndarray
-        Fixed-effects matrix (full column rank) and response.
     reml : bool
         REML criterion (True) or ML deviance (False).
+    rows : sequence of RowBlock, optional
+        The rows behind ``cp`` (one block per chunk), for the one pass that
+        needs them: the explicit penalized residual sum of squares when the
+        random effects explain nearly all of the response (see
+        :meth:`explicit_pwrss`).  Without rows that refinement is skipped.
+
+    Notes
+    -----
+    The objective protocol that the optimizer, the convergence check and the
+    working coordinates rely on (a residual-structure or GLMM objective
+    implements the same): ``layout``, ``reml``, ``n``, ``p``, ``start``,
+    ``column_scales``, ``nevals``; ``__call__(theta)`` (``inf`` outside the
+    domain), ``value_and_gradient(theta)``, ``gradient(theta)``,
+    ``covariance_gradient(theta, k)``, ``factor(theta)`` (the state at
+    ``theta``), ``from_factor(f)``, ``sigma(f)``, ``at_sigma(theta, sigma)`` and
+    ``transformed(maps)`` (the same objective on ``Z_k C_k``).
     """
 
-    def __init__(self, terms: list[TermData], layout: ThetaLayout, X: np.ndarray,
-                 y: np.ndarray, reml: bool = True) -> None:
+    def __init__(self, cp: CrossProducts, layout: ThetaLayout, reml: bool = True,
+                 rows: Sequence[RowBlock] | None = None) -> None:
         self.layout = layout
         self.reml = reml
-        self.X, self.y = X, y
-        self.n, self.p = X.shape
-        self.nlevs = [t.nlev for t in terms]
-        self.terms = terms
-        self.system = build_system(terms, X, y)
+        self.cp = cp.standardized()
+        self.rows = tuple(rows) if rows is not None else ()
+        self.n, self.p = self.cp.n, self.cp.p
+        self.k = self.cp.k
+        self.nlevs = [t.nlev for t in self.cp.terms]
+        self.system = build_system(self.cp)
         # RMS of each random-effects column: the unit in which a relative
         # variance of that column contributes about 1 to Var(y) / sigma^2
-        self.column_scales = [_rms_columns(t.zraw) for t in terms]
+        self.column_scales = [s.rms for s in self.cp.stats]
         diag = layout.diagonal_mask()
         vector = np.repeat([q > 1 for q in layout.qs], [q * (q + 1) // 2 for q in layout.qs])
         self._vector_diag = diag & vector
         self._diag = diag
         self._grad_index = []  # (template row, column) of each theta entry, per term
         for q in layout.qs:
-            rows, cols = np.tril_indices(q)
-            order = np.lexsort((rows, cols))  # theta runs down each column
-            self._grad_index.append((cols[order], rows[order]))
+            r, c = np.tril_indices(q)
+            order = np.lexsort((r, c))  # theta runs down each column
+            self._grad_index.append((c[order], r[order]))
         self.start = layout.start()
-        if isinstance(self.system, CrossedSystem):
-            self.start = _moment_start(terms, layout, X, y)
+        if isinstance(self.system, CrossedSystem) and self.k == 1:
+            self.start = _moment_start(self.cp, layout)
         self.nevals = 0
         self._last: tuple[np.ndarray, FactorBase] | None = None
+
+    @classmethod
+    def from_rows(cls, terms: list[TermData], layout: ThetaLayout, X: np.ndarray,
+                  y: np.ndarray, reml: bool = True) -> "ProfiledDeviance":
+        """The objective of one piece of data held in memory (its rows are kept
+        for :meth:`explicit_pwrss`)."""
+        return cls(cross_products(terms, X, y), layout, reml,
+                   rows=(RowBlock(tuple(terms), X, y),))
+
+    def transformed(self, maps: list[np.ndarray]) -> "ProfiledDeviance":
+        """The same objective for ``Z_k C_k`` (working coordinates)."""
+        rows = tuple(b.transformed(maps) for b in self.rows)
+        return type(self)(self.cp.transformed(maps), self.layout, self.reml, rows=rows)
 
     @property
     def dof(self) -> int:
@@ -87,32 +119,51 @@ class ProfiledDeviance:
             return self._last[1]
         templates = self.layout.templates(theta)
         f = self.system.factor(templates)
-        if f.pwrss_std < _REFINE * self.n:
-            f.pwrss_std = self._explicit_pwrss(f, templates)
+        if self.k == 1 and self.rows and f.pwrss_std < _REFINE * self.n:
+            f.pwrss_std = self.explicit_pwrss(f, templates)
         self._last = (theta.copy(), f)
         return f
 
-    def _explicit_pwrss(self, f: FactorBase, templates: list[np.ndarray]) -> float:
+    def explicit_pwrss(self, f: FactorBase, templates: list[np.ndarray]) -> float:
         """``|y - X beta - Z Lambda u|^2 + |u|^2`` from the solution, row by row.
 
         The factor's own ``pwrss`` is a difference of cross-products; when the
         random effects explain nearly all of the response it cancels to a few
         digits.  The sum of squares at the computed solution is accurate to
-        second order in the solution's error (lme4 computes it this way).
+        second order in the solution's error (lme4 computes it this way).  This
+        is the one pass over the rows after set-up: it streams over the row
+        blocks (chunks), on the standardized response.
         """
         beta, u = f._solution_std()
-        XY = self.system.XY
-        r = XY[:, -1] - XY[:, :-1] @ beta
-        off = 0
-        for t, T in zip(self.terms, templates):
-            size = t.nlev * t.q
-            b = u[off:off + size].reshape(t.nlev, t.q) @ T.T
-            zb = np.einsum("ij,ij->i", t.zraw, b[t.codes])
-            if t.rows is not None:  # a whitened term: entries summed into their rows
-                zb = np.bincount(t.rows, weights=zb, minlength=len(r))
-            r = r - zb
-            off += size
-        return float(r @ r + u @ u)
+        shift, scale = self.cp.shift[:, 0], float(self.cp.scale[0])
+        offs = np.cumsum([0] + [t.nlev * t.q for t in self.cp.terms])
+        bs = [u[offs[k]:offs[k + 1]].reshape(t.nlev, t.q) @ T.T
+              for k, (t, T) in enumerate(zip(self.cp.terms, templates))]
+        total = float(u @ u)
+        for block in self.rows:
+            X = block.X
+            y = np.asarray(block.y, dtype=float)
+            r = ((y - X @ shift) if self.p else y) / scale - X @ beta
+            for t, b in zip(block.terms, bs):
+                zb = np.einsum("ij,ij->i", t.zraw, b[t.codes])
+                if t.rows is not None:  # a whitened term: entries summed into their rows
+                    zb = np.bincount(t.rows, weights=zb, minlength=len(r))
+                r = r - zb
+            total += float(r @ r)
+        return total
+
+    def criteria(self, theta: np.ndarray) -> np.ndarray:
+        """The objective of each of the ``k`` response columns at ``theta``, from
+        one factorization (``inf`` where the system is not positive definite)."""
+        theta = np.asarray(theta, dtype=float)
+        try:
+            f = self.system.factor(self.layout.templates(theta))
+        except NotPositiveDefinite:
+            return np.full(self.k, math.inf)
+        dof = self.dof
+        dev = f.ldL2 + dof * (1.0 + _LOG2PI + np.log(f.pwrss_all / dof)
+                              + 2.0 * np.log(f.y_scales))
+        return dev + f.ldRX2 if self.reml else dev
 
     def from_factor(self, f: FactorBase) -> float:
         """Profiled objective from a factor (``pwrss`` enters through its
@@ -240,34 +291,31 @@ def gradient_jacobian(dev: ProfiledDeviance, x: np.ndarray, idx: np.ndarray,
     return 0.5 * (H + H.T)
 
 
-def _rms_columns(z: np.ndarray) -> np.ndarray:
-    rms = np.sqrt(np.mean(z * z, axis=0))
-    return np.where(rms > 0, rms, 1.0)
-
-
-def _moment_start(terms: list[TermData], layout: ThetaLayout, X: np.ndarray,
-                  y: np.ndarray) -> np.ndarray:
+def _moment_start(cp: CrossProducts, layout: ThetaLayout) -> np.ndarray:
     """Starting ``theta`` from one-way ANOVA estimates on the OLS residuals.
 
     For each random intercept ``(1|g)``: ``s2_g = (MSB - MSW) / n0`` of the
     residuals grouped by ``g``; ``theta_g = sqrt(s2_g / s2_e)`` with ``s2_e`` the
     residual variance left after the terms, floored at 0.1 so that no start sits
-    on the boundary.  Other terms keep lme4's start.
+    on the boundary.  Other terms keep lme4's start.  Read off the standardized
+    cross-products (whose response is the OLS residual): level counts, level sums
+    and ``r'r``, so that ``sum (r - mean_l)^2 = r'r - sum n_l mean_l^2``.
     """
     theta = layout.start()
-    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
-    r = y - X @ beta
-    n = len(r)
-    total = float(r @ r) / max(n - X.shape[1], 1)
+    p, n = cp.p, cp.n
+    rr = float(cp.xy[p, p])
+    total = rr / max(n - p, 1)
     est = {}
-    for k, t in enumerate(terms):
-        if t.q != 1 or not np.all(t.zraw == 1.0):
+    for k, (t, st) in enumerate(zip(cp.terms, cp.stats)):
+        if t.q != 1 or not st.ones[0] or not t.one_per_row:
             continue
-        nl = np.bincount(t.codes, minlength=t.nlev).astype(float)
-        means = np.bincount(t.codes, weights=r, minlength=t.nlev) / np.maximum(nl, 1.0)
+        nl = cp.diag_blocks(k)[:, 0, 0]
+        sums = cp.zxy[k][:, p, 0]
+        means = sums / np.maximum(nl, 1.0)
         J = t.nlev
-        msb = float(np.sum(nl * (means - r.mean()) ** 2)) / (J - 1)
-        msw = float(np.sum((r - means[t.codes]) ** 2)) / max(n - J, 1)
+        rbar = float(sums.sum()) / n
+        msb = float(np.sum(nl * (means - rbar) ** 2)) / (J - 1)
+        msw = max(rr - float(np.sum(nl * means * means)), 0.0) / max(n - J, 1)
         n0 = (n - float(np.sum(nl**2)) / n) / (J - 1)
         est[k] = max((msb - msw) / n0, 0.0)
     s2e = max(total - sum(est.values()), 0.1 * total)

@@ -10,7 +10,8 @@ term) that share an observation.  The Schur complement
 
 is dense and factored by LAPACK.  ``C C'`` is accumulated over the pairs of
 entries that share a first-term level (computed once), so an evaluation costs
-``O(pairs + r^3 / 3)`` with ``r = sum(nlev_k q_k, k >= 1) + p + 1``.  The number
+``O(pairs + r^3 / 3)`` with ``r = sum(nlev_k q_k, k >= 1) + p + k`` (``k``
+response columns).  The number
 of pairs grows with the rows per first-term level.  Two level-sized
 alternatives replace it when they are cheaper:
 
@@ -31,8 +32,8 @@ import scipy.sparse as sp
 from scipy.linalg import solve_triangular
 from scipy.linalg.lapack import dpotri
 
-from .blocked import (FactorBase, TermData, bchol, binv_lower, bmm, logdet_stack,
-                      lower_chol, per_level)
+from .blocked import (FactorBase, bchol, binv_lower, bmm, logdet_stack, response_factor)
+from .crossprod import CrossProducts
 
 __all__ = ["CrossedSystem", "CrossedFactor", "DENSE_LIMIT"]
 
@@ -71,65 +72,75 @@ def _lower_entries(P: np.ndarray, flat: np.ndarray, flat_f: np.ndarray) -> np.nd
 class CrossedSystem:
     """Cross-products for crossed grouping factors (see the module docstring)."""
 
-    y_scale: float = 1.0          # set by build_system: the response is standardized
-    y_shift: np.ndarray | None = None
-
-    def __init__(self, terms: list[TermData], XY: np.ndarray) -> None:
+    def __init__(self, cp: CrossProducts) -> None:
+        terms = cp.terms
         self.terms = terms
-        self.p = XY.shape[1] - 1
+        self.p, self.k = cp.p, cp.k
         t0 = terms[0]
-        if t0.rows is not None:
+        if not t0.one_per_row:
             raise NotImplementedError("the first (block-diagonal) term must have one level "
                                       "per row")
         self.q0, self.l0 = t0.q, t0.nlev
         self.offsets = np.cumsum([0] + [t.nlev * t.q for t in terms])
         self.r1 = int(self.offsets[-1] - self.offsets[1])
-        self.r = self.r1 + self.p + 1
+        self.r = self.r1 + self.p + self.k
         if self.r > DENSE_LIMIT:
             raise NotImplementedError(
                 f"crossed random effects with {self.r1} columns beyond the first term need a "
                 f"dense {self.r} x {self.r} Schur complement, more than this engine forms "
                 f"({DENSE_LIMIT}); put the factor with most levels first or simplify the model")
-        self.A00 = per_level(t0.codes, t0.zraw, t0.zraw, self.l0)
-        self.AX0 = per_level(t0.codes, XY, t0.zraw, self.l0)  # (l0, p+1, q0)
-        Zr = sp.hstack([t.sparse_z() for t in terms[1:]], format="csr")
-        r1 = self.r1
+        self._pattern(cp)
+        self.refresh(cp)
+
+    def refresh(self, cp: CrossProducts) -> None:
+        """Take the numeric blocks of ``cp`` (same design and pattern): no
+        sorting or searching beyond what depends on the values (the grouping of
+        a scalar first term's level weights)."""
+        self.cp = cp
+        r, r1 = self.r, self.r1
+        self.A00 = cp.diag_blocks(0)
+        self.AX0 = cp.zxy[0]  # (l0, p+k, q0)
+        self.vals = np.concatenate([cp.pairs[(k, 0)].vals.reshape(-1, self.q0)
+                                    for k in range(1, len(self.terms))])[self._order]
         # column-major, as LAPACK factors it in place (r can be 10^4: no copies)
-        self.ARR = np.zeros((self.r, self.r), order="F")
-        A11 = (Zr.T @ Zr).tocoo()
-        self.ARR[A11.row, A11.col] = A11.data
-        A1X = np.asarray(Zr.T @ XY)
-        self.ARR[:r1, r1:] = A1X
-        self.ARR[r1:, :r1] = A1X.T
-        self.ARR[r1:, r1:] = XY.T @ XY
-        self._pattern(terms)
+        self.ARR = np.zeros((r, r), order="F")
+        base = self.offsets[1]
+        for i in range(1, len(self.terms)):
+            for j in range(1, i + 1):
+                b = cp.pairs[(i, j)]
+                ti, tj = self.terms[i], self.terms[j]
+                li, lj = np.divmod(b.keys, tj.nlev)
+                for a in range(ti.q):
+                    for c in range(tj.q):
+                        rows = self.offsets[i] - base + li * ti.q + a
+                        cols = self.offsets[j] - base + lj * tj.q + c
+                        self.ARR[rows, cols] = b.vals[:, a, c]
+                        if i != j:
+                            self.ARR[cols, rows] = b.vals[:, a, c]
+        if r1:
+            A1X = np.vstack([cp.zxy_columns(k) for k in range(1, len(self.terms))])
+            self.ARR[:r1, r1:] = A1X
+            self.ARR[r1:, :r1] = A1X.T
+        self.ARR[r1:, r1:] = cp.xy
         self._pairs()
 
     # ---------------------------------------------------------------- set-up
-    def _pattern(self, terms: list[TermData]) -> None:
-        """Entries of ``Z_R1'Z_0``: row, first-term level, ``(nnz, q0)`` values."""
-        t0, l0, q0 = terms[0], self.l0, self.q0
-        rows, levels, vals, term_of = [], [], [], []
+    def _pattern(self, cp: CrossProducts) -> None:
+        """Entries of ``Z_R1'Z_0`` (from the level pairs of ``cp``): row and
+        first-term level of each, in level order."""
+        terms, l0 = self.terms, self.l0
+        rows, levels, term_of = [], [], []
         for k, t in enumerate(terms[1:], start=1):
-            r = slice(None) if t.rows is None else t.rows  # entries of a whitened term
-            key = t.codes.astype(np.int64) * l0 + t0.codes[r]
-            uniq, inv = np.unique(key, return_inverse=True)
-            inv = inv.ravel()
-            v = np.empty((len(uniq), t.q, q0))
-            for s in range(t.q):
-                for s0 in range(q0):
-                    v[:, s, s0] = np.bincount(inv, weights=t.zraw[:, s] * t0.zraw[r, s0],
-                                              minlength=len(uniq))
+            uniq = cp.pairs[(k, 0)].keys
             base = self.offsets[k] - self.offsets[1] + (uniq // l0) * t.q
             rows.append((base[:, None] + np.arange(t.q)[None, :]).ravel())
             levels.append(np.repeat(uniq % l0, t.q))
-            vals.append(v.reshape(-1, q0))
             term_of.append(np.full(len(uniq) * t.q, k))
         rows, levels = np.concatenate(rows), np.concatenate(levels)
         order = np.lexsort((rows, levels))
+        self._order = order
         self.rows = rows[order].astype(np.intp)
         self.levels = levels[order].astype(np.intp)
-        self.vals = np.concatenate(vals)[order]
         term_of = np.concatenate(term_of)[order]
         self.entry_term = term_of
         # scaling by Lambda_R': scalar terms entry-wise, vector terms per group of q rows
@@ -141,6 +152,7 @@ class CrossedSystem:
                 self.scalar_entries[k] = idx
             else:
                 self.vector_groups[k] = idx.reshape(-1, t.q)
+        q0 = self.q0
         counts = np.bincount(self.levels, minlength=l0)
         self.level_ptr = np.concatenate([[0], np.cumsum(counts)])
         # CSC layout of C (r1 x l0*q0): column (l, s0) holds the entries of level l
@@ -189,6 +201,15 @@ class CrossedSystem:
                 return
         if self.dense_c:  # C C' by BLAS on a dense C: no pair structure at all
             return
+        if not hasattr(self, "pa"):
+            self._pair_structure()
+        if self.q0 == 1:
+            vv = self.vals[self.pa, 0] * self.vals[self.pb, 0]
+            self.G_op = sp.csr_matrix((vv, (self._row_of, self.plevel)),
+                                      shape=(len(self.G_rows), self.l0))
+
+    def _pair_structure(self) -> None:
+        """The symbolic part of the pairs (kept across refreshes)."""
         nnz = len(self.rows)
         ends = self.level_ptr[1:][self.levels]
         n_after = ends - np.arange(nnz)
@@ -202,11 +223,8 @@ class CrossedSystem:
         self.target = self.rb.astype(np.int64) * self.r + self.ra
         self.target_f = self.ra.astype(np.int64) * self.r + self.rb  # column-major
         if self.q0 == 1:
-            vv = self.vals[pa, 0] * self.vals[pb, 0]
             # one operator row per distinct target (in increasing order)
-            self.G_rows, row_of = _distinct(self.target, self.r * self.r)
-            self.G_op = sp.csr_matrix((vv, (row_of, self.plevel)),
-                                      shape=(len(self.G_rows), self.l0))
+            self.G_rows, self._row_of = _distinct(self.target, self.r * self.r)
             # doubled off-diagonal weights for sums over ordered pairs
             hi, lo = np.divmod(self.G_rows, self.r)
             self.G_rows_f = lo * self.r + hi  # the same entries, column-major
@@ -280,7 +298,7 @@ class CrossedSystem:
         L00 = bchol(M0)
         L00inv = binv_lower(L00)
         T0 = lam0 @ L00inv.transpose(0, 2, 1)  # Lambda_0 L00^{-T} per level
-        BX = bmm(self.AX0, T0)  # (l0, p+1, q0)
+        BX = bmm(self.AX0, T0)  # (l0, p+k, q0)
         r1 = self.r1
         # S = Lambda_R'(A_RR - B B')Lambda_R + I_R1, B = A_R0 Lambda_0 L00^{-T} (lower part)
         S = self.ARR.copy(order="F")  # column-major: dpotrf works in place
@@ -292,7 +310,7 @@ class CrossedSystem:
             g_weights = w * L00inv[rep, 0, 0] ** 2
             return self._finish(lambdas, S, L00, L00inv, T0, BX, g_weights)
         raw, cv = self._entries(lambdas, T0)
-        BXf = BX.transpose(1, 0, 2).reshape(self.p + 1, -1)
+        BXf = BX.transpose(1, 0, 2).reshape(self.p + self.k, -1)
         if self.dense_c:
             Cr = self.dense_c_matrix(raw)
             S[:r1, :r1] -= Cr @ Cr.T  # numpy hands A @ A.T to BLAS syrk
@@ -319,7 +337,8 @@ class CrossedSystem:
         """Scale by ``Lambda_R``, add ``I_R1``, factor."""
         self.lambda_r_scale(lambdas, S)
         S[np.arange(self.r1), np.arange(self.r1)] += 1.0
-        fac = CrossedFactor(self, lambdas, L00, L00inv, T0, BX, lower_chol(S), cv)
+        L, pwrss = response_factor(S, self.r1 + self.p, self.k)
+        fac = CrossedFactor(self, lambdas, L00, L00inv, T0, BX, L, pwrss, cv)
         fac.g_weights = g_weights
         return fac
 
@@ -328,7 +347,7 @@ class CrossedFactor(FactorBase):
     """Factor produced by :class:`CrossedSystem`."""
 
     def __init__(self, system: CrossedSystem, lambdas, L00, L00inv, T0, BX, L,
-                 cv: np.ndarray | None = None) -> None:
+                 pwrss: np.ndarray, cv: np.ndarray | None = None) -> None:
         self.system = system
         self.lambdas = lambdas
         self.L00, self.L00inv, self.T0, self.BX, self.L = L00, L00inv, T0, BX, L
@@ -337,9 +356,8 @@ class CrossedFactor(FactorBase):
         r1 = system.r1
         d = np.diag(L)
         self.ldL2 = logdet_stack(L00) + float(2.0 * np.log(d[:r1]).sum())
-        self.ldRX2 = float(2.0 * np.log(d[r1:-1]).sum())
-        self.pwrss_std = float(d[-1] ** 2)
-        self.y_scale, self.y_shift = system.y_scale, system.y_shift
+        self.ldRX2 = float(2.0 * np.log(d[r1:r1 + self.p]).sum())
+        self.set_pwrss(pwrss, system.cp)
         self._inverses = None
         self.g_weights = None
 
@@ -359,7 +377,7 @@ class CrossedFactor(FactorBase):
 
     def rx(self) -> np.ndarray:
         r1 = self.system.r1
-        return self.L[r1:-1, r1:-1]
+        return self.L[r1:r1 + self.p, r1:r1 + self.p]
 
     def forward_solve(self, rhs: np.ndarray) -> np.ndarray:
         s = self.system

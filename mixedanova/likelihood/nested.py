@@ -10,47 +10,59 @@ dense ``(p + 1) x (p + 1)`` factor for ``[X y]``.
 from __future__ import annotations
 
 import numpy as np
-from .blocked import (FactorBase, TermData, bchol, binv_lower, bmm, logdet_stack,
-                      lower_chol, per_level, scatter, tri_inv)
+from .blocked import (FactorBase, bchol, binv_lower, bmm, logdet_stack, response_factor,
+                      scatter, tri_inv)
+from .crossprod import CrossProducts
 
 __all__ = ["nesting_maps", "NestedSystem", "NestedFactor"]
 
 
-def nesting_maps(terms: list[TermData]) -> dict | None:
+def nesting_maps(cp: CrossProducts) -> dict | None:
     """``{(i, j): f}`` with ``f[level of j] = level of i`` when every ``j < i``
-    nests in ``i``; ``None`` otherwise."""
+    nests in ``i`` (read off the level pairs of ``Z_i'Z_j``); ``None`` otherwise."""
     maps = {}
-    if any(t.rows is not None for t in terms):  # several levels per row: crossed layout
+    terms = cp.terms
+    if not all(t.one_per_row for t in terms):  # several levels per row: crossed layout
         return None
     for j in range(len(terms)):
         for i in range(j + 1, len(terms)):
-            cj, ci = terms[j].codes, terms[i].codes
-            f = np.full(terms[j].nlev, -1, dtype=np.intp)
-            f[cj] = ci
-            if np.any(f[cj] != ci) or np.any(f < 0):
+            li, lj = np.divmod(cp.pairs[(i, j)].keys, terms[j].nlev)
+            if len(lj) != terms[j].nlev or np.any(np.bincount(lj, minlength=terms[j].nlev) != 1):
                 return None
+            f = np.empty(terms[j].nlev, dtype=np.intp)
+            f[lj] = li
             maps[(i, j)] = f
     return maps
 
 
 class NestedSystem:
-    """Cross-products when each term's factor is nested in every later term's."""
+    """Cross-products when each term's factor is nested in every later term's.
 
-    y_scale: float = 1.0          # set by build_system: the response is standardized
-    y_shift: np.ndarray | None = None
+    Built from a :class:`~mixedanova.likelihood.crossprod.CrossProducts` (rows are
+    never read); :meth:`refresh` takes new values on the same pattern.
+    """
 
-    def __init__(self, terms: list[TermData], XY: np.ndarray, maps: dict) -> None:
-        self.terms = terms
+    def __init__(self, cp: CrossProducts, maps: dict) -> None:
+        self.terms = cp.terms
         self.maps = maps
-        self.p = XY.shape[1] - 1
-        K = len(terms)
-        self.offsets = np.cumsum([0] + [t.nlev * t.q for t in terms])
-        self.A_diag = [per_level(t.codes, t.zraw, t.zraw, t.nlev) for t in terms]
-        self.A_off = {(i, j): per_level(terms[j].codes, terms[i].zraw, terms[j].zraw,
-                                        terms[j].nlev)
-                      for j in range(K) for i in range(j + 1, K)}
-        self.A_x = [per_level(t.codes, XY, t.zraw, t.nlev) for t in terms]
-        self.A_xx = XY.T @ XY
+        self.p, self.k = cp.p, cp.k
+        self.offsets = np.cumsum([0] + [t.nlev * t.q for t in self.terms])
+        self.refresh(cp)
+
+    def refresh(self, cp: CrossProducts) -> None:
+        """Take the numeric blocks of ``cp`` (same design and pattern)."""
+        K = len(self.terms)
+        self.cp = cp
+        self.A_diag = [cp.diag_blocks(k) for k in range(K)]
+        self.A_off = {}
+        for j in range(K):
+            for i in range(j + 1, K):
+                b = cp.pairs[(i, j)]
+                A = np.empty((self.terms[j].nlev,) + b.vals.shape[1:])
+                A[b.keys % self.terms[j].nlev] = b.vals
+                self.A_off[(i, j)] = A
+        self.A_x = list(cp.zxy)
+        self.A_xx = cp.xy
 
     def factor(self, lambdas: list[np.ndarray]) -> "NestedFactor":
         """Factor the blocked system for the templates ``lambdas``."""
@@ -81,27 +93,27 @@ class NestedSystem:
             L_x.append(bmm(T, inv_T))
         S = self.A_xx.copy()
         for Lxj in L_x:
-            flat = Lxj.transpose(1, 0, 2).reshape(self.p + 1, -1)
+            flat = Lxj.transpose(1, 0, 2).reshape(self.p + self.k, -1)
             S -= flat @ flat.T
-        return NestedFactor(self, L_diag, L_inv_T, L_off, L_x, lower_chol(S))
+        Lxx, pwrss = response_factor(S, self.p, self.k)
+        return NestedFactor(self, L_diag, L_inv_T, L_off, L_x, Lxx, pwrss)
 
 
 class NestedFactor(FactorBase):
     """Factor produced by :class:`NestedSystem`."""
 
-    def __init__(self, system: NestedSystem, L_diag, L_inv_T, L_off, L_x, Lxx) -> None:
+    def __init__(self, system: NestedSystem, L_diag, L_inv_T, L_off, L_x, Lxx,
+                 pwrss: np.ndarray) -> None:
         self.system = system
         self.L_diag, self.L_inv_T, self.L_off, self.L_x, self.Lxx = (
             L_diag, L_inv_T, L_off, L_x, Lxx)
         self.p = system.p
         self.ldL2 = sum(logdet_stack(L) for L in L_diag)
-        d = np.diag(Lxx)
-        self.ldRX2 = float(2.0 * np.log(d[:-1]).sum())
-        self.pwrss_std = float(d[-1] ** 2)
-        self.y_scale, self.y_shift = system.y_scale, system.y_shift
+        self.ldRX2 = float(2.0 * np.log(np.diag(Lxx)[:self.p]).sum())
+        self.set_pwrss(pwrss, system.cp)
 
     def rx(self) -> np.ndarray:
-        return self.Lxx[:-1, :-1]
+        return self.Lxx[:self.p, :self.p]
 
     def _split(self, v: np.ndarray) -> list[np.ndarray]:
         o, terms = self.system.offsets, self.system.terms

@@ -27,7 +27,7 @@ class PermutedSystem:
         The system built on the permuted terms.
     order : list of int
         ``order[s]`` is the design index of the system's term ``s``.
-    terms : list of TermData
+    terms : tuple of TermShape
         The terms in the design's order.
     """
 
@@ -35,7 +35,7 @@ class PermutedSystem:
         self.inner = inner
         self.order = list(order)
         self.terms = terms
-        self.p = inner.p
+        self.p, self.k, self.cp = inner.p, inner.k, inner.cp
         sizes = [t.nlev * t.q for t in terms]
         self.offsets = np.cumsum([0] + sizes)
         sys_offsets = np.cumsum([0] + [sizes[i] for i in self.order])
@@ -50,14 +50,6 @@ class PermutedSystem:
 
     def factor(self, lambdas: list[np.ndarray]) -> "PermutedFactor":
         return PermutedFactor(self.inner.factor([lambdas[i] for i in self.order]), self)
-
-    def __setattr__(self, name: str, value) -> None:
-        # attributes the caller sets on a built system (e.g. the standardized
-        # response's XY / y_shift / y_scale) belong to the inner system as well
-        object.__setattr__(self, name, value)
-        if name not in ("inner", "order", "terms", "p", "offsets", "sys_to_design",
-                        "design_to_sys", "inverse"):
-            setattr(self.inner, name, value)
 
 
 class PermutedFactor:

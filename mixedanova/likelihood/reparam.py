@@ -11,12 +11,11 @@ the same function of the covariance, so nothing else changes.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from .boundary import psd_cholesky
 from .criterion import ProfiledDeviance
+from .crossprod import ColumnStats
 
 __all__ = ["WorkingCoordinates"]
 
@@ -25,25 +24,24 @@ _OFF_CENTER = 2.0     # |mean| / SD beyond which a column is centered
 _OFF_SCALE = 10.0     # SD (or RMS) beyond this factor of 1 is rescaled
 
 
-def _column_map(zraw: np.ndarray) -> np.ndarray:
+def _column_map(st: ColumnStats) -> np.ndarray:
     """``C`` with ``zraw @ C`` centered (if the term has an intercept column) and
     scaled to unit SD (unit root mean square without an intercept), or the
     identity when every column is already within ``_OFF_CENTER`` SDs of 0 and
     on a scale within a factor ``_OFF_SCALE`` of 1 (the reference designs: then
     the second set of cross-products is not worth forming)."""
-    q = zraw.shape[1]
+    q = len(st.ones)
     C = np.eye(q)
-    ones = [j for j in range(q) if np.all(zraw[:, j] == 1.0)]
+    ones = [j for j in range(q) if st.ones[j]]
     i0 = ones[0] if ones else None
     needed = False
     for j in range(q):
         if j == i0:
             continue
-        z = zraw[:, j]
         if i0 is not None:
-            m, s = float(z.mean()), float(z.std())
+            m, s = float(st.mean[j]), float(st.std[j])
         else:
-            m, s = 0.0, float(np.sqrt(np.mean(z * z)))
+            m, s = 0.0, float(np.sqrt(st.sumsq[j] / st.count))
         if not s > 0.0:
             continue
         needed |= abs(m) > _OFF_CENTER * s or not 1.0 / _OFF_SCALE <= s <= _OFF_SCALE
@@ -72,14 +70,12 @@ class WorkingCoordinates:
 
     def __init__(self, dev: ProfiledDeviance) -> None:
         self.raw = dev
-        self.maps = [_column_map(t.zraw) for t in dev.terms]
+        self.maps = [_column_map(st) for st in dev.cp.stats]
         self.identity = all(np.array_equal(C, np.eye(len(C))) for C in self.maps)
         if self.identity:
             self.dev = dev
         else:
-            terms = [dataclasses.replace(t, zraw=t.zraw @ C)
-                     for t, C in zip(dev.terms, self.maps)]
-            self.dev = ProfiledDeviance(terms, dev.layout, dev.X, dev.y, reml=dev.reml)
+            self.dev = dev.transformed(self.maps)
 
     def _map(self, theta: np.ndarray, to_raw: bool) -> np.ndarray:
         if self.identity:

@@ -31,6 +31,7 @@ from scipy.optimize import minimize, minimize_scalar
 
 from .blocked import TermData
 from .criterion import ProfiledDeviance
+from .crossprod import CrossProducts, RowBlock, cross_products
 from .optimizer import optimize_theta
 from .residual import ResidualStructure, apply_whitener, whiten_terms
 from .state import OptimizerSummary
@@ -61,10 +62,14 @@ class ResidualFit:
 class WhitenedDeviance(ProfiledDeviance):
     """:class:`ProfiledDeviance` of whitened data plus the constant ``log|Rrel|``."""
 
-    def __init__(self, terms: list[TermData], layout: ThetaLayout, X: np.ndarray,
-                 y: np.ndarray, reml: bool, logdet: float) -> None:
-        super().__init__(terms, layout, X, y, reml=reml)
+    def __init__(self, cp: CrossProducts, layout: ThetaLayout, reml: bool, logdet: float,
+                 rows: tuple[RowBlock, ...] = ()) -> None:
+        super().__init__(cp, layout, reml, rows=rows)
         self.logdet_r = float(logdet)
+
+    def transformed(self, maps: list[np.ndarray]) -> "WhitenedDeviance":
+        return type(self)(self.cp.transformed(maps), self.layout, self.reml, self.logdet_r,
+                          rows=tuple(b.transformed(maps) for b in self.rows))
 
     def from_factor(self, f) -> float:
         return super().from_factor(f) + self.logdet_r
@@ -122,7 +127,8 @@ class ResidualDeviance:
             self._cache.pop(next(iter(self._cache)))
         w = whiten_terms(self.structure, u, self.terms, self.X, self.y, self.constant)
         self._cache[key] = None if w is None else WhitenedDeviance(
-            w[0], self.layout, w[1], w[2], self.reml, w[3])
+            cross_products(w[0], w[1], w[2]), self.layout, self.reml, w[3],
+            rows=(RowBlock(tuple(w[0]), w[1], w[2]),))
         return self._cache[key]
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import scipy.linalg as sl
 
 import mixedanova as ma
 from mixedanova.likelihood.blocked import TermData
+from mixedanova.likelihood.crossprod import cross_products
 from mixedanova.likelihood.crossed import CrossedSystem
 from mixedanova.likelihood.nested import NestedSystem, nesting_maps
 
@@ -102,10 +103,10 @@ def test_nested_and_crossed_layouts_agree(formula):
     model = ma.LinearMixedModel.from_formula(formula, df)
     d = model.design
     terms = [TermData(b.codes, b.zraw, b.nlev) for b in d.blocks]
-    XY = np.column_stack([d.X, d.y])
-    maps = nesting_maps(terms)
+    cp = cross_products(terms, d.X, d.y)
+    maps = nesting_maps(cp)
     assert maps is not None
-    nested, crossed = NestedSystem(terms, XY, maps), CrossedSystem(terms, XY)
+    nested, crossed = NestedSystem(cp, maps), CrossedSystem(cp)
     layout = d.theta_layout()
     theta = layout.start() * 0.7 + 0.1 * (layout.lower != 0)
     fn, fc = nested.factor(layout.templates(theta)), crossed.factor(layout.templates(theta))
