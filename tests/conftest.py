@@ -1,8 +1,8 @@
 """Fixtures shared by the test modules (issue 17).
 
 Data sets
-    ``sleepstudy``, ``penicillin`` (lme4's ``Penicillin``), ``bhh_penicillin``,
-    ``dyestuff``, ``trial_visits``: each CSV is read once per session and every test
+    ``sleepstudy``, ``penicillin`` (lme4's ``Penicillin``), ``pastes``,
+    ``bhh_penicillin``, ``dyestuff``, ``trial_visits``: each CSV is read once per session and every test
     gets its own copy, so a test may change its frame freely.
 
 Fits
@@ -29,9 +29,6 @@ import pytest
 import mixedanova as ma
 from _refdata import fit_reference
 
-DATA_SETS = ("sleepstudy", "penicillin", "bhh_penicillin", "dyestuff", "trial_visits")
-
-
 # ------------------------------------------------------------------- data sets
 @pytest.fixture(scope="session")
 def _data_sets() -> dict[str, pd.DataFrame]:
@@ -55,6 +52,12 @@ def sleepstudy(_data_sets) -> pd.DataFrame:
 def penicillin(_data_sets) -> pd.DataFrame:
     """lme4's ``Penicillin`` (144 rows: diameter, plate, sample)."""
     return _data(_data_sets, "penicillin")
+
+
+@pytest.fixture()
+def pastes(_data_sets) -> pd.DataFrame:
+    """lme4's ``Pastes`` (60 rows: strength, batch, cask, sample)."""
+    return _data(_data_sets, "pastes")
 
 
 @pytest.fixture()
