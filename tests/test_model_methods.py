@@ -7,25 +7,20 @@ import pytest
 import mixedanova as ma
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return ma.load_dataset("sleepstudy")
-
-
-def test_results_carry_their_model(sleep):
-    res = ma.lmm("Reaction ~ Days + (Days | Subject)", sleep)
+def test_results_carry_their_model(sleepstudy):
+    res = ma.lmm("Reaction ~ Days + (Days | Subject)", sleepstudy)
     assert isinstance(res.model, ma.LinearMixedModel)
     assert res.model.design is res.design
 
 
-def test_refit_same_response_reproduces_fit(sleep):
-    res = ma.lmm("Reaction ~ Days + (1 | Subject)", sleep)
+def test_refit_same_response_reproduces_fit(sleepstudy):
+    res = ma.lmm("Reaction ~ Days + (1 | Subject)", sleepstudy)
     again = res.model.refit(method="REML")
     assert again.reml_criterion == pytest.approx(res.reml_criterion, rel=1e-12)
 
 
-def test_refit_new_response(sleep):
-    model = ma.LinearMixedModel.from_formula("Reaction ~ Days + (1 | Subject)", sleep)
+def test_refit_new_response(sleepstudy):
+    model = ma.LinearMixedModel.from_formula("Reaction ~ Days + (1 | Subject)", sleepstudy)
     y = model.design.y
     scaled = model.refit(2.0 * y, "ML", warn=False)
     base = model.fit("ML")
@@ -37,13 +32,13 @@ def test_refit_new_response(sleep):
         model.refit(y[:-1])
 
 
-def test_update_keeps_data_and_options(sleep):
-    data = sleep.copy()
+def test_update_keeps_data_and_options(sleepstudy):
+    data = sleepstudy.copy()
     data.loc[data.index[:3], "Reaction"] = np.nan
     model = ma.LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", data)
     smaller = model.update("Reaction ~ Days + (1 | Subject)")
     assert isinstance(smaller, ma.LinearMixedModel)
     assert smaller.missing == model.missing
-    assert smaller.design.nobs == model.design.nobs == len(sleep) - 3
+    assert smaller.design.nobs == model.design.nobs == len(sleepstudy) - 3
     direct = ma.lmm("Reaction ~ Days + (1 | Subject)", data)
     assert smaller.fit().reml_criterion == pytest.approx(direct.reml_criterion, rel=1e-12)

@@ -10,13 +10,8 @@ import pytest
 import mixedanova as ma
 
 
-@pytest.fixture()
-def trial():
-    return ma.load_dataset("trial_visits")
-
-
-def test_ties_in_the_order_column_name_the_group(trial):
-    df = trial.copy()
+def test_ties_in_the_order_column_name_the_group(trial_visits):
+    df = trial_visits.copy()
     df.loc[1, "visit"] = df.loc[0, "visit"]  # pt01 gets visit 1 twice
     with pytest.raises(ma.DesignError, match=r"AR1: 'visit' has ties inside group 'pt01'"):
         ma.lmm("y ~ visit + (1|patient)", df, residual=ma.AR1(group="patient", order="visit"))
@@ -24,20 +19,20 @@ def test_ties_in_the_order_column_name_the_group(trial):
         ma.lmm("y ~ visit + (1|patient)", df, residual=ma.CAR1(group="patient", time="visit"))
 
 
-def test_non_integer_order_points_to_car1(trial):
-    df = trial.assign(t=trial["visit"] + 0.5 * (trial["visit"] % 2))
+def test_non_integer_order_points_to_car1(trial_visits):
+    df = trial_visits.assign(t=trial_visits["visit"] + 0.5 * (trial_visits["visit"] % 2))
     with pytest.raises(ma.DesignError, match="integer positions.*CAR1"):
         ma.lmm("y ~ visit + (1|patient)", df, residual=ma.AR1(group="patient", order="t"))
 
 
-def test_groups_of_one_observation(trial):
+def test_groups_of_one_observation(trial_visits):
     # every group a single row: nothing to estimate the correlation from
-    df = trial.assign(row=np.arange(len(trial)).astype(str))
+    df = trial_visits.assign(row=np.arange(len(trial_visits)).astype(str))
     with pytest.raises(ma.DesignError, match="every group of 'row' has one observation"):
         ma.lmm("y ~ visit + (1|patient)", df, residual=ma.AR1(group="row"))
     # some groups of one row are fine (they carry no correlation)
-    keep = ~((trial["patient"] == "pt01") & (trial["visit"] > 1))
-    res = ma.lmm("y ~ visit + (1|patient)", trial[keep],
+    keep = ~((trial_visits["patient"] == "pt01") & (trial_visits["visit"] > 1))
+    res = ma.lmm("y ~ visit + (1|patient)", trial_visits[keep],
                  residual=ma.AR1(group="patient", order="visit"))
     assert 0 < res.residual_params["phi"] < 1
 
@@ -62,24 +57,24 @@ def test_varpower_covariate_zero_or_negative():
         ma.lmm("y ~ dose + (1|subject)", df, residual=ma.VarPower("centred"))
 
 
-def test_specification_errors(trial):
+def test_specification_errors(trial_visits):
     f = "y ~ visit + (1|patient)"
     with pytest.raises(ma.DesignError, match="one correlation structure"):
-        ma.lmm(f, trial, residual=(ma.AR1("patient"), ma.CompSymm("patient")))
+        ma.lmm(f, trial_visits, residual=(ma.AR1("patient"), ma.CompSymm("patient")))
     with pytest.raises(ma.DesignError, match="one variance function"):
-        ma.lmm(f, trial, residual=(ma.VarIdent("arm"), ma.VarExp("visit")))
+        ma.lmm(f, trial_visits, residual=(ma.VarIdent("arm"), ma.VarExp("visit")))
     with pytest.raises(ma.DesignError, match="residual= expects ma.AR1"):
-        ma.lmm(f, trial, residual="ar1")
+        ma.lmm(f, trial_visits, residual="ar1")
     with pytest.raises(ma.DesignError, match=r"column 'visits' \(residual structure\)"):
-        ma.lmm(f, trial, residual=ma.AR1("patient", order="visits"))
+        ma.lmm(f, trial_visits, residual=ma.AR1("patient", order="visits"))
     with pytest.raises(ma.DesignError, match="AR1 order column 'arm' must be numeric"):
-        ma.lmm(f, trial, residual=ma.AR1("patient", order="arm"))
+        ma.lmm(f, trial_visits, residual=ma.AR1("patient", order="arm"))
     with pytest.raises(ma.DesignError, match="VarIdent: 'one' has one level"):
-        ma.lmm(f, trial.assign(one="x"), residual=ma.VarIdent("one"))
+        ma.lmm(f, trial_visits.assign(one="x"), residual=ma.VarIdent("one"))
     with pytest.raises(ma.DesignError, match="reference level 'drug' is not a level of 'arm'"):
-        ma.lmm(f, trial, residual=ma.VarIdent("arm", reference="drug"))
+        ma.lmm(f, trial_visits, residual=ma.VarIdent("arm", reference="drug"))
     with pytest.raises(ma.DesignError, match="method='ANOVA'.*independent residuals"):
-        ma.lmm(f, trial, method="ANOVA", residual=ma.AR1("patient", order="visit"))
+        ma.lmm(f, trial_visits, method="ANOVA", residual=ma.AR1("patient", order="visit"))
 
 
 def test_residual_group_must_nest_in_some_random_factor():
@@ -94,18 +89,18 @@ def test_residual_group_must_nest_in_some_random_factor():
         ma.lmm("y ~ 1 + (1|item)", df, residual=ma.AR1(group="subject", order="trial"))
 
 
-def test_missing_values_in_structure_columns_are_dropped(trial):
-    df = trial.copy()
+def test_missing_values_in_structure_columns_are_dropped(trial_visits):
+    df = trial_visits.copy()
     df.loc[[3, 10], "visit"] = np.nan
     res = ma.lmm("y ~ visit * arm + (1|patient)", df,
                  residual=ma.AR1(group="patient", order="visit"))
-    assert res.nobs == len(trial) - 2 and res.n_dropped == 2
+    assert res.nobs == len(trial_visits) - 2 and res.n_dropped == 2
 
 
-def test_refit_and_update_keep_the_structure(trial):
+def test_refit_and_update_keep_the_structure(trial_visits):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = ma.lmm("y ~ visit + (1|patient)", trial,
+        res = ma.lmm("y ~ visit + (1|patient)", trial_visits,
                      residual=ma.AR1(group="patient", order="visit"))
         again = res.model.refit(res.model.design.y)
         assert abs(again.llf - res.llf) < 1e-9
@@ -113,15 +108,15 @@ def test_refit_and_update_keep_the_structure(trial):
         assert list(smaller.residual_params.index) == ["phi"]
 
 
-def test_profile_and_bootstrap_intervals_refuse_residual_structures(trial):
-    res = ma.lmm("y ~ visit * arm + (1|patient)", trial,
+def test_profile_and_bootstrap_intervals_refuse_residual_structures(trial_visits):
+    res = ma.lmm("y ~ visit * arm + (1|patient)", trial_visits,
                  residual=ma.AR1(group="patient", order="visit"))
     for method in ("profile", "boot"):
         with pytest.raises(ma.FitError, match=f"method='{method}' intervals are not available"):
             res.conf_int(method=method)
     wald = res.conf_int(method="wald", parm="fixed")  # fixed effects: beta +- z SE
     assert np.all(wald["ci_low"] < wald["estimate"])
-    plain = ma.lmm("y ~ visit * arm + (1|patient)", trial)
+    plain = ma.lmm("y ~ visit * arm + (1|patient)", trial_visits)
     with pytest.raises(ValueError, match="no residual structure"):
         plain.residual_intervals()
     assert plain.residual_params.empty

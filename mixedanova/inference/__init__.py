@@ -11,6 +11,8 @@ satterthwaite, kenward_roger
     Denominator df (lmerTest, pbkrtest).
 intervals
     Wald, profile and parametric bootstrap intervals.
+profiler
+    The deviance profiled in the SD/correlation scale (behind intervals and profile).
 profile
     Profile zeta on a grid (lme4's ``profile``), behind ``plot_profile``.
 compare

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import MixedAnovaError
-from .intervals import _Profiler, variance_parameter_names
+from .profiler import Profiler, variance_parameter_names
 
 __all__ = ["profile_zeta"]
 
@@ -84,7 +84,7 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
     estimates: dict[str, float] = {}
     reml = str(criterion).upper() == "REML"
     if any(p in var_names for p in wanted):
-        pr = _Profiler(res, reml)
+        pr = Profiler(res, reml)
         for c, name in enumerate(var_names):
             if name not in wanted:
                 continue
@@ -109,7 +109,7 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
                 rows.append((name, v, z))
             estimates[name] = est
     if any(p in fixed_names for p in wanted):
-        prb = _Profiler(res, False)
+        prb = Profiler(res, False)
         beta_hat = prb.fit.state.beta
         se = np.sqrt(np.diag(prb.fit.state.vcov_beta))
         for j, name in enumerate(fixed_names):

@@ -22,8 +22,8 @@ _fit = fit_reference
 
 
 @pytest.fixture(scope="module", params=ANOVA_CASES)
-def fitted(request):
-    return _fit(request.param)
+def fitted(request, reference_fit):
+    return reference_fit(request.param)
 
 
 def _check_table(tab, block, what: str, names=None) -> None:

@@ -23,8 +23,8 @@ _fit = fit_reference
 
 
 @pytest.fixture(scope="module", params=REML_CASES)
-def fitted(request):
-    return _fit(request.param)
+def fitted(request, reference_fit):
+    return reference_fit(request.param)
 
 
 def test_kenward_roger_coefficients(fitted):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mixedanova as ma
-from _refdata import assert_close, fit_reference, load_reference
+from _refdata import assert_close, load_reference
 
 _R2 = load_reference("r2_icc")
 
@@ -38,13 +38,8 @@ def test_r2_icc(case):
 _INF = load_reference("sleepstudy_influence")
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return fit_reference("sleepstudy_reml")[1]
-
-
-def test_hatvalues(sleep):
-    h = sleep.hatvalues()  # hatvalues(fit)
+def test_hatvalues(sleepstudy_fit):
+    h = sleepstudy_fit.hatvalues()  # hatvalues(fit)
     assert_close(h, _INF["hatvalues"]["values"], 1e-4, "hatvalues")
     assert_close(h.sum(), _INF["hatvalues"]["sum"], 1e-5, "sum(hatvalues)")
 
@@ -75,14 +70,14 @@ def test_hatvalues_against_dense_hat_matrix(dataset, formula, kwargs):
     assert np.allclose(np.diag(H), res.hatvalues().to_numpy(), rtol=1e-9, atol=1e-14)
 
 
-def test_cooks_distance_and_residuals(sleep):
+def test_cooks_distance_and_residuals(sleepstudy_fit):
     # cooks.distance(fit): (r / (1 - h))^2 h / (sigma^2 p); BLUP-level tolerance
-    assert_close(sleep.cooks_distance(), _INF["cooks_distance_approx"]["values"], 1e-3,
+    assert_close(sleepstudy_fit.cooks_distance(), _INF["cooks_distance_approx"]["values"], 1e-3,
                  "cooks.distance")
     # residuals(fit, type = 'response' | 'pearson')
-    assert_close(sleep.residuals("response"), _INF["residuals_response"]["values"], 1e-4,
+    assert_close(sleepstudy_fit.residuals("response"), _INF["residuals_response"]["values"], 1e-4,
                  "response residuals", atol=1e-3)
-    assert_close(sleep.residuals("pearson"), _INF["residuals_pearson"]["values"], 1e-4,
+    assert_close(sleepstudy_fit.residuals("pearson"), _INF["residuals_pearson"]["values"], 1e-4,
                  "pearson residuals", atol=1e-3)
 
 
@@ -95,8 +90,8 @@ def _criterion_at(res, rows_kept, vc):
     return dev(np.array([T[0, 0], T[1, 0], T[1, 1]]))
 
 
-def test_influence_subjects(sleep):
-    inf = sleep.influence(groups="Subject")  # influence(fit, groups = 'Subject')
+def test_influence_subjects(sleepstudy_fit):
+    inf = sleepstudy_fit.influence(groups="Subject")  # influence(fit, groups = 'Subject')
     s = _INF["influence_subjects"]
     assert list(inf.cooks_distance.index) == s["deleted"]
     assert_close(inf.fixed_effects_deleted, s["fixed_effects_deleted"]["matrix"], 1e-4,
@@ -105,11 +100,11 @@ def test_influence_subjects(sleep):
                  "cooks.distance(infl_s)")
     assert list(inf.var_cov_comps_deleted.columns) == s["var_cov_comps_deleted"]["names"]
     assert inf.converged.all()
-    _check_var_comps(sleep, inf, s, lambda k: np.flatnonzero(
-        sleep.design.data["Subject"].astype(str).to_numpy() != s["deleted"][k]))
+    _check_var_comps(sleepstudy_fit, inf, s, lambda k: np.flatnonzero(
+        sleepstudy_fit.design.data["Subject"].astype(str).to_numpy() != s["deleted"][k]))
 
 
-def _check_var_comps(sleep, inf, ref, kept_rows):
+def _check_var_comps(sleepstudy_fit, inf, ref, kept_rows):
     """lme4's refits are optimizer results (maxfun = 1000, from the full theta) that can
     stop short along the flat covariance direction (up to 3% in C[Days,(Intercept)]).
     Where ours differ by more than 1e-4, our REML criterion is at most lme4's: the
@@ -121,15 +116,16 @@ def _check_var_comps(sleep, inf, ref, kept_rows):
     gaps = []
     for k in off:
         keep = kept_rows(k)
-        gaps.append(_criterion_at(sleep, keep, theirs[k]) - _criterion_at(sleep, keep, ours[k]))
+        gaps.append(_criterion_at(sleepstudy_fit, keep, theirs[k])
+                    - _criterion_at(sleepstudy_fit, keep, ours[k]))
     gaps = np.array(gaps)
     assert np.all(gaps >= -1e-8), f"lme4's refit is better at rows {off[gaps < -1e-8]}"
     # both are at the same optimum up to lme4's stopping: criteria within 1e-3
     assert np.all(gaps <= 1e-3)
 
 
-def test_influence_cases(sleep):
-    inf = sleep.influence()  # influence(fit): one refit per deleted row
+def test_influence_cases(sleepstudy_fit):
+    inf = sleepstudy_fit.influence()  # influence(fit): one refit per deleted row
     c = _INF["influence_cases"]
     assert_close(inf.fixed_effects_deleted, c["fixed_effects_deleted"]["matrix"], 1e-4,
                  "fixed.effects[-case]")
@@ -140,5 +136,5 @@ def test_influence_cases(sleep):
     d = np.asarray(c["cooks_distance"]["values"])
     assert_close(inf.cooks_distance, d, 1e-2, "cooks.distance(infl)")
     assert inf.converged.all() and all(c["converged"])  # infl[['converged']]
-    n = sleep.nobs
-    _check_var_comps(sleep, inf, c, lambda k: np.delete(np.arange(n), k))
+    n = sleepstudy_fit.nobs
+    _check_var_comps(sleepstudy_fit, inf, c, lambda k: np.delete(np.arange(n), k))

@@ -23,8 +23,8 @@ _fit = fit_reference
 
 
 @pytest.fixture(scope="module", params=LMER_CASES)
-def fitted(request):
-    return _fit(request.param)
+def fitted(request, reference_fit):
+    return reference_fit(request.param)
 
 
 def _converged_in_r(ref) -> bool:

@@ -56,11 +56,6 @@ def _parse(html: str) -> _Tables:
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return ma.lmm("Reaction ~ Days + (Days|Subject)", ma.load_dataset("sleepstudy"))
-
-
-@pytest.fixture(scope="module")
 def blocks():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -68,9 +63,9 @@ def blocks():
                       method="ANOVA")
 
 
-def test_summary_html(sleep):
-    html = sleep.summary().as_html()
-    assert sleep._repr_html_() == html == sleep.summary()._repr_html_()
+def test_summary_html(sleepstudy_fit):
+    html = sleepstudy_fit.summary().as_html()
+    assert sleepstudy_fit._repr_html_() == html == sleepstudy_fit.summary()._repr_html_()
     p = _parse(html)
     assert p.tables == 4  # criteria, scaled residuals, random effects, fixed effects
     assert "1743.6283" in p.cells          # lme4: REMLcrit(m)
@@ -81,13 +76,13 @@ def test_summary_html(sleep):
     assert "Days" in p.cells
 
 
-def test_summary_text_is_the_print(sleep):
-    s = sleep.summary()
+def test_summary_text_is_the_print(sleepstudy_fit):
+    s = sleepstudy_fit.summary()
     assert s.as_text() == str(s)
 
 
-def test_summary_latex(sleep):
-    tex = sleep.summary().as_latex()
+def test_summary_latex(sleepstudy_fit):
+    tex = sleepstudy_fit.summary().as_latex()
     assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 3
     assert r"Reaction \textasciitilde{} Days + (Days\textbar{}Subject)" in tex
     m = re.search(r"Subject & \(Intercept\) & ([0-9.]+) & ([0-9.]+)", tex)
@@ -107,14 +102,14 @@ def test_anova_summary_html_has_ems_tables(blocks):
     assert tex.count(r"\begin{tabular}") == 5 and "s2\\_e + 4 s2\\_blend" in tex
 
 
-def test_ems_and_anova_tables_display_with_heading(blocks, sleep):
+def test_ems_and_anova_tables_display_with_heading(blocks, sleepstudy_fit):
     t = blocks.ems_table()
     assert t.attrs["method"] == "EMS rules (balanced)"
     html = t._repr_html_()
     assert html.startswith("<p><b>ANOVA table, EMS rules (balanced), unrestricted mixed model")
     _parse(html)
     assert "ANOVA table" in repr(t[["df", "ems"]])  # slices keep the heading
-    a = sleep.anova()
+    a = sleepstudy_fit.anova()
     assert "Type III Analysis of Variance Table with Satterthwaite" in a._repr_html_()
 
 

@@ -21,16 +21,6 @@ PROFILE = json.loads((Path(__file__).parent.parent / "reference" / "profile_ci.j
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return ma.lmm("Reaction ~ Days + (Days|Subject)", ma.load_dataset("sleepstudy"))
-
-
-@pytest.fixture(scope="module")
-def dyestuff():
-    return ma.lmm("Yield ~ 1 + (1|Batch)", ma.load_dataset("dyestuff"))
-
-
 def _check_png(fig, path: Path, min_axes: int) -> np.ndarray:
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) >= min_axes
@@ -45,29 +35,29 @@ def _check_png(fig, path: Path, min_axes: int) -> np.ndarray:
     return img
 
 
-def test_plot_ranef_png(sleep, tmp_path):
-    fig = sleep.plot_ranef()
+def test_plot_ranef_png(sleepstudy_fit, tmp_path):
+    fig = sleepstudy_fit.plot_ranef()
     # one panel per random-effect column, 18 subjects on each
     assert len(fig.axes) == 2
     assert len(fig.axes[0].get_yticklabels()) == 18
     _check_png(fig, tmp_path / "ranef.png", 2)
 
 
-def test_plot_ranef_unknown_group(sleep):
+def test_plot_ranef_unknown_group(sleepstudy_fit):
     with pytest.raises(ma.MixedAnovaError, match="unknown grouping factor 'Days'"):
-        sleep.plot_ranef(group="Days")
+        sleepstudy_fit.plot_ranef(group="Days")
 
 
-def test_plot_resid_png(sleep, tmp_path):
-    fig = sleep.plot_resid()
+def test_plot_resid_png(sleepstudy_fit, tmp_path):
+    fig = sleepstudy_fit.plot_resid()
     # residuals vs fitted, QQ of residuals, QQ of each BLUP column
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
     _check_png(fig, tmp_path / "resid.png", 4)
 
 
-def test_plot_profile_png_and_profile_limits(dyestuff, tmp_path):
+def test_plot_profile_png_and_profile_limits(dyestuff_fit, tmp_path):
     ref = PROFILE["dyestuff_reml"]
-    prof = dyestuff.profile(level=0.95, npoints=4)
+    prof = dyestuff_fit.profile(level=0.95, npoints=4)
     # the grid runs out to the 95% profile limits: lme4's confint(m, method = "profile")
     for name, lo, hi in zip(ref["parameters_new_names"], ref["lower"], ref["upper"]):
         name = "Intercept" if name == "(Intercept)" else name
@@ -78,7 +68,7 @@ def test_plot_profile_png_and_profile_limits(dyestuff, tmp_path):
         assert np.all(np.diff(part["zeta"].to_numpy()) > 0)
         assert part["zeta"].iloc[0] == pytest.approx(-1.959964, abs=1e-4)
         assert part["zeta"].iloc[-1] == pytest.approx(1.959964, abs=1e-4)
-    fig = dyestuff.plot_profile(profile=prof)
+    fig = dyestuff_fit.plot_profile(profile=prof)
     _check_png(fig, tmp_path / "profile.png", 3)
 
 
@@ -90,12 +80,12 @@ def test_plots_need_no_display_and_anova_fits_plot_too(tmp_path):
     _check_png(aov.plot_ranef(), tmp_path / "aov_ranef.png", 1)
 
 
-def test_profile_at_99_percent_reaches_the_cutoffs(dyestuff):
+def test_profile_at_99_percent_reaches_the_cutoffs(dyestuff_fit):
     # lme4's profile() default (alphamax = 0.01).  Walking sigma out to its upper 99%
     # limit passes a region where the batch SD has a second local minimum at 0;
     # zeta must still be monotone and reach qnorm(0.995) = 2.5758 on each side,
     # except where the batch SD stops at its bound 0 before reaching it.
-    prof = dyestuff.profile()
+    prof = dyestuff_fit.profile()
     for name, part in prof.groupby("parameter"):
         z = part.sort_values("value")["zeta"].to_numpy()
         assert np.all(np.diff(z) > 0), name
@@ -105,4 +95,4 @@ def test_profile_at_99_percent_reaches_the_cutoffs(dyestuff):
         else:
             assert z[0] == pytest.approx(-2.575829, abs=1e-4), name
     with pytest.raises(ma.MixedAnovaError, match=r"unknown parameter\(s\) \['sd_Batch'\]"):
-        dyestuff.profile("sd_Batch")
+        dyestuff_fit.profile("sd_Batch")

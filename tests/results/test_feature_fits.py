@@ -1,7 +1,8 @@
 """The lmer feature records (prior weights, offset, coef, crossed predictions) pass the
-same checks as every other lmer case (tests/test_lmer_reference.py): criterion,
-fixed effects and vcov, variance components and theta (default and tight refit),
-BLUPs and conditional SDs, fitted values and residuals."""
+same checks as every other lmer case (tests/_lmer_checks.py, as in
+tests/test_lmer_reference.py): criterion, fixed effects and vcov, variance components
+and theta (default and tight refit), BLUPs and conditional SDs, fitted values and
+residuals."""
 from __future__ import annotations
 
 import warnings
@@ -9,7 +10,8 @@ import warnings
 import pytest
 
 import mixedanova as ma
-import test_lmer_reference as core
+from _lmer_checks import (check_fitted_and_residuals, check_fixed_effects, check_objective,
+                          check_random_effects, check_variance_components)
 from _refdata import assert_close, load_reference
 
 _CASES = {
@@ -31,21 +33,21 @@ def fitted(request):
 
 
 def test_objective(fitted):
-    core.test_objective(fitted)
+    check_objective(fitted)
 
 
 def test_fixed_effects(fitted):
-    core.test_fixed_effects(fitted)
+    check_fixed_effects(fitted)
 
 
 def test_variance_components(fitted):
-    core.test_variance_components(fitted)
+    check_variance_components(fitted)
 
 
 def test_random_effects(fitted):
     ref, res = fitted
     if ref["case"] != "chickweight_coef_reml":
-        core.test_random_effects(fitted)
+        check_random_effects(fitted)
         return
     # ChickWeight: lme4's default fit stops 2e-5 (relative) short in the variance
     # components (README), which moves BLUPs near 0 by up to 2e-4 absolute.  The
@@ -64,7 +66,7 @@ def test_random_effects(fitted):
 
 
 def test_fitted_and_residuals(fitted):
-    core.test_fitted_and_residuals(fitted)
+    check_fitted_and_residuals(fitted)
 
 
 def test_anova_type3_satterthwaite(fitted):

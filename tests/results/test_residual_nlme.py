@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import mixedanova as ma
-from tests._refdata import assert_close, load_reference
+from _refdata import assert_close, load_reference
 
 CASES = {
     # nlme: corAR1(form = ~ 1 | Mare); time_index is the row order within Mare

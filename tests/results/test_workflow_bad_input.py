@@ -5,29 +5,23 @@ import pandas as pd
 import pytest
 
 import mixedanova as ma
-from _refdata import fit_reference
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return fit_reference("sleepstudy_reml")[1]
-
-
-def test_residual_type(sleep):
+def test_residual_type(sleepstudy_fit):
     with pytest.raises(ma.MixedAnovaError, match="type must be one of response, pearson"):
-        sleep.residuals("deviance")
+        sleepstudy_fit.residuals("deviance")
 
 
-def test_influence_groups(sleep):
+def test_influence_groups(sleepstudy_fit):
     with pytest.raises(ma.DesignError, match="groups='Subj' is not a column"):
-        sleep.influence(groups="Subj")
+        sleepstudy_fit.influence(groups="Subj")
 
 
-def test_prediction_newdata(sleep):
+def test_prediction_newdata(sleepstudy_fit):
     with pytest.raises(ma.DesignError, match="newdata must be a pandas DataFrame"):
-        sleep.get_prediction({"Days": [1]})
+        sleepstudy_fit.get_prediction({"Days": [1]})
     with pytest.raises(ma.DesignError, match="newdata lacks column.*'Days'"):
-        sleep.get_prediction(pd.DataFrame({"Subject": [308]}))
+        sleepstudy_fit.get_prediction(pd.DataFrame({"Subject": [308]}))
 
 
 def test_offset_column_needed_in_newdata():
@@ -36,8 +30,8 @@ def test_offset_column_needed_in_newdata():
         res.predict(pd.DataFrame({"year": [1.0]}), re_form="~0")
 
 
-def test_emmeans_arguments(sleep):
+def test_emmeans_arguments(sleepstudy_fit):
     with pytest.raises(ValueError, match="ddf must be one of"):  # tables.normalize_ddf
-        sleep.emmeans("Days", ddf="magic")
+        sleepstudy_fit.emmeans("Days", ddf="magic")
     with pytest.raises(ma.DesignError, match="more than one"):
-        sleep.emmeans("Days | a | b")
+        sleepstudy_fit.emmeans("Days | a | b")
