@@ -162,7 +162,8 @@ def response_factor(S: np.ndarray, lead: int, k: int) -> tuple[np.ndarray, np.nd
         L = lower_chol(S)
         return L, np.array([L[-1, -1] ** 2])
     L = lower_chol(np.array(S[:lead, :lead], order="F"))
-    W = solve_triangular(L, S[:lead, lead:], lower=True, check_finite=False)
+    # the lower triangle is what the layouts fill (and what LAPACK reads)
+    W = solve_triangular(L, S[lead:, :lead].T, lower=True, check_finite=False)
     pwrss = np.diag(S[lead:, lead:]) - np.einsum("ij,ij->j", W, W)
     if not np.all(pwrss > 0.0):
         raise NotPositiveDefinite

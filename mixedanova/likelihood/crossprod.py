@@ -419,6 +419,10 @@ class CrossProductPattern:
         Y = np.asarray(Y, dtype=float)
         Y = Y[:, None] if Y.ndim == 1 else Y
         X = np.asarray(X, dtype=float)
+        if shift is None and not standardize:
+            # a chunk's centering, on the unweighted rows (where an intercept column
+            # is still constant): sqrt(w) (Y - X s) = Y_w - X_w s
+            shift = _chunk_shift(X, Y)
         if weights is not None:
             sw = np.sqrt(np.asarray(weights, dtype=float))
             X, Y = sw[:, None] * X, sw[:, None] * Y
@@ -429,11 +433,8 @@ class CrossProductPattern:
             raise FitError("the response has non-finite values")
         ymin = Y.min(axis=0) if n else np.full(k, np.inf)
         ymax = Y.max(axis=0) if n else np.full(k, -np.inf)
-        if shift is None:
-            if standardize:  # one piece: its least-squares fit (minimum norm)
-                shift = np.linalg.lstsq(X, Y, rcond=None)[0] if p else np.zeros((0, k))
-            else:
-                shift = _chunk_shift(X, Y)
+        if shift is None:  # one piece: its (weighted) least-squares fit, minimum norm
+            shift = np.linalg.lstsq(X, Y, rcond=None)[0] if p else np.zeros((0, k))
         shift = np.asarray(shift, dtype=float).reshape(p, k)
         Yc = np.empty_like(Y)
         scale = np.ones(k)
