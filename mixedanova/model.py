@@ -306,7 +306,7 @@ class LinearMixedModel:
             conv = dataclasses.replace(conv, messages=conv.messages + msgs)
         state = fit_state(dev, opt, conv)
         fit = ResidualFit(structure=self._structure, u=u, info=info)
-        state = dataclasses.replace(state, extra={**state.extra, "residual": fit})
+        state = dataclasses.replace(state, residual=fit)
         if self.design.has_weights:
             state = dataclasses.replace(state,
                                         objective=state.objective + self.weights_constant())
@@ -348,7 +348,7 @@ class LinearMixedModel:
         s2e = float(est["Residual"])
         theta = np.array([np.sqrt(float(est[":".join(b.factors)]) / s2e) for b in d.blocks])
         fs = state_at(self.deviance_function(reml=True), theta, np.sqrt(s2e), "ANOVA",
-                      extra={"anova": state})
+                      moments=state)
         return AnovaResults(d, fs, model=self)
 
 
@@ -370,7 +370,7 @@ def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml
 
 
 def _warn_residual_boundary(res: LinearMixedResults) -> None:
-    fit = res.state.extra["residual"]
+    fit = res.state.residual
     s = fit.structure
     for name, value in zip(s.names, s.natural(fit.u)):
         if name in ("phi", "rho") and abs(value) > 1.0 - 1e-4:

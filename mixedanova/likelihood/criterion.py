@@ -16,6 +16,7 @@ With ``L`` the blocked Cholesky factor at ``theta``, ``ldL2 = log|L_Z|^2``,
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .crossed import CrossedSystem
 from .state import FitState, OptimizerSummary
 from .system import build_system
 from ..design.theta import ThetaLayout
+
+if TYPE_CHECKING:  # annotation of state_at only
+    from ..moments.moments import AnovaFitState
 
 __all__ = ["ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at"]
 
@@ -288,12 +292,13 @@ def fit_state(dev: ProfiledDeviance, opt: OptimizerSummary, convergence=None) ->
 
 
 def state_at(dev: ProfiledDeviance, theta: np.ndarray, sigma: float, method: str,
-             extra: dict | None = None) -> FitState:
+             moments: AnovaFitState | None = None) -> FitState:
     """Estimates at given variance parameters (GLS ``beta``, BLUPs from the mixed
-    model equations), e.g. at method-of-moments estimates."""
+    model equations), e.g. at method-of-moments estimates (``moments``, kept in
+    :attr:`FitState.moments`)."""
     f = dev.factor(theta)
     beta, u = f.solution()
     return FitState(method=method, theta=np.asarray(theta, dtype=float), sigma=float(sigma),
                     beta=beta, u=u, objective=dev.at_sigma(theta, sigma),
                     vcov_beta=sigma**2 * f.vcov_unscaled(), factor=f, optimizer=None,
-                    convergence=None, extra=extra or {})
+                    convergence=None, moments=moments)

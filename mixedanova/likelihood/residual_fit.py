@@ -42,7 +42,7 @@ __all__ = ["WhitenedDeviance", "ResidualDeviance", "ResidualFit", "optimize_resi
 
 @dataclass(frozen=True)
 class ResidualFit:
-    """The residual structure and its estimates (kept in ``FitState.extra``)."""
+    """The residual structure and its estimates (kept in ``FitState.residual``)."""
 
     structure: ResidualStructure
     u: np.ndarray
