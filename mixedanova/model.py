@@ -315,7 +315,8 @@ class LinearMixedModel:
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
         from .likelihood.criterion import state_at
-        from .moments.moments import fit_anova
+        from .moments.anova_data import AnovaData
+        from .moments.moments import fit_anova_data
         from .results.anova import AnovaResults
 
         d = self.design
@@ -337,13 +338,13 @@ class LinearMixedModel:
                     raise DesignError(f"method='ANOVA' needs plain variables in the fixed "
                                       f"part; {v!r} is an expression")
             fixed.append(t.variables)
-        data = d.data
-        response = d.formula.response
-        if response not in data.columns:
-            data = data.assign(**{"(response)": d.y})
-            response = "(response)"
-        state = fit_anova(data, response, fixed, [b.factors for b in d.blocks],
-                          intercept=intercept, ems=ems, method=anova_method)
+        random = [b.factors for b in d.blocks]
+        # the engine reads the response and the variables' level codes, not the data
+        names = dict.fromkeys(v for t in fixed + random for v in t)
+        coded = AnovaData(y=d.y, response=d.formula.response.strip(),
+                          variables=tuple(d.variable(v) for v in names))
+        state = fit_anova_data(coded, fixed, random, intercept=intercept, ems=ems,
+                               method=anova_method)
         est = state.estimates_truncated
         s2e = float(est["Residual"])
         theta = np.array([np.sqrt(float(est[":".join(b.factors)]) / s2e) for b in d.blocks])
