@@ -53,7 +53,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 res = ma.lmm(formula, df, residual=ma.AR1(group="subject", order="trial"))
                 times.append(time.perf_counter() - t0)
-            info = res.state.extra["residual"].info
+            info = res.state.residual.info
             k = len(res.design.blocks)
             sd = dict(zip(res.varcomp["group"][:k], np.round(res.varcomp["sdcor"][:k], 4)))
             print(f"{n:>7} rows, {formula}: {statistics.median(times):7.2f} s  (outer evals "

@@ -10,6 +10,7 @@ from .errors import (ArgumentError, ConvergenceWarning, DesignError, Estimabilit
                      MixedAnovaWarning, RankDeficiencyWarning, SingularFitWarning,
                      UnknownNameError)
 from .inference.compare import compare
+from .likelihood.control import LmmControl
 from .model import LinearMixedModel, lmm
 from .residual import AR1, CAR1, VarExp, VarIdent, VarPower, CompSymm, ResidualWarning
 from .moments.ems import Factor, ems_rules
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmm",
+    "LmmControl",
     "AR1",
     "CAR1",
     "CompSymm",

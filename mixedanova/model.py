@@ -20,6 +20,7 @@ import pandas as pd
 
 from .design import Design, DesignError, build_design
 from .design.formula import parse_formula
+from .likelihood.control import LmmControl, check_control
 from .residual import bind_residual, residual_columns
 from .results.lmm import LinearMixedResults
 from .errors import (ArgumentError, ConvergenceWarning, FitError, SingularFitWarning,
@@ -181,7 +182,8 @@ class LinearMixedModel:
 
     def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",
             start: np.ndarray | None = None, ems: str | None = None,
-            anova_method: str | None = None, warn: bool = True) -> LinearMixedResults:
+            anova_method: str | None = None, warn: bool = True,
+            control: LmmControl | None = None) -> LinearMixedResults:
         """Fit the model.
 
         Parameters
@@ -206,6 +208,10 @@ class LinearMixedModel:
         warn : bool
             Emit one warning when the convergence check finds a problem or the fit
             is singular.
+        control : LmmControl, optional
+            Optimizer tolerances and iteration limits
+            (:class:`~mixedanova.likelihood.control.LmmControl`, lme4's
+            ``lmerControl``); the defaults when omitted.  REML / ML only.
 
         Raises
         ------
@@ -216,6 +222,9 @@ class LinearMixedModel:
         """
         method, optimizer, start = self._check_fit_arguments(method, optimizer, start, ems,
                                                              anova_method, warn)
+        if method == "ANOVA" and control is not None:
+            raise FitError("control (optimizer settings) does not apply to method='ANOVA'")
+        control = check_control(control)
         if method == "ANOVA":
             if self._structure is not None:
                 raise DesignError("method='ANOVA' (expected mean squares) assumes independent "
@@ -223,7 +232,7 @@ class LinearMixedModel:
                                   "REML / ML")
             return self._fit_moments(ems or "unrestricted", anova_method or "auto")
         if self._structure is not None:
-            res = self._fit_residual(method, optimizer, start)
+            res = self._fit_residual(method, optimizer, start, control)
             if warn:
                 _warn_once(res)
                 _warn_residual_boundary(res)
@@ -235,8 +244,9 @@ class LinearMixedModel:
 
         dev = self.deviance_function(reml=(method == "REML"))
         with engine_threads(dev.system):
-            opt = optimize_theta(dev, start, method=optimizer)
-            conv = check_convergence(dev, opt.theta, opt.hessian, opt.working)
+            opt = optimize_theta(dev, start, method=optimizer, control=control)
+            conv = check_convergence(dev, opt.theta, opt.hessian, opt.working, control=control)
+            conv = _optimizer_note(conv, opt, control)
             state = fit_state(dev, opt, conv)
         if self.design.has_weights:
             state = dataclasses.replace(state,
@@ -276,8 +286,8 @@ class LinearMixedModel:
             start = self.design.theta_layout().check_start(start)
         return method, optimizer, start
 
-    def _fit_residual(self, method: str, optimizer: str,
-                      start: np.ndarray | None) -> LinearMixedResults:
+    def _fit_residual(self, method: str, optimizer: str, start: np.ndarray | None,
+                      control: LmmControl) -> LinearMixedResults:
         """REML / ML fit with a residual structure (nested optimization over
         ``u`` and ``theta``, :func:`~mixedanova.likelihood.residual_fit.optimize_residual`).
 
@@ -295,9 +305,9 @@ class LinearMixedModel:
             theta0 = start[:rdev.k]
             u0 = start[rdev.k:] if len(start) > rdev.k else None
         with engine_threads(None):
-            u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer)
+            u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer, control=control)
             dev = rdev.at(u)
-            conv = check_convergence(dev, opt.theta, opt.hessian)
+            conv = check_convergence(dev, opt.theta, opt.hessian, control=control)
         if info["messages"]:
             names = self._structure.names
             msgs = tuple(m.replace(f"residual parameter {i}", f"residual parameter {n!r}")
@@ -306,7 +316,7 @@ class LinearMixedModel:
             conv = dataclasses.replace(conv, messages=conv.messages + msgs)
         state = fit_state(dev, opt, conv)
         fit = ResidualFit(structure=self._structure, u=u, info=info)
-        state = dataclasses.replace(state, extra={**state.extra, "residual": fit})
+        state = dataclasses.replace(state, residual=fit)
         if self.design.has_weights:
             state = dataclasses.replace(state,
                                         objective=state.objective + self.weights_constant())
@@ -315,7 +325,8 @@ class LinearMixedModel:
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
         from .likelihood.criterion import state_at
-        from .moments.moments import fit_anova
+        from .moments.anova_data import AnovaData
+        from .moments.moments import fit_anova_data
         from .results.anova import AnovaResults
 
         d = self.design
@@ -337,18 +348,18 @@ class LinearMixedModel:
                     raise DesignError(f"method='ANOVA' needs plain variables in the fixed "
                                       f"part; {v!r} is an expression")
             fixed.append(t.variables)
-        data = d.data
-        response = d.formula.response
-        if response not in data.columns:
-            data = data.assign(**{"(response)": d.y})
-            response = "(response)"
-        state = fit_anova(data, response, fixed, [b.factors for b in d.blocks],
-                          intercept=intercept, ems=ems, method=anova_method)
+        random = [b.factors for b in d.blocks]
+        # the engine reads the response and the variables' level codes, not the data
+        names = dict.fromkeys(v for t in fixed + random for v in t)
+        coded = AnovaData(y=d.y, response=d.formula.response.strip(),
+                          variables=tuple(d.variable(v) for v in names))
+        state = fit_anova_data(coded, fixed, random, intercept=intercept, ems=ems,
+                               method=anova_method)
         est = state.estimates_truncated
         s2e = float(est["Residual"])
         theta = np.array([np.sqrt(float(est[":".join(b.factors)]) / s2e) for b in d.blocks])
         fs = state_at(self.deviance_function(reml=True), theta, np.sqrt(s2e), "ANOVA",
-                      extra={"anova": state})
+                      moments=state)
         return AnovaResults(d, fs, model=self)
 
 
@@ -369,8 +380,18 @@ def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml
     return rdev
 
 
+def _optimizer_note(conv, opt, control: LmmControl):
+    """When the check failed and the local optimizer had stopped without success
+    (e.g. at ``control.maxiter``), say so next to the check's message."""
+    if conv.converged or opt.converged:
+        return conv
+    note = (f"the optimizer stopped early: {opt.message} (LmmControl maxiter="
+            f"{control.maxiter}, tol={control.tol:g})")
+    return dataclasses.replace(conv, messages=conv.messages + (note,))
+
+
 def _warn_residual_boundary(res: LinearMixedResults) -> None:
-    fit = res.state.extra["residual"]
+    fit = res.state.residual
     s = fit.structure
     for name, value in zip(s.names, s.natural(fit.u)):
         if name in ("phi", "rho") and abs(value) > 1.0 - 1e-4:
@@ -415,7 +436,7 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
         ``offset =``); ``offset(col)`` in the formula does the same.
     **kwargs
         :meth:`LinearMixedModel.fit`'s keyword arguments (``optimizer``, ``start``,
-        ``ems``, ``anova_method``, ``warn``); any other name is an
+        ``ems``, ``anova_method``, ``warn``, ``control``); any other name is an
         :class:`~mixedanova.errors.ArgumentError`.
 
     Examples
@@ -434,4 +455,4 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
                                          offset=offset, residual=residual).fit(method, **kwargs)
 
 
-_FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn")
+_FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn", "control")

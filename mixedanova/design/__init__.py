@@ -12,6 +12,8 @@ build
     :func:`~mixedanova.design.build.build_design` and the :class:`~mixedanova.design.build.Design`.
 matrices
     Dense and sparse ``Z``, ``G``, ``R`` and ``V`` of a design, for display.
+variables
+    A data variable as level codes and numbers (the method of moments' input).
 theta
     :class:`~mixedanova.design.theta.ThetaLayout`: ``Lambda(theta)`` in lme4's order.
 

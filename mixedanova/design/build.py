@@ -32,6 +32,7 @@ import pandas as pd
 
 from . import matrices as _matrices
 from .theta import ThetaLayout
+from .variables import VariableCodes, variable_codes
 from .formula import ParsedFormula, RandomTermSpec, formula_variables, strip_quotes
 from .data_checks import (check_columns, check_finite, complete_rows, missing_column_error,
                           plain_strings)
@@ -210,6 +211,20 @@ class Design:
             out.append(b.group if k == 0 else f"{b.group}.{k}")
             seen[b.group] = k + 1
         return out
+
+    def variable(self, name: str) -> VariableCodes:
+        """Data column ``name`` over the rows used, as level codes (and numbers when
+        numeric): the method of moments' view of a variable
+        (:mod:`mixedanova.design.variables`).
+
+        Raises
+        ------
+        DesignError
+            ``name`` is not a column the design kept.
+        """
+        if self.data is None or name not in self.data.columns:
+            raise DesignError(f"variable {name!r} is not a column of the model's data")
+        return variable_codes(self.data[name], name)
 
     def needed_columns(self, include_random: bool = True) -> list[str]:
         """Data columns needed to rebuild X and the offset (and Z when ``include_random``)."""

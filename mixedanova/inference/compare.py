@@ -253,10 +253,10 @@ def ranova(res, reduce_terms: bool = True) -> pd.DataFrame:
             if fit.nobs != res.nobs:
                 raise DesignError("number of rows in use has changed: remove missing values")
             rows.append({"npar": int(fit.npar), "logLik": float(fit.llf)})
-        elif res.state.extra.get("residual") is not None:  # gls with the same structure
+        elif res.state.residual is not None:  # gls with the same structure
             from ..likelihood.residual_fit import gls_fit
 
-            structure = res.state.extra["residual"].structure
+            structure = res.state.residual.structure
             value, _ = gls_fit(structure, res.design.X, res.design.y, reml)
             rows.append({"npar": res.design.p + 1 + structure.n_par, "logLik": -0.5 * value})
         else:

@@ -246,7 +246,7 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
 
     if res.method != "REML":
         raise ArgumentError(KR_ML_MESSAGE)
-    if res.state.extra.get("residual") is not None:
+    if res.state.residual is not None:
         raise FitError(KR_RESIDUAL_MESSAGE)
     design = res.design
     if getattr(design, "has_weights", False):

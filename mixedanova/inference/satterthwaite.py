@@ -158,7 +158,7 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     reml = res.method == "REML"
     dev = deviance_function_for(res, reml)
     theta = np.asarray(res.state.theta if theta is None else theta, dtype=float)
-    fit = res.state.extra.get("residual")
+    fit = res.state.residual
     if fit is not None and len(theta) == res.state.theta.size:
         theta = np.concatenate([theta, fit.u])  # (theta, u): the residual structure too
     sigma = float(res.sigma if sigma is None else sigma)
@@ -207,7 +207,7 @@ def residual_wald_intervals(res, level: float = 0.95):
     import pandas as pd
     from scipy.stats import norm
 
-    fit = res.state.extra.get("residual")
+    fit = res.state.residual
     if fit is None:
         raise ValueError("the model has no residual structure (residual=)")
     setup = satterthwaite_setup(res, warn=False)

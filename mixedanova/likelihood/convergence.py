@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from .boundary import cone_descent, free_mask
+from .control import LmmControl, check_control
 from .criterion import ProfiledDeviance, gradient_jacobian
 from .reparam import WorkingCoordinates
 from .state import ConvergenceReport
@@ -44,7 +45,8 @@ NOISE_TOL = 1e-9  # a predicted decrease below this (relative) is rounding, what
 
 def check_convergence(dev: ProfiledDeviance, theta: np.ndarray,
                       hessian: np.ndarray | None = None,
-                      working: WorkingCoordinates | None = None) -> ConvergenceReport:
+                      working: WorkingCoordinates | None = None,
+                      control: LmmControl | None = None) -> ConvergenceReport:
     """Inspect ``theta`` as an optimum of ``dev``.
 
     The checks run in the optimizer's working coordinates (random-effect columns
@@ -54,7 +56,9 @@ def check_convergence(dev: ProfiledDeviance, theta: np.ndarray,
     those coordinates (built here when not given) and ``hessian``, over the free
     entries at this point in them, saves its computation when the optimizer has
     it (the Newton polish's).  The boundary (``isSingular``) is lme4's, on
-    ``theta``.
+    ``theta``.  The tolerances are ``control``'s
+    (:class:`~mixedanova.likelihood.control.LmmControl`; None: the defaults,
+    :data:`GRAD_TOL`, :data:`DECREMENT_TOL`, :data:`NOISE_TOL`, :data:`SINGULAR_TOL`).
 
     Returns
     -------
@@ -62,10 +66,11 @@ def check_convergence(dev: ProfiledDeviance, theta: np.ndarray,
         ``messages`` is empty when there is nothing for the user to fix; a
         message starting with ``"failed to converge"`` makes ``converged`` False.
     """
+    control = check_control(control)
     theta = np.asarray(theta, dtype=float)
     names = dev.layout.names
     lower = dev.layout.lower
-    bound = np.isfinite(lower) & (theta - lower < SINGULAR_TOL)
+    bound = np.isfinite(lower) & (theta - lower < control.singular_tol)
     working = WorkingCoordinates(dev) if working is None else working
     dev, theta = working.dev, working.from_raw(theta)
     fx = dev(theta)
@@ -91,8 +96,8 @@ def check_convergence(dev: ProfiledDeviance, theta: np.ndarray,
         scaled = float(np.max(np.abs(step))) if pos.any() else 0.0
         decrement = 0.5 * float(coef[pos] @ (coef[pos] / eig[pos]))
         # a long step along a nearly flat direction that gains nothing is not a failure
-        if decrement > DECREMENT_TOL * scale or (scaled > GRAD_TOL
-                                                 and decrement > NOISE_TOL * scale):
+        if decrement > control.decrement_tol * scale or (
+                scaled > control.grad_tol and decrement > control.noise_tol * scale):
             worst = names[idx[int(np.argmax(np.abs(gf)))]]
             messages.append(
                 f"failed to converge: the gradient is not zero at the estimates (largest "

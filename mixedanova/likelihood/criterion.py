@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from .crossprod import CrossProducts, RowBlock, cross_products
 from .state import FitState, OptimizerSummary
 from .system import build_system
 from ..design.theta import ThetaLayout
+
+if TYPE_CHECKING:  # annotation of state_at only
+    from ..moments.moments import AnovaFitState
 
 __all__ = ["ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at"]
 
@@ -336,12 +340,13 @@ def fit_state(dev: ProfiledDeviance, opt: OptimizerSummary, convergence=None) ->
 
 
 def state_at(dev: ProfiledDeviance, theta: np.ndarray, sigma: float, method: str,
-             extra: dict | None = None) -> FitState:
+             moments: AnovaFitState | None = None) -> FitState:
     """Estimates at given variance parameters (GLS ``beta``, BLUPs from the mixed
-    model equations), e.g. at method-of-moments estimates."""
+    model equations), e.g. at method-of-moments estimates (``moments``, kept in
+    :attr:`FitState.moments`)."""
     f = dev.factor(theta)
     beta, u = f.solution()
     return FitState(method=method, theta=np.asarray(theta, dtype=float), sigma=float(sigma),
                     beta=beta, u=u, objective=dev.at_sigma(theta, sigma),
                     vcov_beta=sigma**2 * f.vcov_unscaled(), factor=f, optimizer=None,
-                    convergence=None, extra=extra or {})
+                    convergence=None, moments=moments)

@@ -35,6 +35,7 @@ from scipy.optimize import minimize
 
 from ..errors import FitError
 from .boundary import canonical_theta, cone_descent, free_mask, near_singular
+from .control import LmmControl, check_control
 from .criterion import ProfiledDeviance, gradient_jacobian
 from .reparam import WorkingCoordinates
 from .state import OptimizerSummary
@@ -56,8 +57,9 @@ _DERIVATIVE_FREE = ("Powell", "Nelder-Mead", "COBYQA", "TNC")
 
 
 def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
-                   method: str = "SLSQP", tol: float = 1e-12,
-                   maxiter: int = 10000, max_restarts: int = 8) -> OptimizerSummary:
+                   method: str = "SLSQP", tol: float | None = None,
+                   maxiter: int | None = None, max_restarts: int | None = None,
+                   control: LmmControl | None = None) -> OptimizerSummary:
     """Minimize the profiled objective over ``theta`` within its bounds.
 
     The default is scipy's SLSQP (a quasi-Newton method whose bounds enter a
@@ -87,11 +89,18 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
         ``"SLSQP"`` (default) or ``"L-BFGS-B"`` with the analytic gradient, or any
         bounded derivative-free scipy method (``"Powell"``, ``"Nelder-Mead"``,
         ``"COBYQA"``, ``"TNC"``).
-    tol, maxiter : float, int
-        Passed to the local optimizer.
-    max_restarts : int
-        Escapes from singular covariances tried at most.
+    tol, maxiter : float, int, optional
+        Passed to the local optimizer (default: ``control``'s).
+    max_restarts : int, optional
+        Escapes from singular covariances tried at most (default: ``control``'s).
+    control : LmmControl, optional
+        The settings (:class:`~mixedanova.likelihood.control.LmmControl`; None:
+        the defaults); ``tol``, ``maxiter`` and ``max_restarts`` override its fields.
     """
+    control = check_control(control)
+    tol = control.tol if tol is None else tol
+    maxiter = control.maxiter if maxiter is None else maxiter
+    max_restarts = control.max_restarts if max_restarts is None else max_restarts
     if method not in _GRADIENT_METHODS + _DERIVATIVE_FREE:
         raise FitError(f"optimizer must be one of {', '.join(_GRADIENT_METHODS + _DERIVATIVE_FREE)}"
                        f", not {method!r}")

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
 from .blocked import TermData
+from .control import LmmControl, check_control
 from .criterion import ProfiledDeviance
 from .crossprod import CrossProducts, RowBlock, cross_products
 from .optimizer import optimize_theta
@@ -43,7 +44,7 @@ __all__ = ["WhitenedDeviance", "ResidualDeviance", "ResidualFit", "optimize_resi
 
 @dataclass(frozen=True)
 class ResidualFit:
-    """The residual structure and its estimates (kept in ``FitState.extra``)."""
+    """The residual structure and its estimates (kept in ``FitState.residual``)."""
 
     structure: ResidualStructure
     u: np.ndarray
@@ -156,9 +157,13 @@ class ResidualDeviance:
 
 def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
                       theta0: np.ndarray | None = None, *, method: str = "SLSQP",
-                      polish_steps: int = 6, strategy: str = "joint"
+                      polish_steps: int = 6, strategy: str = "joint",
+                      control: LmmControl | None = None
                       ) -> tuple[np.ndarray, OptimizerSummary, dict]:
     """Minimize the criterion over ``(theta, u)`` (nested; see the module docstring).
+
+    ``control`` (:class:`~mixedanova.likelihood.control.LmmControl`, None: the
+    defaults) sets the inner optimizer's settings and the joint stage's iteration limit.
 
     Returns
     -------
@@ -177,7 +182,9 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
     best = {"theta": theta0, "f": math.inf}
     count = {"outer": 0, "inner": 0}
 
-    tol = {"inner": 1e-9}  # loose while Nelder-Mead explores, tight for the polish
+    control = check_control(control)
+    # loose while Nelder-Mead explores, tight for the polish
+    tol = {"inner": control.residual_inner_tol}
 
     def profile(u: np.ndarray) -> float:
         count["outer"] += 1
@@ -186,7 +193,7 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
             return math.inf
         start = best["theta"] if best["theta"] is not None else None
         try:
-            opt = optimize_theta(dev, start, method=method, tol=tol["inner"])
+            opt = optimize_theta(dev, start, method=method, tol=tol["inner"], control=control)
         except (ValueError, FloatingPointError):
             return math.inf
         count["inner"] += opt.feval
@@ -197,7 +204,8 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
         return float(opt.fmin)
 
     k = len(u0)
-    joint = _joint_stage(rdev, u0, theta0, count) if strategy == "joint" else None
+    joint = _joint_stage(rdev, u0, theta0, count, control.residual_maxiter) \
+        if strategy == "joint" else None
     if joint is not None:
         best.update(theta=joint[0], u=joint[1])
     else:
@@ -214,7 +222,7 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
             minimize(profile, u0, method="Nelder-Mead",
                      options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": fatol,
                               "maxiter": 400 * k, "maxfev": 800 * k})
-    tol["inner"] = 1e-12
+    tol["inner"] = control.tol
     u = np.asarray(best.get("u", u0), dtype=float)
     best["f"] = math.inf
     f = profile(u)
@@ -259,7 +267,7 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
         u, f = best["u"], best["f"]
     messages = _check_outer(profile, u, f, h)
     dev = rdev.at(u)
-    opt = optimize_theta(dev, best["theta"], method=method)
+    opt = optimize_theta(dev, best["theta"], method=method, control=control)
     # the inner summary at u, relabelled with the whole run's counts and time
     opt = dataclasses.replace(
         opt, method=f"{method} (theta); joint L-BFGS-B + Newton polish (residual)",
@@ -270,7 +278,7 @@ def optimize_residual(rdev: ResidualDeviance, u0: np.ndarray | None = None,
 
 
 def _joint_stage(rdev: ResidualDeviance, u0: np.ndarray, theta0: np.ndarray | None,
-                 count: dict) -> tuple[np.ndarray, np.ndarray] | None:
+                 count: dict, maxiter: int = 500) -> tuple[np.ndarray, np.ndarray] | None:
     """A first, cheap approach to the optimum: one bounded quasi-Newton run (L-BFGS-B)
     over ``(theta, u)`` with the analytic gradient in ``theta`` and central
     differences in ``u``.  It needs far fewer ``theta`` gradients than one inner
@@ -308,7 +316,7 @@ def _joint_stage(rdev: ResidualDeviance, u0: np.ndarray, theta0: np.ndarray | No
     bounds += [(-15.0, 15.0)] * len(u0)
     try:
         res = minimize(fun_and_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 500})
+                       options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": maxiter})
     except (ValueError, FloatingPointError, ArithmeticError):
         return None
     if not np.isfinite(res.fun):

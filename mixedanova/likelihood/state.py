@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: no import edge (the fits import this module)
+    from ..moments.moments import AnovaFitState
+    from .residual_fit import ResidualFit
 
 __all__ = ["OptimizerSummary", "ConvergenceReport", "FitState"]
 
@@ -72,6 +77,10 @@ class FitState:
     ``u`` is the spherical random-effects vector (lme4's ``getME(m, "u")``), in the
     design's term order, level-major within a term; ``factor`` is the blocked
     Cholesky factor at ``theta`` (for conditional variances and inference).
+
+    ``residual`` is the residual structure and its estimates of a fit with
+    ``residual=`` (None otherwise); ``moments`` the method-of-moments output
+    (EMS table, moment estimates) of a ``method="ANOVA"`` fit (None otherwise).
     """
 
     method: str
@@ -84,4 +93,5 @@ class FitState:
     factor: object = field(repr=False)
     optimizer: OptimizerSummary | None = None
     convergence: ConvergenceReport | None = None
-    extra: dict = field(default_factory=dict, repr=False)
+    residual: ResidualFit | None = field(default=None, repr=False)
+    moments: AnovaFitState | None = field(default=None, repr=False)

@@ -1,8 +1,8 @@
 """Design handling for the ANOVA engine: terms, balance, sequential projections.
 
-The jobs, all on data with complete rows:
+The jobs, all on complete rows:
 
-* :func:`prepare_terms` validates the fixed and random terms and puts them in
+* :func:`order_terms` validates the fixed and random terms and puts them in
   table order (fixed terms by degree, then random terms by degree, each in
   the order written).  That order is also the fitting order of the Type I
   (sequential) sums of squares, so random terms are always fitted after all
@@ -11,7 +11,12 @@ The jobs, all on data with complete rows:
 * :func:`balanced_spec` reads the factor structure off the terms and checks
   that the data are balanced; it returns the design specification for the EMS
   rules or the reason why the rules cannot be used.
-* :func:`level_codes` numbers the level combinations of a term.
+* :func:`prepare_terms` is :func:`order_terms` on a DataFrame (its columns
+  checked and coded by :func:`~mixedanova.moments.anova_data.anova_data`).
+
+Both others read the response and the variables' level codes from an
+:class:`~mixedanova.moments.anova_data.AnovaData` (``AnovaData.codes``
+numbers the level combinations of a term), not from a DataFrame.
 
 The sums of squares themselves are computed in
 :mod:`mixedanova.moments.sums_of_squares`.
@@ -34,10 +39,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArgumentError, DesignError
+from .anova_data import AnovaData, anova_data
 from .ems import Factor, make_spec, Spec
 from .ems_table import RESIDUAL
 
-__all__ = ["Term", "SequentialSS", "prepare_terms", "balanced_spec", "level_codes"]
+__all__ = ["Term", "SequentialSS", "as_term", "prepare_terms", "order_terms", "balanced_spec"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,8 @@ class SequentialSS:
     nobs: int
 
 
-def _as_term(t: Sequence[str] | str, kind: str) -> tuple[str, ...]:
+def as_term(t: Sequence[str] | str, kind: str) -> tuple[str, ...]:
+    """``t`` as a tuple of variable names (a :class:`DesignError` when it is not one)."""
     t = (t,) if isinstance(t, str) else tuple(t)
     if not t or not all(isinstance(x, str) and x for x in t):
         raise DesignError(f"{kind} term {t!r} must be a non-empty tuple of column names")
@@ -83,11 +90,40 @@ def _as_term(t: Sequence[str] | str, kind: str) -> tuple[str, ...]:
 def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[str] | str],
                   random_terms: Sequence[Sequence[str] | str],
                   covariates: Collection[str] | None = None) -> tuple[list[Term], frozenset[str]]:
-    """Validate terms and return them in table order plus the covariate set.
+    """Validate terms on a DataFrame and return them in table order plus the covariate set.
+
+    The DataFrame door of :func:`order_terms`: the columns are checked and
+    coded by :func:`~mixedanova.moments.anova_data.anova_data`.
 
     Parameters
     ----------
     data, response, fixed_terms, random_terms
+        As in :func:`mixedanova.moments.moments.fit_anova`.
+    covariates : collection of str, optional
+        As in :func:`order_terms`.
+
+    Raises
+    ------
+    ValueError
+        Unknown columns, missing values, a non-numeric response, and the
+        problems :func:`order_terms` finds.
+    """
+    fixed = [as_term(t, "fixed") for t in fixed_terms]
+    rand = [as_term(t, "random") for t in random_terms]
+    coded = anova_data(data, response, [x for t in fixed + rand for x in t])
+    return order_terms(coded, fixed, rand, covariates)
+
+
+def order_terms(data: AnovaData, fixed_terms: Sequence[Sequence[str] | str],
+                random_terms: Sequence[Sequence[str] | str],
+                covariates: Collection[str] | None = None) -> tuple[list[Term], frozenset[str]]:
+    """Validate terms and return them in table order plus the covariate set.
+
+    Parameters
+    ----------
+    data : AnovaData
+        The response and the coded variables.
+    fixed_terms, random_terms
         As in :func:`mixedanova.moments.moments.fit_anova`.
     covariates : collection of str, optional
         Variables of fixed terms to use as numeric covariates.  Default: the
@@ -97,26 +133,14 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
     Raises
     ------
     ValueError
-        Unknown columns, missing values, a term listed twice or as both fixed
-        and random, a fixed term containing a random term, a non-numeric
-        response or covariate.
+        Unknown variables, a term listed twice or as both fixed and random, a
+        fixed term containing a random term, a non-numeric covariate.
     """
-    if response not in data.columns:
-        raise DesignError(f"response {response!r} is not a column of the data")
-    resp = data[response]
-    if not pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp):
-        raise DesignError(f"response {response!r} must be numeric, got dtype {data[response].dtype}")
-    fixed = [_as_term(t, "fixed") for t in fixed_terms]
-    rand = [_as_term(t, "random") for t in random_terms]
-    used = [response] + [x for t in fixed + rand for x in t]
-    for x in used:
-        if x not in data.columns:
-            raise DesignError(f"variable {x!r} is not a column of the data")
-    for x in dict.fromkeys(used):
-        n_na = int(data[x].isna().sum())
-        if n_na:
-            raise DesignError(f"column {x!r} has {n_na} missing value(s); pass complete rows only")
-    if len(data) == 0:
+    fixed = [as_term(t, "fixed") for t in fixed_terms]
+    rand = [as_term(t, "random") for t in random_terms]
+    for x in dict.fromkeys(x for t in fixed + rand for x in t):
+        data.variable(x)
+    if data.nobs == 0:
         raise DesignError("no observations")
     seen: dict[frozenset[str], str] = {}
     for t, kind in [(t, "fixed") for t in fixed] + [(t, "random") for t in rand]:
@@ -133,15 +157,15 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
                                  "without degrees of freedom")
     fixed_vars = {x for t in fixed for x in t}
     if covariates is None:
-        cov = {x for x in fixed_vars if pd.api.types.is_numeric_dtype(data[x])
-               and not pd.api.types.is_bool_dtype(data[x])}
+        cov = {x for x in fixed_vars if data.variable(x).numeric}
     else:
         cov = set(covariates)
         for x in cov:
             if x not in fixed_vars:
                 raise DesignError(f"covariate {x!r} does not occur in a fixed term")
-            if not pd.api.types.is_numeric_dtype(data[x]):
-                raise DesignError(f"covariate {x!r} must be numeric, got dtype {data[x].dtype}")
+            if data.variable(x).values is None:
+                raise DesignError(f"covariate {x!r} must be numeric, got dtype "
+                                  f"{data.variable(x).dtype}")
 
     def ordered(ts: list[tuple[str, ...]], is_random: bool) -> list[Term]:
         idx = sorted(range(len(ts)), key=lambda i: (len(ts[i]), i))
@@ -153,15 +177,7 @@ def prepare_terms(data: pd.DataFrame, response: str, fixed_terms: Sequence[Seque
     return terms, frozenset(cov)
 
 
-def level_codes(frame: pd.DataFrame, cols: Sequence[str]) -> tuple[np.ndarray, int]:
-    """Integer codes of the combinations of ``cols`` (levels sorted) and their number."""
-    if not cols:
-        return np.zeros(len(frame), dtype=np.int64), 1
-    codes = frame.groupby(list(cols), sort=True, observed=True).ngroup().to_numpy()
-    return codes.astype(np.int64, copy=False), int(codes.max()) + 1
-
-
-def balanced_spec(data: pd.DataFrame, terms: Sequence[Term],
+def balanced_spec(data: AnovaData, terms: Sequence[Term],
                   covariates: Collection[str]) -> tuple[Spec | None, str]:
     """Design specification for the EMS rules, or the reason it does not exist.
 
@@ -205,34 +221,59 @@ def balanced_spec(data: pd.DataFrame, terms: Sequence[Term],
     for a in names:
         cols = list(atom_vars[a])
         pcols = [x for p in parents[a] for x in atom_vars[p]]
-        combos = data[pcols + cols].drop_duplicates()
+        combos, m = data.codes(pcols + cols)
         if pcols:
-            per_parent = combos.groupby(pcols, sort=False, observed=True).size()
+            parent, pm = data.codes(pcols)
+            parent_of = np.empty(m, dtype=np.int64)
+            parent_of[combos] = parent  # the parent level of each observed combination
+            per_parent = np.bincount(parent_of, minlength=pm)
         else:
-            per_parent = pd.Series([len(combos)])
-        if per_parent.nunique() != 1:
+            per_parent = np.array([m])
+        if per_parent.min() != per_parent.max():
             where = f" within {':'.join(pcols)}" if pcols else ""
             return None, (f"not balanced: factor {a!r} has between {per_parent.min()} and "
                           f"{per_parent.max()} levels{where}")
-        factors.append(Factor(a, int(per_parent.iloc[0]), random=not (atom_sig[a] & fixed_idx),
+        factors.append(Factor(a, int(per_parent[0]), random=not (atom_sig[a] & fixed_idx),
                               nested_in=parents[a]))
-    counts = data.groupby(variables, sort=True, observed=True).size()
+    cells, ncell = data.codes(variables)
+    counts = np.bincount(cells, minlength=ncell)
     expected_cells = int(np.prod([f.levels for f in factors]))
-    if len(counts) != expected_cells:
-        full = pd.MultiIndex.from_product([sorted(data[x].unique()) for x in variables],
-                                          names=variables)
-        missing = full.difference(counts.index)
+    if ncell != expected_cells:
         example = ""
-        if len(missing) and all(not f.nested_in for f in factors):
-            example = " (e.g. " + ", ".join(f"{n}={v}" for n, v in zip(variables, missing[0])) + ")"
-        return None, (f"not balanced: {len(counts)} of {expected_cells} cells of "
-                      f"{' x '.join(variables)} are observed, {expected_cells - len(counts)} "
+        if all(not f.nested_in for f in factors):
+            first = _first_missing(data, variables)
+            if first is not None:
+                example = " (e.g. " + ", ".join(f"{n}={v}" for n, v in zip(variables, first)) + ")"
+        return None, (f"not balanced: {ncell} of {expected_cells} cells of "
+                      f"{' x '.join(variables)} are observed, {expected_cells - ncell} "
                       f"empty{example}")
-    if counts.nunique() != 1:
+    if counts.min() != counts.max():
         return None, (f"not balanced: cell counts of {' x '.join(variables)} range from "
                       f"{counts.min()} to {counts.max()}")
-    spec = make_spec(factors, term_atoms, int(counts.iloc[0]), "lme4",
+    spec = make_spec(factors, term_atoms, int(counts[0]), "lme4",
                      term_random=[t.random for t in terms], order=False)
     spec = Spec(spec.factors, spec.terms, tuple(t.label for t in terms), spec.term_random,
                 spec.replicates)
     return spec, ""
+
+
+def _first_missing(data: AnovaData, variables: Sequence[str]) -> tuple | None:
+    """The first unobserved combination of the levels of ``variables`` (in level
+    order), or None when there is none or there are too many to number."""
+    parts = [data.variable(x) for x in variables]
+    radix = [p.nlev for p in parts]
+    if float(np.prod(radix, dtype=float)) >= 2.0**62:
+        return None
+    key = np.zeros(data.nobs, dtype=np.int64)
+    for p, r in zip(parts, radix):
+        key = key * r + p.codes
+    seen = np.unique(key)
+    gap = np.flatnonzero(seen != np.arange(seen.size))
+    k = int(gap[0]) if gap.size else int(seen.size)
+    if k >= int(np.prod(radix)):
+        return None
+    out = []
+    for p, r in zip(reversed(parts), reversed(radix)):
+        k, i = divmod(k, r)
+        out.append(p.levels[i])
+    return tuple(reversed(out))

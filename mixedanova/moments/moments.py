@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArgumentError, DesignError, UnknownNameError
-from .anova_design import balanced_spec, prepare_terms
+from .anova_data import AnovaData, anova_data
+from .anova_design import as_term, balanced_spec, order_terms
 from .ems import rules_core
 from .ems_table import (
     RESIDUAL,
@@ -46,7 +47,7 @@ from .ems_table import (
     fill_tests,
     own_components,
 )
-from .sums_of_squares import balanced_ss, sequential_ss
+from .sums_of_squares import balanced_ss, sequential_sums
 
 __all__ = [
     "METHOD_RULES",
@@ -55,6 +56,7 @@ __all__ = [
     "MomentEstimates",
     "VarcompInterval",
     "fit_anova",
+    "fit_anova_data",
     "moments_from_mean_squares",
     "varcomp_ci",
     "varcomp_table",
@@ -217,14 +219,49 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
         Method III, a random term without degrees of freedom, no residual
         degrees of freedom.
     """
+    _check_options(ems, method)
+    fixed = [as_term(t, "fixed") for t in fixed_terms]
+    rand = [as_term(t, "random") for t in random_terms]
+    coded = anova_data(data, response, [x for t in fixed + rand for x in t])
+    return fit_anova_data(coded, fixed, rand, intercept=intercept, ems=ems, method=method,
+                          covariates=covariates)
+
+
+def _check_options(ems: str, method: str) -> str:
+    """Check ``ems`` and ``method`` of :func:`fit_anova`; the canonical method."""
     if ems not in ("unrestricted", "restricted"):
         raise ArgumentError(f"ems must be 'unrestricted' or 'restricted', got {ems!r}")
     aliases = {"auto": "auto", "rules": "rules", "balanced": "rules", "method3": "method3",
                "type1": "method3", "henderson3": "method3"}
     if method not in aliases:
         raise ArgumentError(f"method must be 'auto', 'rules' or 'method3', got {method!r}")
-    method = aliases[method]
-    terms, cov = prepare_terms(data, response, fixed_terms, random_terms, covariates)
+    return aliases[method]
+
+
+def fit_anova_data(data: AnovaData, fixed_terms: Sequence[Sequence[str] | str],
+                   random_terms: Sequence[Sequence[str] | str], *, intercept: bool = True,
+                   ems: str = "unrestricted", method: str = "auto",
+                   covariates: Collection[str] | None = None) -> AnovaFitState:
+    """:func:`fit_anova` on the response and coded variables of ``data``.
+
+    This is the engine: it reads ``data.y`` and the variables' level codes
+    (and a covariate's numbers), never a DataFrame.  ``lmm(..., method="ANOVA")``
+    builds ``data`` from the model's design; :func:`fit_anova` from a DataFrame.
+
+    Parameters
+    ----------
+    data : AnovaData
+        The response and every variable of the terms
+        (:mod:`mixedanova.moments.anova_data`).
+    fixed_terms, random_terms, intercept, ems, method, covariates
+        As for :func:`fit_anova`.
+
+    Returns
+    -------
+    AnovaFitState
+    """
+    method = _check_options(ems, method)
+    terms, cov = order_terms(data, fixed_terms, random_terms, covariates)
     spec, note = None, ""
     if method != "method3":
         if intercept:
@@ -237,9 +274,9 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
         raise DesignError("the restricted model is only defined for balanced designs handled by the "
                          f"EMS rules ({note or 'method3 requested'}); use ems='unrestricted'")
     if spec is not None:
-        seq = balanced_ss(data, response, terms, spec)
+        seq = balanced_ss(data, terms, spec)
     else:
-        seq = sequential_ss(data, response, terms, cov, intercept)
+        seq = sequential_sums(data, terms, cov, intercept)
     labels = [t.label for t in terms]
     fixed_flags = [not t.random for t in terms]
     comps = [t.label for t in terms if t.random] + [RESIDUAL]
@@ -280,7 +317,7 @@ def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[
     return AnovaFitState(
         **{f.name: getattr(mom, f.name) for f in fields(MomentEstimates)},
         table=table, method=used, ems_model=ems, note=note if used == METHOD_III else "",
-        error_terms=combos, nobs=seq.nobs, response=response,
+        error_terms=combos, nobs=seq.nobs, response=data.response,
         fixed_terms=tuple(t.label for t in terms if not t.random),
         random_terms=tuple(t.label for t in terms if t.random), balanced=spec is not None)
 

@@ -1,5 +1,9 @@
 """Sums of squares for the ANOVA engine: one pass over the rows, level-sized algebra.
 
+Both read the response and the variables' level codes (and a covariate's
+numbers) from an :class:`~mixedanova.moments.anova_data.AnovaData`;
+:func:`sequential_ss` is the DataFrame door of :func:`sequential_sums`.
+
 Two routes, both exact (no approximation), both costing one pass over the rows
 plus dense work whose size is set by the numbers of levels:
 
@@ -37,11 +41,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DesignError
-from .anova_design import SequentialSS, Term, level_codes
+from .anova_data import AnovaData, anova_data
+from .anova_design import SequentialSS, Term
 from .ems import Spec
 from .ems_table import RESIDUAL
 
-__all__ = ["sequential_ss", "balanced_ss", "MAX_DENSE_COLUMNS"]
+__all__ = ["sequential_ss", "sequential_sums", "balanced_ss", "MAX_DENSE_COLUMNS"]
 
 _DROP = 1e-11
 MAX_DENSE_COLUMNS = 12_000
@@ -68,19 +73,19 @@ class _Block:
         return float(self.codes.size if self.values is None else np.sum(self.values**2))
 
 
-def _blocks(data: pd.DataFrame, terms: Sequence[Term], covariates: Collection[str],
+def _blocks(data: AnovaData, terms: Sequence[Term], covariates: Collection[str],
             intercept: bool) -> list[_Block]:
-    n = len(data)
+    n = data.nobs
     out = [_Block(np.zeros(n, dtype=np.int64), 1, None)] if intercept else []
     for t in terms:
         fac = [x for x in t.variables if t.random or x not in covariates]
-        codes, ncol = level_codes(data, fac)
+        codes, ncol = data.codes(fac)
         values = None
         if not t.random and len(fac) < len(t.variables):
             values = np.ones(n)
             for x in t.variables:
                 if x in covariates:
-                    values = values * data[x].to_numpy(dtype=float)
+                    values = values * data.variable(x).values
             if not fac and intercept:
                 # span{1, x} = span{1, x - mean}: centring keeps the Gram matrix well conditioned
                 values = values - values.mean()
@@ -165,6 +170,14 @@ def _check_size(blocks: Sequence[_Block], terms: Sequence[Term | None]) -> None:
 
 def sequential_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
                   covariates: Collection[str], intercept: bool = True) -> SequentialSS:
+    """:func:`sequential_sums` on the columns of a DataFrame (coded by
+    :func:`~mixedanova.moments.anova_data.anova_data`)."""
+    coded = anova_data(data, response, [x for t in terms for x in t.variables])
+    return sequential_sums(coded, terms, covariates, intercept)
+
+
+def sequential_sums(data: AnovaData, terms: Sequence[Term], covariates: Collection[str],
+                    intercept: bool = True) -> SequentialSS:
     """Type I sums of squares and Method III trace coefficients.
 
     Terms are fitted in the given order after the intercept.
@@ -183,7 +196,7 @@ def sequential_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
     """
     from scipy import sparse
 
-    y = data[response].to_numpy(dtype=float)
+    y = data.y
     n = y.size
     yc = y - y.mean() if intercept else y
     blocks = _blocks(data, terms, covariates, intercept)
@@ -265,8 +278,7 @@ def sequential_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
     return SequentialSS(tuple(t.label for t in terms) + (RESIDUAL,), df, ss, tr, n)
 
 
-def balanced_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
-                spec: Spec) -> SequentialSS:
+def balanced_ss(data: AnovaData, terms: Sequence[Term], spec: Spec) -> SequentialSS:
     """Sums of squares of a balanced complete design from cell and margin means.
 
     ``spec`` is the design from :func:`mixedanova.moments.anova_design.balanced_spec`
@@ -278,7 +290,7 @@ def balanced_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
     ``y - ybar - sum of the effects`` (the intercept is required by the rules).  ``traces`` are not
     computed (NaN): the rules give the EMS.
     """
-    y = data[response].to_numpy(dtype=float)
+    y = data.y
     n = y.size
     atom_vars = {f.name: tuple(f.name.split(":")) for f in spec.factors}
     if tuple(t.label for t in terms) != spec.labels:
@@ -297,7 +309,7 @@ def balanced_ss(data: pd.DataFrame, response: str, terms: Sequence[Term],
     def margin(atoms: frozenset[str]) -> tuple[np.ndarray, int]:
         if atoms not in cache:
             cols = [x for a in sorted(atoms) for x in atom_vars[a]]
-            codes, m = level_codes(data, cols)
+            codes, m = data.codes(cols)
             means = np.bincount(codes, weights=y, minlength=m) / np.bincount(codes, minlength=m)
             cache[atoms] = (means[codes], m)
         return cache[atoms]

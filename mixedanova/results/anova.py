@@ -25,7 +25,7 @@ class AnovaResults(LinearMixedResults):
     @property
     def anova_state(self) -> AnovaFitState:
         """The ANOVA engine's output."""
-        return self.state.extra["anova"]
+        return self.state.moments
 
     @property
     def ems_method(self) -> str:

@@ -237,7 +237,7 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         ``S = diag(1 / sqrt(w))``.
         """
         from ..design.matrices import check_size, r_matrix
-        if self.state.extra.get("residual") is None:
+        if self.state.residual is None:
             return r_matrix(self.design, self.sigma, max_cells)
         n = self.design.nobs
         check_size(n, n, "R", max_cells)
@@ -257,7 +257,7 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         """``Var(y) = Z G Z' + R`` at the estimates (small models; ``R`` as in :meth:`R`)."""
         from ..design.matrices import v_matrix
         v = v_matrix(self.design, self._templates(), self.sigma, max_cells)
-        if self.state.extra.get("residual") is None:
+        if self.state.residual is None:
             return v
         d = self.design
         w = np.asarray(d.weights, dtype=float) if d.has_weights else np.ones(d.nobs)
@@ -292,7 +292,7 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
     def npar(self) -> int:
         """Number of parameters: fixed effects, theta, sigma and the residual
         structure's parameters."""
-        fit = self.state.extra.get("residual")
+        fit = self.state.residual
         return self.design.p + len(self.state.theta) + 1 + (0 if fit is None else len(fit.u))
 
     @property

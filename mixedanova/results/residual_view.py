@@ -27,7 +27,7 @@ class ResidualStructureMixin:
         VarIdent factor (reference level first, ratio 1), ``power`` (VarPower),
         ``expon`` (VarExp) -- nlme's ``coef(m$modelStruct, unconstrained = FALSE)``.
         """
-        fit = self.state.extra.get("residual")
+        fit = self.state.residual
         if fit is None:
             return pd.Series([], dtype=float, name="estimate")
         names, values = list(fit.names), list(fit.natural)
@@ -41,14 +41,14 @@ class ResidualStructureMixin:
     @property
     def residual_structure(self) -> tuple[str, ...]:
         """The residual structure as specified, e.g. ``("AR1(group='Mare')",)``."""
-        fit = self.state.extra.get("residual")
+        fit = self.state.residual
         return () if fit is None else fit.structure.labels
 
     @cached_property
     def residual_sd(self) -> pd.Series:
         """Residual SD of every row: ``sigma`` times the variance function
         (nlme: ``m$sigma * abs(v)^delta`` for varPower); ``sigma`` without one."""
-        fit = self.state.extra.get("residual")
+        fit = self.state.residual
         rel = np.ones(self.nobs) if fit is None else fit.structure.relative_sd(fit.u, self.nobs)
         return pd.Series(self.sigma * rel, index=self.design.row_index, name="residual_sd")
 
@@ -69,7 +69,7 @@ class ResidualStructureMixin:
         Approximately independent N(0, 1) under the model: what to inspect for
         leftover serial correlation.
         """
-        fit = self.state.extra.get("residual")
+        fit = self.state.residual
         r = self.resid_pearson.to_numpy()
         if fit is not None:
             try:
@@ -85,7 +85,7 @@ class ResidualStructureMixin:
         ``corMatrix`` / ``varWeights`` checks of one group.
         """
         rows = np.asarray(rows, dtype=np.intp)
-        fit = self.state.extra.get("residual")
+        fit = self.state.residual
         if fit is None:
             return self.sigma ** 2 * np.eye(len(rows))
         return self.sigma ** 2 * fit.structure.covariance(fit.u, rows)

@@ -215,7 +215,7 @@ def test_fit_solution_matches_dense_gls_and_blups(n_items):
                  residual=(ma.AR1(group="subject", order="trial"), ma.VarIdent("arm")))
     d = res.design
     n = d.nobs
-    fit = res.state.extra["residual"]
+    fit = res.state.residual
     Zs, Gs = [], []
     for b, T in zip(d.blocks, d.theta_layout().templates(res.theta)):
         Z = np.zeros((n, b.nlev * b.q))

@@ -247,8 +247,8 @@ def test_structure_wald_intervals(case):
     ref, res = fitted(case)
     fx = _apvar_steps()["cases"][case]["extrapolated_se"]
     ours = res.residual_intervals()
-    s = res.state.extra["residual"].structure
-    fit = res.state.extra["residual"]
+    s = res.state.residual.structure
+    fit = res.state.residual
     se_nlme = np.array([v[1] for v in fx.values()])  # the h = 1e-4 extrapolation
     assert len(se_nlme) == len(ours), f"{case}: nlme has {list(fx)}"
     assert_close(ours["se_u"].to_numpy(), se_nlme, 1e-4, f"{case} se(u)")
@@ -273,7 +273,7 @@ def test_structure_wald_intervals_default_step(case):
     ref, res = fitted(case)
     rows = _nlme_interval_rows(ref)
     ours = res.residual_intervals()
-    s = res.state.extra["residual"].structure
+    s = res.state.residual.structure
     z = 1.959963984540054
     for k, name in enumerate(ours.index):
         match = [rows[n] for n in _NLME_NAMES.get(name, (name,)) if n in rows]
