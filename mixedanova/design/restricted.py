@@ -48,7 +48,7 @@ _FUNCS = ("log", "log2", "log10", "exp", "abs")
 _NP_FUNCS = ("log", "log2", "log10", "log1p", "exp", "sqrt", "abs")
 _CONTRASTS = ("Treatment", "Sum", "Helmert", "Poly", "Diff")
 _CONTR = ("treatment", "sum", "helmert", "poly", "diff", "SAS")
-#: every call a restricted formula may make (``np.f`` also as ``numpy.f``)
+#: every call a restricted formula may make (formulaic knows ``np``, not ``numpy``)
 ALLOWED_CALLS = (("I", "C", "Q", "scale", "center", "poly", "offset", "cbind") + _FUNCS
                  + tuple(f"np.{f}" for f in _NP_FUNCS))
 
@@ -87,7 +87,8 @@ class _Source:
                 if end < 0:
                     raise FormulaError("unterminated backtick", formula, start + i)
                 if end == i + 1:
-                    raise FormulaError("empty backticked name", formula, start + i, 2)
+                    raise FormulaError("restricted formula: empty backticked name", formula,
+                                       start + i, 2)
                 ident = _PLACEHOLDER * (end - i + 1)
                 self.quoted[i] = text[i + 1:end]
                 out[i:end + 1] = list(ident)
@@ -103,8 +104,8 @@ class _Source:
                 i = m.end()
                 continue
             elif ch in "{}":
-                raise FormulaError("'{...}' evaluates Python code; a restricted formula "
-                                   "writes I(...) instead", formula, start + i)
+                raise FormulaError("restricted formula: '{...}' evaluates Python code; "
+                                   "write I(...) instead", formula, start + i)
             elif text.startswith("%in%", i):
                 out[i:i + 4] = list("@   ")
                 i += 4
@@ -125,10 +126,10 @@ class _Source:
             return ast.parse(code, mode="eval").body
         except SyntaxError as exc:
             off = max(0, min(len(self.text) - 1, _char_offset(code, exc) - 1))
-            raise FormulaError(f"cannot parse this formula in restricted mode "
+            raise FormulaError(f"restricted formula: cannot parse this in restricted mode "
                                f"({exc.msg})", self.formula, self.start + off) from None
         except (RecursionError, MemoryError, ValueError):
-            raise FormulaError("formula is too deeply nested for restricted mode",
+            raise FormulaError("restricted formula: too deeply nested",
                                self.formula, self.start, max(1, len(self.text))) from None
 
     def where(self, node: ast.AST) -> tuple[int, int]:
@@ -192,7 +193,7 @@ class _Checker:
                     raise self.refuse(node.right, f"the power of terms must be a whole "
                                                   f"number from 1 to {MAX_FORMULA_POWER}")
                 t = self.formula(node.left, d)
-                return _cap((t + 1) ** k)
+                return _cap(min((t + 1) ** k, 2 ** min(t, 60) - 1))  # distinct products
             if not isinstance(op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.MatMult)):
                 raise self.refuse(node, f"operator {_op_text(op)!r} is not a formula operator")
             a = self.formula(node.left, d, inner)
@@ -210,8 +211,7 @@ class _Checker:
             self.number(node)
             return 1
         if isinstance(node, ast.Call):
-            self.call(node, d, top=True)
-            return 1
+            return self.call(node, d, top=True)
         if self.name(node) is not None:
             return 1
         raise self.refuse(node, f"{_kind(node)} is not allowed in a formula")
@@ -239,7 +239,7 @@ class _Checker:
         while isinstance(head, ast.Attribute):
             head = head.value
         parts = [self.src.name_of(head)] + chain[1:]
-        if parts[0] in ("np", "numpy") and len(parts) > 1:
+        if parts[0] == "np" and len(parts) > 1:
             raise self.refuse(node, "attribute access is allowed only as a call np.f(...) of "
                                     f"{', '.join(_NP_FUNCS)}")
         return self.column(node, ".".join(parts))
@@ -259,18 +259,17 @@ class _Checker:
         if isinstance(v, int) and len(str(abs(v))) > MAX_INT_DIGITS:
             raise self.refuse(node, f"integer literals are limited to {MAX_INT_DIGITS} digits")
 
-    def call(self, node: ast.Call, depth: int, top: bool = False) -> None:
+    def call(self, node: ast.Call, depth: int, top: bool = False) -> int:
+        """Check a call; returns the number of terms (that of offset()'s formula)."""
         if self.name(node) is not None:  # Q("name")
-            return
+            return 1
         fname = _call_name(node.func, self.src)
-        if fname is None or (fname not in ALLOWED_CALLS and fname.replace("numpy.", "np.", 1)
-                             not in ALLOWED_CALLS):
+        if fname is None or fname not in ALLOWED_CALLS:
             hint = ""
             if fname in ("sqrt", "log1p"):
                 hint = f" (write np.{fname}(...))"
             raise self.refuse(node.func, f"calls are limited to {', '.join(ALLOWED_CALLS)}"
                                          + hint)
-        fname = fname.replace("numpy.", "np.", 1)
         if any(isinstance(a, ast.Starred) for a in node.args) or \
                 any(k.arg is None for k in node.keywords):
             raise self.refuse(node, "*args and **kwargs are not allowed")
@@ -310,10 +309,11 @@ class _Checker:
                 self.expr(a, d)
         elif fname == "offset" and top:
             self.nargs(node, 1, 1, kw, ())
-            self.formula(args[0], d)
+            return self.formula(args[0], d)
         else:
             self.nargs(node, 1, 1, kw, ())
             self.expr(args[0], d)
+        return 1
 
     def nargs(self, node: ast.Call, lo: int, hi: int, kw: dict, keys: tuple) -> None:
         n = len(node.args)
