@@ -1,5 +1,10 @@
 """Command line: ``mixedanova fit FORMULA (--data FILE.csv | --dataset NAME) [--method M]
-[--anova [--type T] [--ddf D]] [--json]``, ``mixedanova datasets``, ``mixedanova --version``."""
+[--anova [--type T] [--ddf D]] [--json] [--unrestricted]``, ``mixedanova datasets``,
+``mixedanova --version``.
+
+``fit`` reads its formula in restricted mode (:mod:`mixedanova.design.restricted`):
+a program that passes on a formula from elsewhere runs no code that formula holds.
+``--unrestricted`` lifts it for a formula you wrote yourself."""
 from __future__ import annotations
 
 import argparse
@@ -20,8 +25,16 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Linear mixed models and random-effects ANOVA.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="fit a model and print its summary")
-    fit.add_argument("formula", help='lme4 formula, e.g. "yield ~ treat + (1|blend)"')
+    fit = sub.add_parser(
+        "fit", help="fit a model and print its summary",
+        description="Fit a linear mixed model and print its summary.  The formula is read in "
+                    "restricted mode: only column names, numbers, formula and arithmetic "
+                    "operators and the transforms I, C, log, log2, log10, exp, abs, np.log, "
+                    "np.log2, np.log10, np.log1p, np.exp, np.sqrt, np.abs, scale, center, poly "
+                    "and offset are accepted, and nothing in the formula is run as code; "
+                    "--unrestricted lifts this for a formula you trust.")
+    fit.add_argument("formula", help='lme4 formula, e.g. "yield ~ treat + (1|blend)" '
+                                     "(restricted mode unless --unrestricted)")
     src = fit.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="FILE.csv", help="CSV file with a header row")
     src.add_argument("--dataset", metavar="NAME",
@@ -40,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
                           "--method ANOVA)")
     fit.add_argument("--json", action="store_true",
                      help="print every result table as JSON instead of the summary")
+    fit.add_argument("--unrestricted", action="store_true",
+                     help="evaluate the formula's terms as Python code, as the Python API "
+                          "does (any transform, any code: only for a formula you trust); "
+                          "by default the formula is restricted to column names, numbers, "
+                          "operators and allow-listed transforms")
     sub.add_parser("datasets", help="list the bundled data sets with descriptions")
     return p
 
@@ -55,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = {} if args.ems is None else {"ems": args.ems}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = lmm(args.formula, data, method=args.method, **kwargs)
+            res = lmm(args.formula, data, method=args.method,
+                      restricted=not args.unrestricted, **kwargs)
     except MixedAnovaError as exc:
         print(f"mixedanova: error: {_one_line(exc)}", file=sys.stderr)
         return 2

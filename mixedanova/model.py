@@ -66,7 +66,8 @@ class LinearMixedModel:
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, *, missing: str = "drop",
-                     weights=None, offset=None, residual=None) -> "LinearMixedModel":
+                     weights=None, offset=None, residual=None,
+                     restricted: bool = False) -> "LinearMixedModel":
         """Parse ``formula`` and build the design on ``data``.
 
         Parameters
@@ -84,9 +85,13 @@ class LinearMixedModel:
             Residual covariance structure (:mod:`mixedanova.residual`: ``AR1``,
             ``CAR1``, ``CompSymm``, ``VarIdent``, ``VarPower``, ``VarExp``, or a
             tuple of one correlation and one variance function).
+        restricted : bool
+            For a formula from an untrusted source: only column names, numbers,
+            operators and allow-listed transforms are accepted, checked before
+            anything is evaluated (:mod:`mixedanova.design.restricted`).
         """
-        design = build_design(parse_formula(formula), data, missing=missing,
-                              weights=weights, offset=offset,
+        parsed = parse_formula(formula, restricted=restricted)
+        design = build_design(parsed, data, missing=missing, weights=weights, offset=offset,
                               extra_columns=residual_columns(residual))
         return cls(design, missing=missing, residual=residual)
 
@@ -102,7 +107,7 @@ class LinearMixedModel:
         return type(self).from_formula(formula, d.data if data is None else data,
                                        missing=self.missing, weights=d.weights_column,
                                        offset=d.offset_column,
-                                       residual=self.residual)
+                                       residual=self.residual, restricted=d.formula.restricted)
 
     def refit(self, y: np.ndarray | None = None, method: str = "REML", *,
               start: np.ndarray | None = None, warn: bool = True,
@@ -417,7 +422,8 @@ def _warn_once(res: LinearMixedResults) -> None:
 
 
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str = "drop",
-        weights=None, offset=None, residual=None, **kwargs) -> LinearMixedResults:
+        weights=None, offset=None, residual=None, restricted: bool = False,
+        **kwargs) -> LinearMixedResults:
     """Fit a linear mixed model given by an lme4 formula.
 
     Parameters
@@ -434,6 +440,10 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     offset : str or array, optional
         A known term added to the linear predictor (column name or array, lme4's
         ``offset =``); ``offset(col)`` in the formula does the same.
+    restricted : bool
+        Refuse, before evaluating anything, a formula that uses more than column
+        names, numbers, operators and the allow-listed transforms (for formulas
+        from untrusted sources; see docs/trust.md).  Off by default.
     **kwargs
         :meth:`LinearMixedModel.fit`'s keyword arguments (``optimizer``, ``start``,
         ``ems``, ``anova_method``, ``warn``, ``control``); any other name is an
@@ -450,9 +460,11 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     if unknown:
         raise ArgumentError(
             f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
-            f"formula, data, method, missing, weights, offset, residual, {', '.join(_FIT_KEYWORDS)}")
+            f"formula, data, method, missing, weights, offset, residual, restricted, "
+            f"{', '.join(_FIT_KEYWORDS)}")
     return LinearMixedModel.from_formula(formula, data, missing=missing, weights=weights,
-                                         offset=offset, residual=residual).fit(method, **kwargs)
+                                         offset=offset, residual=residual,
+                                         restricted=restricted).fit(method, **kwargs)
 
 
 _FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn", "control")

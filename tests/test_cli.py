@@ -60,3 +60,42 @@ def test_cli_formula_error_names_the_position(capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("mixedanova: error: random-effects term must be in parentheses, e.g. "
                    "(1 | g) (in 'Reaction ~ Days + 1|Subject' at character 19)")
+
+
+# ------------------------------------------------ restricted formulas (issue 23)
+def test_cli_refuses_hostile_formulas_by_default(capsys, tmp_path, monkeypatch):
+    from _hostile import make_canary, payloads, transforms
+    path, intact = make_canary(tmp_path, monkeypatch)
+    codes = [f"I({c})" for c in payloads(path)] + transforms(path)
+    assert len(codes) >= 40
+    for code in codes:
+        assert main(["fit", f"Reaction ~ Days + {code} + (1|Subject)", "--dataset",
+                     "sleepstudy"]) == 2, code
+        cap = capsys.readouterr()
+        assert intact(), code
+        lines = cap.err.strip().splitlines()
+        assert cap.out == "" and len(lines) == 1 and "restricted formula" in lines[0], code
+
+
+def test_cli_unrestricted_lifts_the_restriction(capsys):
+    argv = ["fit", "Reaction ~ np.round(Days / 2) + (1|Subject)", "--dataset", "sleepstudy"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'np.round' is refused: calls are limited to" in err
+    assert main(argv + ["--unrestricted"]) == 0
+    out = capsys.readouterr().out
+    assert "np.round(Days / 2)" in out
+    # a legitimate formula fits the same either way
+    legit = ["fit", "Reaction ~ np.log1p(Days) + (Days|Subject)", "--dataset", "sleepstudy"]
+    assert main(legit) == 0
+    restricted = capsys.readouterr().out
+    assert main(legit + ["--unrestricted"]) == 0
+    assert capsys.readouterr().out == restricted
+
+
+def test_cli_help_says_formulas_are_restricted(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--unrestricted" in text and "restricted mode" in text
+    assert "nothing in the formula is run as code" in text

@@ -24,6 +24,7 @@ a grouping factor with one level and similar problems raise
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -34,11 +35,12 @@ from . import matrices as _matrices
 from .theta import ThetaLayout
 from .variables import VariableCodes, variable_codes
 from .formula import ParsedFormula, RandomTermSpec, formula_variables, strip_quotes
-from .data_checks import (check_columns, check_finite, complete_rows, missing_column_error,
-                          plain_strings)
+from .restricted import check_restricted
+from .data_checks import (check_columns, check_finite, complete_rows, foreign_detail,
+                          missing_column_error, plain_strings)
 from ..errors import DesignError, RankDeficiencyWarning, user_stacklevel
-from .term_matrices import (FixedTerm, fixed_terms, independent_columns, model_matrix_like,
-                            term_matrix)
+from .term_matrices import (FixedTerm, as_float, fixed_terms, independent_columns,
+                            model_matrix_like, term_matrix)
 
 __all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design", "group_labels",
            "RankDeficiencyWarning"]
@@ -343,6 +345,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
         raise DesignError("data has no rows")
     data, weights_column = _attach(data, weights, "weights", _WEIGHTS_ARRAY)
     data, offset_column = _attach(data, offset, "offset", _OFFSET_ARRAY)
+    if parsed.restricted:  # every name a column of the data, before anything is evaluated
+        check_restricted(parsed.formula, columns=data.columns)
     used = _used_columns(parsed, data)
     for col in extra_columns:
         if col not in data.columns:
@@ -441,8 +445,8 @@ def _offset_values(expr: str, data: pd.DataFrame) -> np.ndarray:
     try:
         mm = model_matrix(f"0 + {expr}", data, na_action="ignore")
     except Exception as exc:  # formulaic raises many types
-        raise DesignError(f"cannot evaluate offset({expr}): {exc}") from None
-    vals = np.asarray(mm, dtype=float)
+        raise DesignError(f"cannot evaluate offset({expr}): {foreign_detail(exc)}") from None
+    vals = as_float(mm, f"offset({expr})")
     if vals.ndim != 2 or vals.shape[1] != 1:
         raise DesignError(f"offset({expr}) must be one numeric value per row")
     vals = vals.ravel()
@@ -491,6 +495,10 @@ def _is_module(name: str) -> bool:
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
     from formulaic import model_matrix
     name = parsed.response.strip()
+    if re.match(r"cbind\s*\(", name):
+        raise DesignError(f"the response {name!r} has two columns (successes, failures): that "
+                          "is a binomial GLMM (ma.glmm, not yet available); lmm fits one "
+                          "numeric response")
     if strip_quotes(name) in data.columns:
         name = strip_quotes(name)
     if name in data.columns:
@@ -502,11 +510,12 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
         try:
             lhs = model_matrix(f"{name} ~ 1", data, na_action="ignore").lhs
         except Exception as exc:  # formulaic raises many types
-            raise DesignError(f"cannot evaluate the response {name!r}: {exc}") from None
+            raise DesignError(f"cannot evaluate the response {name!r}: "
+                              f"{foreign_detail(exc)}") from None
         if lhs.shape[1] != 1:
             raise DesignError(f"response {name!r} is not numeric (it encodes to "
                               f"{lhs.shape[1]} columns)")
-        y = np.asarray(lhs, dtype=float).ravel()
+        y = as_float(lhs, f"the response {name!r}").ravel()
     check_finite(y, name, "response", data.index)
     return y
 

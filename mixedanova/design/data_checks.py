@@ -12,6 +12,7 @@ factors.
 from __future__ import annotations
 
 import difflib
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,36 @@ from ..errors import DesignError
 from .formula import ParsedFormula, formula_variables
 
 __all__ = ["check_columns", "check_levels", "as_numeric", "plain_strings", "check_finite",
-           "complete_rows", "missing_column_error"]
+           "complete_rows", "missing_column_error", "excerpt", "short_repr",
+           "foreign_detail"]
+
+_EXCERPT = 40  # characters of a data value an error message may quote
+_QUOTED_VALUE = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29da\u29db]")
+
+
+def excerpt(value, limit: int = _EXCERPT) -> str:
+    """``value`` quoted for a message, cut to ``limit`` characters (``'abc...'``)."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return repr(text)
+
+
+def short_repr(value, limit: int = _EXCERPT) -> str:
+    """``repr(value)`` cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "...'"
+
+
+def foreign_detail(exc: BaseException, limit: int = 160) -> str:
+    """The first line of another library's error, for one of the package's messages:
+    quoted values cut to short excerpts and the whole to ``limit`` characters, so
+    that no message echoes more than a short excerpt of a data value."""
+    lines = _ANSI.sub("", str(exc)).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    text = _QUOTED_VALUE.sub(lambda m: excerpt(m.group(0)[1:-1]), text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def check_columns(parsed: ParsedFormula, data: pd.DataFrame, used: list[str]) -> None:
@@ -58,7 +88,7 @@ def _check_look_alike(col: pd.Series, name: str, role: str) -> None:
         if key in labels and labels[key] is not v and type(labels[key]) is not type(v):
             raise DesignError(
                 f"{role} {name!r} mixes values that print alike: "
-                f"{labels[key]!r} ({type(labels[key]).__name__}) and {v!r} "
+                f"{short_repr(labels[key])} ({type(labels[key]).__name__}) and {short_repr(v)} "
                 f"({type(v).__name__}); convert the column to one type, e.g. "
                 f"data[{name!r}].astype(str)")
         labels.setdefault(key, v)
@@ -77,9 +107,9 @@ def as_numeric(col: pd.Series, name: str, role: str) -> pd.Series:
 
     if col.dtype == object and all(real(v) for v in col.dropna()):
         return col.astype(float)
-    bad = [v for v in col.dropna() if not real(v)][:3]
+    bad = next(v for v in col.dropna() if not real(v)) if col.notna().any() else None
     raise DesignError(f"newdata column {name!r} ({role}) is not numeric (dtype {col.dtype}, "
-                      f"values such as {bad}); the fit used real numbers")
+                      f"values such as {short_repr(bad)}); the fit used real numbers")
 
 
 def check_levels(spec, data: pd.DataFrame, role: str) -> pd.DataFrame:
@@ -104,10 +134,11 @@ def check_levels(spec, data: pd.DataFrame, role: str) -> pd.DataFrame:
                 known.get_indexer(np.asarray(values, dtype=object)) < 0])
             if len(new):
                 rows = list(values.index[~values.isin(list(st["categories"]))][:5])
+                more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
                 raise DesignError(
-                    f"newdata has level(s) {', '.join(map(repr, new[:5]))} of {role} factor "
-                    f"{names[0]!r} not seen in the fit (rows {rows}); its levels are "
-                    f"{', '.join(map(repr, list(st['categories'])[:10]))}")
+                    f"newdata has level(s) {short_repr(new[0])}{more} of {role} factor "
+                    f"{names[0]!r} not seen in the fit (rows {rows}); the fit has "
+                    f"{len(known)} levels")
         elif kind == "numerical":
             data = data.assign(**{names[0]: as_numeric(col, names[0], role)})
     return data

@@ -29,6 +29,7 @@ from functools import lru_cache
 
 
 from ..errors import FormulaError
+from .restricted import check_code, check_restricted
 
 __all__ = ["FormulaError", "RandomTermSpec", "ParsedFormula", "parse_formula", "split_summands",
            "formula_variables", "strip_quotes", "same_group", "quote_name", "grouping_text"]
@@ -80,6 +81,9 @@ class ParsedFormula:
     offsets: tuple[str, ...] = ()
     """Expressions of the ``offset(expr)`` terms of the fixed part (added to the
     linear predictor with coefficient 1, as in R)."""
+    restricted: bool = False
+    """Parsed in restricted mode (:mod:`mixedanova.design.restricted`): the design
+    checks the names against the data's columns before evaluating anything."""
 
     @property
     def fixed_formula(self) -> str:
@@ -87,13 +91,17 @@ class ParsedFormula:
         return f"{self.response} ~ {self.fixed}"
 
 
-def parse_formula(formula: str) -> ParsedFormula:
+def parse_formula(formula: str, restricted: bool = False) -> ParsedFormula:
     """Split an lme4 formula into response, fixed part and random terms.
 
     Parameters
     ----------
     formula : str
         E.g. ``"y ~ treat + (1|blend)"``.
+    restricted : bool
+        Accept only column names, numbers, formula and arithmetic operators and the
+        allow-listed transforms (:func:`mixedanova.design.restricted.check_restricted`),
+        for formulas from untrusted sources; checked before formulaic sees the text.
 
     Returns
     -------
@@ -107,6 +115,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     """
     if not isinstance(formula, str):
         raise FormulaError(f"formula must be a string, not {type(formula).__name__}")
+    if restricted:
+        check_restricted(formula)
     _check_parentheses(formula)
     tilde = _top_level_positions(formula, "~")
     if not tilde:
@@ -153,8 +163,19 @@ def parse_formula(formula: str) -> ParsedFormula:
         fixed = fixed[1:].strip()
     _check_syntax(response, formula, 0, t)
     _check_syntax(fixed, formula, rhs_offset, len(rhs))
+    if restricted:  # and what formulaic will evaluate, as formulaic parses it
+        for part in [response, fixed] + [r.expr for r in random_terms] + offsets:
+            try:
+                terms = _parse_terms(part)
+            except Exception:  # noqa: BLE001 - formulaic will refuse it too, unevaluated
+                continue
+            for term in terms:
+                for code, how in term:
+                    if how == "PYTHON":
+                        check_code(code, formula)
     return ParsedFormula(formula=formula, response=response, fixed=fixed,
-                         random=tuple(random_terms), offsets=tuple(offsets))
+                         random=tuple(random_terms), offsets=tuple(offsets),
+                         restricted=restricted)
 
 
 def _check_parentheses(formula: str) -> None:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .data_checks import as_numeric, check_levels, plain_strings
+from .data_checks import (as_numeric, check_levels, excerpt, foreign_detail, plain_strings,
+                          short_repr)
 from ..errors import DesignError
 from .formula import split_summands
 
-__all__ = ["SimpleSpec", "FixedTerm", "simple_spec", "term_matrix", "model_matrix_like",
+__all__ = ["SimpleSpec", "FixedTerm", "simple_spec", "term_matrix", "model_matrix_like", "as_float",
            "independent_columns", "fixed_terms"]
 
 _RANK_TOL = 1e-7  # lme4's chkRank.drop.cols uses qr(X, tol = 1e-7)
@@ -109,9 +110,29 @@ def term_matrix(expr: str, data: pd.DataFrame,
     try:
         mm = model_matrix(expr, data, na_action="ignore")
     except Exception as exc:  # formulaic raises many types
-        raise DesignError(f"cannot build {what}: {exc}") from None
-    return (np.asarray(mm, dtype=float).reshape(len(data), -1), [str(c) for c in mm.columns],
+        raise DesignError(f"cannot build {what}: {foreign_detail(exc)}") from None
+    return (as_float(mm, what).reshape(len(data), -1), [str(c) for c in mm.columns],
             mm.model_spec)
+
+
+def as_float(mm, what: str) -> np.ndarray:
+    """A model matrix as floats; a column that is not numbers (a transform that
+    returned text, say) is a :class:`DesignError` naming the column, with a short
+    excerpt of one value (never the values themselves)."""
+    try:
+        return np.asarray(mm, dtype=float)
+    except (TypeError, ValueError):
+        pass
+    frame = pd.DataFrame(mm) if not isinstance(mm, pd.DataFrame) else mm
+    for col in frame.columns:
+        try:
+            np.asarray(frame[col], dtype=float)
+        except (TypeError, ValueError):
+            value = next((v for v in frame[col] if not isinstance(v, (int, float))), None)
+            raise DesignError(f"{what}: column {excerpt(col)} is not numeric (a value such "
+                              f"as {short_repr(value)}); a transform must give numbers") \
+                from None
+    raise DesignError(f"{what}: the columns are not numeric")
 
 
 def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
@@ -128,10 +149,9 @@ def model_matrix_like(spec, data: pd.DataFrame, role: str) -> np.ndarray:
     try:
         mm = spec.get_model_matrix(plain_strings(data))
     except Exception as exc:  # formulaic's errors on data it cannot encode
-        detail = str(exc).strip().splitlines()
         raise DesignError(f"cannot rebuild the {role} columns from newdata: "
-                          f"{detail[0] if detail else type(exc).__name__}") from None
-    return np.asarray(mm, dtype=float).reshape(len(data), -1)
+                          f"{foreign_detail(exc)}") from None
+    return as_float(mm, f"the {role} columns of newdata").reshape(len(data), -1)
 
 
 def independent_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
