@@ -152,20 +152,12 @@ class LinearMixedModel:
         of ``(theta, u)`` with ``u`` the structure's unconstrained parameters.
         """
         if reml not in self._deviance:
-            from .likelihood.blocked import TermData
             from .likelihood.criterion import ProfiledDeviance
+            from .likelihood.rows import design_rows
 
             d = self.design
-            y, X = d.y - d.offset_values, d.X
-            zraws = [b.zraw for b in d.blocks]
-            if d.has_weights:
-                # prior weights: Var(e_i) = sigma^2 / w_i.  Whitening every row by
-                # sqrt(w_i) gives the unit-weight problem; its criterion lacks the
-                # log-determinant of the weight matrix, added by weights_constant().
-                sw = np.sqrt(d.weights)
-                y, X = sw * y, sw[:, None] * X
-                zraws = [sw[:, None] * z for z in zraws]
-            terms = [TermData(b.codes, z, b.nlev) for b, z in zip(d.blocks, zraws)]
+            rows = design_rows(d)  # weights and offset applied (see likelihood.rows)
+            terms, X, y = list(rows.terms), rows.X, rows.y
             if self._structure is not None:
                 self._deviance[reml] = _residual_deviance(terms, d, X, y, reml,
                                                           self._structure)
