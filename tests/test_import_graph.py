@@ -175,6 +175,12 @@ def test_imports_go_one_way():
         ("mixedanova.moments", "mixedanova.model"),
         ("mixedanova.moments", "mixedanova.results"),
         ("mixedanova.report", "mixedanova.results"),
+        # issue 17: the design stage imports no engine, inference, results or model
+        ("mixedanova.design", "mixedanova.likelihood"),
+        ("mixedanova.design", "mixedanova.moments"),
+        ("mixedanova.design", "mixedanova.inference"),
+        ("mixedanova.design", "mixedanova.results"),
+        ("mixedanova.design", "mixedanova.model"),
     }
 
     def under(mod: str, pkg: str) -> bool:
