@@ -7,5 +7,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["mixedanova", "mixedanova.*"]) + ["mixedanova.datasets.data"],
     package_dir={"mixedanova.datasets.data": "datasets"},
-    package_data={"mixedanova.datasets.data": ["*.csv", "*.md"]},
+    package_data={"mixedanova.datasets.data": ["*.csv", "*.md"], "mixedanova": ["py.typed"]},
 )

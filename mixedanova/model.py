@@ -449,6 +449,9 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     1743.628
     """
     unknown = sorted(set(kwargs) - set(_FIT_KEYWORDS))
+    if "REML" in unknown or "reml" in unknown:
+        raise ArgumentError("lmm() has no REML= argument: write method='ML' for lme4's "
+                            "REML = FALSE (method='REML' is the default)")
     if unknown:
         raise ArgumentError(
             f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "

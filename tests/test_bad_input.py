@@ -613,3 +613,10 @@ def test_warnings_point_at_the_callers_line():
         ma.LinearMixedModel.from_formula("Yield ~ 1 + (1|Batch)",
                                          ma.load_dataset("dyestuff2")).fit()
     assert rec[0].filename == __file__
+
+
+def test_reml_false_points_to_method_ml():
+    # lme4 users type lmer(..., REML = FALSE); the package's spelling is method="ML"
+    import mixedanova as ma
+    with pytest.raises(ma.ArgumentError, match="method='ML'"):
+        ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"), REML=False)

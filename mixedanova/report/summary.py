@@ -86,11 +86,14 @@ class Summary:
     notes: list = field(default_factory=list)
     extra: list = field(default_factory=list)
     extra_rows: list = field(default_factory=list)
+    fixed_corr: pd.DataFrame | None = None
+    correlation: bool = False
 
     @classmethod
-    def from_results(cls, res) -> "Summary":
-        """Collect the tables of a results object (which computes them)."""
-        return cls(**res._summary_parts())
+    def from_results(cls, res, correlation: bool = False) -> "Summary":
+        """Collect the tables of a results object (which computes them);
+        ``correlation`` adds lme4's "Correlation of Fixed Effects" block."""
+        return cls(**res._summary_parts(), correlation=correlation)
 
     def __str__(self) -> str:
         return self.as_text()
@@ -110,6 +113,9 @@ class Summary:
         lines += ["Fixed effects:"] + align_columns(rows, left=left)
         if any(c.startswith("Pr(") for c in self.fixed.columns):
             lines += ["---", _SIGNIF]
+        corr = self._corr_rows()
+        if corr:
+            lines += ["", "Correlation of Fixed Effects:"] + align_columns(corr, left={0})
         for title, text in self.extra:
             lines += ["", title, text] if title else ["", text]
         if self.notes:
@@ -123,7 +129,8 @@ class Summary:
         """The report as an HTML fragment (tables for Jupyter or a web page)."""
         esc = html.escape
         q = self.residual_quantiles
-        parts = [f"<div class='mixedanova-summary'><p><b>{esc(self.title)}</b><br>"
+        parts = [HTML_STYLE,
+                 f"<div class='mixedanova-summary'><p><b>{esc(self.title)}</b><br>"
                  f"Formula: <code>{esc(self.formula)}</code></p>"]
         crit = [list(self.criteria), [_crit(k, v) for k, v in self.criteria.items()]]
         parts.append(_html_table(crit))
@@ -134,6 +141,12 @@ class Summary:
         parts.append(f"<p>Number of obs: {self.nobs}, groups: {esc(self._groups_text())}</p>")
         parts.append("<p>Fixed effects:</p>")
         parts.append(_html_table(self._fixed_rows()[0]))
+        if any(c.startswith("Pr(") for c in self.fixed.columns):
+            parts.append(f"<p class='legend'>Signif. codes: {esc(_SIGNIF.split(':', 1)[1].strip())}</p>")
+        corr = self._corr_rows()
+        if corr:
+            parts.append("<p>Correlation of Fixed Effects:</p>")
+            parts.append(_html_table(corr))
         if self.extra_rows:
             for title, rows in self.extra_rows:
                 parts.append(f"<p>{esc(title)}</p>")
@@ -206,7 +219,7 @@ class Summary:
         cols = list(fx.columns)
         rows = [[""] + cols]
         for name, r in fx.iterrows():
-            row = [str(name)]
+            row = [_display_name(name)]
             for c in cols:
                 v = r[c]
                 if c.startswith("Pr("):
@@ -218,6 +231,52 @@ class Summary:
             rows.append(row)
         return rows, ({0, len(cols)} if cols and cols[-1] == "" else {0})
 
+
+    def _corr_rows(self) -> list[list[str]]:
+        """lme4's "Correlation of Fixed Effects" (lower triangle, 3 decimals, the
+        columns named by R's ``abbreviate(minlength = 6)``); empty when not asked
+        for or with fewer than two fixed effects."""
+        C = self.fixed_corr
+        if not self.correlation or C is None or len(C) < 2:
+            return []
+        names = [_display_name(n) for n in C.index]
+        rows = [[""] + [abbreviate(n) for n in names[:-1]]]
+        values = C.to_numpy()
+        for i in range(1, len(names)):
+            rows.append([names[i]] + [f"{values[i, j]:.3f}" for j in range(i)]
+                        + [""] * (len(names) - 1 - i))
+        return rows
+
+
+def _display_name(name) -> str:
+    """A fixed effect's name as lme4 prints it (``(Intercept)``)."""
+    return "(Intercept)" if str(name) == "Intercept" else str(name)
+
+
+def abbreviate(name: str, minlength: int = 6) -> str:
+    """R's ``abbreviate(name, minlength)``: drop lower-case vowels from the right
+    (never the first character), then lower-case letters, then truncate."""
+    chars = list(name)
+    for pred in (lambda c: c in "aeiou", lambda c: c.islower()):
+        i = len(chars) - 1
+        while len(chars) > minlength and i > 0:
+            if pred(chars[i]):
+                del chars[i]
+            i -= 1
+    return "".join(chars[:max(minlength, 1)]) if len(chars) > minlength else "".join(chars)
+
+
+#: The style of the HTML reports: numbers right-aligned with aligned decimals
+#: (tabular figures), borders, the significance legend in a smaller font.
+HTML_STYLE = """<style>
+.mixedanova-summary table { border-collapse: collapse; margin: 0.3em 0 0.8em 0;
+  font-variant-numeric: tabular-nums; }
+.mixedanova-summary th, .mixedanova-summary td { border: 1px solid #bbb;
+  padding: 0.15em 0.5em; text-align: right; }
+.mixedanova-summary th:first-child, .mixedanova-summary td:first-child { text-align: left; }
+.mixedanova-summary th { background: #f3f3f3; }
+.mixedanova-summary .legend { font-size: 85%; color: #555; }
+</style>"""
 
 _SIGNIF = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
 

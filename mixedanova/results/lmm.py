@@ -510,14 +510,28 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
             width = max(len(str(k)) for k in rp.index)
             text = "\n".join(f" {str(k):<{width}}  {v:.6g}" for k, v in rp.items())
             extra.append((f"Residual structure: {' + '.join(self.residual_structure)}", text))
+        V = np.asarray(self.state.vcov_beta, dtype=float)
+        sd = np.sqrt(np.diag(V)) if V.size else np.zeros(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            C = V / np.outer(sd, sd) if V.size else V
+        names = list(fixed.index)
+        fixed_corr = pd.DataFrame(C, index=names, columns=names)
         return dict(title=title, formula=self.design.formula.formula, criteria=criteria,
                     residual_quantiles=quant, random=vc, nobs=self.nobs,
-                    ngroups=self.ngroups, fixed=fixed, notes=notes, extra=extra)
+                    ngroups=self.ngroups, fixed=fixed, notes=notes, extra=extra,
+                    fixed_corr=fixed_corr)
 
-    def summary(self) -> "Summary":
-        """The lme4-style report; ``print()`` it or read its tables."""
+    def summary(self, correlation: bool = False) -> "Summary":
+        """The lme4-style report; ``print()`` it or read its tables.
+
+        Parameters
+        ----------
+        correlation : bool
+            Add lme4's "Correlation of Fixed Effects" block
+            (``print(summary(m), correlation = TRUE)``).
+        """
         from ..report.summary import Summary
-        return Summary.from_results(self)
+        return Summary.from_results(self, correlation=correlation)
 
     def _repr_html_(self) -> str:
         """Jupyter display: the summary as HTML tables."""

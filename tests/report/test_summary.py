@@ -58,7 +58,8 @@ def test_sleepstudy_reml_summary_matches_lmertest():
     assert t == pytest.approx(f["t"][1], rel=1e-4)
     assert p == pytest.approx(f["p_satterthwaite"][1], rel=1e-2)  # printed to 3 digits
     assert days_row.rstrip().endswith("***")
-    assert "< 2e-16" in [l for l in text.splitlines() if l.startswith("Intercept")][0]
+    # lme4 names the intercept "(Intercept)" in the fixed-effects table too (issue 22)
+    assert "< 2e-16" in [l for l in text.splitlines() if l.startswith("(Intercept)")][0]
 
 
 def test_ml_summary_shows_information_criteria():
@@ -91,3 +92,30 @@ def test_cli_anova_method(capsys, tmp_path):
                  "--method", "anova"]) == 0
     out = capsys.readouterr().out
     assert "EMS rules (balanced)" in out and "s2_e + 4 s2_blend" in out
+
+
+def test_correlation_of_fixed_effects_block(sleepstudy_fit):
+    # print(summary(m), correlation = TRUE) on sleepstudy, lme4 1.1-31:
+    #   Correlation of Fixed Effects:
+    #        (Intr)
+    #   Days -0.138
+    text = str(sleepstudy_fit.summary(correlation=True)).splitlines()
+    i = text.index("Correlation of Fixed Effects:")
+    assert text[i + 1:i + 3] == ["     (Intr)", "Days -0.138"]
+    assert "Correlation of Fixed Effects:" not in str(sleepstudy_fit.summary())
+
+
+def test_r_abbreviate():
+    # R 4.2.2: abbreviate(c("(Intercept)", "Days", "Variety", "VarietyMarvellous"),
+    #                     minlength = 6) gives (Intr) Days Varity VrtyMr
+    from mixedanova.report.summary import abbreviate
+    names = ("(Intercept)", "Days", "Variety", "VarietyMarvellous")
+    assert [abbreviate(n) for n in names] == ["(Intr)", "Days", "Varity", "VrtyMr"]
+
+
+def test_html_summary_is_styled_with_a_legend(sleepstudy_fit):
+    html = sleepstudy_fit.summary().as_html()
+    assert "<style>" in html and "text-align: right" in html and "border" in html
+    assert "tabular-nums" in html
+    assert "Signif. codes" in html
+    assert "<td>(Intercept)</td>" in html
