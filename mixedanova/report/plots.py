@@ -70,7 +70,7 @@ def plot_ranef(res, group: str | None = None, level: float = 0.95, max_levels: i
     group : str, optional
         One grouping factor (default: all).
     level : float
-        Interval level: ``b +- z sd`` with ``z`` the normal quantile.
+        Interval level: ``b ± z sd`` with ``z`` the normal quantile.
     max_levels : int
         Show at most this many levels per panel (those with the largest
         ``|b|``) so that big factors stay readable.
@@ -83,11 +83,17 @@ def plot_ranef(res, group: str | None = None, level: float = 0.95, max_levels: i
     cols = _ranef_columns(res, group)
     nmax = max(min(len(b), max_levels) for _, _, b, _ in cols)
     fig, axes = _panels(len(cols), 3, 4.0, max(2.5, 0.18 * nmax + 1.0))
+    # one order of the levels for all panels of a grouping factor (lme4's dotplot):
+    # that of its first column, so that a level can be followed across panels
+    orders: dict = {}
+    for g, col, b, sd in cols:
+        if g not in orders:
+            first = pd.Series(b)
+            if len(first) > max_levels:
+                first = first.loc[first.abs().sort_values(ascending=False).index[:max_levels]]
+            orders[g] = first.sort_values().index
     for ax, (g, col, b, sd) in zip(axes, cols):
-        frame = pd.DataFrame({"b": b, "sd": sd})
-        if len(frame) > max_levels:
-            frame = frame.loc[frame["b"].abs().sort_values(ascending=False).index[:max_levels]]
-        frame = frame.sort_values("b")
+        frame = pd.DataFrame({"b": b, "sd": sd}).loc[orders[g]]
         pos = np.arange(len(frame))
         ax.errorbar(frame["b"], pos, xerr=z * frame["sd"], fmt="o", color="C0", ecolor="C0",
                     elinewidth=1, markersize=4, capsize=0)
@@ -95,7 +101,7 @@ def plot_ranef(res, group: str | None = None, level: float = 0.95, max_levels: i
         ax.set_yticks(pos)
         ax.set_yticklabels([str(i) for i in frame.index], fontsize=7)
         ax.set_title(f"{g}: {col}", fontsize=10)
-        ax.set_xlabel(f"BLUP +- {z:.2f} conditional SD")
+        ax.set_xlabel(f"BLUP \u00b1 {z:.2f} conditional SD")
     fig.suptitle(f"Random effects ({100 * level:g}% intervals)")
     fig.tight_layout()
     return fig

@@ -96,3 +96,17 @@ def test_profile_at_99_percent_reaches_the_cutoffs(dyestuff_fit):
             assert z[0] == pytest.approx(-2.575829, abs=1e-4), name
     with pytest.raises(ma.MixedAnovaError, match=r"unknown parameter\(s\) \['sd_Batch'\]"):
         dyestuff_fit.profile("sd_Batch")
+
+
+def test_plot_ranef_keeps_one_level_order_across_panels(sleepstudy_fit):
+    # lme4's dotplot(ranef(m, condVar = TRUE)): every panel of a grouping factor lists
+    # the levels in one order (that of the intercepts), so a subject can be followed
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = sleepstudy_fit.plot_ranef()
+    labels = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes
+              if ax.get_yticklabels()]
+    assert len(labels) == 2 and labels[0] == labels[1]
+    b = sleepstudy_fit.random_effects["Subject"]["(Intercept)"]
+    assert labels[0] == [str(i) for i in b.sort_values().index]
+    assert "\u00b1" in fig.axes[0].get_xlabel()
