@@ -29,10 +29,39 @@ from ..design import DesignError
 from ..errors import MixedAnovaError
 from .tables import normalize_ddf
 
-__all__ = ["emmeans", "EmmeansTable", "ADJUSTMENTS"]
+__all__ = ["emmeans", "EmmeansTable", "ContrastTable", "ADJUSTMENTS"]
 
 ADJUSTMENTS = ("tukey", "bonferroni", "holm", "sidak", "none")
 _ESTIMABLE_TOL = 1e-8
+
+
+_WIDTH = 80
+
+
+def _table_text(frame: pd.DataFrame) -> str:
+    """Every column, wrapped in blocks of 80 characters; df rounded for display
+    only (4 significant digits: a Satterthwaite df of 10.000003 prints as 10)."""
+    fmt = {"df": lambda v: f"{v:.4g}"} if "df" in frame.columns else None
+    return pd.DataFrame(frame).to_string(line_width=_WIDTH, formatters=fmt)
+
+
+class ContrastTable(pd.DataFrame):
+    """Contrasts of marginal means (:meth:`EmmeansTable.pairs`,
+    :meth:`EmmeansTable.contrast`): a DataFrame that prints every column (wrapped
+    at 80 characters) and emmeans' notes (confidence level, adjustment)."""
+
+    _metadata = ["notes"]
+
+    @property
+    def _constructor(self):
+        return ContrastTable
+
+    def __repr__(self) -> str:
+        text = _table_text(self)
+        notes = getattr(self, "notes", None) or []
+        return "\n".join([text, ""] + [str(n) for n in notes]) if notes else text
+
+    __str__ = __repr__
 
 
 class EmmeansTable(pd.DataFrame):
@@ -50,7 +79,9 @@ class EmmeansTable(pd.DataFrame):
         return EmmeansTable
 
     def __repr__(self) -> str:
-        text = pd.DataFrame(self).to_string()
+        # every column shown, wrapped in blocks at 80 characters (pandas' default
+        # display would hide columns behind "..."), then emmeans' notes
+        text = _table_text(self)
         notes = getattr(self, "notes", None) or []
         return "\n".join([text] + [str(n) for n in notes])
 
@@ -134,9 +165,24 @@ class EmmeansTable(pd.DataFrame):
         out["upper_CL"] = est + crit * se
         out["t_ratio"] = t
         out["p_value"] = p
+        out = ContrastTable(out)
         out.attrs["adjust"] = adjust
         out.attrs["level"] = level
+        out.notes = _contrast_notes(level, adjust, len(contrasts), family_means)
         return out
+
+
+def _contrast_notes(level: float, adjust: str, m: int, k: int) -> list[str]:
+    """emmeans' notes under a contrast table (``m`` contrasts of ``k`` means)."""
+    notes = [f"Confidence level used: {level:g}"]
+    if adjust == "none":
+        return notes
+    if adjust == "tukey":
+        family = f"tukey method for comparing a family of {k} estimates"
+        return notes + [f"Conf-level adjustment: {family}", f"P value adjustment: {family}"]
+    conf = "bonferroni" if adjust == "holm" else adjust  # emmeans: Holm has no intervals
+    return notes + [f"Conf-level adjustment: {conf} method for {m} estimates",
+                    f"P value adjustment: {adjust} method for {m} tests"]
 
 
 def _t_crit(level: float, df: np.ndarray) -> np.ndarray:

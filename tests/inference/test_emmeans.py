@@ -101,3 +101,21 @@ def test_emmeans_bad_specs():
         res.emmeans("Block")
     with pytest.raises(ma.DesignError, match="at= names 'x'"):
         res.emmeans("Variety", at={"x": 1})
+
+
+def test_tables_fit_80_columns_and_keep_their_notes():
+    # issue 22: at pandas' default width pairs() hid its p values and dropped emmeans'
+    # "P value adjustment" note; every column is shown, wrapped at 80 characters
+    ref, res = _fit("oats_emmeans")
+    for table in (res.emmeans("Variety"), res.emmeans("Variety", by="nitro_f"),
+                  res.emmeans("Variety").pairs(), res.emmeans("Variety").pairs("holm")):
+        text = repr(table)
+        assert max(len(line) for line in text.splitlines()) <= 80
+        for col in table.columns:
+            assert col in text
+    text = repr(res.emmeans("Variety").pairs())
+    # emmeans 1.8.4: pairs(emmeans(m, ~ Variety))
+    assert "P value adjustment: tukey method for comparing a family of 3 estimates" in text
+    assert " 10 " in text  # Satterthwaite df 10.000003, rounded for display only
+    text = repr(res.emmeans("Variety").pairs("bonferroni"))
+    assert "P value adjustment: bonferroni method for 3 tests" in text
