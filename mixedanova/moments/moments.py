@@ -161,7 +161,7 @@ class AnovaFitState(MomentEstimates):
         return f"<p>AnovaFitState ({self.method})</p>" + self.varcomp().to_html()
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class VarcompInterval:
     """Estimate, SE and Cochran-Satterthwaite interval of ``sum w_k s2_k``."""
 
@@ -173,6 +173,32 @@ class VarcompInterval:
     upper: float
     level: float
     ms_coefficients: pd.Series
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row: the combination, estimate, SE, Satterthwaite df and interval."""
+        return pd.DataFrame({"estimate": [self.estimate], "SE": [self.se], "df": [self.df],
+                             "lower": [self.lower], "upper": [self.upper]},
+                            index=[self.label])
+
+    @property
+    def label(self) -> str:
+        """The combination as text, e.g. ``s2_Block + s2_Residual``."""
+        parts = []
+        for k, w in self.combination.items():
+            sign = "-" if w < 0 else "+"
+            mag = abs(w)
+            term = f"s2_{k}" if mag == 1 else f"{mag:g} s2_{k}"
+            parts.append((sign, term))
+        text = " ".join(f"{s} {t}" for s, t in parts)
+        return text[2:] if text.startswith("+ ") else "-" + text[1:]
+
+    def __repr__(self) -> str:
+        head = (f"{self.label}: estimate {self.estimate:.6g}, SE {self.se:.4g}, "
+                f"df {self.df:.4g}")
+        return (f"{head}\n{100 * self.level:g}% Cochran-Satterthwaite interval: "
+                f"({self.lower:.6g}, {self.upper:.6g})")
+
+    __str__ = __repr__
 
 
 def fit_anova(data: pd.DataFrame, response: str, fixed_terms: Sequence[Sequence[str] | str],

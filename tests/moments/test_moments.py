@@ -478,3 +478,20 @@ def test_rules_agree_with_traces(levels, nested, fixed, rand):
     np.testing.assert_allclose(traces.table[cols].to_numpy(float), rules.table[cols].to_numpy(float),
                                rtol=1e-10, atol=1e-10)
     assert list(rules.table["error_term"]) == list(traces.table["error_term"])
+
+
+def test_varcomp_ci_prints_as_text_not_a_dataclass_repr():
+    # issue 22: print(ma.varcomp_ci(...)) showed the dataclass repr
+    pigment = ma.ems_table_from_text({
+        "batch": (14, 86.495, "s2_e + 2 s2_sample + 4 s2_batch"),
+        "sample": (15, 57.983, "s2_e + 2 s2_sample"),
+        "test": (30, 0.917, "s2_e")})
+    ci = ma.varcomp_ci(ma.moments_from_mean_squares(pigment),
+                       "V(Y) = s2_batch + s2_sample + s2_e")
+    text = repr(ci)
+    assert "VarcompInterval(" not in text
+    assert text.startswith("s2_batch + s2_sample + s2_Residual: estimate 36.578")
+    assert "95% Cochran-Satterthwaite interval" in text
+    frame = ci.to_frame()
+    assert list(frame.columns) == ["estimate", "SE", "df", "lower", "upper"]
+    assert frame["estimate"].iloc[0] == ci.estimate
