@@ -482,6 +482,7 @@ def test_rules_agree_with_traces(levels, nested, fixed, rand):
 
 def test_varcomp_ci_prints_as_text_not_a_dataclass_repr():
     # issue 22: print(ma.varcomp_ci(...)) showed the dataclass repr
+    import mixedanova as ma
     pigment = ma.ems_table_from_text({
         "batch": (14, 86.495, "s2_e + 2 s2_sample + 4 s2_batch"),
         "sample": (15, 57.983, "s2_e + 2 s2_sample"),
