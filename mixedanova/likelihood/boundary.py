@@ -8,8 +8,12 @@ same covariance, and a point can be stationary in every entry of ``theta``
 although ``Sigma_k + t v v'`` lowers the objective.  The optimum over the cone
 satisfies ``G_k >= 0`` (positive semidefinite) and ``G_k Sigma_k = 0`` for the
 gradient ``G_k`` of the objective in ``Sigma_k``; :func:`cone_descent` looks for
-a violation and returns a better point, which the optimizer restarts from and
-the convergence check reports.
+a violation of either condition and returns a better point, which the optimizer
+restarts from and the convergence check reports.  The second condition matters
+where a zero diagonal traps the triangular factor: at ``T_11 = 0`` the
+covariance ``diag(0, s)`` cannot turn into the nearby rank-one covariance with
+correlation +-1 (``T_22 = 0`` instead), though the objective falls linearly
+along that turn (stress set e_crossed_10082).
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ __all__ = ["psd_cholesky", "cone_descent", "canonical_theta", "free_mask", "near
 SMALL_DIAG = 1e-3   # a template diagonal this small (in units of its column's RMS) is "near 0"
 _EPS = 1e-6         # the gradient is taken at Sigma + _EPS D^-2, just inside the cone
 _STEPS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# rotation steps, in units of 1 / max |eigenvalue of the normalized gradient|
+_ROTATION_STEPS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+_ROTATION_TOL = 1e-8  # |G T| below this (relative) is complementarity to rounding
 
 
 class ConeDescent:
@@ -36,7 +43,8 @@ class ConeDescent:
     term : int
         Index of the random-effects term.
     slope : float
-        Most negative eigenvalue of the normalized gradient ``D^-1 G_k D^-1``.
+        Most negative eigenvalue of the normalized gradient ``D^-1 G_k D^-1``
+        (for a turn of the range: minus the largest entry of ``|G_k T_k|``, normalized).
     theta : numpy.ndarray
         The best point found along ``Sigma_k + t v v'``.
     gain : float
@@ -81,7 +89,11 @@ def cone_descent(dev: ProfiledDeviance, theta: np.ndarray,
     ``Sigma_k`` is taken just inside the cone, normalized by the RMS of the
     term's columns (``D``), and every negative eigenvalue's direction ``v`` is
     tried as ``Sigma_k + t D^-1 v v' D^-1`` over a range of ``t``.  A point counts
-    only when it lowers the objective by more than ``1e-10`` relative.
+    only when it lowers the objective by more than ``1e-10`` relative.  Where
+    ``G_k T_k`` is not 0 (complementarity fails), the full factor moves by a
+    gradient step, ``T_k -> (I - t G_k) T_k`` (normalized by ``D``) over a range
+    of ``t``, and is re-factored: this turns the covariance's range, which a
+    triangular factor with a zero diagonal cannot do.
     """
     layout = dev.layout
     theta = np.asarray(theta, dtype=float)
@@ -99,7 +111,8 @@ def cone_descent(dev: ProfiledDeviance, theta: np.ndarray,
             G = dev.covariance_gradient(inside, k)
         except (NotPositiveDefinite, np.linalg.LinAlgError):
             continue
-        lam, W = np.linalg.eigh(G / np.outer(d, d))
+        Gn = G / np.outer(d, d)
+        lam, W = np.linalg.eigh(Gn)
         for i in np.flatnonzero(lam < 0):
             v = W[:, i] / d
             for t in _STEPS:
@@ -108,6 +121,21 @@ def cone_descent(dev: ProfiledDeviance, theta: np.ndarray,
                 gain = f0 - dev(cand)
                 if gain > noise and (best is None or gain > best.gain):
                     best = ConeDescent(k, float(lam[i]), cand, gain)
+        # complementarity (G_k Sigma_k = 0): a gradient step on the full factor,
+        # T -> (I - t G_k) T, turns the covariance's range (a correlation moving
+        # off +-1 or onto it) where the triangular factor cannot: at a zero
+        # diagonal the entries below it get no gradient
+        Tn = T * d[:, None]
+        GT = Gn @ Tn
+        size = float(np.max(np.abs(lam)))
+        if not size > 0.0 or not np.max(np.abs(GT)) > _ROTATION_TOL * size * np.max(np.abs(Tn)):
+            continue
+        for t in _ROTATION_STEPS:
+            Tnew = (Tn - (t / size) * GT) / d[:, None]
+            cand = layout.with_template(theta, k, psd_cholesky(Tnew @ Tnew.T, tol=1e-14))
+            gain = f0 - dev(cand)
+            if gain > noise and (best is None or gain > best.gain):
+                best = ConeDescent(k, float(-np.max(np.abs(GT))), cand, gain)
     return best
 
 

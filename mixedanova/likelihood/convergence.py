@@ -108,7 +108,8 @@ def check_convergence(dev: ProfiledDeviance, theta: np.ndarray,
         group = names[dev.layout.offsets[esc.term]].split(".")[0]
         messages.append(
             f"failed to converge: the covariance of the {group} term is on the boundary "
-            f"(singular) but moving into the interior lowers the criterion by "
+            f"(singular) but moving it (into the interior or along the boundary) "
+            f"lowers the criterion by "
             f"{esc.gain:.3g}; try another start")
     is_singular = bool(np.any(bound & (lower == 0.0)))
     return ConvergenceReport(gradient=g, scaled_gradient=scaled, hessian=H,
