@@ -36,6 +36,7 @@ import pandas as pd
 from ..errors import ArgumentError, FitError, UnknownNameError
 from ..design.formula import same_group
 from .profiler import Profiler, psi_from_theta, theta_from_psi, variance_parameter_names
+from .satterthwaite import deviance_function_for
 from .simulate import simulate_response
 from .tables import check_level
 
@@ -57,18 +58,21 @@ def _profile(res, level: float, criterion: str,
             out[name] = (math.nan, math.nan)
             continue
         est = pr.psi_hat[c]
-        state = {"start": pr.psi_hat.copy()}
+        done: list[tuple[float, np.ndarray]] = [(est, pr.psi_hat.copy())]
 
-        def zeta(v, c=c, est=est, state=state):
-            # from the last point and from the optimum, the lower: a warm start
-            # alone can sit in a second basin (a variance at 0) and make zeta
-            # depend on the path, which the root finder cannot take
-            val, psi = pr.profile_var(c, v, state["start"])
-            val2, psi2 = pr.profile_var(c, v, pr.psi_hat)
-            if val2 < val or not np.isfinite(val):
-                val, psi = val2, psi2
+        def zeta(v, c=c, est=est, done=done):
+            # warm start from the nearest point profiled so far; where that ends
+            # on a bound, also from the optimum, keeping the lower: a warm start
+            # can sit in a second basin (a variance at 0) and make zeta depend on
+            # the path, which the root finder cannot take
+            start = min(done, key=lambda t: abs(t[0] - v))[1]
+            val, psi = pr.profile_var(c, v, start)
+            if len(done) > 1 and (not np.isfinite(val) or pr.on_bound(psi, c)):
+                val2, psi2 = pr.profile_var(c, v, pr.psi_hat)
+                if val2 < val or not np.isfinite(val):
+                    val, psi = val2, psi2
             if np.isfinite(val):
-                state["start"] = psi
+                done.append((v, psi))
             d = max(val - pr.dev_min, 0.0)
             return math.copysign(math.sqrt(d), v - est)
 
@@ -85,12 +89,14 @@ def _profile(res, level: float, criterion: str,
         if name not in wanted:
             out[name] = (math.nan, math.nan)
             continue
-        state = {"start": prb.fit.state.theta.copy()}
+        done_b: list[tuple[float, np.ndarray]] = [(float(beta_hat[j]),
+                                                   prb.fit.state.theta.copy())]
 
-        def zeta_b(v, j=j, state=state):
-            val, theta = prb.profile_beta(j, v, state["start"])
+        def zeta_b(v, j=j, done_b=done_b):
+            start = min(done_b, key=lambda t: abs(t[0] - v))[1]
+            val, theta = prb.profile_beta(j, v, start)
             if np.isfinite(val):
-                state["start"] = theta
+                done_b.append((v, theta))
             d = max(val - prb.dev_min, 0.0)
             return math.copysign(math.sqrt(d), v - beta_hat[j])
 
@@ -193,7 +199,11 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
                                 f"method={res.method!r}")
         if not isinstance(criterion, str) or criterion.upper() not in ("ML", "REML"):
             raise ArgumentError(f"criterion must be 'ML' or 'REML', not {criterion!r}")
-        limits = _profile(res, level, criterion, set(selected))
+        from ..likelihood.threads import small_fit_threads
+        # many small refits: one BLAS thread (a second one only spins, and under
+        # load makes them ten times slower; benchmarks/bench_profile.py)
+        with small_fit_threads(deviance_function_for(res, False).system):
+            limits = _profile(res, level, criterion, set(selected))
         attrs["criterion"] = str(criterion).upper()
     elif method in ("boot", "bootstrap"):
         n_boot = _check_n_boot(n_boot)

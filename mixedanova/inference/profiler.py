@@ -18,6 +18,7 @@ import numpy as np
 
 from ..likelihood.boundary import psd_cholesky
 from .satterthwaite import deviance_function_for
+from .warm_newton import central_gradient, warm_newton
 
 __all__ = ["Profiler", "variance_parameter_names", "is_correlation", "psi_from_theta",
            "theta_from_psi"]
@@ -91,28 +92,52 @@ def theta_from_psi(layout, psi: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 # --------------------------------------------------------------------- helpers
-def _minimize(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray):
-    """Bounded minimization with central-difference gradients; returns ``(x, f)``."""
+def _minimize(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+              memo: dict | None = None):
+    """Bounded minimization with central-difference gradients; returns ``(x, f)``.
+
+    With ``memo`` (one dict per profiled parameter), Newton steps start from the
+    Hessian the last call left there (:func:`~.warm_newton.warm_newton`); where
+    they cannot finish, or the first time, L-BFGS-B runs and the Hessian at its
+    optimum is stored for the next call.
+    """
     from scipy import optimize
     if x0.size == 0:
         return x0, fun(x0)
+    x0 = np.clip(x0, lower, upper)
+    if memo is not None and "H" in memo:
+        done = warm_newton(fun, x0, lower, upper, memo["H"])
+        if done is not None:
+            memo["H"] = done[2]
+            return done[0], done[1]
 
     def grad(x):
-        g = np.empty_like(x)
-        for i in range(x.size):
-            h = 1e-7 * max(1.0, abs(x[i]))
-            xp, xm = x.copy(), x.copy()
-            xp[i] = min(x[i] + h, upper[i])
-            xm[i] = max(x[i] - h, lower[i])
-            g[i] = (fun(xp) - fun(xm)) / (xp[i] - xm[i])
-        return g
+        return central_gradient(fun, x, lower, upper)
 
     bounds = list(zip(np.where(np.isfinite(lower), lower, None),
                       np.where(np.isfinite(upper), upper, None)))
-    out = optimize.minimize(fun, np.clip(x0, lower, upper), jac=grad, method="L-BFGS-B",
+    out = optimize.minimize(fun, x0, jac=grad, method="L-BFGS-B",
                             bounds=bounds, options={"ftol": 1e-11, "gtol": 1e-6,
                                                     "maxiter": 2000})
-    return np.asarray(out.x), float(out.fun)
+    x = np.asarray(out.x)
+    if memo is not None and np.all(x > lower) and np.all(x < upper):
+        memo["H"] = _difference_hessian(grad, x, lower, upper)
+    return x, float(out.fun)
+
+
+def _difference_hessian(grad, x: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+    """Symmetrized forward differences of ``grad`` (steps ``1e-4 max(1, |x_i|)``,
+    backwards near an upper bound): a start for Newton's method."""
+    g0 = grad(x)
+    H = np.empty((x.size, x.size))
+    for i in range(x.size):
+        h = 1e-4 * max(1.0, abs(x[i]))
+        if x[i] + h >= upper[i]:
+            h = -h
+        xh = x.copy()
+        xh[i] += h
+        H[:, i] = (grad(xh) - g0) / h
+    return 0.5 * (H + H.T)
 
 
 def _fit_by(res, reml: bool):
@@ -150,6 +175,8 @@ class Profiler:
         self.upper = np.where(self.cor, 1.0, np.inf)
         sc = np.where(self.cor, 1.0, np.abs(self.psi_hat))
         self.scale = np.where(sc > 0, sc, self.psi_hat[-1])
+        # per profiled parameter, the Hessian of the last inner minimization
+        self._curvature: dict[tuple[str, int], dict] = {}
 
     def deviance_psi(self, psi: np.ndarray) -> float:
         theta, sigma = theta_from_psi(self.layout, psi)
@@ -157,6 +184,12 @@ class Profiler:
             return float(self.dev.at_sigma(theta, sigma))
         except ArithmeticError:
             return math.inf
+
+    def on_bound(self, psi: np.ndarray, c: int) -> bool:
+        """An entry other than ``c`` of ``psi`` is on its lower or upper bound."""
+        at = (psi <= self.lower) | (psi >= self.upper)
+        at[c] = False
+        return bool(np.any(at))
 
     def profile_var(self, c: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         free = np.array([i for i in range(self.psi_hat.size) if i != c], dtype=int)
@@ -168,7 +201,8 @@ class Profiler:
             psi[c] = value
             return self.deviance_psi(psi)
 
-        x, val = _minimize(f, start[free] / sc, self.lower[free] / sc, self.upper[free] / sc)
+        x, val = _minimize(f, start[free] / sc, self.lower[free] / sc, self.upper[free] / sc,
+                           self._curvature.setdefault(("var", c), {}))
         psi = start.copy()
         psi[free] = x * sc
         psi[c] = value
@@ -188,14 +222,29 @@ class Profiler:
             pw = fac.pwrss + (value - beta[j]) ** 2 / U[j, j]
             return fac.ldL2 + n * (1.0 + _LOG2PI + math.log(pw / n))
 
-        x, val = _minimize(f, start, lower, np.full(lower.size, np.inf))
+        x, val = _minimize(f, start, lower, np.full(lower.size, np.inf),
+                           self._curvature.setdefault(("beta", j), {}))
         return val, x
 
     def interval(self, zeta, est: float, lo_bound: float, hi_bound: float, step: float,
                  cutoff: float) -> tuple[float, float]:
-        """Where ``|zeta|`` crosses ``cutoff`` on each side of ``est`` (doubling steps to
-        bracket, then Brent); a bound reached first is returned as the limit."""
+        """Where ``|zeta|`` crosses ``cutoff`` on each side of ``est`` (steps out to
+        bracket, then Brent); a bound reached first is returned as the limit.
+
+        The first step is ``step``; each next one goes to where ``zeta``, taken as
+        linear from the estimate through the last point, would be 1.2 times the
+        cutoff (at least 1.5, at most 4 times the last step): a profile close to
+        linear is bracketed in one or two steps.  Values are remembered, so
+        Brent's method does not recompute the bracket's ends.
+        """
         from scipy import optimize
+        seen: dict[float, float] = {}
+
+        def z(v: float) -> float:
+            if v not in seen:
+                seen[v] = zeta(v)
+            return seen[v]
+
         out = []
         for sign, bound in ((-1.0, lo_bound), (1.0, hi_bound)):
             a = est
@@ -207,17 +256,18 @@ class Profiler:
                     cand = bound
                 if sign > 0 and cand >= bound:
                     cand = bound
-                zc = zeta(cand)
+                zc = z(cand)
                 if abs(zc) >= cutoff:
                     b = cand
                     break
                 if cand == bound:
                     break
                 a = cand
-                s *= 2.0
+                grow = 1.2 * cutoff / abs(zc) if abs(zc) > 0 else 4.0
+                s *= min(max(grow, 1.5), 4.0)
             if b is None:
                 out.append(bound)
                 continue
-            out.append(optimize.brentq(lambda v: abs(zeta(v)) - cutoff, a, b,
+            out.append(optimize.brentq(lambda v: abs(z(v)) - cutoff, a, b,
                                        xtol=1e-10 * max(1.0, abs(est)), rtol=1e-12))
         return out[0], out[1]

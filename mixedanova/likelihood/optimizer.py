@@ -42,7 +42,7 @@ from .state import OptimizerSummary
 from .system import dense_order
 
 __all__ = ["optimize_theta", "newton_polish", "newton_descent", "saddle_descent",
-           "NEWTON_ORDER"]
+           "mean_starts", "NEWTON_ORDER"]
 
 NEWTON_ORDER = 1000  # dense Schur complements of this order make evaluations expensive
 _NEWTON_MAX_PARAMS = 10  # the Hessian costs one gradient per parameter
@@ -133,6 +133,11 @@ def optimize_theta(dev: ProfiledDeviance, theta0: np.ndarray | None = None, *,
             x2, f2, h2 = run.descend(extra)
             if f2 < fx - 1e-10 * max(1.0, abs(fx)):
                 x, fx, hessian = x2, f2, h2
+        if theta0 is None:
+            for start in mean_starts(dev):  # no fixed intercept, a mean far from 0
+                x2, f2, h2 = run.descend(wc.from_raw(start))
+                if f2 < fx - 1e-10 * max(1.0, abs(fx)):
+                    x, fx, hessian = x2, f2, h2
         res = run.last
         niter, success, message = int(getattr(res, "nit", 0)), bool(res.success), \
             str(res.message)
@@ -344,6 +349,43 @@ class _Run:
                 return x, fx, hessian
             self.restarts += 1
             x, fx = self.local(better)
+
+
+def mean_starts(dev: ProfiledDeviance, far: float = 2.0) -> list[np.ndarray]:
+    """Extra starts when the fixed effects cannot carry the response's mean.
+
+    Without a fixed intercept (``y ~ 0 + x + (x | a) + (1 | b)``) a mean ``far``
+    or more of its SDs from 0 must be carried by a random intercept, and which
+    one is a choice between basins: the local optimizer goes to the one its
+    start leans to, which can be 28 criterion units above the other.  One start
+    per term with an intercept column puts the mean on that term (its intercept's
+    relative SD at ``|mean| / SD`` of the residuals from the fixed effects, the
+    rest at ``dev.start``); the caller keeps the lowest optimum.  Empty when the
+    fixed effects span the constant or the mean is near 0.
+    """
+    X, y = np.asarray(dev.X, dtype=float), np.asarray(dev.y, dtype=float)
+    ones = np.ones(len(y))
+    if X.shape[1]:
+        fit = X @ np.linalg.lstsq(X, np.column_stack([ones, y]), rcond=None)[0]
+        if np.linalg.norm(ones - fit[:, 0]) < 1e-8 * math.sqrt(len(y)):
+            return []
+        r = y - fit[:, 1]
+    else:
+        r = y
+    sd = float(np.std(r))
+    if not (sd > 0.0 and abs(float(np.mean(r))) > far * sd):
+        return []
+    big = abs(float(np.mean(r))) / sd
+    layout, out = dev.layout, []
+    for k, t in enumerate(dev.terms):
+        cols = [j for j in range(t.q) if np.all(t.zraw[:, j] == 1.0)]
+        if not cols:
+            continue
+        j, q = cols[0], t.q
+        start = np.asarray(dev.start, dtype=float).copy()
+        start[layout.offsets[k] + j * q - j * (j - 1) // 2] = big
+        out.append(start)
+    return out if len(out) > 1 else []
 
 
 def inflated_start(dev: ProfiledDeviance, theta: np.ndarray,

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from .system import dense_order
 
-__all__ = ["engine_threads", "SMALL", "LARGE"]
+__all__ = ["engine_threads", "small_fit_threads", "SMALL", "LARGE"]
 
 SMALL = 200   # below this order OpenBLAS does not thread (nested layouts: batched q x q)
 LARGE = 3000  # a dense block of at least this order may use every BLAS thread
@@ -47,6 +47,20 @@ def engine_threads(system) -> Iterator[None]:
     moderate order (see the module docstring)."""
     order = dense_order(system)  # nested: no dense part
     controller = _controller() if SMALL <= order < LARGE else None
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def small_fit_threads(system) -> Iterator[None]:
+    """Run the block on one BLAS thread unless ``system``'s dense part has order
+    ``LARGE`` or more: for the many small refits of a profile, where every
+    matrix is small and a second thread only spins (sleepstudy's profile
+    intervals: see ``benchmarks/bench_profile.py``)."""
+    controller = _controller() if dense_order(system) < LARGE else None
     if controller is None:
         yield
         return
