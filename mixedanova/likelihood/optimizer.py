@@ -363,29 +363,32 @@ def mean_starts(dev: ProfiledDeviance, far: float = 2.0) -> list[np.ndarray]:
     rest at ``dev.start``); the caller keeps the lowest optimum.  Empty when the
     fixed effects span the constant or the mean is near 0.
     """
-    X, y = np.asarray(dev.X, dtype=float), np.asarray(dev.y, dtype=float)
-    ones = np.ones(len(y))
-    if X.shape[1]:
-        fit = X @ np.linalg.lstsq(X, np.column_stack([ones, y]), rcond=None)[0]
-        if np.linalg.norm(ones - fit[:, 0]) < 1e-8 * math.sqrt(len(y)):
-            return []
-        r = y - fit[:, 1]
-    else:
-        r = y
-    sd = float(np.std(r))
-    if not (sd > 0.0 and abs(float(np.mean(r))) > far * sd):
+    cp = dev.cp  # standardized: the response is the residual from the fixed effects
+    p, n = cp.p, cp.n
+    ones_of = [(k, int(np.flatnonzero(st.ones)[0])) for k, st in enumerate(cp.stats)
+               if np.any(st.ones) and cp.terms[k].one_per_row]
+    if len(ones_of) < 2 or n == 0:
         return []
-    big = abs(float(np.mean(r))) / sd
+    k1, j1 = ones_of[0]
+    sums = cp.zxy[k1][:, :, j1].sum(axis=0)  # 1'[X r]: a column of ones sums the rows
+    if p:
+        xx = cp.xy[:p, :p]
+        coef = np.linalg.lstsq(xx, sums[:p], rcond=None)[0]
+        if n - float(sums[:p] @ coef) < 1e-10 * n:  # the fixed effects span the constant
+            return []
+    rbar = float(sums[p]) / n
+    var = float(cp.xy[p, p]) / n - rbar * rbar
+    sd = math.sqrt(var) if var > 0.0 else 0.0
+    if not (sd > 0.0 and abs(rbar) > far * sd):
+        return []
+    big = abs(rbar) / sd
     layout, out = dev.layout, []
-    for k, t in enumerate(dev.terms):
-        cols = [j for j in range(t.q) if np.all(t.zraw[:, j] == 1.0)]
-        if not cols:
-            continue
-        j, q = cols[0], t.q
+    for k, j in ones_of:
+        q = cp.terms[k].q
         start = np.asarray(dev.start, dtype=float).copy()
         start[layout.offsets[k] + j * q - j * (j - 1) // 2] = big
         out.append(start)
-    return out if len(out) > 1 else []
+    return out
 
 
 def inflated_start(dev: ProfiledDeviance, theta: np.ndarray,
