@@ -8,5 +8,7 @@ convergence verdict, and the results are tidy DataFrames.
 same engine (a simulation is many responses on one design).
 """
 from .fit import lmm_many
+from .power import PowerTable, power
+from .simulation import SimulationModel, simulation_model
 
-__all__ = ["lmm_many"]
+__all__ = ["lmm_many", "power", "simulation_model", "SimulationModel", "PowerTable"]

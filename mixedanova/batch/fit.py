@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import ArgumentError
 
-__all__ = ["lmm_many", "prepare_batch", "run_batch", "BatchDesign"]
+__all__ = ["lmm_many", "prepare_batch", "run_batch", "BatchDesign", "check_jobs"]
 
 _PLACEHOLDER = "lmm_many_response_"
 _METHODS = ("REML", "ML")
@@ -231,7 +231,7 @@ def _reorder(fit, order: np.ndarray):
     return type(fit)(**fields, messages=fit.messages)
 
 
-def _check_jobs(n_jobs) -> int:
+def check_jobs(n_jobs) -> int:
     import os
     if n_jobs is None:
         return 1
@@ -288,7 +288,7 @@ def lmm_many(formula: str, data: pd.DataFrame, responses, *, method: str = "REML
     """
     from .results import ManyResults
 
-    n_jobs = _check_jobs(n_jobs)
+    n_jobs = check_jobs(n_jobs)
     if not isinstance(progress, (bool, np.bool_)):
         raise ArgumentError(f"progress must be True or False, not {progress!r}")
     if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, (int, np.integer)) \
