@@ -62,6 +62,9 @@ class EngineSpec:
         The design (with a placeholder response), for the Kenward-Roger fits.
     diag : numpy.ndarray
         Mask of ``theta``'s diagonal entries.
+    fast : bool
+        Try the vectorized path of :mod:`mixedanova.batch.dense` first (scalar
+        random intercepts); responses it cannot certify go to the general path.
     """
 
     terms: tuple
@@ -74,6 +77,7 @@ class EngineSpec:
     kenward_roger: bool
     design: object = field(repr=False)
     diag: np.ndarray = field(repr=False)
+    fast: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,23 +192,30 @@ def fit_columns(spec: EngineSpec, columns: np.ndarray, Y: np.ndarray,
     terms, X = subset_terms(spec.terms, spec.X, mask)
     n = X.shape[0]
     Y = np.asarray(Y, dtype=float).reshape(n, -1)
-    # each column's own least-squares shift: the k-column block then holds, bit for
-    # bit, the cross-products a single fit of that column forms
-    shift = np.column_stack([np.linalg.lstsq(X, Y[:, j], rcond=None)[0]
-                             for j in range(Y.shape[1])]) if X.shape[1] else None
-    try:
-        cp = CrossProductPattern(list(terms), n).evaluate([t.zraw for t in terms], X, Y,
-                                                          shift=shift)
-    except (FitError, np.linalg.LinAlgError, ValueError):
-        cp = None  # some column cannot be standardized: build column by column
-    for i in range(len(columns)):
+    pattern = CrossProductPattern(list(terms), n)  # the symbolic part, once per chunk
+    zraws = [t.zraw for t in terms]
+    todo = range(len(columns))
+    if spec.fast and not spec.kenward_roger:
+        from .dense import eligible, fit_dense
+
+        if eligible(terms, X.shape[1]):
+            # one pass over the rows for the chunk's k columns, each centered on its
+            # own least-squares fit (as a single fit centers its one column)
+            shift = np.column_stack([np.linalg.lstsq(X, Y[:, j], rcond=None)[0]
+                                     for j in range(Y.shape[1])]) if X.shape[1] else None
+            try:
+                cp = pattern.evaluate(zraws, X, Y, shift=shift)
+            except (FitError, np.linalg.LinAlgError, ValueError):
+                cp = None  # some column cannot be standardized: the engine reports it
+            if cp is not None:
+                todo = fit_dense(spec, cp, np.asarray(columns), out)
+    # the general path: each response's cross-products from the shared pattern, one
+    # column at a time -- the arithmetic of a single fit, so that its numbers
+    # (the finite-difference Satterthwaite df included) are ma.lmm's bit for bit
+    for i in todo:
         out.nobs[i] = n
         try:
-            if cp is not None:
-                cpj = cp.select(i)
-            else:
-                cpj = CrossProductPattern(list(terms), n).evaluate(
-                    [t.zraw for t in terms], X, Y[:, i])
+            cpj = pattern.evaluate(zraws, X, Y[:, i])
             _fit_one(spec, cpj, out, i, Y[:, i], mask)
         except (FitError, np.linalg.LinAlgError, ValueError, ArithmeticError) as e:
             out.failed[i] = True
