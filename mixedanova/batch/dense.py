@@ -73,6 +73,7 @@ class ScalarSystem:
         self.r1 = int(sum(sizes))
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self.term_of = np.repeat(np.arange(1, len(terms)), sizes)  # theta index of R columns
+        self.term_sum = (self.term_of[:, None] == np.arange(1, len(terms))[None, :]).astype(float)
         p, r1, l0 = self.p, self.r1, self.l0
         self.A00 = cp.diag_blocks(0)[:, 0, 0]
         c = r1 + p
@@ -182,22 +183,25 @@ class ScalarSystem:
         lam2 = theta[:, 0] ** 2
         Q = self._matrix(theta, cols, lam2[:, None] / d ** 2, base=False)
         inv_d = np.sum(1.0 / d, axis=1)
+        full = np.swapaxes(Linv, 1, 2) @ Linv  # S^{-1}
 
-        def sums(nv: int) -> tuple[float, np.ndarray]:
-            Li = Linv[:, :nv, :nv]
-            Vinv = np.swapaxes(Li, 1, 2) @ Li
-            first = inv_d + (Vinv * Q[:, :nv, :nv]).sum(axis=(1, 2))
-            dg = np.diagonal(Vinv, axis1=1, axis2=2)[:, :r1]
-            rest = np.zeros((m, len(self.nlevs) - 1))
-            for k in range(1, len(self.nlevs)):
-                rest[:, k - 1] = dg[:, self.term_of == k].sum(axis=1)
-            return np.column_stack([first, rest])
+        def sums(V: np.ndarray) -> np.ndarray:
+            """Per term, the sum of the inverse's diagonal over its levels."""
+            nv = V.shape[1]
+            first = inv_d + np.einsum("mij,mij->m", V, Q[:, :nv, :nv])
+            dg = np.diagonal(V, axis1=1, axis2=2)[:, :r1]
+            return np.column_stack([first, dg @ self.term_sum])
 
-        s_full, s_xz = sums(r), sums(r - 1)
+        # leading blocks' inverses: S^{-1} less the outer products of L^{-1}'s later rows
+        last = Linv[:, -1, :-1]
+        xz = full[:, :-1, :-1] - last[:, :, None] * last[:, None, :]
+        s_full, s_xz = sums(full), sums(xz)
         if self.reml:
             comb = s_xz + (self.n - p) * (s_full - s_xz)
         else:
-            comb = sums(r1) + self.n * (s_full - s_xz)
+            tail = Linv[:, r1:, :r1]
+            om = full[:, :r1, :r1] - np.swapaxes(tail, 1, 2) @ tail
+            comb = sums(om) + self.n * (s_full - s_xz)
         with np.errstate(divide="ignore", invalid="ignore"):
             grad = 2.0 * (self.nlevs[None, :] - comb) / theta
         grad[theta == 0.0] = 0.0
@@ -284,11 +288,16 @@ def zero_curvature(sys: ScalarSystem, theta: np.ndarray, cols: np.ndarray,
 
 
 def _newton(sys: ScalarSystem, cols: np.ndarray, theta: np.ndarray):
-    """Damped Newton from ``theta`` for every response; returns the final
-    ``theta``, objective, gradient, Hessian and a flag of the runs that stopped
-    on a tiny step."""
+    """Damped Newton from ``theta`` for every response.
+
+    A response stops where the Newton step is below ``1e-10`` (relative): the
+    step is taken, and the objective, gradient and Hessian at its start are
+    returned (the convergence verdict reads them); or where the line search
+    finds no decrease.  Returns ``(theta, f, g, H, done)``.
+    """
     m, nt = theta.shape
     f, g = sys.value_and_gradient(theta, cols)
+    Hs = np.full((m, nt, nt), np.nan)
     done = np.zeros(m, bool)
     active = np.flatnonzero(np.isfinite(f))
     for _ in range(_MAX_NEWTON):
@@ -303,8 +312,10 @@ def _newton(sys: ScalarSystem, cols: np.ndarray, theta: np.ndarray):
         if neg.any():
             th = np.where(neg, 0.1, th)
             fa, ga = sys.value_and_gradient(th, c)
+            theta[active], f[active], g[active] = th, fa, ga
             H = sys.hessian(th, c, ga)
             zero = th == 0.0
+        Hs[active] = H
         H = np.where(zero[:, :, None] | zero[:, None, :], 0.0, H)
         H[zero] += np.eye(nt)[np.nonzero(zero)[1]]  # unit curvature: their steps are 0
         ev, V = np.linalg.eigh(H)
@@ -316,9 +327,19 @@ def _newton(sys: ScalarSystem, cols: np.ndarray, theta: np.ndarray):
         step = np.where(pd_[:, None], step, -0.5 * ga / gmax[:, None])
         step[zero] = 0.0
         big = np.abs(step).max(axis=1)
+        there = pd_ & (big < 1e-10 * np.maximum(1.0, np.abs(th).max(axis=1)))
+        done[active[there]] = True
+        # the last, tiny step is taken (its error is its square); f, g and H stay
+        # those of the point it starts from, for the verdict
+        theta[active[there]] = th[there] + step[there]
+        keep = ~there
+        active, th, c, fa, ga = active[keep], th[keep], c[keep], fa[keep], ga[keep]
+        step, big = step[keep], big[keep]
+        if not len(active):
+            break
         step *= np.minimum(1.0, 1.0 / np.maximum(big, 1e-300))[:, None]
         t = np.ones(len(active))
-        new_th, new_f = th.copy(), fa.copy()
+        new_th = th.copy()
         pending = np.arange(len(active))
         slope = np.einsum("mi,mi->m", ga, step)
         for _ls in range(40):
@@ -327,21 +348,19 @@ def _newton(sys: ScalarSystem, cols: np.ndarray, theta: np.ndarray):
             fx = sys.criterion(x, c[pending])
             good = fx <= fa[pending] + 1e-4 * t[pending] * slope[pending] + \
                 1e-13 * np.abs(fa[pending])
-            acc = pending[good]
-            new_th[acc], new_f[acc] = x[good], fx[good]
+            new_th[pending[good]] = x[good]
             pending = pending[~good]
             if not len(pending):
                 break
             t[pending] *= 0.5
-        moved = np.abs(new_th - th).max(axis=1)
-        theta[active] = new_th
-        f[active] = new_f
-        f_new, g_new = sys.value_and_gradient(new_th, c)
-        f[active], g[active] = f_new, g_new
-        stop = (moved < 1e-11 * np.maximum(1.0, np.abs(th).max(axis=1))) | (t < 1e-9)
-        done[active[stop]] = True
-        active = active[~stop]
-    return theta, f, g, done
+        stuck = np.zeros(len(active), bool)
+        stuck[pending] = True  # no decrease along the step: stop here (the verdict decides)
+        done[active[stuck]] = True
+        active, new_th, c = active[~stuck], new_th[~stuck], c[~stuck]
+        if len(active):
+            theta[active] = new_th
+            f[active], g[active] = sys.value_and_gradient(new_th, c)
+    return theta, f, g, Hs, done
 
 
 def fit_dense(spec, cp, columns: np.ndarray, out, offset: int = 0) -> np.ndarray:
@@ -352,14 +371,15 @@ def fit_dense(spec, cp, columns: np.ndarray, out, offset: int = 0) -> np.ndarray
     k = cp.k
     cols = np.arange(k)
     nt = len(sys.nlevs)
-    theta, f, g, done = _newton(sys, cols, _start(cp, cols))
+    theta, f, g, Hs, done = _newton(sys, cols, _start(cp, cols))
+    # the criterion is even in each theta_k: |theta| has the same value, and the
+    # same gradient and Hessian up to signs that the verdict below does not see
     theta = np.abs(theta)
-    ok = done & np.isfinite(f)
+    ok = done & np.isfinite(f) & np.all(np.isfinite(Hs), axis=(1, 2))
     idx = np.flatnonzero(ok)
     if len(idx):
         th, c = theta[idx], cols[idx]
-        fx, gx = sys.value_and_gradient(th, c)
-        H = sys.hessian(th, c, gx)
+        fx, gx, H = f[idx], g[idx], Hs[idx]
         scale = np.maximum(1.0, np.abs(fx))
         free = th > 0.0
         good = np.ones(len(idx), bool)
