@@ -35,10 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["EngineSpec", "ChunkFit", "FitView", "ViewState", "fit_columns", "subset_terms",
-           "init_worker", "run_task", "chunk_concat", "singular_theta", "one_blas_thread"]
-
-_SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on theta's diagonal
-
+           "init_worker", "run_task", "chunk_concat", "one_blas_thread"]
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -283,11 +280,6 @@ def _kr_table(spec: EngineSpec, y: np.ndarray, mask: np.ndarray | None):
 
 def _formula_text(design) -> str:
     return design.formula.formula
-
-
-def singular_theta(theta: np.ndarray, diag: np.ndarray) -> np.ndarray:
-    """lme4's ``isSingular`` rule on stacked ``theta`` (for fits without a check)."""
-    return np.any(theta[:, diag] < _SINGULAR_TOL, axis=1)
 
 
 def chunk_concat(parts: list[ChunkFit]) -> ChunkFit:

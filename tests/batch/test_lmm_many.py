@@ -11,8 +11,11 @@ with other arithmetic: criterion, estimates and SEs agree to 1e-8, but the
 Satterthwaite df are central second differences of the log-determinants with
 steps of 1e-3 (lmerTest's scheme, the same steps here), whose rounding noise
 (about 1e-13 of the log-determinant over a squared step of about 1e-7) is
-1e-8..1e-6 of the df; those are compared at 1e-6 (measured: median 3e-9,
-99th percentile 6e-8 on the benchmark's design).
+up to about 1e-6 of the df; those are compared at 1e-5.  Measured on the 1,000
+responses of test_random_200_of_many_equal_their_own_fits, fast against
+fast=False: df median 2.9e-10, 99th percentile 1.5e-8, largest 1.0e-6;
+estimates 99th percentile 2e-12; criteria 5e-16; the same convergence and
+singular verdicts (143 singular).
 """
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ def _single(data, y, method="REML"):
 
 
 def _check_against_single(res, data, Y, cols, method="REML", exact=False):
-    df_rtol = 1e-8 if exact else 1e-6  # see the module docstring
+    df_rtol = 1e-8 if exact else 1e-5  # see the module docstring
     fixed = res.fixed()
     info = res.fit_info
     vc = res.varcomp

@@ -71,6 +71,17 @@ def test_treatment_f_test_in_rcbd_with_random_blocks(tau, b, s2b, seed):
     assert abs(tab.loc[0, "power"] - exact) <= _mc_tol(exact, NSIM), (tab, exact)
 
 
+def test_treatment_ems_f_test_in_rcbd():
+    # method="ANOVA": MS_trt / MS_error, the same noncentral F
+    tau, b = np.array([0.0, 1.0, 1.5]), 5
+    model = ma.simulation_model("~ trt + (1|block)", _rcbd(3, b),
+                                fixed={"Intercept": 0.0, "trt[T.B]": 1.0, "trt[T.C]": 1.5},
+                                varcomp={"block": 0.1}, sigma=1.0, method="ANOVA")
+    tab = ma.power(model, "trt", nsim=NSIM, seed=21)
+    exact = float(stats.ncf.sf(stats.f.ppf(0.95, 2, 8), 2, 8, b * np.sum((tau - tau.mean()) ** 2)))
+    assert abs(tab.loc[0, "power"] - exact) <= _mc_tol(exact, NSIM), (tab, exact)
+
+
 def test_power_curve_along_a_grouping_factor_and_replicates():
     data = _rcbd(3, 4)
     model = ma.simulation_model("y ~ trt + (1|block)", data,
