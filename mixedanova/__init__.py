@@ -4,6 +4,7 @@
 >>> res = ma.lmm("yield ~ treat + (1|blend)", ma.load_dataset("bhh_penicillin"))
 >>> print(res.summary())            # doctest: +SKIP
 """
+from .batch import lmm_many, power, simulation_model
 from .datasets import dataset_info, list_datasets, load_dataset
 from .errors import (ArgumentError, ConvergenceWarning, DesignError, EstimabilityError,
                      FitError, FormulaError, InferenceWarning, MixedAnovaError,
@@ -24,6 +25,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmm",
+    "lmm_many",
+    "simulation_model",
+    "power",
     "LmmControl",
     "AR1",
     "CAR1",
