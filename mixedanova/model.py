@@ -21,7 +21,7 @@ import pandas as pd
 from .design import Design, DesignError, build_design
 from .design.formula import parse_formula
 from .likelihood.control import LmmControl, check_control
-from .residual import bind_residual, residual_columns
+from .residual import bind_marginal, bind_residual, residual_columns
 from .results.lmm import LinearMixedResults
 from .errors import (ArgumentError, ConvergenceWarning, FitError, SingularFitWarning,
                      user_stacklevel)
@@ -60,7 +60,10 @@ class LinearMixedModel:
         self.residual = residual
         self._deviance: dict[bool, ProfiledDeviance] = {}
         self._structure = None
-        if residual is not None:
+        self.marginal = not design.blocks  # no random terms: a marginal (GLS) model
+        if residual is not None and self.marginal:
+            self._structure = bind_marginal(residual, design.data)
+        elif residual is not None:
             outer = design.blocks[-1].factors if design.blocks else None
             self._structure = bind_residual(residual, design.data, outer)
 
@@ -92,7 +95,8 @@ class LinearMixedModel:
         """
         parsed = parse_formula(formula, restricted=restricted)
         design = build_design(parsed, data, missing=missing, weights=weights, offset=offset,
-                              extra_columns=residual_columns(residual))
+                              extra_columns=residual_columns(residual),
+                              marginal=residual is not None)
         return cls(design, missing=missing, residual=residual)
 
     def update(self, formula: str, data: pd.DataFrame | None = None) -> "LinearMixedModel":
@@ -158,7 +162,11 @@ class LinearMixedModel:
             d = self.design
             rows = design_rows(d)  # weights and offset applied (see likelihood.rows)
             terms, X, y = list(rows.terms), rows.X, rows.y
-            if self._structure is not None:
+            if self.marginal:
+                from .likelihood.marginal import MarginalCriterion
+                self._deviance[reml] = MarginalCriterion(self._structure.data(X, y),
+                                                         self._structure.cov, reml=reml)
+            elif self._structure is not None:
                 self._deviance[reml] = _residual_deviance(terms, d, X, y, reml,
                                                           self._structure)
             else:
@@ -228,6 +236,17 @@ class LinearMixedModel:
                                   "residuals with one variance; drop residual= or fit by "
                                   "REML / ML")
             return self._fit_moments(ems or "unrestricted", anova_method or "auto")
+        if self.marginal:
+            from .likelihood.visit_structure import marginal_state
+            state = marginal_state(self.deviance_function(reml=(method == "REML")),
+                                   self._structure, start, control)
+            if self.design.has_weights:
+                state = dataclasses.replace(state,
+                                            objective=state.objective + self.weights_constant())
+            res = LinearMixedResults(self.design, state, model=self)
+            if warn:
+                _warn_once(res)
+            return res
         if self._structure is not None:
             res = self._fit_residual(method, optimizer, start, control)
             if warn:
@@ -279,7 +298,13 @@ class LinearMixedModel:
                                    f"method={method!r}")
         if not isinstance(warn, (bool, np.bool_)):
             raise FitError(f"warn must be True or False, not {warn!r}")
-        if start is not None:
+        if start is not None and self.marginal:
+            start = np.asarray(start, dtype=float).ravel()
+            if self._structure is not None and start.size != self._structure.n_par:
+                raise FitError(f"start must hold the {self._structure.n_par} covariance "
+                               f"parameters ({', '.join(self._structure.names)}), not "
+                               f"{start.size} numbers")
+        elif start is not None:
             start = self.design.theta_layout().check_start(start)
         return method, optimizer, start
 

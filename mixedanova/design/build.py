@@ -304,7 +304,7 @@ def _as_label(col: pd.Series) -> np.ndarray:
 
 def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
                  missing: str = "drop", weights=None, offset=None,
-                 extra_columns: tuple[str, ...] = ()) -> Design:
+                 extra_columns: tuple[str, ...] = (), marginal: bool = False) -> Design:
     """Build the :class:`Design` for ``parsed`` on ``data``.
 
     Parameters
@@ -325,6 +325,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     extra_columns : tuple of str
         Further columns the model needs (a residual structure's group, time or
         covariate): kept in ``Design.data`` and part of the missing-value rule.
+    marginal : bool
+        Accept a formula without random-effects terms (a marginal model whose
+        residual structure carries the correlation; ``residual=`` of :func:`mixedanova.lmm`).
 
     Raises
     ------
@@ -337,7 +340,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
         raise DesignError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if missing not in ("drop", "raise"):
         raise DesignError(f"missing must be 'drop' or 'raise', not {missing!r}")
-    if not parsed.random:
+    if not parsed.random and not marginal:
         raise DesignError(
             f"formula {parsed.formula!r} has no random-effects term such as (1 | group); "
             "a linear mixed model needs at least one")

@@ -223,7 +223,27 @@ def _dense_blocks(M, label: np.ndarray, pos: np.ndarray, group: _Group,
     return out
 
 
-def kenward_roger_setup(res) -> KenwardRogerSetup:
+def marginal_kenward_roger(res, linear: bool = False) -> KenwardRogerSetup:
+    """Kenward-Roger for a marginal model (no random terms, a visit covariance), as
+    mmrm computes it: ``W`` the inverse observed Hessian of ``-l`` in mmrm's
+    ``theta`` (``component(fit, "theta_vcov")``), ``P_h = X' dSigma^{-1}/dtheta_h X``,
+    ``Phi_A = Phi + 2 Phi [sum_hj W_hj (Q_hj - P_h Phi P_j - R_hj / 4)] Phi``
+    (``linear``: without ``R``, mmrm's ``"Kenward-Roger-Linear"``).  The df of
+    one contrast equal Satterthwaite's (mmrm's ``h_df_1d_kr``)."""
+    from ..likelihood.marginal import kenward_roger_pieces
+
+    crit = res.model.deviance_function(reml=True)
+    fit = res.state.residual
+    H = fit.info["marginal"].hessian
+    evals = np.linalg.eigvalsh(H)
+    condition = float(np.min(np.abs(evals)))
+    W = 2.0 * (np.linalg.inv(H) if condition > 1e-10 else np.linalg.pinv(H))
+    W = 0.5 * (W + W.T)
+    phi, P, phi_adj = kenward_roger_pieces(crit, fit.u, W, linear=linear)
+    return KenwardRogerSetup(phi=phi, phi_adj=phi_adj, P=P, W=W, condition=condition)
+
+
+def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     """Adjusted covariance and the information pieces for the REML fit ``res``.
 
     The random effects split into components that share no observation (one
@@ -232,6 +252,9 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
     covariance, ``W`` and ``Z'WZ`` are block diagonal over them, so the
     ``Q x Q`` algebra is done component by component (components of one size
     in one batch) and the ``p x p`` pieces are summed.
+
+    ``linear`` (marginal models only) drops the second derivatives of the
+    covariance from the adjustment (mmrm's ``"Kenward-Roger-Linear"``).
 
     Raises
     ------
@@ -246,7 +269,10 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
 
     if res.method != "REML":
         raise ArgumentError(KR_ML_MESSAGE)
-    if res.state.residual is not None:
+    fit = res.state.residual
+    if fit is not None and getattr(fit.structure, "marginal", False):
+        return marginal_kenward_roger(res, linear=linear)
+    if fit is not None:
         raise FitError(KR_RESIDUAL_MESSAGE)
     design = res.design
     if getattr(design, "has_weights", False):
