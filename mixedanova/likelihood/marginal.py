@@ -25,6 +25,7 @@ Kenward-Roger matrices (mmrm's ``P_h = X' dV/dtheta_h X``,
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,9 +36,23 @@ from scipy.optimize import minimize
 from .visit_cov import VisitCovariance
 
 __all__ = ["MarginalData", "MarginalCriterion", "MarginalFit", "MarginalEval",
-           "fit_marginal", "kenward_roger_pieces"]
+           "fit_marginal", "kenward_roger_pieces", "one_blas_thread"]
 
-_CHUNK = 4_000_000  # entries of the largest per-chunk (subjects x k x m x p) array
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Run the block on one BLAS thread (threadpoolctl, when installed): the
+    products here are many small or skinny ones, where a second thread gains
+    nothing and costs a great deal on a busy machine (see
+    :mod:`mixedanova.likelihood.threads`)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,7 @@ class PatternEval:
     V: np.ndarray
     M: np.ndarray
     v: np.ndarray
+    S4: np.ndarray | None = None
 
 
 @dataclass
@@ -162,11 +178,6 @@ class MarginalCriterion:
 
     def sigmas(self, theta: np.ndarray) -> list[np.ndarray]:
         return [self.cov.matrix(theta[s]) for s in self.slices()]
-
-    def chunks(self, pat: Pattern) -> list[slice]:
-        """Subject slices of a pattern small enough for the ``(k, mv, n, p)`` arrays."""
-        size = max(1, _CHUNK // max(1, self.k_g * len(pat.visits) * self.data.p))
-        return [slice(i, i + size) for i in range(0, pat.n, size)]
 
     def evaluate(self, theta: np.ndarray, order: int = 0) -> MarginalEval | None:
         """Criterion (and gradient, Hessian for ``order`` 1, 2); ``None`` when some
@@ -243,8 +254,22 @@ class MarginalCriterion:
             g_all[sl] = np.tensordot(ev.D1[g], B[g], axes=([1, 2], [0, 1]))
         ev.gradient = g_all
 
+    @staticmethod
+    def outer_sums(pe: PatternEval) -> np.ndarray:
+        """``sum_i M_i[a, :] (x) M_i[b, :]`` over the pattern's subjects, as an
+        ``(mv^2, p^2)`` matrix (rows ``(a, b)``, columns ``(p, q)``); cached."""
+        if getattr(pe, "S4", None) is None:
+            mv, n, p = pe.M.shape
+            Mr = pe.M.transpose(0, 2, 1).reshape(mv * p, n)
+            S4 = (Mr @ Mr.T).reshape(mv, p, mv, p)
+            pe.S4 = S4.transpose(0, 2, 1, 3).reshape(mv * mv, p * p)
+        return pe.S4
+
     def _hessian(self, ev: MarginalEval) -> None:
-        """Hessian of ``-2 l`` (see the module docstring)."""
+        """Hessian of ``-2 l`` (see the module docstring).  Within a visit pattern
+        ``V`` is common, so every sum over subjects collapses to pattern-level
+        ``mv x mv`` matrices: ``sum_i M_i Phi M_i'``, ``sum_i v_i v_i'`` and the
+        outer sums of :meth:`outer_sums`."""
         k, kg, p = self.k, self.k_g, self.data.p
         H = np.zeros((k, k))
         F = np.zeros((k, p))            # f_h = sum_i M_i' Sigma_h v_i
@@ -252,29 +277,27 @@ class MarginalCriterion:
         sls = self.slices()
         for g, sl in enumerate(sls):
             H[sl, sl] += np.tensordot(ev.D2[g], ev.B[g], axes=([2, 3], [0, 1]))
+        phi_flat = ev.phi.ravel()
         for pat, pe in zip(self.data.patterns, ev.pats):
             g, sl = pat.group, sls[pat.group]
             vis = pat.visits
-            mv = int(vis.sum())
+            mv, n = pe.v.shape
             D1 = ev.D1[g][:, vis][:, :, vis]
             V = pe.V
+            S4 = self.outer_sums(pe)
             E = V @ D1                                              # V Sigma_h
-            Hg = -pat.n * (E.reshape(kg, -1) @ E.transpose(0, 2, 1).reshape(kg, -1).T)
-            D1f = D1.reshape(kg * mv, mv)
-            for c in self.chunks(pat):
-                M, v = pe.M[:, c], pe.v[:, c]
-                n = v.shape[1]
-                e = (D1f @ v).reshape(kg, mv, n)                     # Sigma_h v_i
-                Ve = V @ e
-                Hg += 2.0 * (e.reshape(kg, -1) @ Ve.reshape(kg, -1).T)
-                Mf = M.reshape(mv * n, p)
-                F[sl] += e.reshape(kg, mv * n) @ Mf
-                G = (D1f @ M.reshape(mv, n * p)).reshape(kg, mv * n, p)  # Sigma_h V X
-                PP[sl] += np.matmul(Mf.T[None], G)
-                if self.reml:
-                    VG = V @ G.reshape(kg, mv, n * p)
-                    GP = G @ ev.phi
-                    Hg += 2.0 * (GP.reshape(kg, -1) @ VG.reshape(kg, -1).T)  # 2 tr(Phi Q)
+            DV = D1 @ V                                             # Sigma_h V
+            Ef = DV.reshape(kg, -1)
+            Hg = -n * (E.reshape(kg, -1) @ E.transpose(0, 2, 1).reshape(kg, -1).T)
+            Y = pe.v @ pe.v.T
+            Hg += 2.0 * (Ef @ (D1 @ Y).transpose(0, 2, 1).reshape(kg, -1).T)
+            if self.reml:
+                Nbar = (S4 @ phi_flat).reshape(mv, mv)
+                Hg += 2.0 * (Ef @ (D1 @ Nbar).transpose(0, 2, 1).reshape(kg, -1).T)
+            T = (pe.M.transpose(0, 2, 1).reshape(mv * p, n) @ pe.v.T).reshape(mv, p, mv)
+            D1f = D1.reshape(kg, mv * mv)
+            F[sl] += D1f @ T.transpose(0, 2, 1).reshape(mv * mv, p)
+            PP[sl] += (D1f @ S4).reshape(kg, p, p)
             H[sl, sl] += Hg
         H -= 2.0 * F @ ev.phi @ F.T
         if self.reml:
@@ -332,6 +355,12 @@ def fit_marginal(crit: MarginalCriterion, theta0: np.ndarray | None = None,
                  maxiter: int = 200) -> MarginalFit:
     """Minimize the criterion: a trust-region Newton method with the exact
     gradient and Hessian (scipy's ``trust-exact``), then Newton polish steps."""
+    with one_blas_thread():
+        return _fit_marginal(crit, theta0, maxiter)
+
+
+def _fit_marginal(crit: MarginalCriterion, theta0: np.ndarray | None,
+                  maxiter: int) -> MarginalFit:
     t0 = time.perf_counter()
     if theta0 is None:
         theta0 = np.concatenate([crit.cov.start(C) for C in _rough_covariance(crit.data)])
@@ -398,6 +427,12 @@ def kenward_roger_pieces(crit: MarginalCriterion, theta: np.ndarray, W: np.ndarr
     ``Q`` and ``R`` vanish between parameters of different covariance groups.
     ``linear`` drops ``R`` (mmrm's ``"Kenward-Roger-Linear"``).
     """
+    with one_blas_thread():
+        return _kenward_roger_pieces(crit, theta, W, linear)
+
+
+def _kenward_roger_pieces(crit: MarginalCriterion, theta: np.ndarray, W: np.ndarray,
+                          linear: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ev = crit.evaluate(theta, order=0)
     if ev is None:
         raise ArithmeticError("the visit covariance is not positive definite")
@@ -413,20 +448,15 @@ def kenward_roger_pieces(crit: MarginalCriterion, theta: np.ndarray, W: np.ndarr
         g, sl = pat.group, sls[pat.group]
         vis = pat.visits
         mv = int(vis.sum())
-        D1f = der[g][1][:, vis][:, :, vis].reshape(kg * mv, mv)
-        Wg = W[sl, sl]
-        for c in crit.chunks(pat):
-            M = pe.M[:, c]
-            n = M.shape[1]
-            Mf = M.reshape(mv * n, p)
-            G = (D1f @ M.reshape(mv, n * p)).reshape(kg, mv * n, p)     # Sigma_h V X
-            P[sl] -= np.matmul(Mf.T[None], G)
-            GW = (Wg @ G.reshape(kg, -1)).reshape(kg, mv, n * p)
-            VGW = pe.V @ GW
-            U += G.reshape(-1, p).T @ VGW.reshape(-1, p)                 # sum W_hj Q_hj
-            if not linear:
-                DM = (D2w[g][np.ix_(vis, vis)] @ M.reshape(mv, n * p)).reshape(mv * n, p)
-                U -= 0.25 * (Mf.T @ DM)                                  # sum W_hj R_hj / 4
+        D1 = der[g][1][:, vis][:, :, vis]
+        S4 = crit.outer_sums(pe)
+        P[sl] -= (D1.reshape(kg, mv * mv) @ S4).reshape(kg, p, p)
+        # sum_hj W_hj Sigma_h V Sigma_j, contracted with the outer sums: sum W_hj Q_hj
+        WD = (W[sl, sl] @ D1.reshape(kg, -1)).reshape(kg * mv, mv)
+        T = (D1 @ pe.V).transpose(1, 0, 2).reshape(mv, kg * mv) @ WD
+        if not linear:
+            T = T - 0.25 * D2w[g][np.ix_(vis, vis)]                  # - sum W_hj R_hj / 4
+        U += (T.reshape(1, mv * mv) @ S4).reshape(p, p)
     P = 0.5 * (P + P.transpose(0, 2, 1))
     PhiP = np.einsum("ij,hjk->hik", phi, P)
     U -= np.einsum("hj,hik,jkl->il", W, P, PhiP)              # sum W_hj P_h Phi P_j
