@@ -54,10 +54,12 @@ class LinearMixedModel:
         builds new designs the same way.
     """
 
-    def __init__(self, design: Design, *, missing: str = "drop", residual=None) -> None:
+    def __init__(self, design: Design, *, missing: str = "drop", residual=None,
+                 fixed: dict | None = None) -> None:
         self.design = design
         self.missing = missing
         self.residual = residual
+        self.fixed = _check_fixed(fixed, residual)
         self._deviance: dict[bool, ProfiledDeviance] = {}
         self._structure = None
         self.marginal = not design.blocks  # no random terms: a marginal (GLS) model
@@ -70,7 +72,7 @@ class LinearMixedModel:
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, *, missing: str = "drop",
                      weights=None, offset=None, residual=None,
-                     restricted: bool = False) -> "LinearMixedModel":
+                     restricted: bool = False, fixed: dict | None = None) -> "LinearMixedModel":
         """Parse ``formula`` and build the design on ``data``.
 
         Parameters
@@ -92,12 +94,18 @@ class LinearMixedModel:
             For a formula from an untrusted source: only column names, numbers,
             operators and allow-listed transforms are accepted, checked before
             anything is evaluated (:mod:`mixedanova.design.restricted`).
+        fixed : dict, optional
+            Parameters held at given values; so far ``{"sigma": s}`` (the residual
+            scale: with ``weights = 1 / v`` and ``s = 1`` the residual variances are
+            the known ``v``, as in a meta-analysis).
         """
         parsed = parse_formula(formula, restricted=restricted)
+        fixed = _check_fixed(fixed, residual)
         design = build_design(parsed, data, missing=missing, weights=weights, offset=offset,
                               extra_columns=residual_columns(residual),
-                              marginal=residual is not None)
-        return cls(design, missing=missing, residual=residual)
+                              marginal=residual is not None,
+                              fixed_sigma=bool(fixed) and "sigma" in fixed)
+        return cls(design, missing=missing, residual=residual, fixed=fixed)
 
     def update(self, formula: str, data: pd.DataFrame | None = None) -> "LinearMixedModel":
         """A new, unfitted model for ``formula`` on the same data and options.
@@ -111,7 +119,8 @@ class LinearMixedModel:
         return type(self).from_formula(formula, d.data if data is None else data,
                                        missing=self.missing, weights=d.weights_column,
                                        offset=d.offset_column,
-                                       residual=self.residual, restricted=d.formula.restricted)
+                                       residual=self.residual, restricted=d.formula.restricted,
+                                       fixed=self.fixed)
 
     def refit(self, y: np.ndarray | None = None, method: str = "REML", *,
               start: np.ndarray | None = None, warn: bool = True,
@@ -143,7 +152,7 @@ class LinearMixedModel:
             if not np.all(np.isfinite(y)):
                 raise FitError("y has non-finite values (NaN or inf)")
             model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing,
-                               residual=self.residual)
+                               residual=self.residual, fixed=self.fixed)
         return model.fit(method, start=start, warn=warn, **kwargs)
 
     # ----------------------------------------------------------------- stages
@@ -236,6 +245,17 @@ class LinearMixedModel:
                                   "residuals with one variance; drop residual= or fit by "
                                   "REML / ML")
             return self._fit_moments(ems or "unrestricted", anova_method or "auto")
+        if self.fixed:
+            from .likelihood.fixed_sigma import fit_fixed_sigma
+            state = fit_fixed_sigma(self.deviance_function(reml=(method == "REML")),
+                                    self.fixed["sigma"], start)
+            if self.design.has_weights:
+                state = dataclasses.replace(state,
+                                            objective=state.objective + self.weights_constant())
+            res = LinearMixedResults(self.design, state, model=self)
+            if warn:
+                _warn_once(res)
+            return res
         if self.marginal:
             from .likelihood.visit_structure import marginal_state
             state = marginal_state(self.deviance_function(reml=(method == "REML")),
@@ -402,6 +422,28 @@ def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml
     return rdev
 
 
+def _check_fixed(fixed, residual) -> dict | None:
+    """Validate ``fixed=``: so far only ``{"sigma": value}``, without ``residual=``."""
+    if fixed is None or fixed == {}:
+        return None
+    if not isinstance(fixed, dict):
+        raise ArgumentError(f"fixed must be a dict such as {{'sigma': 1.0}}, not {fixed!r}")
+    unknown = sorted(set(fixed) - {"sigma"})
+    if unknown:
+        raise ArgumentError(f"fixed= holds the residual scale 'sigma' only, so far; cannot fix "
+                            f"{', '.join(map(repr, unknown))}")
+    try:
+        value = float(fixed["sigma"])
+    except (TypeError, ValueError):
+        raise ArgumentError(f"fixed['sigma'] must be a positive number, not "
+                            f"{fixed['sigma']!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise ArgumentError(f"fixed['sigma'] must be a positive number, not {value!r}")
+    if residual is not None:
+        raise ArgumentError("fixed={'sigma': ...} cannot be combined with residual= so far")
+    return {"sigma": value}
+
+
 def _optimizer_note(conv, opt, control: LmmControl):
     """When the check failed and the local optimizer had stopped without success
     (e.g. at ``control.maxiter``), say so next to the check's message."""
@@ -440,7 +482,7 @@ def _warn_once(res: LinearMixedResults) -> None:
 
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str = "drop",
         weights=None, offset=None, residual=None, restricted: bool = False,
-        **kwargs) -> LinearMixedResults:
+        fixed: dict | None = None, **kwargs) -> LinearMixedResults:
     """Fit a linear mixed model given by an lme4 formula.
 
     Parameters
@@ -461,6 +503,16 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
         Refuse, before evaluating anything, a formula that uses more than column
         names, numbers, operators and the allow-listed transforms (for formulas
         from untrusted sources; see docs/trust.md).  Off by default.
+    residual : structure or tuple, optional
+        Residual covariance structure (:mod:`mixedanova.residual`).  Without a
+        random-effects term in the formula the model is marginal (nlme's ``gls``,
+        mmrm), e.g. ``residual=ma.Unstructured(group="USUBJID", time="AVISIT")``.
+    fixed : dict, optional
+        ``{"sigma": s}`` holds the residual scale at ``s``.  A random-effects
+        meta-analysis (metafor's ``rma(yi, vi, method = "REML")``) is
+        ``ma.lmm("yi ~ 1 + (1|study)", dat, weights=1 / dat.vi, fixed={"sigma": 1.0})``:
+        the residual variances are the known ``vi`` and ``res.varcomp`` gives
+        ``tau^2`` (metafor's REML log-likelihood adds ``log|X'X| / 2``).
     **kwargs
         :meth:`LinearMixedModel.fit`'s keyword arguments (``optimizer``, ``start``,
         ``ems``, ``anova_method``, ``warn``, ``control``); any other name is an
@@ -477,11 +529,11 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     if unknown:
         raise ArgumentError(
             f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
-            f"formula, data, method, missing, weights, offset, residual, restricted, "
+            f"formula, data, method, missing, weights, offset, residual, restricted, fixed, "
             f"{', '.join(_FIT_KEYWORDS)}")
     return LinearMixedModel.from_formula(formula, data, missing=missing, weights=weights,
                                          offset=offset, residual=residual,
-                                         restricted=restricted).fit(method, **kwargs)
+                                         restricted=restricted, fixed=fixed).fit(method, **kwargs)
 
 
 _FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn", "control")

@@ -179,6 +179,8 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     J = np.empty((k + 1, p, p))
     J[:k] = s2 * grad[:, 2:].reshape(k, p, p)
     J[k] = 2.0 * sigma * U
+    if res.state.fixed_sigma is not None:  # sigma held fixed: not a variance parameter
+        H, J = H[:k, :k], J[:k]
     evals, evecs = np.linalg.eigh(H)
     messages = []
     neg = evals < -tol
@@ -194,7 +196,8 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
                         "close to zero")
     pos = evals > tol
     Hinv = (evecs[:, pos] / evals[pos]) @ evecs[:, pos].T
-    return SatterthwaiteSetup(varpar=np.append(theta, sigma), hessian=H,
+    varpar = theta if res.state.fixed_sigma is not None else np.append(theta, sigma)
+    return SatterthwaiteSetup(varpar=varpar, hessian=H,
                               vcov_varpar=2.0 * Hinv, jacobian=J,
                               vcov_beta=s2 * U, messages=tuple(messages))
 
