@@ -320,7 +320,9 @@ class LinearMixedModel:
             raise FitError(f"warn must be True or False, not {warn!r}")
         if start is not None and self.marginal:
             start = np.asarray(start, dtype=float).ravel()
-            if self._structure is not None and start.size != self._structure.n_par:
+            if start.size == 0:  # a marginal fit's (empty) theta, e.g. from compare()
+                start = None
+            elif self._structure is not None and start.size != self._structure.n_par:
                 raise FitError(f"start must hold the {self._structure.n_par} covariance "
                                f"parameters ({', '.join(self._structure.names)}), not "
                                f"{start.size} numbers")

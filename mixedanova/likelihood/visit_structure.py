@@ -114,6 +114,20 @@ class VisitStructure:
             out[rows] = np.linalg.solve(L, r[rows])
         return out
 
+    def draw(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One draw of the residuals of every row, ``N(0, Sigma_i)`` per subject."""
+        mats = self.matrices(u)
+        out = np.empty(len(self.subject))
+        order = np.lexsort((self.visit, self.subject))
+        s = self.subject[order]
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        ends = np.r_[starts[1:], len(s)]
+        for a, b in zip(starts, ends):
+            rows = order[a:b]
+            S = mats[self.group[rows[0]]][np.ix_(self.visit[rows], self.visit[rows])]
+            out[rows] = np.linalg.cholesky(S) @ rng.standard_normal(len(rows))
+        return out
+
     def constant_within(self, codes: np.ndarray) -> bool:
         g = self.subject
         first = np.full(int(g.max()) + 1, -1, dtype=np.int64)
