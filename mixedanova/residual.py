@@ -356,10 +356,9 @@ def bind_residual(residual, data: pd.DataFrame,
     from .likelihood.residual import ResidualStructure
 
     cor, var = _parts(residual)
-    if isinstance(cor, _VISIT):
-        raise DesignError(f"{type(cor).__name__} is available for marginal models (a formula "
-                          "without random-effects terms) only, so far; use AR1 / CompSymm "
-                          "with random terms")
+    if isinstance(cor, _VISIT) and var is not None:
+        raise DesignError(f"{type(cor).__name__} has its own visit SDs; it takes no variance "
+                          f"function ({_describe(var)})")
     for p in (cor, var):
         if p is None:
             continue
@@ -367,6 +366,13 @@ def bind_residual(residual, data: pd.DataFrame,
             if c not in data.columns:
                 raise DesignError(f"column {c!r} ({type(p).__name__}) is not in the data")
     outer = [outer_group or (), _group_columns(cor.group) if cor is not None else ()]
+    if isinstance(cor, _VISIT):
+        from .likelihood.visit_correlation import VisitCorrelation
+
+        v = _bind_visit(cor, data)
+        return ResidualStructure(correlation=VisitCorrelation(
+            v["cov"], v["subject"], v["visit"], v["group"], v["group_levels"]),
+            labels=(_describe(cor),))
     return ResidualStructure(
         correlation=None if cor is None else _bind_correlation(cor, data),
         variance=None if var is None else _bind_variance(var, data, outer),
@@ -414,7 +420,6 @@ def bind_marginal(residual, data: pd.DataFrame):
         missing column, two rows of one group at the same visit, a ``by``
         column that varies inside a group.
     """
-    from .likelihood.visit_cov import VisitCovariance
     from .likelihood.visit_structure import VisitStructure
 
     cor, var = _parts(residual)
@@ -423,6 +428,17 @@ def bind_marginal(residual, data: pd.DataFrame):
             "a formula without random-effects terms is a marginal model; its residual= must "
             "be one of ma.Unstructured, ma.Toeplitz, ma.AR1H, ma.CSH, ma.AnteDependence, "
             f"ma.AR1 or ma.CompSymm (no variance function or CAR1), not {residual!r}")
+    v = _bind_visit(cor, data)
+    return VisitStructure(cov=v["cov"], subject=v["subject"], visit=v["visit"],
+                          group=v["group"], group_levels=v["group_levels"],
+                          labels=(_describe(cor),))
+
+
+def _bind_visit(cor, data: pd.DataFrame) -> dict:
+    """Subject code, visit position and covariance group of every row, and the
+    :class:`~mixedanova.likelihood.visit_cov.VisitCovariance` (checked)."""
+    from .likelihood.visit_cov import VisitCovariance
+
     for c in cor.columns():
         if c not in data.columns:
             raise DesignError(f"column {c!r} ({type(cor).__name__}) is not in the data")
@@ -470,6 +486,5 @@ def bind_marginal(residual, data: pd.DataFrame):
             i = int(np.flatnonzero(first[subject] != group)[0])
             raise DesignError(f"Unstructured: by column {by!r} varies inside group "
                               f"{labels[i]!r} of {cor.group!r}; it must be constant per group")
-    return VisitStructure(cov=VisitCovariance(kind, levels), subject=subject, visit=visit,
-                          group=group, group_levels=group_levels,
-                          labels=(_describe(cor),))
+    return {"cov": VisitCovariance(kind, levels), "subject": subject, "visit": visit,
+            "group": group, "group_levels": group_levels}

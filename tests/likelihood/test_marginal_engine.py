@@ -121,8 +121,26 @@ def test_marginal_errors(fev):
                                                       by="ARM2"))
     with pytest.raises(ma.DesignError, match="marginal model"):
         ma.lmm(FORMULA, fev, residual=ma.VarIdent(by="AVISIT"))
-    with pytest.raises(ma.DesignError, match="marginal models"):
-        ma.lmm(FORMULA + " + (1|RACE)", fev,
-               residual=ma.Unstructured(group="USUBJID", time="AVISIT"))
+    with pytest.raises(ma.DesignError, match="its own visit SDs"):
+        ma.lmm(FORMULA + " + (1|USUBJID)", fev,
+               residual=(ma.Unstructured(group="USUBJID", time="AVISIT"), ma.VarIdent("AVISIT")))
     with pytest.raises(ma.DesignError, match="no random-effects term"):
         ma.lmm(FORMULA, fev)
+
+
+@pytest.mark.parametrize("structure", [
+    ma.Toeplitz(group="USUBJID", time="AVISIT"),
+    ma.Unstructured(group="USUBJID", time="AVISIT")])
+def test_with_a_random_intercept_the_same_likelihood(fev, structure):
+    """A subject intercept adds tau^2 to every entry of a Toeplitz or unstructured
+    visit covariance, which the structure already spans: the same maximum."""
+    marginal = ma.lmm(FORMULA, fev, residual=structure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mixed = ma.lmm(FORMULA + " + (1|USUBJID)", fev, residual=structure)
+        np.testing.assert_allclose(mixed.fe_params.to_numpy(), marginal.fe_params.to_numpy(),
+                                   rtol=1e-4)
+    assert mixed.llf == pytest.approx(marginal.llf, rel=1e-8)
+    s = mixed.state.residual.structure.correlation
+    assert s.names == marginal.residual_params.index[1:].tolist() or \
+        tuple(s.names) == tuple(marginal.residual_params.index[1:])
