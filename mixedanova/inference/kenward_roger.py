@@ -44,8 +44,9 @@ __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 KR_WEIGHTS_MESSAGE = ("Kenward-Roger is not available for a fit with prior weights (pbkrtest "
                       "ignores them); use ddf='satterthwaite'")
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
-KR_RESIDUAL_MESSAGE = ("Kenward-Roger's method is not available for models with a residual "
-                       "structure (residual=); use ddf='satterthwaite'")
+KR_RESIDUAL_MESSAGE = ("Kenward-Roger's method is not available for models with random terms "
+                       "and a residual structure (residual=); use ddf='satterthwaite' (it is "
+                       "available for marginal models: no random terms and a visit covariance)")
 _MAX_Q = 8000  # largest component of random effects for the dense algebra
 
 
