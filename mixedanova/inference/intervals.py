@@ -176,7 +176,10 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
                     ([parm] if isinstance(parm, str) else _as_list(parm, "parm"))]
     limits: dict[str, tuple[float, float]]
     attrs = {"method": method, "level": level}
-    if method != "wald" and res.state.residual is not None:
+    marginal = res.state.residual is not None and getattr(res.state.residual.structure,
+                                                          "marginal", False)
+    if method != "wald" and res.state.residual is not None and not (
+            marginal and method in ("boot", "bootstrap")):
         from ..errors import FitError
         raise FitError(f"method={method!r} intervals are not available for models with a "
                        "residual structure (residual=); use method='wald', and "

@@ -144,3 +144,13 @@ def test_with_a_random_intercept_the_same_likelihood(fev, structure):
     s = mixed.state.residual.structure.correlation
     assert s.names == marginal.residual_params.index[1:].tolist() or \
         tuple(s.names) == tuple(marginal.residual_params.index[1:])
+
+
+def test_parametric_bootstrap_of_a_marginal_model(fev):
+    res = ma.lmm(FORMULA, fev, residual=ma.CSH(group="USUBJID", time="AVISIT"))
+    boot = res.conf_int(method="boot", n_boot=40, seed=3, parm="fixed")
+    wald = res.conf_int(parm="fixed")
+    assert boot.attrs["failed"] == 0
+    assert np.all(boot["ci_low"] < boot["estimate"]) and np.all(boot["estimate"] < boot["ci_high"])
+    ratio = (boot["ci_high"] - boot["ci_low"]) / (wald["ci_high"] - wald["ci_low"])
+    assert np.all((ratio > 0.5) & (ratio < 2.0))
