@@ -26,6 +26,7 @@ Kenward-Roger matrices (mmrm's ``P_h = X' dV/dtheta_h X``,
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -46,16 +47,25 @@ def one_blas_thread():
     products here are many small or skinny ones, where a second thread gains
     nothing and costs a great deal on a busy machine (see
     :mod:`mixedanova.likelihood.threads`)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+    controller = _controller()
+    if controller is None:
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with controller.limit(limits=1, user_api="blas"):
         yield
 
 
-@dataclass(frozen=True)
+@functools.lru_cache(maxsize=1)
+def _controller():
+    """threadpoolctl's view of the loaded BLAS libraries (found once), or None."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+@dataclass
 class Pattern:
     """Subjects of one covariance group with the same visits present.
 
@@ -68,6 +78,11 @@ class Pattern:
     subjects: np.ndarray
     Xt: np.ndarray
     yt: np.ndarray
+
+    @functools.cached_property
+    def ix(self) -> tuple[np.ndarray, np.ndarray]:
+        """``np.ix_`` of the visits present (the submatrix of an ``m x m`` matrix)."""
+        return np.ix_(self.visits, self.visits)
 
     @property
     def n(self) -> int:
@@ -197,7 +212,7 @@ class MarginalCriterion:
         pats = []
         for pat in d.patterns:
             vis = pat.visits
-            sub = sig[pat.group][np.ix_(vis, vis)]
+            sub = sig[pat.group][pat.ix]
             try:
                 L = np.linalg.cholesky(sub)
             except np.linalg.LinAlgError:
@@ -247,7 +262,7 @@ class MarginalCriterion:
             if self.reml:
                 MP = (pe.M.reshape(mv * n, p) @ ev.phi).reshape(mv, n * p)
                 Bs -= MP @ pe.M.reshape(mv, n * p).T
-            B[pat.group][np.ix_(pat.visits, pat.visits)] += Bs
+            B[pat.group][pat.ix] += Bs
         ev.B = B
         g_all = np.zeros(self.k)
         for g, sl in enumerate(self.slices()):
@@ -339,9 +354,8 @@ def _rough_covariance(data: MarginalData) -> list[np.ndarray]:
             if pat.group != g:
                 continue
             r = pat.yt - pat.Xt @ beta
-            ix = np.ix_(pat.visits, pat.visits)
-            num[ix] += r @ r.T
-            cnt[ix] += pat.n
+            num[pat.ix] += r @ r.T
+            cnt[pat.ix] += pat.n
         C = num / np.maximum(cnt, 1.0)
         var = np.diag(C).copy()
         bad = var <= 0
@@ -455,7 +469,7 @@ def _kenward_roger_pieces(crit: MarginalCriterion, theta: np.ndarray, W: np.ndar
         WD = (W[sl, sl] @ D1.reshape(kg, -1)).reshape(kg * mv, mv)
         T = (D1 @ pe.V).transpose(1, 0, 2).reshape(mv, kg * mv) @ WD
         if not linear:
-            T = T - 0.25 * D2w[g][np.ix_(vis, vis)]                  # - sum W_hj R_hj / 4
+            T = T - 0.25 * D2w[g][pat.ix]                  # - sum W_hj R_hj / 4
         U += (T.reshape(1, mv * mv) @ S4).reshape(p, p)
     P = 0.5 * (P + P.transpose(0, 2, 1))
     PhiP = np.einsum("ij,hjk->hik", phi, P)
