@@ -58,3 +58,36 @@ def test_fixed_argument_errors():
         ma.lmm("yi ~ 1 + (1|trial)", dat, weights=1 / dat.vi, fixed={"sigma": -1.0})
     with pytest.raises(ma.DesignError, match="13 levels for 13 observations"):
         ma.lmm("yi ~ 1 + (1|trial)", dat, weights=1 / dat.vi)
+
+
+def test_three_level_meta_analysis_equals_the_dense_reml():
+    """``(1|district/school)`` with known sampling variances: the REML fit equals a
+    direct maximization of the dense REML likelihood of V = diag(v) + t1 D + t2 I."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(7)
+    d = pd.DataFrame({"district": np.repeat(np.arange(11), 5).astype(str),
+                      "school": np.tile(np.arange(5), 11).astype(str)})
+    vi = rng.uniform(0.01, 0.1, len(d))
+    y = (0.2 + rng.normal(0, 0.25, 11)[np.repeat(np.arange(11), 5)]
+         + rng.normal(0, 0.3, len(d)) + rng.normal(0, np.sqrt(vi)))
+    d = d.assign(vi=vi, yi=y)
+    X = np.ones((len(d), 1))
+    dist = d["district"].to_numpy(dtype=object)
+    D = (dist[:, None] == dist[None, :]).astype(float)
+
+    def crit(p):
+        V = np.diag(vi) + np.exp(p[0]) * D + np.exp(p[1]) * np.eye(len(d))
+        Vi = np.linalg.inv(V)
+        XVX = X.T @ Vi @ X
+        r = y - X @ np.linalg.solve(XVX, X.T @ Vi @ y)
+        return (np.linalg.slogdet(V)[1] + np.linalg.slogdet(XVX)[1] + r @ Vi @ r
+                + (len(y) - 1) * np.log(2 * np.pi))
+
+    opt = minimize(crit, [np.log(0.05), np.log(0.05)], method="Nelder-Mead",
+                   options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 5000})
+    res = ma.lmm("yi ~ 1 + (1|district/school)", d, weights=1 / d.vi, fixed={"sigma": 1.0})
+    assert res.llf == pytest.approx(-opt.fun / 2, rel=1e-9)
+    vc = res.varcomp.set_index("group")["vcov"]
+    np.testing.assert_allclose([vc["district"], vc["school:district"]], np.exp(opt.x),
+                               rtol=1e-4)
