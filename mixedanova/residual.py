@@ -371,8 +371,7 @@ def bind_residual(residual, data: pd.DataFrame,
 
         v = _bind_visit(cor, data)
         return ResidualStructure(correlation=VisitCorrelation(
-            v["cov"], v["subject"], v["visit"], v["group"], v["group_levels"]),
-            labels=(_describe(cor),))
+            v.cov, v.subject, v.visit, v.group, v.group_levels), labels=(_describe(cor),))
     return ResidualStructure(
         correlation=None if cor is None else _bind_correlation(cor, data),
         variance=None if var is None else _bind_variance(var, data, outer),
@@ -429,12 +428,23 @@ def bind_marginal(residual, data: pd.DataFrame):
             "be one of ma.Unstructured, ma.Toeplitz, ma.AR1H, ma.CSH, ma.AnteDependence, "
             f"ma.AR1 or ma.CompSymm (no variance function or CAR1), not {residual!r}")
     v = _bind_visit(cor, data)
-    return VisitStructure(cov=v["cov"], subject=v["subject"], visit=v["visit"],
-                          group=v["group"], group_levels=v["group_levels"],
-                          labels=(_describe(cor),))
+    return VisitStructure(cov=v.cov, subject=v.subject, visit=v.visit, group=v.group,
+                          group_levels=v.group_levels, labels=(_describe(cor),))
 
 
-def _bind_visit(cor, data: pd.DataFrame) -> dict:
+@dataclass(frozen=True)
+class _VisitBinding:
+    """A visit structure checked against the data: per row the subject code,
+    visit position and covariance group; the visit covariance."""
+
+    cov: object
+    subject: np.ndarray
+    visit: np.ndarray
+    group: np.ndarray
+    group_levels: tuple[str, ...]
+
+
+def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
     """Subject code, visit position and covariance group of every row, and the
     :class:`~mixedanova.likelihood.visit_cov.VisitCovariance` (checked)."""
     from .likelihood.visit_cov import VisitCovariance
@@ -486,5 +496,4 @@ def _bind_visit(cor, data: pd.DataFrame) -> dict:
             i = int(np.flatnonzero(first[subject] != group)[0])
             raise DesignError(f"Unstructured: by column {by!r} varies inside group "
                               f"{labels[i]!r} of {cor.group!r}; it must be constant per group")
-    return {"cov": VisitCovariance(kind, levels), "subject": subject, "visit": visit,
-            "group": group, "group_levels": group_levels}
+    return _VisitBinding(VisitCovariance(kind, levels), subject, visit, group, group_levels)
