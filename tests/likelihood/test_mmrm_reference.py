@@ -185,3 +185,11 @@ def test_bcva_unstructured_10_visits():
                                rtol=1e-6)
     np.testing.assert_allclose(kr["df"].to_numpy(), tight["fixed"]["df_kenward_roger"],
                                rtol=1e-5)
+
+
+def test_visit_covariance_accessor():
+    ref = _ref("struct_fev_us")["tight_refit"]["covariance"]
+    cov = _fit("us").visit_covariance()
+    assert list(cov.index) == ["V1", "V2", "V3", "V4"]
+    # VarCorr(fit) at the tight optimum
+    np.testing.assert_allclose(cov.to_numpy(), ref["matrix"], rtol=1e-6)
