@@ -99,6 +99,12 @@ class LinearMixedModel:
             scale: with ``weights = 1 / v`` and ``s = 1`` the residual variances are
             the known ``v``, as in a meta-analysis).
         """
+        if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
+            from .structured import rewrite_structured
+            formula, structured = rewrite_structured(formula, data)
+            if structured is not None and residual is not None:
+                raise DesignError(f"{structured.source} cannot be combined with residual=")
+            residual = structured if structured is not None else residual
         parsed = parse_formula(formula, restricted=restricted)
         fixed = _check_fixed(fixed, residual)
         design = build_design(parsed, data, missing=missing, weights=weights, offset=offset,

@@ -50,6 +50,7 @@ import pandas as pd
 from typing import TYPE_CHECKING
 
 from .errors import DesignError, MixedAnovaWarning
+from .structured import StructuredTerm
 
 if TYPE_CHECKING:  # the engine (scipy.sparse) is imported when a structure is bound
     from .likelihood.residual import ResidualStructure
@@ -200,7 +201,7 @@ class AnteDependence:
         return _group_columns(self.group) + (self.time,)
 
 
-_VISIT = (Unstructured, Toeplitz, AR1H, CSH, AnteDependence)
+_VISIT = (Unstructured, Toeplitz, AR1H, CSH, AnteDependence, StructuredTerm)
 _CORRELATIONS = (AR1, CAR1, CompSymm) + _VISIT
 _VARIANCES = (VarIdent, VarPower, VarExp)
 
@@ -356,6 +357,9 @@ def bind_residual(residual, data: pd.DataFrame,
     from .likelihood.residual import ResidualStructure
 
     cor, var = _parts(residual)
+    if isinstance(cor, StructuredTerm):
+        raise DesignError(f"{cor.source}: a structured random term must be the only random "
+                          "term, so far")
     if isinstance(cor, _VISIT) and var is not None:
         raise DesignError(f"{type(cor).__name__} has its own visit SDs; it takes no variance "
                           f"function ({_describe(var)})")
@@ -467,6 +471,10 @@ def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
         else:
             visit, levels = _visit_positions(data, cor.order, integer_gaps=True)
         kind, tcol = "ar1", cor.order or "(row order)"
+    elif isinstance(cor, StructuredTerm):  # glmmTMB's ar1/cs/toep/diag(0 + f | g) + residual
+        visit, levels = _visit_positions(data, cor.time, integer_gaps=False)
+        tcol = cor.time
+        kind = {"ar1": "ar1", "cs": "csh", "toep": "toeph", "diag": "diag"}[cor.kind]
     else:
         visit, levels = _visit_positions(data, cor.time, integer_gaps=False)
         tcol = cor.time
@@ -496,4 +504,5 @@ def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
             i = int(np.flatnonzero(first[subject] != group)[0])
             raise DesignError(f"Unstructured: by column {by!r} varies inside group "
                               f"{labels[i]!r} of {cor.group!r}; it must be constant per group")
-    return _VisitBinding(VisitCovariance(kind, levels), subject, visit, group, group_levels)
+    return _VisitBinding(VisitCovariance(kind, levels, nugget=isinstance(cor, StructuredTerm)),
+                         subject, visit, group, group_levels)

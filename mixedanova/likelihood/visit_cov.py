@@ -27,13 +27,14 @@ to about 1e-9 relative), which is all the likelihood and Kenward-Roger need.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["VisitCovariance", "KINDS"]
 
-KINDS = ("us", "toep", "toeph", "ar1", "ar1h", "cs", "csh", "ad", "adh")
+KINDS = ("us", "toep", "toeph", "ar1", "ar1h", "cs", "csh", "ad", "adh", "diag")
 
 
 def _rho(x: np.ndarray) -> np.ndarray:
@@ -47,13 +48,18 @@ class VisitCovariance:
     Parameters
     ----------
     kind : str
-        One of :data:`KINDS` (mmrm's names).
+        One of :data:`KINDS` (mmrm's names; ``diag``: one SD per visit, no correlation).
     levels : tuple of str
         The visit levels, in position order.
+    nugget : bool
+        Add ``exp(betad) I``: a structured random effect over the visits plus an
+        independent residual (glmmTMB's ``ar1(0 + f | g)``; ``betad = log sigma^2``,
+        the last parameter).
     """
 
     kind: str
     levels: tuple[str, ...]
+    nugget: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -65,7 +71,7 @@ class VisitCovariance:
 
     @property
     def heterogeneous(self) -> bool:
-        return self.kind == "us" or self.kind.endswith("h")
+        return self.kind in ("us", "diag") or self.kind.endswith("h")
 
     @property
     def n_sd(self) -> int:
@@ -75,8 +81,9 @@ class VisitCovariance:
     def n_par(self) -> int:
         m = self.m
         base = self.kind.rstrip("h") if self.kind != "us" else "us"
-        extra = {"us": m * (m - 1) // 2, "toep": m - 1, "ar1": 1, "cs": 1, "ad": m - 1}[base]
-        return self.n_sd + extra
+        extra = {"us": m * (m - 1) // 2, "toep": m - 1, "ar1": 1, "cs": 1, "ad": m - 1,
+                 "diag": 0}[base]
+        return self.n_sd + extra + int(self.nugget)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -84,6 +91,10 @@ class VisitCovariance:
         lv = self.levels
         sd = tuple(f"log_sd[{v}]" for v in lv) if self.heterogeneous else ("log_sd",)
         m = self.m
+        if self.nugget:
+            return VisitCovariance(self.kind, self.levels).names + ("betad",)
+        if self.kind == "diag":
+            return sd
         if self.kind == "us":
             return sd + tuple(f"chol_l[{lv[i]},{lv[j]}]" for i in range(1, m) for j in range(i))
         base = self.kind.rstrip("h")
@@ -125,6 +136,11 @@ class VisitCovariance:
         """``Sigma(theta)`` (``m x m``)."""
         theta = np.asarray(theta, dtype=float)
         m = self.m
+        if self.nugget:
+            return (VisitCovariance(self.kind, self.levels).matrix(theta[:-1])
+                    + math.exp(theta[-1]) * np.eye(m))
+        if self.kind == "diag":
+            return np.diag(np.exp(2.0 * theta[:m]))
         if self.kind == "us":
             sd = np.exp(theta[:m])
             Lt = np.eye(m)
@@ -140,7 +156,7 @@ class VisitCovariance:
         """``(Sigma, dSigma (k, m, m), d2Sigma (k, k, m, m) or None)`` by central
         differences of :meth:`matrix`."""
         theta = np.asarray(theta, dtype=float)
-        if self.kind == "us":
+        if self.kind == "us" and not self.nugget:
             return self._us_derivatives(theta, second)
         k, m = self.n_par, self.m
         S0 = self.matrix(theta)
@@ -199,6 +215,12 @@ class VisitCovariance:
     def start(self, cov: np.ndarray) -> np.ndarray:
         """Starting ``theta`` from a rough covariance estimate ``cov`` (``m x m``)."""
         m = self.m
+        if self.nugget:  # half of the variance to the random effect, half to the nugget
+            half = float(np.mean(np.diag(cov))) / 2.0
+            base = VisitCovariance(self.kind, self.levels).start(cov / 2.0)
+            return np.concatenate([base, [math.log(max(half, 1e-8))]])
+        if self.kind == "diag":
+            return 0.5 * np.log(np.maximum(np.diag(cov), 1e-8))
         sd = np.sqrt(np.maximum(np.diag(cov), 1e-8 * max(float(np.max(np.diag(cov))), 1e-300)))
         if self.kind == "us":
             C = cov / np.outer(sd, sd)
