@@ -191,6 +191,10 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         limits.update({n: (b - z * s, b + z * s) for n, b, s in
                        zip(fnames, res.state.beta, se)})
     elif method == "profile":
+        if res.state.fixed_sigma is not None:
+            from ..errors import FitError
+            raise FitError("method='profile' intervals profile sigma out, which a fit with "
+                           "fixed={'sigma': ...} holds fixed; use method='boot' or 'wald'")
         if res.method not in ("REML", "ML"):
             raise ArgumentError(f"method='profile' needs a REML or ML fit, not "
                                 f"method={res.method!r}")

@@ -91,3 +91,11 @@ def test_three_level_meta_analysis_equals_the_dense_reml():
     vc = res.varcomp.set_index("group")["vcov"]
     np.testing.assert_allclose([vc["district"], vc["school:district"]], np.exp(opt.x),
                                rtol=1e-4)
+
+
+def test_profile_intervals_refused_with_sigma_fixed():
+    _, res = _fit("struct_meta_bcg")
+    with pytest.raises(ma.FitError, match="holds fixed"):
+        res.conf_int(method="profile")
+    boot = res.conf_int(method="boot", n_boot=20, seed=1)
+    assert boot.loc["sigma", "ci_low"] == boot.loc["sigma", "ci_high"] == 1.0
