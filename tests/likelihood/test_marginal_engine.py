@@ -154,3 +154,18 @@ def test_parametric_bootstrap_of_a_marginal_model(fev):
     assert np.all(boot["ci_low"] < boot["estimate"]) and np.all(boot["estimate"] < boot["ci_high"])
     ratio = (boot["ci_high"] - boot["ci_low"]) / (wald["ci_high"] - wald["ci_low"])
     assert np.all((ratio > 0.5) & (ratio < 2.0))
+
+
+def test_visit_covariance_with_a_random_term_inference(fev):
+    """Subjects nested in RACE: (1|RACE) plus an unstructured visit covariance.
+    Satterthwaite df come from the residual engine; Kenward-Roger is refused."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = ma.lmm("FEV1 ~ SEX + ARMCD * AVISIT + (1|RACE)", fev,
+                     residual=ma.Unstructured(group="USUBJID", time="AVISIT"))
+        tab = res.fixed()
+    assert np.all(np.isfinite(tab["df"])) and np.all(tab["df"] > 0)
+    cov = res.visit_covariance()
+    assert cov.shape == (4, 4) and np.all(np.linalg.eigvalsh(cov.to_numpy()) > 0)
+    with pytest.raises(ma.FitError, match="random terms and a residual structure"):
+        res.fixed(ddf="kenward-roger")
