@@ -497,6 +497,8 @@ def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
     if by is not None:
         b = data[by].astype(str).to_numpy(dtype=object)
         group_levels = tuple(sorted(set(b)))
+        if isinstance(data[by].dtype, pd.CategoricalDtype):  # the factor's own level order
+            group_levels = tuple(str(c) for c in data[by].cat.categories if str(c) in set(b))
         group = pd.Index(group_levels).get_indexer(b).astype(np.intp)
         first = np.full(len(subj_levels), -1, dtype=np.intp)
         first[subject] = group
