@@ -65,7 +65,11 @@ class LinearMixedModel:
         self.marginal = not design.blocks  # no random terms: a marginal (GLS) model
         if residual is not None and self.marginal:
             self._structure = bind_marginal(residual, design.data)
+            self._fixed_index = _fixed_index(self.fixed, self._structure.names)
         elif residual is not None:
+            if self.fixed:
+                raise ArgumentError("fixed= names visit-covariance parameters of marginal "
+                                    "models (no random terms) only, so far")
             outer = design.blocks[-1].factors if design.blocks else None
             self._structure = bind_residual(residual, design.data, outer)
 
@@ -251,7 +255,7 @@ class LinearMixedModel:
                                   "residuals with one variance; drop residual= or fit by "
                                   "REML / ML")
             return self._fit_moments(ems or "unrestricted", anova_method or "auto")
-        if self.fixed:
+        if self.fixed and "sigma" in self.fixed:
             from .likelihood.fixed_sigma import fit_fixed_sigma
             state = fit_fixed_sigma(self.deviance_function(reml=(method == "REML")),
                                     self.fixed["sigma"], start)
@@ -265,7 +269,7 @@ class LinearMixedModel:
         if self.marginal:
             from .likelihood.visit_structure import marginal_state
             state = marginal_state(self.deviance_function(reml=(method == "REML")),
-                                   self._structure, start, control)
+                                   self._structure, start, control, fixed=self._fixed_index)
             if self.design.has_weights:
                 state = dataclasses.replace(state,
                                             objective=state.objective + self.weights_constant())
@@ -431,25 +435,43 @@ def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml
 
 
 def _check_fixed(fixed, residual) -> dict | None:
-    """Validate ``fixed=``: so far only ``{"sigma": value}``, without ``residual=``."""
+    """Validate ``fixed=``: ``{"sigma": value}`` (without ``residual=``), or a marginal
+    model's visit-covariance parameters by name (checked when the structure is bound)."""
     if fixed is None or fixed == {}:
         return None
     if not isinstance(fixed, dict):
         raise ArgumentError(f"fixed must be a dict such as {{'sigma': 1.0}}, not {fixed!r}")
-    unknown = sorted(set(fixed) - {"sigma"})
-    if unknown:
-        raise ArgumentError(f"fixed= holds the residual scale 'sigma' only, so far; cannot fix "
-                            f"{', '.join(map(repr, unknown))}")
-    try:
-        value = float(fixed["sigma"])
-    except (TypeError, ValueError):
-        raise ArgumentError(f"fixed['sigma'] must be a positive number, not "
-                            f"{fixed['sigma']!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise ArgumentError(f"fixed['sigma'] must be a positive number, not {value!r}")
-    if residual is not None:
-        raise ArgumentError("fixed={'sigma': ...} cannot be combined with residual= so far")
-    return {"sigma": value}
+    out = {}
+    for name, value in fixed.items():
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"fixed[{name!r}] must be a number, not {value!r}") from None
+        if not np.isfinite(out[name]):
+            raise ArgumentError(f"fixed[{name!r}] must be a finite number, not {value!r}")
+    others = sorted(set(out) - {"sigma"})
+    if "sigma" in out:
+        if out["sigma"] <= 0:
+            raise ArgumentError(f"fixed['sigma'] must be a positive number, not "
+                                f"{out['sigma']!r}")
+        if residual is not None:
+            raise ArgumentError("fixed={'sigma': ...} cannot be combined with residual= so far")
+    if others and residual is None:
+        raise ArgumentError(f"fixed= holds the residual scale 'sigma' or, in a marginal model, "
+                            f"the visit covariance's parameters; cannot fix "
+                            f"{', '.join(map(repr, others))}")
+    return out
+
+
+def _fixed_index(fixed: dict | None, names: tuple[str, ...]) -> dict[int, float]:
+    """Positions and values of the structure parameters named in ``fixed``."""
+    out = {}
+    for name, value in (fixed or {}).items():
+        if name not in names:
+            raise ArgumentError(f"fixed= names unknown parameter {name!r}; the visit "
+                                f"covariance's parameters are {', '.join(map(repr, names))}")
+        out[names.index(name)] = value
+    return out
 
 
 def _optimizer_note(conv, opt, control: LmmControl):

@@ -121,7 +121,10 @@ def _div_zero(x: float, y: float, tol: float = 1e-14) -> float:
 
 
 def _kr_df(q: int, a1: float, a2: float) -> tuple[float, float]:
-    """``(df2, rho)`` from ``A1``, ``A2`` (Kenward & Roger 1997, as in pbkrtest)."""
+    """``(df2, rho)`` from ``A1``, ``A2`` (Kenward & Roger 1997, as in pbkrtest).
+    Every covariance parameter held fixed (``A2 = 0``): infinite df."""
+    if a2 == 0.0:
+        return math.inf, 1.0 / q
     b = (a1 + 6.0 * a2) / (2.0 * q)
     g = ((q + 1) * a1 - (q + 4) * a2) / ((q + 2) * a2)
     den = 3 * q + 2 * (1 - g)
@@ -231,15 +234,16 @@ def marginal_kenward_roger(res, linear: bool = False) -> KenwardRogerSetup:
     ``Phi_A = Phi + 2 Phi [sum_hj W_hj (Q_hj - P_h Phi P_j - R_hj / 4)] Phi``
     (``linear``: without ``R``, mmrm's ``"Kenward-Roger-Linear"``).  The df of
     one contrast equal Satterthwaite's (mmrm's ``h_df_1d_kr``)."""
-    from ..likelihood.marginal import kenward_roger_pieces
+    from ..likelihood.marginal import free_inverse, kenward_roger_pieces
 
     crit = res.model.deviance_function(reml=True)
     fit = res.state.residual
-    H = fit.info["marginal"].hessian
-    evals = np.linalg.eigvalsh(H)
-    condition = float(np.min(np.abs(evals)))
-    W = 2.0 * (np.linalg.inv(H) if condition > 1e-10 else np.linalg.pinv(H))
-    W = 0.5 * (W + W.T)
+    mfit = fit.info["marginal"]
+    H = mfit.hessian
+    free = np.ones(len(H), dtype=bool) if mfit.free is None else mfit.free
+    condition = float(np.min(np.abs(np.linalg.eigvalsh(H[np.ix_(free, free)])))) \
+        if free.any() else float("inf")
+    W = free_inverse(H, free)  # fixed parameters: zero rows and columns
     phi, P, phi_adj = kenward_roger_pieces(crit, fit.u, W, linear=linear)
     return KenwardRogerSetup(phi=phi, phi_adj=phi_adj, P=P, W=W, condition=condition)
 

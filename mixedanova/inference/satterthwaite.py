@@ -235,6 +235,14 @@ def _marginal_setup(res, theta: np.ndarray, tol: float, warn: bool) -> Satterthw
         raise ArgumentError("the visit covariance is not positive definite at theta")
     phi = ev.phi
     J = np.einsum("ij,hjk,kl->hil", phi, ev.PP, phi)
+    free = res.state.residual.info["marginal"].free
+    if free is not None and not free.all():  # parameters held fixed: not estimated
+        idx = np.flatnonzero(free)
+        Af, messages = _eigen_messages(ev.hessian[np.ix_(idx, idx)], tol, warn)
+        A = np.zeros_like(ev.hessian)
+        A[np.ix_(idx, idx)] = Af
+        return SatterthwaiteSetup(varpar=theta, hessian=ev.hessian, vcov_varpar=A,
+                                  jacobian=J, vcov_beta=phi, messages=messages)
     A, messages = _eigen_messages(ev.hessian, tol, warn)
     return SatterthwaiteSetup(varpar=theta, hessian=ev.hessian, vcov_varpar=A, jacobian=J,
                               vcov_beta=phi, messages=messages)

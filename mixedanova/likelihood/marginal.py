@@ -37,7 +37,7 @@ from scipy.optimize import minimize
 from .visit_cov import VisitCovariance
 
 __all__ = ["MarginalData", "MarginalCriterion", "MarginalFit", "MarginalEval",
-           "fit_marginal", "kenward_roger_pieces", "one_blas_thread"]
+           "fit_marginal", "kenward_roger_pieces", "one_blas_thread", "free_inverse"]
 
 
 
@@ -336,6 +336,7 @@ class MarginalFit:
     converged: bool
     message: str
     seconds: float
+    free: np.ndarray | None = None   # parameters not held fixed
 
 
 def _rough_covariance(data: MarginalData) -> list[np.ndarray]:
@@ -366,26 +367,51 @@ def _rough_covariance(data: MarginalData) -> list[np.ndarray]:
 
 
 def fit_marginal(crit: MarginalCriterion, theta0: np.ndarray | None = None,
-                 maxiter: int = 200) -> MarginalFit:
+                 maxiter: int = 200, fixed: dict[int, float] | None = None) -> MarginalFit:
     """Minimize the criterion: a trust-region Newton method with the exact
-    gradient and Hessian (scipy's ``trust-exact``), then Newton polish steps."""
+    gradient and Hessian (scipy's ``trust-exact``), then Newton polish steps.
+
+    ``fixed`` holds parameters (by position in ``theta``) at given values; the
+    others are optimized.  The returned gradient and Hessian are the full ones.
+    """
     with one_blas_thread():
-        return _fit_marginal(crit, theta0, maxiter)
+        return _fit_marginal(crit, theta0, maxiter, dict(fixed or {}))
+
+
+def free_inverse(H: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """``2 H^{-1}`` over the free parameters, zero rows and columns for fixed ones
+    (the covariance of ``theta`` when ``H`` is the Hessian of ``-2 l``)."""
+    W = np.zeros_like(H)
+    idx = np.flatnonzero(free)
+    if idx.size:
+        Hf = H[np.ix_(idx, idx)]
+        W[np.ix_(idx, idx)] = 2.0 * np.linalg.pinv(0.5 * (Hf + Hf.T))
+    return 0.5 * (W + W.T)
 
 
 def _fit_marginal(crit: MarginalCriterion, theta0: np.ndarray | None,
-                  maxiter: int) -> MarginalFit:
+                  maxiter: int, fixed: dict[int, float]) -> MarginalFit:
     t0 = time.perf_counter()
     if theta0 is None:
         theta0 = np.concatenate([crit.cov.start(C) for C in _rough_covariance(crit.data)])
+    full = np.asarray(theta0, dtype=float).copy()
+    for i, v in fixed.items():
+        full[i] = v
+    free = np.ones(len(full), dtype=bool)
+    free[list(fixed)] = False
     cache: dict[bytes, MarginalEval | None] = {}
+
+    def expand(x: np.ndarray) -> np.ndarray:
+        t = full.copy()
+        t[free] = x
+        return t
 
     def get(x: np.ndarray) -> MarginalEval | None:
         key = np.asarray(x, dtype=float).tobytes()
         if key not in cache:
             if len(cache) > 4:
                 cache.pop(next(iter(cache)))
-            cache[key] = crit.evaluate(x, order=2)
+            cache[key] = crit.evaluate(expand(x), order=2)
         return cache[key]
 
     def fun(x):
@@ -394,22 +420,25 @@ def _fit_marginal(crit: MarginalCriterion, theta0: np.ndarray | None,
 
     def jac(x):
         ev = get(x)
-        return np.zeros_like(x) if ev is None else ev.gradient
+        return np.zeros_like(x) if ev is None else ev.gradient[free]
 
     def hess(x):
         ev = get(x)
-        return np.eye(len(x)) if ev is None else ev.hessian
+        return np.eye(len(x)) if ev is None else ev.hessian[np.ix_(free, free)]
 
-    res = minimize(fun, theta0, jac=jac, hess=hess, method="trust-exact",
-                   options={"gtol": 1e-9, "maxiter": maxiter})
-    x = np.asarray(res.x, dtype=float)
+    x = full[free]
+    res = None
+    if free.any():
+        res = minimize(fun, x, jac=jac, hess=hess, method="trust-exact",
+                       options={"gtol": 1e-9, "maxiter": maxiter})
+        x = np.asarray(res.x, dtype=float)
     ev = get(x)
-    it = int(res.nit)
+    it = 0 if res is None else int(res.nit)
     for _ in range(5):  # Newton polish
-        if ev is None or np.max(np.abs(ev.gradient)) < 1e-10:
+        if ev is None or not free.any() or np.max(np.abs(jac(x))) < 1e-10:
             break
         try:
-            step = -np.linalg.solve(ev.hessian, ev.gradient)
+            step = -np.linalg.solve(hess(x), jac(x))
         except np.linalg.LinAlgError:
             break
         cand = get(x + step)
@@ -419,17 +448,18 @@ def _fit_marginal(crit: MarginalCriterion, theta0: np.ndarray | None,
         it += 1
     if ev is None:
         raise ArithmeticError("the visit covariance is not positive definite at the optimum")
-    grad = ev.gradient
+    g, H = jac(x), hess(x)
     try:
-        newton = np.linalg.solve(ev.hessian, grad)
-        ok = bool(np.max(np.abs(newton)) < 1e-4 and np.all(np.linalg.eigvalsh(ev.hessian) > 0))
+        newton = np.linalg.solve(H, g) if free.any() else np.zeros(0)
+        ok = bool(np.all(np.abs(newton) < 1e-4) and np.all(np.linalg.eigvalsh(H) > 0))
     except np.linalg.LinAlgError:
         ok = False
-    msg = "converged (trust-region Newton, exact Hessian)" if ok else (f"failed to converge: {res.message}; max |gradient| "
-                                       f"{np.max(np.abs(grad)):.3g}")
-    return MarginalFit(theta=x, value=ev.value, beta=ev.beta, vcov_beta=ev.phi,
-                       hessian=ev.hessian, gradient=grad, iterations=it, converged=ok,
-                       message=msg, seconds=time.perf_counter() - t0)
+    msg = "converged (trust-region Newton, exact Hessian)" if ok else (
+        f"failed to converge: {getattr(res, 'message', '')}; max |gradient| "
+        f"{np.max(np.abs(g)) if g.size else 0.0:.3g}")
+    return MarginalFit(theta=expand(x), value=ev.value, beta=ev.beta, vcov_beta=ev.phi,
+                       hessian=ev.hessian, gradient=ev.gradient, iterations=it, converged=ok,
+                       message=msg, seconds=time.perf_counter() - t0, free=free)
 
 
 def kenward_roger_pieces(crit: MarginalCriterion, theta: np.ndarray, W: np.ndarray,

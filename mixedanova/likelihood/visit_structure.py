@@ -136,16 +136,17 @@ class VisitStructure:
 
 
 def marginal_state(crit, structure: VisitStructure, start: np.ndarray | None = None,
-                   control=None):
+                   control=None, fixed: dict[int, float] | None = None):
     """Fit the marginal model (:func:`~mixedanova.likelihood.marginal.fit_marginal`)
     and pack a :class:`~mixedanova.likelihood.state.FitState`: ``theta`` empty,
-    ``sigma`` 1, the visit covariance's parameters in ``residual.u``."""
+    ``sigma`` 1, the visit covariance's parameters in ``residual.u`` (``fixed``:
+    positions held at values)."""
     from .marginal import fit_marginal
     from .residual_fit import ResidualFit
     from .state import ConvergenceReport, FitState, OptimizerSummary
 
     maxiter = 200 if control is None else max(int(getattr(control, "maxiter", 200)), 50)
-    fit = fit_marginal(crit, start, maxiter=maxiter)
+    fit = fit_marginal(crit, start, maxiter=maxiter, fixed=fixed)
     opt = OptimizerSummary(method="trust-exact (exact gradient and Hessian) + Newton",
                            theta0=np.zeros(0), theta=np.zeros(0), f0=np.nan, fmin=fit.value,
                            feval=crit.nevals, niter=fit.iterations, converged=fit.converged,

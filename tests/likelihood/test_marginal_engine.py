@@ -169,3 +169,22 @@ def test_visit_covariance_with_a_random_term_inference(fev):
     assert cov.shape == (4, 4) and np.all(np.linalg.eigvalsh(cov.to_numpy()) > 0)
     with pytest.raises(ma.FitError, match="random terms and a residual structure"):
         res.fixed(ddf="kenward-roger")
+
+
+def test_fixed_structure_parameters(fev):
+    spec = ma.Toeplitz(group="USUBJID", time="AVISIT", heterogeneous=True)
+    free = ma.lmm(FORMULA, fev, residual=spec)
+    est = dict(zip(free.residual_params.index, free.residual_params.to_numpy()))
+    one = ma.lmm(FORMULA, fev, residual=spec, fixed={"cor_param[lag3]": est["cor_param[lag3]"]})
+    assert one.llf == pytest.approx(free.llf, rel=1e-10)
+    assert one.npar == free.npar - 1
+    np.testing.assert_allclose(one.fe_params.to_numpy(), free.fe_params.to_numpy(), rtol=1e-7)
+    zero = ma.lmm(FORMULA, fev, residual=spec, fixed={"cor_param[lag3]": 0.0})
+    assert zero.residual_params["cor_param[lag3]"] == 0.0 and zero.llf < free.llf
+    # every parameter known: the GLS SEs, no small-sample adjustment, infinite df
+    known = ma.lmm(FORMULA, fev, residual=spec, fixed=est)
+    kr = known.fixed(ddf="kenward-roger")
+    np.testing.assert_allclose(kr["std_err"], free.bse_fe.to_numpy(), rtol=1e-8)
+    assert np.all(np.isinf(kr["df"])) and np.all(np.isinf(known.fixed()["df"]))
+    with pytest.raises(ma.ArgumentError, match="unknown parameter 'nope'"):
+        ma.lmm(FORMULA, fev, residual=spec, fixed={"nope": 1.0})
