@@ -13,7 +13,8 @@ from .errors import (ArgumentError, ConvergenceWarning, DesignError, Estimabilit
 from .inference.compare import compare
 from .likelihood.control import LmmControl
 from .model import LinearMixedModel, lmm
-from .residual import AR1, CAR1, VarExp, VarIdent, VarPower, CompSymm, ResidualWarning
+from .residual import (AR1, AR1H, CAR1, CSH, AnteDependence, CompSymm, ResidualWarning,
+                       Toeplitz, Unstructured, VarExp, VarIdent, VarPower)
 from .moments.ems import Factor, ems_rules
 from .moments.moments import moments_from_mean_squares, varcomp_ci, varcomp_table
 from .moments.published import ems_table_from_text
@@ -35,6 +36,11 @@ __all__ = [
     "VarIdent",
     "VarPower",
     "VarExp",
+    "Unstructured",
+    "Toeplitz",
+    "AR1H",
+    "CSH",
+    "AnteDependence",
     "ResidualWarning",
     "compare",
     "EstimabilityError",

@@ -21,7 +21,7 @@ import pandas as pd
 from .design import Design, DesignError, build_design
 from .design.formula import parse_formula
 from .likelihood.control import LmmControl, check_control
-from .residual import bind_residual, residual_columns
+from .residual import bind_marginal, bind_residual, residual_columns
 from .results.lmm import LinearMixedResults
 from .errors import (ArgumentError, ConvergenceWarning, FitError, SingularFitWarning,
                      user_stacklevel)
@@ -54,20 +54,29 @@ class LinearMixedModel:
         builds new designs the same way.
     """
 
-    def __init__(self, design: Design, *, missing: str = "drop", residual=None) -> None:
+    def __init__(self, design: Design, *, missing: str = "drop", residual=None,
+                 fixed: dict | None = None) -> None:
         self.design = design
         self.missing = missing
         self.residual = residual
+        self.fixed = _check_fixed(fixed, residual)
         self._deviance: dict[bool, ProfiledDeviance] = {}
         self._structure = None
-        if residual is not None:
+        self.marginal = not design.blocks  # no random terms: a marginal (GLS) model
+        if residual is not None and self.marginal:
+            self._structure = bind_marginal(residual, design.data)
+            self._fixed_index = _fixed_index(self.fixed, self._structure.names)
+        elif residual is not None:
+            if self.fixed:
+                raise ArgumentError("fixed= names visit-covariance parameters of marginal "
+                                    "models (no random terms) only, so far")
             outer = design.blocks[-1].factors if design.blocks else None
             self._structure = bind_residual(residual, design.data, outer)
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, *, missing: str = "drop",
                      weights=None, offset=None, residual=None,
-                     restricted: bool = False) -> "LinearMixedModel":
+                     restricted: bool = False, fixed: dict | None = None) -> "LinearMixedModel":
         """Parse ``formula`` and build the design on ``data``.
 
         Parameters
@@ -89,11 +98,24 @@ class LinearMixedModel:
             For a formula from an untrusted source: only column names, numbers,
             operators and allow-listed transforms are accepted, checked before
             anything is evaluated (:mod:`mixedanova.design.restricted`).
+        fixed : dict, optional
+            Parameters held at given values; so far ``{"sigma": s}`` (the residual
+            scale: with ``weights = 1 / v`` and ``s = 1`` the residual variances are
+            the known ``v``, as in a meta-analysis).
         """
+        if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
+            from .structured import rewrite_structured
+            formula, structured = rewrite_structured(formula, data)
+            if structured is not None and residual is not None:
+                raise DesignError(f"{structured.source} cannot be combined with residual=")
+            residual = structured if structured is not None else residual
         parsed = parse_formula(formula, restricted=restricted)
+        fixed = _check_fixed(fixed, residual)
         design = build_design(parsed, data, missing=missing, weights=weights, offset=offset,
-                              extra_columns=residual_columns(residual))
-        return cls(design, missing=missing, residual=residual)
+                              extra_columns=residual_columns(residual),
+                              marginal=residual is not None,
+                              fixed_sigma=bool(fixed) and "sigma" in fixed)
+        return cls(design, missing=missing, residual=residual, fixed=fixed)
 
     def update(self, formula: str, data: pd.DataFrame | None = None) -> "LinearMixedModel":
         """A new, unfitted model for ``formula`` on the same data and options.
@@ -107,7 +129,8 @@ class LinearMixedModel:
         return type(self).from_formula(formula, d.data if data is None else data,
                                        missing=self.missing, weights=d.weights_column,
                                        offset=d.offset_column,
-                                       residual=self.residual, restricted=d.formula.restricted)
+                                       residual=self.residual, restricted=d.formula.restricted,
+                                       fixed=self.fixed)
 
     def refit(self, y: np.ndarray | None = None, method: str = "REML", *,
               start: np.ndarray | None = None, warn: bool = True,
@@ -139,7 +162,7 @@ class LinearMixedModel:
             if not np.all(np.isfinite(y)):
                 raise FitError("y has non-finite values (NaN or inf)")
             model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing,
-                               residual=self.residual)
+                               residual=self.residual, fixed=self.fixed)
         return model.fit(method, start=start, warn=warn, **kwargs)
 
     # ----------------------------------------------------------------- stages
@@ -158,7 +181,11 @@ class LinearMixedModel:
             d = self.design
             rows = design_rows(d)  # weights and offset applied (see likelihood.rows)
             terms, X, y = list(rows.terms), rows.X, rows.y
-            if self._structure is not None:
+            if self.marginal:
+                from .likelihood.marginal import MarginalCriterion
+                self._deviance[reml] = MarginalCriterion(self._structure.data(X, y),
+                                                         self._structure.cov, reml=reml)
+            elif self._structure is not None:
                 self._deviance[reml] = _residual_deviance(terms, d, X, y, reml,
                                                           self._structure)
             else:
@@ -228,6 +255,28 @@ class LinearMixedModel:
                                   "residuals with one variance; drop residual= or fit by "
                                   "REML / ML")
             return self._fit_moments(ems or "unrestricted", anova_method or "auto")
+        if self.fixed and "sigma" in self.fixed:
+            from .likelihood.fixed_sigma import fit_fixed_sigma
+            state = fit_fixed_sigma(self.deviance_function(reml=(method == "REML")),
+                                    self.fixed["sigma"], start)
+            if self.design.has_weights:
+                state = dataclasses.replace(state,
+                                            objective=state.objective + self.weights_constant())
+            res = LinearMixedResults(self.design, state, model=self)
+            if warn:
+                _warn_once(res)
+            return res
+        if self.marginal:
+            from .likelihood.visit_structure import marginal_state
+            state = marginal_state(self.deviance_function(reml=(method == "REML")),
+                                   self._structure, start, control, fixed=self._fixed_index)
+            if self.design.has_weights:
+                state = dataclasses.replace(state,
+                                            objective=state.objective + self.weights_constant())
+            res = LinearMixedResults(self.design, state, model=self)
+            if warn:
+                _warn_once(res)
+            return res
         if self._structure is not None:
             res = self._fit_residual(method, optimizer, start, control)
             if warn:
@@ -279,7 +328,15 @@ class LinearMixedModel:
                                    f"method={method!r}")
         if not isinstance(warn, (bool, np.bool_)):
             raise FitError(f"warn must be True or False, not {warn!r}")
-        if start is not None:
+        if start is not None and self.marginal:
+            start = np.asarray(start, dtype=float).ravel()
+            if start.size == 0:  # a marginal fit's (empty) theta, e.g. from compare()
+                start = None
+            elif self._structure is not None and start.size != self._structure.n_par:
+                raise FitError(f"start must hold the {self._structure.n_par} covariance "
+                               f"parameters ({', '.join(self._structure.names)}), not "
+                               f"{start.size} numbers")
+        elif start is not None:
             start = self.design.theta_layout().check_start(start)
         return method, optimizer, start
 
@@ -377,6 +434,46 @@ def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml
     return rdev
 
 
+def _check_fixed(fixed, residual) -> dict | None:
+    """Validate ``fixed=``: ``{"sigma": value}`` (without ``residual=``), or a marginal
+    model's visit-covariance parameters by name (checked when the structure is bound)."""
+    if fixed is None or fixed == {}:
+        return None
+    if not isinstance(fixed, dict):
+        raise ArgumentError(f"fixed must be a dict such as {{'sigma': 1.0}}, not {fixed!r}")
+    out = {}
+    for name, value in fixed.items():
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"fixed[{name!r}] must be a number, not {value!r}") from None
+        if not np.isfinite(out[name]):
+            raise ArgumentError(f"fixed[{name!r}] must be a finite number, not {value!r}")
+    others = sorted(set(out) - {"sigma"})
+    if "sigma" in out:
+        if out["sigma"] <= 0:
+            raise ArgumentError(f"fixed['sigma'] must be a positive number, not "
+                                f"{out['sigma']!r}")
+        if residual is not None:
+            raise ArgumentError("fixed={'sigma': ...} cannot be combined with residual= so far")
+    if others and residual is None:
+        raise ArgumentError(f"fixed= holds the residual scale 'sigma' or, in a marginal model, "
+                            f"the visit covariance's parameters; cannot fix "
+                            f"{', '.join(map(repr, others))}")
+    return out
+
+
+def _fixed_index(fixed: dict | None, names: tuple[str, ...]) -> dict[int, float]:
+    """Positions and values of the structure parameters named in ``fixed``."""
+    out = {}
+    for name, value in (fixed or {}).items():
+        if name not in names:
+            raise ArgumentError(f"fixed= names unknown parameter {name!r}; the visit "
+                                f"covariance's parameters are {', '.join(map(repr, names))}")
+        out[names.index(name)] = value
+    return out
+
+
 def _optimizer_note(conv, opt, control: LmmControl):
     """When the check failed and the local optimizer had stopped without success
     (e.g. at ``control.maxiter``), say so next to the check's message."""
@@ -415,7 +512,7 @@ def _warn_once(res: LinearMixedResults) -> None:
 
 def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str = "drop",
         weights=None, offset=None, residual=None, restricted: bool = False,
-        **kwargs) -> LinearMixedResults:
+        fixed: dict | None = None, **kwargs) -> LinearMixedResults:
     """Fit a linear mixed model given by an lme4 formula.
 
     Parameters
@@ -436,6 +533,16 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
         Refuse, before evaluating anything, a formula that uses more than column
         names, numbers, operators and the allow-listed transforms (for formulas
         from untrusted sources; see docs/trust.md).  Off by default.
+    residual : structure or tuple, optional
+        Residual covariance structure (:mod:`mixedanova.residual`).  Without a
+        random-effects term in the formula the model is marginal (nlme's ``gls``,
+        mmrm), e.g. ``residual=ma.Unstructured(group="USUBJID", time="AVISIT")``.
+    fixed : dict, optional
+        ``{"sigma": s}`` holds the residual scale at ``s``.  A random-effects
+        meta-analysis (metafor's ``rma(yi, vi, method = "REML")``) is
+        ``ma.lmm("yi ~ 1 + (1|study)", dat, weights=1 / dat.vi, fixed={"sigma": 1.0})``:
+        the residual variances are the known ``vi`` and ``res.varcomp`` gives
+        ``tau^2`` (metafor's REML log-likelihood adds ``log|X'X| / 2``).
     **kwargs
         :meth:`LinearMixedModel.fit`'s keyword arguments (``optimizer``, ``start``,
         ``ems``, ``anova_method``, ``warn``, ``control``); any other name is an
@@ -455,11 +562,11 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     if unknown:
         raise ArgumentError(
             f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
-            f"formula, data, method, missing, weights, offset, residual, restricted, "
+            f"formula, data, method, missing, weights, offset, residual, restricted, fixed, "
             f"{', '.join(_FIT_KEYWORDS)}")
     return LinearMixedModel.from_formula(formula, data, missing=missing, weights=weights,
                                          offset=offset, residual=residual,
-                                         restricted=restricted).fit(method, **kwargs)
+                                         restricted=restricted, fixed=fixed).fit(method, **kwargs)
 
 
 _FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn", "control")

@@ -17,6 +17,22 @@ Variance functions (at most one): :class:`VarIdent` (one SD per level),
 Pass one structure or a tuple ``(correlation, variance function)`` as
 ``residual=`` to :func:`mixedanova.lmm`.
 
+Visit covariances (mmrm's structures; ``time`` a visit factor or a number whose
+sorted distinct values are the visits; a missing visit removes its row and
+column of the visit covariance):
+
+* :class:`Unstructured` -- a free ``m x m`` covariance (mmrm ``us``; ``by`` a
+  column for one covariance per group, ``us(AVISIT | ARMCD / USUBJID)``);
+* :class:`Toeplitz` -- correlation by lag (``toep``; ``heterogeneous=True``:
+  ``toeph``);
+* :class:`AR1H` -- AR(1) correlation with one SD per visit (``ar1h``);
+* :class:`CSH` -- compound symmetry with one SD per visit (``csh``);
+* :class:`AnteDependence` -- first-order ante-dependence (``ad``, ``adh``).
+
+A formula with no random-effects term and one of these (or :class:`AR1` /
+:class:`CompSymm`) is a marginal model (nlme's ``gls``, mmrm), fitted on
+mmrm's parameters (see :mod:`mixedanova.likelihood.visit_cov`).
+
 ``group`` may name an interaction, ``"Dog:Side"`` or ``"day/subject"`` (both
 mean the groups of the combined columns).  :func:`bind_residual` checks the data
 and turns the specification into the engine's
@@ -34,12 +50,14 @@ import pandas as pd
 from typing import TYPE_CHECKING
 
 from .errors import DesignError, MixedAnovaWarning
+from .structured import StructuredTerm
 
 if TYPE_CHECKING:  # the engine (scipy.sparse) is imported when a structure is bound
     from .likelihood.residual import ResidualStructure
 
 __all__ = ["AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
-           "ResidualWarning", "residual_columns", "bind_residual"]
+           "Unstructured", "Toeplitz", "AR1H", "CSH", "AnteDependence",
+           "ResidualWarning", "residual_columns", "bind_residual", "bind_marginal"]
 
 
 class ResidualWarning(MixedAnovaWarning):
@@ -121,7 +139,70 @@ class VarExp:
         return (self.covariate,)
 
 
-_CORRELATIONS = (AR1, CAR1, CompSymm)
+@dataclass(frozen=True)
+class Unstructured:
+    """Unstructured visit covariance within ``group`` (mmrm ``us(time | group)``;
+    nlme ``corSymm`` + ``varIdent``); ``by``: one covariance per level of this
+    column (constant within a group; mmrm ``us(time | by / group)``)."""
+
+    group: str
+    time: str
+    by: str | None = None
+
+    def columns(self) -> tuple[str, ...]:
+        return _group_columns(self.group) + (self.time,) + ((self.by,) if self.by else ())
+
+
+@dataclass(frozen=True)
+class Toeplitz:
+    """Toeplitz (banded by lag) visit correlation (mmrm ``toep``; ``toeph`` with
+    ``heterogeneous=True``: one SD per visit)."""
+
+    group: str
+    time: str
+    heterogeneous: bool = False
+
+    def columns(self) -> tuple[str, ...]:
+        return _group_columns(self.group) + (self.time,)
+
+
+@dataclass(frozen=True)
+class AR1H:
+    """AR(1) correlation over visit positions, one SD per visit (mmrm ``ar1h``)."""
+
+    group: str
+    time: str
+
+    def columns(self) -> tuple[str, ...]:
+        return _group_columns(self.group) + (self.time,)
+
+
+@dataclass(frozen=True)
+class CSH:
+    """Compound symmetry with one SD per visit (mmrm ``csh``)."""
+
+    group: str
+    time: str
+
+    def columns(self) -> tuple[str, ...]:
+        return _group_columns(self.group) + (self.time,)
+
+
+@dataclass(frozen=True)
+class AnteDependence:
+    """First-order ante-dependence: ``corr(i, j) = prod_{k=i}^{j-1} rho_k`` (mmrm
+    ``ad``; ``adh`` with ``heterogeneous=True``)."""
+
+    group: str
+    time: str
+    heterogeneous: bool = False
+
+    def columns(self) -> tuple[str, ...]:
+        return _group_columns(self.group) + (self.time,)
+
+
+_VISIT = (Unstructured, Toeplitz, AR1H, CSH, AnteDependence, StructuredTerm)
+_CORRELATIONS = (AR1, CAR1, CompSymm) + _VISIT
 _VARIANCES = (VarIdent, VarPower, VarExp)
 
 
@@ -142,9 +223,9 @@ def _parts(residual) -> tuple[object | None, object | None]:
             var = item
         else:
             raise DesignError(
-                f"residual= expects ma.AR1, ma.CAR1, ma.CompSymm, ma.VarIdent, ma.VarPower or "
-                f"ma.VarExp (or a tuple of one correlation and one variance function), not "
-                f"{item!r}")
+                f"residual= expects ma.AR1, ma.CAR1, ma.CompSymm, ma.Unstructured, ma.Toeplitz, "
+                f"ma.AR1H, ma.CSH, ma.AnteDependence, ma.VarIdent, ma.VarPower or ma.VarExp "
+                f"(or a tuple of one correlation and one variance function), not {item!r}")
     return cor, var
 
 
@@ -276,6 +357,12 @@ def bind_residual(residual, data: pd.DataFrame,
     from .likelihood.residual import ResidualStructure
 
     cor, var = _parts(residual)
+    if isinstance(cor, StructuredTerm):
+        raise DesignError(f"{cor.source}: a structured random term must be the only random "
+                          "term, so far")
+    if isinstance(cor, _VISIT) and var is not None:
+        raise DesignError(f"{type(cor).__name__} has its own visit SDs; it takes no variance "
+                          f"function ({_describe(var)})")
     for p in (cor, var):
         if p is None:
             continue
@@ -283,7 +370,141 @@ def bind_residual(residual, data: pd.DataFrame,
             if c not in data.columns:
                 raise DesignError(f"column {c!r} ({type(p).__name__}) is not in the data")
     outer = [outer_group or (), _group_columns(cor.group) if cor is not None else ()]
+    if isinstance(cor, _VISIT):
+        from .likelihood.visit_correlation import VisitCorrelation
+
+        v = _bind_visit(cor, data)
+        return ResidualStructure(correlation=VisitCorrelation(
+            v.cov, v.subject, v.visit, v.group, v.group_levels), labels=(_describe(cor),))
     return ResidualStructure(
         correlation=None if cor is None else _bind_correlation(cor, data),
         variance=None if var is None else _bind_variance(var, data, outer),
         labels=tuple(_describe(p) for p in (cor, var) if p is not None))
+
+
+def _visit_positions(data: pd.DataFrame, col: str, integer_gaps: bool
+                     ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Visit position of every row and the visit labels.
+
+    A numeric column: its sorted distinct values (``integer_gaps``: every
+    integer from the smallest to the largest, AR(1) positions as nlme's);
+    otherwise the levels (a pandas Categorical's categories that occur, else
+    the distinct values sorted as strings).
+    """
+    s = data[col]
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        v = s.to_numpy(dtype=float)
+        if integer_gaps:
+            if np.any(v != np.round(v)):
+                raise DesignError(f"AR1 order column {col!r} must hold integer positions")
+            lo, hi = int(v.min()), int(v.max())
+            if hi - lo + 1 > 1000:
+                raise DesignError(f"AR1 order column {col!r} spans {hi - lo + 1} positions; a "
+                                  "marginal model's visit covariance allows at most 1000")
+            return (v - lo).astype(np.intp), tuple(str(i) for i in range(lo, hi + 1))
+        levels = np.unique(v)
+        return np.searchsorted(levels, v).astype(np.intp), tuple(f"{x:g}" for x in levels)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        present = set(s.astype(str))
+        levels = tuple(str(c) for c in s.cat.categories if str(c) in present)
+    else:
+        levels = tuple(sorted(set(s.astype(str))))
+    return pd.Index(levels).get_indexer(s.astype(str)).astype(np.intp), levels
+
+
+def bind_marginal(residual, data: pd.DataFrame):
+    """The marginal model's visit structure
+    (:class:`~mixedanova.likelihood.visit_structure.VisitStructure`) on the rows used.
+
+    Raises
+    ------
+    DesignError
+        A variance function or CAR1 (not available without random terms), a
+        missing column, two rows of one group at the same visit, a ``by``
+        column that varies inside a group.
+    """
+    from .likelihood.visit_structure import VisitStructure
+
+    cor, var = _parts(residual)
+    if var is not None or cor is None or isinstance(cor, CAR1):
+        raise DesignError(
+            "a formula without random-effects terms is a marginal model; its residual= must "
+            "be one of ma.Unstructured, ma.Toeplitz, ma.AR1H, ma.CSH, ma.AnteDependence, "
+            f"ma.AR1 or ma.CompSymm (no variance function or CAR1), not {residual!r}")
+    v = _bind_visit(cor, data)
+    return VisitStructure(cov=v.cov, subject=v.subject, visit=v.visit, group=v.group,
+                          group_levels=v.group_levels, labels=(_describe(cor),))
+
+
+@dataclass(frozen=True)
+class _VisitBinding:
+    """A visit structure checked against the data: per row the subject code,
+    visit position and covariance group; the visit covariance."""
+
+    cov: object
+    subject: np.ndarray
+    visit: np.ndarray
+    group: np.ndarray
+    group_levels: tuple[str, ...]
+
+
+def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
+    """Subject code, visit position and covariance group of every row, and the
+    :class:`~mixedanova.likelihood.visit_cov.VisitCovariance` (checked)."""
+    from .likelihood.visit_cov import VisitCovariance
+
+    for c in cor.columns():
+        if c not in data.columns:
+            raise DesignError(f"column {c!r} ({type(cor).__name__}) is not in the data")
+    cols = _group_columns(cor.group)
+    labels = _labels(data, cols)
+    subj_levels, subject = np.unique(labels, return_inverse=True)
+    subject = subject.ravel().astype(np.intp)
+    if isinstance(cor, CompSymm):
+        visit = pd.Series(subject).groupby(subject).cumcount().to_numpy().astype(np.intp)
+        levels = tuple(str(i + 1) for i in range(int(visit.max()) + 1))
+        kind, tcol = "cs", "(row order)"
+    elif isinstance(cor, AR1):
+        if cor.order is None:
+            visit = pd.Series(subject).groupby(subject).cumcount().to_numpy().astype(np.intp)
+            levels = tuple(str(i + 1) for i in range(int(visit.max()) + 1))
+        else:
+            visit, levels = _visit_positions(data, cor.order, integer_gaps=True)
+        kind, tcol = "ar1", cor.order or "(row order)"
+    elif isinstance(cor, StructuredTerm):  # glmmTMB's ar1/cs/toep/diag(0 + f | g) + residual
+        visit, levels = _visit_positions(data, cor.time, integer_gaps=False)
+        tcol = cor.time
+        kind = {"ar1": "ar1", "cs": "csh", "toep": "toeph", "diag": "diag"}[cor.kind]
+    else:
+        visit, levels = _visit_positions(data, cor.time, integer_gaps=False)
+        tcol = cor.time
+        kind = {Unstructured: "us", AR1H: "ar1h", CSH: "csh"}.get(type(cor))
+        if kind is None:
+            base = "toep" if isinstance(cor, Toeplitz) else "ad"
+            kind = base + ("h" if cor.heterogeneous else "")
+    if len(levels) < 2:
+        raise DesignError(f"{type(cor).__name__}: {tcol!r} has one visit; a visit covariance "
+                          "needs at least two")
+    key = pd.DataFrame({"g": subject, "t": visit})
+    dup = key.duplicated(keep=False).to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise DesignError(f"{type(cor).__name__}: group {labels[i]!r} of {cor.group!r} has "
+                          f"more than one row at visit {levels[visit[i]]!r} of {tcol!r}; "
+                          "each group has at most one row per visit")
+    group, group_levels = np.zeros(len(subject), dtype=np.intp), ("",)
+    by = getattr(cor, "by", None)
+    if by is not None:
+        b = data[by].astype(str).to_numpy(dtype=object)
+        group_levels = tuple(sorted(set(b)))
+        if isinstance(data[by].dtype, pd.CategoricalDtype):  # the factor's own level order
+            group_levels = tuple(str(c) for c in data[by].cat.categories if str(c) in set(b))
+        group = pd.Index(group_levels).get_indexer(b).astype(np.intp)
+        first = np.full(len(subj_levels), -1, dtype=np.intp)
+        first[subject] = group
+        if np.any(first[subject] != group):
+            i = int(np.flatnonzero(first[subject] != group)[0])
+            raise DesignError(f"Unstructured: by column {by!r} varies inside group "
+                              f"{labels[i]!r} of {cor.group!r}; it must be constant per group")
+    return _VisitBinding(VisitCovariance(kind, levels, nugget=isinstance(cor, StructuredTerm)),
+                         subject, visit, group, group_levels)

@@ -304,7 +304,8 @@ def _as_label(col: pd.Series) -> np.ndarray:
 
 def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
                  missing: str = "drop", weights=None, offset=None,
-                 extra_columns: tuple[str, ...] = ()) -> Design:
+                 extra_columns: tuple[str, ...] = (), marginal: bool = False,
+                 fixed_sigma: bool = False) -> Design:
     """Build the :class:`Design` for ``parsed`` on ``data``.
 
     Parameters
@@ -325,6 +326,12 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     extra_columns : tuple of str
         Further columns the model needs (a residual structure's group, time or
         covariate): kept in ``Design.data`` and part of the missing-value rule.
+    marginal : bool
+        Accept a formula without random-effects terms (a marginal model whose
+        residual structure carries the correlation; ``residual=`` of :func:`mixedanova.lmm`).
+    fixed_sigma : bool
+        The residual scale is held fixed (``fixed={"sigma": ...}``): as many
+        random effects as observations are then identifiable (a meta-analysis).
 
     Raises
     ------
@@ -337,7 +344,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
         raise DesignError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if missing not in ("drop", "raise"):
         raise DesignError(f"missing must be 'drop' or 'raise', not {missing!r}")
-    if not parsed.random:
+    if not parsed.random and not marginal:
         raise DesignError(
             f"formula {parsed.formula!r} has no random-effects term such as (1 | group); "
             "a linear mixed model needs at least one")
@@ -397,7 +404,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     blocks = [_random_block(term, data) for term in parsed.random]
     order = sorted(range(len(blocks)), key=lambda k: -blocks[k].nlev)  # stable, as lme4
     blocks = [blocks[k] for k in order]
-    _check_identifiable(blocks, len(y))
+    if not fixed_sigma:
+        _check_identifiable(blocks, len(y))
     return Design(formula=parsed, y=y, X=X, x_names=tuple(names_all[i] for i in kept_idx),
                   blocks=tuple(blocks), fixed_terms=fixed_terms(spec, kept_idx), fixed_spec=spec,
                   kept_columns=kept_idx, row_index=data.index, n_dropped=n_dropped,

@@ -182,7 +182,10 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
                     ([parm] if isinstance(parm, str) else _as_list(parm, "parm"))]
     limits: dict[str, tuple[float, float]]
     attrs = {"method": method, "level": level}
-    if method != "wald" and res.state.residual is not None:
+    marginal = res.state.residual is not None and getattr(res.state.residual.structure,
+                                                          "marginal", False)
+    if method != "wald" and res.state.residual is not None and not (
+            marginal and method in ("boot", "bootstrap")):
         from ..errors import FitError
         raise FitError(f"method={method!r} intervals are not available for models with a "
                        "residual structure (residual=); use method='wald', and "
@@ -194,6 +197,10 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         limits.update({n: (b - z * s, b + z * s) for n, b, s in
                        zip(fnames, res.state.beta, se)})
     elif method == "profile":
+        if res.state.fixed_sigma is not None:
+            from ..errors import FitError
+            raise FitError("method='profile' intervals profile sigma out, which a fit with "
+                           "fixed={'sigma': ...} holds fixed; use method='boot' or 'wald'")
         if res.method not in ("REML", "ML"):
             raise ArgumentError(f"method='profile' needs a REML or ML fit, not "
                                 f"method={res.method!r}")

@@ -44,8 +44,9 @@ __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 KR_WEIGHTS_MESSAGE = ("Kenward-Roger is not available for a fit with prior weights (pbkrtest "
                       "ignores them); use ddf='satterthwaite'")
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
-KR_RESIDUAL_MESSAGE = ("Kenward-Roger's method is not available for models with a residual "
-                       "structure (residual=); use ddf='satterthwaite'")
+KR_RESIDUAL_MESSAGE = ("Kenward-Roger's method is not available for models with random terms "
+                       "and a residual structure (residual=); use ddf='satterthwaite' (it is "
+                       "available for marginal models: no random terms and a visit covariance)")
 _MAX_Q = 8000  # largest component of random effects for the dense algebra
 
 
@@ -120,7 +121,10 @@ def _div_zero(x: float, y: float, tol: float = 1e-14) -> float:
 
 
 def _kr_df(q: int, a1: float, a2: float) -> tuple[float, float]:
-    """``(df2, rho)`` from ``A1``, ``A2`` (Kenward & Roger 1997, as in pbkrtest)."""
+    """``(df2, rho)`` from ``A1``, ``A2`` (Kenward & Roger 1997, as in pbkrtest).
+    Every covariance parameter held fixed (``A2 = 0``): infinite df."""
+    if a2 == 0.0:
+        return math.inf, 1.0 / q
     b = (a1 + 6.0 * a2) / (2.0 * q)
     g = ((q + 1) * a1 - (q + 4) * a2) / ((q + 2) * a2)
     den = 3 * q + 2 * (1 - g)
@@ -223,7 +227,28 @@ def _dense_blocks(M, label: np.ndarray, pos: np.ndarray, group: _Group,
     return out
 
 
-def kenward_roger_setup(res) -> KenwardRogerSetup:
+def marginal_kenward_roger(res, linear: bool = False) -> KenwardRogerSetup:
+    """Kenward-Roger for a marginal model (no random terms, a visit covariance), as
+    mmrm computes it: ``W`` the inverse observed Hessian of ``-l`` in mmrm's
+    ``theta`` (``component(fit, "theta_vcov")``), ``P_h = X' dSigma^{-1}/dtheta_h X``,
+    ``Phi_A = Phi + 2 Phi [sum_hj W_hj (Q_hj - P_h Phi P_j - R_hj / 4)] Phi``
+    (``linear``: without ``R``, mmrm's ``"Kenward-Roger-Linear"``).  The df of
+    one contrast equal Satterthwaite's (mmrm's ``h_df_1d_kr``)."""
+    from ..likelihood.marginal import free_inverse, kenward_roger_pieces
+
+    crit = res.model.deviance_function(reml=True)
+    fit = res.state.residual
+    mfit = fit.info["marginal"]
+    H = mfit.hessian
+    free = np.ones(len(H), dtype=bool) if mfit.free is None else mfit.free
+    condition = float(np.min(np.abs(np.linalg.eigvalsh(H[np.ix_(free, free)])))) \
+        if free.any() else float("inf")
+    W = free_inverse(H, free)  # fixed parameters: zero rows and columns
+    phi, P, phi_adj = kenward_roger_pieces(crit, fit.u, W, linear=linear)
+    return KenwardRogerSetup(phi=phi, phi_adj=phi_adj, P=P, W=W, condition=condition)
+
+
+def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     """Adjusted covariance and the information pieces for the REML fit ``res``.
 
     The random effects split into components that share no observation (one
@@ -232,6 +257,9 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
     covariance, ``W`` and ``Z'WZ`` are block diagonal over them, so the
     ``Q x Q`` algebra is done component by component (components of one size
     in one batch) and the ``p x p`` pieces are summed.
+
+    ``linear`` (marginal models only) drops the second derivatives of the
+    covariance from the adjustment (mmrm's ``"Kenward-Roger-Linear"``).
 
     Raises
     ------
@@ -246,7 +274,10 @@ def kenward_roger_setup(res) -> KenwardRogerSetup:
 
     if res.method != "REML":
         raise ArgumentError(KR_ML_MESSAGE)
-    if res.state.residual is not None:
+    fit = res.state.residual
+    if fit is not None and getattr(fit.structure, "marginal", False):
+        return marginal_kenward_roger(res, linear=linear)
+    if fit is not None:
         raise FitError(KR_RESIDUAL_MESSAGE)
     design = res.design
     if getattr(design, "has_weights", False):

@@ -132,7 +132,9 @@ def _check_new_levels(res, newdata, ok, codes, keep, allow_new_levels: bool) -> 
 
 
 def _random_part(res, codes, zraw, keep) -> np.ndarray:
-    total = np.zeros(len(codes[0]) if codes else 0)
+    if not codes:  # no random terms (a marginal model)
+        return np.float64(0.0)
+    total = np.zeros(len(codes[0]))
     for b_vals, c, z, k in zip(res._blups, codes, zraw, keep):
         if not k:
             continue

@@ -156,6 +156,9 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     if res.method not in ("REML", "ML"):
         raise ArgumentError(f"Satterthwaite df need a REML or ML fit, not {res.method!r}")
     reml = res.method == "REML"
+    fit = res.state.residual
+    if fit is not None and getattr(fit.structure, "marginal", False):
+        return _marginal_setup(res, fit.u if theta is None else theta, tol, warn)
     dev = deviance_function_for(res, reml)
     theta = np.asarray(res.state.theta if theta is None else theta, dtype=float)
     fit = res.state.residual
@@ -176,6 +179,8 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     J = np.empty((k + 1, p, p))
     J[:k] = s2 * grad[:, 2:].reshape(k, p, p)
     J[k] = 2.0 * sigma * U
+    if res.state.fixed_sigma is not None:  # sigma held fixed: not a variance parameter
+        H, J = H[:k, :k], J[:k]
     evals, evecs = np.linalg.eigh(H)
     messages = []
     neg = evals < -tol
@@ -191,9 +196,56 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
                         "close to zero")
     pos = evals > tol
     Hinv = (evecs[:, pos] / evals[pos]) @ evecs[:, pos].T
-    return SatterthwaiteSetup(varpar=np.append(theta, sigma), hessian=H,
+    varpar = theta if res.state.fixed_sigma is not None else np.append(theta, sigma)
+    return SatterthwaiteSetup(varpar=varpar, hessian=H,
                               vcov_varpar=2.0 * Hinv, jacobian=J,
                               vcov_beta=s2 * U, messages=tuple(messages))
+
+
+def _eigen_messages(H: np.ndarray, tol: float, warn: bool) -> tuple[np.ndarray, tuple]:
+    """``2 H^+`` over eigenvalues above ``tol`` and messages about the others."""
+    evals, evecs = np.linalg.eigh(H)
+    messages = []
+    neg = evals < -tol
+    if neg.any():
+        messages.append(f"the Hessian of the deviance has {int(neg.sum())} negative "
+                        f"eigenvalue(s) ({', '.join(f'{v:.1e}' for v in evals[neg])}): the "
+                        "fit may not have converged")
+        if warn:
+            warnings.warn(messages[-1], InferenceWarning, stacklevel=user_stacklevel())
+    if (np.abs(evals) <= tol).any():
+        messages.append(f"the Hessian of the deviance has {int(np.sum(np.abs(evals) <= tol))} "
+                        "eigenvalue(s) close to zero")
+    pos = evals > tol
+    return 2.0 * (evecs[:, pos] / evals[pos]) @ evecs[:, pos].T, tuple(messages)
+
+
+def _marginal_setup(res, theta: np.ndarray, tol: float, warn: bool) -> SatterthwaiteSetup:
+    """Satterthwaite for a marginal model (no random terms, a visit covariance):
+    the variance parameters are the structure's (mmrm's ``theta``), with the exact
+    Hessian of the deviance and ``d vcov(beta) / d theta_h = Phi (X'V Sigma_h V X) Phi``
+    (:mod:`mixedanova.likelihood.marginal`); as mmrm's ``method = "Satterthwaite"``."""
+    from ..likelihood.marginal import one_blas_thread
+
+    crit = deviance_function_for(res, res.method == "REML")
+    theta = np.asarray(theta, dtype=float)
+    with one_blas_thread():
+        ev = crit.evaluate(theta, order=2)
+    if ev is None:
+        raise ArgumentError("the visit covariance is not positive definite at theta")
+    phi = ev.phi
+    J = np.einsum("ij,hjk,kl->hil", phi, ev.PP, phi)
+    free = res.state.residual.info["marginal"].free
+    if free is not None and not free.all():  # parameters held fixed: not estimated
+        idx = np.flatnonzero(free)
+        Af, messages = _eigen_messages(ev.hessian[np.ix_(idx, idx)], tol, warn)
+        A = np.zeros_like(ev.hessian)
+        A[np.ix_(idx, idx)] = Af
+        return SatterthwaiteSetup(varpar=theta, hessian=ev.hessian, vcov_varpar=A,
+                                  jacobian=J, vcov_beta=phi, messages=messages)
+    A, messages = _eigen_messages(ev.hessian, tol, warn)
+    return SatterthwaiteSetup(varpar=theta, hessian=ev.hessian, vcov_varpar=A, jacobian=J,
+                              vcov_beta=phi, messages=messages)
 
 
 def residual_wald_intervals(res, level: float = 0.95):

@@ -23,7 +23,12 @@ def simulate_response(res, rng: np.random.Generator, use_random: bool = False) -
     d = res.design
     sigma = res.sigma
     y = d.X @ res.state.beta + d.offset_values
-    y = y + sigma * rng.standard_normal(d.nobs) / np.sqrt(d.prior_weights)
+    fit = res.state.residual
+    if fit is not None and hasattr(fit.structure, "draw"):  # a marginal model's visit covariance
+        e = fit.structure.draw(fit.u, rng)
+    else:
+        e = sigma * rng.standard_normal(d.nobs)
+    y = y + e / np.sqrt(d.prior_weights)
     templates = d.theta_layout().templates(res.state.theta)
     for k, (b, T) in enumerate(zip(d.blocks, templates)):
         if use_random:

@@ -30,6 +30,12 @@ VarPower   power delta          ``delta`` (SD ``|v|^delta``)
 VarExp     expon t              ``t`` (SD ``exp(t v)``)
 =========  ===================  ===========================================
 
+A visit covariance (``ma.Unstructured``, ``ma.Toeplitz``, ...) combined with
+random terms is the correlation part
+:class:`~mixedanova.likelihood.visit_correlation.VisitCorrelation` (mmrm's
+parameters relative to the first log-SD; block-diagonal whitener).  Without
+random terms those structures are fitted by :mod:`mixedanova.likelihood.marginal`.
+
 Nothing here knows about data frames: :mod:`mixedanova.residual` binds the
 user's specification to arrays.
 """
@@ -282,7 +288,7 @@ class ResidualStructure:
     ``u`` stacks the correlation's parameter(s), then the variance function's.
     """
 
-    correlation: SerialCorrelation | CompoundSymmetry | None = None
+    correlation: SerialCorrelation | CompoundSymmetry | None = None  # or VisitCorrelation
     variance: VarianceFunction | None = None
     labels: tuple[str, ...] = ()  # user-facing names of the parts, e.g. "AR1(Mare)"
 

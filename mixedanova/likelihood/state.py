@@ -80,7 +80,8 @@ class FitState:
 
     ``residual`` is the residual structure and its estimates of a fit with
     ``residual=`` (None otherwise); ``moments`` the method-of-moments output
-    (EMS table, moment estimates) of a ``method="ANOVA"`` fit (None otherwise).
+    (EMS table, moment estimates) of a ``method="ANOVA"`` fit (None otherwise);
+    ``fixed_sigma`` the value ``sigma`` was held at (``fixed={"sigma": ...}``).
     """
 
     method: str
@@ -95,3 +96,4 @@ class FitState:
     convergence: ConvergenceReport | None = None
     residual: ResidualFit | None = field(default=None, repr=False)
     moments: AnovaFitState | None = field(default=None, repr=False)
+    fixed_sigma: float | None = None  # sigma held at this value (fixed={"sigma": ...})

@@ -293,7 +293,12 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         """Number of parameters: fixed effects, theta, sigma and the residual
         structure's parameters."""
         fit = self.state.residual
-        return self.design.p + len(self.state.theta) + 1 + (0 if fit is None else len(fit.u))
+        # sigma counts unless held fixed or absent (a marginal model's covariance has it)
+        free_sigma = self.state.fixed_sigma is None and not getattr(
+            getattr(fit, "structure", None), "marginal", False)
+        free_u = getattr(fit.info.get("marginal"), "free", None) if fit is not None else None
+        n_u = 0 if fit is None else len(fit.u) if free_u is None else int(np.sum(free_u))
+        return self.design.p + len(self.state.theta) + int(free_sigma) + n_u
 
     @property
     def llf(self) -> float:

@@ -90,6 +90,27 @@ class ResidualStructureMixin:
             return self.sigma ** 2 * np.eye(len(rows))
         return self.sigma ** 2 * fit.structure.covariance(fit.u, rows)
 
+    def visit_covariance(self, group: str | None = None) -> pd.DataFrame:
+        """The fitted ``m x m`` covariance over the visits (mmrm's ``VarCorr(fit)``)
+        of a visit structure (``ma.Unstructured``, ``ma.Toeplitz``, ...; with
+        random terms ``sigma^2 Rrel``).  ``group``: the level of ``by`` for a
+        covariance per group (default: the only group)."""
+        fit = self.state.residual
+        s = None if fit is None else fit.structure
+        vis = s if getattr(s, "marginal", False) else getattr(s, "correlation", None)
+        if vis is None or not hasattr(vis, "matrices"):
+            raise MixedAnovaError("the model has no visit covariance (residual= ma.Unstructured, "
+                                  "ma.Toeplitz, ma.AR1H, ma.CSH or ma.AnteDependence)")
+        levels = list(vis.group_levels)
+        if group is None and len(levels) > 1:
+            raise MixedAnovaError(f"one covariance per group: name the group, one of {levels}")
+        k = 0 if group is None else levels.index(str(group)) if str(group) in levels else -1
+        if k < 0:
+            raise MixedAnovaError(f"unknown group {group!r}; the groups are {levels}")
+        scale = 1.0 if getattr(s, "marginal", False) else self.sigma ** 2
+        names = list(vis.cov.levels)
+        return pd.DataFrame(scale * vis.matrices(fit.u)[k], index=names, columns=names)
+
     def residual_intervals(self, level: float = 0.95) -> pd.DataFrame:
         """Wald intervals of the residual-structure parameters, as nlme's ``intervals()``.
 
