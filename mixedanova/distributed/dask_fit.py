@@ -36,7 +36,8 @@ from ..errors import (ArgumentError, ConvergenceWarning, DesignError, FitError,
 from ..likelihood.control import LmmControl, check_control
 from ..likelihood.criterion import ProfiledDeviance
 from ..results.lmm import LinearMixedResults
-from .passes import (cross_product_pass, keep_fixed_columns, pwrss_pass, summary_pass)
+from .passes import (cross_product_pass, exact_quantiles, keep_fixed_columns, pwrss_pass,
+                     summary_pass)
 
 __all__ = ["DistributedModel", "DistributedLmmResults", "DistributedDeviance", "lmm_dask"]
 
@@ -216,6 +217,28 @@ def _fitted_part(chunk: pd.DataFrame, encoder: ChunkEncoder, keep: np.ndarray,
     return pd.Series(out, index=e.index, name=what)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Beta:
+    beta: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionView:
+    """What :func:`~mixedanova.inference.prediction.predict` reads of a fit (the
+    row-less design, ``beta`` and the BLUPs): shipped to the workers instead of the
+    results object."""
+
+    design: DesignSummary
+    state: _Beta
+    _blups: list
+
+
+def _predict_part(chunk: pd.DataFrame, view: PredictionView, re_form,
+                  allow_new_levels: bool) -> pd.Series:
+    from ..inference.prediction import predict
+    return predict(view, chunk, re_form, allow_new_levels)
+
+
 class DistributedLmmResults(LinearMixedResults):
     """A linear mixed model fitted to a Dask data frame.
 
@@ -224,7 +247,8 @@ class DistributedLmmResults(LinearMixedResults):
     Satterthwaite df, ``summary()``); :attr:`fittedvalues`, :attr:`resid`,
     :meth:`residuals` and :meth:`predict` return lazy Dask series (``.compute()``
     them, or write them with ``to_parquet``).  The summary's residual quantiles are
-    Dask's approximate quantiles.
+    exact (:func:`~mixedanova.distributed.passes.exact_quantiles`: two or three
+    passes over the data when the summary is printed).
     """
 
     _summary_quantiles = False
@@ -254,8 +278,7 @@ class DistributedLmmResults(LinearMixedResults):
                                 f"a Dask data frame, not {type!r}")
         lazy = self._lazy(f"resid_{type}" if type != "response" else "resid")
         if self._summary_quantiles:  # the summary reads five quantiles of these
-            q = lazy.quantile([0.0, 0.25, 0.5, 0.75, 1.0]).compute()
-            return pd.Series(np.asarray(q, dtype=float))
+            return pd.Series(exact_quantiles(lazy, [0.0, 0.25, 0.5, 0.75, 1.0]))
         return lazy
 
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False,
@@ -278,7 +301,8 @@ class DistributedLmmResults(LinearMixedResults):
         if not hasattr(newdata, "map_partitions"):
             raise DesignError(f"newdata must be a pandas or Dask DataFrame, not "
                               f"{type(newdata).__name__}")
-        return newdata.map_partitions(predict, self, re_form, allow_new_levels,
+        view = PredictionView(self.design, _Beta(self.state.beta), self._blups)
+        return newdata.map_partitions(_predict_part, view, re_form, allow_new_levels,
                                       meta=pd.Series(np.zeros(0), name="predicted"))
 
     def _summary_parts(self) -> dict:

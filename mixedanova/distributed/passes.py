@@ -30,7 +30,7 @@ from ..likelihood.blocked import TermData
 from ..likelihood.crossprod import CrossProductPattern, CrossProducts
 
 __all__ = ["ChunkSums", "summary_pass", "cross_product_pass", "pwrss_pass", "tree_sum",
-           "keep_fixed_columns", "chunk_rows", "is_dask_frame"]
+           "keep_fixed_columns", "chunk_rows", "is_dask_frame", "exact_quantiles"]
 
 SPLIT_EVERY = 8
 
@@ -195,3 +195,74 @@ def pwrss_pass(encoder: ChunkEncoder, ddf, keep: np.ndarray, maps, shift: np.nda
 
 def _pwrss_part(encoder, args, chunk) -> float:
     return _chunk_pwrss(encoder, *args, chunk)
+
+
+def _hist_part(x: pd.Series, edges: np.ndarray) -> np.ndarray:
+    v = np.asarray(x, dtype=float)
+    return np.histogram(v[np.isfinite(v)], bins=edges)[0]
+
+
+def _in_ranges(x: pd.Series, ranges: tuple) -> np.ndarray:
+    v = np.asarray(x, dtype=float)
+    keep = np.zeros(len(v), dtype=bool)
+    for a, b, last in ranges:
+        keep |= (v >= a) & ((v <= b) if last else (v < b))
+    return v[keep]
+
+
+def exact_quantiles(series, qs, bins: int = 4096, gather: int = 200_000) -> np.ndarray:
+    """Quantiles of a Dask series exactly as :func:`numpy.quantile` (linear
+    interpolation between order statistics) of its values, without gathering
+    them: a histogram pass finds the bin of each order statistic needed, a second
+    pass gathers the values of those bins only (a bin holding more than
+    ``gather`` values is narrowed by another histogram pass)."""
+    import dask
+    from dask import delayed
+
+    n, lo, hi = dask.compute(series.count(), series.min(), series.max())
+    n = int(n)
+    pos = (n - 1) * np.asarray(qs, dtype=float)
+    ranks = sorted({int(np.floor(p)) for p in pos} | {min(int(np.floor(p)) + 1, n - 1)
+                                                       for p in pos})
+    parts = series.to_delayed()
+    # (lo, hi, count below lo, is the last bin closed) per unresolved rank
+    todo = {r: (float(lo), float(hi), 0) for r in ranks}
+    values: dict[int, float] = {}
+    while todo:
+        brackets = sorted(set(todo.values()))
+        ranges = []
+        for a, b, below in brackets:
+            if a == b:
+                for r, br in list(todo.items()):
+                    if br == (a, b, below):
+                        values[r] = a
+                        del todo[r]
+                continue
+            edges = np.linspace(a, b, bins + 1)
+            counts = tree_sum([delayed(_hist_part)(p, edges) for p in parts]).compute()
+            cum = below + np.concatenate([[0], np.cumsum(counts)])
+            for r, br in list(todo.items()):
+                if br != (a, b, below):
+                    continue
+                j = int(np.searchsorted(cum, r, side="right") - 1)
+                j = min(j, bins - 1)
+                lo_j, hi_j = float(edges[j]), float(edges[j + 1])
+                if counts[j] > gather and hi_j > lo_j:
+                    todo[r] = (lo_j, hi_j, int(cum[j]))
+                else:
+                    ranges.append((lo_j, hi_j, j == bins - 1, int(cum[j]), r))
+        if not ranges:
+            continue
+        spec = tuple((a, b, last) for a, b, last, _, _ in ranges)
+        got = dask.compute(*[delayed(_in_ranges)(p, spec) for p in parts])
+        allv = np.sort(np.concatenate(got)) if got else np.zeros(0)
+        for a, b, last, below, r in ranges:
+            sel = allv[(allv >= a) & ((allv <= b) if last else (allv < b))]
+            values[r] = float(sel[r - below])
+            todo.pop(r, None)
+    out = []
+    for p in pos:
+        k = int(np.floor(p))
+        k1 = min(k + 1, n - 1)
+        out.append(values[k] + (p - k) * (values[k1] - values[k]))
+    return np.array(out)
