@@ -242,9 +242,12 @@ class TermCode:
             c = pd.Categorical(data[f], categories=cats).codes.astype(np.int64)
             bad |= c < 0
             key += c * r
-        pos = np.searchsorted(self.keys, key)
-        pos = np.minimum(pos, len(self.keys) - 1)
-        bad |= self.keys[pos] != key
+        if len(self.factors) == 1:  # every value is a level: the key is the code
+            pos = key
+        else:
+            pos = np.searchsorted(self.keys, key)
+            pos = np.minimum(pos, len(self.keys) - 1)
+            bad |= self.keys[pos] != key
         if bad.any():
             raise DesignError(
                 f"a chunk has a level of {':'.join(self.factors)} that the first pass did "
@@ -255,7 +258,9 @@ class TermCode:
 
 def _term_code(combos: pd.DataFrame, factors: tuple[str, ...]) -> tuple[TermCode, pd.DataFrame]:
     """Levels of one term in build_design's order, and the combos sorted that way."""
-    cats = [pd.Categorical(combos[f]).categories for f in factors]
+    # each factor's own order over the values present, as build_design's
+    # pd.Categorical(column).remove_unused_categories()
+    cats = [pd.Categorical(combos[f]).remove_unused_categories().categories for f in factors]
     sizes = [max(len(c), 1) for c in cats]
     if float(np.prod(np.array(sizes, dtype=float))) >= _MAX_KEY:
         raise DesignError(f"grouping factor {':'.join(factors)} has too many level "

@@ -119,10 +119,14 @@ class PairBlock:
     def __add__(self, other: "PairBlock") -> "PairBlock":
         if np.array_equal(self.keys, other.keys):
             return PairBlock(self.keys, self.vals + other.vals)
-        keys, inv = np.unique(np.concatenate([self.keys, other.keys]), return_inverse=True)
-        vals = np.zeros((len(keys),) + self.vals.shape[1:])
-        np.add.at(vals, inv.ravel(), np.concatenate([self.vals, other.vals]))
-        return PairBlock(keys, vals)
+        # both key arrays are sorted: a stable sort of the two runs is a merge (linear),
+        # and each key's values are summed in the order self, other
+        keys = np.concatenate([self.keys, other.keys])
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        vals = np.add.reduceat(np.concatenate([self.vals, other.vals])[order], starts, axis=0)
+        return PairBlock(keys[starts], vals)
 
 
 @dataclass(frozen=True)
