@@ -312,6 +312,31 @@ class DistributedLmmResults(LinearMixedResults):
         finally:
             self._summary_quantiles = False
 
+    @staticmethod
+    def _check_ddf(ddf: str) -> None:
+        if isinstance(ddf, str) and ddf.lower().replace("_", "-") in ("kenward-roger", "kr"):
+            raise DesignError("Kenward-Roger needs the design matrices X and Z row by row "
+                              "(its adjusted covariance sums over observations); not "
+                              "available for a fit on a Dask data frame: use "
+                              "ddf='satterthwaite' (level-sized)")
+
+    def fixed(self, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+        self._check_ddf(ddf)
+        return super().fixed(ddf, level)
+
+    def contrast(self, L, ddf: str = "satterthwaite", rhs=0.0, level: float = 0.95):
+        self._check_ddf(ddf)
+        return super().contrast(L, ddf, rhs=rhs, level=level)
+
+    def anova(self, type=3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        raise DesignError("anova() builds each term's hypothesis from the data's rows; not "
+                          "available for a fit on a Dask data frame yet: test terms with "
+                          "contrast(L) (Satterthwaite, level-sized)")
+
+    def hatvalues(self):
+        raise DesignError("hatvalues() are one per observation; not available for a fit on "
+                          "a Dask data frame")
+
     def R(self, max_cells=None):
         raise DesignError("R (one row and column per observation) is row-sized; not "
                           "available for a fit on a Dask data frame")

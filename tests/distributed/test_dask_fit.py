@@ -261,6 +261,12 @@ def test_what_is_not_available_is_named():
     res = ma.lmm("diameter ~ 1 + (1 | plate) + (1 | sample)", ddf)
     with pytest.raises(ma.DesignError, match="row-sized"):
         res.V()
+    with pytest.raises(ma.DesignError, match="Kenward-Roger needs"):
+        res.fixed("kenward-roger")
+    with pytest.raises(ma.DesignError, match="contrast"):
+        res.anova()
+    with pytest.raises(ma.FitError, match="not available"):
+        res.ranova()
 
 
 def test_import_mixedanova_does_not_import_dask():
