@@ -292,3 +292,15 @@ def test_local_cluster_of_two_worker_processes():
             got = r1.fittedvalues.compute().sort_index()
     np.testing.assert_allclose(got.to_numpy(), r0.fittedvalues.sort_index().to_numpy(),
                                rtol=1e-8, atol=1e-8)
+
+
+def test_progress_bar_is_optional(capsys):
+    df = ma.load_dataset("penicillin")
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    r0 = ma.lmm(formula, df)
+    r1 = ma.lmm(formula, _split(df, 3, seed=4), progress=True)
+    assert "Completed" in capsys.readouterr().out  # Dask's ProgressBar
+    assert r1.reml_criterion == pytest.approx(r0.reml_criterion, rel=1e-10)
+    r2 = ma.lmm(formula, _split(df, 3, seed=4))
+    assert capsys.readouterr().out == ""  # off by default
+    assert r2.reml_criterion == r1.reml_criterion
