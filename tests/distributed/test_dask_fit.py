@@ -304,3 +304,19 @@ def test_progress_bar_is_optional(capsys):
     r2 = ma.lmm(formula, _split(df, 3, seed=4))
     assert capsys.readouterr().out == ""  # off by default
     assert r2.reml_criterion == r1.reml_criterion
+
+
+def test_parquet_folder_with_categorical_and_string_columns(tmp_path):
+    # the common case: dd.read_parquet of a folder; a categorical grouping factor
+    # with an unused category and a string fixed factor come back through Parquet
+    formula, data, kw = CASES["insteval"]
+    df = data()
+    df["s"] = pd.Categorical(df["s"], categories=list(range(-1, 200)))  # -1 unused
+    for i, idx in enumerate(np.array_split(np.random.default_rng(0).permutation(len(df)), 4)):
+        df.iloc[idx].to_parquet(tmp_path / f"part-{i}.parquet")
+    ddf = dd.read_parquet(str(tmp_path))
+    assert ddf.npartitions == 4
+    r0 = ma.lmm(formula, df)
+    r1 = ma.lmm(formula, ddf)
+    assert r1.ngroups["s"] == r0.ngroups["s"] == 200
+    _compare(r1, r0, 1e-10, 1e-8)
