@@ -395,9 +395,13 @@ class CrossProductPattern:
                 else:
                     left, right = _row_join(self.rows[i], self.rows[j], n)
                     ci, cj = ti.codes[left], tj.codes[right]
-                key = ci.astype(np.int64) * tj.nlev + cj
-                uniq, inv = np.unique(key, return_inverse=True)
-                self.slots[(i, j)] = _Slot(uniq, inv.ravel(), left, right)
+                if i == j and left is None:  # key l * nlev + l: distinct levels suffice
+                    lev, inv = _distinct_keys(ci.astype(np.int64), ti.nlev)
+                    uniq = lev * (ti.nlev + 1)
+                else:
+                    key = ci.astype(np.int64) * tj.nlev + cj
+                    uniq, inv = _distinct_keys(key, ti.nlev * tj.nlev)
+                self.slots[(i, j)] = _Slot(uniq, inv, left, right)
 
     def evaluate(self, zraws: list[np.ndarray], X: np.ndarray, Y: np.ndarray,
                  weights: np.ndarray | None = None, standardize: bool = True,
@@ -467,6 +471,20 @@ class CrossProductPattern:
         stats = tuple(ColumnStats.of(z) for z in zraws)
         return CrossProducts(self.shapes, p, k, n, pairs, tuple(zxy), XY.T @ XY, shift,
                              scale, stats, ymin, ymax, ls_shift=standardize)
+
+
+def _distinct_keys(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for integer keys in ``[0, size)``: by
+    a table of the key space (no sort) when it is not much larger than the keys."""
+    if size > (1 << 26) or size > 4 * len(keys):
+        uniq, inv = np.unique(keys, return_inverse=True)
+        return uniq, inv.ravel()
+    seen = np.zeros(size, dtype=bool)
+    seen[keys] = True
+    uniq = np.flatnonzero(seen)
+    rank = np.empty(size, dtype=np.intp)
+    rank[uniq] = np.arange(len(uniq))
+    return uniq.astype(keys.dtype, copy=False), rank[keys]
 
 
 def _per_level(codes: np.ndarray, left: np.ndarray, right: np.ndarray,
