@@ -519,7 +519,11 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     ----------
     formula : str
         E.g. ``"yield ~ treat + (1|blend)"``.
-    data : pandas.DataFrame
+    data : pandas.DataFrame or dask.dataframe.DataFrame
+        A Dask data frame (e.g. ``dask.dataframe.read_parquet(folder)``) is fitted
+        from its partitions' summed cross-products without gathering its rows
+        (:mod:`mixedanova.distributed.dask_fit`; REML / ML, ``progress=True`` for
+        Dask's progress bar).
     method : {"REML", "ML", "ANOVA"}
     missing : {"drop", "raise"}
         Goes to :meth:`LinearMixedModel.from_formula`.
@@ -555,6 +559,10 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     >>> round(res.reml_criterion, 3)
     1743.628
     """
+    if _is_dask_frame(data):  # issue 19: partitions summed on the workers
+        from .distributed.dask_fit import lmm_dask
+        return lmm_dask(formula, data, method, missing=missing, weights=weights,
+                        offset=offset, residual=residual, restricted=restricted, **kwargs)
     unknown = sorted(set(kwargs) - set(_FIT_KEYWORDS))
     if "REML" in unknown or "reml" in unknown:
         raise ArgumentError("lmm() has no REML= argument: write method='ML' for lme4's "
@@ -570,3 +578,9 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
 
 
 _FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn", "control")
+
+
+def _is_dask_frame(data) -> bool:
+    """A ``dask.dataframe.DataFrame``, recognized without importing dask."""
+    mod = type(data).__module__ or ""
+    return mod.split(".")[0] in ("dask", "dask_expr") and hasattr(data, "to_delayed")

@@ -574,3 +574,10 @@ def _check_identifiable(blocks: list[RandomBlock], n: int) -> None:
                 f"random term {b.source} has {b.nlev * b.q} random effects "
                 f"({b.nlev} levels x {b.q}) for {n} observations; the random-effects "
                 "parameters and the residual variance would be unidentifiable")
+
+
+# The per-row pieces of build_design under public names, for the chunked encoder
+# (design/chunked.py), which applies them to one chunk of rows at a time.
+used_columns = _used_columns
+response_values = _response
+offset_values = _offset_values

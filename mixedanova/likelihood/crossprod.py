@@ -119,10 +119,14 @@ class PairBlock:
     def __add__(self, other: "PairBlock") -> "PairBlock":
         if np.array_equal(self.keys, other.keys):
             return PairBlock(self.keys, self.vals + other.vals)
-        keys, inv = np.unique(np.concatenate([self.keys, other.keys]), return_inverse=True)
-        vals = np.zeros((len(keys),) + self.vals.shape[1:])
-        np.add.at(vals, inv.ravel(), np.concatenate([self.vals, other.vals]))
-        return PairBlock(keys, vals)
+        # both key arrays are sorted: a stable sort of the two runs is a merge (linear),
+        # and each key's values are summed in the order self, other
+        keys = np.concatenate([self.keys, other.keys])
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        vals = np.add.reduceat(np.concatenate([self.vals, other.vals])[order], starts, axis=0)
+        return PairBlock(keys[starts], vals)
 
 
 @dataclass(frozen=True)
@@ -391,9 +395,13 @@ class CrossProductPattern:
                 else:
                     left, right = _row_join(self.rows[i], self.rows[j], n)
                     ci, cj = ti.codes[left], tj.codes[right]
-                key = ci.astype(np.int64) * tj.nlev + cj
-                uniq, inv = np.unique(key, return_inverse=True)
-                self.slots[(i, j)] = _Slot(uniq, inv.ravel(), left, right)
+                if i == j and left is None:  # key l * nlev + l: distinct levels suffice
+                    lev, inv = _distinct_keys(ci.astype(np.int64), ti.nlev)
+                    uniq = lev * (ti.nlev + 1)
+                else:
+                    key = ci.astype(np.int64) * tj.nlev + cj
+                    uniq, inv = _distinct_keys(key, ti.nlev * tj.nlev)
+                self.slots[(i, j)] = _Slot(uniq, inv, left, right)
 
     def evaluate(self, zraws: list[np.ndarray], X: np.ndarray, Y: np.ndarray,
                  weights: np.ndarray | None = None, standardize: bool = True,
@@ -463,6 +471,20 @@ class CrossProductPattern:
         stats = tuple(ColumnStats.of(z) for z in zraws)
         return CrossProducts(self.shapes, p, k, n, pairs, tuple(zxy), XY.T @ XY, shift,
                              scale, stats, ymin, ymax, ls_shift=standardize)
+
+
+def _distinct_keys(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for integer keys in ``[0, size)``: by
+    a table of the key space (no sort) when it is not much larger than the keys."""
+    if size > (1 << 26) or size > 4 * len(keys):
+        uniq, inv = np.unique(keys, return_inverse=True)
+        return uniq, inv.ravel()
+    seen = np.zeros(size, dtype=bool)
+    seen[keys] = True
+    uniq = np.flatnonzero(seen)
+    rank = np.empty(size, dtype=np.intp)
+    rank[uniq] = np.arange(len(uniq))
+    return uniq.astype(keys.dtype, copy=False), rank[keys]
 
 
 def _per_level(codes: np.ndarray, left: np.ndarray, right: np.ndarray,

@@ -1,0 +1,14 @@
+"""Fits on data that do not fit in one machine's memory (issue 19).
+
+Modules
+-------
+passes
+    The passes over a Dask data frame's partitions (codebook summary,
+    cross-products, explicit penalized residual sum of squares), each summed in a
+    tree so that only level-sized objects travel.
+dask_fit
+    ``ma.lmm(formula, ddf)`` on a ``dask.dataframe.DataFrame``: the model on the
+    summed cross-products and its row-less results.
+
+Dask is imported only when a pass runs; ``import mixedanova`` does not need it.
+"""

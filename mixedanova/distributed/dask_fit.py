@@ -1,0 +1,380 @@
+"""Linear mixed models fitted to a Dask data frame (issue 19).
+
+``ma.lmm(formula, ddf)`` with ``ddf`` a ``dask.dataframe.DataFrame`` runs:
+
+1. one pass over the partitions for the codebook (levels of the grouping and
+   fixed factors, missing values; :mod:`mixedanova.design.chunked`);
+2. one pass computing each partition's cross-products of ``[Z X y]`` on the
+   workers, summed in a tree (:mod:`mixedanova.distributed.passes`);
+3. the optimizer, the convergence check and the estimates in the client, on the
+   summed level-sized system: the same
+   :class:`~mixedanova.likelihood.criterion.ProfiledDeviance` and pipeline as an
+   in-memory fit, so the numbers are the in-memory fit's.
+
+When the random effects explain nearly all of the response the engine
+recomputes the penalized residual sum of squares from the rows; on a Dask frame
+that is one more distributed pass (:class:`DistributedDeviance`), not a gather.
+
+The results (:class:`DistributedLmmResults`) hold no rows: fixed effects, SEs,
+variance components, BLUPs, Satterthwaite df and the summary are level-sized;
+fitted values, residuals and ``predict`` on the fit's data or on a Dask frame are
+lazy Dask series.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from ..design.chunked import ChunkEncoder, ChunkPlan, DesignSummary, aliased_columns
+from ..design.formula import parse_formula
+from ..errors import (ArgumentError, ConvergenceWarning, DesignError, FitError,
+                      SingularFitWarning, user_stacklevel)
+from ..likelihood.control import LmmControl, check_control
+from ..likelihood.criterion import ProfiledDeviance
+from ..results.lmm import LinearMixedResults
+from .passes import (cross_product_pass, exact_quantiles, keep_fixed_columns, pwrss_pass,
+                     summary_pass)
+
+__all__ = ["DistributedModel", "DistributedLmmResults", "DistributedDeviance", "lmm_dask"]
+
+_OPTIMIZERS = ("SLSQP", "L-BFGS-B", "Powell", "Nelder-Mead", "COBYLA", "COBYQA", "TNC",
+               "trust-constr")
+_FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn", "control", "progress")
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteRows:
+    """Where the rows behind the summed cross-products live (the Dask frame and
+    the encoder), and the working-coordinate maps applied to ``Z`` so far."""
+
+    encoder: ChunkEncoder
+    ddf: object
+    keep: np.ndarray
+    maps: tuple | None = None
+
+    def transformed(self, maps: list[np.ndarray]) -> "RemoteRows":
+        new = tuple(maps) if self.maps is None else tuple(a @ b for a, b in
+                                                          zip(self.maps, maps))
+        return dataclasses.replace(self, maps=new)
+
+
+class DistributedDeviance(ProfiledDeviance):
+    """:class:`~mixedanova.likelihood.criterion.ProfiledDeviance` whose explicit
+    penalized residual sum of squares is a distributed pass over the partitions
+    (``rows`` is one :class:`RemoteRows`)."""
+
+    def explicit_pwrss(self, f, templates) -> float:
+        remote = self.rows[0]
+        beta, u = f._solution_std()
+        offs = np.cumsum([0] + [t.nlev * t.q for t in self.cp.terms])
+        bs = [u[offs[k]:offs[k + 1]].reshape(t.nlev, t.q) @ T.T
+              for k, (t, T) in enumerate(zip(self.cp.terms, templates))]
+        rows = pwrss_pass(remote.encoder, remote.ddf, remote.keep, remote.maps,
+                          self.cp.shift[:, 0], float(self.cp.scale[0]), beta, bs)
+        return float(u @ u) + rows
+
+
+class DistributedModel:
+    """A linear mixed model whose data are a Dask data frame (see the module docstring).
+
+    Built by :meth:`from_formula` after the two passes; holds the summed
+    cross-products (level-sized), never the rows.
+    """
+
+    def __init__(self, design: DesignSummary, encoder: ChunkEncoder, cp, ddf, log_w: float,
+                 keep: np.ndarray) -> None:
+        self.design = design
+        self.encoder = encoder
+        self.cp = cp
+        self.ddf = ddf
+        self.log_w = log_w
+        self.keep = keep
+        self.residual = None
+        self._deviance: dict[bool, ProfiledDeviance] = {}
+
+    @classmethod
+    def from_formula(cls, formula: str, ddf, *, missing: str = "drop", weights=None,
+                     offset=None, restricted: bool = False,
+                     progress: bool = False) -> "DistributedModel":
+        """Parse ``formula``, learn the codebook (pass 1) and sum the partitions'
+        cross-products (pass 2)."""
+        parsed = parse_formula(formula, restricted=restricted)
+        if parsed.restricted:
+            from ..design.restricted import check_restricted
+            check_restricted(parsed.formula, columns=ddf.columns)
+        plan = ChunkPlan.from_formula(parsed, ddf._meta, weights=weights, offset=offset,
+                                      missing=missing)
+        summary = summary_pass(plan, ddf, progress)
+        if summary is None:
+            raise DesignError("data has no rows")
+        encoder = plan.encoder(summary)
+        sums = cross_product_pass(encoder, ddf, progress)
+        keep = aliased_columns(sums.xx, encoder.x_names_all)
+        design = encoder.design_summary(keep)
+        cp = keep_fixed_columns(sums.cp, keep)
+        return cls(design, encoder, cp, ddf, sums.log_w, keep)
+
+    def deviance_function(self, reml: bool = True) -> ProfiledDeviance:
+        """The profiled objective on the summed cross-products (one per criterion;
+        no pass over the rows)."""
+        if reml not in self._deviance:
+            rows = (RemoteRows(self.encoder, self.ddf, np.flatnonzero(self.keep)),)
+            self._deviance[reml] = DistributedDeviance(self.cp, self.design.theta_layout(),
+                                                       reml, rows=rows)
+        return self._deviance[reml]
+
+    def weights_constant(self) -> float:
+        """``-sum(log w_i)`` (0 without weights), as the in-memory model's."""
+        return -self.log_w if self.design.has_weights else 0.0
+
+    def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",
+            start: np.ndarray | None = None, ems: str | None = None,
+            anova_method: str | None = None, warn: bool = True,
+            control: LmmControl | None = None) -> "DistributedLmmResults":
+        """REML or ML fit on the summed system (arguments as
+        :meth:`mixedanova.model.LinearMixedModel.fit`)."""
+        from ..likelihood.convergence import check_convergence
+        from ..likelihood.criterion import fit_state
+        from ..likelihood.optimizer import optimize_theta
+        from ..likelihood.threads import engine_threads
+
+        if not isinstance(method, str) or method.upper() not in ("REML", "ML", "ANOVA"):
+            raise FitError(f"method must be one of REML, ML, ANOVA, not {method!r}")
+        method = method.upper()
+        if method == "ANOVA":
+            raise FitError("method='ANOVA' on a Dask data frame is not available yet (it "
+                           "needs a distributed group-by of cell sums); fit by REML or ML, "
+                           "or compute() the data and fit in memory")
+        for name, value in (("ems", ems), ("anova_method", anova_method)):
+            if value is not None:
+                raise FitError(f"{name}={value!r} applies to method='ANOVA' only")
+        canon = {o.lower(): o for o in _OPTIMIZERS}
+        if not isinstance(optimizer, str) or optimizer.lower() not in canon:
+            raise FitError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, not "
+                           f"{optimizer!r}")
+        if start is not None:
+            start = self.design.theta_layout().check_start(start)
+        control = check_control(control)
+        dev = self.deviance_function(reml=(method == "REML"))
+        with engine_threads(dev.system):
+            opt = optimize_theta(dev, start, method=canon[optimizer.lower()], control=control)
+            conv = check_convergence(dev, opt.theta, opt.hessian, opt.working, control=control)
+            if not conv.converged and not opt.converged:
+                note = (f"the optimizer stopped early: {opt.message} (LmmControl maxiter="
+                        f"{control.maxiter}, tol={control.tol:g})")
+                conv = dataclasses.replace(conv, messages=conv.messages + (note,))
+            state = fit_state(dev, opt, conv)
+        if self.design.has_weights:
+            state = dataclasses.replace(state,
+                                        objective=state.objective + self.weights_constant())
+        res = DistributedLmmResults(self.design, state, model=self)
+        if warn:
+            _warn_once(res)
+        return res
+
+    def refit(self, *args, **kwargs):
+        raise FitError("refit() (a new response) is not available for a fit on a Dask data "
+                       "frame; add the response as a column and call ma.lmm again")
+
+    def update(self, *args, **kwargs):
+        raise FitError("update() / reduced models (ranova, anova by likelihood ratio, "
+                       "bootstrap) are not available for a fit on a Dask data frame yet; "
+                       "fit each model with ma.lmm on the Dask frame")
+
+
+def _warn_once(res: "DistributedLmmResults") -> None:
+    msgs = list(res.convergence_messages)
+    if msgs:
+        warnings.warn("; ".join(msgs), ConvergenceWarning, stacklevel=user_stacklevel())
+    elif res.is_singular:
+        warnings.warn("boundary (singular) fit: a variance is estimated as 0 or a correlation "
+                      "as +-1; the random-effects structure may be too rich for the data",
+                      SingularFitWarning, stacklevel=user_stacklevel())
+
+
+def _fitted_part(chunk: pd.DataFrame, encoder: ChunkEncoder, keep: np.ndarray,
+                 beta: np.ndarray, blups: list, what: str, sigma: float) -> pd.Series:
+    e = encoder.encode(chunk)
+    if e is None:
+        return pd.Series(np.zeros(0), index=chunk.index[:0], name=what)
+    fit = e.X[:, keep] @ beta
+    if e.offset is not None:
+        fit = fit + e.offset
+    for c, z, b in zip(e.codes, e.zraws, blups):
+        fit = fit + np.einsum("ij,ij->i", z, b[c])
+    if what == "fitted":
+        out = fit
+    else:
+        out = e.y - fit
+        if what in ("resid_pearson", "resid_scaled") and e.weights is not None:
+            out = out * np.sqrt(e.weights)
+        if what == "resid_scaled":
+            out = out / sigma
+    return pd.Series(out, index=e.index, name=what)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Beta:
+    beta: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionView:
+    """What :func:`~mixedanova.inference.prediction.predict` reads of a fit (the
+    row-less design, ``beta`` and the BLUPs): shipped to the workers instead of the
+    results object."""
+
+    design: DesignSummary
+    state: _Beta
+    _blups: list
+
+
+def _predict_part(chunk: pd.DataFrame, view: PredictionView, re_form,
+                  allow_new_levels: bool) -> pd.Series:
+    from ..inference.prediction import predict
+    return predict(view, chunk, re_form, allow_new_levels)
+
+
+class DistributedLmmResults(LinearMixedResults):
+    """A linear mixed model fitted to a Dask data frame.
+
+    Everything level-sized is as for :class:`~mixedanova.results.lmm.LinearMixedResults`
+    (fixed effects, SEs, ``varcomp``, BLUPs and their conditional SDs,
+    Satterthwaite df, ``summary()``); :attr:`fittedvalues`, :attr:`resid`,
+    :meth:`residuals` and :meth:`predict` return lazy Dask series (``.compute()``
+    them, or write them with ``to_parquet``).  The summary's residual quantiles are
+    exact (:func:`~mixedanova.distributed.passes.exact_quantiles`: two or three
+    passes over the data when the summary is printed).
+    """
+
+    _summary_quantiles = False
+
+    def _lazy(self, what: str):
+        m = self.model
+        meta = pd.Series(np.zeros(0), name=what)
+        return m.ddf.map_partitions(_fitted_part, m.encoder, np.flatnonzero(m.keep),
+                                    self.state.beta, self._blups, what, self.sigma,
+                                    meta=meta)
+
+    @cached_property
+    def fittedvalues(self):
+        """Conditional fitted values, a lazy Dask series (complete rows only)."""
+        return self._lazy("fitted")
+
+    @cached_property
+    def resid(self):
+        """Conditional residuals ``y - fitted``, a lazy Dask series."""
+        return self._lazy("resid")
+
+    def residuals(self, type: str = "response"):
+        """lme4's residual types ``"response"``, ``"pearson"`` and ``"scaled"`` as
+        lazy Dask series."""
+        if type not in ("response", "pearson", "scaled"):
+            raise ArgumentError(f"type must be 'response', 'pearson' or 'scaled' for a fit on "
+                                f"a Dask data frame, not {type!r}")
+        lazy = self._lazy(f"resid_{type}" if type != "response" else "resid")
+        if self._summary_quantiles:  # the summary reads five quantiles of these
+            return pd.Series(exact_quantiles(lazy, [0.0, 0.25, 0.5, 0.75, 1.0]))
+        return lazy
+
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False,
+                include_random: bool | None = None, se_fit: bool = False):
+        """Predictions as lme4's ``predict``: on the fit's rows (``newdata=None``) or a
+        Dask frame a lazy Dask series, on a pandas frame a pandas Series."""
+        from ..inference.prediction import predict
+
+        if se_fit:
+            raise ArgumentError("se_fit=True is not available for a fit on a Dask data "
+                                "frame yet; use predict() for the means")
+        if include_random is not None and re_form is None:
+            re_form = None if include_random else "~0"
+        if newdata is None:
+            if re_form is None:
+                return self.fittedvalues
+            newdata = self.model.ddf
+        if isinstance(newdata, pd.DataFrame):
+            return predict(self, newdata, re_form, allow_new_levels)
+        if not hasattr(newdata, "map_partitions"):
+            raise DesignError(f"newdata must be a pandas or Dask DataFrame, not "
+                              f"{type(newdata).__name__}")
+        view = PredictionView(self.design, _Beta(self.state.beta), self._blups)
+        return newdata.map_partitions(_predict_part, view, re_form, allow_new_levels,
+                                      meta=pd.Series(np.zeros(0), name="predicted"))
+
+    def _summary_parts(self) -> dict:
+        self._summary_quantiles = True
+        try:
+            return super()._summary_parts()
+        finally:
+            self._summary_quantiles = False
+
+    @staticmethod
+    def _check_ddf(ddf: str) -> None:
+        if isinstance(ddf, str) and ddf.lower().replace("_", "-") in ("kenward-roger", "kr"):
+            raise DesignError("Kenward-Roger needs the design matrices X and Z row by row "
+                              "(its adjusted covariance sums over observations); not "
+                              "available for a fit on a Dask data frame: use "
+                              "ddf='satterthwaite' (level-sized)")
+
+    def fixed(self, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+        self._check_ddf(ddf)
+        return super().fixed(ddf, level)
+
+    def contrast(self, L, ddf: str = "satterthwaite", rhs=0.0, level: float = 0.95):
+        self._check_ddf(ddf)
+        return super().contrast(L, ddf, rhs=rhs, level=level)
+
+    def anova(self, type=3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        raise DesignError("anova() builds each term's hypothesis from the data's rows; not "
+                          "available for a fit on a Dask data frame yet: test terms with "
+                          "contrast(L) (Satterthwaite, level-sized)")
+
+    def hatvalues(self):
+        raise DesignError("hatvalues() are one per observation; not available for a fit on "
+                          "a Dask data frame")
+
+    def R(self, max_cells=None):
+        raise DesignError("R (one row and column per observation) is row-sized; not "
+                          "available for a fit on a Dask data frame")
+
+    def V(self, max_cells=None):
+        raise DesignError("V (one row and column per observation) is row-sized; not "
+                          "available for a fit on a Dask data frame")
+
+    def __repr__(self) -> str:
+        return (f"<DistributedLmmResults {self.method}: {self.design.formula.formula!r}, "
+                f"nobs={self.nobs}>")
+
+
+def lmm_dask(formula: str, ddf, method: str = "REML", *, missing: str = "drop",
+             weights=None, offset=None, residual=None, restricted: bool = False,
+             **kwargs) -> DistributedLmmResults:
+    """:func:`mixedanova.lmm` on a Dask data frame (see the module docstring).
+
+    ``progress=True`` shows Dask's progress bar during the passes (off by default).
+    """
+    unknown = sorted(set(kwargs) - set(_FIT_KEYWORDS))
+    if unknown:
+        raise ArgumentError(
+            f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
+            f"formula, data, method, missing, weights, offset, residual, restricted, "
+            f"{', '.join(_FIT_KEYWORDS)}")
+    if residual is not None:
+        raise DesignError("residual structures on a Dask data frame are not available yet "
+                          "(each partition would have to hold whole residual groups); fit "
+                          "in memory")
+    progress = kwargs.pop("progress", False)
+    if not isinstance(method, str) or method.upper() not in ("REML", "ML", "ANOVA"):
+        raise FitError(f"method must be one of REML, ML, ANOVA, not {method!r}")
+    if method.upper() == "ANOVA":  # before any pass over the data
+        raise FitError("method='ANOVA' on a Dask data frame is not available yet (it needs "
+                       "a distributed group-by of cell sums); fit by REML or ML, or "
+                       "compute() the data and fit in memory")
+    model = DistributedModel.from_formula(formula, ddf, missing=missing, weights=weights,
+                                          offset=offset, restricted=restricted,
+                                          progress=progress)
+    return model.fit(method, **kwargs)
