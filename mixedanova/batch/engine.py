@@ -85,6 +85,7 @@ class ViewState:
     beta: np.ndarray
     vcov_beta: np.ndarray
     residual: None = None
+    fixed_sigma: None = None  # batch fits profile sigma (FitState's field of that name)
 
 
 @dataclass
