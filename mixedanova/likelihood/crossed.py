@@ -402,9 +402,9 @@ class CrossedFactor(FactorBase):
         w = solve_triangular(self.L[:-1, :-1], self.L[-1, :-1], lower=True, trans=1,
                              check_finite=False)
         beta = w[r1:]
-        v0 = (self.BX[:, p, :].reshape(-1)
-              - self.BX[:, :p, :].transpose(0, 2, 1).reshape(-1, p) @ beta
-              - self.C.T @ w[:r1])
+        v0 = self.BX[:, p, :].reshape(-1) - self.C.T @ w[:r1]
+        if p:  # no fixed effects (p = 0): nothing to take off
+            v0 = v0 - self.BX[:, :p, :].transpose(0, 2, 1).reshape(-1, p) @ beta
         w0 = (self.L00inv.transpose(0, 2, 1) @ v0.reshape(s.l0, s.q0, 1)).reshape(-1)
         return beta, np.concatenate([w0, w[:r1]])
 
