@@ -12,6 +12,9 @@ from .errors import (ArgumentError, ConvergenceWarning, DesignError, Estimabilit
 from .inference.compare import compare
 from .likelihood.control import LmmControl
 from .model import LinearMixedModel, lmm
+from .glmm_model import glmm
+from .glmm.families import Family, make_family
+from .results.glmm import GlmmResults
 from .residual import AR1, CAR1, VarExp, VarIdent, VarPower, CompSymm, ResidualWarning
 from .moments.ems import Factor, ems_rules
 from .moments.moments import moments_from_mean_squares, varcomp_ci, varcomp_table
@@ -24,6 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmm",
+    "glmm",
+    "Family",
+    "make_family",
+    "GlmmResults",
     "LmmControl",
     "AR1",
     "CAR1",

@@ -304,7 +304,7 @@ def _as_label(col: pd.Series) -> np.ndarray:
 
 def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
                  missing: str = "drop", weights=None, offset=None,
-                 extra_columns: tuple[str, ...] = ()) -> Design:
+                 extra_columns: tuple[str, ...] = (), check_levels: bool = True) -> Design:
     """Build the :class:`Design` for ``parsed`` on ``data``.
 
     Parameters
@@ -325,6 +325,10 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     extra_columns : tuple of str
         Further columns the model needs (a residual structure's group, time or
         covariate): kept in ``Design.data`` and part of the missing-value rule.
+    check_levels : bool
+        Refuse a grouping factor with as many levels (or random effects) as
+        observations (a linear model's identifiability check; a GLMM, whose
+        scale is fixed, allows an observation-level random effect).
 
     Raises
     ------
@@ -397,7 +401,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     blocks = [_random_block(term, data) for term in parsed.random]
     order = sorted(range(len(blocks)), key=lambda k: -blocks[k].nlev)  # stable, as lme4
     blocks = [blocks[k] for k in order]
-    _check_identifiable(blocks, len(y))
+    if check_levels:
+        _check_identifiable(blocks, len(y))
     return Design(formula=parsed, y=y, X=X, x_names=tuple(names_all[i] for i in kept_idx),
                   blocks=tuple(blocks), fixed_terms=fixed_terms(spec, kept_idx), fixed_spec=spec,
                   kept_columns=kept_idx, row_index=data.index, n_dropped=n_dropped,
