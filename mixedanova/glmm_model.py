@@ -137,7 +137,11 @@ def _prepare_response(formula: str, data: pd.DataFrame, family: Family
                 vals = np.where(col.isna(), np.nan, col.astype(float))
             data = data.assign(**{_YNUM: vals})
             return f"{_YNUM} ~ {rhs}", data, GlmmResponse(name, "binary", None)
-    return formula, data, GlmmResponse(lhs, "value", None)
+        return formula, data, GlmmResponse(lhs, "value", None)
+    # an expression (incidence/size, y > 0): R evaluates it as one numeric column
+    vals = _evaluate(lhs, data, "response")
+    data = data.assign(**{_YNUM: vals})
+    return f"{_YNUM} ~ {rhs}", data, GlmmResponse(lhs, "value", None)
 
 
 def _check_response(design: Design, family: Family, response: GlmmResponse,

@@ -138,7 +138,8 @@ class LaplaceObjective:
 
     def _solve(self, joint: bool, X: np.ndarray, z: np.ndarray, w: np.ndarray,
                templates: list[np.ndarray]):
-        cp = self.pattern.evaluate(self.zraws, X, z, weights=w, standardize=False)
+        cp = self.pattern.evaluate(self.zraws, X, z, weights=w, standardize=False,
+                                   shift=np.zeros((X.shape[1], 1)))
         cp = cp.standardized()
         system = self._systems.get(joint)
         if system is None:

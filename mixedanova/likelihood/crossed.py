@@ -189,7 +189,10 @@ class CrossedSystem:
             # (with the [X y] rows: the whole of B B')
             uniq, grp = np.unique(self.A00[:, 0, 0], return_inverse=True)
             size = float(len(uniq)) * self.r * (self.r + 1) / 2
-            if size <= _GROUPED_ENTRIES and size <= _GROUPED_PER_PAIR * n_pairs:
+            # (worth it when levels share values: not when row weights make them all
+            # distinct, as a GLMM's working weights do)
+            if (size <= _GROUPED_ENTRIES and size <= _GROUPED_PER_PAIR * n_pairs
+                    and 2 * len(uniq) <= self.l0):
                 B = np.vstack([self.dense_c_matrix(self.vals), self.AX0[:, :, 0].T])
                 # S's lower triangle is all LAPACK reads; row-major, so its first
                 # r1 (r1 + 1) / 2 entries are the R1 block's
