@@ -214,6 +214,9 @@ class LaplaceObjective:
                         break
                 step *= 0.5
             if not accepted:
+                if size > 1e-6 * (1.0 + np.max(np.abs(u), initial=0.0)):
+                    raise FitError("PIRLS: no step decreases the penalized deviance (the "
+                                   "modes are on the boundary of the link's domain)")
                 break  # no decrease at rounding level: at the mode
             u, st = u_try, st_try
             if joint:
