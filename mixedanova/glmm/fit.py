@@ -31,6 +31,7 @@ from .laplace import LaplaceObjective, PirlsState
 __all__ = ["GlmmFit", "fit_glmm", "fd_hessian"]
 
 _DECREMENT_TOL = 1e-10
+_START_MULTIPLIERS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 3.0)
 
 
 @dataclass
@@ -76,35 +77,51 @@ class GlmmFit:
 
 
 class _Whitened:
-    """``x = (theta, gamma)`` <-> ``(theta, beta)`` with ``beta = b0 + A gamma``."""
+    """``x = (t, gamma)`` <-> ``(theta, beta)``: ``theta = s t`` (``s`` the
+    working scale of each entry) and ``beta = b0 + A gamma``."""
 
-    def __init__(self, ntheta: int, b0: np.ndarray, A: np.ndarray) -> None:
-        self.k, self.b0, self.A = ntheta, b0, A
+    def __init__(self, scale: np.ndarray, b0: np.ndarray, A: np.ndarray) -> None:
+        self.k, self.s, self.b0, self.A = len(scale), scale, b0, A
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x[:self.k], self.b0 + self.A @ x[self.k:]
+        return self.s * x[:self.k], self.b0 + self.A @ x[self.k:]
 
     def to_x(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
         gamma = np.linalg.solve(self.A, beta - self.b0) if len(beta) else beta
-        return np.concatenate([theta, gamma])
+        return np.concatenate([theta / self.s, gamma])
 
     def jacobian(self) -> np.ndarray:
         p = len(self.b0)
         J = np.eye(self.k + p)
+        J[:self.k, :self.k] = np.diag(self.s)
         J[self.k:, self.k:] = self.A
         return J
 
 
-def _stage1(obj: LaplaceObjective, start_theta: np.ndarray) -> PirlsState:
+def theta_scales(obj: LaplaceObjective) -> np.ndarray:
+    """Working unit of each ``theta`` entry: ``T[i, j]`` multiplies column ``i`` of
+    the term's model matrix, so its unit is 1 / (root mean square of that column)."""
+    out = []
+    for t, q in zip(obj.data.terms, obj.data.layout.qs):
+        rms = np.sqrt(np.mean(t.zraw ** 2, axis=0))
+        rms = np.where(rms > 0, rms, 1.0)
+        for j in range(q):
+            for i in range(j, q):
+                out.append(1.0 / rms[i])
+    return np.asarray(out)
+
+
+def _stage1(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarray
+            ) -> PirlsState:
     layout = obj.data.layout
     lower = layout.lower
     best: dict = {}
 
-    def f(theta):
-        if np.any(theta < lower):
+    def f(t):
+        if np.any(t < lower):
             return math.inf
         try:
-            st = obj.pirls(theta, best["state"].beta if best else None, joint=True)
+            st = obj.pirls(scale * t, best["state"].beta if best else None, joint=True)
         except FitError:
             return math.inf
         if not best or st.value < best["state"].value:
@@ -112,9 +129,14 @@ def _stage1(obj: LaplaceObjective, start_theta: np.ndarray) -> PirlsState:
         return st.value
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    f(start_theta)
+    start_theta = start_theta / scale
+    # a coarse search over the size of the start (huge counts want a tiny theta)
+    values = []
+    for c in _START_MULTIPLIERS:
+        values.append(f(c * start_theta))
     if not best:
         raise FitError("PIRLS failed at the starting values")
+    start_theta = _START_MULTIPLIERS[int(np.argmin(values))] * start_theta
     minimize(f, start_theta, method="Nelder-Mead", bounds=bounds,
              options={"xatol": 1e-5, "fatol": 1e-8, "maxfev": 2000 * len(start_theta)})
     return best["state"]
@@ -175,8 +197,10 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     """
     layout = obj.data.layout
     value = obj if value is None else value
-    theta0 = layout.start() if start_theta is None else np.asarray(start_theta, float)
-    s1 = _stage1(obj, theta0)
+    scale = theta_scales(obj)
+    theta0 = (layout.start() * scale if start_theta is None
+              else np.asarray(start_theta, float))
+    s1 = _stage1(obj, theta0, scale)
     messages: list[str] = []
     p = obj.data.p
     if not stage1:
@@ -185,7 +209,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     # whitening of beta from the stage-1 information
     rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
     A = solve_triangular(rx.T, np.eye(p), lower=False) if p else np.zeros((0, 0))
-    wt = _Whitened(layout.size, s1.beta.copy(), A)
+    wt = _Whitened(scale, s1.beta.copy(), A)
     lower = np.concatenate([layout.lower, np.full(p, -np.inf)])
 
     def fx(x):
@@ -201,10 +225,29 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         return _fd_gradient(fx, np.maximum(xx, lower), lower, hstep)
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    res = minimize(fx, x, jac=jac, method="L-BFGS-B", bounds=bounds,
-                   options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 1000})
-    x = np.maximum(res.x, lower) if fx(res.x) <= fx(x) else x
-    x, f0, g, H, free, dec, ok = _newton(fx, x, lower, hstep)
+
+    def stage2(x):
+        res = minimize(fx, x, jac=jac, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 1000})
+        x = np.maximum(res.x, lower) if fx(res.x) <= fx(x) else x
+        return _newton(fx, x, lower, hstep)
+
+    out = stage2(x)
+    # A template diagonal at 0 is a stationary point in that entry (the objective is
+    # even in it): a gradient method cannot leave it.  Restart with such entries
+    # moved off the boundary, keep the best.
+    diag = np.flatnonzero(layout.diagonal_mask())
+    near = diag[out[0][diag] < 1e-3]
+    if len(near):
+        for v in (1.0, 0.1, 10.0):
+            x1 = out[0].copy()
+            x1[near] = v
+            if not np.isfinite(fx(x1)):
+                continue
+            cand = stage2(x1)
+            if cand[1] < out[1] - 1e-9 * max(1.0, abs(out[1])):
+                out = cand
+    x, f0, g, H, free, dec, ok = out
     if not ok:
         messages.append("the Newton polish did not reach a decrement below 1e-10")
     theta, beta = wt.split(x)
@@ -241,6 +284,8 @@ def _newton(fx: Callable, x: np.ndarray, lower: np.ndarray, hstep: np.ndarray,
         idx = np.flatnonzero(free)
         xf = x.copy()
         H = fd_hessian(lambda v: fx(_put(xf, idx, v)), x[idx], hh[idx], f0)
+        if not np.all(np.isfinite(H)) or not np.all(np.isfinite(g)):
+            return x, f0, g, np.where(np.isfinite(H), H, np.nan), free, math.inf, False
         try:
             c = np.linalg.cholesky(H)
         except np.linalg.LinAlgError:

@@ -169,6 +169,10 @@ class LaplaceObjective:
         FitError
             The iteration cannot find a valid linear predictor or does not converge.
         """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._pirls(theta, beta, u0, joint)
+
+    def _pirls(self, theta, beta, u0, joint) -> PirlsState:
         d, fam = self.data, self.family
         theta = np.asarray(theta, dtype=float)
         templates = d.layout.templates(theta)
