@@ -170,7 +170,14 @@ class LaplaceObjective:
             The iteration cannot find a valid linear predictor or does not converge.
         """
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self._pirls(theta, beta, u0, joint)
+            try:
+                return self._pirls(theta, beta, u0, joint)
+            except FitError:
+                start = self._u if u0 is None else np.asarray(u0, dtype=float)
+                if not np.any(start):
+                    raise
+                # the warm start (modes of another point) may be far off: from u = 0
+                return self._pirls(theta, beta, np.zeros(self.Q), joint)
 
     def _pirls(self, theta, beta, u0, joint) -> PirlsState:
         d, fam = self.data, self.family

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 import mixedanova as ma
-from tests._refdata import assert_close, r_name
+from _refdata import assert_close, r_name
 
 REF = Path(__file__).resolve().parents[1] / "reference"
 DATA = Path(__file__).resolve().parents[1] / "data" / "glmm"
