@@ -13,7 +13,6 @@ from .inference.compare import compare
 from .likelihood.control import LmmControl
 from .model import LinearMixedModel, lmm
 from .glmm_model import glmm
-from .glmm.families import Family, make_family
 from .results.glmm import GlmmResults
 from .residual import AR1, CAR1, VarExp, VarIdent, VarPower, CompSymm, ResidualWarning
 from .moments.ems import Factor, ems_rules
@@ -28,8 +27,6 @@ __version__ = "0.1.0"
 __all__ = [
     "lmm",
     "glmm",
-    "Family",
-    "make_family",
     "GlmmResults",
     "LmmControl",
     "AR1",

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from typing import TYPE_CHECKING
+
 from .design.build import Design, build_design
 from .design.formula import parse_formula
 from .errors import ArgumentError, DesignError
-from .glmm.agq import AgqObjective
-from .glmm.families import Family, make_family
-from .glmm.fit import fit_glmm
-from .glmm.laplace import GlmmData, LaplaceObjective
-from .likelihood.blocked import TermData
 from .results.glmm import GlmmResults
+
+if TYPE_CHECKING:  # the engine (scipy) is imported when a fit needs it
+    from .glmm.families import Family
 
 __all__ = ["glmm", "GlmmResponse", "r_spelling"]
 
@@ -105,7 +105,7 @@ def _cbind_args(lhs: str) -> list[str] | None:
     return [p.strip() for p in parts]
 
 
-def _prepare_response(formula: str, data: pd.DataFrame, family: Family
+def _prepare_response(formula: str, data: pd.DataFrame, family: "Family"
                       ) -> tuple[str, pd.DataFrame, GlmmResponse]:
     lhs, rhs = _split_response(formula)
     args = _cbind_args(lhs)
@@ -144,7 +144,7 @@ def _prepare_response(formula: str, data: pd.DataFrame, family: Family
     return f"{_YNUM} ~ {rhs}", data, GlmmResponse(lhs, "value", None)
 
 
-def _check_response(design: Design, family: Family, response: GlmmResponse,
+def _check_response(design: Design, family: "Family", response: GlmmResponse,
                     weights_given: bool) -> tuple[np.ndarray, np.ndarray]:
     y = design.y
     pw = design.prior_weights.copy()
@@ -218,6 +218,12 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     >>> r = ma.glmm("cbind(incidence, size - incidence) ~ period + (1|herd)",
     ...             cbpp, family="binomial")           # doctest: +SKIP
     """
+    from .glmm.agq import AgqObjective
+    from .glmm.families import make_family
+    from .glmm.fit import fit_glmm
+    from .glmm.laplace import GlmmData, LaplaceObjective
+    from .likelihood.blocked import TermData
+
     fam = make_family(family, link)
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ArgumentError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")

@@ -44,6 +44,7 @@ __all__ = ["GlmmData", "PirlsState", "LaplaceObjective"]
 
 _MAX_ITER = 200
 _STEP_TOL = 1e-11
+_JOINT_TOL = 1e-10
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class LaplaceObjective:
             if st is None:
                 raise FitError("the starting linear predictor is outside the family's domain")
         last = False
+        stalls, prev_size = 0, math.inf
         for it in range(1, _MAX_ITER + 1):
             eta, mu, mueta, w, dev = st
             pdev = dev + float(u @ u)
@@ -209,8 +211,14 @@ class LaplaceObjective:
             du = u_new - u
             db = (b_new - beta) if joint else np.zeros(0)
             size = max(np.max(np.abs(du), initial=0.0), np.max(np.abs(db), initial=0.0))
-            if last or size <= _STEP_TOL * (1.0 + np.max(np.abs(u), initial=0.0)
-                                    + np.max(np.abs(beta), initial=0.0)):
+            if joint:
+                # (beta, u) can be nearly confounded (an intercept and large random
+                # intercepts): the linear predictor is what is well determined
+                deta = self.zb(templates, du) + d.X @ db
+                done = np.max(np.abs(deta)) <= _JOINT_TOL * (1.0 + np.max(np.abs(eta)))
+            else:
+                done = size <= _STEP_TOL * (1.0 + np.max(np.abs(u), initial=0.0))
+            if last or done:
                 break
             step = 1.0
             accepted = False
@@ -232,8 +240,14 @@ class LaplaceObjective:
             u, st = u_try, st_try
             if joint:
                 beta = b_try
-            if step < 1.0 and abs(pdev - pdev_try) <= 1e-15 * max(1.0, abs(pdev)):
-                last = True  # one more pass for the factor at these modes
+            # at rounding level (the steps stop shrinking, or a halved step gains
+            # nothing): one more pass for the factor at these modes
+            if size < 1e-8 * (1.0 + np.max(np.abs(u))) and size > 0.5 * prev_size:
+                stalls += 1
+            prev_size = size
+            if stalls >= 2 or (step < 1.0 and abs(pdev - pdev_try)
+                               <= 1e-15 * max(1.0, abs(pdev))):
+                last = True
         else:
             raise FitError(f"PIRLS did not converge in {_MAX_ITER} iterations")
         eta, mu, mueta, w, dev = st

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from ..design.build import Design, group_labels
 from ..design.theta import SINGULAR_TOL
@@ -112,6 +111,8 @@ class GlmmResults:
 
     def fixed(self) -> pd.DataFrame:
         """``coef(summary(m))``: ``estimate, std_err, z, p`` (Wald z, normal p values)."""
+        from scipy.stats import norm
+
         est, se = self.fe_params.to_numpy(), self.bse_fe.to_numpy()
         z = est / se
         return pd.DataFrame({"estimate": est, "std_err": se, "z": z,
