@@ -12,7 +12,10 @@ from .errors import (ArgumentError, ConvergenceWarning, DesignError, Estimabilit
 from .inference.compare import compare
 from .likelihood.control import LmmControl
 from .model import LinearMixedModel, lmm
-from .glmm_model import glmm
+# the engine's package first (its __init__ is light), so that importing its
+# submodules later never rebinds ma.glmm, the function, to the package
+from . import glmm as glmm_engine  # noqa: F401
+from .glmm_model import glmm  # noqa: E402
 from .results.glmm import GlmmResults
 from .residual import AR1, CAR1, VarExp, VarIdent, VarPower, CompSymm, ResidualWarning
 from .moments.ems import Factor, ems_rules
