@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 
 from .design.build import Design, build_design
 from .design.formula import parse_formula
-from .errors import ArgumentError, DesignError
+import warnings
+
+from .errors import (ArgumentError, ConvergenceWarning, DesignError, SingularFitWarning,
+                     user_stacklevel)
 from .results.glmm import GlmmResults
 
 if TYPE_CHECKING:  # the engine (scipy) is imported when a fit needs it
@@ -248,6 +251,14 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     start = None if start_theta is None else layout.check_start(start_theta)
     fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
     x_names = tuple(names.get(n.replace(" ", ""), n) for n in design.x_names)
-    return GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
-                       x_names=x_names, response=response.label, objective=obj,
-                       agq=value)
+    res = GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
+                      x_names=x_names, response=response.label, objective=obj, agq=value,
+                      formula=formula)
+    if res.is_singular:
+        warnings.warn("boundary (singular) fit: a random-effects covariance is singular "
+                      f"(theta = {np.round(res.theta, 6).tolist()})", SingularFitWarning,
+                      stacklevel=user_stacklevel())
+    if not res.converged:
+        warnings.warn("; ".join(res.convergence_messages) or "the fit did not converge",
+                      ConvergenceWarning, stacklevel=user_stacklevel())
+    return res

@@ -42,6 +42,7 @@ class GlmmStressOutcome:
     mismatch: float        # objective_at(reference estimates) - reference objective
     error: str | None
     seconds: float
+    converged: bool = False
 
 
 def load_manifest() -> dict:
@@ -80,4 +81,5 @@ def score_set(entry: dict) -> GlmmStressOutcome:
     mismatch = res.objective_at(np.asarray(ref["theta"], float), beta_ref) - obj
     return GlmmStressOutcome(entry["id"], entry["shape"], bool(passed),
                              bool(not passed and res.converged), float(gap), tol,
-                             bool(inaccurate), float(mismatch), None, secs)
+                             bool(inaccurate), float(mismatch), None, secs,
+                             bool(res.converged))

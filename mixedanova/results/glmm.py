@@ -45,11 +45,13 @@ class GlmmResults:
         The response as written.
     objective : LaplaceObjective
     agq : AgqObjective or None
+    formula : str
+        The formula as the user wrote it.
     """
 
     def __init__(self, *, design: Design, family: "Family", data: "GlmmData", fit: "GlmmFit",
                  nagq: int, x_names: tuple[str, ...], response: str,
-                 objective: "LaplaceObjective", agq=None) -> None:
+                 objective: "LaplaceObjective", agq=None, formula: str = "") -> None:
         self.design = design
         self.family = family
         self.data = data
@@ -59,6 +61,7 @@ class GlmmResults:
         self.response = response
         self.objective = objective
         self.agq = agq
+        self.formula = formula
 
     # ------------------------------------------------------------ basics
     @property
@@ -156,6 +159,32 @@ class GlmmResults:
         ``theta`` and ``beta`` (lme4's order and names)."""
         f = self.agq if self.agq is not None else self.objective
         return float(f(np.asarray(theta, float), np.asarray(beta, float)))
+
+    def lrt(self, *others: "GlmmResults") -> pd.DataFrame:
+        """Likelihood-ratio tests of nested fits (lme4's ``anova(m0, m1)``).
+
+        Rows ordered by the number of parameters: ``npar, AIC, BIC, logLik,
+        deviance`` (``-2 logLik``, as ``anova()``), then ``Chisq, Df, p`` against
+        the previous row.  The fits must be on the same rows; quadrature and
+        Laplace fits compare (both keep the whole log-likelihood).
+        """
+        from scipy.stats import chi2
+
+        fits = sorted((self,) + others, key=lambda r: r.npar)
+        if len({f.nobs for f in fits}) != 1:
+            raise ArgumentError("the fits use different numbers of observations")
+        rows = []
+        for k, f in enumerate(fits):
+            row = {"model": f.formula, "npar": f.npar, "AIC": f.aic, "BIC": f.bic,
+                   "logLik": f.llf, "deviance": f.minus_2_loglik,
+                   "Chisq": np.nan, "Df": np.nan, "p": np.nan}
+            if k:
+                prev = fits[k - 1]
+                chisq = max(prev.minus_2_loglik - f.minus_2_loglik, 0.0)
+                df = f.npar - prev.npar
+                row.update(Chisq=chisq, Df=df, p=float(chi2.sf(chisq, df)) if df else np.nan)
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     # ------------------------------------------------------------ random effects
     def _templates(self) -> list[np.ndarray]:
@@ -294,10 +323,7 @@ class GlmmResults:
                   f"Adaptive Gauss-Hermite Quadrature (nAGQ = {self.nagq})")
         lines = [f"Generalized linear mixed model fit by maximum likelihood ({method})",
                  f" Family: {fam.name}  ( {fam.link.name} )",
-                 f"Formula: {self.design.formula.formula if self.response is None else ''}"
-                 .rstrip()]
-        lines[-1] = f"Formula: {self.response} ~ {self.design.formula.fixed_formula}"
-        lines.append("")
+                 f"Formula: {self.formula}", ""]
         lines.append(f"{'AIC':>9} {'BIC':>9} {'logLik':>9} {'deviance':>9} {'df.resid':>9}")
         lines.append(f"{self.aic:9.1f} {self.bic:9.1f} {self.llf:9.1f} "
                      f"{self.minus_2_loglik:9.1f} {self.df_resid:9d}")

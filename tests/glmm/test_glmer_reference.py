@@ -211,3 +211,21 @@ def test_summary_text():
     assert "Laplace Approximation" in text
     assert "184.1" in text  # -2 logLik, printed as "deviance"
     assert "herd" in text
+
+
+@pytest.mark.parametrize("case,m0", [
+    ("glmm_cbpp_laplace", "cbind(incidence, size - incidence) ~ 1 + (1|herd)"),
+    ("glmm_contraception_slope", "use ~ age + I(age^2) + urban + livch + (1|district)"),
+])
+def test_likelihood_ratio_test(case, m0):
+    ref, res = fitted(case)
+    small = ma.glmm(m0, data_of(ref), family=ref["family"])
+    tab = small.lrt(res)
+    r0, r1 = ref["lrt"]["rows"]  # anova(m0, m1): default fits of both models
+    assert list(tab["npar"]) == [r0["npar"], r1["npar"]]
+    assert tab["Df"].iloc[1] == r1["Df"]
+    # the default fits are off the optimum by up to ~1e-3 in -2 logLik
+    assert_close(tab["deviance"], [r0["deviance"], r1["deviance"]], 0, "anova deviance",
+                 atol=2e-3)
+    assert abs(tab["Chisq"].iloc[1] - r1["Chisq"]) <= 4e-3
+    assert_close(tab["p"].iloc[1], r1["p"], 2e-3, "anova Pr(>Chisq)")
