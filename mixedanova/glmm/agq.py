@@ -76,8 +76,6 @@ class AgqObjective:
         return float(-2.0 * per_level.sum())
 
     def __call__(self, theta: np.ndarray, beta: np.ndarray) -> float:
-        if np.any(np.asarray(theta) < self.laplace.data.layout.lower):
-            return math.inf
         try:
             return self.evaluate(theta, beta)
         except FitError:

@@ -212,25 +212,36 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     wt = _Whitened(scale, s1.beta.copy(), A)
     lower = np.concatenate([layout.lower, np.full(p, -np.inf)])
 
-    def fx(x):
-        if np.any(x < lower):
-            return math.inf
+    def fraw(x):
         theta, beta = wt.split(x)
         return value(theta, beta)
+
+    def fx(x):
+        return math.inf if np.any(x < lower) else fraw(x)
 
     x = wt.to_x(s1.theta, s1.beta)
     hstep = np.concatenate([np.full(layout.size, 1e-5), np.full(p, 1e-5)])
 
-    def jac(xx):
-        return _fd_gradient(fx, np.maximum(xx, lower), lower, hstep)
+    def value_and_forward_gradient(xx):
+        # forward differences while far from the optimum (k + 1 evaluations); the
+        # Newton polish uses central ones
+        xx = np.maximum(xx, lower)
+        f0 = fx(xx)
+        g = np.empty_like(xx)
+        for i in range(len(xx)):
+            e = np.zeros_like(xx)
+            e[i] = 1e-6
+            g[i] = (fx(xx + e) - f0) / 1e-6
+        return f0, g
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
     def stage2(x):
-        res = minimize(fx, x, jac=jac, method="L-BFGS-B", bounds=bounds,
+        res = minimize(value_and_forward_gradient, x, jac=True, method="L-BFGS-B",
+                       bounds=bounds,
                        options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 1000})
         x = np.maximum(res.x, lower) if fx(res.x) <= fx(x) else x
-        return _newton(fx, x, lower, hstep)
+        return _newton(fx, fraw, x, lower, hstep)
 
     out = stage2(x)
     # A template diagonal at 0 is a stationary point in that entry (the objective is
@@ -249,7 +260,8 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
                 out = cand
     x, f0, g, H, free, dec, ok = out
     if not ok:
-        messages.append("the Newton polish did not reach a decrement below 1e-10")
+        messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
+                        "rounding level): the optimum is not certain")
     theta, beta = wt.split(x)
     st = obj.pirls(theta, beta)
     J = wt.jacobian()
@@ -272,18 +284,26 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
                    stage1_beta=s1.beta, nevals=obj.nevals)
 
 
-def _newton(fx: Callable, x: np.ndarray, lower: np.ndarray, hstep: np.ndarray,
-            max_steps: int = 30):
-    """Newton steps with a finite-difference Hessian on the free parameters."""
+def _newton(fx: Callable, fraw: Callable, x: np.ndarray, lower: np.ndarray,
+            hstep: np.ndarray, max_steps: int = 30):
+    """Newton steps with a finite-difference Hessian on the free parameters.
+
+    ``fraw`` is the objective without the bounds (a template diagonal below 0
+    gives the same kind of covariance), so that differences may straddle a bound.
+    A parameter on its bound whose slope does not point inside is held there.
+    Converged: the Newton decrement is below ``max(1e-10, 1e-12 |f|)`` (or, when
+    no step gains any more, below ``1e-8 max(1, |f|)``: the rounding level).
+    """
     f0 = fx(x)
     hh = np.concatenate([np.full(len(x), 2e-3)])
     dec = math.inf
+    tol = max(_DECREMENT_TOL, 1e-12 * abs(f0))
     for _ in range(max_steps):
-        g = _fd_gradient(fx, x, lower, hstep, f0)
-        free = ~((x - lower < 1e-8) & (g > 0))
+        g = _fd_gradient(fraw, x, np.full(len(x), -np.inf), hstep, f0)
+        free = ~((x - lower < 1e-8) & (g > -1e-6 * max(1.0, abs(f0))))
         idx = np.flatnonzero(free)
         xf = x.copy()
-        H = fd_hessian(lambda v: fx(_put(xf, idx, v)), x[idx], hh[idx], f0)
+        H = fd_hessian(lambda v: fraw(_put(xf, idx, v)), x[idx], hh[idx], f0)
         if not np.all(np.isfinite(H)) or not np.all(np.isfinite(g)):
             return x, f0, g, np.where(np.isfinite(H), H, np.nan), free, math.inf, False
         try:
@@ -294,7 +314,7 @@ def _newton(fx: Callable, x: np.ndarray, lower: np.ndarray, hstep: np.ndarray,
             c = np.linalg.cholesky(H_pd)
         step = -np.linalg.solve(c.T, np.linalg.solve(c, g[idx]))
         dec = 0.5 * float(-g[idx] @ step)
-        if dec < _DECREMENT_TOL:
+        if dec < tol:
             return x, f0, g, H, free, dec, True
         t = 1.0
         moved = False
@@ -308,7 +328,7 @@ def _newton(fx: Callable, x: np.ndarray, lower: np.ndarray, hstep: np.ndarray,
                 break
             t *= 0.5
         if not moved:
-            return x, f0, g, H, free, dec, dec < 1e-7
+            return x, f0, g, H, free, dec, dec < 1e-8 * max(1.0, abs(f0))
     return x, f0, g, H, free, dec, False
 
 

@@ -269,8 +269,6 @@ class LaplaceObjective:
 
     def __call__(self, theta: np.ndarray, beta: np.ndarray) -> float:
         """The Laplace ``-2 log L`` at ``(theta, beta)`` (``inf`` where PIRLS fails)."""
-        if np.any(np.asarray(theta) < self.data.layout.lower):
-            return math.inf
         try:
             return self.pirls(theta, beta).value
         except FitError:
