@@ -138,11 +138,18 @@ class Family:
         return self.loglik(y, np.asarray(y, dtype=float), pw)
 
     def dev_resids(self, y: np.ndarray, mu: np.ndarray, pw: np.ndarray) -> np.ndarray:
-        """Squared deviance residuals ``2 w (l_sat - l)`` per row."""
+        """Squared deviance residuals ``2 w (l_sat - l)`` per row.
+
+        Written as ``mu h(y / mu)`` with ``h(t) = t log t - t + 1`` (and the same
+        for ``1 - y`` of a binomial), ``h`` from its series near ``t = 1``: no
+        cancellation between ``y log(y / mu)`` and ``y - mu`` when counts are huge
+        and the fit is close, so the objective keeps its digits there.
+        """
+        y = np.asarray(y, dtype=float)
+        mu = np.asarray(mu, dtype=float)
         if self.name == "binomial":
-            return 2.0 * pw * (xlogy(y, y) - xlogy(y, mu) + xlog1py(1.0 - y, -y)
-                               - xlog1py(1.0 - y, -mu))
-        return 2.0 * pw * (xlogy(y, y) - xlogy(y, mu) - (y - mu))
+            return 2.0 * pw * (mu * _h(y / mu) + (1.0 - mu) * _h((1.0 - y) / (1.0 - mu)))
+        return 2.0 * pw * mu * _h(y / mu)
 
     def mustart(self, y: np.ndarray, pw: np.ndarray) -> np.ndarray:
         """R's starting means (``family$initialize``)."""
@@ -152,6 +159,23 @@ class Family:
 
     def __str__(self) -> str:
         return f"{self.name}({self.link.name})"
+
+
+def _h(t: np.ndarray) -> np.ndarray:
+    """``t log t - t + 1`` (1 at ``t = 0``), accurate near ``t = 1``."""
+    t = np.asarray(t, dtype=float)
+    s = t - 1.0
+    near = np.abs(s) < 0.1
+    out = xlogy(t, t) - s
+    if np.any(near):
+        sn = s[near]
+        acc = np.zeros_like(sn)
+        power = sn * sn
+        for k in range(2, 20):  # sum_k (-1)^k s^k / (k (k - 1))
+            acc += (1.0 if k % 2 == 0 else -1.0) * power / (k * (k - 1))
+            power = power * sn
+        out[near] = acc
+    return out
 
 
 FAMILIES = {"binomial": ("logit", ("logit", "probit", "cauchit", "cloglog")),

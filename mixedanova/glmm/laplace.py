@@ -125,6 +125,9 @@ class LaplaceObjective:
         self._systems: dict[bool, object] = {}
         self._u = np.zeros(self.Q)
         self.nevals = 0
+        # sum log p(y | mu) = saturated log-likelihood - deviance / 2: the constant
+        # once, the deviance (accurate also for huge counts) per evaluation
+        self.saturated_loglik = family.saturated_loglik(data.y, data.pw)
 
     # ------------------------------------------------------------ pieces
     def zb(self, templates: list[np.ndarray], u: np.ndarray) -> np.ndarray:
@@ -251,8 +254,8 @@ class LaplaceObjective:
         else:
             raise FitError(f"PIRLS did not converge in {_MAX_ITER} iterations")
         eta, mu, mueta, w, dev = st
-        ll = fam.loglik(d.y, mu, d.pw)
-        value = -2.0 * ll + float(u @ u) + f.ldL2
+        ll = self.saturated_loglik - 0.5 * dev
+        value = -2.0 * self.saturated_loglik + dev + float(u @ u) + f.ldL2
         self._u = u.copy()
         self.nevals += 1
         return PirlsState(theta.copy(), beta.copy(), u, eta, mu, w, float(f.ldL2), ll,
