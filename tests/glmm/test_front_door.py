@@ -46,7 +46,7 @@ def test_cbind_equals_proportion_with_weights():
     rng = np.random.default_rng(5)
     g = np.repeat(np.arange(10), 3)
     n = rng.integers(2, 20, g.size)
-    s = rng.binomial(n, 0.3)
+    s = rng.binomial(n, 1 / (1 + np.exp(0.8 - rng.normal(0, 0.9, 10)[g])))
     d = pd.DataFrame({"s": s, "n": n, "g": g, "prop": s / n})
     a = ma.glmm("cbind(s, n - s) ~ 1 + (1|g)", d)
     b = ma.glmm("prop ~ 1 + (1|g)", d, weights="n")
