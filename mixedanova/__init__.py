@@ -13,6 +13,11 @@ from .errors import (ArgumentError, ConvergenceWarning, DesignError, Estimabilit
 from .inference.compare import compare
 from .likelihood.control import LmmControl
 from .model import LinearMixedModel, lmm
+# the engine's package first (its __init__ is light), so that importing its
+# submodules later never rebinds ma.glmm, the function, to the package
+from . import glmm as glmm_engine  # noqa: F401
+from .glmm_model import glmm  # noqa: E402
+from .results.glmm import GlmmResults
 from .residual import (AR1, AR1H, CAR1, CSH, AnteDependence, CompSymm, ResidualWarning,
                        Toeplitz, Unstructured, VarExp, VarIdent, VarPower)
 from .moments.ems import Factor, ems_rules
@@ -29,6 +34,8 @@ __all__ = [
     "lmm_many",
     "simulation_model",
     "power",
+    "glmm",
+    "GlmmResults",
     "LmmControl",
     "AR1",
     "CAR1",

@@ -305,7 +305,7 @@ def _as_label(col: pd.Series) -> np.ndarray:
 def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
                  missing: str = "drop", weights=None, offset=None,
                  extra_columns: tuple[str, ...] = (), marginal: bool = False,
-                 fixed_sigma: bool = False) -> Design:
+                 fixed_sigma: bool = False, check_levels: bool = True) -> Design:
     """Build the :class:`Design` for ``parsed`` on ``data``.
 
     Parameters
@@ -332,6 +332,10 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     fixed_sigma : bool
         The residual scale is held fixed (``fixed={"sigma": ...}``): as many
         random effects as observations are then identifiable (a meta-analysis).
+    check_levels : bool
+        Refuse a grouping factor with as many levels (or random effects) as
+        observations (a linear model's identifiability check; a GLMM, whose
+        scale is fixed, allows an observation-level random effect).
 
     Raises
     ------
@@ -404,7 +408,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
     blocks = [_random_block(term, data) for term in parsed.random]
     order = sorted(range(len(blocks)), key=lambda k: -blocks[k].nlev)  # stable, as lme4
     blocks = [blocks[k] for k in order]
-    if not fixed_sigma:
+    if check_levels and not fixed_sigma:
         _check_identifiable(blocks, len(y))
     return Design(formula=parsed, y=y, X=X, x_names=tuple(names_all[i] for i in kept_idx),
                   blocks=tuple(blocks), fixed_terms=fixed_terms(spec, kept_idx), fixed_spec=spec,

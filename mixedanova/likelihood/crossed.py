@@ -189,7 +189,10 @@ class CrossedSystem:
             # (with the [X y] rows: the whole of B B')
             uniq, grp = np.unique(self.A00[:, 0, 0], return_inverse=True)
             size = float(len(uniq)) * self.r * (self.r + 1) / 2
-            if size <= _GROUPED_ENTRIES and size <= _GROUPED_PER_PAIR * n_pairs:
+            # (worth it when levels share values: not when row weights make them all
+            # distinct, as a GLMM's working weights do)
+            if (size <= _GROUPED_ENTRIES and size <= _GROUPED_PER_PAIR * n_pairs
+                    and 2 * len(uniq) <= self.l0):
                 B = np.vstack([self.dense_c_matrix(self.vals), self.AX0[:, :, 0].T])
                 # S's lower triangle is all LAPACK reads; row-major, so its first
                 # r1 (r1 + 1) / 2 entries are the R1 block's
@@ -402,9 +405,9 @@ class CrossedFactor(FactorBase):
         w = solve_triangular(self.L[:-1, :-1], self.L[-1, :-1], lower=True, trans=1,
                              check_finite=False)
         beta = w[r1:]
-        v0 = (self.BX[:, p, :].reshape(-1)
-              - self.BX[:, :p, :].transpose(0, 2, 1).reshape(-1, p) @ beta
-              - self.C.T @ w[:r1])
+        v0 = self.BX[:, p, :].reshape(-1) - self.C.T @ w[:r1]
+        if p:  # no fixed effects (p = 0): nothing to take off
+            v0 = v0 - self.BX[:, :p, :].transpose(0, 2, 1).reshape(-1, p) @ beta
         w0 = (self.L00inv.transpose(0, 2, 1) @ v0.reshape(s.l0, s.q0, 1)).reshape(-1)
         return beta, np.concatenate([w0, w[:r1]])
 

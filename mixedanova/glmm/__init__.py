@@ -1,0 +1,15 @@
+"""Generalized linear mixed models: families, the Laplace approximation by PIRLS
+on the likelihood engine, adaptive Gauss-Hermite quadrature and the optimizer.
+
+Modules
+-------
+families
+    Families and links (R's guards), log-likelihood as lme4's ``logLik``.
+laplace
+    PIRLS to the conditional modes and the Laplace ``-2 log L``.
+agq
+    Adaptive Gauss-Hermite quadrature for one scalar random term.
+fit
+    The two-stage optimizer (``nAGQ = 0`` start, then ``(theta, beta)``), the
+    Hessian and the standard errors.
+"""

@@ -1,0 +1,264 @@
+"""Front door of generalized linear mixed models: :func:`glmm`.
+
+Orchestrates the design stage (:func:`~mixedanova.design.build.build_design`),
+the response of the family (a 0/1, boolean or two-level response;
+``cbind(successes, failures)``; a proportion with ``weights=`` trials; counts),
+the fit (:mod:`mixedanova.glmm`) and the results
+(:class:`~mixedanova.results.glmm.GlmmResults`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from typing import TYPE_CHECKING
+
+from .design.build import Design, build_design
+from .design.formula import parse_formula
+import warnings
+
+from .errors import (ArgumentError, ConvergenceWarning, DesignError, SingularFitWarning,
+                     user_stacklevel)
+from .results.glmm import GlmmResults
+
+if TYPE_CHECKING:  # the engine (scipy) is imported when a fit needs it
+    from .glmm.families import Family
+
+__all__ = ["glmm", "GlmmResponse", "r_spelling"]
+
+_SUCC = "glmm_successes__"
+_TRIALS = "glmm_trials__"
+_YNUM = "glmm_response__"
+
+
+@dataclass(frozen=True)
+class GlmmResponse:
+    """How the response was read: its label, and the columns put in the data."""
+
+    label: str
+    kind: str  # "cbind", "binary", "proportion", "count"
+    trials_column: str | None
+
+
+def r_spelling(formula: str) -> tuple[str, dict[str, str]]:
+    """R's ``I(x^2)`` as Python's ``I(x**2)``: the rewritten formula and the map
+    from the rewritten ``I(...)`` text (spaces removed) back to R's spelling."""
+    out, names, i = [], {}, 0
+    for m in re.finditer(r"\bI\(", formula):
+        if m.start() < i:
+            continue
+        depth, j = 0, m.end() - 1
+        while j < len(formula):
+            depth += formula[j] == "("
+            depth -= formula[j] == ")"
+            if depth == 0:
+                break
+            j += 1
+        span = formula[m.start():j + 1]
+        if "^" in span:
+            new = span.replace("^", "**")
+            names[new.replace(" ", "")] = span.replace(" ", "")
+            out.append(formula[i:m.start()] + new)
+            i = j + 1
+    out.append(formula[i:])
+    return "".join(out), names
+
+
+def _split_response(formula: str) -> tuple[str, str]:
+    if "~" not in formula:
+        raise DesignError(f"formula {formula!r} has no '~' (response ~ terms)")
+    lhs, rhs = formula.split("~", 1)
+    return lhs.strip(), rhs
+
+
+def _evaluate(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
+    expr = expr.strip()
+    if expr in data.columns:
+        col = data[expr]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise DesignError(f"{what} column {expr!r} is not numeric (dtype {col.dtype})")
+        return col.to_numpy(dtype=float)
+    from formulaic import model_matrix
+    try:
+        mm = model_matrix(f"0 + I({expr})", data, na_action="ignore")
+    except Exception as exc:  # formulaic raises many types
+        raise DesignError(f"cannot evaluate {what} {expr!r}: {exc}") from None
+    return np.asarray(mm, dtype=float).reshape(len(data), -1)[:, 0]
+
+
+def _cbind_args(lhs: str) -> list[str] | None:
+    m = re.fullmatch(r"cbind\s*\((.*)\)", lhs, re.S)
+    if m is None:
+        return None
+    body, depth, parts, cur = m.group(1), 0, [], ""
+    for ch in body:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    if len(parts) != 2:
+        raise DesignError(f"the response {lhs!r} must be cbind(successes, failures)")
+    return [p.strip() for p in parts]
+
+
+def _prepare_response(formula: str, data: pd.DataFrame, family: "Family"
+                      ) -> tuple[str, pd.DataFrame, GlmmResponse]:
+    lhs, rhs = _split_response(formula)
+    args = _cbind_args(lhs)
+    if args is not None:
+        if family.name != "binomial":
+            raise DesignError(f"a cbind() response is for the binomial family, not "
+                              f"{family.name}")
+        s = _evaluate(args[0], data, "successes")
+        f = _evaluate(args[1], data, "failures")
+        for vals, expr in ((s, args[0]), (f, args[1])):
+            ok = np.isnan(vals) | ((vals >= 0) & (vals == np.round(vals)))
+            if not ok.all():
+                rows = list(data.index[~ok][:5])
+                raise DesignError(f"cbind() counts {expr!r} must be whole numbers >= 0; rows "
+                                  f"{rows} have {', '.join(f'{v:g}' for v in vals[~ok][:5])}")
+        data = data.assign(**{_SUCC: s, _TRIALS: s + f})
+        return f"{_SUCC} ~ {rhs}", data, GlmmResponse(lhs, "cbind", _TRIALS)
+    name = lhs.strip("`")
+    if name in data.columns:
+        col = data[name]
+        if family.name == "binomial" and (pd.api.types.is_bool_dtype(col)
+                                          or not pd.api.types.is_numeric_dtype(col)):
+            cat = pd.Categorical(col)
+            if len(cat.categories) > 2 and not pd.api.types.is_bool_dtype(col):
+                raise DesignError(f"response {name!r} has {len(cat.categories)} levels; a "
+                                  "binomial response has two (the first is failure)")
+            vals = np.where(cat.codes < 0, np.nan, (cat.codes >= 1).astype(float))
+            if pd.api.types.is_bool_dtype(col):
+                vals = np.where(col.isna(), np.nan, col.astype(float))
+            data = data.assign(**{_YNUM: vals})
+            return f"{_YNUM} ~ {rhs}", data, GlmmResponse(name, "binary", None)
+        return formula, data, GlmmResponse(lhs, "value", None)
+    # an expression (incidence/size, y > 0): R evaluates it as one numeric column
+    vals = _evaluate(lhs, data, "response")
+    data = data.assign(**{_YNUM: vals})
+    return f"{_YNUM} ~ {rhs}", data, GlmmResponse(lhs, "value", None)
+
+
+def _check_response(design: Design, family: "Family", response: GlmmResponse,
+                    weights_given: bool) -> tuple[np.ndarray, np.ndarray]:
+    y = design.y
+    pw = design.prior_weights.copy()
+    label = response.label
+    if response.kind == "cbind":
+        trials = design.data[_TRIALS].to_numpy(dtype=float)
+        y = np.divide(y, trials, out=np.zeros_like(y), where=trials > 0)
+        return y, pw * trials
+    if family.name == "binomial":
+        bad = (y < 0) | (y > 1)
+        if bad.any():
+            rows = list(design.row_index[bad][:5])
+            raise DesignError(f"binomial response {label!r} must be in [0, 1] (0/1, or a "
+                              f"proportion with weights= trials); rows {rows} have "
+                              f"{', '.join(f'{v:g}' for v in y[bad][:5])}")
+        if weights_given:
+            k = y * pw
+            if not np.allclose(k, np.round(k), atol=1e-7):
+                raise DesignError(f"binomial response {label!r} times the weights (trials) "
+                                  "must be whole numbers of successes")
+        else:
+            frac = (y > 0) & (y < 1)
+            if frac.any():
+                raise DesignError(f"binomial response {label!r} has proportions between 0 "
+                                  "and 1; give the trials as weights= or use "
+                                  "cbind(successes, failures)")
+        return y, pw
+    bad = (y < 0) | (y != np.round(y))
+    if bad.any():
+        rows = list(design.row_index[bad][:5])
+        raise DesignError(f"Poisson response {label!r} must be whole counts >= 0; rows "
+                          f"{rows} have {', '.join(f'{v:g}' for v in y[bad][:5])}")
+    return y, pw
+
+
+def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None = None,
+         nAGQ: int = 1, weights=None, offset=None, *, missing: str = "drop",
+         start_theta=None) -> GlmmResults:
+    """Fit a generalized linear mixed model by maximum likelihood (lme4's ``glmer``).
+
+    Parameters
+    ----------
+    formula : str
+        lme4 syntax, e.g. ``"cbind(incidence, size - incidence) ~ period + (1|herd)"``.
+        R's ``I(age^2)`` is accepted (and keeps that name).
+    data : pandas.DataFrame
+    family : str or Family
+        ``"binomial"`` or ``"poisson"``.
+    link : str, optional
+        Binomial: ``"logit"`` (default), ``"probit"``, ``"cloglog"``, ``"cauchit"``;
+        Poisson: ``"log"`` (default), ``"sqrt"``, ``"identity"``.
+    nAGQ : int
+        0: glmer's ``nAGQ = 0`` (modes of ``beta`` and ``u`` jointly, ``theta``
+        optimized); 1: Laplace; > 1: adaptive Gauss-Hermite quadrature with that
+        many nodes (one scalar random term only).
+    weights : str or array, optional
+        Prior weights: for a binomial proportion, the number of trials.
+    offset : str or array, optional
+        Added to the linear predictor (as ``offset(col)`` in the formula).
+    missing : {"drop", "raise"}
+    start_theta : array, optional
+        Starting ``theta`` (lme4's order).
+
+    Returns
+    -------
+    GlmmResults
+
+    Examples
+    --------
+    >>> import pandas as pd, mixedanova as ma          # doctest: +SKIP
+    >>> r = ma.glmm("cbind(incidence, size - incidence) ~ period + (1|herd)",
+    ...             cbpp, family="binomial")           # doctest: +SKIP
+    """
+    from .glmm.agq import AgqObjective
+    from .glmm.families import make_family
+    from .glmm.fit import fit_glmm
+    from .glmm.laplace import GlmmData, LaplaceObjective
+    from .likelihood.blocked import TermData
+
+    fam = make_family(family, link)
+    if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
+        raise ArgumentError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
+    if not isinstance(data, pd.DataFrame):
+        raise DesignError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    text, names = r_spelling(formula)
+    text, data2, response = _prepare_response(text, data, fam)
+    extra = (response.trials_column,) if response.trials_column else ()
+    design = build_design(parse_formula(text), data2, missing=missing, weights=weights,
+                          offset=offset, extra_columns=extra, check_levels=False)
+    y, pw = _check_response(design, fam, response, weights is not None)
+    terms = tuple(TermData(b.codes, b.zraw, b.nlev) for b in design.blocks)
+    layout = design.theta_layout()
+    gd = GlmmData(y, pw, design.offset_values, design.X, terms, layout)
+    obj = LaplaceObjective(fam, gd)
+    value = None
+    if nAGQ > 1:
+        if len(terms) != 1 or terms[0].q != 1:
+            raise ArgumentError("nAGQ > 1 (adaptive Gauss-Hermite quadrature) needs a single "
+                                "scalar random-effects term, as in glmer")
+        value = AgqObjective(obj, int(nAGQ))
+    start = None if start_theta is None else layout.check_start(start_theta)
+    fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
+    x_names = tuple(names.get(n.replace(" ", ""), n) for n in design.x_names)
+    res = GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
+                      x_names=x_names, response=response.label, objective=obj, agq=value,
+                      formula=formula)
+    if res.is_singular:
+        warnings.warn("boundary (singular) fit: a random-effects covariance is singular "
+                      f"(theta = {np.round(res.theta, 6).tolist()})", SingularFitWarning,
+                      stacklevel=user_stacklevel())
+    if not res.converged:
+        warnings.warn("; ".join(res.convergence_messages) or "the fit did not converge",
+                      ConvergenceWarning, stacklevel=user_stacklevel())
+    return res
