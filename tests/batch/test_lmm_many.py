@@ -19,7 +19,6 @@ singular verdicts (143 singular).
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -29,8 +28,7 @@ import pytest
 import mixedanova as ma
 
 FORMULA = "~ condition + age + (1|donor) + (1|batch)"
-SLOW = pytest.mark.skipif(not os.environ.get("MIXEDANOVA_SLOW"),
-                          reason="long run: set MIXEDANOVA_SLOW=1")
+SLOW = pytest.mark.slow  # long runs: pytest -m slow (the project-wide marker)
 
 
 def _design(n=200, nd=20, nb=6, seed=1) -> pd.DataFrame:

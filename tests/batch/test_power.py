@@ -12,7 +12,6 @@ The simulated power must be within 3 Monte Carlo standard errors
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pandas as pd
@@ -22,8 +21,7 @@ from scipy import stats
 import mixedanova as ma
 
 NSIM = 200
-SLOW = pytest.mark.skipif(not os.environ.get("MIXEDANOVA_SLOW"),
-                          reason="long run: set MIXEDANOVA_SLOW=1")
+SLOW = pytest.mark.slow  # long runs: pytest -m slow (the project-wide marker)
 
 
 def _mc_tol(p: float, nsim: int) -> float:
