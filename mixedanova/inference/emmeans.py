@@ -56,15 +56,19 @@ class ContrastTable(pd.DataFrame):
     def _constructor(self):
         return ContrastTable
 
+    _gap: tuple = ("",)  # a blank line between the table and its notes
+
     def __repr__(self) -> str:
+        # every column shown, wrapped in blocks at 80 characters (pandas' default
+        # display would hide columns behind "..."), then emmeans' notes
         text = _table_text(self)
-        notes = getattr(self, "notes", None) or []
-        return "\n".join([text, ""] + [str(n) for n in notes]) if notes else text
+        notes = [str(n) for n in (getattr(self, "notes", None) or [])]
+        return "\n".join([text, *self._gap, *notes]) if notes else text
 
     __str__ = __repr__
 
 
-class EmmeansTable(pd.DataFrame):
+class EmmeansTable(ContrastTable):
     """Marginal means (one row each) with :meth:`pairs` and :meth:`contrast`.
 
     Columns: the ``specs`` and ``by`` variables, then ``emmean, SE, df, lower_CL,
@@ -74,18 +78,11 @@ class EmmeansTable(pd.DataFrame):
 
     _metadata = ["L", "specs", "by", "ddf", "level", "notes", "_res"]
 
+    _gap = ()  # emmeans prints its notes right under the means
+
     @property
     def _constructor(self):
         return EmmeansTable
-
-    def __repr__(self) -> str:
-        # every column shown, wrapped in blocks at 80 characters (pandas' default
-        # display would hide columns behind "..."), then emmeans' notes
-        text = _table_text(self)
-        notes = getattr(self, "notes", None) or []
-        return "\n".join([text] + [str(n) for n in notes])
-
-    __str__ = __repr__
 
     # ----------------------------------------------------------- comparisons
     def pairs(self, adjust: str = "tukey", level: float | None = None) -> pd.DataFrame:

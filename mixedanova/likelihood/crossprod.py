@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import FitError
-from .blocked import TermData
+from .blocked import TermData, per_level
 
 __all__ = ["TermShape", "ColumnStats", "PairBlock", "CrossProducts", "CrossProductPattern",
            "RowBlock", "cross_products"]
@@ -466,7 +466,7 @@ class CrossProductPattern:
                     vals[:, a, b] = np.bincount(s.inv, weights=zi[:, a] * zj[:, b],
                                                 minlength=len(s.keys))
             pairs[(i, j)] = PairBlock(s.keys, vals)
-        zxy = [_per_level(codes, XY if t.one_per_row else XY[rows], z, t.nlev)
+        zxy = [per_level(codes, XY if t.one_per_row else XY[rows], z, t.nlev)
                for codes, rows, z, t in zip(self.codes, self.rows, zraws, self.shapes)]
         stats = tuple(ColumnStats.of(z) for z in zraws)
         return CrossProducts(self.shapes, p, k, n, pairs, tuple(zxy), XY.T @ XY, shift,
@@ -485,17 +485,6 @@ def _distinct_keys(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]
     rank = np.empty(size, dtype=np.intp)
     rank[uniq] = np.arange(len(uniq))
     return uniq.astype(keys.dtype, copy=False), rank[keys]
-
-
-def _per_level(codes: np.ndarray, left: np.ndarray, right: np.ndarray,
-               nlev: int) -> np.ndarray:
-    a, b = left.shape[1], right.shape[1]
-    out = np.empty((nlev, a, b))
-    for s in range(a):
-        for t in range(b):
-            out[:, s, t] = np.bincount(codes, weights=left[:, s] * right[:, t],
-                                       minlength=nlev)
-    return out
 
 
 def _chunk_shift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
