@@ -185,7 +185,7 @@ def _check_response(design: Design, family: "Family", response: GlmmResponse,
 
 def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None = None,
          nAGQ: int = 1, weights=None, offset=None, *, missing: str = "drop",
-         start_theta=None) -> GlmmResults:
+         start_theta=None, restricted: bool = False) -> GlmmResults:
     """Fit a generalized linear mixed model by maximum likelihood (lme4's ``glmer``).
 
     Parameters
@@ -210,6 +210,10 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     missing : {"drop", "raise"}
     start_theta : array, optional
         Starting ``theta`` (lme4's order).
+    restricted : bool
+        Take the formula as untrusted: only column names, numbers, arithmetic and
+        the allowed transforms (``cbind``, ``I``, ``np.log``, ...) are accepted,
+        checked before anything is evaluated (see the docs page on trust).
 
     Returns
     -------
@@ -232,6 +236,11 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
         raise ArgumentError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
     if not isinstance(data, pd.DataFrame):
         raise DesignError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if not isinstance(restricted, (bool, np.bool_)):
+        raise ArgumentError(f"restricted must be True or False, not {restricted!r}")
+    if restricted:
+        from .design.restricted import check_restricted
+        check_restricted(formula, columns=data.columns)
     text, names = r_spelling(formula)
     text, data2, response = _prepare_response(text, data, fam)
     extra = (response.trials_column,) if response.trials_column else ()

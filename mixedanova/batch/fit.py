@@ -249,7 +249,7 @@ def check_jobs(n_jobs) -> int:
 def lmm_many(formula: str, data: pd.DataFrame, responses, *, method: str = "REML",
              ddf: str = "satterthwaite", n_jobs: int | None = 1, progress: bool = False,
              optimizer: str = "SLSQP", control=None, chunk_size: int | None = None,
-             fast: bool = True):
+             fast: bool = True, restricted: bool = False):
     """Fit the same linear mixed model to many responses (one per column).
 
     Parameters
@@ -311,6 +311,11 @@ def lmm_many(formula: str, data: pd.DataFrame, responses, *, method: str = "REML
         raise ArgumentError(f"fast must be True or False, not {fast!r}")
     if not isinstance(data, pd.DataFrame):
         raise ArgumentError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if not isinstance(restricted, (bool, np.bool_)):
+        raise ArgumentError(f"restricted must be True or False, not {restricted!r}")
+    if restricted:  # formulas from untrusted sources (docs: trust): checked before use
+        from ..design.restricted import check_restricted
+        check_restricted(f"y ~ {_rhs(formula)}", columns=[*data.columns, "y"])
     values, names = _responses(responses, len(data))
     batch = prepare_batch(formula, data, method=method, ddf=ddf, optimizer=optimizer,
                           control=control, fast=bool(fast))

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import mixedanova as ma
+from pathlib import Path
 from mixedanova.design.formula import parse_formula
 from mixedanova.design.restricted import ALLOWED_CALLS, MAX_LENGTH, check_code, check_restricted
 from mixedanova.errors import DesignError, FormulaError
@@ -253,3 +254,27 @@ def test_foreign_error_detail_is_cut():
     detail = foreign_detail(ValueError(f"could not convert string to float: {SECRET!r}\nmore"))
     assert detail.startswith("could not convert string to float: 's3cr3t-")
     assert SECRET[:40] not in detail and "more" not in detail and len(detail) <= 160
+
+
+def test_glmm_and_lmm_many_take_the_restricted_mode(tmp_path, monkeypatch):
+    # issue 23: ma.glmm and the batch entry point turn the mode on with restricted=True
+    import numpy as np
+    import pandas as pd
+    path, intact = make_canary(tmp_path, monkeypatch)
+    sleep = ma.load_dataset("sleepstudy")
+    cbpp = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "glmm" / "cbpp.csv")
+    Y = np.random.default_rng(1).normal(size=(len(sleep), 2))
+    for code in payloads(path):
+        with pytest.raises(ma.FormulaError):
+            ma.glmm(f"cbind(incidence, size - incidence) ~ period + I({code}) + (1|herd)",
+                    cbpp, restricted=True)
+        with pytest.raises(ma.FormulaError):
+            ma.lmm_many(f"~ Days + I({code}) + (1|Subject)", sleep, Y, restricted=True)
+        assert intact()
+    # legitimate formulas fit exactly as unrestricted
+    f = "cbind(incidence, size - incidence) ~ period + (1|herd)"
+    a, b = ma.glmm(f, cbpp, restricted=True), ma.glmm(f, cbpp)
+    assert a.minus_2_loglik == b.minus_2_loglik
+    a = ma.lmm_many("~ Days + (1|Subject)", sleep, Y, restricted=True)
+    b = ma.lmm_many("~ Days + (1|Subject)", sleep, Y)
+    assert a.fit_info["criterion"].tolist() == b.fit_info["criterion"].tolist()
