@@ -24,6 +24,7 @@ from .moments.ems import Factor, ems_rules
 from .moments.moments import moments_from_mean_squares, varcomp_ci, varcomp_table
 from .moments.published import ems_table_from_text
 from .moments.oneway import oneway
+from .report.export import read_results
 from .results.anova import AnovaResults
 from .results.lmm import LinearMixedResults
 
@@ -37,6 +38,7 @@ __all__ = [
     "glmm",
     "GlmmResults",
     "LmmControl",
+    "read_results",
     "AR1",
     "CAR1",
     "CompSymm",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["results_to_dict", "results_to_json"]
+__all__ = ["results_to_dict", "results_to_json", "read_results", "SavedResults"]
 
 
 def _value(v):
@@ -66,3 +68,60 @@ def results_to_dict(res, *, anova: pd.DataFrame | None = None) -> dict:
 def results_to_json(res, *, anova: pd.DataFrame | None = None, indent: int | None = 2) -> str:
     """:func:`results_to_dict` as a JSON string (NaN written as null)."""
     return json.dumps(results_to_dict(res, anova=anova), indent=indent)
+
+
+def _frame(t: dict) -> pd.DataFrame:
+    """A table written by :func:`_table` as a DataFrame (``None`` read as NaN in
+    numeric columns)."""
+    df = pd.DataFrame(t["data"], columns=t["columns"], index=t["index"])
+    for c in df.columns:
+        if df[c].map(lambda v: v is None or isinstance(v, (int, float))).all() and \
+                df[c].notna().any():
+            df[c] = pd.to_numeric(df[c])
+    return df
+
+
+@dataclass(frozen=True)
+class SavedResults:
+    """The tables of a saved fit (:func:`read_results`), for reporting: DataFrames,
+    no model behind them."""
+
+    formula: str
+    method: str
+    nobs: int
+    ngroups: dict
+    criteria: dict
+    fixed: pd.DataFrame = field(repr=False)
+    varcomp: pd.DataFrame = field(repr=False)
+    random_effects: dict = field(repr=False)
+    random_effects_sd: dict = field(repr=False)
+    notes: list = field(default_factory=list)
+    tables: dict = field(default_factory=dict, repr=False)  # anova, ems_table, ...
+
+
+def read_results(source) -> SavedResults:
+    """Read what ``res.to_json()`` (or the command line's ``--json``) wrote.
+
+    Parameters
+    ----------
+    source : str, path or dict
+        A JSON file, JSON text, or the dict of ``res.to_dict()``.
+    """
+    if isinstance(source, dict):
+        d = source
+    else:
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = Path(source).read_text(encoding="utf-8")
+        d = json.loads(text)
+    known = {"formula", "method", "nobs", "ngroups", "criteria", "fixed", "varcomp",
+             "random_effects", "random_effects_sd", "notes"}
+    return SavedResults(
+        formula=d["formula"], method=d["method"], nobs=int(d["nobs"]),
+        ngroups=dict(d["ngroups"]), criteria=dict(d["criteria"]),
+        fixed=_frame(d["fixed"]), varcomp=_frame(d["varcomp"]),
+        random_effects={g: _frame(t) for g, t in d["random_effects"].items()},
+        random_effects_sd={g: _frame(t) for g, t in d["random_effects_sd"].items()},
+        notes=list(d.get("notes", [])),
+        tables={k: _frame(v) for k, v in d.items() if k not in known and isinstance(v, dict)
+                and "columns" in v})

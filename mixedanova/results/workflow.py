@@ -171,6 +171,23 @@ class WorkflowMixin:
         from ..inference.simulate import simulate
         return simulate(self, n=n, seed=seed, use_random=use_random)
 
+    # ------------------------------------------------------------ plain data
+    def to_dict(self) -> dict:
+        """Every table of the fit as plain Python objects (JSON-ready: missing values
+        as ``None``); :func:`mixedanova.read_results` reads it back as DataFrames.
+        The data are not included."""
+        from ..report.export import results_to_dict
+        return results_to_dict(self)
+
+    def to_json(self, path=None, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text; also written to ``path`` when given."""
+        from ..report.export import results_to_json
+        text = results_to_json(self, indent=indent)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        return text
+
 
 def _expand_dot(parsed, formula: str) -> str:
     """R's ``update.formula``: ``.`` on either side is the current side."""
@@ -203,3 +220,4 @@ def _expand_dot(parsed, formula: str) -> str:
             terms.append(t)
     body = " + ".join(terms).replace("+ - ", "- ")
     return f"{lhs} ~ {body}"
+
