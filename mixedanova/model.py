@@ -259,24 +259,12 @@ class LinearMixedModel:
             from .likelihood.fixed_sigma import fit_fixed_sigma
             state = fit_fixed_sigma(self.deviance_function(reml=(method == "REML")),
                                     self.fixed["sigma"], start)
-            if self.design.has_weights:
-                state = dataclasses.replace(state,
-                                            objective=state.objective + self.weights_constant())
-            res = LinearMixedResults(self.design, state, model=self)
-            if warn:
-                _warn_once(res)
-            return res
+            return self._results(state, warn)
         if self.marginal:
             from .likelihood.visit_structure import marginal_state
             state = marginal_state(self.deviance_function(reml=(method == "REML")),
                                    self._structure, start, control, fixed=self._fixed_index)
-            if self.design.has_weights:
-                state = dataclasses.replace(state,
-                                            objective=state.objective + self.weights_constant())
-            res = LinearMixedResults(self.design, state, model=self)
-            if warn:
-                _warn_once(res)
-            return res
+            return self._results(state, warn)
         if self._structure is not None:
             res = self._fit_residual(method, optimizer, start, control)
             if warn:
@@ -294,6 +282,11 @@ class LinearMixedModel:
             conv = check_convergence(dev, opt.theta, opt.hessian, opt.working, control=control)
             conv = _optimizer_note(conv, opt, control)
             state = fit_state(dev, opt, conv)
+        return self._results(state, warn)
+
+    def _results(self, state, warn: bool) -> LinearMixedResults:
+        """The results of a likelihood fit: the prior weights' constant added to the
+        criterion (see :meth:`weights_constant`), one warning if asked for."""
         if self.design.has_weights:
             state = dataclasses.replace(state,
                                         objective=state.objective + self.weights_constant())
@@ -370,11 +363,7 @@ class LinearMixedModel:
             conv = dataclasses.replace(conv, messages=conv.messages + msgs)
         state = fit_state(dev, opt, conv)
         fit = ResidualFit(structure=self._structure, u=u, info=info)
-        state = dataclasses.replace(state, residual=fit)
-        if self.design.has_weights:
-            state = dataclasses.replace(state,
-                                        objective=state.objective + self.weights_constant())
-        return LinearMixedResults(self.design, state, model=self)
+        return self._results(dataclasses.replace(state, residual=fit), warn=False)
 
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""

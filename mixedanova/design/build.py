@@ -42,7 +42,7 @@ from ..errors import DesignError, RankDeficiencyWarning, user_stacklevel
 from .term_matrices import (FixedTerm, as_float, fixed_terms, independent_columns,
                             model_matrix_like, term_matrix)
 
-__all__ = ["DesignError", "RandomBlock", "FixedTerm", "Design", "build_design", "group_labels",
+__all__ = ["DesignError", "RandomBlock", "BlockViews", "FixedTerm", "Design", "build_design", "group_labels",
            "RankDeficiencyWarning"]
 
 _WEIGHTS_ARRAY = "(weights)"  # data column holding weights given as an array
@@ -117,8 +117,37 @@ class RandomBlock:
         return codes, zraw.reshape(len(data), -1)
 
 
+class BlockViews:
+    """What a design's random-effects blocks say by themselves (``self.blocks``):
+    shared by :class:`Design` and the chunked design summary."""
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels per grouping factor (lme4's ``ngrps``)."""
+        out: dict[str, int] = {}
+        for b in self.blocks:
+            out.setdefault(b.group, b.nlev)
+        return out
+
+    def theta_layout(self) -> ThetaLayout:
+        """Where each random term's template entries sit in ``theta`` (lme4's order)."""
+        return ThetaLayout.from_terms([b.group for b in self.blocks],
+                                      [b.columns for b in self.blocks])
+
+    @property
+    def group_names(self) -> list[str]:
+        """Per term, lme4's ``VarCorr`` group name: repeated factors get ``.1``, ``.2``."""
+        seen: dict[str, int] = {}
+        out = []
+        for b in self.blocks:
+            k = seen.get(b.group, 0)
+            out.append(b.group if k == 0 else f"{b.group}.{k}")
+            seen[b.group] = k + 1
+        return out
+
+
 @dataclass(frozen=True)
-class Design:
+class Design(BlockViews):
     """Everything the estimators need, and the state to rebuild it.
 
     ``blocks`` are in lme4's order: sorted by decreasing number of levels, ties
@@ -190,29 +219,6 @@ class Design:
         """Number of fixed-effect columns."""
         return self.X.shape[1]
 
-    @property
-    def ngroups(self) -> dict[str, int]:
-        """Number of levels per grouping factor (lme4's ``ngrps``)."""
-        out: dict[str, int] = {}
-        for b in self.blocks:
-            out.setdefault(b.group, b.nlev)
-        return out
-
-    def theta_layout(self) -> ThetaLayout:
-        """Where each random term's template entries sit in ``theta`` (lme4's order)."""
-        return ThetaLayout.from_terms([b.group for b in self.blocks],
-                                      [b.columns for b in self.blocks])
-
-    @property
-    def group_names(self) -> list[str]:
-        """Per term, lme4's ``VarCorr`` group name: repeated factors get ``.1``, ``.2``."""
-        seen: dict[str, int] = {}
-        out = []
-        for b in self.blocks:
-            k = seen.get(b.group, 0)
-            out.append(b.group if k == 0 else f"{b.group}.{k}")
-            seen[b.group] = k + 1
-        return out
 
     def variable(self, name: str) -> VariableCodes:
         """Data column ``name`` over the rows used, as level codes (and numbers when

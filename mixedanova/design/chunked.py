@@ -37,12 +37,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DesignError, RankDeficiencyWarning, user_stacklevel
-from .build import (RandomBlock, group_labels, offset_values, response_values,
+from .build import (BlockViews, RandomBlock, group_labels, offset_values, response_values,
                     used_columns)
 from .data_checks import check_columns, check_finite, plain_strings
 from .formula import ParsedFormula, formula_variables
 from .term_matrices import FixedTerm, fixed_terms, model_matrix_like, term_matrix
-from .theta import ThetaLayout
 
 __all__ = ["ChunkPlan", "ChunkSummary", "ChunkEncoder", "EncodedChunk", "DesignSummary",
            "aliased_columns"]
@@ -293,7 +292,7 @@ class EncodedChunk:
 
 
 @dataclass(frozen=True)
-class DesignSummary:
+class DesignSummary(BlockViews):
     """A :class:`~mixedanova.design.build.Design` without its rows.
 
     The blocks hold their levels, columns and specs (their ``codes`` and ``zraw``
@@ -326,27 +325,6 @@ class DesignSummary:
     @property
     def p(self) -> int:
         return len(self.x_names)
-
-    @property
-    def ngroups(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for b in self.blocks:
-            out.setdefault(b.group, b.nlev)
-        return out
-
-    def theta_layout(self) -> ThetaLayout:
-        return ThetaLayout.from_terms([b.group for b in self.blocks],
-                                      [b.columns for b in self.blocks])
-
-    @property
-    def group_names(self) -> list[str]:
-        seen: dict[str, int] = {}
-        out = []
-        for b in self.blocks:
-            k = seen.get(b.group, 0)
-            out.append(b.group if k == 0 else f"{b.group}.{k}")
-            seen[b.group] = k + 1
-        return out
 
     def needed_columns(self, include_random: bool = True) -> list[str]:
         cols = list(self.columns)
