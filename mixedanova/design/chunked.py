@@ -39,7 +39,7 @@ import pandas as pd
 from ..errors import DesignError, RankDeficiencyWarning, user_stacklevel
 from .build import (BlockViews, RandomBlock, group_labels, offset_values, response_values,
                     used_columns)
-from .data_checks import check_columns, check_finite, plain_strings
+from .data_checks import check_columns, check_finite, missing_mask, plain_strings
 from .formula import ParsedFormula, formula_variables
 from .term_matrices import FixedTerm, fixed_terms, model_matrix_like, term_matrix
 
@@ -104,28 +104,6 @@ class ChunkSummary:
 
     def __radd__(self, other):
         return self if other in (0, None) else NotImplemented
-
-
-def _missing_mask(data: pd.DataFrame, used: list[str]) -> tuple[np.ndarray, dict]:
-    """Rows with a missing value in a used column, and the count per column
-    (infinite values are refused, as in memory)."""
-    has_na = np.zeros(len(data), dtype=bool)
-    counts = {}
-    for col in used:
-        s = data[col]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            vals = s.to_numpy(dtype=float, na_value=np.nan)
-            bad = np.isinf(vals)
-            if bad.any():
-                raise DesignError(f"column {col!r} has infinite values "
-                                  f"(rows {list(data.index[bad][:5])})")
-            na = np.isnan(vals)
-        else:
-            na = s.isna().to_numpy()
-        if na.any():
-            counts[col] = int(na.sum())
-            has_na |= na
-    return has_na, counts
 
 
 @dataclass(frozen=True)
@@ -203,7 +181,7 @@ class ChunkPlan:
         """The complete rows of ``chunk`` (used columns), rows dropped, missing per column."""
         chunk = _strings_as_objects(chunk)
         used = list(self.used)
-        na, counts = _missing_mask(chunk, used)
+        na, counts = missing_mask(chunk, used)
         if counts:
             return chunk.loc[~na, used], int(na.sum()), counts
         return chunk[used], 0, counts

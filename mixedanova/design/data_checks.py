@@ -21,7 +21,7 @@ from ..errors import DesignError
 from .formula import ParsedFormula, formula_variables
 
 __all__ = ["check_columns", "check_levels", "as_numeric", "plain_strings", "check_finite",
-           "complete_rows", "missing_column_error", "excerpt", "short_repr",
+           "complete_rows", "missing_mask", "missing_column_error", "excerpt", "short_repr",
            "foreign_detail"]
 
 _EXCERPT = 40  # characters of a data value an error message may quote
@@ -165,13 +165,10 @@ def missing_column_error(name: str, data: pd.DataFrame, role: str) -> DesignErro
     return DesignError(f"column {name!r} ({role}) is not in the data{hint}")
 
 
-def complete_rows(data: pd.DataFrame, used: list[str],
-                  missing: str) -> tuple[pd.DataFrame, int]:
-    """The rows of ``data[used]`` without a missing value, and how many were dropped
-    (``missing="drop"``, lme4's ``na.omit``); ``missing="raise"`` refuses missing
-    values.  Infinite values are refused either way."""
-    n = len(data)
-    has_na = np.zeros(n, dtype=bool)
+def missing_mask(data: pd.DataFrame, used: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows with a missing value in a used column, and the count per column.
+    Infinite values are refused (a DesignError naming the column and rows)."""
+    has_na = np.zeros(len(data), dtype=bool)
     counts: dict[str, int] = {}
     for col in used:
         s = data[col]
@@ -187,6 +184,15 @@ def complete_rows(data: pd.DataFrame, used: list[str],
         if na.any():
             counts[col] = int(na.sum())
             has_na |= na
+    return has_na, counts
+
+
+def complete_rows(data: pd.DataFrame, used: list[str],
+                  missing: str) -> tuple[pd.DataFrame, int]:
+    """The rows of ``data[used]`` without a missing value, and how many were dropped
+    (``missing="drop"``, lme4's ``na.omit``); ``missing="raise"`` refuses missing
+    values.  Infinite values are refused either way."""
+    has_na, counts = missing_mask(data, used)
     if counts:
         detail = ", ".join(f"{c!r} ({k} rows)" for c, k in counts.items())
         if missing == "raise":

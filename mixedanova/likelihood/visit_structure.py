@@ -96,19 +96,23 @@ class VisitStructure:
             out[i, same] = mats[g[i]][v[i], v[same]]
         return out
 
-    def decorrelate(self, u: np.ndarray, r: np.ndarray, max_group: int = 0) -> np.ndarray:
-        """``L_i^{-1} r_i`` per subject, ``L_i`` the Cholesky factor of the subject's
-        correlation matrix in visit order (normalized residuals from Pearson ones)."""
-        r = np.asarray(r, dtype=float)
-        out = np.empty_like(r)
-        mats = self.matrices(u)
+    def _subject_blocks(self, mats: list[np.ndarray]):
+        """Per subject, its rows in visit order and their covariance ``Sigma_i``."""
         order = np.lexsort((self.visit, self.subject))
         s = self.subject[order]
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         ends = np.r_[starts[1:], len(s)]
         for a, b in zip(starts, ends):
             rows = order[a:b]
-            S = mats[self.group[rows[0]]][np.ix_(self.visit[rows], self.visit[rows])]
+            yield rows, mats[self.group[rows[0]]][np.ix_(self.visit[rows], self.visit[rows])]
+
+    def decorrelate(self, u: np.ndarray, r: np.ndarray, max_group: int = 0) -> np.ndarray:
+        """``L_i^{-1} r_i`` per subject, ``L_i`` the Cholesky factor of the subject's
+        correlation matrix in visit order (normalized residuals from Pearson ones)."""
+        r = np.asarray(r, dtype=float)
+        out = np.empty_like(r)
+        mats = self.matrices(u)
+        for rows, S in self._subject_blocks(mats):
             d = np.sqrt(np.diag(S))
             L = np.linalg.cholesky(S / np.outer(d, d))
             out[rows] = np.linalg.solve(L, r[rows])
@@ -118,13 +122,7 @@ class VisitStructure:
         """One draw of the residuals of every row, ``N(0, Sigma_i)`` per subject."""
         mats = self.matrices(u)
         out = np.empty(len(self.subject))
-        order = np.lexsort((self.visit, self.subject))
-        s = self.subject[order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-        ends = np.r_[starts[1:], len(s)]
-        for a, b in zip(starts, ends):
-            rows = order[a:b]
-            S = mats[self.group[rows[0]]][np.ix_(self.visit[rows], self.visit[rows])]
+        for rows, S in self._subject_blocks(mats):
             out[rows] = np.linalg.cholesky(S) @ rng.standard_normal(len(rows))
         return out
 
