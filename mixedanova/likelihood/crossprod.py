@@ -341,7 +341,6 @@ def _row_join(rows_i: np.ndarray, rows_j: np.ndarray, n: int) -> tuple[np.ndarra
     """Index pairs ``(e, f)`` of entries of two terms that sit in the same row."""
     oi = np.argsort(rows_i, kind="stable")
     oj = np.argsort(rows_j, kind="stable")
-    ci = np.bincount(rows_i, minlength=n)
     cj = np.bincount(rows_j, minlength=n)
     start_j = np.concatenate([[0], np.cumsum(cj)[:-1]])
     ri = rows_i[oi]
@@ -350,7 +349,6 @@ def _row_join(rows_i: np.ndarray, rows_j: np.ndarray, n: int) -> tuple[np.ndarra
     first = np.repeat(np.cumsum(reps) - reps, reps)
     within = np.arange(len(e)) - first
     f = oj[np.repeat(start_j[ri], reps) + within]
-    del ci
     return e, f
 
 
