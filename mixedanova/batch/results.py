@@ -167,7 +167,7 @@ class ManyResults:
             cov = s2[:, None, None] * (T @ np.swapaxes(T, 1, 2))
             sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
             for i in range(q):
-                groups.append(name), v1.append(b.columns[i]), v2.append(None)
+                groups.append(name), v1.append(b.columns[i]), v2.append(np.nan)
                 vals.append(cov[:, i, i]), sds.append(sd[:, i])
             for i in range(q):
                 for j in range(i + 1, q):
@@ -176,7 +176,7 @@ class ManyResults:
                         corr = np.where(denom > 0, cov[:, j, i] / denom, np.nan)
                     groups.append(name), v1.append(b.columns[i]), v2.append(b.columns[j])
                     vals.append(cov[:, j, i]), sds.append(corr)
-        groups.append("Residual"), v1.append(None), v2.append(None)
+        groups.append("Residual"), v1.append(np.nan), v2.append(np.nan)
         vals.append(s2), sds.append(f.sigma)
         m = len(groups)
         tile = lambda seq: pd.Series(np.tile(np.asarray(seq, dtype=object), len(self)),  # noqa: E731

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 import warnings
 
 import numpy as np
@@ -133,10 +134,24 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
     frame["Df"] = df
     frame["p"] = p
     heading = "Likelihood-ratio tests (lme4 anova)\nModels:\n" + "\n".join(
-        f"{names[i]}: {models[i].design.formula.formula}" for i in order)
+        textwrap.fill(f"{names[i]}: {_describe(models[i])}", 80, subsequent_indent="    ",
+                      break_long_words=False, break_on_hyphens=False) for i in order)
     table = make_table(frame, heading, notes)
     table.attrs["refit"] = bool(do_refit)
     return table
+
+
+def _describe(res) -> str:
+    """A model as its formula plus what else sets it apart: the residual
+    structure (``residual=AR1(group='patient', order='visit')``), prior weights."""
+    text = str(res.design.formula.formula)
+    residual = getattr(getattr(res, "model", None), "residual", None)
+    if residual is not None:
+        parts = residual if isinstance(residual, tuple) else (residual,)
+        text += ", residual=" + " + ".join(repr(p) for p in parts)
+    if getattr(res.design, "has_weights", False):
+        text += ", with prior weights"
+    return text
 
 
 # ---------------------------------------------------------------------- ranova

@@ -105,7 +105,7 @@ class InferenceTable(pd.DataFrame):
         heading = getattr(self, "heading", None)
         if heading:
             parts.append(str(heading))
-        parts.append(pd.DataFrame(self).to_string())
+        parts.append(pd.DataFrame(self).to_string(line_width=80))  # wrapped, every column
         notes = getattr(self, "notes", None)
         if notes:
             parts.extend(str(n) for n in notes)

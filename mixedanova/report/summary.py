@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .html import HTML_STYLE, SIGNIF, html_table, legend_html
+
 __all__ = ["Summary", "format_pvalue", "signif_stars", "align_columns"]
 
 
@@ -70,9 +72,10 @@ class Summary:
         Dropped rows, dropped columns, singular fit, convergence messages, df method.
     extra : list of (title, text)
         Further sections (an ANOVA fit's EMS table).
-    extra_rows : list of (title, rows)
+    extra_rows : list of (title, rows) or (title, rows, left)
         The same sections as header + rows of text cells, used by
-        :meth:`as_html` and :meth:`as_latex` instead of ``extra`` when given.
+        :meth:`as_html` and :meth:`as_latex` instead of ``extra`` when given;
+        ``left`` the indices of text columns (left-aligned in HTML).
     """
 
     title: str
@@ -133,31 +136,31 @@ class Summary:
                  f"<div class='mixedanova-summary'><p><b>{esc(self.title)}</b><br>"
                  f"Formula: <code>{esc(self.formula)}</code></p>"]
         crit = [list(self.criteria), [_crit(k, v) for k, v in self.criteria.items()]]
-        parts.append(_html_table(crit))
+        parts.append(html_table(crit))
         parts.append("<p>Scaled residuals:</p>")
-        parts.append(_html_table([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]]))
+        parts.append(html_table([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]]))
         parts.append("<p>Random effects:</p>")
-        parts.append(_html_table(self._random_rows()[0]))
+        parts.append(html_table(*self._random_rows()))
         parts.append(f"<p>Number of obs: {self.nobs}, groups: {esc(self._groups_text())}</p>")
         parts.append("<p>Fixed effects:</p>")
-        parts.append(_html_table(self._fixed_rows()[0]))
+        parts.append(html_table(*self._fixed_rows()))
         if any(c.startswith("Pr(") for c in self.fixed.columns):
-            parts.append(f"<p class='legend'>Signif. codes: {esc(_SIGNIF.split(':', 1)[1].strip())}</p>")
+            parts.append(legend_html())
         corr = self._corr_rows()
         if corr:
             parts.append("<p>Correlation of Fixed Effects:</p>")
-            parts.append(_html_table(corr))
+            parts.append(html_table(corr))
         if self.extra_rows:
-            for title, rows in self.extra_rows:
+            for title, rows, *left in self.extra_rows:
                 parts.append(f"<p>{esc(title)}</p>")
-                parts.append(_html_table(rows))
+                parts.append(html_table(rows, *left))
         else:
             for title, text in self.extra:
                 if title:
                     parts.append(f"<p>{esc(title)}</p>")
                 parts.append(f"<pre>{esc(text)}</pre>")
         if self.notes:
-            parts.append("<p>" + "<br>".join(esc(n) for n in self.notes) + "</p>")
+            parts.append("<p class='note'>" + "<br>".join(esc(n) for n in self.notes) + "</p>")
         parts.append("</div>")
         return "\n".join(parts)
 
@@ -171,7 +174,7 @@ class Summary:
                 "", f"Number of obs: {self.nobs}, groups: {_tex(self._groups_text())}\\\\", "",
                 "Fixed effects:\\\\", _latex_table(self._fixed_rows()[0])]
         if self.extra_rows:
-            for title, rows in self.extra_rows:
+            for title, rows, *_ in self.extra_rows:
                 out += ["", _tex(title) + "\\\\", _latex_table(rows)]
         else:
             for title, text in self.extra:
@@ -266,32 +269,11 @@ def abbreviate(name: str, minlength: int = 6) -> str:
     return "".join(chars[:max(minlength, 1)]) if len(chars) > minlength else "".join(chars)
 
 
-#: The style of the HTML reports: numbers right-aligned with aligned decimals
-#: (tabular figures), borders, the significance legend in a smaller font.
-HTML_STYLE = """<style>
-.mixedanova-summary table { border-collapse: collapse; margin: 0.3em 0 0.8em 0;
-  font-variant-numeric: tabular-nums; }
-.mixedanova-summary th, .mixedanova-summary td { border: 1px solid #bbb;
-  padding: 0.15em 0.5em; text-align: right; }
-.mixedanova-summary th:first-child, .mixedanova-summary td:first-child { text-align: left; }
-.mixedanova-summary th { background: #f3f3f3; }
-.mixedanova-summary .legend { font-size: 85%; color: #555; }
-</style>"""
-
-_SIGNIF = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+_SIGNIF = SIGNIF
 
 
 def _crit(key: str, value) -> str:
     return str(value) if key == "df.resid" else f"{value:.4f}"
-
-
-def _html_table(rows: list[list[str]]) -> str:
-    """Header row + body rows of text cells as an HTML table."""
-    esc = html.escape
-    head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
-                   for r in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",

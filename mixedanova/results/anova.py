@@ -16,7 +16,10 @@ import pandas as pd
 from ..moments.moments import AnovaFitState, VarcompInterval, varcomp_ci, varcomp_table
 from .lmm import LinearMixedResults
 
-__all__ = ["AnovaResults"]
+__all__ = ["AnovaResults", "EMS_SHOWN"]
+
+#: The columns of :meth:`AnovaResults.ems_table` its printed form shows.
+EMS_SHOWN = ("df", "sum_sq", "mean_sq", "ems", "error_term", "den_df", "F", "p")
 
 
 class AnovaResults(LinearMixedResults):
@@ -40,24 +43,29 @@ class AnovaResults(LinearMixedResults):
         quadratic form present) and ``Q_coef``, ``error_term`` (the source or
         combination of sources in the F denominator), ``test``, ``den_df``,
         ``F``, ``p``.  ``attrs["method"]`` says whether the balanced EMS rules or
-        Henderson's Method III were used.  A DataFrame (an
-        :class:`~mixedanova.inference.tables.InferenceTable`) whose printed and
-        Jupyter forms carry that heading.
+        Henderson's Method III were used.  A DataFrame (a
+        :class:`~mixedanova.report.tables.ReportTable`) whose printed form shows
+        the heading and ``df, sum_sq, mean_sq, ems, error_term, den_df, F, p``
+        within 80 characters (``print(table.full())`` shows every column) and
+        whose Jupyter form is the styled HTML of all of them.
         """
-        from ..inference.tables import make_table
+        from ..report.tables import report_table
 
         st = self.anova_state
-        table = st.table.copy()
         heading = f"ANOVA table, {st.method}, {st.ems_model} mixed model"
-        out = make_table(table, heading, [st.note] if st.note else [])
-        out.attrs.update(table.attrs)
-        return out
+        return report_table(st.table.copy(), heading, [st.note] if st.note else [],
+                            shown=EMS_SHOWN)
 
     @cached_property
     def moment_estimates(self) -> pd.DataFrame:
         """Per component: raw ``estimate`` (may be negative), ``truncated``,
-        ``negative``, ``sd``, ``se``, Satterthwaite ``df`` and the 95% interval."""
-        return varcomp_table(self.anova_state)
+        ``negative``, ``sd``, ``se``, Satterthwaite ``df`` and the 95% interval
+        (printed wrapped at 80 characters, df rounded for display)."""
+        from ..report.tables import report_table
+
+        return report_table(varcomp_table(self.anova_state),
+                            "Variance components (method of moments, "
+                            "Cochran-Satterthwaite intervals)")
 
     def varcomp_ci(self, combination: dict | str, level: float = 0.95) -> VarcompInterval:
         """Estimate, SE and Cochran-Satterthwaite interval of a sum of components.
@@ -84,9 +92,9 @@ class AnovaResults(LinearMixedResults):
         model = f", {st.ems_model} mixed model" if st.ems_model else ""
         parts["extra_rows"] = [
             (f"ANOVA table, {st.method}{model}" + (f" ({st.note})" if st.note else ""),
-             ems_rows(st.table)),
+             ems_rows(st.table), {0, 4, 5}),
             ("Variance components (method of moments, Cochran-Satterthwaite intervals)",
-             varcomp_rows(self.moment_estimates)),
+             varcomp_rows(self.moment_estimates), {0, 7}),
         ]
         neg = [c for c in st.components if bool(st.negative[c])]
         if neg:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..glmm.families import Family
     from ..glmm.fit import GlmmFit
     from ..glmm.laplace import GlmmData, LaplaceObjective
+    from ..report.summary_glmm import GlmmSummary
 
 __all__ = ["GlmmResults"]
 
@@ -199,7 +200,7 @@ class GlmmResults:
             cov = T @ T.T
             sd = np.sqrt(np.diag(cov))
             for i in range(b.q):
-                rows.append((name, b.columns[i], None, cov[i, i], sd[i]))
+                rows.append((name, b.columns[i], np.nan, cov[i, i], sd[i]))
             for i in range(b.q):
                 for j in range(i + 1, b.q):
                     denom = sd[i] * sd[j]
@@ -316,46 +317,12 @@ class GlmmResults:
         return eta if type == "link" else self.family.link.linkinv(eta)
 
     # ------------------------------------------------------------ summary
-    def summary(self) -> str:
-        """glmer-style summary text."""
-        fam = self.family
-        method = ("Laplace Approximation" if self.nagq <= 1 else
-                  f"Adaptive Gauss-Hermite Quadrature (nAGQ = {self.nagq})")
-        lines = [f"Generalized linear mixed model fit by maximum likelihood ({method})",
-                 f" Family: {fam.name}  ( {fam.link.name} )",
-                 f"Formula: {self.formula}", ""]
-        lines.append(f"{'AIC':>9} {'BIC':>9} {'logLik':>9} {'deviance':>9} {'df.resid':>9}")
-        lines.append(f"{self.aic:9.1f} {self.bic:9.1f} {self.llf:9.1f} "
-                     f"{self.minus_2_loglik:9.1f} {self.df_resid:9d}")
-        lines.append("")
-        q = np.quantile(self.resid("pearson").to_numpy(), [0, 0.25, 0.5, 0.75, 1])
-        lines.append("Scaled residuals:")
-        lines.append("    Min      1Q  Median      3Q     Max ")
-        lines.append(" ".join(f"{v:7.4f}" for v in q))
-        lines.append("")
-        lines.append("Random effects:")
-        lines.append(f" {'Groups':<10} {'Name':<14} {'Variance':>10} {'Std.Dev.':>9}")
-        for _, row in self.varcomp.iterrows():
-            if row["var2"] is None:
-                lines.append(f" {row['group']:<10} {row['var1']:<14} {row['vcov']:10.4g} "
-                             f"{row['sdcor']:9.4g}")
-            else:
-                lines.append(f" {'':<10} Corr({row['var1']},{row['var2']}) {row['sdcor']:.3f}")
-        groups = "; ".join(f"{g}, {n}" for g, n in self.ngroups.items())
-        lines.append(f"Number of obs: {self.nobs}, groups:  {groups}")
-        lines.append("")
-        lines.append("Fixed effects:")
-        tab = self.fixed()
-        lines.append(f"{'':<16} {'Estimate':>10} {'Std. Error':>10} {'z value':>8} "
-                     f"{'Pr(>|z|)':>10}")
-        for name, r in tab.iterrows():
-            lines.append(f"{name:<16} {r['estimate']:10.5f} {r['std_err']:10.5f} "
-                         f"{r['z']:8.3f} {r['p']:10.3g}")
-        if self.is_singular:
-            lines.append("boundary (singular) fit: see help('isSingular')")
-        if not self.converged:
-            lines.append("Convergence: " + "; ".join(self.convergence_messages))
-        return "\n".join(lines)
+    def summary(self) -> "GlmmSummary":
+        """glmer-style summary: text (a ``str``) with ``.as_html()`` (styled
+        tables, the significance legend) for Jupyter and web pages."""
+        from ..report.summary_glmm import GlmmSummary
+
+        return GlmmSummary.from_results(self)
 
     def __str__(self) -> str:
         return self.summary()

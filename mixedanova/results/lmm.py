@@ -153,7 +153,7 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         """Variance components: the rows of lme4's ``as.data.frame(VarCorr(m))``.
 
         Columns ``group, var1, var2, vcov, sdcor``: per term its variances
-        (``var2`` missing, ``sdcor`` the SD), then its covariances (``sdcor`` the
+        (``var2`` NaN, ``sdcor`` the SD), then its covariances (``sdcor`` the
         correlation); ``Residual`` last.
         """
         rows = []
@@ -162,17 +162,17 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
             cov = s2 * T @ T.T
             sd = np.sqrt(np.diag(cov))
             for i in range(b.q):
-                rows.append((name, b.columns[i], None, cov[i, i], sd[i]))
+                rows.append((name, b.columns[i], np.nan, cov[i, i], sd[i]))
             for i in range(b.q):
                 for j in range(i + 1, b.q):
                     denom = sd[i] * sd[j]
                     corr = cov[j, i] / denom if denom > 0 else float("nan")
                     rows.append((name, b.columns[i], b.columns[j], cov[j, i], corr))
-        rows.append(("Residual", None, None, s2, self.sigma))
+        rows.append(("Residual", np.nan, np.nan, s2, self.sigma))
         for name, value in self.residual_params.items():
-            rows.append(("Residual", name, None, float("nan"), float(value)))
+            rows.append(("Residual", name, np.nan, float("nan"), float(value)))
         cols = list(zip(*rows))
-        # names as object columns so that missing names stay None, as lme4's NA
+        # names as object columns; a missing name is NaN (lme4's NA; pd.isna finds it)
         return pd.DataFrame({
             "group": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
             "var2": pd.Series(cols[2], dtype=object),
@@ -247,7 +247,7 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
     def _structured_r(self) -> np.ndarray:
         """Dense ``sigma^2 S Rrel S`` over all rows (a residual structure is fitted)."""
         d = self.design
-        r = self.residual_covariance(np.arange(d.nobs))
+        r = self.residual_covariance(np.arange(d.nobs)).to_numpy()
         if d.has_weights:
             s = 1.0 / np.sqrt(np.asarray(d.weights, dtype=float))
             r = s[:, None] * r * s[None, :]

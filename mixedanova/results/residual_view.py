@@ -78,17 +78,40 @@ class ResidualStructureMixin:
                 raise MixedAnovaError(f"resid_normalized: {exc}") from None
         return pd.Series(r, index=self.design.row_index, name="resid_normalized")
 
-    def residual_covariance(self, rows) -> np.ndarray:
+    def residual_covariance(self, rows) -> pd.DataFrame:
         """``sigma^2 Rrel`` among the given rows (positions in the data used).
 
         Without a residual structure this is ``sigma^2 I``.  For nlme's
-        ``corMatrix`` / ``varWeights`` checks of one group.
+        ``corMatrix`` / ``varWeights`` checks of one group.  Rows and columns are
+        labelled by the structure's columns (group, then order or time, then a
+        variance covariate), or by the data's row labels without a structure;
+        ``.to_numpy()`` gives the plain matrix.
         """
         rows = np.asarray(rows, dtype=np.intp)
         fit = self.state.residual
         if fit is None:
-            return self.sigma ** 2 * np.eye(len(rows))
-        return self.sigma ** 2 * fit.structure.covariance(fit.u, rows)
+            values = self.sigma ** 2 * np.eye(len(rows))
+        else:
+            values = self.sigma ** 2 * fit.structure.covariance(fit.u, rows)
+        labels = self._row_labels(rows)
+        return pd.DataFrame(values, index=labels, columns=labels.copy())
+
+    def _row_labels(self, rows: np.ndarray) -> pd.Index:
+        """Labels of data rows by the residual structure's columns (group, time)."""
+        from ..residual import residual_columns
+
+        data = self.design.data
+        try:
+            cols = [c for c in residual_columns(getattr(self.model, "residual", None))
+                    if c in data.columns]
+        except (TypeError, AttributeError):  # a structure written in the formula
+            cols = []
+        if not cols:
+            return pd.Index(self.design.row_index[rows], name="row")
+        frame = data[cols].iloc[rows]
+        if len(cols) == 1:
+            return pd.Index(frame[cols[0]].to_numpy(), name=cols[0])
+        return pd.MultiIndex.from_frame(frame.reset_index(drop=True))
 
     def visit_covariance(self, group: str | None = None) -> pd.DataFrame:
         """The fitted ``m x m`` covariance over the visits (mmrm's ``VarCorr(fit)``)

@@ -32,7 +32,11 @@ class WorkflowMixin:
         """Per-group coefficients (lme4's ``coef(m)``): one DataFrame per grouping
         factor, indexed by level, with every fixed-effect column; columns that have
         a random effect for that factor hold fixed + random (lme4's
-        ``(Intercept)`` maps to formulaic's ``Intercept``)."""
+        ``(Intercept)`` maps to formulaic's ``Intercept``).  Each prints every
+        column, wrapped at 80 characters
+        (:class:`~mixedanova.report.tables.ReportTable`)."""
+        from ..report.tables import report_table
+
         beta = self.fe_params
         out = {}
         for group, re in self.random_effects.items():
@@ -44,7 +48,7 @@ class WorkflowMixin:
                     table[name] = table[name] + re[col].to_numpy()
                 else:
                     table[name] = re[col].to_numpy()
-            out[group] = table
+            out[group] = report_table(table)
         return out
 
     # ------------------------------------------------------------ residuals

@@ -99,7 +99,7 @@ def test_dropout_and_results(fev):
     res = ma.lmm(FORMULA, fev, residual=ma.AR1H(group="USUBJID", time="AVISIT"))
     assert res.converged
     rows = np.flatnonzero(res.design.data["USUBJID"].to_numpy() == "PT2")
-    R = res.residual_covariance(rows)
+    R = res.residual_covariance(rows).to_numpy()
     S = res.state.residual.structure.matrices(res.state.residual.u)[0]
     vis = pd.Categorical(res.design.data["AVISIT"].iloc[rows], categories=["V1", "V2", "V3",
                                                                            "V4"]).codes

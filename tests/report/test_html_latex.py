@@ -106,7 +106,8 @@ def test_ems_and_anova_tables_display_with_heading(blocks, sleepstudy_fit):
     t = blocks.ems_table()
     assert t.attrs["method"] == "EMS rules (balanced)"
     html = t._repr_html_()
-    assert html.startswith("<p><b>ANOVA table, EMS rules (balanced), unrestricted mixed model")
+    assert html.startswith("<style>")  # the reports' style sheet, then the heading
+    assert "<p><b>ANOVA table, EMS rules (balanced), unrestricted mixed model" in html
     _parse(html)
     assert "ANOVA table" in repr(t[["df", "ems"]])  # slices keep the heading
     a = sleepstudy_fit.anova()

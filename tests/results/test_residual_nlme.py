@@ -185,7 +185,7 @@ def test_first_group_covariance(case):
     """nlme: sigma^2 R (corMatrix, varWeights) and Z G Z' + sigma^2 R of the first group."""
     ref, res = fitted(case)
     rows, expected, expected_marg = _first_group_expected(case, ref)
-    cond = res.residual_covariance(rows)
+    cond = res.residual_covariance(rows).to_numpy()
     assert_close(cond, expected, 1e-4, f"{case} conditional", atol=1e-6)
     marg = cond.copy()
     templates = res.design.theta_layout().templates(res.theta)
