@@ -24,6 +24,19 @@ def test_non_numeric_response_is_named(sleepstudy):
         ma.lmm("label ~ Days + (1|Subject)", df)
 
 
+def test_text_response_names_a_bad_value(sleepstudy):
+    # issue 22: a response read as text names a value that is not a number (R's
+    # lmer would say "invalid type (character)"), or says how to convert it
+    df = sleepstudy.assign(Reaction=sleepstudy["Reaction"].astype(str))
+    df.loc[5, "Reaction"] = "n/a"
+    with pytest.raises(ma.DesignError, match=r"response 'Reaction' is not numeric .*row 5 "
+                                             r"holds 'n/a', which is not a number"):
+        ma.lmm("Reaction ~ Days + (1|Subject)", df)
+    df = sleepstudy.assign(Reaction=sleepstudy["Reaction"].astype(str))
+    with pytest.raises(ma.DesignError, match=r"number written as text.*pd.to_numeric"):
+        ma.lmm("Reaction ~ Days + (1|Subject)", df)
+
+
 def test_inf_in_response_is_named(sleepstudy):
     df = sleepstudy.copy()
     df.loc[7, "Reaction"] = np.inf

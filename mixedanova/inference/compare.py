@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-import textwrap
 import warnings
 
 import numpy as np
@@ -134,24 +133,25 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
     frame["Df"] = df
     frame["p"] = p
     heading = "Likelihood-ratio tests (lme4 anova)\nModels:\n" + "\n".join(
-        textwrap.fill(f"{names[i]}: {_describe(models[i])}", 80, subsequent_indent="    ",
-                      break_long_words=False, break_on_hyphens=False) for i in order)
+        _model_line(names[i], models[i]) for i in order)
     table = make_table(frame, heading, notes)
     table.attrs["refit"] = bool(do_refit)
     return table
 
 
-def _describe(res) -> str:
+def _model_line(name: str, res) -> str:
     """A model as its formula plus what else sets it apart: the residual
-    structure (``residual=AR1(group='patient', order='visit')``), prior weights."""
-    text = str(res.design.formula.formula)
+    structure (``residual=AR1(group='patient', order='visit')``), prior weights;
+    each on a line of its own when one line would pass 80 characters."""
+    parts = [f"{name}: {res.design.formula.formula}"]
     residual = getattr(getattr(res, "model", None), "residual", None)
     if residual is not None:
-        parts = residual if isinstance(residual, tuple) else (residual,)
-        text += ", residual=" + " + ".join(repr(p) for p in parts)
+        specs = residual if isinstance(residual, tuple) else (residual,)
+        parts.append("residual=" + " + ".join(repr(p) for p in specs))
     if getattr(res.design, "has_weights", False):
-        text += ", with prior weights"
-    return text
+        parts.append("with prior weights")
+    line = ", ".join(parts)
+    return line if len(line) <= 80 else ",\n    ".join(parts)
 
 
 # ---------------------------------------------------------------------- ranova
