@@ -140,7 +140,8 @@ class Summary:
         parts.append("<p>Scaled residuals:</p>")
         parts.append(html_table([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]]))
         parts.append("<p>Random effects:</p>")
-        parts.append(html_table(*self._random_rows()))
+        rows, left = self._random_rows()
+        parts.append(html_table(rows, left - {4}))  # correlations are numbers
         parts.append(f"<p>Number of obs: {self.nobs}, groups: {esc(self._groups_text())}</p>")
         parts.append("<p>Fixed effects:</p>")
         parts.append(html_table(*self._fixed_rows()))
@@ -151,9 +152,13 @@ class Summary:
             parts.append("<p>Correlation of Fixed Effects:</p>")
             parts.append(html_table(corr))
         if self.extra_rows:
+            legend = any(c.startswith("Pr(") for c in self.fixed.columns)
             for title, rows, *left in self.extra_rows:
                 parts.append(f"<p>{esc(title)}</p>")
                 parts.append(html_table(rows, *left))
+                if not legend and any(str(c).startswith("Pr(") for c in rows[0]):
+                    parts.append(legend_html())  # R's summary(aov) legend
+                    legend = True
         else:
             for title, text in self.extra:
                 if title:

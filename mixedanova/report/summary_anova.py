@@ -10,7 +10,8 @@ import math
 
 import pandas as pd
 
-from .summary import align_columns
+from .html import SIGNIF
+from .summary import align_columns, signif_stars
 
 __all__ = ["render_ems_table", "render_varcomp", "ems_rows", "varcomp_rows"]
 
@@ -33,14 +34,21 @@ def _pval(p) -> str:
 def ems_rows(table: pd.DataFrame) -> list[list[str]]:
     """Header and rows (text cells) of an EMS table, as :func:`render_ems_table` shows them."""
     header = ["Source", "Df", "Sum Sq", "Mean Sq", "Expected mean square", "Error term",
-              "Den Df", "F", "Pr(>F)"]
+              "Den Df", "F", "Pr(>F)", ""]
     rows = []
     for src, r in table.iterrows():
         err = r["error_term"] if isinstance(r["error_term"], str) else ""
         rows.append([str(src), _num(r["df"]), _num(r["sum_sq"], 6), _num(r["mean_sq"], 6),
                      str(r["ems"]), err,
-                     _num(r["den_df"], 5), _num(r["F"], 5), _pval(r["p"])])
+                     _num(r["den_df"], 5), _num(r["F"], 5), _pval(r["p"]),
+                     _stars(r["p"])])
     return [header] + rows
+
+
+def _stars(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ""
+    return signif_stars(float(p))
 
 
 def varcomp_rows(varcomp: pd.DataFrame) -> list[list[str]]:
@@ -75,7 +83,9 @@ def render_ems_table(table: pd.DataFrame, *, method: str | None = None, note: st
         lines.append(f"ANOVA table, {method}" + (f", {model} mixed model" if model else ""))
     if note:
         lines.append(f"  ({note})")
-    lines += align_columns(ems_rows(table), sep="  ", left={0, 4, 5})
+    lines += align_columns(ems_rows(table), sep="  ", left={0, 4, 5, 9})
+    if table["p"].notna().any():
+        lines += ["---", SIGNIF]
     quasi = [str(s) for s, t in zip(table.index, table["test"]) if t == "quasi-F (Satterthwaite)"]
     if quasi:
         lines.append("Quasi-F (Satterthwaite denominator df) for: " + ", ".join(quasi))

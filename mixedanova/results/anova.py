@@ -92,7 +92,7 @@ class AnovaResults(LinearMixedResults):
         model = f", {st.ems_model} mixed model" if st.ems_model else ""
         parts["extra_rows"] = [
             (f"ANOVA table, {st.method}{model}" + (f" ({st.note})" if st.note else ""),
-             ems_rows(st.table), {0, 4, 5}),
+             ems_rows(st.table), {0, 4, 5, 9}),
             ("Variance components (method of moments, Cochran-Satterthwaite intervals)",
              varcomp_rows(self.moment_estimates), {0, 7}),
         ]
