@@ -221,9 +221,18 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
 
     Examples
     --------
-    >>> import pandas as pd, mixedanova as ma          # doctest: +SKIP
-    >>> r = ma.glmm("cbind(incidence, size - incidence) ~ period + (1|herd)",
-    ...             cbpp, family="binomial")           # doctest: +SKIP
+    >>> import numpy as np, pandas as pd, mixedanova as ma
+    >>> rng = np.random.default_rng(1)
+    >>> herd = np.repeat(np.arange(12), 4)
+    >>> size = rng.integers(5, 25, herd.size)
+    >>> p = 1 / (1 + np.exp(-(-1.5 + rng.normal(0, 0.6, 12)[herd])))
+    >>> d = pd.DataFrame({"herd": herd, "size": size, "inc": rng.binomial(size, p)})
+    >>> res = ma.glmm("cbind(inc, size - inc) ~ 1 + (1|herd)", d, family="binomial")
+    >>> res.fixed()[["estimate", "std_err"]].round(1)   # lme4: coef(summary(m))
+               estimate  std_err
+    Intercept      -1.4      0.3
+    >>> round(res.minus_2_loglik, 1)                   # summary(m)'s "deviance"
+    180.2
     """
     from .glmm.agq import AgqObjective
     from .glmm.families import make_family

@@ -76,6 +76,18 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
         Rows ordered by ``npar``; columns ``npar, AIC, BIC, logLik, deviance,
         Chisq, Df, p``.  Printing shows the heading and any refit note
         (``attrs["refit"]`` says whether models were refitted).
+
+    Examples
+    --------
+    >>> import mixedanova as ma
+    >>> sleep = ma.load_dataset("sleepstudy")
+    >>> m0 = ma.lmm("Reaction ~ Days + (1 | Subject)", sleep)
+    >>> m1 = ma.lmm("Reaction ~ Days + (Days | Subject)", sleep)
+    >>> table = ma.compare(m0, m1)             # lme4: anova(m0, m1), ML refits
+    >>> print(table[["npar", "Chisq", "Df"]].round(3).to_string())
+            npar   Chisq   Df
+    model1     4     NaN  NaN
+    model2     6  42.139  2.0
     """
     from scipy import stats
     if len(models) == 1 and isinstance(models[0], (list, tuple)):

@@ -48,6 +48,16 @@ class AnovaResults(LinearMixedResults):
         the heading and ``df, sum_sq, mean_sq, ems, error_term, den_df, F, p``
         within 80 characters (``print(table.full())`` shows every column) and
         whose Jupyter form is the styled HTML of all of them.
+
+        Examples
+        --------
+        >>> import mixedanova as ma
+        >>> pen = ma.load_dataset("bhh_penicillin")
+        >>> aov = ma.lmm("yield ~ treat + (1|blend)", pen, method="ANOVA")
+        >>> aov.ems_table()["ems"].tolist()
+        ['s2_e + Q(treat)', 's2_e + 4 s2_blend', 's2_e']
+        >>> round(float(aov.ems_table().loc["blend", "F"]), 4)   # summary(aov(...))
+        3.5044
         """
         from ..report.tables import report_table
 

@@ -319,7 +319,28 @@ class GlmmResults:
     # ------------------------------------------------------------ summary
     def summary(self) -> "GlmmSummary":
         """glmer-style summary: text (a ``str``) with ``.as_html()`` (styled
-        tables, the significance legend) for Jupyter and web pages."""
+        tables, the significance legend) for Jupyter and web pages.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, mixedanova as ma
+        >>> rng = np.random.default_rng(1)
+        >>> herd = np.repeat(np.arange(12), 4)
+        >>> size = rng.integers(5, 25, herd.size)
+        >>> p = 1 / (1 + np.exp(-(-1.5 + rng.normal(0, 0.6, 12)[herd])))
+        >>> d = pd.DataFrame({"herd": herd, "size": size, "inc": rng.binomial(size, p)})
+        >>> res = ma.glmm("cbind(inc, size - inc) ~ 1 + (1|herd)", d, family="binomial")
+        >>> print(res.summary())          # doctest: +ELLIPSIS
+        Generalized linear mixed model fit by maximum likelihood (Laplace Approximation)
+         Family: binomial  ( logit )
+        Formula: cbind(inc, size - inc) ~ 1 + (1|herd)
+        ...
+        Fixed effects:
+        ...
+        (Intercept) ...
+        ---
+        Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1
+        """
         from ..report.summary_glmm import GlmmSummary
 
         return GlmmSummary.from_results(self)

@@ -355,6 +355,15 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         pandas.DataFrame
             Indexed like :attr:`fe_params`; columns ``estimate, std_err, df, t, p,
             ci_low, ci_high``.
+
+        Examples
+        --------
+        >>> import mixedanova as ma
+        >>> res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
+        >>> res.fixed()[["estimate", "std_err", "df"]].round(2)   # lmerTest: summary(m)
+                   estimate  std_err    df
+        Intercept    251.41     6.82  17.0
+        Days          10.47     1.55  17.0
         """
         return self._inference.fixed_table(ddf, level)
 
@@ -374,6 +383,16 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
             Indexed by term; columns ``sum_sq, mean_sq, num_df, den_df, F, p``.
             Printing shows the heading; ``.hypotheses`` holds each term's L
             (``attrs`` stay scalars, so that tables concatenate).
+
+        Examples
+        --------
+        >>> import mixedanova as ma
+        >>> res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
+        >>> res.anova(type=3)[["num_df", "den_df", "F"]].round(2)   # lmerTest: anova(m)
+        Type III Analysis of Variance Table with Satterthwaite's method
+              num_df  den_df      F
+        term
+        Days       1    17.0  45.85
         """
         return self._inference.anova(type, ddf)
 
@@ -534,6 +553,20 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         correlation : bool
             Add lme4's "Correlation of Fixed Effects" block
             (``print(summary(m), correlation = TRUE)``).
+
+        Examples
+        --------
+        >>> import mixedanova as ma
+        >>> res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
+        >>> print(res.summary())          # doctest: +ELLIPSIS
+        Linear mixed model fit by REML...
+        REML criterion at convergence: 1743.6283
+        ...
+        Fixed effects:
+                    Estimate Std. Error      df t value Pr(>|t|)
+        (Intercept) 251.4051     6.8246 17.0000 36.8383 < 2e-16 ***
+        ...
+        >>> html = res.summary().as_html()   # styled tables for Jupyter or a web page
         """
         from ..report.summary import Summary
         return Summary.from_results(self, correlation=correlation)

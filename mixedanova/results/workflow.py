@@ -34,7 +34,19 @@ class WorkflowMixin:
         a random effect for that factor hold fixed + random (lme4's
         ``(Intercept)`` maps to formulaic's ``Intercept``).  Each prints every
         column, wrapped at 80 characters
-        (:class:`~mixedanova.report.tables.ReportTable`)."""
+        (:class:`~mixedanova.report.tables.ReportTable`).
+
+        Examples
+        --------
+        >>> import mixedanova as ma
+        >>> res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
+        >>> res.coef()["Subject"].head(3).round(2)        # lme4: coef(m)$Subject
+                 Intercept   Days
+        Subject
+        308         253.66  19.67
+        309         211.01   1.85
+        310         212.44   5.02
+        """
         from ..report.tables import report_table
 
         beta = self.fe_params
@@ -136,7 +148,18 @@ class WorkflowMixin:
                 at: dict | None = None):
         """Estimated marginal means (emmeans); ``.pairs(adjust=...)`` and
         ``.contrast({...})`` on the result.  See
-        :func:`mixedanova.inference.emmeans.emmeans`."""
+        :func:`mixedanova.inference.emmeans.emmeans`.
+
+        Examples
+        --------
+        >>> import mixedanova as ma
+        >>> res = ma.lmm("yield ~ treat + (1|blend)", ma.load_dataset("bhh_penicillin"))
+        >>> emm = res.emmeans("treat")                    # emmeans(m, ~ treat)
+        >>> emm["emmean"].round(2).tolist()
+        [84.0, 85.0, 89.0, 86.0]
+        >>> emm.pairs(adjust="tukey")["p_value"].round(3).tolist()   # pairs(emm)
+        [0.983, 0.311, 0.884, 0.491, 0.983, 0.7]
+        """
         from ..inference.emmeans import emmeans
         return emmeans(self, specs, by=by, ddf=ddf, level=level, at=at)
 
