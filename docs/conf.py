@@ -40,7 +40,7 @@ templates_path = ["_templates"]
 
 autosummary_generate = True
 autodoc_typehints = "none"          # numpydoc's Parameters sections carry the types
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {"members": True}
 numpydoc_show_class_members = False  # autosummary lists them
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False

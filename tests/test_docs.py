@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from functools import cached_property
 import subprocess
 import sys
 from pathlib import Path
@@ -31,17 +32,25 @@ def test_every_public_name_has_an_api_entry():
     assert not unknown, f"API entries that are not public names: {unknown}"
 
 
+RESULTS = (ma.LinearMixedResults, ma.AnovaResults, ma.GlmmResults)
+
+
+def _public_members(cls) -> list[str]:
+    """Public methods and properties of a results class, inherited ones included."""
+    return [name for name, member in inspect.getmembers(cls)
+            if not name.startswith("_") and (inspect.isfunction(member)
+                                             or isinstance(member, (property, cached_property)))]
+
+
 def test_results_classes_are_documented_with_their_methods():
-    # the class template lists members (autoclass :members:), so every public method
-    # with a docstring gets an entry; a public method without one would not
+    # the class template lists members, inherited ones too (the mixins'), so every
+    # public method with a docstring gets an entry; one without a docstring would not
     template = (DOCS / "_templates" / "autosummary" / "class.rst").read_text()
-    assert ":members:" in template
-    for cls in (ma.LinearMixedResults, ma.AnovaResults):
-        for name, member in inspect.getmembers(cls):
-            if name.startswith("_") or not (inspect.isfunction(member)
-                                            or isinstance(member, property)):
-                continue
-            assert inspect.getdoc(member), f"{cls.__name__}.{name} has no docstring"
+    assert ":members:" in template and ":inherited-members:" in template
+    for cls in RESULTS:
+        assert _public_members(cls)
+        for name in _public_members(cls):
+            assert inspect.getdoc(getattr(cls, name)), f"{cls.__name__}.{name} has no docstring"
 
 
 def test_site_builds_with_warnings_as_errors(tmp_path):
@@ -59,6 +68,13 @@ def test_site_builds_with_warnings_as_errors(tmp_path):
                  "api/generated/mixedanova.lmm.html",
                  "api/generated/mixedanova.LinearMixedResults.html"):
         assert (html / page).exists(), page
+    # every public method of the results classes has an entry on its class's page
+    for cls in RESULTS:
+        page = (html / "api" / "generated" / f"mixedanova.{cls.__name__}.html").read_text(
+            encoding="utf-8")
+        missing = [n for n in _public_members(cls)
+                   if f'id="mixedanova.{cls.__name__}.{n}"' not in page]
+        assert not missing, f"{cls.__name__}: no API entry for {missing}"
     # the notebooks render executed: their outputs are in the pages
     nb = (html / "notebooks" / "02_random_blocks.html").read_text(encoding="utf-8")
     assert "cell_output" in nb

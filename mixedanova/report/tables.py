@@ -55,9 +55,10 @@ def frame_rows(frame: pd.DataFrame) -> tuple[list[list[str]], set[int]]:
 
 class ReportTable(pd.DataFrame):
     """A DataFrame that prints every column (or a deliberate choice of them)
-    within 80 characters, with its heading and notes.
+    within 80 characters, with its heading and notes.  The attributes are
+    pandas metadata, kept by slices.
 
-    Attributes (pandas metadata, kept by slices)
+    Attributes
     ----------
     heading : str
         First line of the printed form.

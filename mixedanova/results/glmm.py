@@ -67,10 +67,12 @@ class GlmmResults:
     # ------------------------------------------------------------ basics
     @property
     def nobs(self) -> int:
+        """Number of observations used (``nobs(m)``)."""
         return self.design.nobs
 
     @property
     def ngroups(self) -> dict[str, int]:
+        """Levels per grouping factor (``ngrps(m)``)."""
         return self.design.ngroups
 
     @property
@@ -80,14 +82,17 @@ class GlmmResults:
 
     @property
     def theta_names(self) -> tuple[str, ...]:
+        """Names of ``theta``'s entries, in lme4's order."""
         return self.design.theta_layout().names
 
     @property
     def converged(self) -> bool:
+        """True when the optimizer's checks at the optimum passed."""
         return self.fit.converged
 
     @property
     def convergence_messages(self) -> tuple[str, ...]:
+        """What the convergence check found (empty when converged)."""
         return tuple(self.fit.messages)
 
     @property
@@ -110,6 +115,7 @@ class GlmmResults:
 
     @property
     def bse_fe(self) -> pd.Series:
+        """Standard errors of the fixed effects (``sqrt(diag(vcov(m)))``)."""
         return pd.Series(np.sqrt(np.diag(self.fit.vcov_beta)), index=list(self.x_names),
                          name="std_err")
 
@@ -135,18 +141,22 @@ class GlmmResults:
 
     @property
     def npar(self) -> int:
+        """Number of parameters: ``theta`` and the fixed effects."""
         return len(self.theta) + len(self.fit.beta)
 
     @property
     def aic(self) -> float:
+        """``AIC(m)``: ``-2 logLik + 2 npar``."""
         return self.fit.value + 2.0 * self.npar
 
     @property
     def bic(self) -> float:
+        """``BIC(m)``: ``-2 logLik + log(nobs) npar``."""
         return self.fit.value + math.log(self.nobs) * self.npar
 
     @property
     def df_resid(self) -> int:
+        """``df.residual(m)``: ``nobs - npar``."""
         return self.nobs - self.npar
 
     @property
