@@ -21,6 +21,7 @@ HTML_STYLE = """<style>
   padding: 0.15em 0.5em; text-align: right; white-space: nowrap; }
 .mixedanova-summary th:first-child, .mixedanova-summary td:first-child,
 .mixedanova-summary th.l, .mixedanova-summary td.l { text-align: left; }
+.mixedanova-summary th.n, .mixedanova-summary td.n { text-align: right; }
 .mixedanova-summary th { background: #f3f3f3; }
 .mixedanova-summary .legend, .mixedanova-summary .note { font-size: 85%; color: #555; }
 </style>"""
@@ -29,20 +30,31 @@ HTML_STYLE = """<style>
 SIGNIF = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
 
 
-def html_table(rows: list[list[str]], left: Collection[int] = ()) -> str:
+def html_table(rows: list[list[str]], left: Collection[int] = (), label: bool = True) -> str:
     """Header row + body rows of text cells as an HTML table.
+
+    Columns whose header and cells are all empty are left out.
 
     Parameters
     ----------
     rows : list of list of str
         The header, then the body rows.
     left : collection of int
-        Indices of text columns (left-aligned; the first column always is).
+        Indices of text columns (left-aligned).
+    label : bool
+        The first column holds row labels (left-aligned); False for a table of
+        numbers only (criteria, residual quantiles), whose first column is
+        right-aligned like the others.
     """
     esc = html.escape
+    keep = [i for i in range(len(rows[0])) if any(str(r[i]).strip() for r in rows)]
+    rows = [[r[i] for i in keep] for r in rows]
+    left = {keep.index(i) for i in left if i in keep}
 
     def cls(i: int) -> str:
-        return " class='l'" if i in left and i > 0 else ""
+        if i == 0:
+            return "" if label else " class='n'"
+        return " class='l'" if i in left else ""
 
     head = "".join(f"<th{cls(i)}>{esc(c)}</th>" for i, c in enumerate(rows[0]))
     body = "".join("<tr>" + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(r))

@@ -40,6 +40,33 @@ def _num(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e6 else f"{x:.{digits}f}"
 
 
+def format_column(values, digits: int = 5, max_decimals: int = 6) -> list[str]:
+    """Numbers of one column with a common number of decimals, so that their
+    decimal points line up when right-aligned (R's ``format`` of a column): the
+    element that needs the most decimals for ``digits`` significant digits sets
+    them (at most ``max_decimals``); integers stay integers; missing values are
+    empty; values too small or too large for that fall back to ``%g``."""
+    vals = [None if v is None or not np.isfinite(float(v)) else float(v) for v in values]
+    present = [v for v in vals if v is not None]
+    if present and all(v == int(v) and abs(v) < 1e12 for v in present):
+        return ["" if v is None else str(int(v)) for v in vals]
+    dec = 0
+    for v in present:
+        text = f"{v:.{digits}g}"
+        if v != 0 and "e" not in text and "." in text:
+            dec = max(dec, len(text.split(".")[1]))
+    dec = min(dec, max_decimals)
+    out = []
+    for v in vals:
+        if v is None:
+            out.append("")
+        elif v != 0 and (abs(v) < 10.0 ** -dec or abs(v) >= 1e12):
+            out.append(f"{v:.{digits}g}")
+        else:
+            out.append(f"{v:.{dec}f}")
+    return out
+
+
 def align_columns(rows: list[list[str]], left: set[int] = frozenset(),
                   sep: str = " ") -> list[str]:
     """Rows of cells as text lines, columns padded to a common width (right
@@ -136,9 +163,10 @@ class Summary:
                  f"<div class='mixedanova-summary'><p><b>{esc(self.title)}</b><br>"
                  f"Formula: <code>{esc(self.formula)}</code></p>"]
         crit = [list(self.criteria), [_crit(k, v) for k, v in self.criteria.items()]]
-        parts.append(html_table(crit))
+        parts.append(html_table(crit, label=False))
         parts.append("<p>Scaled residuals:</p>")
-        parts.append(html_table([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]]))
+        parts.append(html_table([list(q.index), [f"{v:.4f}" for v in q.to_numpy()]],
+                                label=False))
         parts.append("<p>Random effects:</p>")
         rows, left = self._random_rows()
         parts.append(html_table(rows, left - {4}))  # correlations are numbers

@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from .html import SIGNIF
-from .summary import align_columns, signif_stars
+from .summary import align_columns, format_column, signif_stars
 
 __all__ = ["render_ems_table", "render_varcomp", "ems_rows", "varcomp_rows"]
 
@@ -35,12 +35,13 @@ def ems_rows(table: pd.DataFrame) -> list[list[str]]:
     """Header and rows (text cells) of an EMS table, as :func:`render_ems_table` shows them."""
     header = ["Source", "Df", "Sum Sq", "Mean Sq", "Expected mean square", "Error term",
               "Den Df", "F", "Pr(>F)", ""]
+    cols = {c: format_column(table[c].tolist(), d) for c, d in
+            (("df", 5), ("sum_sq", 6), ("mean_sq", 6), ("den_df", 5), ("F", 5))}
     rows = []
-    for src, r in table.iterrows():
+    for i, (src, r) in enumerate(table.iterrows()):
         err = r["error_term"] if isinstance(r["error_term"], str) else ""
-        rows.append([str(src), _num(r["df"]), _num(r["sum_sq"], 6), _num(r["mean_sq"], 6),
-                     str(r["ems"]), err,
-                     _num(r["den_df"], 5), _num(r["F"], 5), _pval(r["p"]),
+        rows.append([str(src), cols["df"][i], cols["sum_sq"][i], cols["mean_sq"][i],
+                     str(r["ems"]), err, cols["den_df"][i], cols["F"][i], _pval(r["p"]),
                      _stars(r["p"])])
     return [header] + rows
 
@@ -56,11 +57,13 @@ def varcomp_rows(varcomp: pd.DataFrame) -> list[list[str]]:
     level = varcomp.attrs.get("level", 0.95)
     pct = f"{100 * level:g}%"
     header = ["Component", "Variance", "Std.Dev.", "SE", "df", f"{pct} lower", f"{pct} upper", ""]
+    cols = {c: format_column(varcomp[c].tolist(), d) for c, d in
+            (("truncated", 5), ("sd", 5), ("se", 5), ("df", 4), ("lower", 5), ("upper", 5))}
     rows = []
-    for comp, r in varcomp.iterrows():
+    for i, (comp, r) in enumerate(varcomp.iterrows()):
         flag = f"negative estimate {_num(r['estimate'])} set to 0" if r["negative"] else ""
-        rows.append([str(comp), _num(r["truncated"]), _num(r["sd"]), _num(r["se"]),
-                     _num(r["df"], 4), _num(r["lower"]), _num(r["upper"]), flag])
+        rows.append([str(comp)] + [cols[c][i] for c in ("truncated", "sd", "se", "df", "lower",
+                                                         "upper")] + [flag])
     return [header] + rows
 
 

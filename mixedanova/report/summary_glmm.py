@@ -80,13 +80,14 @@ class GlmmSummary(str):
         """The summary as an HTML fragment: the style sheet of every report
         (:data:`mixedanova.report.html.HTML_STYLE`), tables, the legend."""
         esc = html.escape
-        parts = [HTML_STYLE, "<div class='mixedanova-summary'><p><b>"
-                 + "<br>".join(esc(t.strip()) for t in self.title_lines) + "</b></p>"]
+        head, family, formula = (t.strip() for t in self.title_lines)
+        parts = [HTML_STYLE, f"<div class='mixedanova-summary'><p><b>{esc(head)}</b><br>"
+                 f"{esc(family)}<br>Formula: <code>{esc(formula.split(': ', 1)[1])}</code></p>"]
         for title, rows, left in self.tables:
             if title:
                 parts.append(f"<p>{esc(title)}</p>")
             if rows:
-                parts.append(html_table(rows, left))
+                parts.append(html_table(rows, left, label=title not in ("", "Scaled residuals:")))
         if self.has_p:
             parts.append(legend_html())
         if self.notes:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .html import HTML_STYLE, html_table
+from .summary import format_column
 
 __all__ = ["ReportTable", "report_table", "WIDTH", "frame_rows"]
 
@@ -43,10 +44,13 @@ def frame_rows(frame: pd.DataFrame) -> tuple[list[list[str]], set[int]]:
     indices of its text columns (left-aligned in HTML)."""
     names = [str(n) for n in frame.index.names if n is not None]
     head = [" / ".join(names)] + [str(c) for c in frame.columns]
+    cells = [format_column(frame.iloc[:, j].tolist(), 6)
+             if pd.api.types.is_float_dtype(frame.iloc[:, j]) else
+             [_cell(v) for v in frame.iloc[:, j]] for j in range(frame.shape[1])]
     rows = [head]
-    for idx, r in zip(frame.index, frame.itertuples(index=False)):
+    for i, idx in enumerate(frame.index):
         label = " / ".join(map(str, idx)) if isinstance(idx, tuple) else str(idx)
-        rows.append([label] + [_cell(v) for v in r])
+        rows.append([label] + [col[i] for col in cells])
     left = {0} | {i + 1 for i, c in enumerate(frame.columns)
                   if frame[c].dtype == object and not frame[c].map(
                       lambda v: v is None or isinstance(v, (int, float, np.number))).all()}
