@@ -15,7 +15,7 @@ from .likelihood.control import LmmControl
 from .model import LinearMixedModel, lmm
 # the engine's package first (its __init__ is light), so that importing its
 # submodules later never rebinds ma.glmm, the function, to the package
-from . import glmm as glmm_engine  # noqa: F401
+from . import glmm as _glmm_engine  # noqa: F401
 from .glmm_model import glmm  # noqa: E402
 from .results.glmm import GlmmResults
 from .residual import (AR1, AR1H, CAR1, CSH, AnteDependence, CompSymm, ResidualWarning,
@@ -27,6 +27,8 @@ from .moments.oneway import oneway
 from .report.export import read_results
 from .results.anova import AnovaResults
 from .results.lmm import LinearMixedResults
+
+del _glmm_engine  # not part of the namespace: ma.glmm is the function
 
 __version__ = "0.1.0"
 

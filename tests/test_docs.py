@@ -32,6 +32,17 @@ def test_every_public_name_has_an_api_entry():
     assert not unknown, f"API entries that are not public names: {unknown}"
 
 
+def test_namespace_shows_only_the_public_api():
+    # issue 22: besides __all__, the top level holds only the package's own
+    # subpackages and modules under their own names (no re-exported internals)
+    import types
+    extra = [n for n in dir(ma) if not n.startswith("_") and n not in ma.__all__]
+    for name in extra:
+        obj = getattr(ma, name)
+        assert isinstance(obj, types.ModuleType) and obj.__name__ == f"mixedanova.{name}", \
+            f"mixedanova.{name} is an internal re-exported at the top level"
+
+
 RESULTS = (ma.LinearMixedResults, ma.AnovaResults, ma.GlmmResults)
 
 
