@@ -525,7 +525,7 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     restricted : bool
         Refuse, before evaluating anything, a formula that uses more than column
         names, numbers, operators and the allow-listed transforms (for formulas
-        from untrusted sources; see docs/trust.md).  Off by default.
+        from untrusted sources; see docs/user_guide/trust.md).  Off by default.
     residual : structure or tuple, optional
         Residual covariance structure (:mod:`mixedanova.residual`).  Without a
         random-effects term in the formula the model is marginal (nlme's ``gls``,

@@ -15,6 +15,7 @@ __all__ = ["HTML_STYLE", "SIGNIF", "html_table", "legend_html"]
 #: The style of the HTML reports: numbers right-aligned with aligned decimals
 #: (tabular figures), borders, the significance legend in a smaller font.
 HTML_STYLE = """<style>
+.mixedanova-summary { overflow-x: auto; }
 .mixedanova-summary table { border-collapse: collapse; margin: 0.3em 0 0.8em 0;
   font-variant-numeric: tabular-nums; }
 .mixedanova-summary th, .mixedanova-summary td { border: 1px solid #bbb;

@@ -44,8 +44,8 @@ class GroupDict(dict):
 class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
     """A fitted linear mixed model.
 
-    Attributes are computed from the design and the engine's fit state; see the
-    package README for the list.  Names follow formulaic for the fixed effects
+    Attributes are computed from the design and the engine's fit state; the
+    methods and properties below are the list.  Names follow formulaic for the fixed effects
     and lme4 for the random effects (``"(Intercept)"``).
 
     Parameters
