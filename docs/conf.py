@@ -51,6 +51,8 @@ nb_execution_timeout = 300
 nb_execution_raise_on_error = True
 suppress_warnings = ["mystnb.unknown_mime_type"]
 
+toc_object_entries_show_parents = "hide"   # "fixed()", not "LinearMixedResults.fixed()"
+
 html_theme = "pydata_sphinx_theme"
 html_title = "mixedanova"
 html_theme_options = {
