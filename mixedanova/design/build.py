@@ -37,7 +37,7 @@ from .variables import VariableCodes, variable_codes
 from .formula import ParsedFormula, RandomTermSpec, formula_variables, strip_quotes
 from .restricted import check_restricted
 from .data_checks import (check_columns, check_finite, complete_rows, foreign_detail,
-                          missing_column_error, plain_strings, short_repr)
+                          missing_column_error, plain_strings, text_number_hint)
 from ..errors import DesignError, RankDeficiencyWarning, user_stacklevel
 from .term_matrices import (FixedTerm, as_float, fixed_terms, independent_columns,
                             model_matrix_like, term_matrix)
@@ -510,22 +510,6 @@ def _is_module(name: str) -> bool:
     return name in ("np", "numpy", "pd", "math")
 
 
-def _bad_value_hint(col: pd.Series) -> str:
-    """Which value of a text response is not a number (row and an excerpt), or
-    that all are numbers written as text (convert with ``pd.to_numeric``)."""
-    values = col.dropna()
-    if pd.api.types.is_bool_dtype(col) or not len(values):
-        return ""
-    parsed = pd.to_numeric(values.astype(object), errors="coerce")
-    bad = parsed.isna()
-    if not bad.any():
-        return (f": every value is a number written as text; convert it with "
-                f"data[{col.name!r}] = pd.to_numeric(data[{col.name!r}])")
-    row = bad.idxmax()
-    return (f": row {row!r} holds {short_repr(values[row])}, which is not a number "
-            f"({int(bad.sum())} of {len(values)} values are not)")
-
-
 def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
     from formulaic import model_matrix
     name = parsed.response.strip()
@@ -539,7 +523,7 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray:
         col = data[name]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             raise DesignError(f"response {name!r} is not numeric (dtype {col.dtype})"
-                              + _bad_value_hint(col))
+                              + text_number_hint(col))
         y = col.to_numpy(dtype=float)
     else:
         try:

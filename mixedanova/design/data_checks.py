@@ -22,7 +22,7 @@ from .formula import ParsedFormula, formula_variables
 
 __all__ = ["check_columns", "check_levels", "as_numeric", "plain_strings", "check_finite",
            "complete_rows", "missing_mask", "missing_column_error", "excerpt", "short_repr",
-           "foreign_detail"]
+           "foreign_detail", "text_number_hint"]
 
 _EXCERPT = 40  # characters of a data value an error message may quote
 _QUOTED_VALUE = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
@@ -209,3 +209,19 @@ def check_finite(values: np.ndarray, name: str, role: str, index: pd.Index) -> N
     if bad.any():
         rows = list(index[np.flatnonzero(bad.reshape(len(index), -1).any(axis=1))[:5]])
         raise DesignError(f"{role} {name!r} has non-finite values (NaN or inf) in rows {rows}")
+
+
+def text_number_hint(col: pd.Series) -> str:
+    """Which value of a text response is not a number (row and an excerpt), or
+    that all are numbers written as text (convert with ``pd.to_numeric``)."""
+    values = col.dropna()
+    if pd.api.types.is_bool_dtype(col) or not len(values):
+        return ""
+    parsed = pd.to_numeric(values.astype(object), errors="coerce")
+    bad = parsed.isna()
+    if not bad.any():
+        return (f": every value is a number written as text; convert it with "
+                f"data[{col.name!r}] = pd.to_numeric(data[{col.name!r}])")
+    row = bad.idxmax()
+    return (f": row {row!r} holds {short_repr(values[row])}, which is not a number "
+            f"({int(bad.sum())} of {len(values)} values are not)")
