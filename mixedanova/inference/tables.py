@@ -105,7 +105,7 @@ class InferenceTable(pd.DataFrame):
         heading = getattr(self, "heading", None)
         if heading:
             parts.append(str(heading))
-        parts.append(pd.DataFrame(self).to_string(line_width=80))  # wrapped, every column
+        parts.append(_text(pd.DataFrame(self)))  # wrapped at 80, every column
         notes = getattr(self, "notes", None)
         if notes:
             parts.extend(str(n) for n in notes)
@@ -122,6 +122,14 @@ class InferenceTable(pd.DataFrame):
         return ((f"<p><b>{html.escape(str(heading))}</b></p>" if heading else "")
                 + pd.DataFrame(self).to_html()
                 + "".join(f"<p>{html.escape(str(n))}</p>" for n in notes))
+
+
+def _text(frame: pd.DataFrame) -> str:
+    """Every column, wrapped at 80 characters; df columns (Satterthwaite's
+    17.000007) rounded to 4 significant digits for display only."""
+    fmt = {c: (lambda v: f"{v:.4g}") for c in ("df", "den_df", "Df")
+           if c in frame.columns and pd.api.types.is_float_dtype(frame[c])}
+    return frame.to_string(line_width=80, formatters=fmt or None)
 
 
 def make_table(frame: pd.DataFrame, heading: str = "", notes=()) -> InferenceTable:
@@ -182,10 +190,10 @@ class ContrastResult:
 
     def __repr__(self) -> str:
         head = f"{'t' if self.test == 't' else 'F'} test of a contrast, {DDF_LABELS[self.ddf]} df"
-        body = self.to_frame().to_string()
+        body = _text(self.to_frame())
         if self.test == "F":
-            body += "\n" + pd.DataFrame({"estimate": self.estimate,
-                                         "std_err": self.std_err}).to_string()
+            body += "\n" + _text(pd.DataFrame({"estimate": self.estimate,
+                                               "std_err": self.std_err}))
         return f"{head}\n{body}"
 
 

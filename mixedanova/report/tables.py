@@ -95,8 +95,9 @@ class ReportTable(pd.DataFrame):
             Show every column, also those left out of the default print.
         """
         frame, hidden = (pd.DataFrame(self), []) if all_columns else self._shown_frame()
-        fmt = {"df": lambda v: f"{v:.4g}"} if "df" in frame.columns and \
-            pd.api.types.is_float_dtype(frame["df"]) else None
+        # df columns (Satterthwaite's 17.000007) rounded for display only
+        fmt = {c: (lambda v: f"{v:.4g}") for c in ("df", "den_df", "Df")
+               if c in frame.columns and pd.api.types.is_float_dtype(frame[c])} or None
         parts = []
         heading = getattr(self, "heading", None)
         if heading:

@@ -354,7 +354,8 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         -------
         pandas.DataFrame
             Indexed like :attr:`fe_params`; columns ``estimate, std_err, df, t, p,
-            ci_low, ci_high``.
+            ci_low, ci_high``; prints every column within 80 characters, df
+            rounded for display.
 
         Examples
         --------
@@ -362,10 +363,12 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         >>> res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
         >>> res.fixed()[["estimate", "std_err", "df"]].round(2)   # lmerTest: summary(m)
                    estimate  std_err    df
-        Intercept    251.41     6.82  17.0
-        Days          10.47     1.55  17.0
+        Intercept    251.41     6.82  17
+        Days          10.47     1.55  17
         """
-        return self._inference.fixed_table(ddf, level)
+        from ..report.tables import report_table
+
+        return report_table(self._inference.fixed_table(ddf, level))
 
     def anova(self, type: int | str = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
         """F tests of the fixed terms: lmerTest's ``anova(m, type, ddf)``.
@@ -390,9 +393,9 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         >>> res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
         >>> res.anova(type=3)[["num_df", "den_df", "F"]].round(2)   # lmerTest: anova(m)
         Type III Analysis of Variance Table with Satterthwaite's method
-              num_df  den_df      F
+              num_df den_df      F
         term
-        Days       1    17.0  45.85
+        Days       1     17  45.85
         """
         return self._inference.anova(type, ddf)
 

@@ -139,9 +139,12 @@ class WorkflowMixin:
                        allow_new_levels: bool = False, ddf: str = "satterthwaite",
                        level: float = 0.95) -> pd.DataFrame:
         """Predictions with SE of the fixed part, df, confidence and prediction
-        intervals; see :func:`mixedanova.inference.prediction.get_prediction`."""
+        intervals; see :func:`mixedanova.inference.prediction.get_prediction`.
+        Prints every column within 80 characters."""
+        from ..report.tables import report_table
         from ..inference.prediction import get_prediction
-        return get_prediction(self, newdata, re_form, allow_new_levels, ddf, level)
+        return report_table(get_prediction(self, newdata, re_form, allow_new_levels, ddf,
+                                           level))
 
     # ------------------------------------------------------------ marginal means
     def emmeans(self, specs, by=None, ddf: str = "satterthwaite", level: float = 0.95,

@@ -98,6 +98,20 @@ def test_moment_estimates_and_varcomp_ci_print_within_80(oats_anova):
     assert "estimate 497.622, SE 149.8, df 16.08" in text
 
 
+def test_fixed_anova_and_predictions_print_every_column(oats_fit):
+    # lmerTest: summary(m)$coefficients with confint; anova(m); predict intervals
+    fixed = oats_fit.fixed()
+    text = _printed(fixed)
+    _check_fits(text, fixed.columns, "fixed()")
+    assert "30.23" in text and "30.2279" not in text  # Satterthwaite df rounded for display
+    table = oats_fit.anova()
+    text = _printed(table)
+    _check_fits(text, table.columns, "anova()")
+    assert text.startswith("Type III Analysis of Variance Table with Satterthwaite's method")
+    pred = oats_fit.get_prediction(oats_fit.model.design.data.head(3), re_form="~0")
+    _check_fits(_printed(pred), pred.columns, "get_prediction()")
+
+
 def test_varcomp_missing_names_are_nan(oats_fit):
     # lme4: as.data.frame(VarCorr(m)) has NA in var2 (and var1 of Residual)
     vc = oats_fit.varcomp
