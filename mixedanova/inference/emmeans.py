@@ -67,6 +67,14 @@ class ContrastTable(pd.DataFrame):
 
     __str__ = __repr__
 
+    def _repr_html_(self) -> str:
+        """Jupyter display: the table, then emmeans' notes (kept, as in the print)."""
+        import html
+
+        notes = [str(n) for n in (getattr(self, "notes", None) or [])]
+        return (pd.DataFrame(self).to_html()
+                + "".join(f"<p>{html.escape(n)}</p>" for n in notes))
+
 
 class EmmeansTable(ContrastTable):
     """Marginal means (one row each) with :meth:`pairs` and :meth:`contrast`.

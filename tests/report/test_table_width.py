@@ -62,6 +62,8 @@ def test_pairs_print_every_column_and_the_adjustment_note(oats_fit):
     _check_fits(text, by.columns, "Variety | nitro_f pairs")
     assert "P value adjustment: bonferroni method for 3 tests" in text
     assert "Marvellous - Victory" in text
+    # Jupyter's form keeps the notes too
+    assert "P value adjustment: bonferroni method for 3 tests" in by._repr_html_()
 
 
 def test_coef_of_a_group_prints_every_column(oats_fit):
