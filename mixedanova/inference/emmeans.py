@@ -68,12 +68,11 @@ class ContrastTable(pd.DataFrame):
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        """Jupyter display: the table, then emmeans' notes (kept, as in the print)."""
-        import html
+        """Jupyter display: the table in the reports' style, then emmeans' notes
+        (kept, as in the print)."""
+        from ..report.tables import frame_html
 
-        notes = [str(n) for n in (getattr(self, "notes", None) or [])]
-        return (pd.DataFrame(self).to_html()
-                + "".join(f"<p>{html.escape(n)}</p>" for n in notes))
+        return frame_html(pd.DataFrame(self), "", getattr(self, "notes", None) or [])
 
 
 class EmmeansTable(ContrastTable):

@@ -114,14 +114,11 @@ class InferenceTable(pd.DataFrame):
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        """Jupyter display: heading, the table, notes."""
-        import html
+        """Jupyter display: heading, the table, notes (the reports' style)."""
+        from ..report.tables import frame_html
 
-        heading = getattr(self, "heading", None)
-        notes = getattr(self, "notes", None) or []
-        return ((f"<p><b>{html.escape(str(heading))}</b></p>" if heading else "")
-                + pd.DataFrame(self).to_html()
-                + "".join(f"<p>{html.escape(str(n))}</p>" for n in notes))
+        return frame_html(pd.DataFrame(self), getattr(self, "heading", None) or "",
+                          getattr(self, "notes", None) or [])
 
 
 def _text(frame: pd.DataFrame) -> str:

@@ -20,7 +20,10 @@ import pandas as pd
 from .html import HTML_STYLE, html_table
 from .summary import format_column
 
-__all__ = ["ReportTable", "report_table", "WIDTH", "frame_rows"]
+__all__ = ["ReportTable", "report_table", "WIDTH", "frame_rows", "frame_html", "DF_COLUMNS"]
+
+#: Columns of degrees of freedom, rounded to 4 significant digits for display.
+DF_COLUMNS = ("df", "den_df", "Df")
 
 #: The width the printed tables fit (a terminal's default).
 WIDTH = 80
@@ -44,16 +47,25 @@ def frame_rows(frame: pd.DataFrame) -> tuple[list[list[str]], set[int]]:
     indices of its text columns (left-aligned in HTML)."""
     names = [str(n) for n in frame.index.names if n is not None]
     head = [" / ".join(names)] + [str(c) for c in frame.columns]
-    cells = [format_column(frame.iloc[:, j].tolist(), 6)
-             if pd.api.types.is_float_dtype(frame.iloc[:, j]) else
-             [_cell(v) for v in frame.iloc[:, j]] for j in range(frame.shape[1])]
+    def column(j: int) -> list[str]:
+        values = frame.iloc[:, j]
+        if not pd.api.types.is_float_dtype(values):
+            return [_cell(v) for v in values]
+        if str(frame.columns[j]) in DF_COLUMNS:  # Satterthwaite's 44.999995 shows as 45
+            return format_column([float(f"{v:.4g}") for v in values], 4)
+        return format_column(values.tolist(), 6)
+
+    cells = [column(j) for j in range(frame.shape[1])]
     rows = [head]
     for i, idx in enumerate(frame.index):
         label = " / ".join(map(str, idx)) if isinstance(idx, tuple) else str(idx)
         rows.append([label] + [col[i] for col in cells])
-    left = {0} | {i + 1 for i, c in enumerate(frame.columns)
-                  if frame[c].dtype == object and not frame[c].map(
-                      lambda v: v is None or isinstance(v, (int, float, np.number))).all()}
+    def is_text(values: pd.Series) -> bool:
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            return False
+        return not values.map(lambda v: v is None or isinstance(v, (int, float, np.number))).all()
+
+    left = {0} | {j + 1 for j in range(frame.shape[1]) if is_text(frame.iloc[:, j])}
     return rows, left
 
 
@@ -96,7 +108,7 @@ class ReportTable(pd.DataFrame):
         """
         frame, hidden = (pd.DataFrame(self), []) if all_columns else self._shown_frame()
         # df columns (Satterthwaite's 17.000007) rounded for display only
-        fmt = {c: (lambda v: f"{v:.4g}") for c in ("df", "den_df", "Df")
+        fmt = {c: (lambda v: f"{v:.4g}") for c in DF_COLUMNS
                if c in frame.columns and pd.api.types.is_float_dtype(frame[c])} or None
         parts = []
         heading = getattr(self, "heading", None)
@@ -119,15 +131,21 @@ class ReportTable(pd.DataFrame):
 
     def _repr_html_(self) -> str:
         """Jupyter display: heading, the styled table (all columns), notes."""
-        esc = html.escape
-        heading = getattr(self, "heading", None)
-        notes = getattr(self, "notes", None) or []
-        rows, left = frame_rows(pd.DataFrame(self))
-        return (HTML_STYLE + "<div class='mixedanova-summary'>"
-                + (f"<p><b>{esc(str(heading))}</b></p>" if heading else "")
-                + html_table(rows, left=left)
-                + "".join(f"<p class='note'>{esc(str(n))}</p>" for n in notes)
-                + "</div>")
+        return frame_html(pd.DataFrame(self), getattr(self, "heading", None) or "",
+                          getattr(self, "notes", None) or [])
+
+
+def frame_html(frame: pd.DataFrame, heading: str = "", notes: Iterable[str] = ()) -> str:
+    """A table as the reports' styled HTML: heading, the table (numbers
+    right-aligned with one number of decimals per column), notes."""
+    esc = html.escape
+    rows, left = frame_rows(frame)
+    return (HTML_STYLE + "<div class='mixedanova-summary'>"
+            + (f"<p><b>{'<br>'.join(esc(x) for x in str(heading).splitlines())}</b></p>"
+               if heading else "")
+            + html_table(rows, left=left)
+            + "".join(f"<p class='note'>{esc(str(n))}</p>" for n in notes)
+            + "</div>")
 
 
 def _hidden_note(hidden: Sequence[str]) -> str:
