@@ -122,3 +122,23 @@ def test_glmm_summary_html():
     # lme4: summary(m) prints -2 logLik as "deviance" 184.1 (exact Laplace optimum)
     assert "184.1" in texts and "herd" in texts and "(Intercept)" in texts
     assert "***" in texts  # the stars column
+
+
+def test_result_tables_share_the_style(sleepstudy_fit):
+    # lmerTest: anova(m); emmeans: pairs(emmeans(m, ~ treat)); lme4: coef(m)$Subject
+    pen = ma.lmm("yield ~ treat + (1|blend)", ma.load_dataset("bhh_penicillin"))
+    pairs = pen.emmeans("treat").pairs(adjust="tukey")
+    for what, html in [("anova", sleepstudy_fit.anova()._repr_html_()),
+                       ("pairs", pairs._repr_html_()),
+                       ("fixed", sleepstudy_fit.fixed()._repr_html_()),
+                       ("coef", sleepstudy_fit.coef()["Subject"]._repr_html_())]:
+        p = _parse(html)
+        rules = _rules(p.style)
+        assert "text-align: right" in rules.get(".mixedanova-summary td", ""), what
+        numbers = [c for c in p.cells if c[0] == "td" and _NUMBER.match(c[2].strip())]
+        assert numbers and all("l" not in c[1].split() for c in numbers), what
+    assert "P value adjustment: tukey method for comparing a family of 4 estimates" in \
+        pairs._repr_html_()
+    assert ("td", "l", "A - B") in _parse(pairs._repr_html_()).cells  # text column left
+    # Satterthwaite's den_df 17.000007 shows as 17 (display only)
+    assert ("td", "", "17") in _parse(sleepstudy_fit.anova()._repr_html_()).cells
