@@ -107,6 +107,12 @@ class ReportTable(pd.DataFrame):
             Show every column, also those left out of the default print.
         """
         frame, hidden = (pd.DataFrame(self), []) if all_columns else self._shown_frame()
+        # a missing name (None in a text column) prints blank, not "None"
+        text_cols = [c for c in frame.columns if frame[c].dtype == object]
+        if text_cols:
+            frame = frame.copy()
+            for c in text_cols:
+                frame[c] = frame[c].map(lambda v: "" if v is None else v)
         # df columns (Satterthwaite's 17.000007) rounded for display only
         fmt = {c: (lambda v: f"{v:.4g}") for c in DF_COLUMNS
                if c in frame.columns and pd.api.types.is_float_dtype(frame[c])} or None
