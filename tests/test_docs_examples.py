@@ -8,16 +8,10 @@ program.  The emmeans tour has its own test with its printed output
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from test_readme import code_blocks
+from _codeblocks import ROOT, code_blocks, run_block
 
-ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "user_guide"
 PAGES = ["fitting.md", "residual.md", "glmm.md", "batch.md"]
 
@@ -32,11 +26,5 @@ def test_the_pages_have_programs():
 @pytest.mark.parametrize("page,line,code", BLOCKS,
                          ids=[f"{p}:{n}" for p, n, _ in BLOCKS])
 def test_guide_block_runs_on_its_own(page, line, code, tmp_path):
-    script = tmp_path / "block.py"
-    script.write_text(code, encoding="utf-8")
-    env = dict(os.environ, MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                        os.environ.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = run_block(code, tmp_path)
     assert out.returncode == 0, f"{page} block at line {line}:\n{out.stderr[-3000:]}"

@@ -9,23 +9,11 @@ they are checked to be the documented ones, not run.
 """
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _codeblocks import ROOT, code_blocks, run_block
+
 README = ROOT / "README.md"
-_FENCE = re.compile(r"^```(\w+)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
-
-
-def code_blocks(text: str, language: str = "python") -> list[tuple[int, str]]:
-    """``(line number of the first code line, code)`` of each block in ``language``."""
-    return [(text.count("\n", 0, m.start(2)) + 1, m.group(2)) for m in _FENCE.finditer(text)
-            if m.group(1) == language]
 
 
 def test_block_extraction():
@@ -36,18 +24,8 @@ def test_block_extraction():
 
 def test_a_block_that_needs_an_earlier_one_fails(tmp_path):
     # the runner really is one interpreter per block: y = x + 1 alone raises NameError
-    out = _run("y = x + 1\n", tmp_path)
+    out = run_block("y = x + 1\n", tmp_path)
     assert out.returncode != 0 and "NameError" in out.stderr
-
-
-def _run(code: str, folder: Path) -> subprocess.CompletedProcess:
-    script = folder / "block.py"
-    script.write_text(code, encoding="utf-8")
-    env = dict(os.environ, MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                        os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, str(script)], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 _BLOCKS = code_blocks(README.read_text(encoding="utf-8"))
@@ -59,7 +37,7 @@ def test_readme_has_python_blocks():
 
 @pytest.mark.parametrize("line,code", _BLOCKS, ids=[f"line{n}" for n, _ in _BLOCKS])
 def test_readme_block_runs_on_its_own(line, code, tmp_path):
-    out = _run(code, tmp_path)
+    out = run_block(code, tmp_path)
     assert out.returncode == 0, (f"README.md block starting at line {line} failed in a "
                                  f"fresh interpreter:\n{out.stderr[-3000:]}")
 
