@@ -60,3 +60,13 @@ html_theme_options = {
     "show_toc_level": 2,
 }
 html_static_path = ["_static"]
+
+
+def _public_bases(app, name, obj, options, bases) -> None:
+    """Leave the results classes' internal mixins out of "Bases:" (their methods
+    are listed on the class's page)."""
+    bases[:] = [b for b in bases if not b.__name__.endswith("Mixin")] or [object]
+
+
+def setup(app) -> None:
+    app.connect("autodoc-process-bases", _public_bases)
