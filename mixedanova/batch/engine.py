@@ -195,8 +195,10 @@ def fit_columns(spec: EngineSpec, columns: np.ndarray, Y: np.ndarray,
     todo = range(len(columns))
     if spec.fast and not spec.kenward_roger:
         from .dense import eligible, fit_dense
+        from .vector import eligible_vector, fit_vector
 
-        if eligible(terms, X.shape[1]):
+        vector = eligible_vector(terms, X.shape[1])
+        if vector or eligible(terms, X.shape[1]):
             # one pass over the rows for the chunk's k columns, each centered on its
             # own least-squares fit (as a single fit centers its one column)
             shift = np.column_stack([np.linalg.lstsq(X, Y[:, j], rcond=None)[0]
@@ -206,7 +208,7 @@ def fit_columns(spec: EngineSpec, columns: np.ndarray, Y: np.ndarray,
             except (FitError, np.linalg.LinAlgError, ValueError):
                 cp = None  # some column cannot be standardized: the engine reports it
             if cp is not None:
-                todo = fit_dense(spec, cp, np.asarray(columns), out)
+                todo = (fit_vector if vector else fit_dense)(spec, cp, np.asarray(columns), out)
     # the general path: each response's cross-products from the shared pattern, one
     # column at a time -- the arithmetic of a single fit, so that its numbers
     # (the finite-difference Satterthwaite df included) are ma.lmm's bit for bit
