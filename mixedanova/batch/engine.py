@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["EngineSpec", "ChunkFit", "FitView", "ViewState", "fit_columns", "subset_terms",
-           "init_worker", "run_task", "chunk_concat", "one_blas_thread"]
+           "init_worker", "run_task", "chunk_concat", "one_blas_thread", "empty_chunk"]
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -165,7 +165,7 @@ def subset_terms(terms, X: np.ndarray, mask: np.ndarray | None):
     return tuple(out), X[mask]
 
 
-def _empty(spec: EngineSpec, columns: np.ndarray) -> ChunkFit:
+def empty_chunk(spec: EngineSpec, columns: np.ndarray) -> ChunkFit:
     m, p, nt = len(columns), spec.X.shape[1], spec.layout.lower.size
     nan = lambda *s: np.full((m,) + s, np.nan)  # noqa: E731
     return ChunkFit(columns=np.asarray(columns), theta=nan(nt), sigma=nan(), beta=nan(p),
@@ -186,7 +186,7 @@ def fit_columns(spec: EngineSpec, columns: np.ndarray, Y: np.ndarray,
     from ..errors import FitError
     from ..likelihood.crossprod import CrossProductPattern
 
-    out = _empty(spec, columns)
+    out = empty_chunk(spec, columns)
     terms, X = subset_terms(spec.terms, spec.X, mask)
     n = X.shape[0]
     Y = np.asarray(Y, dtype=float).reshape(n, -1)
