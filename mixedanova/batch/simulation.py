@@ -19,6 +19,7 @@ from ..errors import ArgumentError, UnknownNameError
 __all__ = ["SimulationModel", "simulation_model", "extend_data"]
 
 _METHODS = ("REML", "ML", "ANOVA")
+_FAMILIES = ("binomial", "poisson")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class SimulationModel:
         Residual standard deviation.
     method : {"REML", "ML", "ANOVA"}
         How the simulated data are fitted by :func:`~mixedanova.batch.power.power`.
+    family : {None, "binomial", "poisson"}
+        A GLMM (canonical link: logit, log) instead of a linear mixed model;
+        ``sigma`` is then unused.
     """
 
     formula: str
@@ -48,6 +52,7 @@ class SimulationModel:
     varcomp: dict
     sigma: float
     method: str = "REML"
+    family: str | None = None
 
     def with_data(self, data: pd.DataFrame) -> "SimulationModel":
         """The same parameters on another design (e.g. an extended one)."""
@@ -85,6 +90,10 @@ class SimulationModel:
             L = _psd_root(G, name)
             u = rng.standard_normal((b.nlev, nsim, L.shape[1])) @ L.T  # (nlev, nsim, q)
             Y += np.einsum("iq,iqs->is", b.zraw, u[b.codes].transpose(0, 2, 1))
+        if self.family == "binomial":  # Bernoulli draws with the logit link
+            return (rng.random((n, nsim)) < 1.0 / (1.0 + np.exp(-Y))).astype(float)
+        if self.family == "poisson":  # log link
+            return rng.poisson(np.exp(Y)).astype(float)
         Y += self.sigma * rng.standard_normal((n, nsim))
         return Y
 
@@ -166,7 +175,8 @@ def extend_data(data: pd.DataFrame, along: str, size: int) -> pd.DataFrame:
 
 def simulation_model(formula, data: pd.DataFrame | None = None, *, fixed: dict | None = None,
                      varcomp: dict | None = None, sigma: float | None = None,
-                     method: str = "REML", residual=None) -> SimulationModel:
+                     method: str = "REML", residual=None,
+                     family: str | None = None) -> SimulationModel:
     """A model with known parameters, to simulate from (simr's ``makeLmer``).
 
     Parameters
@@ -191,6 +201,12 @@ def simulation_model(formula, data: pd.DataFrame | None = None, *, fixed: dict |
         (``"ANOVA"``: EMS F tests).
     residual : None
         Residual structures are not simulated yet (must be None).
+    family : {None, "binomial", "poisson"}
+        Simulate a GLMM (Bernoulli responses with the logit link, or counts with
+        the log link) from ``fixed`` and ``varcomp`` on the linear-predictor
+        scale; :func:`~mixedanova.batch.power.power` then fits each data set with
+        ``ma.glmm`` (Laplace) and tests a coefficient by its Wald z test.
+        ``sigma`` is not used (leave it out).  From a string formula only.
     """
     if residual is not None:
         raise ArgumentError("residual= (a residual covariance structure) is not supported by "
@@ -198,6 +214,19 @@ def simulation_model(formula, data: pd.DataFrame | None = None, *, fixed: dict |
     if not isinstance(method, str) or method.upper() not in _METHODS:
         raise ArgumentError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
     method = method.upper()
+    if family is not None:
+        if not isinstance(family, str) or family.lower() not in _FAMILIES:
+            raise ArgumentError(f"family must be one of {', '.join(map(repr, _FAMILIES))} "
+                                f"(canonical links) or None, not {family!r}")
+        family = family.lower()
+        if not isinstance(formula, str):
+            raise ArgumentError("family= needs a string formula ('~ x + (1|g)'), not a "
+                                "fitted result")
+        if method == "ANOVA":
+            raise ArgumentError("method='ANOVA' is for linear mixed models, not family=")
+        if sigma is not None:
+            raise ArgumentError(f"sigma is not a parameter of a {family} GLMM; leave it out")
+        sigma = 1.0  # unused
     fixed = dict(fixed or {})
     varcomp = dict(varcomp or {})
     if not isinstance(formula, str):
@@ -236,7 +265,7 @@ def simulation_model(formula, data: pd.DataFrame | None = None, *, fixed: dict |
         if sigma is None:
             raise ArgumentError("sigma (the residual standard deviation) is required")
         rhs = "~ " + formula.split("~", 1)[1].strip() if "~" in formula else formula
-        model = SimulationModel(rhs, data, fixed, varcomp, float(sigma), method)
+        model = SimulationModel(rhs, data, fixed, varcomp, float(sigma), method, family)
     if not (np.isfinite(model.sigma) and model.sigma > 0):
         raise ArgumentError(f"sigma must be a positive number, not {sigma!r}")
     batch = model.design()  # checks the names and shapes now, not at simulation time
