@@ -310,13 +310,22 @@ def power(model, test: str, *, nsim: int = 1000, alpha: float = 0.05, seed=None,
     for size in sizes:
         m = model if size is None else model.extended(along, size)
         if m.family is not None:  # a GLMM: ma.glmm per data set, Wald z test
-            from .glmm_power import check_glmm_test, glmm_p_values
+            from .looped import check_glmm_test, glmm_p_values
 
             batch = prepare_batch(m.formula, m.data, ddf="none")
             check_glmm_test(test, batch.design)
             Y = m.simulate(int(nsim), rng, batch=batch)
             p, failed = glmm_p_values(m.with_data(batch.design.data), test, Y, progress,
                                       "" if size is None else f" ({along} = {size})")
+        elif m.residual is not None:  # a residual structure: ma.lmm per data set
+            from .looped import residual_p_values
+
+            batch = prepare_batch(m.formula, m.data, method=method, ddf=ddf)
+            spec = resolve_test(test, batch.design, method)
+            Y = m.simulate(int(nsim), rng, batch=batch)
+            used = m.data.iloc[batch.rows].reset_index(drop=True)
+            p, failed = residual_p_values(m.with_data(used), spec, Y, batch.ddf, progress,
+                                          "" if size is None else f" ({along} = {size})")
         else:
             batch = prepare_batch(m.formula, m.data,
                                   method="REML" if method == "ANOVA" else method,
