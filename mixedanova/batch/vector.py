@@ -186,7 +186,7 @@ class VectorSystem(ScalarSystem):
         q0, l0, r1, p = self.q0, self.l0, self.r1, self.p
         c = r1 + p
         ok = np.ones(m, bool)
-        A, logdet0, Ainv = _first_blocks(T0, self.A00f, q0)
+        _, logdet0, Ainv = _first_blocks(T0, self.A00f, q0)
         # W_l = T0 (T0' A_l T0 + I)^{-1} T0' (row-major: vec(B A C) = (B kron C') vec(A))
         W = (Ainv.reshape(m, l0, q0 * q0) @ np.swapaxes(_kron(T0, T0), 1, 2)
              ).reshape(m, l0, q0, q0) if q0 > 1 else T0[:, None] ** 2 * Ainv
@@ -279,9 +279,9 @@ def fd_derivatives(sys: VectorSystem, theta: np.ndarray, cols: np.ndarray, f0: n
 def _newton(sys: VectorSystem, cols: np.ndarray, theta: np.ndarray):
     """Damped (quasi-)Newton from ``theta`` for every response (unconstrained in ``theta``).
 
-    The Hessian is the central-difference one at the first iterations and after
-    long steps, a BFGS update of it otherwise; the gradient is always a central
-    difference.  A response stops where the Newton step is below ``_STEP_TOL``
+    The Hessian is the central-difference one at the first iteration, where the
+    last one was not positive definite and after a failed line search, a BFGS
+    update of it otherwise; the gradient is always a central difference.  A response stops where the Newton step is below ``_STEP_TOL``
     or where the line search finds no decrease.  Returns ``(theta, f, done)``;
     the verdict is taken afterwards with a fresh Hessian.
     """
@@ -291,7 +291,6 @@ def _newton(sys: VectorSystem, cols: np.ndarray, theta: np.ndarray):
     gs = np.zeros((m, nt))
     fresh = np.ones(m, bool)   # the next iteration computes the Hessian afresh
     done = np.zeros(m, bool)
-    prev = np.full(m, np.inf)  # length of the previous step
     last = theta.copy()        # where the gradient gs was taken
     active = np.flatnonzero(np.isfinite(f))
     for it in range(_MAX_NEWTON):
@@ -355,7 +354,6 @@ def _newton(sys: VectorSystem, cols: np.ndarray, theta: np.ndarray):
         give_up = stuck & was_fresh
         done[active[give_up]] = True
         fresh[active] = (stuck & ~was_fresh) | ~pdk  # BFGS keeps only a PD matrix PD
-        prev[active] = np.where(stuck, 0.0, t * np.abs(step).max(axis=1))
         go = ~stuck
         theta[active[go]] = new_th[go]
         f[active[go]] = new_f[go]
