@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-__all__ = ["ScalarSystem", "eligible", "fit_dense"]
+__all__ = ["ScalarSystem", "eligible", "fit_dense", "satterthwaite_batch", "tri_inv_batch"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 _MAX_ORDER = 160   # r1 + p + 1 above this: the general engine
@@ -421,7 +421,7 @@ def _finish(spec, sys: ScalarSystem, idx: np.ndarray, theta: np.ndarray, out,
     out.singular[rows] = np.any(theta < spec.control.singular_tol, axis=1)
     out.nobs[rows] = sys.n
     if spec.satterthwaite:
-        _satterthwaite(sys, idx, theta, sigma, out, rows)
+        satterthwaite_batch(sys, idx, theta, sigma, out, rows)
 
 
 def _pieces(sys: ScalarSystem, theta: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -430,7 +430,7 @@ def _pieces(sys: ScalarSystem, theta: np.ndarray, cols: np.ndarray) -> np.ndarra
     return np.column_stack([a, pwrss, U.reshape(len(cols), -1)])
 
 
-def _satterthwaite(sys: ScalarSystem, cols, theta, sigma, out, rows) -> None:
+def satterthwaite_batch(sys: ScalarSystem, cols, theta, sigma, out, rows) -> None:
     """:func:`~mixedanova.inference.satterthwaite.satterthwaite_setup` across responses."""
     m, k = theta.shape
     p = sys.p

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["EngineSpec", "ChunkFit", "FitView", "ViewState", "fit_columns", "subset_terms",
-           "init_worker", "run_task", "chunk_concat", "one_blas_thread"]
+           "init_worker", "run_task", "chunk_concat", "one_blas_thread", "empty_chunk"]
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -165,7 +165,7 @@ def subset_terms(terms, X: np.ndarray, mask: np.ndarray | None):
     return tuple(out), X[mask]
 
 
-def _empty(spec: EngineSpec, columns: np.ndarray) -> ChunkFit:
+def empty_chunk(spec: EngineSpec, columns: np.ndarray) -> ChunkFit:
     m, p, nt = len(columns), spec.X.shape[1], spec.layout.lower.size
     nan = lambda *s: np.full((m,) + s, np.nan)  # noqa: E731
     return ChunkFit(columns=np.asarray(columns), theta=nan(nt), sigma=nan(), beta=nan(p),
@@ -186,7 +186,7 @@ def fit_columns(spec: EngineSpec, columns: np.ndarray, Y: np.ndarray,
     from ..errors import FitError
     from ..likelihood.crossprod import CrossProductPattern
 
-    out = _empty(spec, columns)
+    out = empty_chunk(spec, columns)
     terms, X = subset_terms(spec.terms, spec.X, mask)
     n = X.shape[0]
     Y = np.asarray(Y, dtype=float).reshape(n, -1)
@@ -195,8 +195,10 @@ def fit_columns(spec: EngineSpec, columns: np.ndarray, Y: np.ndarray,
     todo = range(len(columns))
     if spec.fast and not spec.kenward_roger:
         from .dense import eligible, fit_dense
+        from .vector import eligible_vector, fit_vector
 
-        if eligible(terms, X.shape[1]):
+        vector = eligible_vector(terms, X.shape[1])
+        if vector or eligible(terms, X.shape[1]):
             # one pass over the rows for the chunk's k columns, each centered on its
             # own least-squares fit (as a single fit centers its one column)
             shift = np.column_stack([np.linalg.lstsq(X, Y[:, j], rcond=None)[0]
@@ -206,7 +208,7 @@ def fit_columns(spec: EngineSpec, columns: np.ndarray, Y: np.ndarray,
             except (FitError, np.linalg.LinAlgError, ValueError):
                 cp = None  # some column cannot be standardized: the engine reports it
             if cp is not None:
-                todo = fit_dense(spec, cp, np.asarray(columns), out)
+                todo = (fit_vector if vector else fit_dense)(spec, cp, np.asarray(columns), out)
     # the general path: each response's cross-products from the shared pattern, one
     # column at a time -- the arithmetic of a single fit, so that its numbers
     # (the finite-difference Satterthwaite df included) are ma.lmm's bit for bit

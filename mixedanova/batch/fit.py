@@ -321,4 +321,4 @@ def lmm_many(formula: str, data: pd.DataFrame, responses, *, method: str = "REML
                           control=control, fast=bool(fast))
     Y = values[batch.rows]
     fit = run_batch(batch, Y, n_jobs=n_jobs, progress=progress, chunk_size=chunk_size)
-    return ManyResults(batch, fit, names)
+    return ManyResults(batch, fit, names, Y)

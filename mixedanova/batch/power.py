@@ -254,7 +254,9 @@ def power(model, test: str, *, nsim: int = 1000, alpha: float = 0.05, seed=None,
     model : SimulationModel
         From :func:`~mixedanova.batch.simulation.simulation_model`.
     test : str
-        A fixed-effect coefficient (``"x"``, ``"trt[T.B]"``: t test), a fixed
+        For a GLMM (``simulation_model(..., family=)``): a fixed-effect
+        coefficient, by its Wald z test (each data set fitted by ``ma.glmm``,
+        one at a time).  Otherwise a fixed-effect coefficient (``"x"``, ``"trt[T.B]"``: t test), a fixed
         term (``"trt"``: type III F test), or a random term (``"block"``,
         ``"(1 | block)"``: likelihood-ratio test as ``ranova``; with
         ``method="ANOVA"`` the EMS F test of that source).
@@ -307,13 +309,32 @@ def power(model, test: str, *, nsim: int = 1000, alpha: float = 0.05, seed=None,
     rows = []
     for size in sizes:
         m = model if size is None else model.extended(along, size)
-        batch = prepare_batch(m.formula, m.data, method="REML" if method == "ANOVA" else method,
-                              ddf="satterthwaite" if method == "ANOVA" else ddf)
-        spec = resolve_test(test, batch.design, method)
-        Y = m.simulate(int(nsim), rng, batch=batch)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p, failed = _p_values(m, spec, batch, Y, batch.ddf, n_jobs, progress)
+        if m.family is not None:  # a GLMM: ma.glmm per data set, Wald z test
+            from .looped import check_glmm_test, glmm_p_values
+
+            batch = prepare_batch(m.formula, m.data, ddf="none")
+            check_glmm_test(test, batch.design)
+            Y = m.simulate(int(nsim), rng, batch=batch)
+            p, failed = glmm_p_values(m.with_data(batch.design.data), test, Y, progress,
+                                      "" if size is None else f" ({along} = {size})")
+        elif m.residual is not None:  # a residual structure: ma.lmm per data set
+            from .looped import residual_p_values
+
+            batch = prepare_batch(m.formula, m.data, method=method, ddf=ddf)
+            spec = resolve_test(test, batch.design, method)
+            Y = m.simulate(int(nsim), rng, batch=batch)
+            used = m.data.iloc[batch.rows].reset_index(drop=True)
+            p, failed = residual_p_values(m.with_data(used), spec, Y, batch.ddf, progress,
+                                          "" if size is None else f" ({along} = {size})")
+        else:
+            batch = prepare_batch(m.formula, m.data,
+                                  method="REML" if method == "ANOVA" else method,
+                                  ddf="satterthwaite" if method == "ANOVA" else ddf)
+            spec = resolve_test(test, batch.design, method)
+            Y = m.simulate(int(nsim), rng, batch=batch)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p, failed = _p_values(m, spec, batch, Y, batch.ddf, n_jobs, progress)
         ok = ~failed
         x, n = int(np.sum(p[ok] < alpha)), int(ok.sum())
         lo, hi = _clopper_pearson(x, n, level)

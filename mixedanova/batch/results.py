@@ -55,8 +55,9 @@ class ManyResults:
         Satterthwaite set-up or fit reported a problem.
     """
 
-    def __init__(self, batch, fit, names: list) -> None:
+    def __init__(self, batch, fit, names: list, Y: np.ndarray | None = None) -> None:
         self.batch = batch
+        self.Y = Y  # the responses on the design's rows (for Kenward-Roger refits)
         self.design = batch.design
         self.fit = fit
         self.names = list(names)
@@ -131,8 +132,12 @@ class ManyResults:
             self._needs("satterthwaite")
             df = f.df
         elif ddf == "kenward-roger":
-            self._needs("kenward-roger")
-            se, df = f.kr_se, f.kr_df
+            if self.ddf == "kenward-roger":
+                se, df = f.kr_se, f.kr_df
+            else:
+                tabs = self._kr_refits(lambda r: r.fixed("kenward-roger"), "fixed")
+                se = np.vstack([t["std_err"].to_numpy() for t in tabs])
+                df = np.vstack([t["df"].to_numpy() for t in tabs])
         elif ddf == "residual":
             df = np.repeat((f.nobs - p)[:, None].astype(float), p, axis=1)
         else:
@@ -230,6 +235,53 @@ class ManyResults:
         return pd.DataFrame(frame)
 
     def _anova_refit(self, type) -> pd.DataFrame:
-        raise ArgumentError("anova(ddf='kenward-roger') per response is not available in "
-                            "batch fits; use ddf='satterthwaite' or fit the response with "
-                            "ma.lmm")
+        """Kenward-Roger F tests per response: pbkrtest's ``KRmodcomp`` through
+        lmerTest's ``anova(m, type, ddf = "Kenward-Roger")``, from a single fit of
+        each response (``ma.lmm``: the Kenward-Roger adjustment needs the whole
+        random-effects system, which the batch does not keep)."""
+        from ..inference.hypotheses import hypothesis_matrices
+
+        cols = ("sum_sq", "mean_sq", "num_df", "den_df", "F", "p")
+        hyps = list(hypothesis_matrices(self.design, type))
+        tabs = self._kr_refits(lambda r: r.anova(type=type, ddf="kenward-roger"), "anova")
+        out = np.full((len(self), len(hyps), len(cols)), np.nan)
+        for j, tab in enumerate(tabs):
+            if tab is not None:
+                out[j] = tab.loc[hyps, list(cols)].to_numpy(dtype=float)
+        terms = np.tile(np.asarray(hyps, dtype=object), len(self))
+        frame = {"response": self._repeat(len(hyps)), "term": pd.Series(terms, dtype=object)}
+        for c, name in enumerate(cols):
+            frame[name] = out[:, :, c].ravel()
+        return pd.DataFrame(frame)
+
+    def _kr_refits(self, table, what: str) -> list:
+        """``table(ma.lmm fit)`` for every response (None where the batch fit failed)."""
+        import warnings
+
+        from ..model import LinearMixedModel
+
+        if self.method != "REML":
+            raise ArgumentError("ddf='kenward-roger' needs method='REML' (the Kenward-Roger "
+                                "adjustment is defined for REML fits)")
+        if self.Y is None:
+            raise ArgumentError(f"{what}(ddf='kenward-roger'): these results do not keep the "
+                                "responses; call lmm_many(..., ddf='kenward-roger')")
+        d = self.design
+        ctl = self.batch.spec
+        out = []
+        for j in range(len(self)):
+            if self.fit.failed[j]:
+                out.append(None)
+                continue
+            data = d.data.copy()
+            data[d.formula.response.strip()] = self.Y[:, j]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = LinearMixedModel.from_formula(d.formula.formula, data)
+                res = model.fit("REML", optimizer=ctl.optimizer, control=ctl.control, warn=False)
+            out.append(table(res))
+        if what == "fixed" and any(t is None for t in out):
+            p = len(d.x_names)
+            nan = pd.DataFrame({"std_err": np.full(p, np.nan), "df": np.full(p, np.nan)})
+            out = [nan if t is None else t for t in out]
+        return out

@@ -19,6 +19,7 @@ from ..errors import ArgumentError, UnknownNameError
 __all__ = ["SimulationModel", "simulation_model", "extend_data"]
 
 _METHODS = ("REML", "ML", "ANOVA")
+_FAMILIES = ("binomial", "poisson")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,13 @@ class SimulationModel:
         Residual standard deviation.
     method : {"REML", "ML", "ANOVA"}
         How the simulated data are fitted by :func:`~mixedanova.batch.power.power`.
+    family : {None, "binomial", "poisson"}
+        A GLMM (canonical link: logit, log) instead of a linear mixed model;
+        ``sigma`` is then unused.
+    residual : structure or tuple of structures, optional
+        A residual covariance structure (``ma.AR1("subject", "time")``, ...).
+    residual_par : dict, optional
+        Its parameters by name (``{"phi": 0.5}``; the names of its varcomp rows).
     """
 
     formula: str
@@ -48,6 +56,9 @@ class SimulationModel:
     varcomp: dict
     sigma: float
     method: str = "REML"
+    family: str | None = None
+    residual: object = None
+    residual_par: dict | None = None
 
     def with_data(self, data: pd.DataFrame) -> "SimulationModel":
         """The same parameters on another design (e.g. an extended one)."""
@@ -85,8 +96,59 @@ class SimulationModel:
             L = _psd_root(G, name)
             u = rng.standard_normal((b.nlev, nsim, L.shape[1])) @ L.T  # (nlev, nsim, q)
             Y += np.einsum("iq,iqs->is", b.zraw, u[b.codes].transpose(0, 2, 1))
+        if self.family == "binomial":  # Bernoulli draws with the logit link
+            return (rng.random((n, nsim)) < 1.0 / (1.0 + np.exp(-Y))).astype(float)
+        if self.family == "poisson":  # log link
+            return rng.poisson(np.exp(Y)).astype(float)
+        if self.residual is not None:
+            Y += self.sigma * self._residual_draws(d, nsim, rng)
+            return Y
         Y += self.sigma * rng.standard_normal((n, nsim))
         return Y
+
+    def residual_structure(self, design):
+        """The residual structure bound to ``design``'s rows and its parameter
+        vector ``u`` (the engine's unconstrained scale)."""
+        from ..residual import bind_residual
+
+        outer = design.blocks[-1].factors if design.blocks else None
+        # the design keeps the formula's columns; the structure's (time, group) come
+        # from the data rows it used (the placeholder response holds their positions)
+        rows = self.data.iloc[np.asarray(design.y, dtype=np.int64)].reset_index(drop=True)
+        st = bind_residual(self.residual, rows, outer)
+        par = dict(self.residual_par or {})
+        unknown = sorted(set(par) - set(st.names))
+        missing = [nm for nm in st.names if nm not in par]
+        if unknown or missing:
+            raise ArgumentError(f"residual_par must give the residual structure's parameters "
+                                f"{', '.join(map(repr, st.names))}"
+                                + (f"; unknown {', '.join(map(repr, unknown))}" if unknown else "")
+                                + (f"; missing {', '.join(map(repr, missing))}" if missing else ""))
+        nat = np.array([float(par[nm]) for nm in st.names])
+        with np.errstate(all="ignore"):
+            u = st.unconstrained(nat)
+        if not np.all(np.isfinite(u)):
+            raise ArgumentError(f"residual_par {par} is outside the structure's parameter space")
+        return st, u
+
+    def _residual_draws(self, design, nsim: int, rng) -> np.ndarray:
+        """``(n, nsim)`` errors with covariance ``Rrel`` (correlation groups
+        factored one at a time)."""
+        st, u = self.residual_structure(design)
+        n = design.nobs
+        if st.correlation is None:
+            return st.relative_sd(u, n)[:, None] * rng.standard_normal((n, nsim))
+        if not hasattr(st.correlation, "matrix"):
+            raise ArgumentError(f"residual={self.residual!r}: simulation supports AR1, CAR1 "
+                                f"and CompSymm correlations (with a variance function), "
+                                f"not {type(st.correlation).__name__}")
+        groups = np.asarray(st.correlation.groups)
+        out = np.empty((n, nsim))
+        for g in np.unique(groups):
+            rows = np.flatnonzero(groups == g)
+            L = np.linalg.cholesky(st.covariance(u, rows))
+            out[rows] = L @ rng.standard_normal((len(rows), nsim))
+        return out
 
 
 def _fixed_vector(fixed: dict, names) -> np.ndarray:
@@ -166,7 +228,9 @@ def extend_data(data: pd.DataFrame, along: str, size: int) -> pd.DataFrame:
 
 def simulation_model(formula, data: pd.DataFrame | None = None, *, fixed: dict | None = None,
                      varcomp: dict | None = None, sigma: float | None = None,
-                     method: str = "REML", residual=None) -> SimulationModel:
+                     method: str = "REML", residual=None,
+                     family: str | None = None,
+                     residual_par: dict | None = None) -> SimulationModel:
     """A model with known parameters, to simulate from (simr's ``makeLmer``).
 
     Parameters
@@ -189,15 +253,43 @@ def simulation_model(formula, data: pd.DataFrame | None = None, *, fixed: dict |
     method : {"REML", "ML", "ANOVA"}
         How :func:`~mixedanova.batch.power.power` fits the simulated data
         (``"ANOVA"``: EMS F tests).
-    residual : None
-        Residual structures are not simulated yet (must be None).
+    residual : structure or tuple of structures, optional
+        A residual covariance structure (``ma.AR1("subject", "time")``,
+        ``ma.CompSymm(...)``, ``ma.CAR1(...)``, optionally with a variance
+        function such as ``ma.VarIdent(...)``): errors are drawn with
+        covariance ``sigma^2 Rrel`` within each correlation group, and
+        :func:`~mixedanova.batch.power.power` fits each data set with
+        ``ma.lmm(..., residual=)`` (one at a time).
+    residual_par : dict
+        The structure's parameters by the names of its varcomp rows
+        (``{"phi": 0.5}``, ``{"rho": 0.3}``, VarIdent's levels, ...).
+    family : {None, "binomial", "poisson"}
+        Simulate a GLMM (Bernoulli responses with the logit link, or counts with
+        the log link) from ``fixed`` and ``varcomp`` on the linear-predictor
+        scale; :func:`~mixedanova.batch.power.power` then fits each data set with
+        ``ma.glmm`` (Laplace) and tests a coefficient by its Wald z test.
+        ``sigma`` is not used (leave it out).  From a string formula only.
     """
-    if residual is not None:
-        raise ArgumentError("residual= (a residual covariance structure) is not supported by "
-                            "simulation_model yet; use residual=None")
+    if residual is not None and family is not None:
+        raise ArgumentError("residual= and family= cannot be combined")
+    if residual is None and residual_par is not None:
+        raise ArgumentError("residual_par= needs residual= (a residual structure)")
     if not isinstance(method, str) or method.upper() not in _METHODS:
         raise ArgumentError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
     method = method.upper()
+    if family is not None:
+        if not isinstance(family, str) or family.lower() not in _FAMILIES:
+            raise ArgumentError(f"family must be one of {', '.join(map(repr, _FAMILIES))} "
+                                f"(canonical links) or None, not {family!r}")
+        family = family.lower()
+        if not isinstance(formula, str):
+            raise ArgumentError("family= needs a string formula ('~ x + (1|g)'), not a "
+                                "fitted result")
+        if method == "ANOVA":
+            raise ArgumentError("method='ANOVA' is for linear mixed models, not family=")
+        if sigma is not None:
+            raise ArgumentError(f"sigma is not a parameter of a {family} GLMM; leave it out")
+        sigma = 1.0  # unused
     fixed = dict(fixed or {})
     varcomp = dict(varcomp or {})
     if not isinstance(formula, str):
@@ -236,7 +328,8 @@ def simulation_model(formula, data: pd.DataFrame | None = None, *, fixed: dict |
         if sigma is None:
             raise ArgumentError("sigma (the residual standard deviation) is required")
         rhs = "~ " + formula.split("~", 1)[1].strip() if "~" in formula else formula
-        model = SimulationModel(rhs, data, fixed, varcomp, float(sigma), method)
+        model = SimulationModel(rhs, data, fixed, varcomp, float(sigma), method, family,
+                                residual, residual_par)
     if not (np.isfinite(model.sigma) and model.sigma > 0):
         raise ArgumentError(f"sigma must be a positive number, not {sigma!r}")
     batch = model.design()  # checks the names and shapes now, not at simulation time
@@ -249,4 +342,10 @@ def simulation_model(formula, data: pd.DataFrame | None = None, *, fixed: dict |
                                f"{', '.join(map(repr, d.group_names))}")
     for b, name in zip(d.blocks, d.group_names):
         _psd_root(_covariance(model.varcomp, name, b.columns), name)
+    if residual is not None:
+        if model.method == "ANOVA":
+            raise ArgumentError("method='ANOVA' (EMS tests) assumes independent errors; "
+                                "use method='REML' or 'ML' with residual=")
+        model = replace(model, residual=residual, residual_par=residual_par)
+        model.residual_structure(d)  # names and values checked now
     return model
