@@ -248,6 +248,10 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
                           offset=offset, extra_columns=extra, check_levels=False)
     y, pw = _check_response(design, fam, response, weights is not None)
     terms = tuple(TermData(b.codes, b.zraw, b.nlev) for b in design.blocks)
+    if design.structured:
+        raise DesignError(f"{next(b.source for b in design.blocks if b.structure != 'us')}: "
+                          "structured random-effect covariances are available in ma.lmm "
+                          "only, not in ma.glmm (its Laplace fit works on theta)")
     layout = design.theta_layout()
     gd = GlmmData(y, pw, design.offset_values, design.X, terms, layout)
     obj = LaplaceObjective(fam, gd)

@@ -63,11 +63,12 @@ class LinearMixedModel:
         self._deviance: dict[bool, ProfiledDeviance] = {}
         self._structure = None
         self.marginal = not design.blocks  # no random terms: a marginal (GLS) model
+        self._cov, self._held = _bind_covariance(design, self.fixed, residual)
         if residual is not None and self.marginal:
             self._structure = bind_marginal(residual, design.data)
             self._fixed_index = _fixed_index(self.fixed, self._structure.names)
         elif residual is not None:
-            if self.fixed:
+            if self.fixed and self._cov is None:
                 raise ArgumentError("fixed= names visit-covariance parameters of marginal "
                                     "models (no random terms) only, so far")
             outer = design.blocks[-1].factors if design.blocks else None
@@ -105,7 +106,8 @@ class LinearMixedModel:
         """
         if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
             from .structured import rewrite_structured
-            formula, structured = rewrite_structured(formula, data)
+            formula, structured = rewrite_structured(
+                formula, data, marginal=not set(fixed or {}) - {"sigma"})
             if structured is not None and residual is not None:
                 raise DesignError(f"{structured.source} cannot be combined with residual=")
             residual = structured if structured is not None else residual
@@ -255,6 +257,11 @@ class LinearMixedModel:
                                   "residuals with one variance; drop residual= or fit by "
                                   "REML / ML")
             return self._fit_moments(ems or "unrestricted", anova_method or "auto")
+        if self._cov is not None:
+            from .likelihood.structured_fit import fit_structured
+            state = fit_structured(self.deviance_function(reml=(method == "REML")), self._cov,
+                                   self._held, (self.fixed or {}).get("sigma"), start)
+            return self._results(state, warn)
         if self.fixed and "sigma" in self.fixed:
             from .likelihood.fixed_sigma import fit_fixed_sigma
             state = fit_fixed_sigma(self.deviance_function(reml=(method == "REML")),
@@ -330,7 +337,8 @@ class LinearMixedModel:
                                f"parameters ({', '.join(self._structure.names)}), not "
                                f"{start.size} numbers")
         elif start is not None:
-            start = self.design.theta_layout().check_start(start)
+            start = self._cov.check_start(start) if self._cov is not None else \
+                self.design.theta_layout().check_start(start)
         return method, optimizer, start
 
     def _fit_residual(self, method: str, optimizer: str, start: np.ndarray | None,
@@ -438,18 +446,27 @@ def _check_fixed(fixed, residual) -> dict | None:
             raise ArgumentError(f"fixed[{name!r}] must be a number, not {value!r}") from None
         if not np.isfinite(out[name]):
             raise ArgumentError(f"fixed[{name!r}] must be a finite number, not {value!r}")
-    others = sorted(set(out) - {"sigma"})
     if "sigma" in out:
         if out["sigma"] <= 0:
             raise ArgumentError(f"fixed['sigma'] must be a positive number, not "
                                 f"{out['sigma']!r}")
         if residual is not None:
             raise ArgumentError("fixed={'sigma': ...} cannot be combined with residual= so far")
-    if others and residual is None:
-        raise ArgumentError(f"fixed= holds the residual scale 'sigma' or, in a marginal model, "
-                            f"the visit covariance's parameters; cannot fix "
-                            f"{', '.join(map(repr, others))}")
     return out
+
+
+def _bind_covariance(design: Design, fixed: dict | None, residual):
+    """The random terms' covariance parameters and the held ones' positions, when
+    a term is structured or ``fixed=`` names random-effect parameters; else
+    ``(None, {})`` (the plain theta fit)."""
+    others = set(fixed or {}) - {"sigma"}
+    if not design.blocks or not (design.structured or (others and residual is None)):
+        return None, {}
+    if residual is not None:
+        raise ArgumentError("structured random-effect covariances cannot be combined with "
+                            "residual= so far")
+    cov = design.cov_parameters()
+    return cov, cov.bind_fixed(fixed or {})
 
 
 def _fixed_index(fixed: dict | None, names: tuple[str, ...]) -> dict[int, float]:

@@ -34,6 +34,7 @@ import pandas as pd
 from . import matrices as _matrices
 from .theta import ThetaLayout
 from .variables import VariableCodes, variable_codes
+from .covstruct import CovarianceParameters
 from .formula import ParsedFormula, RandomTermSpec, formula_variables, strip_quotes
 from .restricted import check_restricted
 from .data_checks import (check_columns, check_finite, complete_rows, foreign_detail,
@@ -73,6 +74,9 @@ class RandomBlock:
         ``(n, q)`` model matrix of the left-hand side.
     spec : object
         formulaic ``ModelSpec`` for rebuilding ``zraw`` on new data.
+    structure : str
+        Covariance structure of the term (``"us"``, ``"diag"``, ``"cs"``, ``"ar1"``,
+        ``"toep"``; :mod:`mixedanova.design.covstruct`).
     """
 
     group: str
@@ -84,6 +88,7 @@ class RandomBlock:
     codes: np.ndarray
     zraw: np.ndarray
     spec: object = field(repr=False)
+    structure: str = "us"
 
     @property
     def q(self) -> int:
@@ -133,6 +138,18 @@ class BlockViews:
         """Where each random term's template entries sit in ``theta`` (lme4's order)."""
         return ThetaLayout.from_terms([b.group for b in self.blocks],
                                       [b.columns for b in self.blocks])
+
+    def cov_parameters(self) -> CovarianceParameters:
+        """The random terms' covariance parameters and their map to ``theta``."""
+        return CovarianceParameters.from_blocks([b.structure for b in self.blocks],
+                                                self.group_names,
+                                                [b.columns for b in self.blocks],
+                                                self.theta_layout())
+
+    @property
+    def structured(self) -> bool:
+        """Some random term has a covariance structure other than ``us``."""
+        return any(b.structure != "us" for b in self.blocks)
 
     @property
     def group_names(self) -> list[str]:
@@ -570,7 +587,7 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
         check_finite(zraw[:, j], c, f"column of random term {term.source}", data.index)
     return RandomBlock(group=term.group, factors=term.factors, expr=term.expr,
                        source=term.source, columns=columns, levels=levels, codes=codes,
-                       zraw=np.ascontiguousarray(zraw), spec=spec)
+                       zraw=np.ascontiguousarray(zraw), spec=spec, structure=term.structure)
 
 
 def _check_identifiable(blocks: list[RandomBlock], n: int) -> None:

@@ -298,7 +298,9 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
             getattr(fit, "structure", None), "marginal", False)
         free_u = getattr(fit.info.get("marginal"), "free", None) if fit is not None else None
         n_u = 0 if fit is None else len(fit.u) if free_u is None else int(np.sum(free_u))
-        return self.design.p + len(self.state.theta) + int(free_sigma) + n_u
+        sf = self.state.structured  # structured terms / held variances: the free ones
+        n_theta = len(self.state.theta) if sf is None else sf.n_free
+        return self.design.p + n_theta + int(free_sigma) + n_u
 
     @property
     def llf(self) -> float:
