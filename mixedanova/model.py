@@ -116,7 +116,7 @@ class LinearMixedModel:
         design = build_design(parsed, data, missing=missing, weights=weights, offset=offset,
                               extra_columns=residual_columns(residual),
                               marginal=residual is not None,
-                              fixed_sigma=bool(fixed) and "sigma" in fixed)
+                              fixed_sigma=bool(fixed))
         return cls(design, missing=missing, residual=residual, fixed=fixed)
 
     def update(self, formula: str, data: pd.DataFrame | None = None) -> "LinearMixedModel":

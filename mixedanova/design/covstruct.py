@@ -44,9 +44,13 @@ import numpy as np
 from ..errors import ArgumentError, DesignError
 from .theta import ThetaLayout
 
-__all__ = ["KINDS", "TermCovariance", "CovarianceParameters"]
+__all__ = ["KINDS", "KIND_LABELS", "TermCovariance", "CovarianceParameters"]
 
 KINDS = ("us", "diag", "cs", "ar1", "toep")
+KIND_LABELS = {"us": "us (unstructured)", "diag": "diag (independent, one variance per column)",
+               "cs": "cs (heterogeneous compound symmetry)",
+               "ar1": "ar1 (one variance, corr rho^|i-j|)",
+               "toep": "toep (heterogeneous Toeplitz)"}
 CORR_BOUND = 12.0   # |x| of a correlation parameter (tanh(12) = 1 - 8e-11)
 LOGSD_BOUNDS = (-25.0, 15.0)
 

@@ -15,8 +15,8 @@ the criterion is the engine's, at ``theta = chol(Sigma) / scale``:
   central-difference gradients.
 
 Bounded L-BFGS-B (the bounds only keep the maps finite), then Newton steps on
-the central-difference Jacobian of the gradient, each kept only when it does
-not raise the criterion.  Held parameters are not optimized and not counted.
+the central-difference Jacobian of the gradient (formed once), each kept only
+when it does not raise the criterion.  Held parameters are not optimized and not counted.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from ..design.covstruct import CovarianceParameters
+from ..design.covstruct import KIND_LABELS, CovarianceParameters
 from ..design.theta import SINGULAR_TOL
 from .criterion import ProfiledDeviance, state_at
 from .state import ConvergenceReport, FitState, OptimizerSummary
@@ -51,8 +51,9 @@ class StructuredFit:
         All parameters (held ones at their values), unconstrained.
     free : numpy.ndarray
         True for the estimated ones.
-    scale : float
-        ``sigma`` when the SDs in ``x`` are absolute, 1 when relative.
+    absolute : bool
+        The SDs in ``x`` are absolute (a variance or ``sigma`` was held), not
+        relative to ``sigma``.
     hessian : numpy.ndarray or None
         Hessian of the criterion over the free parameters (and ``log sigma``
         when it was one) at the optimum.
@@ -61,7 +62,7 @@ class StructuredFit:
     parameters: CovarianceParameters
     x: np.ndarray
     free: np.ndarray
-    scale: float = 1.0
+    absolute: bool = False
     hessian: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -71,8 +72,19 @@ class StructuredFit:
 
     def natural(self, sigma: float) -> "dict[str, float]":
         """Variances and correlations by name (held ones included)."""
-        scale = sigma if self.scale == 1.0 else 1.0
+        scale = 1.0 if self.absolute else sigma
         return dict(zip(self.parameters.names, self.parameters.natural(self.x, scale)))
+
+
+    def describe(self, sigma: float) -> list[str]:
+        """Summary lines: each term's structure, and the held parameters."""
+        out = ["Random-effect covariances: " + "; ".join(
+            f"{t.group} {KIND_LABELS[t.kind]}" for t in self.parameters.terms)]
+        nat = self.natural(sigma)
+        held = [f"{n} = {nat[n]:.6g}" for n, f in zip(self.parameters.names, self.free) if not f]
+        if held:
+            out.append("Held fixed: " + ", ".join(held))
+        return out
 
 
 class _Objective:
@@ -192,21 +204,17 @@ def fit_structured(dev: ProfiledDeviance, cov: CovarianceParameters, held: dict[
         return c * f, c * g
 
     res = minimize(scaled, z0, method="L-BFGS-B", jac=True, bounds=bounds,
-                   options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000, "maxcor": 20})
+                   options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 2000, "maxcor": 20})
     z = np.asarray(res.x, dtype=float)
     fz = obj(z)
-    H = None
-    for _ in range(6):  # Newton polish
-        if len(z) == 0:
-            break
-        g = obj.gradient(z)
-        H = _hessian(obj, z)
+    H = _hessian(obj, z) if len(z) else None
+    for _ in range(6):  # Newton polish: one Hessian, a few steps
         try:
             np.linalg.cholesky(H)
-            step = -np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
+            step = -np.linalg.solve(H, obj.gradient(z))
+        except (np.linalg.LinAlgError, ValueError, TypeError):
             break
-        zc = z + step
+        zc = np.clip(z + step, [b[0] for b in bounds], [b[1] for b in bounds])
         fc = obj(zc)
         if not fc <= fz + 1e-13 * max(1.0, abs(fz)):
             break
@@ -238,6 +246,6 @@ def fit_structured(dev: ProfiledDeviance, cov: CovarianceParameters, held: dict[
         state = state_at(dev, theta, dev.sigma(f), method)
         state = dataclasses.replace(state, objective=dev.from_factor(f))
     fit = StructuredFit(parameters=cov, x=x, free=obj.free.copy(),
-                        scale=s if absolute else 1.0, hessian=H)
+                        absolute=absolute, hessian=H)
     return dataclasses.replace(state, optimizer=opt, convergence=conv, structured=fit,
                                fixed_sigma=None if sigma is None else float(sigma))

@@ -509,6 +509,9 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
             notes.append("boundary (singular) fit: a variance is estimated as 0 or a "
                          "correlation as +-1")
         notes.extend(self.convergence_messages)
+        sf = self.state.structured
+        if sf is not None:  # structured random terms / held parameters (issue 21)
+            notes.extend(sf.describe(self.sigma))
         vc = self.varcomp
         extra = []
         if len(self.residual_params):
