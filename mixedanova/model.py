@@ -100,9 +100,12 @@ class LinearMixedModel:
             operators and allow-listed transforms are accepted, checked before
             anything is evaluated (:mod:`mixedanova.design.restricted`).
         fixed : dict, optional
-            Parameters held at given values; so far ``{"sigma": s}`` (the residual
-            scale: with ``weights = 1 / v`` and ``s = 1`` the residual variances are
-            the known ``v``, as in a meta-analysis).
+            Parameters held at given values: ``"sigma"`` (the residual scale: with
+            ``weights = 1 / v`` and ``s = 1`` the residual variances are the known
+            ``v``, as in a meta-analysis), random-effect variances and correlations
+            by ``varcomp``'s names (``"Subject: (Intercept)"``, ``"Subject:
+            corr((Intercept), Days)"``; :mod:`mixedanova.design.covstruct`), or a
+            marginal model's visit-covariance parameters.
         """
         if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
             from .structured import rewrite_structured
@@ -548,7 +551,9 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
         random-effects term in the formula the model is marginal (nlme's ``gls``,
         mmrm), e.g. ``residual=ma.Unstructured(group="USUBJID", time="AVISIT")``.
     fixed : dict, optional
-        ``{"sigma": s}`` holds the residual scale at ``s``.  A random-effects
+        ``{"sigma": s}`` holds the residual scale at ``s``; random-effect variances
+        and correlations are held by ``varcomp``'s names, e.g.
+        ``{"Subject: (Intercept)": 625.0}`` (docs/user_guide/covariance_structures.md).  A random-effects
         meta-analysis (metafor's ``rma(yi, vi, method = "REML")``) is
         ``ma.lmm("yi ~ 1 + (1|study)", dat, weights=1 / dat.vi, fixed={"sigma": 1.0})``:
         the residual variances are the known ``vi`` and ``res.varcomp`` gives

@@ -353,8 +353,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
         Accept a formula without random-effects terms (a marginal model whose
         residual structure carries the correlation; ``residual=`` of :func:`mixedanova.lmm`).
     fixed_sigma : bool
-        The residual scale is held fixed (``fixed={"sigma": ...}``): as many
-        random effects as observations are then identifiable (a meta-analysis).
+        The residual scale or another parameter is held fixed (``fixed=``): as
+        many random effects as observations can then be identifiable (a meta-analysis).
     check_levels : bool
         Refuse a grouping factor with as many levels (or random effects) as
         observations (a linear model's identifiability check; a GLMM, whose
