@@ -72,6 +72,10 @@ def test_held_values_stay_where_they_were_put(visits, sleepstudy):
     corr = res.varcomp.query("group == 'subject' and var2.notna()", engine="python")
     assert corr["sdcor"].iloc[0] == pytest.approx(0.5, rel=1e-12)
     assert "Held fixed: subject: corr = 0.5" in str(res.summary())
+    _, res = _fit("toep_held_sigma_lag1_reml", visits, sleepstudy)
+    assert res.sigma == 1.2
+    corr = res.varcomp.query("group == 'subject' and var2.notna()", engine="python")
+    assert corr["sdcor"].iloc[0] == pytest.approx(0.5, rel=1e-12)  # V1-V2: lag 1
 
 
 def test_structured_cs_has_lmertest_satterthwaite_df(sleepstudy):

@@ -118,14 +118,21 @@ for (k in c("us", "cs", "diag")) {
 }
 
 # parameters held fixed: glmmTMB's map (NA = held at its start value)
-held <- function(f, d, reml, theta0, mapv, what) {
-  m <- glmmTMB(as.formula(f), data = d, REML = reml,
-               start = list(theta = theta0), map = list(theta = factor(mapv)))
+held <- function(f, d, reml, theta0, mapv, what, betad = NULL) {
+  start <- list(theta = theta0)
+  map <- list(theta = factor(mapv))
+  if (!is.null(betad)) {  # sigma held: betad = log(sigma^2)
+    start$betad <- betad
+    map$betad <- factor(NA)
+  }
+  m <- glmmTMB(as.formula(f), data = d, REML = reml, start = start, map = map)
   m2 <- tight(m)
   out1(m2, d, list(formula = f, method = if (reml) "REML" else "ML", held = what,
-                   r_call = sprintf("glmmTMB(%s, REML = %s, start = list(theta = c(%s)), map = list(theta = factor(c(%s))))",
+                   r_call = sprintf("glmmTMB(%s, REML = %s, start = list(theta = c(%s)%s), map = list(theta = factor(c(%s))%s))",
                                     f, reml, paste(signif(theta0, 15), collapse = ", "),
-                                    paste(mapv, collapse = ", ")),
+                                    if (is.null(betad)) "" else sprintf(", betad = %s", signif(betad, 15)),
+                                    paste(mapv, collapse = ", "),
+                                    if (is.null(betad)) "" else ", betad = factor(NA)"),
                    n_free_theta = sum(!is.na(mapv))))
 }
 fs <- "Reaction ~ Days + us(Days | Subject)"
@@ -142,6 +149,12 @@ fits$ar1_held_corr_ml <- held(fa, data, FALSE, c(1, x05, 0), c(1, NA, 2),
                               list(`subject: corr` = 0.5))
 fits$ar1_held_rater_reml <- held(fa, data, TRUE, c(1, 0.5, log(1.5)), c(1, 2, NA),
                                  list(`rater: (Intercept)` = 2.25))
+ft <- "y ~ time + arm + toep(0 + visit | subject) + (1 | rater)"
+x05 <- 0.5 / sqrt(1 - 0.5^2)  # toep: the lag-1 correlation is x / sqrt(1 + x^2)
+fits$toep_held_sigma_lag1_reml <- held(ft, data, TRUE, c(0.8, 0.7, 0.7, 0.8, x05, 0.3, 0, 0.3),
+                                       c(1, 2, 3, 4, NA, 5, 6, 7),
+                                       list(sigma = 1.2, `subject: corr(lag 1)` = 0.5),
+                                       betad = log(1.2^2))
 
 out <- list(case = "struct_re", r_version = R.version.string,
             glmmTMB = as.character(packageVersion("glmmTMB")),
