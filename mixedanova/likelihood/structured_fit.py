@@ -203,9 +203,12 @@ def fit_structured(dev: ProfiledDeviance, cov: CovarianceParameters, held: dict[
         f, g = obj.value_and_gradient(z)
         return c * f, c * g
 
-    res = minimize(scaled, z0, method="L-BFGS-B", jac=True, bounds=bounds,
-                   options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 2000, "maxcor": 20})
-    z = np.asarray(res.x, dtype=float)
+    if len(z0):
+        res = minimize(scaled, z0, method="L-BFGS-B", jac=True, bounds=bounds,
+                       options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 2000, "maxcor": 20})
+        z, nit, message = np.asarray(res.x, dtype=float), int(res.nit), str(res.message)
+    else:  # every parameter held
+        z, nit, message = np.asarray(z0, dtype=float), 0, "every parameter held fixed"
     fz = obj(z)
     H = _hessian(obj, z) if len(z) else None
     for _ in range(6):  # Newton polish: one Hessian, a few steps
@@ -229,11 +232,11 @@ def fit_structured(dev: ProfiledDeviance, cov: CovarianceParameters, held: dict[
         messages = (f"failed to converge: max |gradient| {np.max(np.abs(g)):.3g} over the "
                     "covariance parameters",)
     diag = dev.layout.diagonal_mask()
-    at_bound = diag & (np.abs(theta) < SINGULAR_TOL * (s if absolute else 1.0))
+    at_bound = diag & (np.abs(theta) < SINGULAR_TOL)  # theta is relative to sigma
     opt = OptimizerSummary(method="L-BFGS-B + Newton (structured covariance parameters)",
                            theta0=cov.theta(*obj.full(np.asarray(z0))), theta=theta, f0=f0,
-                           fmin=fz, feval=obj.nevals, niter=int(res.nit), converged=not messages,
-                           message=str(res.message), seconds=time.perf_counter() - t0,
+                           fmin=fz, feval=obj.nevals, niter=nit, converged=not messages,
+                           message=message, seconds=time.perf_counter() - t0,
                            hessian=H)
     conv = ConvergenceReport(gradient=g, scaled_gradient=float("nan"), hessian=H,
                              at_boundary=at_bound, is_singular=bool(at_bound.any()),

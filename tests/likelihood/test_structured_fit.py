@@ -142,3 +142,24 @@ def test_unknown_names_list_the_valid_ones(visits):
                                                r"'subject: variance', 'subject: corr'"):
         ma.lmm("y ~ time + ar1(0 + visit | subject) + (1 | rater)", visits,
                fixed={"subject: rho": 0.5})
+
+
+def test_everything_held_is_the_dense_reml_likelihood_there(sleepstudy):
+    """Variance 600 and sigma 25 held: nothing is estimated but beta; logLik is the
+    REML log-likelihood of V = 600 J_subject + 625 I (lme4 / nlme convention)."""
+    res = ma.lmm("Reaction ~ Days + (1 | Subject)", sleepstudy,
+                 fixed={"Subject: (Intercept)": 600.0, "sigma": 25.0})
+    d = sleepstudy
+    X = np.column_stack([np.ones(len(d)), d["Days"]])
+    y = d["Reaction"].to_numpy()
+    same = (d["Subject"].to_numpy()[:, None] == d["Subject"].to_numpy()[None, :])
+    V = 600.0 * same + 625.0 * np.eye(len(d))
+    Vi = np.linalg.inv(V)
+    A = X.T @ Vi @ X
+    beta = np.linalg.solve(A, X.T @ Vi @ y)
+    r = y - X @ beta
+    ll = -0.5 * ((len(d) - 2) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1]
+                 + np.linalg.slogdet(A)[1] + r @ Vi @ r)
+    assert res.llf == pytest.approx(ll, rel=1e-10)
+    np.testing.assert_allclose(res.fe_params.to_numpy(), beta, rtol=1e-10)
+    assert res.npar == 2 and res.converged
