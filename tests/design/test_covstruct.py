@@ -124,3 +124,11 @@ def test_glmm_and_chunked_fits_refuse_structured_terms():
     from mixedanova.design.chunked import ChunkPlan
     with pytest.raises(ma.DesignError, match=r"cs\(1 \+ x \| g\).*not in chunks"):
         ChunkPlan.from_formula(parse_formula("y ~ x + cs(1 + x | g)"), d.iloc[:0])
+
+
+def test_batch_fits_refuse_structured_terms():
+    d = pd.DataFrame({"x": np.arange(80.0), "v": list("abcd") * 20,
+                      "g": np.repeat(np.arange(10), 8).astype(str)})
+    Y = np.random.default_rng(1).normal(size=(80, 2))
+    with pytest.raises(ma.DesignError, match=r"ar1\(0 \+ v \| g\).*not in batches"):
+        ma.lmm_many("~ x + ar1(0 + v | g)", d, Y)
