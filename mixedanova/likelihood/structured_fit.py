@@ -32,6 +32,7 @@ from ..design.covstruct import KIND_LABELS, CovarianceParameters
 from ..design.theta import SINGULAR_TOL
 from .criterion import ProfiledDeviance, state_at
 from .state import ConvergenceReport, FitState, OptimizerSummary
+from .threads import small_fit_threads
 
 __all__ = ["StructuredFit", "fit_structured"]
 
@@ -164,6 +165,15 @@ def _hessian(obj: _Objective, z: np.ndarray, h: float = 1e-4) -> np.ndarray:
 
 def fit_structured(dev: ProfiledDeviance, cov: CovarianceParameters, held: dict[int, float],
                    sigma: float | None = None, start: np.ndarray | None = None) -> FitState:
+    """REML / ML fit over the covariance parameters of ``cov`` (see
+    :func:`_fit_structured`), on one BLAS thread unless the dense part is large
+    (:func:`~mixedanova.likelihood.threads.small_fit_threads`)."""
+    with small_fit_threads(dev.system):
+        return _fit_structured(dev, cov, held, sigma, start)
+
+
+def _fit_structured(dev: ProfiledDeviance, cov: CovarianceParameters, held: dict[int, float],
+                    sigma: float | None, start: np.ndarray | None) -> FitState:
     """REML / ML fit over the covariance parameters of ``cov``.
 
     Parameters
