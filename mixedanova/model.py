@@ -468,7 +468,8 @@ def _bind_covariance(design: Design, fixed: dict | None, residual):
     if residual is not None:
         raise ArgumentError("structured random-effect covariances cannot be combined with "
                             "residual= so far")
-    cov = design.cov_parameters()
+    from .design.covstruct import CovarianceParameters
+    cov = CovarianceParameters.for_design(design)
     return cov, cov.bind_fixed(fixed or {})
 
 

@@ -34,7 +34,6 @@ import pandas as pd
 from . import matrices as _matrices
 from .theta import ThetaLayout
 from .variables import VariableCodes, variable_codes
-from .covstruct import CovarianceParameters
 from .formula import ParsedFormula, RandomTermSpec, formula_variables, strip_quotes
 from .restricted import check_restricted
 from .data_checks import (check_columns, check_finite, complete_rows, foreign_detail,
@@ -139,16 +138,10 @@ class BlockViews:
         return ThetaLayout.from_terms([b.group for b in self.blocks],
                                       [b.columns for b in self.blocks])
 
-    def cov_parameters(self) -> CovarianceParameters:
-        """The random terms' covariance parameters and their map to ``theta``."""
-        return CovarianceParameters.from_blocks([b.structure for b in self.blocks],
-                                                self.group_names,
-                                                [b.columns for b in self.blocks],
-                                                self.theta_layout())
-
     @property
     def structured(self) -> bool:
-        """Some random term has a covariance structure other than ``us``."""
+        """Some random term has a covariance structure other than ``us``
+        (:meth:`mixedanova.design.covstruct.CovarianceParameters.for_design`)."""
         return any(b.structure != "us" for b in self.blocks)
 
     @property

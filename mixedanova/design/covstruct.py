@@ -217,6 +217,13 @@ class CovarianceParameters:
         return cls(tuple(TermCovariance(k, g, tuple(c)) for k, g, c in
                          zip(kinds, groups, columns)), layout)
 
+    @classmethod
+    def for_design(cls, design) -> "CovarianceParameters":
+        """The parameters of a design's random terms (its ``blocks``)."""
+        blocks = design.blocks
+        return cls.from_blocks([b.structure for b in blocks], design.group_names,
+                               [b.columns for b in blocks], design.theta_layout())
+
     @property
     def structured(self) -> bool:
         """Some term has a structure other than ``us``."""
