@@ -589,7 +589,7 @@ def _check_identifiable(blocks: list[RandomBlock], n: int) -> None:
             raise DesignError(
                 f"grouping factor {b.group!r} has {b.nlev} levels for {n} observations; "
                 "the number of levels must be less than the number of observations")
-        if b.nlev * b.q >= n:
+        if b.nlev * b.q >= n and b.structure in ("us", "diag"):  # ar1/cs/toep: few params
             raise DesignError(
                 f"random term {b.source} has {b.nlev * b.q} random effects "
                 f"({b.nlev} levels x {b.q}) for {n} observations; the random-effects "

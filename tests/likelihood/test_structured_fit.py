@@ -163,3 +163,21 @@ def test_everything_held_is_the_dense_reml_likelihood_there(sleepstudy):
     assert res.llf == pytest.approx(ll, rel=1e-10)
     np.testing.assert_allclose(res.fe_params.to_numpy(), beta, rtol=1e-10)
     assert res.npar == 2 and res.converged
+
+
+def test_a_sole_ar1_term_as_a_random_term_reproduces_glmmtmb():
+    """ar1(0 + timef | subject), one row per (subject, time) cell, as a random term
+    (fixed= sends it there rather than to the marginal model) with its correlation
+    held at glmmTMB's estimate: logLik(m) and VarCorr(m) of struct_tmb_ar1.json."""
+    ref = json.loads((HERE / "reference" / "struct_tmb_ar1.json").read_text())["tight_refit"]
+    data = pd.read_csv(HERE / "data" / "struct" / "ar1_visits.csv")
+    x = ref["theta"][1]
+    phi = x / np.sqrt(1 + x * x)  # glmmTMB's ar1 map
+    res = ma.lmm("y ~ time + arm + ar1(0 + timef | subject)", data,
+                 fixed={"subject: corr": phi})
+    assert res.llf == pytest.approx(ref["loglik"], rel=1e-6)
+    assert res.sigma == pytest.approx(ref["sigma"], rel=1e-4)
+    assert res.varcomp["vcov"].iloc[0] == pytest.approx(ref["varcorr"][0]["vcov"], rel=1e-4)
+    # as many random effects (60 x 6) as rows (333): ar1 has 2 parameters, no refusal
+    data["site"] = (data["subject"] % 7).astype(str)
+    assert ma.lmm("y ~ time + arm + ar1(0 + timef | subject) + (1 | site)", data).converged
