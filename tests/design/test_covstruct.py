@@ -96,6 +96,7 @@ def test_names_follow_varcomp_and_values_are_variances_and_correlations():
 
 
 def test_unknown_or_out_of_range_fixed_names_are_refused():
+    """glmmTMB's cs correlation lies in (-1 / (q - 1), 1); variances are positive."""
     t = TermCovariance("cs", "g", COLS)
     cov = CovarianceParameters((t,), ThetaLayout.from_terms(["g"], [COLS]))
     with pytest.raises(ArgumentError, match=r"unknown parameter 'g: rho'.*'g: corr'"):
@@ -107,6 +108,8 @@ def test_unknown_or_out_of_range_fixed_names_are_refused():
 
 
 def test_formula_reads_the_structure_of_each_term():
+    """glmmTMB's syntax: ``cs(1 + x | g)``, ``ar1(0 + v | a/b)`` (nesting expands as
+    lme4's ``expandSlash``), ``(1 | r)`` unstructured."""
     p = parse_formula("y ~ x + cs(1 + x | g) + ar1(0 + v | a/b) + (1 | r)")
     assert [(t.structure, t.group) for t in p.random] == [
         ("cs", "g"), ("ar1", "a"), ("ar1", "b:a"), ("us", "r")]
@@ -116,6 +119,7 @@ def test_formula_reads_the_structure_of_each_term():
 
 
 def test_glmm_and_chunked_fits_refuse_structured_terms():
+    """Not fitted there (glmmTMB fits them; here: a clear error, not a silent us)."""
     d = pd.DataFrame({"y": [0, 1] * 20, "x": np.arange(40.0),
                       "v": list("abcd") * 10, "g": np.repeat(np.arange(10), 4).astype(str),
                       "r": np.tile(np.arange(5), 8).astype(str)})
@@ -127,6 +131,7 @@ def test_glmm_and_chunked_fits_refuse_structured_terms():
 
 
 def test_batch_fits_refuse_structured_terms():
+    """``lmm_many`` fits on theta: a clear error, not a silent us."""
     d = pd.DataFrame({"x": np.arange(80.0), "v": list("abcd") * 20,
                       "g": np.repeat(np.arange(10), 8).astype(str)})
     Y = np.random.default_rng(1).normal(size=(80, 2))
