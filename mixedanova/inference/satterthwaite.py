@@ -159,7 +159,7 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     fit = res.state.residual
     if fit is not None and getattr(fit.structure, "marginal", False):
         return _marginal_setup(res, fit.u if theta is None else theta, tol, warn)
-    if res.state.structured is not None:
+    if getattr(res.state, "structured", None) is not None:
         if theta is not None or sigma is not None:
             raise ArgumentError("theta= and sigma= are not available for a fit with "
                                 "structured random-effect covariances or held parameters")
