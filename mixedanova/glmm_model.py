@@ -242,6 +242,8 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
         from .design.restricted import check_restricted
         check_restricted(formula, columns=data.columns)
     text, names = r_spelling(formula)
+    from .structured import rewrite_structured  # us(x | g), diag(x | g): lme4 spellings
+    text = rewrite_structured(text, data, marginal=False)[0]
     text, data2, response = _prepare_response(text, data, fam)
     extra = (response.trials_column,) if response.trials_column else ()
     design = build_design(parse_formula(text), data2, missing=missing, weights=weights,

@@ -125,6 +125,15 @@ def test_glmm_and_chunked_fits_refuse_structured_terms():
                       "r": np.tile(np.arange(5), 8).astype(str)})
     with pytest.raises(ma.DesignError, match=r"ar1\(0 \+ v \| g\).*not in ma.glmm"):
         ma.glmm("y ~ x + ar1(0 + v | g) + (1 | r)", d, family="binomial")
+    # glmmTMB's us() and diag() over numeric columns are lme4's (x | g) and (x || g)
+    rng = np.random.default_rng(3)
+    e = pd.DataFrame({"g": np.repeat(np.arange(20), 10).astype(str), "x": rng.normal(size=200)})
+    idx = np.repeat(np.arange(20), 10)
+    eta = rng.normal(0, 1.5, 20)[idx] + (0.5 + rng.normal(0, 1.0, 20)[idx]) * e["x"]
+    e["y"] = (rng.random(200) < 1 / (1 + np.exp(-eta))).astype(int)
+    a = ma.glmm("y ~ x + diag(x | g)", e, family="binomial")
+    b = ma.glmm("y ~ x + (x || g)", e, family="binomial")
+    assert min(a.theta) > 0.1 and a.llf == b.llf
     from mixedanova.design.chunked import ChunkPlan
     with pytest.raises(ma.DesignError, match=r"cs\(1 \+ x \| g\).*not in chunks"):
         ChunkPlan.from_formula(parse_formula("y ~ x + cs(1 + x | g)"), d.iloc[:0])
