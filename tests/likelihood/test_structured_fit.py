@@ -181,3 +181,14 @@ def test_a_sole_ar1_term_as_a_random_term_reproduces_glmmtmb():
     # as many random effects (60 x 6) as rows (333): ar1 has 2 parameters, no refusal
     data["site"] = (data["subject"] % 7).astype(str)
     assert ma.lmm("y ~ time + arm + ar1(0 + timef | subject) + (1 | site)", data).converged
+
+
+def test_a_correlation_driven_to_one_is_a_singular_fit(sleepstudy):
+    """cs(0 + blk | Subject) next to (Days | Subject) with blk pure noise: the cs
+    correlation goes to 1 (the term is a second subject intercept), which lme4's
+    isSingular would report for the same covariance; here a SingularFitWarning."""
+    d = sleepstudy.assign(blk=np.random.default_rng(0).choice(list("abc"), len(sleepstudy)))
+    with pytest.warns(ma.SingularFitWarning, match="correlation"):
+        res = ma.lmm("Reaction ~ Days + cs(0 + blk | Subject) + (Days | Subject)", d)
+    corr = res.varcomp.query("group == 'Subject' and var2.notna()", engine="python")
+    assert res.is_singular and corr["sdcor"].min() > 0.9999
