@@ -110,7 +110,7 @@ class LinearMixedModel:
         if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
             from .structured import rewrite_structured
             formula, structured = rewrite_structured(
-                formula, data, marginal=not set(fixed or {}) - {"sigma"})
+                formula, data, marginal=not (isinstance(fixed, dict) and set(fixed) - {"sigma"}))
             if structured is not None and residual is not None:
                 raise DesignError(f"{structured.source} cannot be combined with residual=")
             residual = structured if structured is not None else residual
@@ -435,8 +435,9 @@ def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml
 
 
 def _check_fixed(fixed, residual) -> dict | None:
-    """Validate ``fixed=``: ``{"sigma": value}`` (without ``residual=``), or a marginal
-    model's visit-covariance parameters by name (checked when the structure is bound)."""
+    """Validate ``fixed=``: ``{"sigma": value}`` (without ``residual=``), random-effect
+    variances and correlations, or a marginal model's visit-covariance parameters, by
+    name (the names are checked when the covariance parameters are bound)."""
     if fixed is None or fixed == {}:
         return None
     if not isinstance(fixed, dict):
