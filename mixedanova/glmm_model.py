@@ -251,12 +251,18 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
         from .design.restricted import check_restricted
         check_restricted(formula, columns=data.columns)
     text, names = r_spelling(formula)
+    from .structured import rewrite_structured  # us(x | g), diag(x | g): lme4 spellings
+    text = rewrite_structured(text, data, marginal=False)[0]
     text, data2, response = _prepare_response(text, data, fam)
     extra = (response.trials_column,) if response.trials_column else ()
     design = build_design(parse_formula(text), data2, missing=missing, weights=weights,
                           offset=offset, extra_columns=extra, check_levels=False)
     y, pw = _check_response(design, fam, response, weights is not None)
     terms = tuple(TermData(b.codes, b.zraw, b.nlev) for b in design.blocks)
+    if design.structured:
+        raise DesignError(f"{next(b.source for b in design.blocks if b.structure != 'us')}: "
+                          "structured random-effect covariances are available in ma.lmm "
+                          "only, not in ma.glmm (its Laplace fit works on theta)")
     layout = design.theta_layout()
     gd = GlmmData(y, pw, design.offset_values, design.X, terms, layout)
     obj = LaplaceObjective(fam, gd)

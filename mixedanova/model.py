@@ -63,11 +63,12 @@ class LinearMixedModel:
         self._deviance: dict[bool, ProfiledDeviance] = {}
         self._structure = None
         self.marginal = not design.blocks  # no random terms: a marginal (GLS) model
+        self._cov, self._held = _bind_covariance(design, self.fixed, residual)
         if residual is not None and self.marginal:
             self._structure = bind_marginal(residual, design.data)
             self._fixed_index = _fixed_index(self.fixed, self._structure.names)
         elif residual is not None:
-            if self.fixed:
+            if self.fixed and self._cov is None:
                 raise ArgumentError("fixed= names visit-covariance parameters of marginal "
                                     "models (no random terms) only, so far")
             outer = design.blocks[-1].factors if design.blocks else None
@@ -99,13 +100,17 @@ class LinearMixedModel:
             operators and allow-listed transforms are accepted, checked before
             anything is evaluated (:mod:`mixedanova.design.restricted`).
         fixed : dict, optional
-            Parameters held at given values; so far ``{"sigma": s}`` (the residual
-            scale: with ``weights = 1 / v`` and ``s = 1`` the residual variances are
-            the known ``v``, as in a meta-analysis).
+            Parameters held at given values: ``"sigma"`` (the residual scale: with
+            ``weights = 1 / v`` and ``s = 1`` the residual variances are the known
+            ``v``, as in a meta-analysis), random-effect variances and correlations
+            by ``varcomp``'s names (``"Subject: (Intercept)"``, ``"Subject:
+            corr((Intercept), Days)"``; :mod:`mixedanova.design.covstruct`), or a
+            marginal model's visit-covariance parameters.
         """
         if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
             from .structured import rewrite_structured
-            formula, structured = rewrite_structured(formula, data)
+            formula, structured = rewrite_structured(
+                formula, data, marginal=not (isinstance(fixed, dict) and set(fixed) - {"sigma"}))
             if structured is not None and residual is not None:
                 raise DesignError(f"{structured.source} cannot be combined with residual=")
             residual = structured if structured is not None else residual
@@ -114,7 +119,7 @@ class LinearMixedModel:
         design = build_design(parsed, data, missing=missing, weights=weights, offset=offset,
                               extra_columns=residual_columns(residual),
                               marginal=residual is not None,
-                              fixed_sigma=bool(fixed) and "sigma" in fixed)
+                              fixed_sigma=bool(fixed))
         return cls(design, missing=missing, residual=residual, fixed=fixed)
 
     def update(self, formula: str, data: pd.DataFrame | None = None) -> "LinearMixedModel":
@@ -255,6 +260,11 @@ class LinearMixedModel:
                                   "residuals with one variance; drop residual= or fit by "
                                   "REML / ML")
             return self._fit_moments(ems or "unrestricted", anova_method or "auto")
+        if self._cov is not None:
+            from .likelihood.structured_fit import fit_structured
+            state = fit_structured(self.deviance_function(reml=(method == "REML")), self._cov,
+                                   self._held, (self.fixed or {}).get("sigma"), start)
+            return self._results(state, warn)
         if self.fixed and "sigma" in self.fixed:
             from .likelihood.fixed_sigma import fit_fixed_sigma
             state = fit_fixed_sigma(self.deviance_function(reml=(method == "REML")),
@@ -330,7 +340,8 @@ class LinearMixedModel:
                                f"parameters ({', '.join(self._structure.names)}), not "
                                f"{start.size} numbers")
         elif start is not None:
-            start = self.design.theta_layout().check_start(start)
+            start = self._cov.check_start(start) if self._cov is not None else \
+                self.design.theta_layout().check_start(start)
         return method, optimizer, start
 
     def _fit_residual(self, method: str, optimizer: str, start: np.ndarray | None,
@@ -424,8 +435,9 @@ def _residual_deviance(terms, design: Design, X: np.ndarray, y: np.ndarray, reml
 
 
 def _check_fixed(fixed, residual) -> dict | None:
-    """Validate ``fixed=``: ``{"sigma": value}`` (without ``residual=``), or a marginal
-    model's visit-covariance parameters by name (checked when the structure is bound)."""
+    """Validate ``fixed=``: ``{"sigma": value}`` (without ``residual=``), random-effect
+    variances and correlations, or a marginal model's visit-covariance parameters, by
+    name (the names are checked when the covariance parameters are bound)."""
     if fixed is None or fixed == {}:
         return None
     if not isinstance(fixed, dict):
@@ -438,18 +450,28 @@ def _check_fixed(fixed, residual) -> dict | None:
             raise ArgumentError(f"fixed[{name!r}] must be a number, not {value!r}") from None
         if not np.isfinite(out[name]):
             raise ArgumentError(f"fixed[{name!r}] must be a finite number, not {value!r}")
-    others = sorted(set(out) - {"sigma"})
     if "sigma" in out:
         if out["sigma"] <= 0:
             raise ArgumentError(f"fixed['sigma'] must be a positive number, not "
                                 f"{out['sigma']!r}")
         if residual is not None:
             raise ArgumentError("fixed={'sigma': ...} cannot be combined with residual= so far")
-    if others and residual is None:
-        raise ArgumentError(f"fixed= holds the residual scale 'sigma' or, in a marginal model, "
-                            f"the visit covariance's parameters; cannot fix "
-                            f"{', '.join(map(repr, others))}")
     return out
+
+
+def _bind_covariance(design: Design, fixed: dict | None, residual):
+    """The random terms' covariance parameters and the held ones' positions, when
+    a term is structured or ``fixed=`` names random-effect parameters; else
+    ``(None, {})`` (the plain theta fit)."""
+    others = set(fixed or {}) - {"sigma"}
+    if not design.blocks or not (design.structured or (others and residual is None)):
+        return None, {}
+    if residual is not None:
+        raise ArgumentError("structured random-effect covariances cannot be combined with "
+                            "residual= so far")
+    from .design.covstruct import CovarianceParameters
+    cov = CovarianceParameters.for_design(design)
+    return cov, cov.bind_fixed(fixed or {})
 
 
 def _fixed_index(fixed: dict | None, names: tuple[str, ...]) -> dict[int, float]:
@@ -531,7 +553,9 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
         random-effects term in the formula the model is marginal (nlme's ``gls``,
         mmrm), e.g. ``residual=ma.Unstructured(group="USUBJID", time="AVISIT")``.
     fixed : dict, optional
-        ``{"sigma": s}`` holds the residual scale at ``s``.  A random-effects
+        ``{"sigma": s}`` holds the residual scale at ``s``; random-effect variances
+        and correlations are held by ``varcomp``'s names, e.g.
+        ``{"Subject: (Intercept)": 625.0}`` (docs/user_guide/covariance_structures.md).  A random-effects
         meta-analysis (metafor's ``rma(yi, vi, method = "REML")``) is
         ``ma.lmm("yi ~ 1 + (1|study)", dat, weights=1 / dat.vi, fixed={"sigma": 1.0})``:
         the residual variances are the known ``vi`` and ``res.varcomp`` gives

@@ -11,8 +11,10 @@ independent residual.  With one observation per ``(g, f)`` cell at most, that is
 the marginal model ``Sigma = G + sigma^2 I`` over the levels of ``f`` (a level a
 group lacks removes its row and column), fitted by
 :mod:`mixedanova.likelihood.marginal` with glmmTMB's parameters (``log_sd``,
-correlation parameters, ``betad = log sigma^2``).  So far such a term must be
-the formula's only random term.
+correlation parameters, ``betad = log sigma^2``) when such a term is the
+formula's only random term; otherwise (next to other random terms, or with
+``fixed=`` naming random-effect parameters) it stays a random term with a
+structured covariance (:mod:`mixedanova.design.covstruct`).
 """
 from __future__ import annotations
 
@@ -61,15 +63,22 @@ def _numeric(data: pd.DataFrame, name: str) -> bool:
         not pd.api.types.is_bool_dtype(data[name])
 
 
-def rewrite_structured(formula: str, data: pd.DataFrame) -> tuple[str, StructuredTerm | None]:
-    """``formula`` in lme4 syntax and the structured term taken out of it (or None).
+def rewrite_structured(formula: str, data: pd.DataFrame,
+                       marginal: bool = True) -> tuple[str, StructuredTerm | None]:
+    """``formula`` with ``us()`` and numeric ``diag()`` in lme4 syntax, and the
+    structured term over a factor taken out of it when it is the only random term
+    (or None).
+
+    Other structured terms (``cs(1 + x | g)``, a structured term next to other
+    random terms, or every structured term when ``marginal`` is False, e.g. when
+    ``fixed=`` names random-effect parameters) stay in the formula: the parser
+    reads them as random terms with that covariance
+    (:mod:`mixedanova.design.covstruct`).
 
     Raises
     ------
     DesignError
-        A structured term this package cannot fit yet (a ``cs``/``ar1``/``toep``
-        term other than ``0 + factor | group``, two such terms, or such a term
-        next to other random terms).
+        ``diag()`` over a column that is neither numeric nor ``0 + factor``.
     """
     if not isinstance(formula, str) or not _START.search(formula):
         return formula, None
@@ -98,21 +107,22 @@ def rewrite_structured(formula: str, data: pd.DataFrame) -> tuple[str, Structure
                                   f"{', '.join(map(repr, bad))} is not a numeric column")
             out.append(f"({lhs} || {group})")
         elif factor:
-            found.append(StructuredTerm(kind, group, zero.group(1), text))
+            found.append((len(out), StructuredTerm(kind, group, zero.group(1), text)))
+            out.append(text)
         else:
-            raise DesignError(f"{text}: a {kind}() covariance is available over the levels of "
-                              f"one factor, {kind}(0 + f | {group}), so far")
+            out.append(text)
         pos = end + 1
     out.append(formula[pos:])
-    new = "".join(out)
-    if len(found) > 1:
-        raise DesignError(f"one structured random term at most, so far: "
-                          f"{', '.join(t.source for t in found)}")
-    if found:  # tidy the "+" left where the term was
-        new = re.sub(r"\+\s*(?=\+|$)", "", new)
-        new = re.sub(r"~\s*\+", "~ ", new).strip()
-        if new.endswith("~"):
-            new += " 1"
-        if "|" in new:
-            raise DesignError(f"{found[0].source} must be the only random term, so far")
-    return new, (found[0] if found else None)
+    sole = len(found) == 1 and marginal
+    if sole:
+        rest = "".join(out[:found[0][0]] + out[found[0][0] + 1:])
+        sole = "|" not in rest and not _START.search(rest)
+    if not sole:
+        return "".join(out), None
+    out[found[0][0]] = ""
+    new = "".join(out)  # tidy the "+" left where the term was
+    new = re.sub(r"\+\s*(?=\+|$)", "", new)
+    new = re.sub(r"~\s*\+", "~ ", new).strip()
+    if new.endswith("~"):
+        new += " 1"
+    return new, found[0][1]

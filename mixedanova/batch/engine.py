@@ -86,6 +86,7 @@ class ViewState:
     vcov_beta: np.ndarray
     residual: None = None
     fixed_sigma: None = None  # batch fits profile sigma (FitState's field of that name)
+    structured: None = None  # batch fits refuse structured random terms (FitState's field)
 
 
 @dataclass

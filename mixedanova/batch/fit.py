@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, DesignError
 
 __all__ = ["lmm_many", "prepare_batch", "run_batch", "BatchDesign", "check_jobs"]
 
@@ -115,6 +115,10 @@ def prepare_batch(formula: str, data: pd.DataFrame, *, method: str = "REML",
     frame[name] = np.arange(len(data), dtype=float)  # row positions: which rows were used
     parsed = parse_formula(f"{name} ~ {rhs}")
     design = build_design(parsed, frame)
+    if design.structured:
+        raise DesignError(f"{next(b.source for b in design.blocks if b.structure != 'us')}: "
+                          "structured random-effect covariances are fitted one response at "
+                          "a time (ma.lmm), not in batches")
     rows = design_rows(design)
     spec = EngineSpec(terms=tuple(rows.terms), X=rows.X, layout=design.theta_layout(),
                       reml=method == "REML", optimizer=canon[optimizer.lower()],

@@ -73,6 +73,9 @@ class RandomBlock:
         ``(n, q)`` model matrix of the left-hand side.
     spec : object
         formulaic ``ModelSpec`` for rebuilding ``zraw`` on new data.
+    structure : str
+        Covariance structure of the term (``"us"``, ``"diag"``, ``"cs"``, ``"ar1"``,
+        ``"toep"``; :mod:`mixedanova.design.covstruct`).
     """
 
     group: str
@@ -84,6 +87,7 @@ class RandomBlock:
     codes: np.ndarray
     zraw: np.ndarray
     spec: object = field(repr=False)
+    structure: str = "us"
 
     @property
     def q(self) -> int:
@@ -133,6 +137,12 @@ class BlockViews:
         """Where each random term's template entries sit in ``theta`` (lme4's order)."""
         return ThetaLayout.from_terms([b.group for b in self.blocks],
                                       [b.columns for b in self.blocks])
+
+    @property
+    def structured(self) -> bool:
+        """Some random term has a covariance structure other than ``us``
+        (:meth:`mixedanova.design.covstruct.CovarianceParameters.for_design`)."""
+        return any(b.structure != "us" for b in self.blocks)
 
     @property
     def group_names(self) -> list[str]:
@@ -336,8 +346,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *,
         Accept a formula without random-effects terms (a marginal model whose
         residual structure carries the correlation; ``residual=`` of :func:`mixedanova.lmm`).
     fixed_sigma : bool
-        The residual scale is held fixed (``fixed={"sigma": ...}``): as many
-        random effects as observations are then identifiable (a meta-analysis).
+        The residual scale or another parameter is held fixed (``fixed=``): as
+        many random effects as observations can then be identifiable (a meta-analysis).
     check_levels : bool
         Refuse a grouping factor with as many levels (or random effects) as
         observations (a linear model's identifiability check; a GLMM, whose
@@ -571,7 +581,7 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
         check_finite(zraw[:, j], c, f"column of random term {term.source}", data.index)
     return RandomBlock(group=term.group, factors=term.factors, expr=term.expr,
                        source=term.source, columns=columns, levels=levels, codes=codes,
-                       zraw=np.ascontiguousarray(zraw), spec=spec)
+                       zraw=np.ascontiguousarray(zraw), spec=spec, structure=term.structure)
 
 
 def _check_identifiable(blocks: list[RandomBlock], n: int) -> None:
@@ -580,7 +590,7 @@ def _check_identifiable(blocks: list[RandomBlock], n: int) -> None:
             raise DesignError(
                 f"grouping factor {b.group!r} has {b.nlev} levels for {n} observations; "
                 "the number of levels must be less than the number of observations")
-        if b.nlev * b.q >= n:
+        if b.nlev * b.q >= n and b.structure in ("us", "diag"):  # ar1/cs/toep: few params
             raise DesignError(
                 f"random term {b.source} has {b.nlev * b.q} random effects "
                 f"({b.nlev} levels x {b.q}) for {n} observations; the random-effects "

@@ -135,6 +135,10 @@ class ChunkPlan:
         """
         if missing not in ("drop", "raise"):
             raise DesignError(f"missing must be 'drop' or 'raise', not {missing!r}")
+        structured = [t.source for t in parsed.random if t.structure != "us"]
+        if structured:
+            raise DesignError(f"{structured[0]}: structured random-effect covariances are "
+                              "fitted from data in memory only, not in chunks")
         if not parsed.random:
             raise DesignError(
                 f"formula {parsed.formula!r} has no random-effects term such as (1 | group); "

@@ -9,7 +9,10 @@ terms are taken out of the right-hand side first and expanded:
 * ``(x | g)``     -> one term, correlated intercept and slope (``1 + x``);
 * ``(x || g)``    -> independent terms ``(1 | g) + (0 + x | g)``;
 * ``(1 | a/b)``   -> ``(1 | a) + (1 | b:a)``;
-* ``(1 | a:b)``   -> the interaction of ``a`` and ``b`` as grouping factor.
+* ``(1 | a:b)``   -> the interaction of ``a`` and ``b`` as grouping factor;
+* ``cs(1 + x | g)`` and glmmTMB's other structures (``us``, ``diag``, ``ar1``,
+  ``toep``) -> one term with that covariance structure
+  (:mod:`mixedanova.design.covstruct`).
 
 As lme4 (``expandSlash``), the nested term of ``a/b`` is named ``b:a``.  A
 variable may be written plain (``y.val``, ``grüppe``), in backticks or as
@@ -41,6 +44,7 @@ _NAME = rf"(?:[^\W\d][\w.]*|\.[^\W\d][\w.]*|`[^`]+`|{_QUOTED})"
 _OFFSET_RE = re.compile(r"^offset\s*\((.*)\)$", re.S)
 _GROUP_RE = re.compile(rf"^\s*{_NAME}\s*(?:[:/]\s*{_NAME}\s*)*$")
 _QUOTED_RE = re.compile(rf"`[^`]+`|{_QUOTED}")
+_STRUCT_RE = re.compile(r"^(us|diag|cs|ar1|toep)\s*(\(.*\))$", re.S)
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m|[\u29da\u29db]")
 
 
@@ -62,6 +66,8 @@ class RandomTermSpec:
     factors: tuple[str, ...]
     source: str
     label: str | None = None
+    structure: str = "us"
+    """The covariance structure (:data:`mixedanova.design.covstruct.KINDS`)."""
 
     @property
     def group(self) -> str:
@@ -146,7 +152,17 @@ def parse_formula(formula: str, restricted: bool = False) -> ParsedFormula:
                                    "+ offset(log_exposure)", formula, pos, len(stripped))
             offsets.append(off.group(1).strip())
             continue
-        bar = _bar_group(stripped)
+        kind = _STRUCT_RE.match(stripped)
+        bar = _bar_group(kind.group(2) if kind else stripped)
+        if kind and bar is not None:
+            if bar[2]:
+                raise FormulaError(f"'||' cannot be used inside {kind.group(1)}(): write "
+                                   f"{kind.group(1)}(x | g)", formula, pos, len(stripped))
+            if sign == "-":
+                raise FormulaError("a random-effects term cannot be subtracted", formula, pos,
+                                   len(stripped))
+            random_terms.extend(_expand_bar(bar, stripped, formula, pos, kind.group(1)))
+            continue
         if bar is None:
             if _top_level_positions(stripped, "|"):
                 raise FormulaError(
@@ -266,7 +282,7 @@ def _bar_group(term: str) -> tuple[str, str, bool] | None:
 
 
 def _expand_bar(bar: tuple[str, str, bool], term: str, formula: str,
-                pos: int) -> list[RandomTermSpec]:
+                pos: int, structure: str = "us") -> list[RandomTermSpec]:
     lhs, grouping, double = bar
     if lhs == "\0":
         raise FormulaError("too many '|' in a random-effects term", formula, pos, len(term))
@@ -284,7 +300,7 @@ def _expand_bar(bar: tuple[str, str, bool], term: str, formula: str,
     lhs = lhs.strip()
     _check_syntax(lhs, formula, pos, len(term))
     exprs = _split_independent(lhs, formula, pos, term) if double else [_normalize_lhs(lhs)]
-    return [RandomTermSpec(expr=e, factors=g, source=term, label=label)
+    return [RandomTermSpec(expr=e, factors=g, source=term, label=label, structure=structure)
             for g, label in groups for e in exprs]
 
 

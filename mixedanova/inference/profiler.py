@@ -161,6 +161,11 @@ class Profiler:
     """
 
     def __init__(self, res, reml: bool) -> None:
+        if getattr(res.state, "structured", None) is not None:
+            from ..errors import FitError
+            raise FitError("profile intervals move lme4's theta freely, which a fit with "
+                           "structured random-effect covariances or held parameters "
+                           "(fixed=) does not; use method='wald' or 'boot'")
         self.res = res
         self.layout = res.design.theta_layout()
         self.dev = deviance_function_for(res, reml)

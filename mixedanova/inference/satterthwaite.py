@@ -159,6 +159,11 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     fit = res.state.residual
     if fit is not None and getattr(fit.structure, "marginal", False):
         return _marginal_setup(res, fit.u if theta is None else theta, tol, warn)
+    if getattr(res.state, "structured", None) is not None:
+        if theta is not None or sigma is not None:
+            raise ArgumentError("theta= and sigma= are not available for a fit with "
+                                "structured random-effect covariances or held parameters")
+        return _structured_setup(res, rel_step, tol, warn)
     dev = deviance_function_for(res, reml)
     theta = np.asarray(res.state.theta if theta is None else theta, dtype=float)
     fit = res.state.residual
@@ -200,6 +205,43 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     return SatterthwaiteSetup(varpar=varpar, hessian=H,
                               vcov_varpar=2.0 * Hinv, jacobian=J,
                               vcov_beta=s2 * U, messages=tuple(messages))
+
+
+def _structured_setup(res, rel_step: float, tol: float, warn: bool) -> SatterthwaiteSetup:
+    """Satterthwaite for structured random terms or held parameters
+    (:mod:`mixedanova.likelihood.structured_fit`): the variance parameters are the
+    free structure parameters and ``sigma`` (relative SDs) or ``log sigma``
+    (absolute SDs; absent when held), and both derivatives (the deviance with
+    ``sigma`` given, ``vcov(beta) = sigma^2 U``) are central differences over them.
+    The df do not depend on the parametrization (the deviance is stationary there)."""
+    sf = res.state.structured
+    dev = deviance_function_for(res, res.method == "REML")
+    cov, free = sf.parameters, np.flatnonzero(sf.free)
+    held = res.state.fixed_sigma
+    p = res.design.p
+
+    def fun(v: np.ndarray) -> np.ndarray:
+        x = sf.x.copy()
+        x[free] = v[:len(free)]
+        if sf.absolute:
+            s = held if held is not None else math.exp(v[-1])
+            theta = cov.theta(x, s)
+        else:
+            s = float(v[-1])
+            theta = cov.theta(x)
+        f = dev.factor(theta)
+        return np.concatenate([[dev.at_sigma(theta, s)], s * s * f.vcov_unscaled().ravel()])
+
+    v0 = sf.x[free]
+    if not sf.absolute:
+        v0 = np.r_[v0, res.sigma]
+    elif held is None:
+        v0 = np.r_[v0, math.log(res.sigma)]
+    f0, grad, hess = _derivatives(fun, v0, _steps(v0, rel_step))
+    A, messages = _eigen_messages(hess[:, :, 0], tol, warn)
+    return SatterthwaiteSetup(varpar=v0, hessian=hess[:, :, 0], vcov_varpar=A,
+                              jacobian=grad[:, 1:].reshape(len(v0), p, p),
+                              vcov_beta=f0[1:].reshape(p, p), messages=messages)
 
 
 def _eigen_messages(H: np.ndarray, tol: float, warn: bool) -> tuple[np.ndarray, tuple]:

@@ -9,6 +9,7 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: no import edge (the fits import this module)
     from ..moments.moments import AnovaFitState
     from .residual_fit import ResidualFit
+    from .structured_fit import StructuredFit
 
 __all__ = ["OptimizerSummary", "ConvergenceReport", "FitState"]
 
@@ -97,3 +98,6 @@ class FitState:
     residual: ResidualFit | None = field(default=None, repr=False)
     moments: AnovaFitState | None = field(default=None, repr=False)
     fixed_sigma: float | None = None  # sigma held at this value (fixed={"sigma": ...})
+    # the covariance parameters of a fit with structured random terms or held
+    # variance components (likelihood.structured_fit); None otherwise
+    structured: StructuredFit | None = field(default=None, repr=False)

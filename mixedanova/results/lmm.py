@@ -298,7 +298,9 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
             getattr(fit, "structure", None), "marginal", False)
         free_u = getattr(fit.info.get("marginal"), "free", None) if fit is not None else None
         n_u = 0 if fit is None else len(fit.u) if free_u is None else int(np.sum(free_u))
-        return self.design.p + len(self.state.theta) + int(free_sigma) + n_u
+        sf = getattr(self.state, "structured", None)  # structured terms: the free ones
+        n_theta = len(self.state.theta) if sf is None else sf.n_free
+        return self.design.p + n_theta + int(free_sigma) + n_u
 
     @property
     def llf(self) -> float:
@@ -529,6 +531,9 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
             notes.append("boundary (singular) fit: a variance is estimated as 0 or a "
                          "correlation as +-1")
         notes.extend(self.convergence_messages)
+        sf = getattr(self.state, "structured", None)
+        if sf is not None:  # structured random terms / held parameters (issue 21)
+            notes.extend(sf.describe(self.sigma))
         vc = self.varcomp
         extra = []
         if len(self.residual_params):

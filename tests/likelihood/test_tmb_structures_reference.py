@@ -1,7 +1,8 @@
 """glmmTMB's structured random-effect covariances that lme4 syntax already spans
 (issue 21): ``us(Days | Subject)`` = ``(Days | Subject)``, ``diag(Days | Subject)`` =
 ``(Days || Subject)``, and ``cs(Days | Subject)``, which with two terms is the same
-model as ``us``.  References: tests/reference/struct_tmb_sleepstudy_*.json
+model as ``us`` (fitted both ways: as lme4's model and as a structured term,
+tests/design/test_structured_re.py).  References: tests/reference/struct_tmb_sleepstudy_*.json
 (glmmTMB 1.1.5, REML; ``tight_refit``); ``se_gls`` is the GLS standard error that
 lme4 reports (glmmTMB's own REML ``se`` adds beta-theta cross terms).
 """
@@ -20,7 +21,8 @@ CASES = [("struct_tmb_sleepstudy_us", "Reaction ~ Days + (Days | Subject)"),
          ("struct_tmb_sleepstudy_us", "Reaction ~ Days + us(Days | Subject)"),
          ("struct_tmb_sleepstudy_diag", "Reaction ~ Days + (Days || Subject)"),
          ("struct_tmb_sleepstudy_diag", "Reaction ~ Days + diag(Days | Subject)"),
-         ("struct_tmb_sleepstudy_cs", "Reaction ~ Days + (Days | Subject)")]
+         ("struct_tmb_sleepstudy_cs", "Reaction ~ Days + (Days | Subject)"),
+         ("struct_tmb_sleepstudy_cs", "Reaction ~ Days + cs(Days | Subject)")]
 
 
 @pytest.mark.parametrize("case, formula", CASES)
@@ -65,8 +67,3 @@ def test_ar1_random_effect_over_a_time_factor():
     # getME(m, "theta") and betad = log(sigma^2)
     np.testing.assert_allclose(res.residual_params.to_numpy()[:2], tight["theta"], atol=1e-5)
     assert res.residual_params["betad"] == pytest.approx(2 * np.log(tight["sigma"]), abs=1e-5)
-
-
-def test_structured_terms_not_yet_available():
-    with pytest.raises(ma.DesignError, match=r"cs\(0 \+ f \| Subject\)"):
-        ma.lmm("Reaction ~ Days + cs(Days | Subject)", ma.load_dataset("sleepstudy"))
