@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..design.build import Design, group_labels
+from ..design.build import Design
 from ..design.theta import SINGULAR_TOL
-from ..errors import ArgumentError, DesignError
+from ..errors import ArgumentError
+from .glmm_inference import GlmmWorkflowMixin
 from .lmm import GroupDict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["GlmmResults"]
 
 
-class GlmmResults:
+class GlmmResults(GlmmWorkflowMixin):
     """A fitted GLMM.
 
     Parameters
@@ -47,11 +48,14 @@ class GlmmResults:
     agq : AgqObjective or None
     formula : str
         The formula as the user wrote it.
+    model : GlmmModel, optional
+        The call that produced the fit (for refits: null model, bootstrap).
     """
 
     def __init__(self, *, design: Design, family: "Family", data: "GlmmData", fit: "GlmmFit",
                  nagq: int, x_names: tuple[str, ...], response: str,
-                 objective: "LaplaceObjective", agq=None, formula: str = "") -> None:
+                 objective: "LaplaceObjective", agq=None, formula: str = "",
+                 model=None) -> None:
         self.design = design
         self.family = family
         self.data = data
@@ -62,6 +66,7 @@ class GlmmResults:
         self.objective = objective
         self.agq = agq
         self.formula = formula
+        self.model = model
 
     # ------------------------------------------------------------ basics
     @property
@@ -111,15 +116,6 @@ class GlmmResults:
     def bse_fe(self) -> pd.Series:
         return pd.Series(np.sqrt(np.diag(self.fit.vcov_beta)), index=list(self.x_names),
                          name="std_err")
-
-    def fixed(self) -> pd.DataFrame:
-        """``coef(summary(m))``: ``estimate, std_err, z, p`` (Wald z, normal p values)."""
-        from scipy.stats import norm
-
-        est, se = self.fe_params.to_numpy(), self.bse_fe.to_numpy()
-        z = est / se
-        return pd.DataFrame({"estimate": est, "std_err": se, "z": z,
-                             "p": 2.0 * norm.sf(np.abs(z))}, index=list(self.x_names))
 
     # ------------------------------------------------------------ likelihood
     @property
@@ -272,48 +268,6 @@ class GlmmResults:
             raise ArgumentError(f"type must be 'deviance', 'pearson', 'response' or "
                                 f"'working', not {type!r}")
         return pd.Series(r, index=self.design.row_index)
-
-    def predict(self, newdata: pd.DataFrame | None = None, type: str = "link",
-                re_form=None, allow_new_levels: bool = False) -> np.ndarray:
-        """Predictions (lme4's ``predict.merMod``).
-
-        Parameters
-        ----------
-        newdata : pandas.DataFrame, optional
-            Default: the data of the fit.
-        type : {"link", "response"}
-        re_form : None or "NA" or "~0"
-            ``None`` includes every random effect (R's ``re.form = NULL``);
-            ``"NA"``/``"~0"`` none (population level).
-        allow_new_levels : bool
-            A level not in the fit gets random effect 0; else it is an error.
-        """
-        if type not in ("link", "response"):
-            raise ArgumentError(f"type must be 'link' or 'response', not {type!r}")
-        if re_form is not None and not (isinstance(re_form, str)
-                                        and re_form.replace(" ", "") in ("NA", "~0")):
-            raise ArgumentError("re_form must be None (all random effects) or 'NA' / '~0'")
-        if newdata is None:
-            eta = self.fit.state.eta.copy()
-            if re_form is not None:
-                eta = self.design.offset_values + self.design.X @ self.fit.beta
-        else:
-            eta = (self.design.offset_for(newdata)
-                   + self.design.fixed_matrix(newdata) @ self.fit.beta)
-            if re_form is None:
-                for b, modes in zip(self.design.blocks, self._modes):
-                    labels = group_labels(newdata, b.factors)
-                    codes = b.levels.get_indexer(labels)
-                    new = codes < 0
-                    if new.any() and not allow_new_levels:
-                        raise DesignError(f"grouping factor {b.group!r} has levels not in the "
-                                          f"fit ({list(pd.unique(labels[new]))[:5]}); pass "
-                                          "allow_new_levels=True to predict them with "
-                                          "random effect 0")
-                    z = b.term_matrix(newdata)
-                    vals = np.where(new[:, None], 0.0, modes[np.maximum(codes, 0)])
-                    eta = eta + np.einsum("ij,ij->i", z, vals)
-        return eta if type == "link" else self.family.link.linkinv(eta)
 
     # ------------------------------------------------------------ summary
     def summary(self) -> str:
