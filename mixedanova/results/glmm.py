@@ -270,49 +270,58 @@ class GlmmResults(GlmmWorkflowMixin):
         return pd.Series(r, index=self.design.row_index)
 
     # ------------------------------------------------------------ summary
-    def summary(self) -> str:
-        """glmer-style summary text."""
-        fam = self.family
-        method = ("Laplace Approximation" if self.nagq <= 1 else
-                  f"Adaptive Gauss-Hermite Quadrature (nAGQ = {self.nagq})")
-        lines = [f"Generalized linear mixed model fit by maximum likelihood ({method})",
-                 f" Family: {fam.name}  ( {fam.link.name} )",
-                 f"Formula: {self.formula}", ""]
-        lines.append(f"{'AIC':>9} {'BIC':>9} {'logLik':>9} {'deviance':>9} {'df.resid':>9}")
-        lines.append(f"{self.aic:9.1f} {self.bic:9.1f} {self.llf:9.1f} "
-                     f"{self.minus_2_loglik:9.1f} {self.df_resid:9d}")
-        lines.append("")
-        q = np.quantile(self.resid("pearson").to_numpy(), [0, 0.25, 0.5, 0.75, 1])
-        lines.append("Scaled residuals:")
-        lines.append("    Min      1Q  Median      3Q     Max ")
-        lines.append(" ".join(f"{v:7.4f}" for v in q))
-        lines.append("")
-        lines.append("Random effects:")
-        lines.append(f" {'Groups':<10} {'Name':<14} {'Variance':>10} {'Std.Dev.':>9}")
-        for _, row in self.varcomp.iterrows():
-            if row["var2"] is None:
-                lines.append(f" {row['group']:<10} {row['var1']:<14} {row['vcov']:10.4g} "
-                             f"{row['sdcor']:9.4g}")
-            else:
-                lines.append(f" {'':<10} Corr({row['var1']},{row['var2']}) {row['sdcor']:.3f}")
-        groups = "; ".join(f"{g}, {n}" for g, n in self.ngroups.items())
-        lines.append(f"Number of obs: {self.nobs}, groups:  {groups}")
-        lines.append("")
-        lines.append("Fixed effects:")
+    def _summary_parts(self) -> dict:
+        from ..report.summary import signif_stars
+        method = ("Laplace Approximation" if self.nagq == 1 else
+                  "nAGQ = 0 (joint modes of the fixed and random effects)" if self.nagq == 0
+                  else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}")
+        title = (f"Generalized linear mixed model fit by maximum likelihood ({method})\n"
+                 f" Family: {self.family.name}  ( {self.family.link.name} )")
+        criteria = {"AIC": self.aic, "BIC": self.bic, "logLik": self.llf,
+                    "deviance": self.minus_2_loglik, "df.resid": self.df_resid}
+        pearson = self.resid("pearson").to_numpy()
+        quant = pd.Series(np.quantile(pearson, [0, 0.25, 0.5, 0.75, 1.0]),
+                          index=["Min", "1Q", "Median", "3Q", "Max"])
         tab = self.fixed()
-        lines.append(f"{'':<16} {'Estimate':>10} {'Std. Error':>10} {'z value':>8} "
-                     f"{'Pr(>|z|)':>10}")
-        for name, r in tab.iterrows():
-            lines.append(f"{name:<16} {r['estimate']:10.5f} {r['std_err']:10.5f} "
-                         f"{r['z']:8.3f} {r['p']:10.3g}")
+        fixed = pd.DataFrame({"Estimate": tab["estimate"], "Std. Error": tab["std_err"],
+                              "z value": tab["z"], "Pr(>|z|)": tab["p"],
+                              "": [signif_stars(v) for v in tab["p"]]})
+        notes = []
+        if self.design.n_dropped:
+            notes.append(f"{self.design.n_dropped} observation"
+                         f"{'s' if self.design.n_dropped > 1 else ''} deleted due to "
+                         "missing values")
+        if self.design.dropped_columns:
+            notes.append("fixed-effect model matrix is rank deficient; dropped: "
+                         + ", ".join(self.design.dropped_columns))
         if self.is_singular:
-            lines.append("boundary (singular) fit: see help('isSingular')")
+            notes.append("boundary (singular) fit: see help('isSingular')")
         if not self.converged:
-            lines.append("Convergence: " + "; ".join(self.convergence_messages))
-        return "\n".join(lines)
+            notes.append("Convergence: " + "; ".join(self.convergence_messages))
+        V = np.asarray(self.fit.vcov_beta, dtype=float)
+        sd = np.sqrt(np.diag(V)) if V.size else np.zeros(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            C = V / np.outer(sd, sd) if V.size else V
+        names = list(self.x_names)
+        return dict(title=title, formula=self.formula, criteria=criteria,
+                    residual_quantiles=quant, random=self.varcomp, nobs=self.nobs,
+                    ngroups=self.ngroups, fixed=fixed, notes=notes, extra=[],
+                    fixed_corr=pd.DataFrame(C, index=names, columns=names))
+
+    def summary(self, correlation: bool = False):
+        """glmer's ``summary(m)`` (a :class:`~mixedanova.report.summary.Summary`;
+        ``print()`` it or read its tables): family and link, AIC, BIC, logLik,
+        ``-2 logLik`` (printed as deviance, as lme4), df.resid, the Pearson
+        residuals' quantiles, random effects, fixed effects with z and
+        ``Pr(>|z|)``; ``correlation=True`` adds the correlation of the fixed effects."""
+        from ..report.summary import Summary
+        return Summary.from_results(self, correlation=correlation)
+
+    def _repr_html_(self) -> str:
+        return self.summary().as_html()
 
     def __str__(self) -> str:
-        return self.summary()
+        return str(self.summary())
 
     def __repr__(self) -> str:
         return (f"<GlmmResults {self.family} nAGQ={self.nagq}: -2 logLik "
