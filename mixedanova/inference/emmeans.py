@@ -339,7 +339,7 @@ def _to_response(table: "EmmeansTable", family) -> None:
     hi = link.linkinv(table["upper_CL"].to_numpy(dtype=float))
     pos = table.columns.get_loc("emmean")
     table.insert(pos, response_name(family), link.linkinv(eta))
-    table.drop(columns="emmean", inplace=True)
+    del table["emmean"]
     table["SE"] = table["SE"].to_numpy(dtype=float) * np.abs(link.mu_eta(eta))
     table["lower_CL"] = np.minimum(lo, hi)
     table["upper_CL"] = np.maximum(lo, hi)

@@ -157,30 +157,9 @@ class GlmmResults(GlmmWorkflowMixin):
         return float(f(np.asarray(theta, float), np.asarray(beta, float)))
 
     def lrt(self, *others: "GlmmResults") -> pd.DataFrame:
-        """Likelihood-ratio tests of nested fits (lme4's ``anova(m0, m1)``).
-
-        Rows ordered by the number of parameters: ``npar, AIC, BIC, logLik,
-        deviance`` (``-2 logLik``, as ``anova()``), then ``Chisq, Df, p`` against
-        the previous row.  The fits must be on the same rows; quadrature and
-        Laplace fits compare (both keep the whole log-likelihood).
-        """
-        from scipy.stats import chi2
-
-        fits = sorted((self,) + others, key=lambda r: r.npar)
-        if len({f.nobs for f in fits}) != 1:
-            raise ArgumentError("the fits use different numbers of observations")
-        rows = []
-        for k, f in enumerate(fits):
-            row = {"model": f.formula, "npar": f.npar, "AIC": f.aic, "BIC": f.bic,
-                   "logLik": f.llf, "deviance": f.minus_2_loglik,
-                   "Chisq": np.nan, "Df": np.nan, "p": np.nan}
-            if k:
-                prev = fits[k - 1]
-                chisq = max(prev.minus_2_loglik - f.minus_2_loglik, 0.0)
-                df = f.npar - prev.npar
-                row.update(Chisq=chisq, Df=df, p=float(chi2.sf(chisq, df)) if df else np.nan)
-            rows.append(row)
-        return pd.DataFrame(rows)
+        """Likelihood-ratio tests of nested fits (lme4's ``anova(m0, m1)``): the older
+        spelling of :meth:`compare`."""
+        return self.compare(*others)
 
     # ------------------------------------------------------------ random effects
     def _templates(self) -> list[np.ndarray]:
