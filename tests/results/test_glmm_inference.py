@@ -33,6 +33,7 @@ from mixedanova.errors import ArgumentError
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "reference" / "glmm_surface.json"
+REF_TMB = ROOT / "reference" / "glmm_surface_tmb.json"  # tests/reference/r/glmm_surface_tmb.R
 DATA = ROOT / "data" / "glmm"
 
 CASES = {
@@ -44,7 +45,12 @@ CASES = {
 @functools.lru_cache(maxsize=None)
 def reference() -> dict:
     with open(REF) as fh:
-        return json.load(fh)
+        ref = json.load(fh)
+    with open(REF_TMB) as fh:
+        tmb = json.load(fh)
+    for case in CASES:
+        ref[case]["glmmTMB"] = tmb[case]
+    return ref
 
 
 def data(case: str) -> pd.DataFrame:
@@ -402,6 +408,9 @@ def test_refit_to_the_same_response_is_the_same_fit():
 
 
 def test_bad_arguments_name_themselves():
+    """residuals(m, type = "scaled") has no glmer meaning; unknown keywords of
+    confint(), emmeans' type and predict's type are refused with the package's
+    errors naming the argument."""
     _, m, _ = fits("cbpp")
     with pytest.raises(ArgumentError, match="type"):
         m.residuals("scaled")

@@ -77,34 +77,6 @@ surface <- function(m, m0, emm_spec, nd, profile_which = NULL) {
   out
 }
 
-# the same surface from glmmTMB, whose Laplace value is exact (automatic
-# differentiation, inner optimization to convergence) and whose vcov() is the
-# inverse Hessian of the exact objective: glmer's estimates and SEs are off the
-# exact Laplace optimum (cbpp: SEs by ~1%; GLMM_README.md), glmmTMB's are not
-tmb_surface <- function(f, data, fam, emm_spec, nd) {
-  m <- glmmTMB::glmmTMB(f, data, family = fam)
-  e_link <- summary(emmeans(m, emm_spec), infer = TRUE)
-  e_resp <- summary(emmeans(m, emm_spec, type = "response"), infer = TRUE)
-  pr_link <- summary(pairs(emmeans(m, emm_spec)), infer = TRUE)
-  pr_resp <- summary(pairs(emmeans(m, emm_spec, type = "response")), infer = TRUE)
-  r2 <- suppressWarnings(r2_nakagawa(m))
-  ic <- suppressWarnings(icc(m))
-  vv <- suppressWarnings(insight::get_variance(m))
-  list(r_call = "glmmTMB::glmmTMB(formula, data, family)",
-       fixef = unname(glmmTMB::fixef(m)$cond), se = unname(sqrt(diag(vcov(m)$cond))),
-       minus_2_loglik = -2 * as.numeric(logLik(m)),
-       emmeans = list(link = frame(e_link), response = frame(e_resp),
-                      pairs_link = frame(pr_link), pairs_response = frame(pr_resp)),
-       r2_icc = list(R2_marginal = unname(r2$R2_marginal),
-                     R2_conditional = unname(r2$R2_conditional),
-                     ICC_adjusted = ic$ICC_adjusted, ICC_unadjusted = ic$ICC_unadjusted,
-                     var_fixed = vv$var.fixed, var_random = vv$var.random,
-                     var_residual = vv$var.residual, var_distribution = vv$var.distribution,
-                     var_dispersion = vv$var.dispersion),
-       population_response = unname(predict(m, newdata = nd, re.form = NA,
-                                            type = "response")))
-}
-
 cbpp <- read.csv("tests/data/glmm/cbpp.csv", stringsAsFactors = TRUE)
 cbpp$herd <- factor(cbpp$herd)
 c1 <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial,
@@ -113,8 +85,6 @@ c0 <- glmer(cbind(incidence, size - incidence) ~ 1 + (1 | herd), cbpp, binomial,
             control = tight)
 ndc <- data.frame(herd = c("1", "3", "15", "99"), period = c("P1", "P4", "P2", "P3"))
 res_cbpp <- surface(c1, c0, "period", ndc)
-res_cbpp$glmmTMB <- tmb_surface(cbind(incidence, size - incidence) ~ period + (1 | herd),
-                                cbpp, binomial, "period", ndc)
 res_cbpp$formula <- "cbind(incidence, size - incidence) ~ period + (1|herd)"
 res_cbpp$formula0 <- "cbind(incidence, size - incidence) ~ 1 + (1|herd)"
 # quadrature fits: lme4's nAGQ > 1 logLik leaves out the saturated log-likelihood
@@ -140,8 +110,6 @@ ndg <- data.frame(INDEX = c("1", "9999"), BROOD = c("501", "9999"),
                   LOCATION = c("32", "9999"), YEAR = c("Y95", "Y97"),
                   HEIGHT_c = c(0.0767400978384323, 1))
 res_gt <- surface(g1, g0, "YEAR", ndg)
-res_gt$glmmTMB <- tmb_surface(TICKS ~ YEAR + HEIGHT_c + (1 | BROOD) + (1 | INDEX) +
-                                (1 | LOCATION), gt, poisson, "YEAR", ndg)
 res_gt$formula <- "TICKS ~ YEAR + HEIGHT_c + (1|BROOD) + (1|INDEX) + (1|LOCATION)"
 res_gt$formula0 <- "TICKS ~ YEAR + (1|BROOD) + (1|INDEX) + (1|LOCATION)"
 
@@ -150,7 +118,6 @@ out <- list(case = "glmm_surface", r_version = R.version.string,
             emmeans = as.character(packageVersion("emmeans")),
             performance = as.character(packageVersion("performance")),
             insight = as.character(packageVersion("insight")),
-            glmmTMB = as.character(packageVersion("glmmTMB")),
             control = "glmerControl(optimizer = 'bobyqa', optCtrl = list(rhoend = 1e-10, maxfun = 1e5))",
             cbpp = res_cbpp, grouseticks = res_gt)
 cat(jsonlite::toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE, na = "null"))
