@@ -159,6 +159,13 @@ def _glmm_conf_int(res, method: str, level: float, parm, n_boot, seed,
     names = glmm_parameter_names(res)
     fnames = list(res.x_names)
     vnames = names[:len(names) - len(fnames)]
+    if isinstance(parm, str) and parm not in ("fixed", "beta_", "random", "theta_"):
+        parm = [parm]
+    if parm is not None and not isinstance(parm, str):
+        # lme4's old names (.sig01, ...) of the SDs and correlations, in theta's order
+        parm = [vnames[int(n[4:]) - 1] if isinstance(n, str) and n.startswith(".sig")
+                and n[4:].isdigit() and 0 < int(n[4:]) <= len(vnames) else n
+                for n in _as_list(parm, "parm")]
     selected = _select(parm, names, fnames, vnames)
     attrs = {"method": method, "level": level}
     if method == "wald":

@@ -189,6 +189,8 @@ def test_profile_limits_are_where_the_profile_crosses_the_cutoff():
     from scipy.optimize import minimize
     _, m, _ = fits("cbpp")
     ci = m.conf_int("profile", parm=["period[T.P4]"])
+    # lme4's name of the herd SD selects it, as confint(m, parm = ".sig01")
+    assert list(m.conf_int("wald", parm=".sig01").index) == ["sd_(Intercept)|herd"]
     hi = float(ci["ci_high"].iloc[0])
     theta0, beta0 = m.theta, m.fe_params.to_numpy()
 
