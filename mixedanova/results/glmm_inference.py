@@ -191,6 +191,22 @@ class GlmmWorkflowMixin:
             raise ArgumentError(f"the new response needs {self.nobs} values, not {y.shape}")
         return self.model.refit(y, start_theta, template=self)
 
+    # ------------------------------------------------------------ plain data
+    def to_dict(self) -> dict:
+        """Every table of the fit as plain Python objects (JSON-ready);
+        :func:`mixedanova.read_results` reads it back.  The data are not included."""
+        from ..report.export import results_to_dict
+        return results_to_dict(self)
+
+    def to_json(self, path=None, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text; also written to ``path`` when given."""
+        from ..report.export import results_to_json
+        text = results_to_json(self, indent=indent)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        return text
+
     def simulate(self, n: int = 1, seed=None, use_random: bool = False) -> pd.DataFrame:
         """Responses drawn from the fit (lme4's ``simulate(m, nsim, seed)``): new
         random effects (or the modes, ``use_random=True``), then the family.

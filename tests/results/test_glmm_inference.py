@@ -424,3 +424,17 @@ def test_bad_arguments_name_themselves():
         m.emmeans("period", type="odds")
     with pytest.raises(ArgumentError, match="type"):
         m.predict(type="prob")
+
+
+def test_to_json_round_trip():
+    """res.to_json() / ma.read_results(): the tables of summary(m) (coef(summary(m)),
+    as.data.frame(VarCorr(m)), ranef(m)) come back as written; deviance is
+    -2 logLik as for an ML fit, with the family and nAGQ recorded."""
+    ref, m, _ = fits("cbpp")
+    saved = ma.read_results(m.to_json())
+    pd.testing.assert_frame_equal(saved.fixed, m.fixed(), check_names=False)
+    d = json.loads(m.to_json())
+    assert d["family"] == "binomial(logit)" and d["nAGQ"] == 1
+    assert d["criteria"]["deviance"] == m.minus_2_loglik and d["criteria"]["REML"] is None
+    close(saved.random_effects["herd"]["(Intercept)"],
+          m.random_effects["herd"]["(Intercept)"], 1e-12, 0, "ranef(m)")
