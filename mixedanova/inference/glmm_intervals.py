@@ -37,7 +37,7 @@ from .profiler import (bracket_interval, is_correlation, minimize_bounded, psi_f
 from .simulate import simulate_response
 
 __all__ = ["glmm_parameter_names", "glmm_estimates", "glmm_profile_limits",
-           "glmm_bootstrap_limits"]
+           "glmm_bootstrap_limits", "GlmmProfiler", "profile_step"]
 
 
 def glmm_parameter_names(res) -> list[str]:
@@ -52,8 +52,9 @@ def glmm_estimates(res) -> np.ndarray:
                            np.asarray(res.fe_params, dtype=float)])
 
 
-class _GlmmProfiler:
-    """``-2 log L`` over ``x = (psi, beta)`` and its profiles."""
+class GlmmProfiler:
+    """``-2 log L`` over ``x = (psi, beta)`` (SDs/correlations, then the fixed
+    effects) and its profiles: :meth:`profile` minimizes over all but one."""
 
     def __init__(self, res) -> None:
         self.res = res
@@ -94,6 +95,15 @@ class _GlmmProfiler:
         return val, x
 
 
+def profile_step(pr: GlmmProfiler, c: int) -> float:
+    """First step out from the estimate when bracketing parameter ``c``'s limits."""
+    est = float(pr.x_hat[c])
+    if c < pr.k:
+        return 0.1 if pr.lower[c] < 0 else 0.25 * max(abs(est), 1e-2)
+    se = float(np.asarray(pr.res.bse_fe, dtype=float)[c - pr.k])
+    return se if se > 0 else 0.1
+
+
 def glmm_profile_limits(res, level: float, wanted: set[str]) -> dict[str, tuple[float, float]]:
     """Profile limits of the parameters named in ``wanted`` (others NaN)."""
     from scipy import stats
@@ -103,8 +113,7 @@ def glmm_profile_limits(res, level: float, wanted: set[str]) -> dict[str, tuple[
     cutoff = math.sqrt(stats.chi2.ppf(level, 1))
     names = glmm_parameter_names(res)
     out = {n: (math.nan, math.nan) for n in names}
-    pr = _GlmmProfiler(res)
-    se = np.asarray(res.bse_fe, dtype=float)
+    pr = GlmmProfiler(res)
     for c, name in enumerate(names):
         if name not in wanted:
             continue
@@ -118,11 +127,8 @@ def glmm_profile_limits(res, level: float, wanted: set[str]) -> dict[str, tuple[
                 done.append((v, x))
             return math.copysign(math.sqrt(max(val - pr.dev_min, 0.0)), v - est)
 
-        if c < pr.k:
-            step = 0.1 if pr.lower[c] < 0 else 0.25 * max(abs(est), 1e-2)
-        else:
-            step = float(se[c - pr.k]) if se[c - pr.k] > 0 else 0.1
-        out[name] = bracket_interval(zeta, est, pr.lower[c], pr.upper[c], step, cutoff)
+        out[name] = bracket_interval(zeta, est, pr.lower[c], pr.upper[c],
+                                     profile_step(pr, c), cutoff)
     return out
 
 

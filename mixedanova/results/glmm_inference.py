@@ -134,6 +134,20 @@ class GlmmWorkflowMixin:
                                 "parm, n_boot, seed, progress")
         return conf_int(self, method, level, **kwargs)
 
+    def profile(self, parm=None, *, level: float = 0.99, npoints: int = 8) -> pd.DataFrame:
+        """Profile zeta on a grid (lme4's ``as.data.frame(profile(m))``): columns
+        ``parameter, value, zeta``; see :func:`mixedanova.inference.profile.profile_zeta`."""
+        from ..inference.profile import profile_zeta
+        return profile_zeta(self, parm, level=level, npoints=npoints)
+
+    def plot_profile(self, parm=None, *, level: float = 0.99, npoints: int = 8,
+                     profile: pd.DataFrame | None = None):
+        """Profile zeta plots (lme4's ``xyplot(profile(m))``), a matplotlib Figure."""
+        from ..report.plots import plot_profile
+        if profile is None:
+            profile = self.profile(parm, level=level, npoints=npoints)
+        return plot_profile(profile)
+
     # ------------------------------------------------------------ marginal means
     def emmeans(self, specs, by=None, level: float = 0.95, at: dict | None = None,
                 type: str = "link"):

@@ -438,3 +438,19 @@ def test_to_json_round_trip():
     assert d["criteria"]["deviance"] == m.minus_2_loglik and d["criteria"]["REML"] is None
     close(saved.random_effects["herd"]["(Intercept)"],
           m.random_effects["herd"]["(Intercept)"], 1e-12, 0, "ranef(m)")
+
+
+def test_profile_table_walks_to_the_limits():
+    """as.data.frame(profile(m)): zeta rises through 0 at the estimate and reaches
+    -/+ sqrt(qchisq(level, 1)) at the ends of the grid, which are the profile
+    limits of that level (confint(m, method = "profile", level))."""
+    _, m, _ = fits("cbpp")
+    tab = m.profile(level=0.95, npoints=3)
+    ci = m.conf_int("profile")
+    cut = math.sqrt(stats.chi2.ppf(0.95, 1))
+    for name, g in tab.groupby("parameter", sort=False):
+        z = g["zeta"].to_numpy()
+        assert np.all(np.diff(z) > 0), name
+        close(z[[0, -1]], [-cut, cut], 0, 1e-7, f"zeta at the ends ({name})")
+        close(g["value"].to_numpy()[[0, -1]], ci.loc[name, ["ci_low", "ci_high"]], 1e-9,
+              1e-12, f"grid ends = profile limits ({name})")
