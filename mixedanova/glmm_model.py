@@ -9,7 +9,7 @@ the fit (:mod:`mixedanova.glmm`) and the results
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from .results.glmm import GlmmResults
 if TYPE_CHECKING:  # the engine (scipy) is imported when a fit needs it
     from .glmm.families import Family
 
-__all__ = ["glmm", "GlmmResponse", "r_spelling"]
+__all__ = ["glmm", "GlmmResponse", "GlmmModel", "r_spelling"]
 
 _SUCC = "glmm_successes__"
 _TRIALS = "glmm_trials__"
@@ -41,6 +41,64 @@ class GlmmResponse:
     label: str
     kind: str  # "cbind", "binary", "proportion", "count"
     trials_column: str | None
+
+
+@dataclass(frozen=True)
+class GlmmModel:
+    """What :func:`glmm` was called with, for refits (the null model of R2, the
+    parametric bootstrap, reduced models).
+
+    Attributes
+    ----------
+    formula : str
+    data : pandas.DataFrame
+    family : Family
+    nagq : int
+    weights, offset : str, array or None
+    missing : str
+    glmm_data : GlmmData or None
+        The numbers of the fit (for :meth:`refit` with a new response).
+    """
+
+    formula: str
+    data: pd.DataFrame
+    family: "Family"
+    nagq: int
+    weights: object = None
+    offset: object = None
+    missing: str = "drop"
+    glmm_data: object = None
+
+    def update(self, formula: str) -> "GlmmModel":
+        """The same call with another formula."""
+        return replace(self, formula=formula, glmm_data=None)
+
+    def fit(self, start_theta=None) -> GlmmResults:
+        """Fit the model (:func:`glmm`)."""
+        return glmm(self.formula, self.data, self.family, nAGQ=self.nagq,
+                    weights=self.weights, offset=self.offset, missing=self.missing,
+                    start_theta=start_theta)
+
+    def refit(self, y: np.ndarray, start_theta=None, template: GlmmResults | None = None
+              ) -> GlmmResults:
+        """Refit to a new response on the scale the engine uses (proportions for a
+        binomial response, with the same trials), the rows and design unchanged
+        (lme4's ``refit(m, newresp)``).  ``template`` supplies the design (the
+        results this model produced)."""
+        from .glmm.agq import AgqObjective
+        from .glmm.fit import fit_glmm
+        from .glmm.laplace import LaplaceObjective
+        if self.glmm_data is None or template is None:
+            raise ArgumentError("refit() needs the model of a fit and that fit's results")
+        gd = replace(self.glmm_data, y=np.asarray(y, dtype=float))
+        obj = LaplaceObjective(self.family, gd)
+        value = AgqObjective(obj, self.nagq) if self.nagq > 1 else None
+        start = None if start_theta is None else np.asarray(start_theta, dtype=float)
+        fit = fit_glmm(obj, value=value, start_theta=start, stage1=self.nagq != 0)
+        t = template
+        return GlmmResults(design=t.design, family=self.family, data=gd, fit=fit,
+                           nagq=self.nagq, x_names=t.x_names, response=t.response,
+                           objective=obj, agq=value, formula=t.formula, model=self)
 
 
 def r_spelling(formula: str) -> tuple[str, dict[str, str]]:
@@ -275,9 +333,10 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     start = None if start_theta is None else layout.check_start(start_theta)
     fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
     x_names = tuple(names.get(n.replace(" ", ""), n) for n in design.x_names)
+    model = GlmmModel(formula, data, fam, int(nAGQ), weights, offset, missing, gd)
     res = GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
                       x_names=x_names, response=response.label, objective=obj, agq=value,
-                      formula=formula)
+                      formula=formula, model=model)
     if res.is_singular:
         warnings.warn("boundary (singular) fit: a random-effects covariance is singular "
                       f"(theta = {np.round(res.theta, 6).tolist()})", SingularFitWarning,

@@ -2,8 +2,9 @@
 
 :func:`compare` orders the models by number of parameters and tests each
 against the previous one (``Chisq = 2 max(0, diff(logLik))`` on ``diff(npar)``
-df).  As lme4 (``refit = TRUE``), REML fits are refitted with ML first, and the
-table says so; ``refit=False`` keeps the REML fits, which is only valid when
+df).  GLMMs (maximum likelihood; Laplace and quadrature fits alike keep the
+whole log-likelihood, so they compare) go through unchanged.  As lme4
+(``refit = TRUE``), REML fits are refitted with ML first, and the table says so; ``refit=False`` keeps the REML fits, which is only valid when
 all models have the same fixed effects -- with different fixed effects the ML
 refit is done anyway (REML likelihoods of different fixed-effect models are not
 comparable) and noted.
@@ -109,6 +110,13 @@ def compare(*models, names=None, refit: bool | None = None) -> pd.DataFrame:
         raise ArgumentError(f"names must be distinct, not {names!r}")
     if refit is not None and not isinstance(refit, (bool, np.bool_)):
         raise ArgumentError(f"refit must be None, True or False, not {refit!r}")
+    glmm = [hasattr(m, "family") for m in models]
+    if any(glmm) and not all(glmm):
+        raise ArgumentError("compare() cannot mix linear mixed models and GLMMs (their "
+                            "likelihoods are of different responses)")
+    if all(glmm) and len({str(m.family) for m in models}) > 1:
+        raise ArgumentError(f"compare() needs GLMMs of one family and link, not "
+                            f"{', '.join(sorted({str(m.family) for m in models}))}")
     nobs = {m.nobs for m in models}
     if len(nobs) > 1:
         raise DesignError(f"models were fitted to different numbers of observations "
@@ -155,7 +163,7 @@ def _model_line(name: str, res) -> str:
     """A model as its formula plus what else sets it apart: the residual
     structure (``residual=AR1(group='patient', order='visit')``), prior weights;
     each on a line of its own when one line would pass 80 characters."""
-    parts = [f"{name}: {res.design.formula.formula}"]
+    parts = [f"{name}: {_formula_text(res)}"]
     residual = getattr(getattr(res, "model", None), "residual", None)
     if residual is not None:
         specs = residual if isinstance(residual, tuple) else (residual,)
@@ -164,6 +172,12 @@ def _model_line(name: str, res) -> str:
         parts.append("with prior weights")
     line = ", ".join(parts)
     return line if len(line) <= 80 else ",\n    ".join(parts)
+
+
+def _formula_text(res) -> str:
+    """The formula as the user wrote it (a GLMM keeps it; an LMM's design does)."""
+    text = getattr(res, "formula", None)
+    return text if isinstance(text, str) and text else res.design.formula.formula
 
 
 # ---------------------------------------------------------------------- ranova

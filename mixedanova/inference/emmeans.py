@@ -15,6 +15,15 @@ means: critical value ``qtukey(level, k, df) / sqrt(2)``, p
 ``"holm"`` (p values; intervals use Bonferroni, as emmeans) and ``"none"``.
 Offsets are not added to the marginal means (a decision: the grid is of the
 fixed effects only).
+
+GLMMs (emmeans' conventions for ``type = "response"``): the means are formed on
+the link scale; with ``type="response"`` each is back-transformed, its SE by
+the delta method (``SE |dmu/deta|``) and its confidence limits by
+back-transforming the link-scale limits; the z tests stay on the link scale.
+Contrasts are formed on the link scale; with ``type="response"`` and a log or
+logit link they are back-transformed to ratios (``A / B``: rate ratios or odds
+ratios, SE by the delta method, limits back-transformed); with other links they
+stay on the link scale, as emmeans.
 """
 from __future__ import annotations
 
@@ -29,7 +38,7 @@ from ..design import DesignError
 from ..errors import MixedAnovaError
 from .tables import normalize_ddf
 
-__all__ = ["emmeans", "EmmeansTable", "ContrastTable", "ADJUSTMENTS"]
+__all__ = ["emmeans", "EmmeansTable", "ContrastTable", "ADJUSTMENTS", "response_name"]
 
 ADJUSTMENTS = ("tukey", "bonferroni", "holm", "sidak", "none")
 _ESTIMABLE_TOL = 1e-8
@@ -83,7 +92,7 @@ class EmmeansTable(ContrastTable):
     ``inf`` for ``ddf="none"``).  ``L`` holds the linear functions of ``beta``.
     """
 
-    _metadata = ["L", "specs", "by", "ddf", "level", "notes", "_res"]
+    _metadata = ["L", "specs", "by", "ddf", "level", "notes", "_res", "link", "type"]
 
     _gap = ()  # emmeans prints its notes right under the means
 
@@ -104,6 +113,8 @@ class EmmeansTable(ContrastTable):
             w[i], w[j] = 1.0, -1.0
             first = next(iter(groups.values()))
             contrasts[f"{labels[first[i]]} - {labels[first[j]]}"] = w
+        if self._ratios():
+            contrasts = {k.replace(" - ", " / "): w for k, w in contrasts.items()}
         return self._compare(contrasts, adjust, level, family_means=size)
 
     def contrast(self, weights: dict, adjust: str = "none",
@@ -125,6 +136,12 @@ class EmmeansTable(ContrastTable):
         return self._compare(coefs, adjust, level, family_means=size)
 
     # ------------------------------------------------------------- helpers
+    def _ratios(self) -> bool:
+        """Contrasts back-transformed to ratios (``type="response"``, log/logit link)."""
+        link = getattr(self, "link", None)
+        return (getattr(self, "type", "link") == "response" and link is not None
+                and link.name in ("log", "logit"))
+
     def _labels(self) -> list[str]:
         cols = list(self.specs)
         return [" ".join(str(v) for v in row) for row in
@@ -169,10 +186,27 @@ class EmmeansTable(ContrastTable):
         out["upper_CL"] = est + crit * se
         out["t_ratio"] = t
         out["p_value"] = p
+        notes = _contrast_notes(level, adjust, len(contrasts), family_means)
+        link = getattr(self, "link", None)
+        if self._ratios():
+            name = "odds_ratio" if link.name == "logit" else "ratio"
+            ratio = np.exp(est)
+            out = out.rename(columns={"estimate": name})
+            out[name] = ratio
+            out["SE"] = ratio * se
+            out["lower_CL"] = np.exp(est - crit * se)
+            out["upper_CL"] = np.exp(est + crit * se)
+            notes += [f"Intervals are back-transformed from the "
+                      f"{'log odds ratio' if link.name == 'logit' else 'log'} scale",
+                      f"Tests are performed on the "
+                      f"{'log odds ratio' if link.name == 'logit' else 'log'} scale"]
+        elif getattr(self, "type", "link") == "response" and link is not None \
+                and link.name != "identity":
+            notes.append(f"Note: contrasts are still on the {link.name} scale")
         out = ContrastTable(out)
         out.attrs["adjust"] = adjust
         out.attrs["level"] = level
-        out.notes = _contrast_notes(level, adjust, len(contrasts), family_means)
+        out.notes = notes
         return out
 
 
@@ -297,8 +331,29 @@ def _estimable(res, Xg_all: np.ndarray) -> np.ndarray:
     return np.abs(Xg_all @ N).max(axis=1) <= _ESTIMABLE_TOL * scale
 
 
+def response_name(family) -> str:
+    """emmeans' name of a back-transformed mean: ``prob`` (binomial), ``rate``
+    (Poisson), else ``response``."""
+    name = getattr(family, "name", "")
+    return {"binomial": "prob", "poisson": "rate"}.get(name, "response")
+
+
+def _to_response(table: "EmmeansTable", family) -> None:
+    """Back-transform the means of ``table`` in place (see the module docstring)."""
+    link = family.link
+    eta = table["emmean"].to_numpy(dtype=float)
+    lo = link.linkinv(table["lower_CL"].to_numpy(dtype=float))
+    hi = link.linkinv(table["upper_CL"].to_numpy(dtype=float))
+    pos = table.columns.get_loc("emmean")
+    table.insert(pos, response_name(family), link.linkinv(eta))
+    del table["emmean"]
+    table["SE"] = table["SE"].to_numpy(dtype=float) * np.abs(link.mu_eta(eta))
+    table["lower_CL"] = np.minimum(lo, hi)
+    table["upper_CL"] = np.maximum(lo, hi)
+
+
 def emmeans(res, specs, by=None, ddf: str = "satterthwaite", level: float = 0.95,
-            at: dict | None = None) -> EmmeansTable:
+            at: dict | None = None, type: str = "link") -> EmmeansTable:
     """Estimated marginal means of ``specs`` (emmeans' ``emmeans(m, specs, by)``).
 
     Parameters
@@ -314,8 +369,14 @@ def emmeans(res, specs, by=None, ddf: str = "satterthwaite", level: float = 0.95
         Confidence level.
     at : dict, optional
         Values of grid variables (e.g. covariate values).
+    type : {"link", "response"}
+        For a GLMM (``res.family``): means on the link scale, or back-transformed
+        (emmeans' ``type = "response"``; see the module docstring).  A linear
+        mixed model's two scales are the same.
     """
     ddf = normalize_ddf(ddf)
+    if type not in ("link", "response"):
+        raise DesignError(f"type must be 'link' or 'response', not {type!r}")
     spec_vars, by_vars = _parse_specs(specs, by)
     values = _grid_values(res, at or {})
     for v in spec_vars + by_vars:
@@ -367,10 +428,17 @@ def emmeans(res, specs, by=None, ddf: str = "satterthwaite", level: float = 0.95
     table.ddf = ddf
     table.level = level
     table._res = res
+    family = getattr(res, "family", None)
+    table.link = None if family is None else family.link
+    table.type = type
     others = [v for v in names if v not in keys and len(values[v]) > 1]
     table.notes = ([f"Results are averaged over the levels of: {', '.join(others)}"]
                    if others else []) + [f"Degrees-of-freedom method: {ddf}",
                                          f"Confidence level used: {level:g}"]
     if not all(est_ok):
         table.notes.append("Non-estimable means are NaN")
+    if family is not None and type == "response" and family.link.name != "identity":
+        _to_response(table, family)
+        table.notes += [f"Intervals are back-transformed from the {family.link.name} scale",
+                        f"Tests are performed on the {family.link.name} scale"]
     return table

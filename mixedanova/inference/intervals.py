@@ -24,6 +24,8 @@ the fixed effects (formulaic names).
 * ``"boot"``: parametric bootstrap (lme4's ``bootMer``): ``n_boot`` responses
   simulated from the fitted model with a seeded generator, refitted by the same
   method, percentile intervals (``numpy.quantile``, linear interpolation).
+
+GLMMs are handled by :mod:`mixedanova.inference.glmm_intervals` (no ``sigma``).
 """
 from __future__ import annotations
 
@@ -136,8 +138,62 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
 
 
 # ------------------------------------------------------------------ front end
+def _select(parm, names: list[str], fnames: list[str], vnames: list[str]) -> list[str]:
+    if parm is None:
+        return names
+    if isinstance(parm, str) and parm in ("fixed", "beta_"):
+        return fnames
+    if isinstance(parm, str) and parm in ("random", "theta_"):
+        return vnames
+    return [_parameter(n, names) for n in
+            ([parm] if isinstance(parm, str) else _as_list(parm, "parm"))]
+
+
+def _glmm_conf_int(res, method: str, level: float, parm, n_boot, seed,
+                   progress: bool) -> pd.DataFrame:
+    """:func:`conf_int` of a GLMM (:mod:`mixedanova.inference.glmm_intervals`)."""
+    from scipy import stats
+
+    from .glmm_intervals import (glmm_bootstrap_limits, glmm_estimates, glmm_parameter_names,
+                                 glmm_profile_limits)
+    names = glmm_parameter_names(res)
+    fnames = list(res.x_names)
+    vnames = names[:len(names) - len(fnames)]
+    if isinstance(parm, str) and parm not in ("fixed", "beta_", "random", "theta_"):
+        parm = [parm]
+    if parm is not None and not isinstance(parm, str):
+        # lme4's old names (.sig01, ...) of the SDs and correlations, in theta's order
+        parm = [vnames[int(n[4:]) - 1] if isinstance(n, str) and n.startswith(".sig")
+                and n[4:].isdigit() and 0 < int(n[4:]) <= len(vnames) else n
+                for n in _as_list(parm, "parm")]
+    selected = _select(parm, names, fnames, vnames)
+    attrs = {"method": method, "level": level}
+    if method == "wald":
+        z = stats.norm.ppf(0.5 + level / 2.0)
+        se = np.asarray(res.bse_fe, dtype=float)
+        limits = {n: (math.nan, math.nan) for n in vnames}
+        limits.update({n: (b - z * s, b + z * s) for n, b, s in
+                       zip(fnames, np.asarray(res.fe_params, dtype=float), se)})
+    elif method == "profile":
+        limits = glmm_profile_limits(res, level, set(selected))
+    else:
+        n_boot = _check_n_boot(n_boot)
+        seed = _check_seed(seed)
+        limits, failed = glmm_bootstrap_limits(res, level, n_boot, seed, bool(progress))
+        attrs.update({"n_boot": int(n_boot), "failed": failed,
+                      "seed": seed if seed is None or isinstance(seed, int)
+                      else type(seed).__name__})
+    frame = pd.DataFrame({"estimate": glmm_estimates(res),
+                          "ci_low": [limits[n][0] for n in names],
+                          "ci_high": [limits[n][1] for n in names]}, index=names)
+    frame = frame.loc[selected]
+    frame.attrs.update(attrs)
+    return frame
+
+
 def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
-             criterion: str = "ML", n_boot: int = 500, seed=None) -> pd.DataFrame:
+             criterion: str = "ML", n_boot: int = 500, seed=None,
+             progress: bool = False) -> pd.DataFrame:
     """Confidence intervals as lme4's ``confint(m, method = ...)``.
 
     Parameters
@@ -153,6 +209,8 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         Bootstrap replicates (``method="boot"``).
     seed : int or numpy.random.Generator, optional
         Seed of the bootstrap generator (``numpy.random.default_rng(seed)``).
+    progress : bool
+        Report the bootstrap's progress on stderr (GLMMs).
 
     Returns
     -------
@@ -165,21 +223,16 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         raise ArgumentError(f"method must be 'wald', 'profile' or 'boot', not {method!r}")
     method = method.lower()
     level = check_level(level)
+    if hasattr(res, "family"):  # a GLMM: no sigma, Laplace / quadrature profiles
+        return _glmm_conf_int(res, "boot" if method == "bootstrap" else method, level, parm,
+                              n_boot, seed, progress)
     layout = res.design.theta_layout()
     vnames = variance_parameter_names(res)
     fnames = list(res.design.x_names)
     est = np.concatenate([psi_from_theta(layout, res.state.theta, res.sigma),
                           res.state.beta])
     names = vnames + fnames
-    if parm is None:
-        selected = names
-    elif isinstance(parm, str) and parm in ("fixed", "beta_"):
-        selected = fnames
-    elif isinstance(parm, str) and parm in ("random", "theta_"):
-        selected = vnames
-    else:
-        selected = [_parameter(n, names) for n in
-                    ([parm] if isinstance(parm, str) else _as_list(parm, "parm"))]
+    selected = _select(parm, names, fnames, vnames)
     limits: dict[str, tuple[float, float]]
     attrs = {"method": method, "level": level}
     marginal = res.state.residual is not None and getattr(res.state.residual.structure,

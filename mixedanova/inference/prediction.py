@@ -156,7 +156,8 @@ def predict(res, newdata: pd.DataFrame | None = None, re_form=None,
     index, ok, X, off, codes, zraw = _rows(res, newdata, keep)
     _check_new_levels(res, newdata, ok, codes, keep, allow_new_levels)
     out = np.full(len(ok), np.nan)
-    out[ok] = X @ res.state.beta + off + _random_part(res, codes, zraw, keep)
+    beta = np.asarray(res.fe_params, dtype=float)  # an LMM or a GLMM
+    out[ok] = X @ beta + off + _random_part(res, codes, zraw, keep)
     return pd.Series(out, index=index, name="predicted")
 
 

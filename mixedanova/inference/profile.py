@@ -19,7 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import MixedAnovaError
-from .profiler import Profiler, variance_parameter_names
+from .glmm_intervals import GlmmProfiler, glmm_parameter_names, profile_step
+from .profiler import Profiler, bracket_interval, variance_parameter_names
 
 __all__ = ["profile_zeta"]
 
@@ -65,6 +66,8 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
     """
     if not 0 < level < 1:
         raise MixedAnovaError(f"level must be in (0, 1), got {level!r}")
+    if hasattr(res, "family"):
+        return _glmm_zeta(res, parm, level, npoints)
     var_names = variance_parameter_names(res)
     fixed_names = list(res.design.x_names)
     if parm is None:
@@ -133,6 +136,55 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
             for v, z in _walk(zeta_b, est, limits, npoints, reset_b):
                 rows.append((name, v, z))
             estimates[name] = est
+    out = pd.DataFrame(rows, columns=["parameter", "value", "zeta"])
+    out["parameter"] = out["parameter"].astype(object)
+    out.attrs["estimates"] = estimates
+    out.attrs["level"] = level
+    return out
+
+
+def _glmm_zeta(res, parm, level: float, npoints: int) -> pd.DataFrame:
+    """:func:`profile_zeta` of a GLMM: its Laplace / quadrature ``-2 log L``
+    profiled over all other parameters
+    (:class:`~mixedanova.inference.glmm_intervals.GlmmProfiler`)."""
+    if res.nagq == 0:
+        raise MixedAnovaError("profile() needs a Laplace or quadrature fit, not nAGQ = 0")
+    names = glmm_parameter_names(res)
+    nvar = len(names) - len(res.x_names)
+    if parm is None:
+        wanted = names
+    elif parm in ("random", "fixed"):
+        wanted = names[:nvar] if parm == "random" else names[nvar:]
+    else:
+        wanted = [parm] if isinstance(parm, str) else list(parm)
+        unknown = [p for p in wanted if p not in names]
+        if unknown:
+            raise MixedAnovaError(f"unknown parameter(s) {unknown}; available: "
+                                  f"{', '.join(names)}")
+    cutoff = math.sqrt(stats.chi2.ppf(level, 1))
+    pr = GlmmProfiler(res)
+    rows: list[tuple[str, float, float]] = []
+    estimates: dict[str, float] = {}
+    for c, name in enumerate(names):
+        if name not in wanted:
+            continue
+        est = float(pr.x_hat[c])
+        state = {"start": pr.x_hat.copy()}
+
+        def zeta(v, c=c, est=est, state=state):
+            val, x = pr.profile(c, v, state["start"])
+            if np.isfinite(val):
+                state["start"] = x
+            return math.copysign(math.sqrt(max(val - pr.dev_min, 0.0)), v - est)
+
+        def reset(state=state):
+            state["start"] = pr.x_hat.copy()
+
+        limits = bracket_interval(zeta, est, pr.lower[c], pr.upper[c], profile_step(pr, c),
+                                  cutoff)
+        for v, z in _walk(zeta, est, limits, npoints, reset):
+            rows.append((name, v, z))
+        estimates[name] = est
     out = pd.DataFrame(rows, columns=["parameter", "value", "zeta"])
     out["parameter"] = out["parameter"].astype(object)
     out.attrs["estimates"] = estimates

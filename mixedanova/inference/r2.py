@@ -16,27 +16,68 @@ group: the intercept variance of the group over ``vr + ve``.
 insight takes the slope columns ``z_i`` from the *fixed-effects* model matrix;
 here they come from the random term's own model matrix, which is the same
 whenever the slope variable is also a fixed effect (the usual case).
+
+GLMMs (a results object with a ``family``), as performance 0.10.2 / insight
+0.19.0: ``var_residual`` is the distribution-specific variance plus the
+variance of observation-level random terms (a term with as many levels as
+observations, which insight counts as dispersion, not in ``var_random``).  The
+distribution-specific variance is ``pi^2 / 3`` (binomial logit), 1 (probit),
+``pi^2 / 6`` (cloglog); for Poisson with the log link the lognormal
+approximation ``log(1 + 1 / mu)`` with ``mu = exp(b0)``, ``b0`` the intercept of
+the null model (the same random terms and offset, fixed part ``1``, refitted),
+and 0.25 for the square-root link.  Other families and links raise an error
+(performance has no definition for them).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["variance_components", "r2_nakagawa", "icc"]
+from ..errors import ArgumentError
+
+__all__ = ["variance_components", "r2_nakagawa", "icc", "distribution_variance"]
+
+
+def distribution_variance(res) -> float:
+    """The distribution-specific variance of a GLMM (see the module docstring)."""
+    fam = res.family
+    link = fam.link.name
+    if fam.name == "binomial" and link in ("logit", "probit", "cloglog"):
+        return {"logit": math.pi ** 2 / 3.0, "probit": 1.0, "cloglog": math.pi ** 2 / 6.0}[link]
+    if fam.name == "poisson" and link == "sqrt":
+        return 0.25
+    if fam.name == "poisson" and link == "log":
+        b0 = float(res.null_model().fe_params.iloc[0])
+        return math.log1p(math.exp(-b0))
+    raise ArgumentError(f"R2 and ICC are defined (performance::r2_nakagawa) for binomial "
+                        f"(logit, probit, cloglog) and Poisson (log, sqrt) GLMMs, not "
+                        f"{fam.name} with the {link} link")
 
 
 def variance_components(res) -> dict:
     """``var_fixed, var_random, var_residual`` and the per-group intercept variances."""
     d = res.design
-    eta = d.X @ res.state.beta
+    glmm = hasattr(res, "family")
+    eta = d.X @ np.asarray(res.fe_params, dtype=float)
     var_fixed = float(np.var(eta, ddof=1)) if d.nobs > 1 else 0.0
-    var_random = 0.0
+    var_random = var_dispersion = 0.0
     intercepts: dict[str, float] = {}
     for b, name, S in zip(d.blocks, d.group_names, res._term_covariances()):
-        var_random += float(np.mean(np.einsum("ij,jk,ik->i", b.zraw, S, b.zraw)))
+        v = float(np.mean(np.einsum("ij,jk,ik->i", b.zraw, S, b.zraw)))
+        if glmm and b.nlev == d.nobs:  # an observation-level term: dispersion (insight)
+            var_dispersion += v
+        else:
+            var_random += v
         if "(Intercept)" in b.columns:
             j = b.columns.index("(Intercept)")
             intercepts[name] = float(S[j, j])
+    if glmm:
+        var_dist = distribution_variance(res)
+        return {"var_fixed": var_fixed, "var_random": var_random,
+                "var_residual": var_dist + var_dispersion, "var_distribution": var_dist,
+                "var_dispersion": var_dispersion, "var_intercept": intercepts}
     return {"var_fixed": var_fixed, "var_random": var_random,
             "var_residual": res.sigma ** 2, "var_intercept": intercepts}
 

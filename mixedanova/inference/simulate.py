@@ -7,6 +7,11 @@ bootstrap (:mod:`mixedanova.inference.intervals`).  A draw is
 
 with ``b*`` new random effects ``N(0, Sigma)`` (lme4's default ``use.u = FALSE``)
 or the fitted conditional modes (``use_random=True``, lme4's ``use.u = TRUE``).
+
+For a GLMM (a results object with a ``family``) the draw is from the family at
+``mu = linkinv(X beta + offset + Z b*)``: binomial successes out of the trials
+(the prior weights; returned as proportions, the scale the fit uses, so that a
+0/1 response stays 0/1), Poisson counts.  lme4 draws the same way.
 """
 from __future__ import annotations
 
@@ -18,8 +23,32 @@ from ..errors import MixedAnovaError
 __all__ = ["simulate_response", "simulate"]
 
 
+def _glmm_response(res, rng: np.random.Generator, use_random: bool) -> np.ndarray:
+    d = res.design
+    eta = d.X @ np.asarray(res.fe_params, dtype=float) + d.offset_values
+    templates = d.theta_layout().templates(res.theta)
+    modes = res.conditional_modes()
+    for k, (b, T) in enumerate(zip(d.blocks, templates)):
+        bk = modes[k] if use_random else rng.standard_normal((b.nlev, b.q)) @ T.T
+        eta = eta + np.einsum("ij,ij->i", b.zraw, bk[b.codes])
+    fam = res.family
+    mu = fam.link.linkinv(eta)
+    if fam.name == "binomial":
+        trials = np.rint(res.data.pw).astype(np.int64)
+        succ = rng.binomial(trials, np.clip(mu, 0.0, 1.0))
+        return np.divide(succ, trials, out=np.zeros(len(mu)), where=trials > 0)
+    if fam.name == "poisson":
+        return rng.poisson(mu).astype(float)
+    draw = getattr(fam, "simulate", None)
+    if draw is None:
+        raise MixedAnovaError(f"simulating from the {fam.name} family is not available")
+    return np.asarray(draw(mu, res.data.pw, rng), dtype=float)
+
+
 def simulate_response(res, rng: np.random.Generator, use_random: bool = False) -> np.ndarray:
     """One simulated response vector for the rows of the fit."""
+    if hasattr(res, "family"):
+        return _glmm_response(res, rng, use_random)
     d = res.design
     sigma = res.sigma
     y = d.X @ res.state.beta + d.offset_values

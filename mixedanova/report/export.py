@@ -41,21 +41,26 @@ def results_to_dict(res, *, anova: pd.DataFrame | None = None) -> dict:
     table otherwise), ``varcomp``, ``random_effects`` and
     ``random_effects_sd`` (per grouping factor), ``notes``; ``anova`` when an
     F table is passed; for method-of-moments fits also ``ems_table`` and
-    ``moment_estimates``.
+    ``moment_estimates``; for GLMMs also ``family`` and ``nAGQ`` (``deviance`` is
+    then ``-2 logLik``, as for an ML fit, not glmer's conditional ``deviance(m)``).
     """
     parts = res._summary_parts()
+    glmm = hasattr(res, "family")
     out = {
         "formula": parts["formula"], "method": res.method, "nobs": int(res.nobs),
         "ngroups": {k: int(v) for k, v in res.ngroups.items()},
-        "criteria": {"REML": _value(res.reml_criterion), "logLik": _value(res.llf),
-                     "AIC": _value(res.aic), "BIC": _value(res.bic),
-                     "deviance": _value(res.deviance)},
+        "criteria": {"REML": _value(getattr(res, "reml_criterion", None)),
+                     "logLik": _value(res.llf), "AIC": _value(res.aic), "BIC": _value(res.bic),
+                     "deviance": _value(res.minus_2_loglik if glmm else res.deviance)},
         "fixed": _table(res.fixed() if res.method in ("REML", "ML") else parts["fixed"]),
         "varcomp": _table(res.varcomp),
         "random_effects": {g: _table(t) for g, t in res.random_effects.items()},
         "random_effects_sd": {g: _table(t) for g, t in res.random_effects_sd.items()},
         "notes": list(parts["notes"]),
     }
+    if glmm:
+        out["family"] = str(res.family)
+        out["nAGQ"] = int(res.nagq)
     if anova is not None:
         out["anova"] = _table(anova)
     if hasattr(res, "ems_table"):

@@ -15,21 +15,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..design.build import Design, group_labels
+from ..design.build import Design
 from ..design.theta import SINGULAR_TOL
-from ..errors import ArgumentError, DesignError
+from ..errors import ArgumentError
+from .glmm_inference import GlmmWorkflowMixin
 from .lmm import GroupDict
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..glmm.families import Family
     from ..glmm.fit import GlmmFit
     from ..glmm.laplace import GlmmData, LaplaceObjective
-    from ..report.summary_glmm import GlmmSummary
 
 __all__ = ["GlmmResults"]
 
 
-class GlmmResults:
+class GlmmResults(GlmmWorkflowMixin):
     """A fitted GLMM.
 
     Parameters
@@ -48,11 +48,14 @@ class GlmmResults:
     agq : AgqObjective or None
     formula : str
         The formula as the user wrote it.
+    model : GlmmModel, optional
+        The call that produced the fit (for refits: null model, bootstrap).
     """
 
     def __init__(self, *, design: Design, family: "Family", data: "GlmmData", fit: "GlmmFit",
                  nagq: int, x_names: tuple[str, ...], response: str,
-                 objective: "LaplaceObjective", agq=None, formula: str = "") -> None:
+                 objective: "LaplaceObjective", agq=None, formula: str = "",
+                 model=None) -> None:
         self.design = design
         self.family = family
         self.data = data
@@ -63,6 +66,7 @@ class GlmmResults:
         self.objective = objective
         self.agq = agq
         self.formula = formula
+        self.model = model
 
     # ------------------------------------------------------------ basics
     @property
@@ -119,15 +123,6 @@ class GlmmResults:
         return pd.Series(np.sqrt(np.diag(self.fit.vcov_beta)), index=list(self.x_names),
                          name="std_err")
 
-    def fixed(self) -> pd.DataFrame:
-        """``coef(summary(m))``: ``estimate, std_err, z, p`` (Wald z, normal p values)."""
-        from scipy.stats import norm
-
-        est, se = self.fe_params.to_numpy(), self.bse_fe.to_numpy()
-        z = est / se
-        return pd.DataFrame({"estimate": est, "std_err": se, "z": z,
-                             "p": 2.0 * norm.sf(np.abs(z))}, index=list(self.x_names))
-
     # ------------------------------------------------------------ likelihood
     @property
     def minus_2_loglik(self) -> float:
@@ -172,30 +167,9 @@ class GlmmResults:
         return float(f(np.asarray(theta, float), np.asarray(beta, float)))
 
     def lrt(self, *others: "GlmmResults") -> pd.DataFrame:
-        """Likelihood-ratio tests of nested fits (lme4's ``anova(m0, m1)``).
-
-        Rows ordered by the number of parameters: ``npar, AIC, BIC, logLik,
-        deviance`` (``-2 logLik``, as ``anova()``), then ``Chisq, Df, p`` against
-        the previous row.  The fits must be on the same rows; quadrature and
-        Laplace fits compare (both keep the whole log-likelihood).
-        """
-        from scipy.stats import chi2
-
-        fits = sorted((self,) + others, key=lambda r: r.npar)
-        if len({f.nobs for f in fits}) != 1:
-            raise ArgumentError("the fits use different numbers of observations")
-        rows = []
-        for k, f in enumerate(fits):
-            row = {"model": f.formula, "npar": f.npar, "AIC": f.aic, "BIC": f.bic,
-                   "logLik": f.llf, "deviance": f.minus_2_loglik,
-                   "Chisq": np.nan, "Df": np.nan, "p": np.nan}
-            if k:
-                prev = fits[k - 1]
-                chisq = max(prev.minus_2_loglik - f.minus_2_loglik, 0.0)
-                df = f.npar - prev.npar
-                row.update(Chisq=chisq, Df=df, p=float(chi2.sf(chisq, df)) if df else np.nan)
-            rows.append(row)
-        return pd.DataFrame(rows)
+        """Likelihood-ratio tests of nested fits (lme4's ``anova(m0, m1)``): the older
+        spelling of :meth:`compare`."""
+        return self.compare(*others)
 
     # ------------------------------------------------------------ random effects
     def _templates(self) -> list[np.ndarray]:
@@ -284,52 +258,51 @@ class GlmmResults:
                                 f"'working', not {type!r}")
         return pd.Series(r, index=self.design.row_index)
 
-    def predict(self, newdata: pd.DataFrame | None = None, type: str = "link",
-                re_form=None, allow_new_levels: bool = False) -> np.ndarray:
-        """Predictions (lme4's ``predict.merMod``).
-
-        Parameters
-        ----------
-        newdata : pandas.DataFrame, optional
-            Default: the data of the fit.
-        type : {"link", "response"}
-        re_form : None or "NA" or "~0"
-            ``None`` includes every random effect (R's ``re.form = NULL``);
-            ``"NA"``/``"~0"`` none (population level).
-        allow_new_levels : bool
-            A level not in the fit gets random effect 0; else it is an error.
-        """
-        if type not in ("link", "response"):
-            raise ArgumentError(f"type must be 'link' or 'response', not {type!r}")
-        if re_form is not None and not (isinstance(re_form, str)
-                                        and re_form.replace(" ", "") in ("NA", "~0")):
-            raise ArgumentError("re_form must be None (all random effects) or 'NA' / '~0'")
-        if newdata is None:
-            eta = self.fit.state.eta.copy()
-            if re_form is not None:
-                eta = self.design.offset_values + self.design.X @ self.fit.beta
-        else:
-            eta = (self.design.offset_for(newdata)
-                   + self.design.fixed_matrix(newdata) @ self.fit.beta)
-            if re_form is None:
-                for b, modes in zip(self.design.blocks, self._modes):
-                    labels = group_labels(newdata, b.factors)
-                    codes = b.levels.get_indexer(labels)
-                    new = codes < 0
-                    if new.any() and not allow_new_levels:
-                        raise DesignError(f"grouping factor {b.group!r} has levels not in the "
-                                          f"fit ({list(pd.unique(labels[new]))[:5]}); pass "
-                                          "allow_new_levels=True to predict them with "
-                                          "random effect 0")
-                    z = b.term_matrix(newdata)
-                    vals = np.where(new[:, None], 0.0, modes[np.maximum(codes, 0)])
-                    eta = eta + np.einsum("ij,ij->i", z, vals)
-        return eta if type == "link" else self.family.link.linkinv(eta)
-
     # ------------------------------------------------------------ summary
-    def summary(self) -> "GlmmSummary":
-        """glmer-style summary: text (a ``str``) with ``.as_html()`` (styled
-        tables, the significance legend) for Jupyter and web pages.
+    def _summary_parts(self) -> dict:
+        from ..report.summary import signif_stars
+        method = ("Laplace Approximation" if self.nagq == 1 else
+                  "nAGQ = 0 (joint modes of the fixed and random effects)" if self.nagq == 0
+                  else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}")
+        title = (f"Generalized linear mixed model fit by maximum likelihood ({method})\n"
+                 f" Family: {self.family.name}  ( {self.family.link.name} )")
+        criteria = {"AIC": self.aic, "BIC": self.bic, "logLik": self.llf,
+                    "deviance": self.minus_2_loglik, "df.resid": self.df_resid}
+        pearson = self.resid("pearson").to_numpy()
+        quant = pd.Series(np.quantile(pearson, [0, 0.25, 0.5, 0.75, 1.0]),
+                          index=["Min", "1Q", "Median", "3Q", "Max"])
+        tab = self.fixed()
+        fixed = pd.DataFrame({"Estimate": tab["estimate"], "Std. Error": tab["std_err"],
+                              "z value": tab["z"], "Pr(>|z|)": tab["p"],
+                              "": [signif_stars(v) for v in tab["p"]]})
+        notes = []
+        if self.design.n_dropped:
+            notes.append(f"{self.design.n_dropped} observation"
+                         f"{'s' if self.design.n_dropped > 1 else ''} deleted due to "
+                         "missing values")
+        if self.design.dropped_columns:
+            notes.append("fixed-effect model matrix is rank deficient; dropped: "
+                         + ", ".join(self.design.dropped_columns))
+        if self.is_singular:
+            notes.append("boundary (singular) fit: see help('isSingular')")
+        if not self.converged:
+            notes.append("Convergence: " + "; ".join(self.convergence_messages))
+        V = np.asarray(self.fit.vcov_beta, dtype=float)
+        sd = np.sqrt(np.diag(V)) if V.size else np.zeros(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            C = V / np.outer(sd, sd) if V.size else V
+        names = list(self.x_names)
+        return dict(title=title, formula=self.formula, criteria=criteria,
+                    residual_quantiles=quant, random=self.varcomp, nobs=self.nobs,
+                    ngroups=self.ngroups, fixed=fixed, notes=notes, extra=[],
+                    fixed_corr=pd.DataFrame(C, index=names, columns=names))
+
+    def summary(self, correlation: bool = False):
+        """glmer's ``summary(m)`` (a :class:`~mixedanova.report.summary.Summary`;
+        ``print()`` it or read its tables): family and link, AIC, BIC, logLik,
+        ``-2 logLik`` (printed as deviance, as lme4), df.resid, the Pearson
+        residuals' quantiles, random effects, fixed effects with z and
+        ``Pr(>|z|)``; ``correlation=True`` adds the correlation of the fixed effects.
 
         Examples
         --------
@@ -351,12 +324,14 @@ class GlmmResults:
         ---
         Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1
         """
-        from ..report.summary_glmm import GlmmSummary
+        from ..report.summary import Summary
+        return Summary.from_results(self, correlation=correlation)
 
-        return GlmmSummary.from_results(self)
+    def _repr_html_(self) -> str:
+        return self.summary().as_html()
 
     def __str__(self) -> str:
-        return self.summary()
+        return str(self.summary())
 
     def __repr__(self) -> str:
         return (f"<GlmmResults {self.family} nAGQ={self.nagq}: -2 logLik "

@@ -114,13 +114,15 @@ def test_glmm_summary_html():
         res = ma.glmm(ref["formula"], data, family=ref["family"], link=ref["link"],
                       nAGQ=ref["nAGQ"])
     summary = res.summary()
-    assert "Signif. codes" in summary and "(Intercept)" in summary  # the text form
+    text = str(summary)
+    assert "Signif. codes" in text and "(Intercept)" in text  # the text form
     html = summary.as_html()
     assert summary._repr_html_() == html
     p = _check_styled(html, "GLMM")
     texts = [c[2] for c in p.cells]
-    # lme4: summary(m) prints -2 logLik as "deviance" 184.1 (exact Laplace optimum)
-    assert "184.1" in texts and "herd" in texts and "(Intercept)" in texts
+    # lme4: summary(m) prints -2 logLik as "deviance" 184.1 (exact Laplace optimum
+    # 184.053; printed here with 4 decimals as the lmm summary's criteria)
+    assert any(t.startswith("184.05") for t in texts) and "herd" in texts and "(Intercept)" in texts
     assert "***" in texts  # the stars column
 
 
