@@ -156,7 +156,8 @@ def predict(res, newdata: pd.DataFrame | None = None, re_form=None,
     index, ok, X, off, codes, zraw = _rows(res, newdata, keep)
     _check_new_levels(res, newdata, ok, codes, keep, allow_new_levels)
     out = np.full(len(ok), np.nan)
-    beta = np.asarray(res.fe_params, dtype=float)  # an LMM or a GLMM
+    state = getattr(res, "state", None)  # an LMM (or its row-less view) or a GLMM
+    beta = np.asarray(state.beta if state is not None else res.fe_params, dtype=float)
     out[ok] = X @ beta + off + _random_part(res, codes, zraw, keep)
     return pd.Series(out, index=index, name="predicted")
 

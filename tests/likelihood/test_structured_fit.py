@@ -36,7 +36,7 @@ def _fit(case: str, visits: pd.DataFrame, sleepstudy: pd.DataFrame):
 
 def _r_name(name):
     """formulaic's ``visit[V1]`` is R's ``visitV1``."""
-    return None if name is None else re.sub(r"\[(?:T\.)?(.*)\]$", r"\1", str(name))
+    return None if name is None or pd.isna(name) else re.sub(r"\[(?:T\.)?(.*)\]$", r"\1", str(name))
 
 
 @pytest.mark.parametrize("case", sorted(REF))
