@@ -26,6 +26,8 @@ from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 
 from ..errors import FitError
+from ..likelihood.threads import small_fit_threads
+from .gradient import LaplaceGradient
 from .laplace import LaplaceObjective, PirlsState
 
 __all__ = ["GlmmFit", "fit_glmm", "fd_hessian"]
@@ -196,10 +198,15 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         False: stop after the ``nAGQ = 0`` stage (glmer's ``nAGQ = 0``).
     """
     layout = obj.data.layout
-    value = obj if value is None else value
     scale = theta_scales(obj)
     theta0 = (layout.start() * scale if start_theta is None
               else np.asarray(start_theta, float))
+    if value is None and stage1:
+        grad = LaplaceGradient(obj)
+        if grad.available():
+            with small_fit_threads(_DenseOrder(grad.r)):
+                return _fit_laplace(obj, grad, theta0, scale)
+    value = obj if value is None else value
     s1 = _stage1(obj, theta0, scale)
     messages: list[str] = []
     p = obj.data.p
@@ -349,3 +356,163 @@ def _finish_nagq0(obj: LaplaceObjective, st: PirlsState) -> GlmmFit:
                    vcov_beta=vcov, gradient=np.full(k + p, np.nan),
                    newton_decrement=math.nan, converged=True, messages=[],
                    stage1_theta=st.theta, stage1_beta=st.beta, nevals=obj.nevals)
+
+
+@dataclass(frozen=True)
+class _DenseOrder:
+    """Order of the dense algebra of a fit (what the BLAS thread limit reads)."""
+
+    r: int
+
+
+def _coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarray
+                  ) -> PirlsState:
+    """The joint modes of ``(beta, u)`` at multiples of the starting ``theta``:
+    the best (huge counts want a tiny theta) starts the gradient search."""
+    lower = obj.data.layout.lower
+    best = None
+    for c in _START_MULTIPLIERS:
+        t = c * start_theta
+        if np.any(t < lower):
+            continue
+        try:
+            st = obj.pirls(t, best.beta if best is not None else None, joint=True)
+        except FitError:
+            continue
+        if best is None or st.value < best.value:
+            best = st
+    if best is None:
+        raise FitError("PIRLS failed at the starting values")
+    return best
+
+
+def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray,
+                 scale: np.ndarray) -> GlmmFit:
+    """Laplace fit with the analytic gradient: L-BFGS-B from the best joint-mode
+    start, then Newton steps with a Hessian from forward differences of the
+    gradient until the Newton decrement is below ``1e-10``."""
+    layout = obj.data.layout
+    p = obj.data.p
+    s1 = _coarse_start(obj, theta0, scale)
+    rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
+    A = solve_triangular(rx.T, np.eye(p), lower=False) if p else np.zeros((0, 0))
+    wt = _Whitened(scale, s1.beta.copy(), A)
+    J = wt.jacobian()
+    lower = np.concatenate([layout.lower, np.full(p, -np.inf)])
+    k = len(lower)
+
+    def fg_raw(x):
+        theta, beta = wt.split(x)
+        try:
+            st = obj.pirls(theta, beta)
+        except FitError:
+            return math.inf, np.full(k, np.nan)
+        return st.value, J.T @ grad(st)
+
+    def fg(x):
+        if np.any(x < lower):
+            return math.inf, np.full(k, np.nan)
+        return fg_raw(x)
+
+    def lbfgs_fg(x):
+        f, g = fg(np.maximum(x, lower))
+        if not np.isfinite(f):
+            return 1e300, np.zeros(k)
+        return f, g
+
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+
+    def run(x):
+        res = minimize(lbfgs_fg, x, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000})
+        xr = np.maximum(res.x, lower)
+        if not fg(xr)[0] <= fg(x)[0]:
+            xr = x
+        return _newton_grad(fg, fg_raw, xr, lower)
+
+    x = wt.to_x(s1.theta, s1.beta)
+    out = run(x)
+    # a template diagonal at 0 is a stationary point in that entry: restart off it
+    diag = np.flatnonzero(layout.diagonal_mask())
+    near = diag[out[0][diag] < 1e-3]
+    if len(near):
+        for v in (1.0, 0.1, 10.0):
+            x1 = out[0].copy()
+            x1[near] = v
+            if not np.isfinite(fg(x1)[0]):
+                continue
+            cand = run(x1)
+            if cand[1] < out[1] - 1e-9 * max(1.0, abs(out[1])):
+                out = cand
+    x, f0, g, H, free, dec, ok = out
+    messages: list[str] = []
+    if not ok:
+        messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
+                        "rounding level): the optimum is not certain")
+    theta, beta = wt.split(x)
+    st = obj.pirls(theta, beta)
+    vcov = np.full((p, p), np.nan)
+    Hn = np.full((k, k), np.nan)
+    Jf = J[np.ix_(free, free)]
+    try:
+        Jinv = np.linalg.inv(Jf)
+        Hn[np.ix_(free, free)] = Jinv.T @ H @ Jinv
+        cov = Jf @ np.linalg.inv(H) @ Jf.T * 2.0
+        nth = int(np.sum(free[:layout.size]))
+        if np.all(free[layout.size:]):
+            vcov = cov[nth:, nth:]
+    except np.linalg.LinAlgError:
+        messages.append("the Hessian is singular")
+    grad_nat = np.linalg.solve(J.T, g)
+    return GlmmFit(theta=theta, beta=beta, value=float(f0), state=st, hessian=Hn, free=free,
+                   vcov_beta=vcov, gradient=grad_nat, newton_decrement=float(dec),
+                   converged=bool(ok), messages=messages, stage1_theta=s1.theta,
+                   stage1_beta=s1.beta, nevals=obj.nevals)
+
+
+def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray,
+                 max_steps: int = 30, h: float = 1e-4):
+    """Newton steps on the free parameters with the Hessian from forward
+    differences of the analytic gradient (``fg_raw`` ignores the bounds, so that a
+    difference may straddle one).  Stops as :func:`_newton`."""
+    f0, g = fg(x)
+    dec = math.inf
+    tol = max(_DECREMENT_TOL, 1e-12 * abs(f0))
+    H = np.full((len(x), len(x)), np.nan)
+    free = np.ones(len(x), bool)
+    for _ in range(max_steps):
+        if not (np.isfinite(f0) and np.all(np.isfinite(g))):
+            return x, f0, g, H, free, math.inf, False
+        free = ~((x - lower < 1e-8) & (g > -1e-6 * max(1.0, abs(f0))))
+        idx = np.flatnonzero(free)
+        H = np.empty((len(idx), len(idx)))
+        for j, i in enumerate(idx):
+            e = np.zeros(len(x))
+            e[i] = h
+            H[:, j] = (fg_raw(x + e)[1][idx] - g[idx]) / h
+        H = 0.5 * (H + H.T)
+        if not np.all(np.isfinite(H)):
+            return x, f0, g, np.where(np.isfinite(H), H, np.nan), free, math.inf, False
+        try:
+            c = np.linalg.cholesky(H)
+        except np.linalg.LinAlgError:
+            w, V = np.linalg.eigh(H)
+            c = np.linalg.cholesky(V @ np.diag(np.maximum(np.abs(w), 1e-8)) @ V.T)
+        step = -np.linalg.solve(c.T, np.linalg.solve(c, g[idx]))
+        dec = 0.5 * float(-g[idx] @ step)
+        if dec < tol:
+            return x, f0, g, H, free, dec, True
+        t = 1.0
+        moved = False
+        for _ in range(30):
+            xn = x.copy()
+            xn[idx] += t * step
+            xn = np.maximum(xn, lower)
+            fn, gn = fg(xn)
+            if fn < f0:
+                x, f0, g, moved = xn, fn, gn, True
+                break
+            t *= 0.5
+        if not moved:
+            return x, f0, g, H, free, dec, dec < 1e-8 * max(1.0, abs(f0))
+    return x, f0, g, H, free, dec, False
