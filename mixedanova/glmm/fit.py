@@ -205,7 +205,11 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         grad = LaplaceGradient(obj)
         if grad.available():
             with small_fit_threads(_DenseOrder(grad.r)):
-                return _fit_laplace(obj, grad, theta0, scale)
+                obj.fast = grad.factor
+                try:
+                    return _fit_laplace(obj, grad, theta0, scale)
+                finally:
+                    obj.fast = None
     value = obj if value is None else value
     s1 = _stage1(obj, theta0, scale)
     messages: list[str] = []
@@ -369,18 +373,28 @@ def _coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndar
                   ) -> PirlsState:
     """The joint modes of ``(beta, u)`` at multiples of the starting ``theta``:
     the best (huge counts want a tiny theta) starts the gradient search."""
-    lower = obj.data.layout.lower
     best = None
-    for c in _START_MULTIPLIERS:
-        t = c * start_theta
-        if np.any(t < lower):
-            continue
+
+    def at(c):
+        nonlocal best
         try:
-            st = obj.pirls(t, best.beta if best is not None else None, joint=True)
+            st = obj.pirls(c * start_theta, best.beta if best is not None else None,
+                           joint=True)
         except FitError:
-            continue
+            return math.inf
         if best is None or st.value < best.value:
             best = st
+        return st.value
+
+    # down the sizes while the value falls; up (3) only when the first step down rose
+    prev = at(_START_MULTIPLIERS[0])
+    for i, c in enumerate(_START_MULTIPLIERS[1:-1], start=1):
+        v = at(c)
+        if np.isfinite(prev) and v > prev:
+            if i == 1:
+                at(_START_MULTIPLIERS[-1])
+            break
+        prev = v
     if best is None:
         raise FitError("PIRLS failed at the starting values")
     return best
@@ -433,13 +447,16 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
     x = wt.to_x(s1.theta, s1.beta)
     out = run(x)
     # a template diagonal at 0 is a stationary point in that entry: restart off it
+    # (from 1, 0.1 and 10 working units, and from any smaller size that is already
+    # lower: huge counts can want a tiny theta)
     diag = np.flatnonzero(layout.diagonal_mask())
     near = diag[out[0][diag] < 1e-3]
     if len(near):
-        for v in (1.0, 0.1, 10.0):
+        for v in (1.0, 0.1, 10.0, 0.01, 0.001, 1e-4):
             x1 = out[0].copy()
             x1[near] = v
-            if not np.isfinite(fg(x1)[0]):
+            f1 = fg(x1)[0]
+            if not np.isfinite(f1) or (v < 0.1 and f1 >= out[1]):
                 continue
             cand = run(x1)
             if cand[1] < out[1] - 1e-9 * max(1.0, abs(out[1])):
@@ -450,7 +467,9 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
         messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
                         "rounding level): the optimum is not certain")
     theta, beta = wt.split(x)
+    fast, obj.fast = obj.fast, None  # the engine's factor at the estimates (results use it)
     st = obj.pirls(theta, beta)
+    obj.fast = fast
     vcov = np.full((p, p), np.nan)
     Hn = np.full((k, k), np.nan)
     Jf = J[np.ix_(free, free)]

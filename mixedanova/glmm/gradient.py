@@ -35,15 +35,59 @@ and the optimizer differentiates numerically.
 """
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
+from dataclasses import dataclass
 
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+
+from ..likelihood.blocked import NotPositiveDefinite
 from .laplace import LaplaceObjective, PirlsState
 
-__all__ = ["LaplaceGradient"]
+__all__ = ["LaplaceGradient", "BlockParts", "BlockFactor"]
 
 _MAX_R = 3000          # largest dense Schur complement of the later terms
 _MAX_NR = 30_000_000   # largest n x r array formed
+
+
+@dataclass
+class BlockParts:
+    """``M = Lambda'Z'WZ Lambda + I`` with the first term eliminated block by block.
+
+    Attributes
+    ----------
+    Dinv : numpy.ndarray
+        ``(l0, q0, q0)`` inverses of the first term's diagonal blocks.
+    B, BD : numpy.ndarray or None
+        ``(r, l0, q0)``: the later terms against the first, and ``B D^{-1}``.
+    cho : tuple or None
+        Cholesky factor (``scipy.linalg.cho_factor``) of the Schur complement.
+    vals : numpy.ndarray or None
+        ``(n, sum q)``: the rows of ``Z_R Lambda_R`` on their columns.
+    logdet : float
+        ``log det M``.
+    """
+
+    Dinv: np.ndarray
+    B: np.ndarray | None
+    BD: np.ndarray | None
+    cho: tuple | None
+    vals: np.ndarray | None
+    logdet: float
+
+
+@dataclass
+class BlockFactor:
+    """A penalized least-squares solution by :meth:`LaplaceGradient.factor`
+    (what PIRLS reads of a factor: :meth:`solution` and ``ldL2``)."""
+
+    u: np.ndarray
+    ldL2: float
+    parts: BlockParts
+    weights: np.ndarray
+
+    def solution(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(beta, u)``: no fixed effects in this system."""
+        return np.zeros(0), self.u
 
 
 class LaplaceGradient:
@@ -79,59 +123,129 @@ class LaplaceGradient:
                     + np.arange(terms[k].q)[None, :] for k in self.rest]
             self.r_cols = np.hstack(cols)  # (n, sum q)
             self.r_q = self.r_cols.shape[1]
+            if self.available():
+                self._setup()
 
     def available(self) -> bool:
         """Whether the analytic gradient's arrays stay small (see the module docstring)."""
-        return all(t.rows is None for t in self.obj.data.terms) and self.r <= _MAX_R \
-            and self.n * max(self.r, 1) <= _MAX_NR
+        d = self.obj.data
+        n0 = d.terms[self.k0].nlev * d.terms[self.k0].q
+        return all(t.rows is None for t in d.terms) and self.r <= _MAX_R \
+            and self.n * max(self.r, 1) <= _MAX_NR and self.r * n0 <= _MAX_NR
 
     # ---------------------------------------------------------------- algebra
     def _zlam(self, templates):
         d = self.obj.data
         return [t.zraw @ T for t, T in zip(d.terms, templates)]
 
-    def _parts(self, c: list[np.ndarray], w: np.ndarray):
+    def _setup(self) -> None:
+        """Flat scatter indices of ``E = Z_R'WZ_R`` and ``B = Z_R'WZ_0`` (once)."""
+        d = self.obj.data
+        t0 = d.terms[self.k0]
+        n, r, q0 = self.n, self.r, t0.q
+        self.n0 = t0.nlev * q0
+        rc = self.r_cols
+        self.e_index = (rc[:, :, None] * r + rc[:, None, :]).reshape(n, -1)
+        c0cols = t0.codes[:, None] * q0 + np.arange(q0)[None, :]
+        self.b_index = (rc[:, :, None] * self.n0 + c0cols[:, None, :]).reshape(n, -1)
+        self.dense_index = (np.arange(n)[:, None] * r + rc)
+
+    def _parts(self, c: list[np.ndarray], w: np.ndarray) -> BlockParts:
         """Blocks of ``Lambda'Z'diag(w)Z Lambda + I``: the first term's inverse
-        diagonal blocks, ``B`` (later x first) densely, ``B D^{-1}`` and the
-        inverse of the Schur complement."""
+        diagonal blocks, ``B`` (later x first) densely, ``B D^{-1}``, the Cholesky
+        factor of the Schur complement and the log-determinant.
+
+        Raises
+        ------
+        NotPositiveDefinite
+        """
         d = self.obj.data
         t0 = d.terms[self.k0]
         c0, q0, l0 = c[self.k0], t0.q, t0.nlev
-        D = np.zeros((l0, q0, q0))
-        for a in range(q0):
-            for b in range(a, q0):
-                D[:, a, b] = np.bincount(t0.codes, weights=w * c0[:, a] * c0[:, b],
-                                         minlength=l0)
-                D[:, b, a] = D[:, a, b]
-        D[:, np.arange(q0), np.arange(q0)] += 1.0
-        Dinv = np.linalg.inv(D)
+        if q0 == 1:
+            D = np.bincount(t0.codes, weights=w * c0[:, 0] ** 2, minlength=l0) + 1.0
+            if not np.all(D > 0):
+                raise NotPositiveDefinite("a first-term block is not positive definite")
+            Dinv = (1.0 / D)[:, None, None]
+            logdet = float(np.log(D).sum())
+        else:
+            D = np.zeros((l0, q0, q0))
+            for a in range(q0):
+                for b in range(a, q0):
+                    D[:, a, b] = np.bincount(t0.codes, weights=w * c0[:, a] * c0[:, b],
+                                             minlength=l0)
+                    D[:, b, a] = D[:, a, b]
+            D[:, np.arange(q0), np.arange(q0)] += 1.0
+            try:
+                Lc = np.linalg.cholesky(D)
+            except np.linalg.LinAlgError:
+                raise NotPositiveDefinite("a first-term block is not positive definite") \
+                    from None
+            logdet = float(2.0 * np.log(np.diagonal(Lc, axis1=1, axis2=2)).sum())
+            Dinv = np.linalg.inv(D)
         if not self.rest:
-            return Dinv, None, None, None, None
-        n, r = self.n, self.r
+            return BlockParts(Dinv, None, None, None, None, logdet)
+        r = self.r
         vals = np.hstack([c[k] for k in self.rest])  # (n, sum q)
-        rows = np.repeat(np.arange(n), self.r_q)
-        ZR = sp.csr_matrix((vals.ravel(), (rows, self.r_cols.ravel())), shape=(n, r))
-        Z0 = sp.csr_matrix(((c0).ravel(), (np.repeat(np.arange(n), q0),
-                                          (t0.codes[:, None] * q0 + np.arange(q0)).ravel())),
-                           shape=(n, l0 * q0))
-        ZRw = sp.diags(w) @ ZR
-        E = (ZRw.T @ ZR).toarray()
+        wv = w[:, None] * vals
+        E = np.bincount(self.e_index.ravel(),
+                        weights=(wv[:, :, None] * vals[:, None, :]).ravel(),
+                        minlength=r * r).reshape(r, r)
         E[np.arange(r), np.arange(r)] += 1.0
-        B = (ZRw.T @ Z0).toarray().reshape(r, l0, q0)
-        BD = np.einsum("rlp,lpq->rlq", B, Dinv)
+        B = np.bincount(self.b_index.ravel(),
+                        weights=(wv[:, :, None] * c0[:, None, :]).ravel(),
+                        minlength=r * self.n0).reshape(r, l0, q0)
+        BD = B * Dinv[None, :, 0, 0, None] if q0 == 1 else \
+            np.einsum("rlp,lpq->rlq", B, Dinv)
         S = E - BD.reshape(r, -1) @ B.reshape(r, -1).T
-        P = np.linalg.inv(S)
-        return Dinv, B, BD, P, ZR
+        try:
+            cho = cho_factor(S, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            raise NotPositiveDefinite("the Schur complement is not positive definite") \
+                from None
+        logdet += float(2.0 * np.log(np.diag(cho[0])).sum())
+        return BlockParts(Dinv, B, BD, cho, vals, logdet)
 
-    def _solve(self, parts, x0: np.ndarray, xR: np.ndarray):
+    def _solve(self, parts: BlockParts, x0: np.ndarray, xR: np.ndarray):
         """``M^{-1} [x0; xR]`` from :meth:`_parts` (``x0`` as ``(l0, q0)``)."""
-        Dinv, B, BD, P, _ = parts
+        Dinv, B, BD = parts.Dinv, parts.B, parts.BD
         if B is None:
             return np.einsum("lpq,lq->lp", Dinv, x0), xR
         r = self.r
-        zR = P @ (xR - BD.reshape(r, -1) @ x0.reshape(-1))
+        zR = cho_solve(parts.cho, xR - BD.reshape(r, -1) @ x0.reshape(-1),
+                       check_finite=False)
         z0 = np.einsum("lpq,lq->lp", Dinv, x0 - np.einsum("rlq,r->lq", B, zR))
         return z0, zR
+
+    def _rhs(self, c: list[np.ndarray], v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``Lambda'Z'v`` split as ``(first term (l0, q0), later terms (r,))``."""
+        d = self.obj.data
+        x0 = self._per_level(self.k0, c[self.k0] * v[:, None])
+        xR = np.zeros(self.r)
+        for k in self.rest:
+            t = d.terms[k]
+            xR[self.roff[k]:self.roff[k] + t.nlev * t.q] = \
+                self._per_level(k, c[k] * v[:, None]).ravel()
+        return x0, xR
+
+    def _to_terms(self, z0: np.ndarray, zR: np.ndarray) -> dict:
+        d = self.obj.data
+        out = {self.k0: z0.reshape(-1, d.terms[self.k0].q)}
+        for k in self.rest:
+            t = d.terms[k]
+            out[k] = zR[self.roff[k]:self.roff[k] + t.nlev * t.q].reshape(t.nlev, t.q)
+        return out
+
+    def factor(self, templates: list[np.ndarray], z: np.ndarray, w: np.ndarray
+               ) -> "BlockFactor":
+        """The penalized weighted least-squares solution ``u`` of the working
+        response ``z`` (``eta - offset - X beta`` plus the working residual) with
+        weights ``w``: ``M u = Lambda'Z'W z``, and ``log det M``."""
+        c = self._zlam(templates)
+        parts = self._parts(c, w)
+        terms = self._to_terms(*self._solve(parts, *self._rhs(c, w * z)))
+        u = np.concatenate([terms[k].ravel() for k in range(len(self.obj.data.terms))])
+        return BlockFactor(u, parts.logdet, parts, w)
 
     # ---------------------------------------------------------------- gradient
     def __call__(self, st: PirlsState) -> np.ndarray:
@@ -158,8 +272,9 @@ class LaplaceGradient:
             mu2 = np.where(np.isfinite(mu2), mu2, 0.0)
             a = W - pw * (d.y - mu) * (mu2 * V - mueta ** 2 * dV) / V ** 2
             dW = pw * (2.0 * mueta * mu2 / V - mueta ** 3 * dV / V ** 2)
-        parts = self._parts(c, W)
-        Dinv, B, BD, P, ZR = parts
+        f = st.factor
+        parts = f.parts if isinstance(f, BlockFactor) and f.weights is W else self._parts(c, W)
+        Dinv, B, BD = parts.Dinv, parts.B, parts.BD
         t0 = d.terms[self.k0]
         l = t0.codes
         K = np.einsum("iq,iqp->ip", c[self.k0], Dinv[l])  # row i of Z0 Lambda0 D^{-1}
@@ -168,8 +283,10 @@ class LaplaceGradient:
             G[self.k0] = K
         else:
             Bt = B.transpose(1, 2, 0)  # (l0, q0, r)
-            Y = ZR.toarray() - np.einsum("iq,iqr->ir", K, Bt[l])
-            GR = Y @ P
+            Y = np.zeros(self.n * self.r)
+            Y[self.dense_index.ravel()] = parts.vals.ravel()  # one entry per (row, column)
+            Y = Y.reshape(self.n, self.r) - np.einsum("iq,iqr->ir", K, Bt[l])
+            GR = cho_solve(parts.cho, Y.T, check_finite=False).T
             G[self.k0] = K - np.einsum("ir,iqr->iq", GR, BD.transpose(1, 2, 0)[l])
             for k in self.rest:
                 t = d.terms[k]
@@ -179,17 +296,7 @@ class LaplaceGradient:
         v = dW * h
         # s = M_A^{-1} Lambda'Z'v
         parts_a = parts if self.canonical else self._parts(c, a)
-        x0 = self._per_level(self.k0, c[self.k0] * v[:, None])
-        xR = np.zeros(self.r)
-        for k in self.rest:
-            t = d.terms[k]
-            xR[self.roff[k]:self.roff[k] + t.nlev * t.q] = \
-                self._per_level(k, c[k] * v[:, None]).ravel()
-        s0, sR = self._solve(parts_a, x0, xR)
-        s_terms = {self.k0: s0}
-        for k in self.rest:
-            t = d.terms[k]
-            s_terms[k] = sR[self.roff[k]:self.roff[k] + t.nlev * t.q].reshape(t.nlev, t.q)
+        s_terms = self._to_terms(*self._solve(parts_a, *self._rhs(c, v)))
         zs = sum(np.einsum("iq,iq->i", c[k], s_terms[k][d.terms[k].codes])
                  for k in range(len(d.terms)))
         rr = v - a * zs
