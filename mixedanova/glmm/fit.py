@@ -29,6 +29,7 @@ from ..errors import FitError
 from ..likelihood.threads import small_fit_threads
 from .gradient import LaplaceGradient
 from .laplace import LaplaceObjective, PirlsState
+from .scalar_blocks import ScalarBlocksGradient
 
 __all__ = ["GlmmFit", "fit_glmm", "fd_hessian"]
 
@@ -202,7 +203,10 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     theta0 = (layout.start() * scale if start_theta is None
               else np.asarray(start_theta, float))
     if value is None and stage1:
-        grad = LaplaceGradient(obj)
+        # scalar terms: the sparse coupling (cheaper at any size); else dense blocks
+        grad = ScalarBlocksGradient(obj)
+        if not grad.available():
+            grad = LaplaceGradient(obj)
         if grad.available():
             with small_fit_threads(_DenseOrder(grad.r)):
                 obj.fast = grad.factor

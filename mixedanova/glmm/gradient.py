@@ -274,24 +274,7 @@ class LaplaceGradient:
             dW = pw * (2.0 * mueta * mu2 / V - mueta ** 3 * dV / V ** 2)
         f = st.factor
         parts = f.parts if isinstance(f, BlockFactor) and f.weights is W else self._parts(c, W)
-        Dinv, B, BD = parts.Dinv, parts.B, parts.BD
-        t0 = d.terms[self.k0]
-        l = t0.codes
-        K = np.einsum("iq,iqp->ip", c[self.k0], Dinv[l])  # row i of Z0 Lambda0 D^{-1}
-        G = {}
-        if B is None:
-            G[self.k0] = K
-        else:
-            Bt = B.transpose(1, 2, 0)  # (l0, q0, r)
-            Y = np.zeros(self.n * self.r)
-            Y[self.dense_index.ravel()] = parts.vals.ravel()  # one entry per (row, column)
-            Y = Y.reshape(self.n, self.r) - np.einsum("iq,iqr->ir", K, Bt[l])
-            GR = cho_solve(parts.cho, Y.T, check_finite=False).T
-            G[self.k0] = K - np.einsum("ir,iqr->iq", GR, BD.transpose(1, 2, 0)[l])
-            for k in self.rest:
-                t = d.terms[k]
-                G[k] = np.take_along_axis(GR, self.roff[k] + t.codes[:, None] * t.q
-                                          + np.arange(t.q)[None, :], axis=1)
+        G = self._inverse_rows(parts, c)
         h = sum(np.einsum("iq,iq->i", c[k], G[k]) for k in range(len(d.terms)))
         v = dW * h
         # s = M_A^{-1} Lambda'Z'v
@@ -312,6 +295,30 @@ class LaplaceGradient:
             g_theta[m] = (dr @ (z * uk) - 0.5 * (dvec @ (z * s_terms[k][t.codes, bi]))
                           + 2.0 * ((W * z) @ G[k][:, bi]))
         return np.concatenate([g_theta, g_beta])
+
+    def _inverse_rows(self, parts: BlockParts, c: list[np.ndarray]) -> dict:
+        """Per term ``k``, ``(n, q_k)``: the entries of ``G = Z Lambda M^{-1}`` on
+        each row's own level block of that term."""
+        d = self.obj.data
+        Dinv, B, BD = parts.Dinv, parts.B, parts.BD
+        t0 = d.terms[self.k0]
+        l = t0.codes
+        K = np.einsum("iq,iqp->ip", c[self.k0], Dinv[l])  # row i of Z0 Lambda0 D^{-1}
+        G = {}
+        if B is None:
+            G[self.k0] = K
+        else:
+            Bt = B.transpose(1, 2, 0)  # (l0, q0, r)
+            Y = np.zeros(self.n * self.r)
+            Y[self.dense_index.ravel()] = parts.vals.ravel()  # one entry per (row, column)
+            Y = Y.reshape(self.n, self.r) - np.einsum("iq,iqr->ir", K, Bt[l])
+            GR = cho_solve(parts.cho, Y.T, check_finite=False).T
+            G[self.k0] = K - np.einsum("ir,iqr->iq", GR, BD.transpose(1, 2, 0)[l])
+            for k in self.rest:
+                t = d.terms[k]
+                G[k] = np.take_along_axis(GR, self.roff[k] + t.codes[:, None] * t.q
+                                          + np.arange(t.q)[None, :], axis=1)
+        return G
 
     def _per_level(self, k: int, vals: np.ndarray) -> np.ndarray:
         t = self.obj.data.terms[k]
