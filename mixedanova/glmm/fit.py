@@ -422,7 +422,7 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
     def fg_raw(x):
         theta, beta = wt.split(x)
         try:
-            st = obj.pirls(theta, beta)
+            st = obj.pirls(theta, beta, u0=grad.predict_modes(theta, beta))
         except FitError:
             return math.inf, np.full(k, np.nan)
         return st.value, J.T @ grad(st)
