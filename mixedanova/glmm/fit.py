@@ -202,20 +202,23 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     scale = theta_scales(obj)
     theta0 = (layout.start() * scale if start_theta is None
               else np.asarray(start_theta, float))
-    if value is None and stage1:
-        # scalar terms: the sparse coupling (cheaper at any size); else dense blocks
-        grad = ScalarBlocksGradient(obj)
-        if not grad.available():
-            grad = LaplaceGradient(obj)
-        if grad.available():
-            with small_fit_threads(_DenseOrder(grad.r)):
-                obj.fast = grad.factor
-                try:
-                    return _fit_laplace(obj, grad, theta0, scale)
-                finally:
-                    obj.fast = None
+    grad = _laplace_gradient(obj) if stage1 else None
+    if grad is not None:
+        with small_fit_threads(_DenseOrder(grad.r)):
+            obj.fast = grad.factor
+            try:
+                lap = _fit_laplace(obj, grad, theta0, scale)
+            finally:
+                obj.fast = None
+        if value is None:
+            return lap
+        # nAGQ > 1: the quadrature optimum is near the Laplace one; start there
+        s1 = obj.pirls(lap.theta, lap.beta, joint=True)
+        start = (lap.theta, lap.beta)
+    else:
+        s1 = _stage1(obj, theta0, scale)
+        start = (s1.theta, s1.beta)
     value = obj if value is None else value
-    s1 = _stage1(obj, theta0, scale)
     messages: list[str] = []
     p = obj.data.p
     if not stage1:
@@ -224,7 +227,29 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     # whitening of beta from the stage-1 information
     rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
     A = solve_triangular(rx.T, np.eye(p), lower=False) if p else np.zeros((0, 0))
-    wt = _Whitened(scale, s1.beta.copy(), A)
+    wt = _Whitened(scale, start[1].copy(), A)
+    obj.fast = grad.factor if grad is not None else None
+    try:
+        return _stage2(obj, value, wt, start, stage1_state=s1, messages=messages)
+    finally:
+        obj.fast = None
+
+
+def _laplace_gradient(obj: LaplaceObjective) -> LaplaceGradient | None:
+    """The analytic gradient for this design (scalar terms: the sparse coupling,
+    cheaper at any size; else dense blocks), or None where its arrays are too large."""
+    grad = ScalarBlocksGradient(obj)
+    if not grad.available():
+        grad = LaplaceGradient(obj)
+    return grad if grad.available() else None
+
+
+def _stage2(obj: LaplaceObjective, value: Callable, wt: "_Whitened", start: tuple,
+            stage1_state: PirlsState, messages: list) -> GlmmFit:
+    """Minimize ``value`` (finite differences; the AGQ objective) from ``start``."""
+    layout = obj.data.layout
+    p = obj.data.p
+    s1 = stage1_state
     lower = np.concatenate([layout.lower, np.full(p, -np.inf)])
 
     def fraw(x):
@@ -234,7 +259,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     def fx(x):
         return math.inf if np.any(x < lower) else fraw(x)
 
-    x = wt.to_x(s1.theta, s1.beta)
+    x = wt.to_x(*start)
     hstep = np.concatenate([np.full(layout.size, 1e-5), np.full(p, 1e-5)])
 
     def value_and_forward_gradient(xx):
@@ -278,6 +303,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
                         "rounding level): the optimum is not certain")
     theta, beta = wt.split(x)
+    obj.fast = None  # the engine's factor at the estimates (results use it)
     st = obj.pirls(theta, beta)
     J = wt.jacobian()
     vcov = np.full((p, p), np.nan)

@@ -89,6 +89,12 @@ class BlockFactor:
         """``(beta, u)``: no fixed effects in this system."""
         return np.zeros(0), self.u
 
+    def omega_inv_diag(self) -> list[np.ndarray]:
+        """Diagonal blocks of ``M^{-1}`` for a single term (what the quadrature reads)."""
+        if self.parts.B is not None:
+            raise NotImplementedError("the diagonal of M^{-1} is formed for one term only")
+        return [self.parts.Dinv]
+
 
 class LaplaceGradient:
     """Gradient of :class:`~mixedanova.glmm.laplace.LaplaceObjective`'s value.
