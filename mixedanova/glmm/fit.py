@@ -11,6 +11,14 @@
    Hessian until the Newton decrement (the decrease a Newton step predicts) is
    below ``1e-10``.
 
+For the Laplace value (``nAGQ = 1``) the optimizer has the analytic gradient
+(:mod:`mixedanova.glmm.gradient`): stage 1 is reduced to the best joint modes at
+multiples of the starting ``theta``, stage 2 is L-BFGS-B with that gradient and
+Newton steps with a Hessian from forward differences of the gradient; PIRLS then
+solves the ``u``-only system with the gradient's block solver.  ``nAGQ > 1``
+starts from the Laplace optimum.  Where the gradient's arrays would be too large
+the finite-difference path above is used.
+
 The standard errors follow lme4's ``vcov(use.hessian = TRUE)``: the ``beta``
 block of ``2 H^{-1}``, with ``H`` the Hessian of ``-2 log L`` over
 ``(theta, beta)`` (parameters on a bound left out).
