@@ -438,6 +438,30 @@ def _coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndar
     return best
 
 
+def _glm_start(obj: LaplaceObjective, start_theta: np.ndarray
+               ) -> tuple[PirlsState, np.ndarray]:
+    """The best of the ``u``-only modes at multiples of the starting ``theta``
+    with ``beta`` from the GLM start, and the factor ``R_X'`` of ``X'WX`` there
+    (the whitening of ``beta``): for designs too large for the joint system."""
+    beta = obj.start_beta()
+    best = None
+    for c in _START_MULTIPLIERS:
+        try:
+            st = obj.pirls(c * start_theta, beta)
+        except FitError:
+            continue
+        if best is None or st.value < best.value:
+            best = st
+        elif c < 1.0:
+            break
+    if best is None:
+        raise FitError("PIRLS failed at the starting values")
+    X = obj.data.X
+    if not X.shape[1]:
+        return best, np.zeros((0, 0))
+    return best, np.linalg.cholesky(X.T @ (best.weights[:, None] * X))
+
+
 def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray,
                  scale: np.ndarray) -> GlmmFit:
     """Laplace fit with the analytic gradient: L-BFGS-B from the best joint-mode
@@ -445,8 +469,11 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
     gradient until the Newton decrement is below ``1e-10``."""
     layout = obj.data.layout
     p = obj.data.p
-    s1 = _coarse_start(obj, theta0, scale)
-    rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
+    if getattr(grad, "dense_b", True):
+        s1 = _coarse_start(obj, theta0, scale)
+        rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
+    else:  # large: modes of u alone at the GLM's beta (no engine system of the rows)
+        s1, rx = _glm_start(obj, theta0)
     A = solve_triangular(rx.T, np.eye(p), lower=False) if p else np.zeros((0, 0))
     wt = _Whitened(scale, s1.beta.copy(), A)
     J = wt.jacobian()

@@ -267,6 +267,10 @@ class LaplaceObjective:
         return PirlsState(theta.copy(), beta.copy(), u, eta, mu, w, float(f.ldL2), ll,
                           float(value), f, it)
 
+    def start_beta(self) -> np.ndarray:
+        """Weighted least squares of the linearized starting means on ``X``."""
+        return self._start_beta()
+
     def _start_beta(self) -> np.ndarray:
         """Weighted least squares of the linearized starting means on ``X``."""
         d, fam = self.data, self.family
