@@ -103,7 +103,7 @@ one <- function(nagq) {{
     st <- system.time(m <- f())
     el <- c(el, st[['elapsed']]); cp <- c(cp, st[['user.self']] + st[['sys.self']])
   }}
-  cat(nagq, median(el), median(cp), -2 * as.numeric(logLik(m)), '\\n')
+  cat(nagq, median(el), median(cp), sprintf('%.6f', -2 * as.numeric(logLik(m))), '\\n')
 }}
 one(1); one(0)
 """
@@ -127,7 +127,7 @@ def _print_row(name: str, wall: float, cpu: float, m2ll: float, r: dict | None) 
     print(f"{name}")
     print(f"  ma.glmm            wall {wall:8.3f} s  cpu {cpu:8.3f} s  -2logL {m2ll:.6f}")
     if r is None:
-        print("  glmer              (Rscript with lme4 not found)")
+        print("  glmer              (not timed: --no-r, or Rscript with lme4 not found)")
         return
     if "timeout" in r:
         print(f"  glmer              did not finish within {r['timeout']:.0f} s (capped)")

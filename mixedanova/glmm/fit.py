@@ -469,7 +469,7 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
     gradient until the Newton decrement is below ``1e-10``."""
     layout = obj.data.layout
     p = obj.data.p
-    if getattr(grad, "dense_b", True):
+    if not getattr(grad, "large", False):
         s1 = _coarse_start(obj, theta0, scale)
         rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
     else:  # large: modes of u alone at the GLM's beta (no engine system of the rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.lapack import dpotri
 
 from ..likelihood.blocked import NotPositiveDefinite
 from .gradient import BlockParts, LaplaceGradient
@@ -67,7 +68,10 @@ class ScalarBlocksGradient(LaplaceGradient):
         self.b_rows = rows
         self.b_flat = uniq
         self.nR = nR
-        self.dense_b = r * n0 <= _DENSE_B
+        # dense B when small and not too sparse (one row per first-term level, as
+        # grouseticks' (1|INDEX), leaves B almost empty: the sparse product wins)
+        self.large = r * n0 > _DENSE_B
+        self.dense_b = not self.large and self.b_nnz >= 0.05 * r * n0
 
     def _parts(self, c: list[np.ndarray], w: np.ndarray) -> BlockParts:
         d = self.obj.data
@@ -120,7 +124,10 @@ class ScalarBlocksGradient(LaplaceGradient):
         c0 = c[self.k0][:, 0]
         Dinv = parts.Dinv[:, 0, 0]
         K = c0 * Dinv[l]
-        P = cho_solve(parts.cho, np.eye(self.r), check_finite=False)
+        P, info = dpotri(parts.cho[0], lower=1)  # S^{-1} from its factor (lower part)
+        if info:
+            raise NotPositiveDefinite("cannot invert the Schur complement")
+        P = np.tril(P) + np.tril(P, -1).T
         WT = np.asarray(parts.BD.T @ P)  # D^{-1} B' P: (n0, r)
         bi, br = self.b_indices, self.b_rows
         bdata = parts.B[br, bi] if self.dense_b else parts.B.data
