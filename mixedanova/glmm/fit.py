@@ -223,9 +223,11 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         # nAGQ > 1: the quadrature optimum is near the Laplace one; start there
         s1 = obj.pirls(lap.theta, lap.beta, joint=True)
         start = (lap.theta, lap.beta)
+        hess = lap.hessian
     else:
         s1 = _stage1(obj, theta0, scale)
         start = (s1.theta, s1.beta)
+        hess = None
     value = obj if value is None else value
     messages: list[str] = []
     p = obj.data.p
@@ -236,9 +238,13 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
     A = solve_triangular(rx.T, np.eye(p), lower=False) if p else np.zeros((0, 0))
     wt = _Whitened(scale, start[1].copy(), A)
+    if hess is not None:  # the Laplace Hessian in the working coordinates
+        J = wt.jacobian()
+        hess = J.T @ hess @ J
     obj.fast = grad.factor if grad is not None else None
     try:
-        return _stage2(obj, value, wt, start, stage1_state=s1, messages=messages)
+        return _stage2(obj, value, wt, start, stage1_state=s1, messages=messages,
+                       hess=hess)
     finally:
         obj.fast = None
 
@@ -252,8 +258,39 @@ def _laplace_gradient(obj: LaplaceObjective) -> LaplaceGradient | None:
     return grad if grad.available() else None
 
 
+def _fixed_matrix_newton(fx: Callable, fraw: Callable, x: np.ndarray, H: np.ndarray,
+                         hstep: np.ndarray, max_steps: int = 20) -> np.ndarray | None:
+    """Steps ``-H^{-1} g`` (``g`` by central differences) while they decrease ``fx``,
+    until the decrement they predict is below the polish's tolerance; None when
+    ``H`` is not positive definite or no step decreases the value."""
+    try:
+        c = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
+    f0 = fx(x)
+    if not np.isfinite(f0):
+        return None
+    tol = max(_DECREMENT_TOL, 1e-12 * abs(f0))
+    for _ in range(max_steps):
+        g = _fd_gradient(fraw, x, np.full(len(x), -np.inf), hstep, f0)
+        step = -np.linalg.solve(c.T, np.linalg.solve(c, g))
+        if 0.5 * float(-g @ step) < tol:
+            return x
+        t = 1.0
+        for _ in range(20):
+            fn = fx(x + t * step)
+            if fn < f0:
+                x, f0 = x + t * step, fn
+                break
+            t *= 0.5
+        else:
+            return None
+    return x
+
+
 def _stage2(obj: LaplaceObjective, value: Callable, wt: "_Whitened", start: tuple,
-            stage1_state: PirlsState, messages: list) -> GlmmFit:
+            stage1_state: PirlsState, messages: list, hess: np.ndarray | None = None
+            ) -> GlmmFit:
     """Minimize ``value`` (finite differences; the AGQ objective) from ``start``."""
     layout = obj.data.layout
     p = obj.data.p
@@ -291,7 +328,18 @@ def _stage2(obj: LaplaceObjective, value: Callable, wt: "_Whitened", start: tupl
         x = np.maximum(res.x, lower) if fx(res.x) <= fx(x) else x
         return _newton(fx, fraw, x, lower, hstep)
 
-    out = stage2(x)
+    out = None
+    if hess is not None and np.all(np.isfinite(hess)):
+        # the Laplace Hessian as the Newton matrix of the quadrature value (the two
+        # objectives are close): a few central-difference gradients, then the
+        # finite-difference Newton polish checks and gives the Hessian
+        xq = _fixed_matrix_newton(fx, fraw, x, hess, hstep)
+        if xq is not None:
+            out = _newton(fx, fraw, xq, lower, hstep)
+            if not out[-1]:
+                out = None
+    if out is None:
+        out = stage2(x)
     # A template diagonal at 0 is a stationary point in that entry (the objective is
     # even in it): a gradient method cannot leave it.  Restart with such entries
     # moved off the boundary, keep the best.
