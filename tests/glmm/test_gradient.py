@@ -12,10 +12,15 @@
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 
+import mixedanova as ma
 from mixedanova.design.theta import ThetaLayout
+from mixedanova.glmm import scalar_blocks
 from mixedanova.glmm.families import make_family
 from mixedanova.glmm.gradient import LaplaceGradient
 from mixedanova.glmm.laplace import GlmmData, LaplaceObjective
@@ -113,3 +118,27 @@ def test_block_solver_modes_and_log_determinant(family, link, shape):
     w = fam.weights(st.mu, me, d.pw)
     M = ZL.T @ (w[:, None] * ZL) + np.eye(ZL.shape[1])
     assert abs(st.ldL2 - np.linalg.slogdet(M)[1]) <= 1e-10
+
+
+def test_large_design_path_reaches_the_optimum(monkeypatch):
+    # the path for a million rows (sparse coupling, u-only start at the GLM's beta),
+    # forced on a small crossed Bernoulli design: the fit is a minimum of lme4's
+    # Laplace devfun (glmer nAGQ = 1), checked by central differences of the value
+    # through the engine's PIRLS (not the gradient under test)
+    monkeypatch.setattr(scalar_blocks, "_DENSE_B", 0)
+    rng = np.random.default_rng(8)
+    n, l1, l2 = 3000, 150, 20
+    g1, g2 = rng.integers(0, l1, n), rng.integers(0, l2, n)
+    x = rng.normal(size=n)
+    eta = -0.4 + 0.5 * x + rng.normal(0, 0.7, l1)[g1] + rng.normal(0, 0.4, l2)[g2]
+    df = pd.DataFrame({"y": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float), "x": x,
+                       "g1": pd.Categorical(g1), "g2": pd.Categorical(g2)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = ma.glmm("y ~ x + (1|g1) + (1|g2)", df, family="binomial")
+    assert res.converged
+    theta, beta = res.theta, res.fit.beta
+    assert np.all(theta > 0.05)  # an interior optimum: the gradient must vanish
+    fd = _central(res.objective, theta, beta)
+    assert np.max(np.abs(fd)) <= 1e-4, fd
+    assert abs(res.objective(theta, beta) - res.fit.value) <= 1e-8
