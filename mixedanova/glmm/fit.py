@@ -34,6 +34,7 @@ from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 
 from ..errors import FitError
+from ..likelihood.blocked import NotPositiveDefinite
 from ..likelihood.threads import small_fit_threads
 from .gradient import LaplaceGradient
 from .laplace import LaplaceObjective, PirlsState
@@ -532,9 +533,10 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
         theta, beta = wt.split(x)
         try:
             st = obj.pirls(theta, beta, u0=grad.predict_modes(theta, beta))
-        except FitError:
+            g = grad(st)
+        except (FitError, NotPositiveDefinite):  # the latter: not a minimum in u
             return math.inf, np.full(k, np.nan)
-        return st.value, J.T @ grad(st)
+        return st.value, J.T @ g
 
     def fg(x):
         if np.any(x < lower):
