@@ -9,6 +9,11 @@ laplace
     PIRLS to the conditional modes and the Laplace ``-2 log L``.
 agq
     Adaptive Gauss-Hermite quadrature for one scalar random term.
+gradient
+    Analytic gradient of the Laplace value and the block solver of the
+    ``u``-only PIRLS system (dense coupling).
+scalar_blocks
+    The same with a sparse coupling, for large designs of scalar terms.
 fit
     The two-stage optimizer (``nAGQ = 0`` start, then ``(theta, beta)``), the
     Hessian and the standard errors.

@@ -11,6 +11,14 @@
    Hessian until the Newton decrement (the decrease a Newton step predicts) is
    below ``1e-10``.
 
+For the Laplace value (``nAGQ = 1``) the optimizer has the analytic gradient
+(:mod:`mixedanova.glmm.gradient`): stage 1 is reduced to the best joint modes at
+multiples of the starting ``theta``, stage 2 is L-BFGS-B with that gradient and
+Newton steps with a Hessian from forward differences of the gradient; PIRLS then
+solves the ``u``-only system with the gradient's block solver.  ``nAGQ > 1``
+starts from the Laplace optimum.  Where the gradient's arrays would be too large
+the finite-difference path above is used.
+
 The standard errors follow lme4's ``vcov(use.hessian = TRUE)``: the ``beta``
 block of ``2 H^{-1}``, with ``H`` the Hessian of ``-2 log L`` over
 ``(theta, beta)`` (parameters on a bound left out).
@@ -26,7 +34,11 @@ from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 
 from ..errors import FitError
+from ..likelihood.blocked import NotPositiveDefinite
+from ..likelihood.threads import small_fit_threads
+from .gradient import LaplaceGradient
 from .laplace import LaplaceObjective, PirlsState
+from .scalar_blocks import ScalarBlocksGradient
 
 __all__ = ["GlmmFit", "fit_glmm", "fd_hessian"]
 
@@ -196,11 +208,28 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         False: stop after the ``nAGQ = 0`` stage (glmer's ``nAGQ = 0``).
     """
     layout = obj.data.layout
-    value = obj if value is None else value
     scale = theta_scales(obj)
     theta0 = (layout.start() * scale if start_theta is None
               else np.asarray(start_theta, float))
-    s1 = _stage1(obj, theta0, scale)
+    grad = _laplace_gradient(obj) if stage1 else None
+    if grad is not None:
+        with small_fit_threads(_DenseOrder(grad.r)):
+            obj.fast = grad.factor
+            try:
+                lap = _fit_laplace(obj, grad, theta0, scale)
+            finally:
+                obj.fast = None
+        if value is None:
+            return lap
+        # nAGQ > 1: the quadrature optimum is near the Laplace one; start there
+        s1 = obj.pirls(lap.theta, lap.beta, joint=True)
+        start = (lap.theta, lap.beta)
+        hess = lap.hessian
+    else:
+        s1 = _stage1(obj, theta0, scale)
+        start = (s1.theta, s1.beta)
+        hess = None
+    value = obj if value is None else value
     messages: list[str] = []
     p = obj.data.p
     if not stage1:
@@ -209,7 +238,64 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     # whitening of beta from the stage-1 information
     rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
     A = solve_triangular(rx.T, np.eye(p), lower=False) if p else np.zeros((0, 0))
-    wt = _Whitened(scale, s1.beta.copy(), A)
+    wt = _Whitened(scale, start[1].copy(), A)
+    if hess is not None:  # the Laplace Hessian in the working coordinates
+        J = wt.jacobian()
+        hess = J.T @ hess @ J
+    obj.fast = grad.factor if grad is not None else None
+    try:
+        return _stage2(obj, value, wt, start, stage1_state=s1, messages=messages,
+                       hess=hess)
+    finally:
+        obj.fast = None
+
+
+def _laplace_gradient(obj: LaplaceObjective) -> LaplaceGradient | None:
+    """The analytic gradient for this design (scalar terms: the sparse coupling,
+    cheaper at any size; else dense blocks), or None where its arrays are too large."""
+    grad = ScalarBlocksGradient(obj)
+    if not grad.available():
+        grad = LaplaceGradient(obj)
+    return grad if grad.available() else None
+
+
+def _fixed_matrix_newton(fx: Callable, fraw: Callable, x: np.ndarray, H: np.ndarray,
+                         hstep: np.ndarray, max_steps: int = 20) -> np.ndarray | None:
+    """Steps ``-H^{-1} g`` (``g`` by central differences) while they decrease ``fx``,
+    until the decrement they predict is below the polish's tolerance; None when
+    ``H`` is not positive definite or no step decreases the value."""
+    try:
+        c = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
+    f0 = fx(x)
+    if not np.isfinite(f0):
+        return None
+    tol = max(_DECREMENT_TOL, 1e-12 * abs(f0))
+    for _ in range(max_steps):
+        g = _fd_gradient(fraw, x, np.full(len(x), -np.inf), hstep, f0)
+        step = -np.linalg.solve(c.T, np.linalg.solve(c, g))
+        if 0.5 * float(-g @ step) < tol:
+            return x
+        t = 1.0
+        for _ in range(20):
+            fn = fx(x + t * step)
+            if fn < f0:
+                x, f0 = x + t * step, fn
+                break
+            t *= 0.5
+        else:
+            return None
+    return x
+
+
+def _stage2(obj: LaplaceObjective, value: Callable, wt: "_Whitened", start: tuple,
+            stage1_state: PirlsState, messages: list, hess: np.ndarray | None = None
+            ) -> GlmmFit:
+    """Minimize ``value`` (finite differences; the AGQ objective) from ``start``."""
+    layout = obj.data.layout
+    p = obj.data.p
+    s1 = stage1_state
     lower = np.concatenate([layout.lower, np.full(p, -np.inf)])
 
     def fraw(x):
@@ -219,7 +305,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     def fx(x):
         return math.inf if np.any(x < lower) else fraw(x)
 
-    x = wt.to_x(s1.theta, s1.beta)
+    x = wt.to_x(*start)
     hstep = np.concatenate([np.full(layout.size, 1e-5), np.full(p, 1e-5)])
 
     def value_and_forward_gradient(xx):
@@ -243,7 +329,18 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         x = np.maximum(res.x, lower) if fx(res.x) <= fx(x) else x
         return _newton(fx, fraw, x, lower, hstep)
 
-    out = stage2(x)
+    out = None
+    if hess is not None and np.all(np.isfinite(hess)):
+        # the Laplace Hessian as the Newton matrix of the quadrature value (the two
+        # objectives are close): a few central-difference gradients, then the
+        # finite-difference Newton polish checks and gives the Hessian
+        xq = _fixed_matrix_newton(fx, fraw, x, hess, hstep)
+        if xq is not None:
+            out = _newton(fx, fraw, xq, lower, hstep)
+            if not out[-1]:
+                out = None
+    if out is None:
+        out = stage2(x)
     # A template diagonal at 0 is a stationary point in that entry (the objective is
     # even in it): a gradient method cannot leave it.  Restart with such entries
     # moved off the boundary, keep the best.
@@ -263,6 +360,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
                         "rounding level): the optimum is not certain")
     theta, beta = wt.split(x)
+    obj.fast = None  # the engine's factor at the estimates (results use it)
     st = obj.pirls(theta, beta)
     J = wt.jacobian()
     vcov = np.full((p, p), np.nan)
@@ -349,3 +447,206 @@ def _finish_nagq0(obj: LaplaceObjective, st: PirlsState) -> GlmmFit:
                    vcov_beta=vcov, gradient=np.full(k + p, np.nan),
                    newton_decrement=math.nan, converged=True, messages=[],
                    stage1_theta=st.theta, stage1_beta=st.beta, nevals=obj.nevals)
+
+
+@dataclass(frozen=True)
+class _DenseOrder:
+    """Order of the dense algebra of a fit (what the BLAS thread limit reads)."""
+
+    r: int
+
+
+def _coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarray
+                  ) -> PirlsState:
+    """The joint modes of ``(beta, u)`` at multiples of the starting ``theta``:
+    the best (huge counts want a tiny theta) starts the gradient search."""
+    best = None
+
+    def at(c):
+        nonlocal best
+        try:
+            st = obj.pirls(c * start_theta, best.beta if best is not None else None,
+                           joint=True)
+        except FitError:
+            return math.inf
+        if best is None or st.value < best.value:
+            best = st
+        return st.value
+
+    # down the sizes while the value falls; up (3) only when the first step down rose
+    prev = at(_START_MULTIPLIERS[0])
+    for i, c in enumerate(_START_MULTIPLIERS[1:-1], start=1):
+        v = at(c)
+        if np.isfinite(prev) and v > prev:
+            if i == 1:
+                at(_START_MULTIPLIERS[-1])
+            break
+        prev = v
+    if best is None:
+        raise FitError("PIRLS failed at the starting values")
+    return best
+
+
+def _glm_start(obj: LaplaceObjective, start_theta: np.ndarray
+               ) -> tuple[PirlsState, np.ndarray]:
+    """The best of the ``u``-only modes at multiples of the starting ``theta``
+    with ``beta`` from the GLM start, and the factor ``R_X'`` of ``X'WX`` there
+    (the whitening of ``beta``): for designs too large for the joint system."""
+    beta = obj.start_beta()
+    best = None
+    for c in _START_MULTIPLIERS:
+        try:
+            st = obj.pirls(c * start_theta, beta)
+        except FitError:
+            continue
+        if best is None or st.value < best.value:
+            best = st
+        elif c < 1.0:
+            break
+    if best is None:
+        raise FitError("PIRLS failed at the starting values")
+    X = obj.data.X
+    if not X.shape[1]:
+        return best, np.zeros((0, 0))
+    return best, np.linalg.cholesky(X.T @ (best.weights[:, None] * X))
+
+
+def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray,
+                 scale: np.ndarray) -> GlmmFit:
+    """Laplace fit with the analytic gradient: L-BFGS-B from the best joint-mode
+    start, then Newton steps with a Hessian from forward differences of the
+    gradient until the Newton decrement is below ``1e-10``."""
+    layout = obj.data.layout
+    p = obj.data.p
+    if not getattr(grad, "large", False):
+        s1 = _coarse_start(obj, theta0, scale)
+        rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
+    else:  # large: modes of u alone at the GLM's beta (no engine system of the rows)
+        s1, rx = _glm_start(obj, theta0)
+    A = solve_triangular(rx.T, np.eye(p), lower=False) if p else np.zeros((0, 0))
+    wt = _Whitened(scale, s1.beta.copy(), A)
+    J = wt.jacobian()
+    lower = np.concatenate([layout.lower, np.full(p, -np.inf)])
+    k = len(lower)
+
+    def fg_raw(x):
+        theta, beta = wt.split(x)
+        try:
+            st = obj.pirls(theta, beta, u0=grad.predict_modes(theta, beta))
+            g = grad(st)
+        except (FitError, NotPositiveDefinite):  # the latter: not a minimum in u
+            return math.inf, np.full(k, np.nan)
+        return st.value, J.T @ g
+
+    def fg(x):
+        if np.any(x < lower):
+            return math.inf, np.full(k, np.nan)
+        return fg_raw(x)
+
+    def lbfgs_fg(x):
+        f, g = fg(np.maximum(x, lower))
+        if not np.isfinite(f):
+            return 1e300, np.zeros(k)
+        return f, g
+
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+
+    def run(x):
+        res = minimize(lbfgs_fg, x, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000})
+        xr = np.maximum(res.x, lower)
+        if not fg(xr)[0] <= fg(x)[0]:
+            xr = x
+        return _newton_grad(fg, fg_raw, xr, lower)
+
+    x = wt.to_x(s1.theta, s1.beta)
+    out = run(x)
+    # a template diagonal at 0 is a stationary point in that entry: restart off it
+    # (from 1, 0.1 and 10 working units, and from any smaller size that is already
+    # lower: huge counts can want a tiny theta)
+    diag = np.flatnonzero(layout.diagonal_mask())
+    near = diag[out[0][diag] < 1e-3]
+    if len(near):
+        for v in (1.0, 0.1, 10.0, 0.01, 0.001, 1e-4):
+            x1 = out[0].copy()
+            x1[near] = v
+            f1 = fg(x1)[0]
+            if not np.isfinite(f1) or (v < 0.1 and f1 >= out[1]):
+                continue
+            cand = run(x1)
+            if cand[1] < out[1] - 1e-9 * max(1.0, abs(out[1])):
+                out = cand
+    x, f0, g, H, free, dec, ok = out
+    messages: list[str] = []
+    if not ok:
+        messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
+                        "rounding level): the optimum is not certain")
+    theta, beta = wt.split(x)
+    fast, obj.fast = obj.fast, None  # the engine's factor at the estimates (results use it)
+    st = obj.pirls(theta, beta)
+    obj.fast = fast
+    vcov = np.full((p, p), np.nan)
+    Hn = np.full((k, k), np.nan)
+    Jf = J[np.ix_(free, free)]
+    try:
+        Jinv = np.linalg.inv(Jf)
+        Hn[np.ix_(free, free)] = Jinv.T @ H @ Jinv
+        cov = Jf @ np.linalg.inv(H) @ Jf.T * 2.0
+        nth = int(np.sum(free[:layout.size]))
+        if np.all(free[layout.size:]):
+            vcov = cov[nth:, nth:]
+    except np.linalg.LinAlgError:
+        messages.append("the Hessian is singular")
+    grad_nat = np.linalg.solve(J.T, g)
+    return GlmmFit(theta=theta, beta=beta, value=float(f0), state=st, hessian=Hn, free=free,
+                   vcov_beta=vcov, gradient=grad_nat, newton_decrement=float(dec),
+                   converged=bool(ok), messages=messages, stage1_theta=s1.theta,
+                   stage1_beta=s1.beta, nevals=obj.nevals)
+
+
+def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray,
+                 max_steps: int = 30, h: float = 1e-4):
+    """Newton steps on the free parameters with the Hessian from forward
+    differences of the analytic gradient (``fg_raw`` ignores the bounds, so that a
+    difference may straddle one).  Stops as :func:`_newton`."""
+    f0, g = fg(x)
+    dec = math.inf
+    tol = max(_DECREMENT_TOL, 1e-12 * abs(f0))
+    H = np.full((len(x), len(x)), np.nan)
+    free = np.ones(len(x), bool)
+    for _ in range(max_steps):
+        if not (np.isfinite(f0) and np.all(np.isfinite(g))):
+            return x, f0, g, H, free, math.inf, False
+        free = ~((x - lower < 1e-8) & (g > -1e-6 * max(1.0, abs(f0))))
+        idx = np.flatnonzero(free)
+        H = np.empty((len(idx), len(idx)))
+        for j, i in enumerate(idx):
+            e = np.zeros(len(x))
+            e[i] = h
+            H[:, j] = (fg_raw(x + e)[1][idx] - g[idx]) / h
+        H = 0.5 * (H + H.T)
+        if not np.all(np.isfinite(H)):
+            return x, f0, g, np.where(np.isfinite(H), H, np.nan), free, math.inf, False
+        try:
+            c = np.linalg.cholesky(H)
+        except np.linalg.LinAlgError:
+            w, V = np.linalg.eigh(H)
+            c = np.linalg.cholesky(V @ np.diag(np.maximum(np.abs(w), 1e-8)) @ V.T)
+        step = -np.linalg.solve(c.T, np.linalg.solve(c, g[idx]))
+        dec = 0.5 * float(-g[idx] @ step)
+        if dec < tol:
+            return x, f0, g, H, free, dec, True
+        t = 1.0
+        moved = False
+        for _ in range(30):
+            xn = x.copy()
+            xn[idx] += t * step
+            xn = np.maximum(xn, lower)
+            fn, gn = fg(xn)
+            if fn < f0:
+                x, f0, g, moved = xn, fn, gn, True
+                break
+            t *= 0.5
+        if not moved:
+            return x, f0, g, H, free, dec, dec < 1e-8 * max(1.0, abs(f0))
+    return x, f0, g, H, free, dec, False

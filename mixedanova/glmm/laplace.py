@@ -125,6 +125,9 @@ class LaplaceObjective:
         self._systems: dict[bool, object] = {}
         self._u = np.zeros(self.Q)
         self.nevals = 0
+        # an optional solver of the u-only system (templates, z, w) -> factor with
+        # solution() and ldL2, used in place of the engine while it is set
+        self.fast = None
         # sum log p(y | mu) = saturated log-likelihood - deviance / 2: the constant
         # once, the deviance (accurate also for huge counts) per evaluation
         self.saturated_loglik = family.saturated_loglik(data.y, data.pw)
@@ -206,7 +209,10 @@ class LaplaceObjective:
             base = d.offset if joint else d.offset + d.X @ beta
             z = eta - base + (d.y - mu) / mueta
             try:
-                f = self._solve(joint, Xz, z, w, templates)
+                if self.fast is not None and not joint:
+                    f = self.fast(templates, z, w)
+                else:
+                    f = self._solve(joint, Xz, z, w, templates)
             except (NotPositiveDefinite, FitError):
                 raise FitError("PIRLS: the penalized weighted least-squares system is "
                                "singular") from None
@@ -260,6 +266,10 @@ class LaplaceObjective:
         self.nevals += 1
         return PirlsState(theta.copy(), beta.copy(), u, eta, mu, w, float(f.ldL2), ll,
                           float(value), f, it)
+
+    def start_beta(self) -> np.ndarray:
+        """Weighted least squares of the linearized starting means on ``X``."""
+        return self._start_beta()
 
     def _start_beta(self) -> np.ndarray:
         """Weighted least squares of the linearized starting means on ``X``."""

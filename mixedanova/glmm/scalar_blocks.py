@@ -1,0 +1,148 @@
+"""The Laplace gradient's block algebra for large designs of scalar terms.
+
+:class:`~mixedanova.glmm.gradient.LaplaceGradient` keeps the coupling ``B``
+between the first term and the later ones dense and forms ``n x r`` arrays: fine
+for thousands of rows, not for a million rows with crossed ``(1|g1) + (1|g2)``
+of 20,000 and 2,000 levels.  With every term scalar (one column), ``B`` is kept
+sparse (its pattern, the level pairs that share a row, is found once; an
+evaluation scatters the weighted products into it), the Schur complement
+``S = E - B D^{-1} B'`` is a sparse product, and the entries of
+``G = Z Lambda M^{-1}`` on each row's own levels come from gathers:
+
+* later term column ``k`` of row ``i`` (``G_R = (Z_R Lambda_R - K B') P``,
+  ``P = S^{-1}``, ``K = Z_0 Lambda_0 D^{-1}``):
+  ``sum_j c_ij P[m_ij, k] - c0_i (D^{-1} B' P)[l_i, k]``;
+* the first term (``G_0 = K - G_R B D^{-1}``):
+  ``K_i (1 + beta_{l_i}) - sum_j c_ij (D^{-1} B' P)[l_i, m_ij]`` with
+  ``beta_l = sum_m B[m, l] (D^{-1} B' P)[l, m]``;
+
+so the largest array is ``D^{-1} B' P`` (first-term levels x later columns).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.lapack import dpotri
+
+from ..likelihood.blocked import NotPositiveDefinite
+from .gradient import BlockParts, LaplaceGradient
+from .laplace import LaplaceObjective
+
+__all__ = ["ScalarBlocksGradient"]
+
+_MAX_R = 6000               # largest dense Schur complement
+_MAX_LR = 150_000_000       # largest (first-term levels x later columns) array (1.2 GB)
+_DENSE_B = 2_000_000        # B kept dense up to this many entries
+
+
+class ScalarBlocksGradient(LaplaceGradient):
+    """:class:`~mixedanova.glmm.gradient.LaplaceGradient` with a sparse ``B``
+    (every term scalar; see the module docstring)."""
+
+    def __init__(self, obj: LaplaceObjective) -> None:
+        super().__init__(obj)
+
+    def available(self) -> bool:
+        d = self.obj.data
+        n0 = d.terms[self.k0].nlev
+        return (all(t.rows is None and t.q == 1 for t in d.terms) and len(d.terms) > 1
+                and self.r <= _MAX_R and n0 * self.r <= _MAX_LR)
+
+    def _setup(self) -> None:
+        d = self.obj.data
+        t0 = d.terms[self.k0]
+        r, n0 = self.r, t0.nlev
+        self.n0 = n0
+        rc = self.r_cols  # (n, nR) later column of each row
+        nR = rc.shape[1]
+        self.e_index = (rc[:, :, None] * r + rc[:, None, :]).reshape(self.n, -1)
+        keys = (rc * n0 + t0.codes[:, None]).ravel()  # (row-major: row i, later term j)
+        uniq, slot = np.unique(keys, return_inverse=True)
+        self.b_slot = slot
+        self.b_nnz = len(uniq)
+        rows, cols = np.divmod(uniq, n0)
+        # CSR (r x n0) in key order: rows sorted, columns sorted within a row
+        self.b_indptr = np.searchsorted(rows, np.arange(r + 1)).astype(np.int64)
+        self.b_indices = cols.astype(np.int64)
+        self.b_rows = rows
+        self.b_flat = uniq
+        self.nR = nR
+        # dense B when small and not too sparse (one row per first-term level, as
+        # grouseticks' (1|INDEX), leaves B almost empty: the sparse product wins)
+        self.large = r * n0 > _DENSE_B
+        self.dense_b = not self.large and self.b_nnz >= 0.05 * r * n0
+
+    def _parts(self, c: list[np.ndarray], w: np.ndarray) -> BlockParts:
+        d = self.obj.data
+        t0 = d.terms[self.k0]
+        c0 = c[self.k0][:, 0]
+        r, n0 = self.r, self.n0
+        D = np.bincount(t0.codes, weights=w * c0 * c0, minlength=n0) + 1.0
+        if not np.all(D > 0):
+            raise NotPositiveDefinite("a first-term block is not positive definite")
+        Dinv = 1.0 / D
+        logdet = float(np.log(D).sum())
+        vals = np.hstack([c[k] for k in self.rest])  # (n, nR)
+        wv = w[:, None] * vals
+        E = np.bincount(self.e_index.ravel(),
+                        weights=(wv[:, :, None] * vals[:, None, :]).ravel(),
+                        minlength=r * r).reshape(r, r)
+        E[np.arange(r), np.arange(r)] += 1.0
+        bdata = np.bincount(self.b_slot, weights=(wv * c0[:, None]).ravel(),
+                            minlength=self.b_nnz)
+        if self.dense_b:  # small: numpy beats building sparse matrices
+            B = np.zeros(r * n0)
+            B[self.b_flat] = bdata
+            B = B.reshape(r, n0)
+            BD = B * Dinv
+            S = E - BD @ B.T
+        else:
+            B = sp.csr_matrix((bdata, self.b_indices, self.b_indptr), shape=(r, n0))
+            BD = sp.csr_matrix((bdata * Dinv[self.b_indices], self.b_indices,
+                                self.b_indptr), shape=(r, n0))
+            S = E - (BD @ B.T).toarray()
+        try:
+            cho = cho_factor(S, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            raise NotPositiveDefinite("the Schur complement is not positive definite") \
+                from None
+        logdet += float(2.0 * np.log(np.diag(cho[0])).sum())
+        return BlockParts(Dinv[:, None, None], B, BD, cho, vals, logdet)
+
+    def _solve(self, parts: BlockParts, x0: np.ndarray, xR: np.ndarray):
+        Dinv = parts.Dinv[:, 0, 0]
+        x0 = x0.reshape(-1)
+        zR = cho_solve(parts.cho, xR - parts.BD @ x0, check_finite=False)
+        z0 = Dinv * (x0 - parts.B.T @ zR)
+        return z0[:, None], zR
+
+    def _inverse_rows(self, parts: BlockParts, c: list[np.ndarray]) -> dict:
+        d = self.obj.data
+        t0 = d.terms[self.k0]
+        l = t0.codes
+        c0 = c[self.k0][:, 0]
+        Dinv = parts.Dinv[:, 0, 0]
+        K = c0 * Dinv[l]
+        P, info = dpotri(parts.cho[0], lower=1)  # S^{-1} from its factor (lower part)
+        if info:
+            raise NotPositiveDefinite("cannot invert the Schur complement")
+        P = np.tril(P) + np.tril(P, -1).T
+        WT = np.asarray(parts.BD.T @ P)  # D^{-1} B' P: (n0, r)
+        bi, br = self.b_indices, self.b_rows
+        bdata = parts.B[br, bi] if self.dense_b else parts.B.data
+        beta = np.bincount(bi, weights=bdata * WT[bi, br], minlength=self.n0)
+        rc = self.r_cols
+        vals = parts.vals
+        G = {}
+        g0 = K * (1.0 + beta[l])
+        for j in range(self.nR):
+            g0 = g0 - vals[:, j] * WT[l, rc[:, j]]
+        G[self.k0] = g0[:, None]
+        for jj, k in enumerate(self.rest):
+            col = rc[:, jj]
+            gk = -c0 * WT[l, col]
+            for j in range(self.nR):
+                gk = gk + vals[:, j] * P[rc[:, j], col]
+            G[k] = gk[:, None]
+        return G
