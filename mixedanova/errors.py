@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["MixedAnovaError", "FormulaError", "DesignError", "EstimabilityError",
            "FitError", "ArgumentError", "UnknownNameError", "MixedAnovaWarning", "user_stacklevel",
-           "ConvergenceWarning", "SingularFitWarning",
+           "ConvergenceWarning", "SeparationWarning", "SingularFitWarning",
            "RankDeficiencyWarning", "InferenceWarning"]
 
 
@@ -68,6 +68,11 @@ class MixedAnovaWarning(UserWarning):
 
 class ConvergenceWarning(MixedAnovaWarning):
     """The optimum failed a convergence check."""
+
+
+class SeparationWarning(ConvergenceWarning):
+    """Separation: a fixed-effect estimate of a binomial (or count) model is
+    infinite; the message names the coefficient (and all-0 / all-1 groups)."""
 
 
 class SingularFitWarning(MixedAnovaWarning):

@@ -20,8 +20,8 @@ from .design.build import Design, build_design
 from .design.formula import parse_formula
 import warnings
 
-from .errors import (ArgumentError, ConvergenceWarning, DesignError, SingularFitWarning,
-                     user_stacklevel)
+from .errors import (ArgumentError, ConvergenceWarning, DesignError, MixedAnovaWarning,
+                     SeparationWarning, SingularFitWarning, user_stacklevel)
 from .results.glmm import GlmmResults
 
 if TYPE_CHECKING:  # the engine (scipy) is imported when a fit needs it
@@ -140,6 +140,11 @@ def _prepare_response(formula: str, data: pd.DataFrame, family: "Family"
                 vals = np.where(col.isna(), np.nan, col.astype(float))
             data = data.assign(**{_YNUM: vals})
             return f"{_YNUM} ~ {rhs}", data, GlmmResponse(name, "binary", None)
+        if family.name != "binomial" and (pd.api.types.is_bool_dtype(col)
+                                          or not pd.api.types.is_numeric_dtype(col)):
+            raise DesignError(f"{family.label} response {name!r} must be numeric, not "
+                              f"{col.dtype} (a two-level response is for the binomial "
+                              "family)")
         return formula, data, GlmmResponse(lhs, "value", None)
     # an expression (incidence/size, y > 0): R evaluates it as one numeric column
     vals = _evaluate(lhs, data, "response")
@@ -175,11 +180,18 @@ def _check_response(design: Design, family: "Family", response: GlmmResponse,
                                   "and 1; give the trials as weights= or use "
                                   "cbind(successes, failures)")
         return y, pw
-    bad = (y < 0) | (y != np.round(y))
+    bad = family.support_mask(y)
     if bad.any():
         rows = list(design.row_index[bad][:5])
-        raise DesignError(f"Poisson response {label!r} must be whole counts >= 0; rows "
-                          f"{rows} have {', '.join(f'{v:g}' for v in y[bad][:5])}")
+        raise DesignError(f"{family.label} response {label!r} "
+                          f"{family.support_error(y) or 'is outside the family support'}; "
+                          f"rows {rows} have {', '.join(f'{v:g}' for v in y[bad][:5])}")
+    if family.name in ("poisson", "negative_binomial") and weights_given:
+        nonwhole = pw != np.round(pw)
+        if nonwhole.any():
+            warnings.warn(f"{family.label} response {label!r}: non-whole prior weights "
+                          "(the log-likelihood weights each row's log-density)",
+                          MixedAnovaWarning, stacklevel=user_stacklevel())
     return y, pw
 
 
@@ -229,6 +241,7 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     from .glmm.families import make_family
     from .glmm.fit import fit_glmm
     from .glmm.laplace import GlmmData, LaplaceObjective
+    from .glmm.separation import check_separation
     from .likelihood.blocked import TermData
 
     fam = make_family(family, link)
@@ -250,24 +263,46 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     terms = tuple(TermData(b.codes, b.zraw, b.nlev) for b in design.blocks)
     layout = design.theta_layout()
     gd = GlmmData(y, pw, design.offset_values, design.X, terms, layout)
+    param_fit = None
+    if fam.has_param and fam.param is None:
+        fam = fam.with_param(1.0)  # a placeholder until estimated
+        estimate = True
+    else:
+        estimate = False
     obj = LaplaceObjective(fam, gd)
-    value = None
-    if nAGQ > 1:
-        if len(terms) != 1 or terms[0].q != 1:
-            raise ArgumentError("nAGQ > 1 (adaptive Gauss-Hermite quadrature) needs a single "
-                                "scalar random-effects term, as in glmer")
-        value = AgqObjective(obj, int(nAGQ))
+    if nAGQ > 1 and (len(terms) != 1 or terms[0].q != 1):
+        raise ArgumentError("nAGQ > 1 (adaptive Gauss-Hermite quadrature) needs a single "
+                            "scalar random-effects term, as in glmer")
+    value = AgqObjective(obj, int(nAGQ)) if nAGQ > 1 else None
     start = None if start_theta is None else layout.check_start(start_theta)
-    fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
+    if estimate:
+        from .glmm.dispersion import fit_with_param, retarget
+
+        def fit_one(f, th):
+            retarget(obj, f)
+            return fit_glmm(obj, value=value, start_theta=th if th is not None else start,
+                            stage1=nAGQ != 0)
+
+        param_fit = fit_with_param(obj, fam, fit_one)
+        fam, fit = param_fit.family, param_fit.fit
+    else:
+        fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
+    separation = check_separation(fam, gd, design.x_names, fit,
+                                  [b.levels for b in design.blocks],
+                                  [b.group for b in design.blocks])
     x_names = tuple(names.get(n.replace(" ", ""), n) for n in design.x_names)
     res = GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
                       x_names=x_names, response=response.label, objective=obj, agq=value,
-                      formula=formula)
+                      formula=formula, param_fit=param_fit, separation=separation)
+    if separation is not None and separation.message:
+        warnings.warn(separation.message, SeparationWarning, stacklevel=user_stacklevel())
     if res.is_singular:
         warnings.warn("boundary (singular) fit: a random-effects covariance is singular "
                       f"(theta = {np.round(res.theta, 6).tolist()})", SingularFitWarning,
                       stacklevel=user_stacklevel())
-    if not res.converged:
-        warnings.warn("; ".join(res.convergence_messages) or "the fit did not converge",
+    other = [m for m in res.convergence_messages
+             if separation is None or m != separation.message]
+    if not res.converged and (other or not (separation and separation.separated)):
+        warnings.warn("; ".join(other) or "the fit did not converge",
                       ConvergenceWarning, stacklevel=user_stacklevel())
     return res

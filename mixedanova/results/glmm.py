@@ -23,7 +23,9 @@ from .lmm import GroupDict
 if TYPE_CHECKING:  # pragma: no cover
     from ..glmm.families import Family
     from ..glmm.fit import GlmmFit
+    from ..glmm.dispersion import ParamFit
     from ..glmm.laplace import GlmmData, LaplaceObjective
+    from ..glmm.separation import SeparationReport
 
 __all__ = ["GlmmResults"]
 
@@ -47,11 +49,17 @@ class GlmmResults:
     agq : AgqObjective or None
     formula : str
         The formula as the user wrote it.
+    param_fit : ParamFit or None
+        The estimation of the dispersion (Gamma, inverse Gaussian) or NB shape.
+    separation : SeparationReport or None
+        The separation check (binomial; counts with a log link).
     """
 
     def __init__(self, *, design: Design, family: "Family", data: "GlmmData", fit: "GlmmFit",
                  nagq: int, x_names: tuple[str, ...], response: str,
-                 objective: "LaplaceObjective", agq=None, formula: str = "") -> None:
+                 objective: "LaplaceObjective", agq=None, formula: str = "",
+                 param_fit: "ParamFit | None" = None,
+                 separation: "SeparationReport | None" = None) -> None:
         self.design = design
         self.family = family
         self.data = data
@@ -62,6 +70,8 @@ class GlmmResults:
         self.objective = objective
         self.agq = agq
         self.formula = formula
+        self.param_fit = param_fit
+        self.separation = separation
 
     # ------------------------------------------------------------ basics
     @property
@@ -83,11 +93,45 @@ class GlmmResults:
 
     @property
     def converged(self) -> bool:
-        return self.fit.converged
+        """The optimizer's verdict, False also when a fixed-effect estimate is
+        infinite (separation) or the dispersion / shape is at its search limit."""
+        sep = self.separation is not None and self.separation.separated
+        bound = self.param_fit is not None and self.param_fit.at_bound
+        return self.fit.converged and not sep and not bound
 
     @property
     def convergence_messages(self) -> tuple[str, ...]:
-        return tuple(self.fit.messages)
+        out = list(self.fit.messages)
+        if self.param_fit is not None:
+            out += self.param_fit.messages
+        if self.separation is not None and self.separation.message:
+            out.append(self.separation.message)
+        return tuple(out)
+
+    @property
+    def estimated_param(self) -> bool:
+        """The family's dispersion / shape was estimated (one more parameter)."""
+        return self.family.has_param and not self.family.fixed_param
+
+    @property
+    def nb_shape(self) -> float | None:
+        """The negative binomial shape (R's ``theta``: ``getME(m, "glmer.nb.theta")``,
+        glmmTMB's ``sigma(m)`` for ``nbinom2``); None for other families."""
+        return float(self.family.param) if self.family.name == "negative_binomial" else None
+
+    @property
+    def dispersion(self) -> float:
+        """The dispersion ``phi`` (``Var(y) = phi V(mu)``; 1 for binomial, Poisson
+        and NB): for Gamma ``phi = 1 / shape`` (glmmTMB's ``sigma(m)^2``)."""
+        return self.family.phi
+
+    @property
+    def sigma(self) -> float:
+        """``sqrt(dispersion)`` (glmmTMB's ``sigma(m)`` for Gamma: the coefficient of
+        variation; 1 for binomial and Poisson; for NB the shape, as glmmTMB)."""
+        if self.family.name == "negative_binomial":
+            return float(self.family.param)
+        return math.sqrt(self.family.phi)
 
     @property
     def is_singular(self) -> bool:
@@ -134,7 +178,8 @@ class GlmmResults:
 
     @property
     def npar(self) -> int:
-        return len(self.theta) + len(self.fit.beta)
+        """Parameters: theta, beta, and the estimated dispersion / NB shape."""
+        return len(self.theta) + len(self.fit.beta) + int(self.estimated_param)
 
     @property
     def aic(self) -> float:
@@ -322,7 +367,7 @@ class GlmmResults:
         method = ("Laplace Approximation" if self.nagq <= 1 else
                   f"Adaptive Gauss-Hermite Quadrature (nAGQ = {self.nagq})")
         lines = [f"Generalized linear mixed model fit by maximum likelihood ({method})",
-                 f" Family: {fam.name}  ( {fam.link.name} )",
+                 f" Family: {fam.label}  ( {fam.link.name} )",
                  f"Formula: {self.formula}", ""]
         lines.append(f"{'AIC':>9} {'BIC':>9} {'logLik':>9} {'deviance':>9} {'df.resid':>9}")
         lines.append(f"{self.aic:9.1f} {self.bic:9.1f} {self.llf:9.1f} "
@@ -341,6 +386,9 @@ class GlmmResults:
                              f"{row['sdcor']:9.4g}")
             else:
                 lines.append(f" {'':<10} Corr({row['var1']},{row['var2']}) {row['sdcor']:.3f}")
+        if fam.name in ("gamma", "inverse_gaussian"):
+            lines.append(f" {'Residual':<10} {'':<14} {self.dispersion:10.4g} "
+                         f"{self.sigma:9.4g}")
         groups = "; ".join(f"{g}, {n}" for g, n in self.ngroups.items())
         lines.append(f"Number of obs: {self.nobs}, groups:  {groups}")
         lines.append("")

@@ -1,0 +1,158 @@
+"""The dispersion (Gamma, inverse Gaussian) or shape (negative binomial) of a GLMM
+by maximum likelihood of the Laplace (or AGQ) approximation.
+
+For a fixed parameter ``a`` (the dispersion ``phi`` or the NB shape ``k``) the
+family is a one-parameter exponential family and the engine's Laplace value
+``-2 log L(theta, beta; a)`` applies unchanged: the working weights are
+``w (dmu/deta)^2 / (phi V(mu))`` and the penalized deviance ``dev / phi + |u|^2``
+(expected information, as glmer).  The parameter is estimated by maximizing the
+profile ``min_{theta, beta} -2 log L(theta, beta; a)`` over ``log a``: the outer
+one-dimensional optimization of lme4's ``glmer.nb`` (``optTheta``), here to
+``1e-6`` in ``log a`` and with each inner fit at its own optimum, so that the
+result is the joint maximum of the Laplace likelihood over ``(theta, beta, a)``
+(glmmTMB's estimate, for the same Laplace approximation).
+
+Start: the NB shape from a Poisson fit (as ``glmer.nb``: the shape that
+maximizes the NB likelihood of the Poisson fit's means); the dispersion from the
+Pearson statistic of a fit at ``phi = 1``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from ..errors import FitError
+from .families import Family, make_family
+from .fit import GlmmFit
+from .laplace import LaplaceObjective
+
+__all__ = ["ParamFit", "fit_with_param", "retarget"]
+
+_XATOL = 1e-6      # in log(parameter)
+_HALF_WIDTH = 3.0  # first search interval: start * exp(+-3)
+_LOG_BOUNDS = (math.log(1e-8), math.log(1e8))
+
+
+@dataclass
+class ParamFit:
+    """The fit at the estimated dispersion / shape.
+
+    Attributes
+    ----------
+    family : Family
+        The family at the estimate.
+    fit : GlmmFit
+        The inner fit at the estimate (its SEs are conditional on the parameter,
+        as glmer.nb's final ``glmer`` fit).
+    start : float
+        The starting value of the parameter.
+    profile : list of (float, float)
+        ``(parameter, -2 log L)`` of every inner fit.
+    at_bound : bool
+        The estimate is at the search limit (``1e-8`` or ``1e8``).
+    messages : list of str
+    """
+
+    family: Family
+    fit: GlmmFit
+    start: float
+    profile: list = field(default_factory=list)
+    at_bound: bool = False
+    messages: list = field(default_factory=list)
+
+
+def retarget(obj: LaplaceObjective, family: Family) -> None:
+    """Point the objective at ``family`` (same data, another parameter value)."""
+    obj.family = family
+    obj.saturated_loglik = family.saturated_loglik(obj.data.y, obj.data.pw)
+
+
+def _nb_shape_given_means(y: np.ndarray, mu: np.ndarray, pw: np.ndarray) -> float:
+    """The NB shape maximizing the likelihood at fixed means (MASS's ``theta.ml``)."""
+    fam = make_family("negative_binomial", param=1.0)
+
+    def nll(s):
+        return -fam.with_param(math.exp(s)).loglik(y, mu, pw)
+
+    r = minimize_scalar(nll, bounds=_LOG_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    return float(math.exp(r.x))
+
+
+def start_value(obj: LaplaceObjective, family: Family,
+                fit_one: Callable[[Family, np.ndarray | None], GlmmFit]) -> tuple[float, GlmmFit]:
+    """A starting dispersion / shape and the fit it came from."""
+    d = obj.data
+    if family.name == "negative_binomial":
+        base = fit_one(make_family("poisson", family.link.name), None)
+        mu = base.state.mu
+        return _nb_shape_given_means(d.y, mu, d.pw), base
+    base = fit_one(family.with_param(1.0), None)
+    mu = base.state.mu
+    v = family.with_param(1.0).variance(mu)
+    phi = float(np.sum(d.pw * (d.y - mu) ** 2 / v) / max(1, d.n - d.p))
+    return (phi if np.isfinite(phi) and phi > 0 else 1.0), base
+
+
+def fit_with_param(obj: LaplaceObjective, family: Family,
+                   fit_one: Callable[[Family, np.ndarray | None], GlmmFit]) -> ParamFit:
+    """Estimate the family's parameter by the profile Laplace likelihood.
+
+    Parameters
+    ----------
+    obj : LaplaceObjective
+        Retargeted to each family value in turn (and left at the estimate).
+    family : Family
+        Gamma, inverse Gaussian or negative binomial (its ``param`` ignored).
+    fit_one : callable
+        ``fit_one(family, start_theta) -> GlmmFit``: the inner fit at a fixed
+        parameter (retargets ``obj``).
+    """
+    a0, base = start_value(obj, family, fit_one)
+    fits: dict[float, GlmmFit] = {}
+    state = {"theta": base.theta if family.name != "negative_binomial" else base.theta}
+
+    def profile(s: float) -> float:
+        s = float(s)
+        if s in fits:
+            return fits[s].value
+        try:
+            f = fit_one(family.with_param(math.exp(s)), state["theta"])
+        except FitError:
+            return math.inf
+        fits[s] = f
+        if np.isfinite(f.value) and f.value <= min(g.value for g in fits.values()):
+            state["theta"] = f.theta
+        return f.value
+
+    s0 = math.log(a0)
+    lo, hi = max(s0 - _HALF_WIDTH, _LOG_BOUNDS[0]), min(s0 + _HALF_WIDTH, _LOG_BOUNDS[1])
+    at_bound = False
+    for _ in range(8):
+        r = minimize_scalar(profile, bounds=(lo, hi), method="bounded",
+                            options={"xatol": _XATOL, "maxiter": 200})
+        s = float(r.x)
+        near_lo, near_hi = s - lo < 1e-3, hi - s < 1e-3
+        if near_lo and lo > _LOG_BOUNDS[0]:
+            lo, hi = max(lo - 2 * _HALF_WIDTH, _LOG_BOUNDS[0]), lo + 1e-3
+        elif near_hi and hi < _LOG_BOUNDS[1]:
+            lo, hi = hi - 1e-3, min(hi + 2 * _HALF_WIDTH, _LOG_BOUNDS[1])
+        else:
+            at_bound = near_lo or near_hi
+            break
+    best = min(fits, key=lambda k: fits[k].value)
+    fam = family.with_param(math.exp(best))
+    fit = fits[best]
+    retarget(obj, fam)
+    obj.pirls(fit.theta, fit.beta)  # leave the objective's warm start at the estimate
+    messages = []
+    if at_bound:
+        what = "shape" if family.name == "negative_binomial" else "dispersion"
+        messages.append(f"the {what} estimate {fam.param:.4g} is at the search limit "
+                        "(the likelihood keeps increasing beyond it)")
+    prof = sorted((math.exp(k), v.value) for k, v in fits.items())
+    return ParamFit(family=fam, fit=fit, start=a0, profile=prof, at_bound=at_bound,
+                    messages=messages)
