@@ -283,7 +283,8 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
             return fit_glmm(obj, value=value, start_theta=th if th is not None else start,
                             stage1=nAGQ != 0)
 
-        param_fit = fit_with_param(obj, fam, fit_one)
+        param_fit = fit_with_param(obj, fam, fit_one,
+                                   (lambda: value) if value is not None else None)
         fam, fit = param_fit.family, param_fit.fit
     else:
         fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)

@@ -27,10 +27,10 @@ from scipy.optimize import minimize_scalar
 
 from ..errors import FitError
 from .families import Family, make_family
-from .fit import GlmmFit
+from .fit import GlmmFit, fd_hessian
 from .laplace import LaplaceObjective
 
-__all__ = ["ParamFit", "fit_with_param", "retarget"]
+__all__ = ["ParamFit", "fit_with_param", "retarget", "joint_vcov_beta"]
 
 _XATOL = 1e-6      # in log(parameter)
 _HALF_WIDTH = 3.0  # first search interval: start * exp(+-3)
@@ -55,6 +55,12 @@ class ParamFit:
     at_bound : bool
         The estimate is at the search limit (``1e-8`` or ``1e8``).
     messages : list of str
+    vcov_beta_joint : numpy.ndarray or None
+        The ``beta`` block of ``2 H^{-1}`` with ``H`` the Hessian of ``-2 log L``
+        over ``(theta, beta, log a)`` (glmmTMB's convention: the parameter's
+        uncertainty included).
+    se_log_param : float
+        Standard error of ``log a`` from the same Hessian.
     """
 
     family: Family
@@ -63,6 +69,8 @@ class ParamFit:
     profile: list = field(default_factory=list)
     at_bound: bool = False
     messages: list = field(default_factory=list)
+    vcov_beta_joint: np.ndarray | None = None
+    se_log_param: float = math.nan
 
 
 def retarget(obj: LaplaceObjective, family: Family) -> None:
@@ -98,7 +106,8 @@ def start_value(obj: LaplaceObjective, family: Family,
 
 
 def fit_with_param(obj: LaplaceObjective, family: Family,
-                   fit_one: Callable[[Family, np.ndarray | None], GlmmFit]) -> ParamFit:
+                   fit_one: Callable[[Family, np.ndarray | None], GlmmFit],
+                   value_of: Callable[[], Callable] | None = None) -> ParamFit:
     """Estimate the family's parameter by the profile Laplace likelihood.
 
     Parameters
@@ -110,6 +119,9 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
     fit_one : callable
         ``fit_one(family, start_theta) -> GlmmFit``: the inner fit at a fixed
         parameter (retargets ``obj``).
+    value_of : callable, optional
+        ``value_of() -> objective(theta, beta)`` for the joint Hessian (default
+        the Laplace value).
     """
     a0, base = start_value(obj, family, fit_one)
     fits: dict[float, GlmmFit] = {}
@@ -154,5 +166,46 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
         messages.append(f"the {what} estimate {fam.param:.4g} is at the search limit "
                         "(the likelihood keeps increasing beyond it)")
     prof = sorted((math.exp(k), v.value) for k, v in fits.items())
+    vj, se_log = joint_vcov_beta(obj, fam, fit, value_of)
     return ParamFit(family=fam, fit=fit, start=a0, profile=prof, at_bound=at_bound,
-                    messages=messages)
+                    messages=messages, vcov_beta_joint=vj, se_log_param=se_log)
+
+
+def joint_vcov_beta(obj: LaplaceObjective, family: Family, fit: GlmmFit,
+                    value_of: Callable[[], Callable] | None = None
+                    ) -> tuple[np.ndarray | None, float]:
+    """``beta`` block of ``2 H^{-1}`` over ``(theta, beta, log a)`` and the SE of
+    ``log a`` (central differences; parameters on a bound left out).
+
+    ``value_of()`` gives the objective to differentiate (default ``obj``: the
+    Laplace value; the AGQ one for ``nAGQ > 1``).  ``obj`` is left at ``family``.
+    """
+    k, p = len(fit.theta), len(fit.beta)
+    if p == 0 or not np.all(np.isfinite(fit.hessian[np.ix_(fit.free, fit.free)])):
+        return None, math.nan
+    free = np.concatenate([fit.free, [True]])
+    x0 = np.concatenate([fit.theta, fit.beta, [math.log(family.param)]])
+    hd = np.diag(fit.hessian)
+    h = np.full(k + p + 1, 1e-3)
+    ok = np.isfinite(hd[:k + p]) & (hd[:k + p] > 0)
+    h[:k + p][ok] = 1e-2 / np.sqrt(hd[:k + p][ok])
+    f = value_of() if value_of is not None else obj
+    idx = np.flatnonzero(free)
+
+    def fun(v):
+        x = x0.copy()
+        x[idx] = v
+        retarget(obj, family.with_param(math.exp(x[-1])))
+        return f(x[:k], x[k:k + p])
+
+    try:
+        H = fd_hessian(fun, x0[idx], h[idx])
+        cov = 2.0 * np.linalg.inv(H)
+    except (np.linalg.LinAlgError, FitError):
+        return None, math.nan
+    finally:
+        retarget(obj, family)
+        obj.pirls(fit.theta, fit.beta)
+    nth = int(np.sum(free[:k]))
+    vb = cov[nth:nth + p, nth:nth + p]
+    return vb, float(math.sqrt(cov[-1, -1])) if cov[-1, -1] > 0 else math.nan

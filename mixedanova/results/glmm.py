@@ -152,6 +152,17 @@ class GlmmResults:
         return pd.DataFrame(self.fit.vcov_beta, index=names, columns=names)
 
     @property
+    def cov_fe_joint(self) -> pd.DataFrame:
+        """``vcov`` with the dispersion / NB shape's uncertainty included (the
+        ``beta`` block of the inverse Hessian over ``(theta, beta, log a)``, as
+        glmmTMB); :attr:`cov_fe` when the family has no estimated parameter."""
+        pf = self.param_fit
+        if pf is None or pf.vcov_beta_joint is None:
+            return self.cov_fe
+        names = list(self.x_names)
+        return pd.DataFrame(pf.vcov_beta_joint, index=names, columns=names)
+
+    @property
     def bse_fe(self) -> pd.Series:
         return pd.Series(np.sqrt(np.diag(self.fit.vcov_beta)), index=list(self.x_names),
                          name="std_err")
