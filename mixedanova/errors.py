@@ -70,9 +70,11 @@ class ConvergenceWarning(MixedAnovaWarning):
     """The optimum failed a convergence check."""
 
 
-class SeparationWarning(ConvergenceWarning):
+class SeparationWarning(MixedAnovaWarning):
     """Separation: a fixed-effect estimate of a binomial (or count) model is
-    infinite; the message names the coefficient (and all-0 / all-1 groups)."""
+    infinite (the fit is then not converged); or levels whose responses are all 0
+    or all 1 have runaway conditional modes (a note).  The message names the
+    coefficient and the levels."""
 
 
 class SingularFitWarning(MixedAnovaWarning):

@@ -20,7 +20,7 @@ from .design.build import Design, build_design
 from .design.formula import parse_formula
 import warnings
 
-from .errors import (ArgumentError, ConvergenceWarning, DesignError, MixedAnovaWarning,
+from .errors import (ArgumentError, ConvergenceWarning, DesignError, FitError, MixedAnovaWarning,
                      SeparationWarning, SingularFitWarning, user_stacklevel)
 from .results.glmm import GlmmResults
 
@@ -241,7 +241,8 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     from .glmm.families import make_family
     from .glmm.fit import fit_glmm
     from .glmm.laplace import GlmmData, LaplaceObjective
-    from .glmm.separation import check_separation
+    from .glmm.separation import (LARGE, check_separation, fixed_separation,
+                                  separation_message, suspected)
     from .likelihood.blocked import TermData
 
     fam = make_family(family, link)
@@ -275,22 +276,33 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
                             "scalar random-effects term, as in glmer")
     value = AgqObjective(obj, int(nAGQ)) if nAGQ > 1 else None
     start = None if start_theta is None else layout.check_start(start_theta)
-    if estimate:
-        from .glmm.dispersion import fit_with_param, retarget
+    small = gd.n <= LARGE
+    fixed_sep = fixed_separation(fam, gd, design.x_names) if small else None
+    try:
+        if estimate:
+            from .glmm.dispersion import fit_with_param, retarget
 
-        def fit_one(f, th):
-            retarget(obj, f)
-            return fit_glmm(obj, value=value, start_theta=th if th is not None else start,
-                            stage1=nAGQ != 0)
+            def fit_one(f, th):
+                retarget(obj, f)
+                return fit_glmm(obj, value=value, start_theta=th if th is not None else start,
+                                stage1=nAGQ != 0)
 
-        param_fit = fit_with_param(obj, fam, fit_one,
-                                   (lambda: value) if value is not None else None)
-        fam, fit = param_fit.family, param_fit.fit
-    else:
-        fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
+            param_fit = fit_with_param(obj, fam, fit_one,
+                                       (lambda: value) if value is not None else None)
+            fam, fit = param_fit.family, param_fit.fit
+        else:
+            fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
+    except FitError as exc:
+        if not small:
+            fixed_sep = fixed_separation(fam, gd, design.x_names)
+        if fixed_sep and fixed_sep[0]:
+            raise FitError(f"{separation_message(*fixed_sep, fitted=False)}; the fit failed "
+                           f"({exc}): drop or merge the separated terms") from None
+        raise
     separation = check_separation(fam, gd, design.x_names, fit,
                                   [b.levels for b in design.blocks],
-                                  [b.group for b in design.blocks])
+                                  [b.group for b in design.blocks],
+                                  fixed=fixed_sep if small or suspected(fit, gd.X) else ({}, False))
     x_names = tuple(names.get(n.replace(" ", ""), n) for n in design.x_names)
     res = GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
                       x_names=x_names, response=response.label, objective=obj, agq=value,

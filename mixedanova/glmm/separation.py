@@ -33,9 +33,11 @@ from .families import Family
 from .fit import GlmmFit
 from .laplace import GlmmData
 
-__all__ = ["SeparationReport", "check_separation", "separating_direction"]
+__all__ = ["SeparationReport", "check_separation", "fixed_separation", "suspected", "LARGE",
+           "separating_direction", "separation_message"]
 
 _TOL = 1e-7
+LARGE = 100_000  # rows above which the linear program runs only on suspicion
 _MODE_RUNS_OFF = 10.0  # |conditional mode| on the link scale worth a note
 
 
@@ -140,9 +142,57 @@ def _extreme_levels(family: Family, data: GlmmData) -> list[np.ndarray]:
     return out
 
 
+def fixed_separation(family: Family, data: GlmmData, x_names
+                     ) -> tuple[dict, bool] | None:
+    """The infinite fixed-effect estimates (name -> ``"+inf"``/``"-inf"``) and
+    whether the separation is complete; None when the family has no such check.
+
+    Rows with the same ``x`` and the same side are one constraint (the linear
+    program is on the distinct rows).
+    """
+    rows = _rows(family, data)
+    if rows is None:
+        return None
+    upper, lower, equal = rows
+    side = np.where(upper, 1, np.where(lower, -1, np.where(equal, 0, 2)))
+    keep = side != 2
+    X, side = data.X[keep], side[keep]
+    if len(X):
+        _, first = np.unique(np.column_stack([X, side]), axis=0, return_index=True)
+        X, side = X[first], side[first]
+    direction, complete = separating_direction(X, side == 1, side == -1, side == 0)
+    if direction is None:
+        return {}, False
+    return ({str(n): ("+inf" if v > 0 else "-inf") for n, v in zip(x_names, direction)
+             if v != 0}, complete)
+
+
+def suspected(fit: GlmmFit | None, X: np.ndarray) -> bool:
+    """Symptoms of separation after a fit (for data too large to check always):
+    no fit, not converged, or a coefficient moving the linear predictor by more
+    than 30 over its column's range."""
+    if fit is None or not fit.converged:
+        return True
+    if X.shape[1] == 0:
+        return False
+    span = np.max(np.abs(X - X.mean(axis=0)), axis=0)
+    span = np.where(span > 0, span, np.max(np.abs(X), axis=0))
+    return bool(np.any(np.abs(fit.beta) * span > 30.0))
+
+
+def separation_message(coefs: dict, complete: bool, fitted: bool = True) -> str:
+    """The text naming the infinite estimates (``fitted``: a fit was returned)."""
+    kind = "complete" if complete else "quasi-complete"
+    what = ", ".join(f"{n!r} ({v})" for n, v in coefs.items())
+    tail = "; the reported value is where the optimizer stopped" if fitted else ""
+    return (f"{kind} separation: the maximum-likelihood estimate of {what} is infinite "
+            f"(the fixed-effects design separates the responses{tail})")
+
+
 def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
                      group_levels: list | None = None,
-                     group_names: list | None = None) -> SeparationReport | None:
+                     group_names: list | None = None,
+                     fixed: tuple[dict, bool] | None = None) -> SeparationReport | None:
     """Separation of the fixed effects and all-0 / all-1 levels (module docstring).
 
     Parameters
@@ -155,6 +205,8 @@ def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
         For the conditional modes of the all-0 / all-1 levels.
     group_levels, group_names : list, optional
         Per random-effects term: its level labels and grouping factor name.
+    fixed : tuple, optional
+        :func:`fixed_separation`'s answer, if already computed.
 
     Returns
     -------
@@ -162,17 +214,14 @@ def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
         None when the family has no such check (Gamma, inverse Gaussian,
         counts with a link other than log).
     """
-    rows = _rows(family, data)
-    if rows is None:
+    if fixed is None:
+        fixed = fixed_separation(family, data, x_names)
+    if fixed is None:
         return None
-    upper, lower, equal = rows
-    direction, complete = separating_direction(data.X, upper, lower, equal)
-    coefs = {}
-    if direction is not None:
-        coefs = {str(n): ("+inf" if v > 0 else "-inf")
-                 for n, v in zip(x_names, direction) if v != 0}
+    coefs, complete = fixed
     extreme, runaway = {}, {}
     ext = _extreme_levels(family, data)
+    templates = data.layout.templates(fit.theta)
     pos = 0
     for k, (t, mask) in enumerate(zip(data.terms, ext)):
         size = t.nlev * t.q
@@ -180,19 +229,12 @@ def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
         levels = (list(group_levels[k]) if group_levels else list(range(t.nlev)))
         if mask.any():
             extreme.setdefault(name, []).extend(levels[i] for i in np.flatnonzero(mask))
-            T = data.layout.templates(fit.theta)[k]
-            b = fit.state.u[pos:pos + size].reshape(t.nlev, t.q) @ T.T
+            b = fit.state.u[pos:pos + size].reshape(t.nlev, t.q) @ templates[k].T
             far = mask & (np.abs(b[:, 0]) > _MODE_RUNS_OFF)
             if far.any():
                 runaway.setdefault(name, []).extend(levels[i] for i in np.flatnonzero(far))
         pos += size
-    parts = []
-    if coefs:
-        kind = "complete" if complete else "quasi-complete"
-        what = ", ".join(f"{n!r} ({v})" for n, v in coefs.items())
-        parts.append(f"{kind} separation: the maximum-likelihood estimate of {what} is "
-                     "infinite (the fixed-effects design separates the responses; the "
-                     "reported value is where the optimizer stopped)")
+    parts = [separation_message(coefs, complete)] if coefs else []
     if runaway:
         what = "; ".join(f"{g}: {', '.join(map(str, lv[:5]))}"
                          + (f" and {len(lv) - 5} more" if len(lv) > 5 else "")
