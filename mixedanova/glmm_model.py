@@ -9,7 +9,7 @@ the fit (:mod:`mixedanova.glmm`) and the results
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -197,7 +197,8 @@ def _check_response(design: Design, family: "Family", response: GlmmResponse,
 
 def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None = None,
          nAGQ: int = 1, weights=None, offset=None, *, missing: str = "drop",
-         start_theta=None, restricted: bool = False) -> GlmmResults:
+         start_theta=None, restricted: bool = False,
+         information: str = "expected") -> GlmmResults:
     """Fit a generalized linear mixed model by maximum likelihood (lme4's ``glmer``).
 
     Parameters
@@ -207,10 +208,15 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
         R's ``I(age^2)`` is accepted (and keeps that name).
     data : pandas.DataFrame
     family : str or Family
-        ``"binomial"`` or ``"poisson"``.
+        ``"binomial"``, ``"poisson"``, ``"Gamma"``, ``"inverse.gaussian"``,
+        ``"negative_binomial"`` (``"nbinom2"``), or an ``ma.families`` object.
+        Gamma / inverse Gaussian dispersion and the NB shape are estimated by
+        maximum likelihood unless the object fixes them.
     link : str, optional
         Binomial: ``"logit"`` (default), ``"probit"``, ``"cloglog"``, ``"cauchit"``;
-        Poisson: ``"log"`` (default), ``"sqrt"``, ``"identity"``.
+        Poisson and NB: ``"log"`` (default), ``"sqrt"``, ``"identity"``; Gamma:
+        ``"inverse"`` (default), ``"log"``, ``"identity"``; inverse Gaussian:
+        ``"1/mu^2"`` (default), ``"inverse"``, ``"log"``, ``"identity"``.
     nAGQ : int
         0: glmer's ``nAGQ = 0`` (modes of ``beta`` and ``u`` jointly, ``theta``
         optimized); 1: Laplace; > 1: adaptive Gauss-Hermite quadrature with that
@@ -222,6 +228,10 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     missing : {"drop", "raise"}
     start_theta : array, optional
         Starting ``theta`` (lme4's order).
+    information : {"expected", "observed"}
+        The information in the Laplace ``log det``: ``"expected"`` (Fisher
+        weights, lme4's ``glmer`` / ``glmer.nb``) or ``"observed"`` (the second
+        derivative at the modes, glmmTMB's); they agree for canonical links.
     restricted : bool
         Take the formula as untrusted: only column names, numbers, arithmetic and
         the allowed transforms (``cbind``, ``I``, ``np.log``, ...) are accepted,
@@ -246,6 +256,10 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     from .likelihood.blocked import TermData
 
     fam = make_family(family, link)
+    if information not in ("expected", "observed"):
+        raise ArgumentError(f"information must be 'expected' or 'observed', not "
+                            f"{information!r}")
+    fam = replace(fam, information=information)
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ArgumentError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
     if not isinstance(data, pd.DataFrame):

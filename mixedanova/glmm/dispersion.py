@@ -19,7 +19,7 @@ Pearson statistic of a fit at ``phi = 1``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -95,7 +95,8 @@ def start_value(obj: LaplaceObjective, family: Family,
     """A starting dispersion / shape and the fit it came from."""
     d = obj.data
     if family.name == "negative_binomial":
-        base = fit_one(make_family("poisson", family.link.name), None)
+        base = fit_one(replace(make_family("poisson", family.link.name),
+                               information=family.information), None)
         mu = base.state.mu
         return _nb_shape_given_means(d.y, mu, d.pw), base
     base = fit_one(family.with_param(1.0), None)

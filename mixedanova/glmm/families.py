@@ -112,7 +112,8 @@ class Family:
         ``"negative_binomial"``.
     link : Link
     canonical : str
-        Name of the canonical link.
+        Name of the canonical link (``""`` for the negative binomial: its
+        canonical link ``log(mu / (mu + theta))`` is not offered).
     param : float or None
         The family's extra parameter at which it is evaluated: the dispersion
         ``phi`` of Gamma and inverse Gaussian (``Var(y) = phi V(mu) / w``), the
@@ -120,6 +121,10 @@ class Family:
         ``theta``); ``None`` for binomial and Poisson (and while not yet set).
     fixed_param : bool
         The parameter was given by the user (not estimated).
+    information : str
+        ``"expected"`` (lme4: Fisher weights in ``log det``) or ``"observed"``
+        (glmmTMB: the negative second derivative of the log-likelihood in
+        ``eta`` at the modes); the same for canonical links.
     """
 
     name: str
@@ -127,6 +132,7 @@ class Family:
     canonical: str
     param: float | None = None
     fixed_param: bool = False
+    information: str = "expected"
 
     # ---------------------------------------------------------------- pieces
     @property
@@ -168,6 +174,23 @@ class Family:
     def weights(self, mu: np.ndarray, mu_eta: np.ndarray, pw: np.ndarray) -> np.ndarray:
         """Expected-information (Fisher) working weights ``w (dmu/deta)^2 / V(mu)``."""
         return pw * mu_eta * mu_eta / self.variance(mu)
+
+    def observed_weights(self, y: np.ndarray, eta: np.ndarray, pw: np.ndarray) -> np.ndarray:
+        """``-d^2 log p(y | eta) / d eta^2`` per row: the Fisher weight minus
+        ``w (y - mu) d/deta (mu_eta / V)`` (central difference in ``eta``; 0 for a
+        canonical link)."""
+        eta = np.asarray(eta, dtype=float)
+        mu = self.link.linkinv(eta)
+        fisher = self.weights(mu, self.link.mu_eta(eta), pw)
+        if self.link.name == self.canonical:
+            return fisher
+        h = 1e-5 * (1.0 + np.abs(eta))
+
+        def ratio(e):
+            return self.link.mu_eta(e) / self.variance(self.link.linkinv(e))
+
+        slope = (ratio(eta + h) - ratio(eta - h)) / (2.0 * h)
+        return fisher - pw * (np.asarray(y, dtype=float) - mu) * slope
 
     def loglik_terms(self, y: np.ndarray, mu: np.ndarray, pw: np.ndarray) -> np.ndarray:
         """``log p(y_i | mu_i)`` per row (lme4's ``logLik`` convention; for Gamma,
@@ -336,8 +359,9 @@ def make_family(family, link: str | None = None, param: float | None = None) -> 
     if name not in FAMILIES:
         raise ArgumentError(f"family {family!r} is not available; choose one of "
                             f"{', '.join(map(repr, FAMILIES))} (gaussian: use ma.lmm)")
-    canonical, allowed = FAMILIES[name]
-    link = canonical if link is None else link
+    default, allowed = FAMILIES[name]
+    canonical = "" if name == "negative_binomial" else default
+    link = default if link is None else link
     if link not in allowed:
         raise ArgumentError(f"link {link!r} is not available for family {name!r}; choose one "
                             f"of {', '.join(map(repr, allowed))}")

@@ -182,3 +182,45 @@ def test_family_objects_and_fixed_parameters():
         ma.families.make_family("Gamma", "logit")
     with pytest.raises(ma.ArgumentError, match="positive"):
         ma.families.NegativeBinomial(theta=-1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def fitted_observed(case: str):
+    ref = FIX[case]
+    data = pd.read_csv(DATA / ref["dataset_file"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ma.MixedAnovaWarning)
+        res = ma.glmm(ref["formula"], data, family=ref["family"], link=ref["link"],
+                      information="observed")
+    return ref, res
+
+
+@pytest.mark.parametrize("case", ["gamma_log", "sim_nb", "gamma_inverse",
+                                  pytest.param("grouseticks_nb", marks=pytest.mark.slow)])
+def test_observed_information_equals_glmmtmb(case):
+    # glmmTMB(..., family = Gamma("log") / nbinom2): -2 * logLik(m), fixef(m)$cond, the
+    # random-intercept SDs, sigma(m) (Gamma: sqrt(phi); nbinom2: the shape), and the
+    # SEs of its joint Hessian, with information="observed" (glmmTMB's Laplace)
+    ref, res = fitted_observed(case)
+    t = ref["glmmTMB"]
+    assert res.minus_2_loglik == pytest.approx(t["minus_2_loglik"], abs=1e-6)
+    np.testing.assert_allclose(res.fe_params.to_numpy(), t["fixed"]["estimate"], rtol=1e-4)
+    np.testing.assert_allclose(res.theta, np.atleast_1d(t["sd"]), rtol=1e-4)
+    assert res.sigma == pytest.approx(t["sigma"], rel=1e-4)
+    np.testing.assert_allclose(np.sqrt(np.diag(res.cov_fe_joint.to_numpy())),
+                               t["fixed"]["se"], rtol=1e-3)
+    assert res.converged
+
+
+def test_observed_and_expected_differ_off_the_canonical_link():
+    # glmer.nb (expected information) vs glmmTMB nbinom2 (observed): different
+    # approximations for the NB log link; the same for the canonical Gamma link
+    _, obs = fitted_observed("sim_nb")
+    _, exp_ = fitted("sim_nb")
+    assert abs(obs.minus_2_loglik - exp_.minus_2_loglik) > 1e-3
+    _, obs = fitted_observed("gamma_inverse")
+    _, exp_ = fitted("gamma_inverse")
+    assert obs.minus_2_loglik == pytest.approx(exp_.minus_2_loglik, abs=1e-8)
+    with pytest.raises(ma.ArgumentError, match="information"):
+        ma.glmm(FIX["sim_nb"]["formula"], pd.read_csv(DATA / "families_sim.csv"),
+                family="nbinom2", information="hessian")
