@@ -7,8 +7,11 @@ family is a one-parameter exponential family and the engine's Laplace value
 ``w (dmu/deta)^2 / (phi V(mu))`` and the penalized deviance ``dev / phi + |u|^2``
 (expected information, as glmer).  The parameter is estimated by maximizing the
 profile ``min_{theta, beta} -2 log L(theta, beta; a)`` over ``log a``: the outer
-one-dimensional optimization of lme4's ``glmer.nb`` (``optTheta``), here to
-``1e-6`` in ``log a`` and with each inner fit at its own optimum, so that the
+one-dimensional optimization of lme4's ``glmer.nb`` (``optTheta``), here by
+secant steps on the profile's slope (by the envelope theorem, the partial
+derivative in ``log a`` at the inner optimum: two PIRLS evaluations) until the
+predicted step is below ``1e-7`` in ``log a`` (bounded Brent on the profile as a
+fallback), each inner fit at its own optimum, so that the
 result is the joint maximum of the Laplace likelihood over ``(theta, beta, a)``
 (glmmTMB's estimate, for the same Laplace approximation).
 
@@ -35,6 +38,9 @@ __all__ = ["ParamFit", "fit_with_param", "retarget", "joint_vcov_beta"]
 _XATOL = 1e-6      # in log(parameter)
 _HALF_WIDTH = 3.0  # first search interval: start * exp(+-3)
 _LOG_BOUNDS = (math.log(1e-8), math.log(1e8))
+_SLOPE_STEP = 1e-4
+_POISSON_LIMIT = 1e4  # NB shape / largest count beyond which Var = mu (Poisson)
+_SECANT_TOL = 1e-7  # predicted distance to the optimum in log(parameter)
 
 
 @dataclass
@@ -55,6 +61,7 @@ class ParamFit:
     at_bound : bool
         The estimate is at the search limit (``1e-8`` or ``1e8``).
     messages : list of str
+        Problems found (also the joint Hessian not positive definite).
     vcov_beta_joint : numpy.ndarray or None
         The ``beta`` block of ``2 H^{-1}`` with ``H`` the Hessian of ``-2 log L``
         over ``(theta, beta, log a)`` (glmmTMB's convention: the parameter's
@@ -142,8 +149,91 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
         return f.value
 
     s0 = math.log(a0)
+    value = value_of() if value_of is not None else obj
+
+    def slope(s: float) -> float:
+        # d profile / d log a = the partial derivative at the inner optimum (envelope)
+        f = fits[s]
+        out = []
+        for d in (_SLOPE_STEP, -_SLOPE_STEP):
+            retarget(obj, family.with_param(math.exp(s + d)))
+            out.append(value(f.theta, f.beta))
+        return (out[0] - out[1]) / (2.0 * _SLOPE_STEP)
+
+    at_bound = _secant(profile, slope, s0)
+    if at_bound is None:  # no convergence: bounded Brent on the profile itself
+        at_bound = _brent(profile, s0)
+    best = min(fits, key=lambda k: fits[k].value)
+    fam = family.with_param(math.exp(best))
+    fit = fits[best]
+    retarget(obj, fam)
+    obj.pirls(fit.theta, fit.beta)  # leave the objective's warm start at the estimate
+    messages = []
+    huge = _POISSON_LIMIT * max(1.0, float(np.max(obj.data.y, initial=0.0)))
+    if family.name == "negative_binomial" and fam.param > huge:
+        at_bound = True
+        messages.append(f"the shape estimate {fam.param:.4g} is effectively infinite: no "
+                        "overdispersion (the likelihood rises towards the Poisson model; "
+                        "fit family='poisson')")
+    elif at_bound:
+        what = "shape" if family.name == "negative_binomial" else "dispersion"
+        messages.append(f"the {what} estimate {fam.param:.4g} is at the search limit "
+                        "(the likelihood keeps increasing beyond it)")
+    prof = sorted((math.exp(k), v.value) for k, v in fits.items())
+    vj, se_log = joint_vcov_beta(obj, fam, fit, value_of)
+    if vj is None and fit.beta.size:
+        messages.append("the Hessian over (theta, beta, log parameter) is not positive "
+                        "definite at the estimate")
+    return ParamFit(family=fam, fit=fit, start=a0, profile=prof, at_bound=at_bound,
+                    messages=messages, vcov_beta_joint=vj, se_log_param=se_log)
+
+
+def _secant(profile: Callable[[float], float], slope: Callable[[float], float],
+            s0: float, max_iter: int = 30) -> bool | None:
+    """Zero of the profile's slope in ``s = log a`` by safeguarded secant steps.
+
+    Returns whether the estimate is at a search limit, or None when the
+    iteration does not settle (the caller falls back to Brent's method).
+    """
+    lo_b, hi_b = _LOG_BOUNDS
+    s_prev = s0
+    if not np.isfinite(profile(s_prev)):
+        return None
+    g_prev = slope(s_prev)
+    s = min(max(s_prev - math.copysign(0.5, g_prev), lo_b), hi_b)
+    below, above = -math.inf, math.inf  # slope < 0 at `below`, > 0 at `above`
+    if g_prev < 0:
+        below = s_prev
+    else:
+        above = s_prev
+    for _ in range(max_iter):
+        if not np.isfinite(profile(s)):
+            return None
+        g = slope(s)
+        if g < 0:
+            below = max(below, s)
+        else:
+            above = min(above, s)
+        c = (g - g_prev) / (s - s_prev) if s != s_prev else math.nan
+        step = -g / c if np.isfinite(c) and c > 0 else -math.copysign(1.0, g)
+        step = max(-2.0, min(2.0, step))
+        if abs(step) < _SECANT_TOL and np.isfinite(c) and c > 0:
+            return False
+        new = s + step
+        if np.isfinite(below) and np.isfinite(above) and not (min(below, above) < new
+                                                              < max(below, above)):
+            new = 0.5 * (below + above)
+        new = min(max(new, lo_b), hi_b)
+        if new == s:  # pinned at a search limit
+            return True
+        s_prev, g_prev, s = s, g, new
+    return None
+
+
+def _brent(profile: Callable[[float], float], s0: float) -> bool:
+    """Bounded Brent on the profile (widening the interval at its ends); returns
+    whether the estimate is at a search limit."""
     lo, hi = max(s0 - _HALF_WIDTH, _LOG_BOUNDS[0]), min(s0 + _HALF_WIDTH, _LOG_BOUNDS[1])
-    at_bound = False
     for _ in range(8):
         r = minimize_scalar(profile, bounds=(lo, hi), method="bounded",
                             options={"xatol": _XATOL, "maxiter": 200})
@@ -154,22 +244,8 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
         elif near_hi and hi < _LOG_BOUNDS[1]:
             lo, hi = hi - 1e-3, min(hi + 2 * _HALF_WIDTH, _LOG_BOUNDS[1])
         else:
-            at_bound = near_lo or near_hi
-            break
-    best = min(fits, key=lambda k: fits[k].value)
-    fam = family.with_param(math.exp(best))
-    fit = fits[best]
-    retarget(obj, fam)
-    obj.pirls(fit.theta, fit.beta)  # leave the objective's warm start at the estimate
-    messages = []
-    if at_bound:
-        what = "shape" if family.name == "negative_binomial" else "dispersion"
-        messages.append(f"the {what} estimate {fam.param:.4g} is at the search limit "
-                        "(the likelihood keeps increasing beyond it)")
-    prof = sorted((math.exp(k), v.value) for k, v in fits.items())
-    vj, se_log = joint_vcov_beta(obj, fam, fit, value_of)
-    return ParamFit(family=fam, fit=fit, start=a0, profile=prof, at_bound=at_bound,
-                    messages=messages, vcov_beta_joint=vj, se_log_param=se_log)
+            return near_lo or near_hi
+    return True
 
 
 def joint_vcov_beta(obj: LaplaceObjective, family: Family, fit: GlmmFit,
@@ -201,6 +277,8 @@ def joint_vcov_beta(obj: LaplaceObjective, family: Family, fit: GlmmFit,
 
     try:
         H = fd_hessian(fun, x0[idx], h[idx])
+        if not np.all(np.isfinite(H)) or np.min(np.linalg.eigvalsh(H)) <= 0:
+            return None, math.nan
         cov = 2.0 * np.linalg.inv(H)
     except (np.linalg.LinAlgError, FitError):
         return None, math.nan

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
-from scipy.special import gammaln, xlog1py, xlogy
+from scipy.special import betaln, gammaln, xlog1py, xlogy
 from scipy.stats import cauchy, norm
 
 from ..errors import ArgumentError
@@ -211,10 +211,13 @@ class Family:
             return pw * (-0.5 * np.log(2.0 * np.pi * phi * y ** 3)
                          - (y - mu) ** 2 / (2.0 * phi * y * mu * mu))
         if self.name == "negative_binomial":  # dnbinom(y, size = k, mu = mu)
+            # log Gamma(y+k) - log Gamma(k) - log y! = -log y - B(k, y) (y > 0), and
+            # k log(k/(k+mu)) + y log(mu/(k+mu)) with log1p: no cancellation for a
+            # huge shape (the Poisson limit)
             k = self._value()
-            return pw * (gammaln(y + k) - gammaln(k) - gammaln(y + 1.0)
-                         + k * (np.log(k) - np.log(k + mu)) + xlogy(y, mu)
-                         - xlogy(y, k + mu))
+            yp = np.maximum(y, 1.0)
+            comb = np.where(y > 0, -np.log(yp) - (betaln(k, yp) + y * np.log(k)), 0.0)
+            return pw * (comb + xlogy(y, mu) - (k + y) * np.log1p(mu / k))
         return pw * (xlogy(y, mu) - mu - gammaln(y + 1.0))
 
     def loglik(self, y, mu, pw) -> float:

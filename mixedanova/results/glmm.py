@@ -94,9 +94,10 @@ class GlmmResults:
     @property
     def converged(self) -> bool:
         """The optimizer's verdict, False also when a fixed-effect estimate is
-        infinite (separation) or the dispersion / shape is at its search limit."""
+        infinite (separation) or the dispersion / shape is at its search limit
+        or not at a minimum of the joint Hessian."""
         sep = self.separation is not None and self.separation.separated
-        bound = self.param_fit is not None and self.param_fit.at_bound
+        bound = self.param_fit is not None and bool(self.param_fit.messages)
         return self.fit.converged and not sep and not bound
 
     @property

@@ -224,3 +224,20 @@ def test_observed_and_expected_differ_off_the_canonical_link():
     with pytest.raises(ma.ArgumentError, match="information"):
         ma.glmm(FIX["sim_nb"]["formula"], pd.read_csv(DATA / "families_sim.csv"),
                 family="nbinom2", information="hessian")
+
+
+def test_shape_at_infinity_is_not_converged():
+    # glmer.nb on counts without overdispersion: theta runs off (lme4 warns
+    # "iteration limit reached" / a huge theta); here converged=False and a message
+    rng = np.random.default_rng(3)
+    n = 200
+    x = rng.normal(size=n)
+    d = pd.DataFrame({"x": x, "g": [f"g{k}" for k in rng.integers(0, 10, n)],
+                      "y": np.round(np.exp(1.5 + 0.3 * x) + rng.binomial(1, 0.5, n))})
+    with pytest.warns(ma.ConvergenceWarning, match="effectively infinite"):
+        res = ma.glmm("y ~ x + (1|g)", d, family="nbinom2")
+    assert not res.converged
+    pois = ma.glmm("y ~ x + (1|g)", d, family="poisson")
+    # the NB likelihood approaches the Poisson one from below as theta grows
+    assert res.minus_2_loglik == pytest.approx(pois.minus_2_loglik, abs=1e-3)
+    assert res.minus_2_loglik >= pois.minus_2_loglik - 1e-6
