@@ -9,6 +9,11 @@ laplace
     PIRLS to the conditional modes and the Laplace ``-2 log L``.
 agq
     Adaptive Gauss-Hermite quadrature for one scalar random term.
+dispersion
+    The Gamma / inverse Gaussian dispersion and the NB shape by the profile
+    Laplace likelihood.
+separation
+    Separation of the fixed effects (a linear program) and all-0 / all-1 levels.
 fit
     The two-stage optimizer (``nAGQ = 0`` start, then ``(theta, beta)``), the
     Hessian and the standard errors.

@@ -115,6 +115,16 @@ class GlmmResults:
         return self.family.has_param and not self.family.fixed_param
 
     @property
+    def unit_family(self) -> "Family":
+        """The family at unit dispersion (Gamma, inverse Gaussian): R's ``variance``
+        and ``dev.resids``, so that :meth:`resid` and :attr:`deviance` are R's
+        unscaled ones (``residuals(m)``, ``deviance(m)``); the family itself
+        otherwise."""
+        if self.family.name in ("gamma", "inverse_gaussian"):
+            return self.family.with_param(1.0)
+        return self.family
+
+    @property
     def nb_shape(self) -> float | None:
         """The negative binomial shape (R's ``theta``: ``getME(m, "glmer.nb.theta")``,
         glmmTMB's ``sigma(m)`` for ``nbinom2``); None for other families."""
@@ -209,7 +219,7 @@ class GlmmResults:
     def deviance(self) -> float:
         """``deviance(m)``: the conditional deviance at the modes (not ``-2 logLik``)."""
         d = self.data
-        return float(np.sum(self.family.dev_resids(d.y, self.fit.state.mu, d.pw)))
+        return float(np.sum(self.unit_family.dev_resids(d.y, self.fit.state.mu, d.pw)))
 
     def objective_at(self, theta, beta) -> float:
         """The objective this fit minimized (Laplace or AGQ ``-2 log L``) at given
@@ -317,10 +327,10 @@ class GlmmResults:
         ``"working"``."""
         d, mu = self.data, self.fit.state.mu
         if type == "deviance":
-            dr = self.family.dev_resids(d.y, mu, d.pw)
+            dr = self.unit_family.dev_resids(d.y, mu, d.pw)
             r = np.sign(d.y - mu) * np.sqrt(np.maximum(dr, 0.0))
         elif type == "pearson":
-            r = (d.y - mu) * np.sqrt(d.pw) / np.sqrt(self.family.variance(mu))
+            r = (d.y - mu) * np.sqrt(d.pw) / np.sqrt(self.unit_family.variance(mu))
         elif type == "response":
             r = d.y - mu
         elif type == "working":
@@ -385,7 +395,8 @@ class GlmmResults:
         lines.append(f"{self.aic:9.1f} {self.bic:9.1f} {self.llf:9.1f} "
                      f"{self.minus_2_loglik:9.1f} {self.df_resid:9d}")
         lines.append("")
-        q = np.quantile(self.resid("pearson").to_numpy(), [0, 0.25, 0.5, 0.75, 1])
+        scaled = self.resid("pearson").to_numpy() / math.sqrt(self.dispersion)
+        q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1])
         lines.append("Scaled residuals:")
         lines.append("    Min      1Q  Median      3Q     Max ")
         lines.append(" ".join(f"{v:7.4f}" for v in q))

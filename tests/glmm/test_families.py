@@ -32,8 +32,8 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "glmm"
 with open(REF) as _fh:
     FIX = json.load(_fh)["cases"]
 
-FAST = ["cbpp_probit", "cbpp_cloglog", "cbpp_cauchit", "gamma_inverse", "gamma_log",
-        "ig_log", "sim_nb"]
+FAST = ["cbpp_probit", "cbpp_cloglog", "cbpp_cauchit", "poisson_sqrt", "poisson_identity",
+        "gamma_inverse", "gamma_log", "ig_log", "sim_nb"]
 CASES = FAST + [pytest.param("grouseticks_nb", marks=pytest.mark.slow)]
 
 
@@ -124,11 +124,13 @@ def test_gamma_canonical_link_equals_glmmtmb():
     assert res.npar == t["df"]
 
 
-@pytest.mark.parametrize("case", ["cbpp_probit", "cbpp_cloglog", "cbpp_cauchit"])
-def test_binomial_links_against_glmer(case):
+@pytest.mark.parametrize("case", ["cbpp_probit", "cbpp_cloglog", "cbpp_cauchit",
+                                  "poisson_sqrt", "poisson_identity"])
+def test_links_against_glmer(case):
     # lme4::glmer(cbind(incidence, size - incidence) ~ period + (1|herd), cbpp,
-    # binomial(link), bobyqa, tolPwrss = 1e-12): -2 * logLik(m) within lme4's
-    # stale-weight error (GLMM_README), fixef(m), getME(m, "theta")
+    # binomial(link)) and glmer(y ~ x + (1|g), poisson(link)), bobyqa, tolPwrss = 1e-12:
+    # -2 * logLik(m) within lme4's stale-weight error (GLMM_README), fixef(m),
+    # getME(m, "theta")
     ref, res = fitted(case)
     g = ref["glmer"]
     assert res.minus_2_loglik == pytest.approx(g["minus_2_loglik"], abs=2e-6)
@@ -241,3 +243,17 @@ def test_shape_at_infinity_is_not_converged():
     # the NB likelihood approaches the Poisson one from below as theta grows
     assert res.minus_2_loglik == pytest.approx(pois.minus_2_loglik, abs=1e-3)
     assert res.minus_2_loglik >= pois.minus_2_loglik - 1e-6
+
+
+def test_gamma_residuals_against_glmmtmb():
+    # glmmTMB(y_ginv ~ x + (1|g), Gamma("inverse")): fitted(m), residuals(m, "response"),
+    # residuals(m, "pearson") (glmmTMB scales by sqrt(Var(y)) = sigma mu; ours are R's
+    # unscaled glm residuals, so ours / sigma)
+    ref, res = fitted("gamma_inverse")
+    t = ref["glmmTMB"]
+    np.testing.assert_allclose(res.fittedvalues.to_numpy()[:20], t["fitted_first20"],
+                               rtol=1e-4)
+    np.testing.assert_allclose(res.resid("response").to_numpy()[:20],
+                               t["residuals_response_first20"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(res.resid("pearson").to_numpy()[:20] / res.sigma,
+                               t["residuals_pearson_first20"], rtol=1e-3, atol=1e-5)

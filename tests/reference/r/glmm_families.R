@@ -1,5 +1,5 @@
 # Reference for tests/glmm/test_families.py (issue 18): GLMM families and links
-# beyond the visible glmer files -- binomial probit / cloglog / cauchit,
+# beyond the visible glmer files -- binomial probit / cloglog / cauchit, Poisson sqrt / identity,
 # Gamma (inverse and log links), inverse Gaussian (log link), negative binomial --
 # from lme4 (glmer, glmer.nb), glmmTMB and an independent dense evaluator of the
 # Laplace approximation written here.  R 4.2.2, lme4 1.1-31, glmmTMB 1.1.5.
@@ -37,6 +37,9 @@ sim$y_glog <- signif(rgamma(n, shape = 3, scale = exp(1 + 0.6 * sim$x + u2[g]) /
 sim$y_ig <- signif(rinvgauss(n, mean = exp(0.5 + 0.4 * sim$x + u3[g]), dispersion = 0.2), 8)
 mu_nb <- exp(1 + 0.8 * sim$x + u4[g])
 sim$y_nb <- rnbinom(n, size = 1.5, mu = mu_nb)
+u5 <- rnorm(ng, 0, 0.3); u6 <- rnorm(ng, 0, 1)
+sim$y_psqrt <- rpois(n, (2 + 0.5 * sim$x + u5[g])^2)
+sim$y_pid <- rpois(n, 6 + 2 * sim$x + u6[g])
 write.csv(sim, "tests/data/glmm/families_sim.csv", row.names = FALSE)
 sim <- read.csv("tests/data/glmm/families_sim.csv", stringsAsFactors = TRUE)
 cbpp <- read.csv("tests/data/glmm/cbpp.csv", stringsAsFactors = TRUE)
@@ -142,7 +145,9 @@ glmer_rec <- function(m) {
 }
 tmb_rec <- function(m) {
   vc <- VarCorr(m)$cond
-  list(minus_2_loglik = -2 * as.numeric(logLik(m)), df = attr(logLik(m), "df"),
+  list(residuals_response_first20 = unname(head(residuals(m, type = "response"), 20)),
+       residuals_pearson_first20 = unname(head(residuals(m, type = "pearson"), 20)),
+       fitted_first20 = unname(head(fitted(m), 20)),minus_2_loglik = -2 * as.numeric(logLik(m)), df = attr(logLik(m), "df"),
        aic = AIC(m), sd = unname(sapply(vc, function(v) attr(v, "stddev"))),
        fixed = fixed_of(m), sigma = sigma(m), pdHess = m$sdr$pdHess,
        convergence = m$fit$convergence)
@@ -202,6 +207,14 @@ mg <- glmer(y_ig ~ x + (1 | g), sim, family = inverse.gaussian(link = "log"), co
 run_case("ig_log", "families_sim.csv", "y_ig ~ x + (1|g)", "inverse.gaussian", "log", "ig",
          sim, inverse.gaussian(link = "log"), list(sim$g), sim$y_ig, one, Xs, glmer_rec(mg), NULL,
          "glmmTMB has no inverse Gaussian family")
+# Poisson, sqrt and identity links (the fixed part keeps eta > 0)
+for (lk in c("sqrt", "identity")) {
+  yv <- if (lk == "sqrt") "y_psqrt" else "y_pid"
+  m <- glmer(as.formula(paste(yv, "~ x + (1 | g)")), sim, family = poisson(link = lk),
+             control = tight)
+  run_case(paste0("poisson_", lk), "families_sim.csv", paste(yv, "~ x + (1|g)"), "poisson", lk,
+           "poisson", sim, poisson(link = lk), list(sim$g), sim[[yv]], one, Xs, glmer_rec(m))
+}
 # negative binomial: glmer.nb (its profile optimum, tol 5e-5) and glmmTMB nbinom2
 fnb <- TICKS ~ YEAR + HEIGHT_c + (1 | BROOD) + (1 | LOCATION)
 mg <- glmer.nb(fnb, grouse, control = tight)
