@@ -10,7 +10,7 @@ profile ``min_{theta, beta} -2 log L(theta, beta; a)`` over ``log a``: the outer
 one-dimensional optimization of lme4's ``glmer.nb`` (``optTheta``), here by
 secant steps on the profile's slope (by the envelope theorem, the partial
 derivative in ``log a`` at the inner optimum: two PIRLS evaluations) until the
-predicted step is below ``1e-7`` in ``log a`` (bounded Brent on the profile as a
+predicted step is below ``1e-5`` in ``log a`` (bounded Brent on the profile as a
 fallback), each inner fit at its own optimum, so that the
 result is the joint maximum of the Laplace likelihood over ``(theta, beta, a)``
 (glmmTMB's estimate, for the same Laplace approximation).
@@ -40,7 +40,7 @@ _HALF_WIDTH = 3.0  # first search interval: start * exp(+-3)
 _LOG_BOUNDS = (math.log(1e-8), math.log(1e8))
 _SLOPE_STEP = 1e-4
 _POISSON_LIMIT = 1e4  # NB shape / largest count beyond which Var = mu (Poisson)
-_SECANT_TOL = 1e-7  # predicted distance to the optimum in log(parameter)
+_SECANT_TOL = 1e-5  # predicted distance to the optimum in log(parameter)
 
 
 @dataclass
