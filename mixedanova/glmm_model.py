@@ -195,6 +195,27 @@ def _check_response(design: Design, family: "Family", response: GlmmResponse,
     return y, pw
 
 
+def _fit_on(obj, fam: "Family", estimate: bool, nagq: int, start):
+    """Fit on one objective: the family's parameter estimated or not, Laplace
+    or AGQ; returns the family (at the estimate), the fit, the parameter's fit
+    and the AGQ objective (or None)."""
+    from .glmm.agq import AgqObjective
+    from .glmm.fit import fit_glmm
+
+    value = AgqObjective(obj, int(nagq)) if nagq > 1 else None
+    if not estimate:
+        return fam, fit_glmm(obj, value=value, start_theta=start, stage1=nagq != 0), None, value
+    from .glmm.dispersion import fit_with_param, retarget
+
+    def fit_one(f, th):
+        retarget(obj, f)
+        return fit_glmm(obj, value=value, start_theta=th if th is not None else start,
+                        stage1=nagq != 0)
+
+    pf = fit_with_param(obj, fam, fit_one, (lambda: value) if value is not None else None)
+    return pf.family, pf.fit, pf, value
+
+
 def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None = None,
          nAGQ: int = 1, weights=None, offset=None, *, missing: str = "drop",
          start_theta=None, restricted: bool = False,
@@ -251,8 +272,9 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     from .glmm.families import make_family
     from .glmm.fit import fit_glmm
     from .glmm.laplace import GlmmData, LaplaceObjective
-    from .glmm.separation import (LARGE, check_separation, fixed_separation,
-                                  separation_message, suspected)
+    from .glmm.separation import (LARGE, check_separation, expand_limit_fit,
+                                  fixed_separation, limit_data, separation_message,
+                                  suspected)
     from .likelihood.blocked import TermData
 
     fam = make_family(family, link)
@@ -288,35 +310,38 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     if nAGQ > 1 and (len(terms) != 1 or terms[0].q != 1):
         raise ArgumentError("nAGQ > 1 (adaptive Gauss-Hermite quadrature) needs a single "
                             "scalar random-effects term, as in glmer")
-    value = AgqObjective(obj, int(nAGQ)) if nAGQ > 1 else None
     start = None if start_theta is None else layout.check_start(start_theta)
     small = gd.n <= LARGE
     fixed_sep = fixed_separation(fam, gd, design.x_names) if small else None
+    at_limit = False
     try:
-        if estimate:
-            from .glmm.dispersion import fit_with_param, retarget
-
-            def fit_one(f, th):
-                retarget(obj, f)
-                return fit_glmm(obj, value=value, start_theta=th if th is not None else start,
-                                stage1=nAGQ != 0)
-
-            param_fit = fit_with_param(obj, fam, fit_one,
-                                       (lambda: value) if value is not None else None)
-            fam, fit = param_fit.family, param_fit.fit
-        else:
-            fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
+        fam, fit, param_fit, value = _fit_on(obj, fam, estimate, nAGQ, start)
     except FitError as exc:
         if not small:
             fixed_sep = fixed_separation(fam, gd, design.x_names)
-        if fixed_sep and fixed_sep[0]:
+        if not (fixed_sep and fixed_sep[0]):
+            raise
+        # separation: the fit at its limit (separated direction far out, the rest free)
+        limit = limit_data(gd, fixed_sep[2])
+        try:
+            fam, fit, param_fit, _ = _fit_on(LaplaceObjective(fam, limit.data), fam, estimate,
+                                             nAGQ, start)
+        except FitError:
             raise FitError(f"{separation_message(*fixed_sep, fitted=False)}; the fit failed "
                            f"({exc}): drop or merge the separated terms") from None
-        raise
+        fit = expand_limit_fit(fit, limit)
+        at_limit = True
+        if param_fit is not None:
+            param_fit = replace(param_fit, fit=fit, vcov_beta_joint=None)
+        if fam.has_param:
+            from .glmm.dispersion import retarget
+            retarget(obj, fam)
+        value = AgqObjective(obj, int(nAGQ)) if nAGQ > 1 else None
     separation = check_separation(fam, gd, design.x_names, fit,
                                   [b.levels for b in design.blocks],
                                   [b.group for b in design.blocks],
-                                  fixed=fixed_sep if small or suspected(fit, gd.X) else ({}, False))
+                                  fixed=fixed_sep if small or at_limit or suspected(fit, gd.X)
+                                  else ({}, False, None), limit=at_limit)
     x_names = tuple(names.get(n.replace(" ", ""), n) for n in design.x_names)
     res = GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
                       x_names=x_names, response=response.label, objective=obj, agq=value,

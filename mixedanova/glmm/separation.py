@@ -19,13 +19,21 @@ direction has ``x_i'b <= 0`` on rows with ``y = 0`` (strict on some) and
 ``x_i'b = 0`` on the others (e.g. a factor level whose counts are all 0): the
 estimate is ``-inf`` there.
 
+When the ordinary fit fails on separated data, the fit at the separation limit
+is returned instead (:func:`limit_data`): the separated direction held far out
+(the separated rows at least 40 on the link scale on their side, so that they
+leave the likelihood), the remaining coefficients free in the complement of the
+direction; it equals the fit without the separated rows, and the infinite
+coefficients get a NaN standard error.  Complete separation leaves nothing to
+fit: an error names the coefficients.
+
 Random effects are not part of the check (their penalty keeps the modes
 finite), but levels whose responses are all 0 or all 1 are listed: with a
 large variance their modes run far out; that is noted, not an error.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -34,6 +42,7 @@ from .fit import GlmmFit
 from .laplace import GlmmData
 
 __all__ = ["SeparationReport", "check_separation", "fixed_separation", "suspected", "LARGE",
+           "LimitFit", "limit_data", "expand_limit_fit",
            "separating_direction", "separation_message"]
 
 _TOL = 1e-7
@@ -143,9 +152,10 @@ def _extreme_levels(family: Family, data: GlmmData) -> list[np.ndarray]:
 
 
 def fixed_separation(family: Family, data: GlmmData, x_names
-                     ) -> tuple[dict, bool] | None:
-    """The infinite fixed-effect estimates (name -> ``"+inf"``/``"-inf"``) and
-    whether the separation is complete; None when the family has no such check.
+                     ) -> tuple[dict, bool, np.ndarray | None] | None:
+    """The infinite fixed-effect estimates (name -> ``"+inf"``/``"-inf"``),
+    whether the separation is complete and the separating direction; None when
+    the family has no such check.
 
     Rows with the same ``x`` and the same side are one constraint (the linear
     program is on the distinct rows).
@@ -162,9 +172,9 @@ def fixed_separation(family: Family, data: GlmmData, x_names
         X, side = X[first], side[first]
     direction, complete = separating_direction(X, side == 1, side == -1, side == 0)
     if direction is None:
-        return {}, False
+        return {}, False, None
     return ({str(n): ("+inf" if v > 0 else "-inf") for n, v in zip(x_names, direction)
-             if v != 0}, complete)
+             if v != 0}, complete, direction)
 
 
 def suspected(fit: GlmmFit | None, X: np.ndarray) -> bool:
@@ -180,11 +190,16 @@ def suspected(fit: GlmmFit | None, X: np.ndarray) -> bool:
     return bool(np.any(np.abs(fit.beta) * span > 30.0))
 
 
-def separation_message(coefs: dict, complete: bool, fitted: bool = True) -> str:
-    """The text naming the infinite estimates (``fitted``: a fit was returned)."""
+def separation_message(coefs: dict, complete: bool, direction=None,
+                       fitted: bool = True, limit: bool = False) -> str:
+    """The text naming the infinite estimates (``fitted``: a fit was returned;
+    ``limit``: the fit at the separation limit)."""
     kind = "complete" if complete else "quasi-complete"
     what = ", ".join(f"{n!r} ({v})" for n, v in coefs.items())
     tail = "; the reported value is where the optimizer stopped" if fitted else ""
+    if limit:
+        tail = ("; reported at a point far along the separating direction, with SE NaN, "
+                "and the other estimates at the limit: the fit without the separated rows")
     return (f"{kind} separation: the maximum-likelihood estimate of {what} is infinite "
             f"(the fixed-effects design separates the responses{tail})")
 
@@ -192,7 +207,8 @@ def separation_message(coefs: dict, complete: bool, fitted: bool = True) -> str:
 def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
                      group_levels: list | None = None,
                      group_names: list | None = None,
-                     fixed: tuple[dict, bool] | None = None) -> SeparationReport | None:
+                     fixed: tuple | None = None,
+                     limit: bool = False) -> SeparationReport | None:
     """Separation of the fixed effects and all-0 / all-1 levels (module docstring).
 
     Parameters
@@ -207,6 +223,8 @@ def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
         Per random-effects term: its level labels and grouping factor name.
     fixed : tuple, optional
         :func:`fixed_separation`'s answer, if already computed.
+    limit : bool
+        The fit is the one at the separation limit (:func:`limit_data`).
 
     Returns
     -------
@@ -218,7 +236,7 @@ def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
         fixed = fixed_separation(family, data, x_names)
     if fixed is None:
         return None
-    coefs, complete = fixed
+    coefs, complete = fixed[0], fixed[1]
     extreme, runaway = {}, {}
     ext = _extreme_levels(family, data)
     templates = data.layout.templates(fit.theta)
@@ -234,7 +252,7 @@ def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
             if far.any():
                 runaway.setdefault(name, []).extend(levels[i] for i in np.flatnonzero(far))
         pos += size
-    parts = [separation_message(coefs, complete)] if coefs else []
+    parts = [separation_message(coefs, complete, limit=limit)] if coefs else []
     if runaway:
         what = "; ".join(f"{g}: {', '.join(map(str, lv[:5]))}"
                          + (f" and {len(lv) - 5} more" if len(lv) > 5 else "")
@@ -243,3 +261,53 @@ def check_separation(family: Family, data: GlmmData, x_names, fit: GlmmFit,
                      f"beyond +-{_MODE_RUNS_OFF:g} on the link scale ({what})")
     return SeparationReport(coefficients=coefs, complete=complete, extreme_groups=extreme,
                             runaway_groups=runaway, message="; ".join(parts))
+
+
+_LIMIT_ETA = 40.0  # |shift of the linear predictor| on the separated rows
+
+
+@dataclass(frozen=True)
+class LimitFit:
+    """The data of the fit at the separation limit.
+
+    ``beta = N gamma + scale * direction``: ``gamma`` the coefficients of the
+    reduced design ``X N`` (``N`` a basis of the complement of the separating
+    direction), and the separated rows pushed ``_LIMIT_ETA`` or more to their side
+    through the offset.
+    """
+
+    data: GlmmData
+    basis: np.ndarray
+    direction: np.ndarray
+    scale: float
+
+
+def limit_data(data: GlmmData, direction: np.ndarray) -> LimitFit:
+    """The fit at the limit of separation: the separated direction held far
+    out, the other coefficients free (the finite part of the estimates)."""
+    from scipy.linalg import null_space
+
+    xb = data.X @ direction
+    nz = np.abs(xb) > 1e-9 * max(1.0, float(np.max(np.abs(xb))))
+    scale = _LIMIT_ETA / float(np.min(np.abs(xb[nz])))
+    N = null_space(direction[None, :])
+    return LimitFit(replace(data, X=data.X @ N, offset=data.offset + scale * xb), N,
+                    direction, scale)
+
+
+def expand_limit_fit(fit: GlmmFit, limit: LimitFit) -> GlmmFit:
+    """The reduced fit in the original coefficients: ``beta`` at the limit
+    point, ``vcov`` ``N V N'`` with NaN rows for the separated coefficients,
+    no Hessian, and ``converged=False``."""
+    N, b = limit.basis, limit.direction
+    k = len(fit.theta)
+    p = N.shape[0]
+    beta = N @ fit.beta + limit.scale * b
+    vcov = N @ fit.vcov_beta @ N.T
+    sep = b != 0
+    vcov[sep, :] = np.nan
+    vcov[:, sep] = np.nan
+    free = np.concatenate([fit.free[:k], np.ones(p, bool)])
+    return replace(fit, beta=beta, vcov_beta=vcov, hessian=np.full((k + p, k + p), np.nan),
+                   free=free, gradient=np.full(k + p, np.nan), converged=False,
+                   stage1_beta=None)

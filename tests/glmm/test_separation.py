@@ -57,20 +57,42 @@ def test_complete_separation_is_named():
         ma.glmm("y ~ x + (1|g)", d)
 
 
+def _fit_quiet(*args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ma.SingularFitWarning)
+        return ma.glmm(*args, **kw)
+
+
 def test_quasi_complete_separation_names_the_level():
-    # detect_separation: a factor level whose responses are all 1 has coefficient +Inf
+    # detect_separation: a factor level whose responses are all 1 has coefficient +Inf;
+    # the other estimates are those of the limit, i.e. glmer(y ~ x + (1|g)) on the rows
+    # of the other level (the separated rows drop out of the likelihood)
     d = _data()
     d.loc[d["z"] == "b", "y"] = 1
-    with pytest.raises(ma.FitError, match=r"quasi-complete separation.*'z\[T\.b\]' \(\+inf\)"):
-        ma.glmm("y ~ x + z + (1|g)", d)
+    with pytest.warns(ma.SeparationWarning, match=r"quasi-complete.*'z\[T\.b\]' \(\+inf\)"):
+        res = _fit_quiet("y ~ x + z + (1|g)", d)
+    assert not res.converged
+    assert res.separation.coefficients == {"z[T.b]": "+inf"}
+    assert any("separation" in m for m in res.convergence_messages)
+    assert np.isnan(res.bse_fe["z[T.b]"]) and res.fe_params["z[T.b]"] > 30
+    sub = _fit_quiet("y ~ x + (1|g)", d[d["z"] == "a"])
+    assert res.minus_2_loglik == pytest.approx(sub.minus_2_loglik, abs=1e-8)
+    np.testing.assert_allclose(res.fe_params[["Intercept", "x"]], sub.fe_params, rtol=1e-6,
+                               atol=1e-8)
+    np.testing.assert_allclose(res.bse_fe[["Intercept", "x"]], sub.bse_fe, rtol=1e-4)
 
 
 def test_poisson_level_of_zero_counts_is_named():
-    # glm(c ~ x + z, poisson) with every count 0 at z = b: coefficient -Inf
+    # glm(c ~ x + z, poisson) with every count 0 at z = b: coefficient -Inf; the rest is
+    # the fit on the other rows
     d = _data()
     d.loc[d["z"] == "b", "c"] = 0
-    with pytest.raises(ma.FitError, match=r"'z\[T\.b\]' \(-inf\)"):
-        ma.glmm("c ~ x + z + (1|g)", d, family="poisson")
+    with pytest.warns(ma.SeparationWarning, match=r"'z\[T\.b\]' \(-inf\)"):
+        res = _fit_quiet("c ~ x + z + (1|g)", d, family="poisson")
+    assert not res.converged
+    sub = _fit_quiet("c ~ x + (1|g)", d[d["z"] == "a"], family="poisson")
+    assert res.minus_2_loglik == pytest.approx(sub.minus_2_loglik, abs=1e-6)
+    np.testing.assert_allclose(res.fe_params[["Intercept", "x"]], sub.fe_params, rtol=1e-5)
 
 
 @pytest.mark.parametrize("set_id,formula", [("d_separation_60026", "y ~ x + z + (1 | g)"),
