@@ -80,7 +80,6 @@ __all__ = [
     "ConvergenceWarning",
     "SingularFitWarning",
     "SeparationWarning",
-    "families",
     "RankDeficiencyWarning",
     "MixedAnovaError",
     "MixedAnovaWarning",
