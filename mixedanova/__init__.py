@@ -8,8 +8,8 @@ from .batch import lmm_many, power, simulation_model
 from .datasets import dataset_info, list_datasets, load_dataset
 from .errors import (ArgumentError, ConvergenceWarning, DesignError, EstimabilityError,
                      FitError, FormulaError, InferenceWarning, MixedAnovaError,
-                     MixedAnovaWarning, RankDeficiencyWarning, SingularFitWarning,
-                     UnknownNameError)
+                     MixedAnovaWarning, RankDeficiencyWarning, SeparationWarning,
+                     SingularFitWarning, UnknownNameError)
 from .inference.compare import compare
 from .likelihood.control import LmmControl
 from .model import LinearMixedModel, lmm
@@ -31,6 +31,15 @@ from .results.lmm import LinearMixedResults
 del _glmm_engine  # not part of the namespace: ma.glmm is the function
 
 __version__ = "0.1.0"
+
+def __getattr__(name: str):
+    """``ma.families`` (Binomial, Poisson, Gamma, InverseGaussian, NegativeBinomial,
+    make_family), imported on first use: it loads scipy."""
+    if name == "families":
+        import importlib
+        return importlib.import_module(".glmm.families", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "lmm",
@@ -72,6 +81,7 @@ __all__ = [
     "DesignError",
     "ConvergenceWarning",
     "SingularFitWarning",
+    "SeparationWarning",
     "RankDeficiencyWarning",
     "MixedAnovaError",
     "MixedAnovaWarning",

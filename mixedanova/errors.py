@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["MixedAnovaError", "FormulaError", "DesignError", "EstimabilityError",
            "FitError", "ArgumentError", "UnknownNameError", "MixedAnovaWarning", "user_stacklevel",
-           "ConvergenceWarning", "SingularFitWarning",
+           "ConvergenceWarning", "SeparationWarning", "SingularFitWarning",
            "RankDeficiencyWarning", "InferenceWarning"]
 
 
@@ -68,6 +68,13 @@ class MixedAnovaWarning(UserWarning):
 
 class ConvergenceWarning(MixedAnovaWarning):
     """The optimum failed a convergence check."""
+
+
+class SeparationWarning(MixedAnovaWarning):
+    """Separation: a fixed-effect estimate of a binomial (or count) model is
+    infinite (the fit is then not converged); or levels whose responses are all 0
+    or all 1 have runaway conditional modes (a note).  The message names the
+    coefficient and the levels."""
 
 
 class SingularFitWarning(MixedAnovaWarning):

@@ -20,8 +20,8 @@ from .design.build import Design, build_design
 from .design.formula import parse_formula
 import warnings
 
-from .errors import (ArgumentError, ConvergenceWarning, DesignError, SingularFitWarning,
-                     user_stacklevel)
+from .errors import (ArgumentError, ConvergenceWarning, DesignError, FitError, MixedAnovaWarning,
+                     SeparationWarning, SingularFitWarning, user_stacklevel)
 from .results.glmm import GlmmResults
 
 if TYPE_CHECKING:  # the engine (scipy) is imported when a fit needs it
@@ -198,6 +198,11 @@ def _prepare_response(formula: str, data: pd.DataFrame, family: "Family"
                 vals = np.where(col.isna(), np.nan, col.astype(float))
             data = data.assign(**{_YNUM: vals})
             return f"{_YNUM} ~ {rhs}", data, GlmmResponse(name, "binary", None)
+        if family.name != "binomial" and (pd.api.types.is_bool_dtype(col)
+                                          or not pd.api.types.is_numeric_dtype(col)):
+            raise DesignError(f"{family.label} response {name!r} must be numeric, not "
+                              f"{col.dtype} (a two-level response is for the binomial "
+                              "family)")
         return formula, data, GlmmResponse(lhs, "value", None)
     # an expression (incidence/size, y > 0): R evaluates it as one numeric column
     vals = _evaluate(lhs, data, "response")
@@ -233,17 +238,46 @@ def _check_response(design: Design, family: "Family", response: GlmmResponse,
                                   "and 1; give the trials as weights= or use "
                                   "cbind(successes, failures)")
         return y, pw
-    bad = (y < 0) | (y != np.round(y))
+    bad = family.support_mask(y)
     if bad.any():
         rows = list(design.row_index[bad][:5])
-        raise DesignError(f"Poisson response {label!r} must be whole counts >= 0; rows "
-                          f"{rows} have {', '.join(f'{v:g}' for v in y[bad][:5])}")
+        raise DesignError(f"{family.label} response {label!r} "
+                          f"{family.support_error(y) or 'is outside the family support'}; "
+                          f"rows {rows} have {', '.join(f'{v:g}' for v in y[bad][:5])}")
+    if family.name in ("poisson", "negative_binomial") and weights_given:
+        nonwhole = pw != np.round(pw)
+        if nonwhole.any():
+            warnings.warn(f"{family.label} response {label!r}: non-whole prior weights "
+                          "(the log-likelihood weights each row's log-density)",
+                          MixedAnovaWarning, stacklevel=user_stacklevel())
     return y, pw
+
+
+def _fit_on(obj, fam: "Family", estimate: bool, nagq: int, start):
+    """Fit on one objective: the family's parameter estimated or not, Laplace
+    or AGQ; returns the family (at the estimate), the fit, the parameter's fit
+    and the AGQ objective (or None)."""
+    from .glmm.agq import AgqObjective
+    from .glmm.fit import fit_glmm
+
+    value = AgqObjective(obj, int(nagq)) if nagq > 1 else None
+    if not estimate:
+        return fam, fit_glmm(obj, value=value, start_theta=start, stage1=nagq != 0), None, value
+    from .glmm.dispersion import fit_with_param, retarget
+
+    def fit_one(f, th):
+        retarget(obj, f)
+        return fit_glmm(obj, value=value, start_theta=th if th is not None else start,
+                        stage1=nagq != 0)
+
+    pf = fit_with_param(obj, fam, fit_one, (lambda: value) if value is not None else None)
+    return pf.family, pf.fit, pf, value
 
 
 def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None = None,
          nAGQ: int = 1, weights=None, offset=None, *, missing: str = "drop",
-         start_theta=None, restricted: bool = False) -> GlmmResults:
+         start_theta=None, restricted: bool = False,
+         information: str = "expected") -> GlmmResults:
     """Fit a generalized linear mixed model by maximum likelihood (lme4's ``glmer``).
 
     Parameters
@@ -253,10 +287,15 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
         R's ``I(age^2)`` is accepted (and keeps that name).
     data : pandas.DataFrame
     family : str or Family
-        ``"binomial"`` or ``"poisson"``.
+        ``"binomial"``, ``"poisson"``, ``"Gamma"``, ``"inverse.gaussian"``,
+        ``"negative_binomial"`` (``"nbinom2"``), or an ``ma.families`` object.
+        Gamma / inverse Gaussian dispersion and the NB shape are estimated by
+        maximum likelihood unless the object fixes them.
     link : str, optional
         Binomial: ``"logit"`` (default), ``"probit"``, ``"cloglog"``, ``"cauchit"``;
-        Poisson: ``"log"`` (default), ``"sqrt"``, ``"identity"``.
+        Poisson and NB: ``"log"`` (default), ``"sqrt"``, ``"identity"``; Gamma:
+        ``"inverse"`` (default), ``"log"``, ``"identity"``; inverse Gaussian:
+        ``"1/mu^2"`` (default), ``"inverse"``, ``"log"``, ``"identity"``.
     nAGQ : int
         0: glmer's ``nAGQ = 0`` (modes of ``beta`` and ``u`` jointly, ``theta``
         optimized); 1: Laplace; > 1: adaptive Gauss-Hermite quadrature with that
@@ -268,6 +307,10 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     missing : {"drop", "raise"}
     start_theta : array, optional
         Starting ``theta`` (lme4's order).
+    information : {"expected", "observed"}
+        The information in the Laplace ``log det``: ``"expected"`` (Fisher
+        weights, lme4's ``glmer`` / ``glmer.nb``) or ``"observed"`` (the second
+        derivative at the modes, glmmTMB's); they agree for canonical links.
     restricted : bool
         Take the formula as untrusted: only column names, numbers, arithmetic and
         the allowed transforms (``cbind``, ``I``, ``np.log``, ...) are accepted,
@@ -296,9 +339,16 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     from .glmm.families import make_family
     from .glmm.fit import fit_glmm
     from .glmm.laplace import GlmmData, LaplaceObjective
+    from .glmm.separation import (LARGE, check_separation, expand_limit_fit,
+                                  fixed_separation, limit_data, separation_message,
+                                  suspected)
     from .likelihood.blocked import TermData
 
     fam = make_family(family, link)
+    if information not in ("expected", "observed"):
+        raise ArgumentError(f"information must be 'expected' or 'observed', not "
+                            f"{information!r}")
+    fam = replace(fam, information=information)
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ArgumentError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
     if not isinstance(data, pd.DataFrame):
@@ -323,25 +373,62 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
                           "only, not in ma.glmm (its Laplace fit works on theta)")
     layout = design.theta_layout()
     gd = GlmmData(y, pw, design.offset_values, design.X, terms, layout)
+    param_fit = None
+    if fam.has_param and fam.param is None:
+        fam = fam.with_param(1.0)  # a placeholder until estimated
+        estimate = True
+    else:
+        estimate = False
     obj = LaplaceObjective(fam, gd)
-    value = None
-    if nAGQ > 1:
-        if len(terms) != 1 or terms[0].q != 1:
-            raise ArgumentError("nAGQ > 1 (adaptive Gauss-Hermite quadrature) needs a single "
-                                "scalar random-effects term, as in glmer")
-        value = AgqObjective(obj, int(nAGQ))
+    if nAGQ > 1 and (len(terms) != 1 or terms[0].q != 1):
+        raise ArgumentError("nAGQ > 1 (adaptive Gauss-Hermite quadrature) needs a single "
+                            "scalar random-effects term, as in glmer")
     start = None if start_theta is None else layout.check_start(start_theta)
-    fit = fit_glmm(obj, value=value, start_theta=start, stage1=nAGQ != 0)
+    small = gd.n <= LARGE
+    fixed_sep = fixed_separation(fam, gd, design.x_names) if small else None
+    at_limit = False
+    try:
+        fam, fit, param_fit, value = _fit_on(obj, fam, estimate, nAGQ, start)
+    except FitError as exc:
+        if not small:
+            fixed_sep = fixed_separation(fam, gd, design.x_names)
+        if not (fixed_sep and fixed_sep[0]):
+            raise
+        # separation: the fit at its limit (separated direction far out, the rest free)
+        limit = limit_data(gd, fixed_sep[2])
+        try:
+            fam, fit, param_fit, _ = _fit_on(LaplaceObjective(fam, limit.data), fam, estimate,
+                                             nAGQ, start)
+        except FitError:
+            raise FitError(f"{separation_message(*fixed_sep, fitted=False)}; the fit failed "
+                           f"({exc}): drop or merge the separated terms") from None
+        fit = expand_limit_fit(fit, limit)
+        at_limit = True
+        if param_fit is not None:
+            param_fit = replace(param_fit, fit=fit, vcov_beta_joint=None)
+        if fam.has_param:
+            from .glmm.dispersion import retarget
+            retarget(obj, fam)
+        value = AgqObjective(obj, int(nAGQ)) if nAGQ > 1 else None
+    separation = check_separation(fam, gd, design.x_names, fit,
+                                  [b.levels for b in design.blocks],
+                                  [b.group for b in design.blocks],
+                                  fixed=fixed_sep if small or at_limit or suspected(fit, gd.X)
+                                  else ({}, False, None), limit=at_limit)
     x_names = tuple(names.get(n.replace(" ", ""), n) for n in design.x_names)
     model = GlmmModel(formula, data, fam, int(nAGQ), weights, offset, missing, gd)
     res = GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
                       x_names=x_names, response=response.label, objective=obj, agq=value,
-                      formula=formula, model=model)
+                      formula=formula, model=model, param_fit=param_fit, separation=separation)
+    if separation is not None and separation.message:
+        warnings.warn(separation.message, SeparationWarning, stacklevel=user_stacklevel())
     if res.is_singular:
         warnings.warn("boundary (singular) fit: a random-effects covariance is singular "
                       f"(theta = {np.round(res.theta, 6).tolist()})", SingularFitWarning,
                       stacklevel=user_stacklevel())
-    if not res.converged:
-        warnings.warn("; ".join(res.convergence_messages) or "the fit did not converge",
+    other = [m for m in res.convergence_messages
+             if separation is None or m != separation.message]
+    if not res.converged and (other or not (separation and separation.separated)):
+        warnings.warn("; ".join(other) or "the fit did not converge",
                       ConvergenceWarning, stacklevel=user_stacklevel())
     return res

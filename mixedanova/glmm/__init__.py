@@ -14,6 +14,11 @@ gradient
     ``u``-only PIRLS system (dense coupling).
 scalar_blocks
     The same with a sparse coupling, for large designs of scalar terms.
+dispersion
+    The Gamma / inverse Gaussian dispersion and the NB shape by the profile
+    Laplace likelihood.
+separation
+    Separation of the fixed effects (a linear program) and all-0 / all-1 levels.
 fit
     The two-stage optimizer (``nAGQ = 0`` start, then ``(theta, beta)``), the
     Hessian and the standard errors.

@@ -14,16 +14,17 @@ A binomial response is the proportion ``y`` with the trials as prior weights
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
-from scipy.special import gammaln, xlog1py, xlogy
+from scipy.special import betaln, gammaln, xlog1py, xlogy
 from scipy.stats import cauchy, norm
 
 from ..errors import ArgumentError
 
-__all__ = ["Link", "Family", "make_family", "LINKS", "FAMILIES"]
+__all__ = ["Link", "Family", "make_family", "LINKS", "FAMILIES", "PARAM_FAMILIES",
+           "Binomial", "Poisson", "Gamma", "InverseGaussian", "NegativeBinomial"]
 
 EPS = float(np.finfo(float).eps)
 _THRESH = 30.0
@@ -85,6 +86,14 @@ LINKS: dict[str, Link] = {
     "sqrt": Link("sqrt", np.sqrt, lambda eta: np.asarray(eta, dtype=float) ** 2,
                  lambda eta: 2.0 * np.asarray(eta, dtype=float),
                  lambda eta: bool(np.all(np.isfinite(eta)) and np.all(eta > 0))),
+    "inverse": Link("inverse", lambda mu: 1.0 / np.asarray(mu, dtype=float),
+                    lambda eta: 1.0 / np.asarray(eta, dtype=float),
+                    lambda eta: -1.0 / np.asarray(eta, dtype=float) ** 2,
+                    lambda eta: bool(np.all(np.isfinite(eta)) and np.all(eta > 0))),
+    "1/mu^2": Link("1/mu^2", lambda mu: 1.0 / np.asarray(mu, dtype=float) ** 2,
+                   lambda eta: 1.0 / np.sqrt(np.asarray(eta, dtype=float)),
+                   lambda eta: -1.0 / (2.0 * np.asarray(eta, dtype=float) ** 1.5),
+                   lambda eta: bool(np.all(np.isfinite(eta)) and np.all(eta > 0))),
     "identity": Link("identity", lambda mu: np.asarray(mu, dtype=float),
                      lambda eta: np.asarray(eta, dtype=float),
                      lambda eta: np.ones_like(np.asarray(eta, dtype=float)),
@@ -99,34 +108,116 @@ class Family:
     Attributes
     ----------
     name : str
-        ``"binomial"`` or ``"poisson"``.
+        ``"binomial"``, ``"poisson"``, ``"gamma"``, ``"inverse_gaussian"`` or
+        ``"negative_binomial"``.
     link : Link
     canonical : str
-        Name of the canonical link.
+        Name of the canonical link (``""`` for the negative binomial: its
+        canonical link ``log(mu / (mu + theta))`` is not offered).
+    param : float or None
+        The family's extra parameter at which it is evaluated: the dispersion
+        ``phi`` of Gamma and inverse Gaussian (``Var(y) = phi V(mu) / w``), the
+        shape ``k`` of the negative binomial (``Var(y) = mu + mu^2 / k``, R's
+        ``theta``); ``None`` for binomial and Poisson (and while not yet set).
+    fixed_param : bool
+        The parameter was given by the user (not estimated).
+    information : str
+        ``"expected"`` (lme4: Fisher weights in ``log det``) or ``"observed"``
+        (glmmTMB: the negative second derivative of the log-likelihood in
+        ``eta`` at the modes); the same for canonical links.
     """
 
     name: str
     link: Link
     canonical: str
+    param: float | None = None
+    fixed_param: bool = False
+    information: str = "expected"
 
     # ---------------------------------------------------------------- pieces
+    @property
+    def has_param(self) -> bool:
+        """A family with a dispersion or shape (Gamma, inverse Gaussian, NB)."""
+        return self.name in PARAM_FAMILIES
+
+    @property
+    def phi(self) -> float:
+        """Dispersion in the working weights and the deviance (1 but for Gamma and
+        inverse Gaussian)."""
+        if self.name in ("gamma", "inverse_gaussian"):
+            return self._value()
+        return 1.0
+
+    def _value(self) -> float:
+        if self.param is None:
+            raise ArgumentError(f"the {self.name} family's parameter is not set")
+        return float(self.param)
+
+    def with_param(self, value: float) -> "Family":
+        """The same family evaluated at another dispersion / shape."""
+        return replace(self, param=float(value))
+
     def variance(self, mu: np.ndarray) -> np.ndarray:
-        """``Var(y) / phi`` as a function of the mean."""
+        """``Var(y) / phi`` as a function of the mean (``phi`` included for Gamma
+        and inverse Gaussian, so that the working weights carry it)."""
+        mu = np.asarray(mu, dtype=float)
         if self.name == "binomial":
             return mu * (1.0 - mu)
-        return np.asarray(mu, dtype=float)
+        if self.name == "gamma":
+            return self.phi * mu * mu
+        if self.name == "inverse_gaussian":
+            return self.phi * mu ** 3
+        if self.name == "negative_binomial":
+            return mu + mu * mu / self._value()
+        return mu
 
     def weights(self, mu: np.ndarray, mu_eta: np.ndarray, pw: np.ndarray) -> np.ndarray:
         """Expected-information (Fisher) working weights ``w (dmu/deta)^2 / V(mu)``."""
         return pw * mu_eta * mu_eta / self.variance(mu)
 
+    def observed_weights(self, y: np.ndarray, eta: np.ndarray, pw: np.ndarray) -> np.ndarray:
+        """``-d^2 log p(y | eta) / d eta^2`` per row: the Fisher weight minus
+        ``w (y - mu) d/deta (mu_eta / V)`` (central difference in ``eta``; 0 for a
+        canonical link)."""
+        eta = np.asarray(eta, dtype=float)
+        mu = self.link.linkinv(eta)
+        fisher = self.weights(mu, self.link.mu_eta(eta), pw)
+        if self.link.name == self.canonical:
+            return fisher
+        h = 1e-5 * (1.0 + np.abs(eta))
+
+        def ratio(e):
+            return self.link.mu_eta(e) / self.variance(self.link.linkinv(e))
+
+        slope = (ratio(eta + h) - ratio(eta - h)) / (2.0 * h)
+        return fisher - pw * (np.asarray(y, dtype=float) - mu) * slope
+
     def loglik_terms(self, y: np.ndarray, mu: np.ndarray, pw: np.ndarray) -> np.ndarray:
-        """``log p(y_i | mu_i)`` per row (lme4's ``logLik`` convention)."""
+        """``log p(y_i | mu_i)`` per row (lme4's ``logLik`` convention; for Gamma,
+        inverse Gaussian and NB the prior weight multiplies the log-density, as
+        R's ``family$aic`` and glmmTMB)."""
+        y = np.asarray(y, dtype=float)
+        mu = np.asarray(mu, dtype=float)
         if self.name == "binomial":
             m = np.round(pw)
             k = np.round(pw * y)
             return (gammaln(m + 1.0) - gammaln(k + 1.0) - gammaln(m - k + 1.0)
                     + xlogy(k, mu) + xlog1py(m - k, -mu))
+        if self.name == "gamma":  # dgamma(y, shape = 1/phi, scale = mu phi)
+            a = 1.0 / self.phi
+            return pw * (-gammaln(a) - a * np.log(mu / a) + (a - 1.0) * np.log(y) - a * y / mu)
+        if self.name == "inverse_gaussian":
+            phi = self.phi
+            return pw * (-0.5 * np.log(2.0 * np.pi * phi * y ** 3)
+                         - (y - mu) ** 2 / (2.0 * phi * y * mu * mu))
+        if self.name == "negative_binomial":  # dnbinom(y, size = k, mu = mu)
+            # log Gamma(y+k) - log Gamma(k) - log y! = -log y - B(k, y) (y > 0), and
+            # k log(k/(k+mu)) + y log(mu/(k+mu)) with log1p: no cancellation for a
+            # huge shape (the Poisson limit)
+            k = self._value()
+            yp = np.maximum(y, 1.0)
+            comb = np.where(y > 0, -np.log(yp) - (betaln(k, yp) + y * np.log(k)), 0.0)
+            return pw * (comb + xlogy(y, mu) - (k + y) * np.log1p(mu / k))
         return pw * (xlogy(y, mu) - mu - gammaln(y + 1.0))
 
     def loglik(self, y, mu, pw) -> float:
@@ -138,7 +229,8 @@ class Family:
         return self.loglik(y, np.asarray(y, dtype=float), pw)
 
     def dev_resids(self, y: np.ndarray, mu: np.ndarray, pw: np.ndarray) -> np.ndarray:
-        """Squared deviance residuals ``2 w (l_sat - l)`` per row.
+        """Squared deviance residuals ``2 (l_sat - l)`` per row (so divided by
+        ``phi`` for Gamma and inverse Gaussian: R's ``dev.resids / phi``).
 
         Written as ``mu h(y / mu)`` with ``h(t) = t log t - t + 1`` (and the same
         for ``1 - y`` of a binomial), ``h`` from its series near ``t = 1``: no
@@ -149,16 +241,58 @@ class Family:
         mu = np.asarray(mu, dtype=float)
         if self.name == "binomial":
             return 2.0 * pw * (mu * _h(y / mu) + (1.0 - mu) * _h((1.0 - y) / (1.0 - mu)))
+        if self.name == "gamma":  # 2 w (-log(y/mu) + (y - mu)/mu)
+            s = (y - mu) / mu
+            return 2.0 * pw * (s - np.log1p(s)) / self.phi
+        if self.name == "inverse_gaussian":
+            return pw * (y - mu) ** 2 / (y * mu * mu) / self.phi
+        if self.name == "negative_binomial":
+            # 2 w (y log(y/mu) - (y + k) log((y + k)/(mu + k)))
+            k = self._value()
+            return 2.0 * pw * (mu * _h(y / mu) - (mu + k) * _h((y + k) / (mu + k)))
         return 2.0 * pw * mu * _h(y / mu)
 
     def mustart(self, y: np.ndarray, pw: np.ndarray) -> np.ndarray:
         """R's starting means (``family$initialize``)."""
         if self.name == "binomial":
             return (pw * y + 0.5) / (pw + 1.0)
+        if self.name in ("gamma", "inverse_gaussian"):
+            return np.asarray(y, dtype=float).copy()
+        if self.name == "negative_binomial":
+            return y + (y == 0) / 6.0
         return y + 0.1
 
+    def support_error(self, y: np.ndarray) -> str | None:
+        """What is wrong with response values outside the family's support, or None."""
+        y = np.asarray(y, dtype=float)
+        if self.name in ("poisson", "negative_binomial"):
+            bad = (y < 0) | (y != np.round(y))
+            return "must be whole counts >= 0" if bad.any() else None
+        if self.name in ("gamma", "inverse_gaussian"):
+            return "must be positive (> 0)" if np.any(y <= 0) else None
+        return None
+
+    def support_mask(self, y: np.ndarray) -> np.ndarray:
+        """Rows whose response is outside the family's support."""
+        y = np.asarray(y, dtype=float)
+        if self.name in ("poisson", "negative_binomial"):
+            return (y < 0) | (y != np.round(y))
+        if self.name in ("gamma", "inverse_gaussian"):
+            return ~(y > 0)
+        if self.name == "binomial":
+            return (y < 0) | (y > 1)
+        return np.zeros(len(y), bool)
+
+    @property
+    def label(self) -> str:
+        """The family as ``summary(m)`` prints it (``Negative Binomial(1.234)``)."""
+        if self.name == "negative_binomial":
+            k = "?" if self.param is None else f"{self.param:.4g}"
+            return f"Negative Binomial({k})"
+        return R_NAMES.get(self.name, self.name)
+
     def __str__(self) -> str:
-        return f"{self.name}({self.link.name})"
+        return f"{self.label}({self.link.name})"
 
 
 def _h(t: np.ndarray) -> np.ndarray:
@@ -178,33 +312,98 @@ def _h(t: np.ndarray) -> np.ndarray:
     return out
 
 
+PARAM_FAMILIES = ("gamma", "inverse_gaussian", "negative_binomial")
+R_NAMES = {"gamma": "Gamma", "inverse_gaussian": "inverse.gaussian"}
+
 FAMILIES = {"binomial": ("logit", ("logit", "probit", "cauchit", "cloglog")),
-            "poisson": ("log", ("log", "sqrt", "identity"))}
+            "poisson": ("log", ("log", "sqrt", "identity")),
+            "gamma": ("inverse", ("inverse", "log", "identity")),
+            "inverse_gaussian": ("1/mu^2", ("1/mu^2", "inverse", "log", "identity")),
+            "negative_binomial": ("log", ("log", "sqrt", "identity"))}
+
+ALIASES = {"gamma": "gamma", "inverse_gaussian": "inverse_gaussian",
+           "inverse.gaussian": "inverse_gaussian", "inversegaussian": "inverse_gaussian",
+           "negative_binomial": "negative_binomial", "negative.binomial": "negative_binomial",
+           "negativebinomial": "negative_binomial", "nbinom2": "negative_binomial",
+           "negbin": "negative_binomial", "nb": "negative_binomial"}
 
 
-def make_family(family, link: str | None = None) -> Family:
-    """A :class:`Family` from a name (``"binomial"``, ``"poisson"``) or a Family.
+def make_family(family, link: str | None = None, param: float | None = None) -> Family:
+    """A :class:`Family` from a name or a Family.
+
+    Parameters
+    ----------
+    family : str or Family
+        ``"binomial"``, ``"poisson"``, ``"Gamma"``, ``"inverse.gaussian"`` (or
+        ``"inverse_gaussian"``), ``"negative_binomial"`` (or ``"nbinom2"``,
+        ``"negative.binomial"``), any case; or a :class:`Family` (e.g.
+        ``ma.families.Binomial(link="probit")``).
+    link : str, optional
+        Overrides the family's link.
+    param : float, optional
+        A fixed dispersion (Gamma, inverse Gaussian) or NB shape; default:
+        estimated.
 
     Raises
     ------
     ArgumentError
-        Unknown family or a link the family does not take.
+        Unknown family, a link the family does not take, or a bad parameter.
     """
     if isinstance(family, Family):
-        if link is None or link == family.link.name:
-            return family
-        family = family.name
+        if link is not None and link != family.link.name:
+            family = make_family(family.name, link, family.param if family.fixed_param
+                                 else param)
+        return family if param is None else make_family(family.name, family.link.name, param)
     if not isinstance(family, str):
         raise ArgumentError(f"family must be a string such as 'binomial' or a Family, not "
                             f"{type(family).__name__}")
-    name = family.lower()
+    key = family.lower().replace(" ", "")
+    name = ALIASES.get(key, key)
     if name not in FAMILIES:
         raise ArgumentError(f"family {family!r} is not available; choose one of "
-                            f"{', '.join(map(repr, FAMILIES))} (Gamma, inverse Gaussian and "
-                            "negative binomial are not built yet)")
-    canonical, allowed = FAMILIES[name]
-    link = canonical if link is None else link
+                            f"{', '.join(map(repr, FAMILIES))} (gaussian: use ma.lmm)")
+    default, allowed = FAMILIES[name]
+    canonical = "" if name == "negative_binomial" else default
+    link = default if link is None else link
     if link not in allowed:
         raise ArgumentError(f"link {link!r} is not available for family {name!r}; choose one "
                             f"of {', '.join(map(repr, allowed))}")
+    if param is not None:
+        if name not in PARAM_FAMILIES:
+            raise ArgumentError(f"family {name!r} has no dispersion or shape parameter")
+        if not (np.isfinite(param) and param > 0):
+            raise ArgumentError(f"the {name} family's parameter must be a positive number, "
+                                f"not {param!r}")
+        return Family(name, LINKS[link], canonical, float(param), True)
     return Family(name, LINKS[link], canonical)
+
+
+# ------------------------------------------------------------------ objects
+def Binomial(link: str = "logit") -> Family:  # noqa: N802 (R's and statsmodels' spelling)
+    """``binomial(link)``: ``"logit"``, ``"probit"``, ``"cauchit"``, ``"cloglog"``."""
+    return make_family("binomial", link)
+
+
+def Poisson(link: str = "log") -> Family:  # noqa: N802
+    """``poisson(link)``: ``"log"``, ``"sqrt"``, ``"identity"``."""
+    return make_family("poisson", link)
+
+
+def Gamma(link: str = "inverse", dispersion: float | None = None) -> Family:  # noqa: N802
+    """``Gamma(link)``: ``"inverse"``, ``"log"``, ``"identity"``; the dispersion
+    is estimated unless given."""
+    return make_family("gamma", link, dispersion)
+
+
+def InverseGaussian(link: str = "1/mu^2", dispersion: float | None = None  # noqa: N802
+                    ) -> Family:
+    """``inverse.gaussian(link)``: ``"1/mu^2"``, ``"inverse"``, ``"log"``,
+    ``"identity"``; the dispersion is estimated unless given."""
+    return make_family("inverse_gaussian", link, dispersion)
+
+
+def NegativeBinomial(theta: float | None = None, link: str = "log") -> Family:  # noqa: N802
+    """Negative binomial (glmer.nb, glmmTMB's ``nbinom2``): ``Var = mu + mu^2/theta``;
+    ``theta`` (the shape) is estimated unless given (then as MASS's
+    ``negative.binomial(theta)``)."""
+    return make_family("negative_binomial", link, theta)

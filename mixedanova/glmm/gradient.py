@@ -116,7 +116,6 @@ class LaplaceGradient:
         roff = np.cumsum([0] + [sizes[k] for k in self.rest])
         self.r = int(roff[-1])
         self.roff = {k: int(o) for k, o in zip(self.rest, roff[:-1])}
-        self.canonical = obj.family.link.name == obj.family.canonical
         self._last = None
         # per theta entry: (term, row a, column b) of its template
         self.entries = []
@@ -136,6 +135,8 @@ class LaplaceGradient:
     def available(self) -> bool:
         """Whether the analytic gradient's arrays stay small (see the module docstring)."""
         d = self.obj.data
+        if getattr(self.obj.family, "information", "expected") != "expected":
+            return False  # the gradient is of the expected-information log det (glmer's)
         n0 = d.terms[self.k0].nlev * d.terms[self.k0].q
         return all(t.rows is None for t in d.terms) and self.r <= _MAX_R \
             and self.n * max(self.r, 1) <= _MAX_NR and self.r * n0 <= _MAX_NR
@@ -269,7 +270,10 @@ class LaplaceGradient:
         dV = (fam.variance(mu + dm) - fam.variance(mu - dm)) / (2.0 * dm)
         pw = d.pw
         dvec = -2.0 * pw * (d.y - mu) * mueta / V
-        if self.canonical:
+        # the shortcut a = W, W' = pw V' mu_eta needs mu_eta = V (canonical link, unit
+        # dispersion: binomial logit, Poisson log); otherwise the general formulas
+        canonical = (fam.link.name == fam.canonical and not fam.has_param)
+        if canonical:
             a = W
             dW = pw * dV * mueta
         else:
@@ -285,7 +289,7 @@ class LaplaceGradient:
         h = sum(np.einsum("iq,iq->i", c[k], G[k]) for k in range(len(d.terms)))
         v = dW * h
         # s = M_A^{-1} Lambda'Z'v
-        parts_a = parts if self.canonical else self._parts(c, a)
+        parts_a = parts if canonical else self._parts(c, a)
         s_terms = self._to_terms(*self._solve(parts_a, *self._rhs(c, v)))
         zs = sum(np.einsum("iq,iq->i", c[k], s_terms[k][d.terms[k].codes])
                  for k in range(len(d.terms)))

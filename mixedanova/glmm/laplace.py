@@ -260,6 +260,12 @@ class LaplaceObjective:
         else:
             raise FitError(f"PIRLS did not converge in {_MAX_ITER} iterations")
         eta, mu, mueta, w, dev = st
+        if fam.information == "observed":  # glmmTMB's log det (the modes are the same)
+            try:
+                f = self._solve(joint, Xz, z, fam.observed_weights(d.y, eta, d.pw), templates)
+            except (NotPositiveDefinite, FitError):
+                raise FitError("the observed information at the modes is not positive "
+                               "definite") from None
         ll = self.saturated_loglik - 0.5 * dev
         value = -2.0 * self.saturated_loglik + dev + float(u @ u) + f.ldL2
         self._u = u.copy()

@@ -128,6 +128,10 @@ class Summary:
     def __str__(self) -> str:
         return self.as_text()
 
+    def __contains__(self, text: str) -> bool:
+        """``"..." in summary`` searches the printed text."""
+        return text in self.as_text()
+
     def as_text(self) -> str:
         """The lme4-style plain-text report (what ``print`` shows)."""
         lines = [self.title, f"Formula: {self.formula}", ""]

@@ -24,7 +24,9 @@ from .lmm import GroupDict
 if TYPE_CHECKING:  # pragma: no cover
     from ..glmm.families import Family
     from ..glmm.fit import GlmmFit
+    from ..glmm.dispersion import ParamFit
     from ..glmm.laplace import GlmmData, LaplaceObjective
+    from ..glmm.separation import SeparationReport
 
 __all__ = ["GlmmResults"]
 
@@ -50,12 +52,17 @@ class GlmmResults(GlmmWorkflowMixin):
         The formula as the user wrote it.
     model : GlmmModel, optional
         The call that produced the fit (for refits: null model, bootstrap).
+    param_fit : ParamFit or None
+        The estimation of the dispersion (Gamma, inverse Gaussian) or NB shape.
+    separation : SeparationReport or None
+        The separation check (binomial; counts with a log link).
     """
 
     def __init__(self, *, design: Design, family: "Family", data: "GlmmData", fit: "GlmmFit",
                  nagq: int, x_names: tuple[str, ...], response: str,
                  objective: "LaplaceObjective", agq=None, formula: str = "",
-                 model=None) -> None:
+                 model=None, param_fit: "ParamFit | None" = None,
+                 separation: "SeparationReport | None" = None) -> None:
         self.design = design
         self.family = family
         self.data = data
@@ -67,6 +74,8 @@ class GlmmResults(GlmmWorkflowMixin):
         self.agq = agq
         self.formula = formula
         self.model = model
+        self.param_fit = param_fit
+        self.separation = separation
 
     # ------------------------------------------------------------ basics
     @property
@@ -91,13 +100,56 @@ class GlmmResults(GlmmWorkflowMixin):
 
     @property
     def converged(self) -> bool:
-        """True when the optimizer's checks at the optimum passed."""
-        return self.fit.converged
+        """The optimizer's verdict, False also when a fixed-effect estimate is
+        infinite (separation) or the dispersion / shape is at its search limit
+        or not at a minimum of the joint Hessian."""
+        sep = self.separation is not None and self.separation.separated
+        bound = self.param_fit is not None and bool(self.param_fit.messages)
+        return self.fit.converged and not sep and not bound
 
     @property
     def convergence_messages(self) -> tuple[str, ...]:
-        """What the convergence check found (empty when converged)."""
-        return tuple(self.fit.messages)
+        out = list(self.fit.messages)
+        if self.param_fit is not None:
+            out += self.param_fit.messages
+        if self.separation is not None and self.separation.message:
+            out.append(self.separation.message)
+        return tuple(out)
+
+    @property
+    def estimated_param(self) -> bool:
+        """The family's dispersion / shape was estimated (one more parameter)."""
+        return self.family.has_param and not self.family.fixed_param
+
+    @property
+    def unit_family(self) -> "Family":
+        """The family at unit dispersion (Gamma, inverse Gaussian): R's ``variance``
+        and ``dev.resids``, so that :meth:`resid` and :attr:`deviance` are R's
+        unscaled ones (``residuals(m)``, ``deviance(m)``); the family itself
+        otherwise."""
+        if self.family.name in ("gamma", "inverse_gaussian"):
+            return self.family.with_param(1.0)
+        return self.family
+
+    @property
+    def nb_shape(self) -> float | None:
+        """The negative binomial shape (R's ``theta``: ``getME(m, "glmer.nb.theta")``,
+        glmmTMB's ``sigma(m)`` for ``nbinom2``); None for other families."""
+        return float(self.family.param) if self.family.name == "negative_binomial" else None
+
+    @property
+    def dispersion(self) -> float:
+        """The dispersion ``phi`` (``Var(y) = phi V(mu)``; 1 for binomial, Poisson
+        and NB): for Gamma ``phi = 1 / shape`` (glmmTMB's ``sigma(m)^2``)."""
+        return self.family.phi
+
+    @property
+    def sigma(self) -> float:
+        """``sqrt(dispersion)`` (glmmTMB's ``sigma(m)`` for Gamma: the coefficient of
+        variation; 1 for binomial and Poisson; for NB the shape, as glmmTMB)."""
+        if self.family.name == "negative_binomial":
+            return float(self.family.param)
+        return math.sqrt(self.family.phi)
 
     @property
     def is_singular(self) -> bool:
@@ -118,6 +170,17 @@ class GlmmResults(GlmmWorkflowMixin):
         return pd.DataFrame(self.fit.vcov_beta, index=names, columns=names)
 
     @property
+    def cov_fe_joint(self) -> pd.DataFrame:
+        """``vcov`` with the dispersion / NB shape's uncertainty included (the
+        ``beta`` block of the inverse Hessian over ``(theta, beta, log a)``, as
+        glmmTMB); :attr:`cov_fe` when the family has no estimated parameter."""
+        pf = self.param_fit
+        if pf is None or pf.vcov_beta_joint is None:
+            return self.cov_fe
+        names = list(self.x_names)
+        return pd.DataFrame(pf.vcov_beta_joint, index=names, columns=names)
+
+    @property
     def bse_fe(self) -> pd.Series:
         """Standard errors of the fixed effects (``sqrt(diag(vcov(m)))``)."""
         return pd.Series(np.sqrt(np.diag(self.fit.vcov_beta)), index=list(self.x_names),
@@ -136,8 +199,8 @@ class GlmmResults(GlmmWorkflowMixin):
 
     @property
     def npar(self) -> int:
-        """Number of parameters: ``theta`` and the fixed effects."""
-        return len(self.theta) + len(self.fit.beta)
+        """Parameters: theta, beta, and the estimated dispersion / NB shape."""
+        return len(self.theta) + len(self.fit.beta) + int(self.estimated_param)
 
     @property
     def aic(self) -> float:
@@ -158,7 +221,7 @@ class GlmmResults(GlmmWorkflowMixin):
     def deviance(self) -> float:
         """``deviance(m)``: the conditional deviance at the modes (not ``-2 logLik``)."""
         d = self.data
-        return float(np.sum(self.family.dev_resids(d.y, self.fit.state.mu, d.pw)))
+        return float(np.sum(self.unit_family.dev_resids(d.y, self.fit.state.mu, d.pw)))
 
     def objective_at(self, theta, beta) -> float:
         """The objective this fit minimized (Laplace or AGQ ``-2 log L``) at given
@@ -245,10 +308,10 @@ class GlmmResults(GlmmWorkflowMixin):
         ``"working"``."""
         d, mu = self.data, self.fit.state.mu
         if type == "deviance":
-            dr = self.family.dev_resids(d.y, mu, d.pw)
+            dr = self.unit_family.dev_resids(d.y, mu, d.pw)
             r = np.sign(d.y - mu) * np.sqrt(np.maximum(dr, 0.0))
         elif type == "pearson":
-            r = (d.y - mu) * np.sqrt(d.pw) / np.sqrt(self.family.variance(mu))
+            r = (d.y - mu) * np.sqrt(d.pw) / np.sqrt(self.unit_family.variance(mu))
         elif type == "response":
             r = d.y - mu
         elif type == "working":
@@ -265,11 +328,12 @@ class GlmmResults(GlmmWorkflowMixin):
                   "nAGQ = 0 (joint modes of the fixed and random effects)" if self.nagq == 0
                   else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}")
         title = (f"Generalized linear mixed model fit by maximum likelihood ({method})\n"
-                 f" Family: {self.family.name}  ( {self.family.link.name} )")
+                 f" Family: {self.family.label}  ( {self.family.link.name} )")
         criteria = {"AIC": self.aic, "BIC": self.bic, "logLik": self.llf,
                     "deviance": self.minus_2_loglik, "df.resid": self.df_resid}
-        pearson = self.resid("pearson").to_numpy()
-        quant = pd.Series(np.quantile(pearson, [0, 0.25, 0.5, 0.75, 1.0]),
+        # glmer's "Scaled residuals": Pearson residuals over the dispersion's root
+        scaled = self.resid("pearson").to_numpy() / math.sqrt(self.dispersion)
+        quant = pd.Series(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]),
                           index=["Min", "1Q", "Median", "3Q", "Max"])
         tab = self.fixed()
         fixed = pd.DataFrame({"Estimate": tab["estimate"], "Std. Error": tab["std_err"],
@@ -287,13 +351,18 @@ class GlmmResults(GlmmWorkflowMixin):
             notes.append("boundary (singular) fit: see help('isSingular')")
         if not self.converged:
             notes.append("Convergence: " + "; ".join(self.convergence_messages))
+        random = self.varcomp
+        if self.family.name in ("gamma", "inverse_gaussian"):  # glmer's Residual line
+            random = pd.concat([random, pd.DataFrame(
+                {"group": ["Residual"], "var1": [np.nan], "var2": [np.nan],
+                 "vcov": [self.dispersion], "sdcor": [self.sigma]})], ignore_index=True)
         V = np.asarray(self.fit.vcov_beta, dtype=float)
         sd = np.sqrt(np.diag(V)) if V.size else np.zeros(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             C = V / np.outer(sd, sd) if V.size else V
         names = list(self.x_names)
         return dict(title=title, formula=self.formula, criteria=criteria,
-                    residual_quantiles=quant, random=self.varcomp, nobs=self.nobs,
+                    residual_quantiles=quant, random=random, nobs=self.nobs,
                     ngroups=self.ngroups, fixed=fixed, notes=notes, extra=[],
                     fixed_corr=pd.DataFrame(C, index=names, columns=names))
 

@@ -40,6 +40,14 @@ def _data(family: str, link: str, shape: str, seed: int = 5) -> tuple:
         trials = rng.integers(1, 5, n).astype(float)
         y = rng.binomial(trials.astype(int), 1 / (1 + np.exp(-eta))) / trials
         pw = trials
+    elif family == "gamma":  # mean exp(eta) or 1 / (2 + eta / 4), shape 1 / 0.3
+        mu = np.exp(eta) if link == "log" else 1.0 / (2.0 + 0.25 * eta)
+        y = rng.gamma(1 / 0.3, 0.3 * mu)
+        pw = np.ones(n)
+    elif family == "negative_binomial":  # NB2 with shape 3
+        mu = np.exp(eta)
+        y = rng.negative_binomial(3.0, 3.0 / (3.0 + mu)).astype(float)
+        pw = np.ones(n)
     elif link == "sqrt":
         y = rng.poisson((5.0 + eta) ** 2).astype(float)
         pw = np.ones(n)
@@ -56,8 +64,10 @@ def _data(family: str, link: str, shape: str, seed: int = 5) -> tuple:
                  TermData(k, np.ones((n, 1)), 3))
         layout = ThetaLayout.from_terms(["g", "h", "k"], [("(Intercept)",)] * 3)
         theta = np.array([0.7, 0.4, 0.3])
-    beta = np.array([5.5, 0.5]) if link == "sqrt" else np.array([-0.1, 0.5])
-    fam = make_family(family, link)
+    beta = (np.array([5.5, 0.5]) if link == "sqrt" else
+            np.array([2.0, 0.1]) if link == "inverse" else np.array([-0.1, 0.5]))
+    param = {"gamma": 0.3, "negative_binomial": 3.0}.get(family)
+    fam = make_family(family, link, param=param)
     return fam, GlmmData(y, pw, np.zeros(n), X, terms, layout), theta, beta
 
 
@@ -74,7 +84,9 @@ def _central(obj: LaplaceObjective, theta, beta) -> np.ndarray:
 
 
 LINKS = [("binomial", "logit"), ("binomial", "probit"), ("binomial", "cloglog"),
-         ("poisson", "log"), ("poisson", "sqrt")]
+         ("poisson", "log"), ("poisson", "sqrt"),
+         # a dispersion / shape held at a value: mu_eta != V, the general formulas
+         ("gamma", "inverse"), ("gamma", "log"), ("negative_binomial", "log")]
 
 
 @pytest.mark.parametrize("family,link", LINKS)
