@@ -37,16 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ArgumentError, FitError, MixedAnovaError
+from ..errors import ArgumentError, MixedAnovaError
 
-__all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
+__all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE", "z_matrix",
+           "parameter_blocks"]
 
 KR_WEIGHTS_MESSAGE = ("Kenward-Roger is not available for a fit with prior weights (pbkrtest "
                       "ignores them); use ddf='satterthwaite'")
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
-KR_RESIDUAL_MESSAGE = ("Kenward-Roger's method is not available for models with random terms "
-                       "and a residual structure (residual=); use ddf='satterthwaite' (it is "
-                       "available for marginal models: no random terms and a visit covariance)")
 _MAX_Q = 8000  # largest component of random effects for the dense algebra
 
 
@@ -140,7 +138,7 @@ def _kr_df(q: int, a1: float, a2: float) -> tuple[float, float]:
     return float(df2), float(rho)
 
 
-def _z_matrix(design):
+def z_matrix(design):
     import scipy.sparse as sp
 
     from ..likelihood.blocked import TermData
@@ -148,7 +146,7 @@ def _z_matrix(design):
                      format="csr")
 
 
-def _parameter_blocks(design) -> list[tuple[int, int, int, int, int]]:
+def parameter_blocks(design) -> list[tuple[int, int, int, int, int]]:
     """``(offset, nlev, q, i, j)`` per covariance parameter, pbkrtest's order."""
     out = []
     off = 0
@@ -277,15 +275,16 @@ def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     fit = res.state.residual
     if fit is not None and getattr(fit.structure, "marginal", False):
         return marginal_kenward_roger(res, linear=linear)
-    if fit is not None:
-        raise FitError(KR_RESIDUAL_MESSAGE)
     design = res.design
     if getattr(design, "has_weights", False):
         raise MixedAnovaError(KR_WEIGHTS_MESSAGE)
+    if fit is not None:
+        from .kenward_roger_residual import residual_kenward_roger
+        return residual_kenward_roger(res)
     X = design.X
     n, p = X.shape
     sigma2 = float(res.sigma) ** 2
-    Z = _z_matrix(design)
+    Z = z_matrix(design)
     A = (Z.T @ Z).tocsr()
     n_re = A.shape[0]
     label, pos, groups = _components(A, design)
@@ -303,7 +302,7 @@ def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     lam = sp.block_diag([sp.kron(sp.eye(b.nlev), T) for b, T in
                          zip(design.blocks, layout.templates(res.state.theta))], format="csr")
     s2, s4, s6 = sigma2, sigma2 ** 2, sigma2 ** 3
-    pars = _parameter_blocks(design)
+    pars = parameter_blocks(design)
     R = len(pars) + 1
     srcs = [_source_rows(par, n_re) for par in pars]
     F = np.zeros((n_re, p))          # Z'WX
