@@ -21,7 +21,7 @@ from .satterthwaite import deviance_function_for
 from .warm_newton import central_gradient, warm_newton
 
 __all__ = ["Profiler", "variance_parameter_names", "is_correlation", "psi_from_theta",
-           "theta_from_psi"]
+           "theta_from_psi", "minimize_profile", "profile_interval"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 
@@ -92,7 +92,7 @@ def theta_from_psi(layout, psi: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 # --------------------------------------------------------------------- helpers
-def _minimize(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+def minimize_profile(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray,
               memo: dict | None = None):
     """Bounded minimization with central-difference gradients; returns ``(x, f)``.
 
@@ -201,7 +201,7 @@ class Profiler:
             psi[c] = value
             return self.deviance_psi(psi)
 
-        x, val = _minimize(f, start[free] / sc, self.lower[free] / sc, self.upper[free] / sc,
+        x, val = minimize_profile(f, start[free] / sc, self.lower[free] / sc, self.upper[free] / sc,
                            self._curvature.setdefault(("var", c), {}))
         psi = start.copy()
         psi[free] = x * sc
@@ -222,52 +222,58 @@ class Profiler:
             pw = fac.pwrss + (value - beta[j]) ** 2 / U[j, j]
             return fac.ldL2 + n * (1.0 + _LOG2PI + math.log(pw / n))
 
-        x, val = _minimize(f, start, lower, np.full(lower.size, np.inf),
+        x, val = minimize_profile(f, start, lower, np.full(lower.size, np.inf),
                            self._curvature.setdefault(("beta", j), {}))
         return val, x
 
     def interval(self, zeta, est: float, lo_bound: float, hi_bound: float, step: float,
                  cutoff: float) -> tuple[float, float]:
-        """Where ``|zeta|`` crosses ``cutoff`` on each side of ``est`` (steps out to
-        bracket, then Brent); a bound reached first is returned as the limit.
+        """:func:`profile_interval`."""
+        return profile_interval(zeta, est, lo_bound, hi_bound, step, cutoff)
 
-        The first step is ``step``; each next one goes to where ``zeta``, taken as
-        linear from the estimate through the last point, would be 1.2 times the
-        cutoff (at least 1.5, at most 4 times the last step): a profile close to
-        linear is bracketed in one or two steps.  Values are remembered, so
-        Brent's method does not recompute the bracket's ends.
-        """
-        from scipy import optimize
-        seen: dict[float, float] = {}
 
-        def z(v: float) -> float:
-            if v not in seen:
-                seen[v] = zeta(v)
-            return seen[v]
+def profile_interval(zeta, est: float, lo_bound: float, hi_bound: float, step: float,
+                     cutoff: float) -> tuple[float, float]:
+    """Where ``|zeta|`` crosses ``cutoff`` on each side of ``est`` (steps out to
+    bracket, then Brent); a bound reached first is returned as the limit.
 
-        out = []
-        for sign, bound in ((-1.0, lo_bound), (1.0, hi_bound)):
-            a = est
-            s = step
-            b = None
-            for _ in range(60):
-                cand = est + sign * s
-                if sign < 0 and cand <= bound:
-                    cand = bound
-                if sign > 0 and cand >= bound:
-                    cand = bound
-                zc = z(cand)
-                if abs(zc) >= cutoff:
-                    b = cand
-                    break
-                if cand == bound:
-                    break
-                a = cand
-                grow = 1.2 * cutoff / abs(zc) if abs(zc) > 0 else 4.0
-                s *= min(max(grow, 1.5), 4.0)
-            if b is None:
-                out.append(bound)
-                continue
-            out.append(optimize.brentq(lambda v: abs(z(v)) - cutoff, a, b,
-                                       xtol=1e-10 * max(1.0, abs(est)), rtol=1e-12))
-        return out[0], out[1]
+    The first step is ``step``; each next one goes to where ``zeta``, taken as
+    linear from the estimate through the last point, would be 1.2 times the
+    cutoff (at least 1.5, at most 4 times the last step): a profile close to
+    linear is bracketed in one or two steps.  Values are remembered, so
+    Brent's method does not recompute the bracket's ends.
+    """
+    from scipy import optimize
+    seen: dict[float, float] = {}
+
+    def z(v: float) -> float:
+        if v not in seen:
+            seen[v] = zeta(v)
+        return seen[v]
+
+    out = []
+    for sign, bound in ((-1.0, lo_bound), (1.0, hi_bound)):
+        a = est
+        s = step
+        b = None
+        for _ in range(60):
+            cand = est + sign * s
+            if sign < 0 and cand <= bound:
+                cand = bound
+            if sign > 0 and cand >= bound:
+                cand = bound
+            zc = z(cand)
+            if abs(zc) >= cutoff:
+                b = cand
+                break
+            if cand == bound:
+                break
+            a = cand
+            grow = 1.2 * cutoff / abs(zc) if abs(zc) > 0 else 4.0
+            s *= min(max(grow, 1.5), 4.0)
+        if b is None:
+            out.append(bound)
+            continue
+        out.append(optimize.brentq(lambda v: abs(z(v)) - cutoff, a, b,
+                                   xtol=1e-10 * max(1.0, abs(est)), rtol=1e-12))
+    return out[0], out[1]
