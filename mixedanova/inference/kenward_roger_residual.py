@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import MixedAnovaError
+from .kenward_roger_core import KenwardRogerSetup, parameter_blocks, z_matrix
 
 __all__ = ["residual_kenward_roger", "ResidualKRParameters"]
 
@@ -149,7 +150,6 @@ def _linked_blocks(Z: sp.csr_matrix, groups: np.ndarray | None, n: int) -> list[
 
 def _g_derivatives(design, Z: sp.csr_matrix) -> list[sp.csr_matrix]:
     """``Z D_r Z'`` for every ``G`` entry (pbkrtest's order), as sparse ``n x n``."""
-    from .kenward_roger import parameter_blocks
     out = []
     for off, nlev, q, i, j in parameter_blocks(design):
         cols_i = off + np.arange(nlev) * q + i
@@ -162,8 +162,6 @@ def _g_derivatives(design, Z: sp.csr_matrix) -> list[sp.csr_matrix]:
 def residual_kenward_roger(res):
     """:class:`~mixedanova.inference.kenward_roger.KenwardRogerSetup` of a REML fit with
     random terms and a residual structure (see the module docstring)."""
-    from .kenward_roger import KenwardRogerSetup, z_matrix
-
     design = res.design
     fit = res.state.residual
     X = np.asarray(design.X, dtype=float)
