@@ -32,13 +32,16 @@ parameters.  A block above 6,000 rows is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import cho_factor, cho_solve
 
 from ..errors import MixedAnovaError
+from ..likelihood.marginal import one_blas_thread
 from .kenward_roger_core import KenwardRogerSetup, parameter_blocks, z_matrix
 
 __all__ = ["residual_kenward_roger", "ResidualKRParameters"]
@@ -190,31 +193,26 @@ def residual_kenward_roger(res):
     Qm = np.zeros((R, R, p, p))
     Rm = np.zeros((R, R, p, p))
     K = np.zeros((R, R))
-    for rows in blocks:
-        Xc = X[rows]
-        Rc, d1, d2 = _residual_derivatives(par, rows)
-        Vc = ZGZ[rows][:, rows].toarray() + Rc
-        Wc = np.linalg.inv(Vc)
-        Wc = 0.5 * (Wc + Wc.T)
-        WX = Wc @ Xc
-        xwx += Xc.T @ WX
-        Vr = [G[rows][:, rows].toarray() for G in VG] + list(d1)
-        AW = [V @ WX for V in Vr]                 # V_r W X
-        WA = [Wc @ a for a in AW]                 # W V_r W X
-        WV = [Wc @ V for V in Vr]                 # W V_r
-        for r in range(R):
-            P[r] -= WX.T @ AW[r]
-            for s in range(r, R):
-                Qm[r, s] += AW[r].T @ WA[s]
-                K[r, s] += float(np.sum(WV[r] * WV[s].T))
-        for a in range(kr):
-            for b in range(a, kr):
-                Rm[ng + a, ng + b] += WX.T @ d2[a, b] @ WX
-    for r in range(R):
-        for s in range(r):
-            Qm[r, s] = Qm[s, r].T
-            K[r, s] = K[s, r]
-            Rm[r, s] = Rm[s, r]
+    # many small products: one BLAS thread (a second one only spins on a busy machine)
+    threads = one_blas_thread() if largest < 1000 else contextlib.nullcontext()
+    with threads:
+        for rows in blocks:
+            Xc = X[rows]
+            Rc, d1, d2 = _residual_derivatives(par, rows)
+            Vc = ZGZ[rows][:, rows].toarray() + Rc
+            Wc = cho_solve(cho_factor(Vc, lower=True), np.eye(len(rows)))
+            Wc = 0.5 * (Wc + Wc.T)
+            WX = Wc @ Xc
+            xwx += Xc.T @ WX
+            Vr = np.concatenate([np.stack([G[rows][:, rows].toarray() for G in VG])
+                                 if VG else np.zeros((0,) + Vc.shape), d1])
+            AW = Vr @ WX                              # V_r W X
+            WA = Wc @ AW                              # W V_r W X
+            WV = Wc @ Vr                              # W V_r
+            P -= np.einsum("ip,riq->rpq", WX, AW)
+            Qm += np.einsum("rip,siq->rspq", AW, WA)
+            K += np.einsum("rij,sji->rs", WV, WV)
+            Rm[ng:, ng:] += np.einsum("ip,abiq->abpq", WX, d2 @ WX)
     phi = np.linalg.inv(xwx)
     phi = 0.5 * (phi + phi.T)
     P = 0.5 * (P + P.transpose(0, 2, 1))
