@@ -178,3 +178,54 @@ def test_crossed_ar1_residual_matches_dense_kenward_roger():
     np.testing.assert_allclose(kr.phi_adj, phi_a, rtol=1e-6, atol=1e-9 * np.abs(phi_a).max())
     np.testing.assert_allclose(res.fixed(ddf="kenward-roger")["df"],
                                [ddf(np.eye(2)[i]) for i in range(2)], rtol=1e-6)
+
+
+def test_ar1_residual_satterthwaite_matches_dense_formula():
+    """lmerTest's Satterthwaite formula, df = 2 (l' Phi l)^2 / (g' A g), on the dense V of
+    follicles ~ sin2pit + cos2pit + (1|Mare) with corAR1: A = 2 H^-1 with H the Hessian
+    of the dense REML criterion in (sigma_b^2, sigma^2, phi) (central differences here),
+    g_i = l' Phi X'W V_i W X Phi l (analytic).  The df do not depend on the
+    parametrization of the covariance (at the optimum), so any one serves."""
+    d = ma.load_dataset("ovary")
+    res = ma.lmm("follicles ~ sin2pit + cos2pit + (1|Mare)", d,
+                 residual=ma.AR1(group="Mare", order="time_index"))
+    vc = res.varcomp
+    x0 = np.array([float(vc.loc[vc["group"] == "Mare", "vcov"].iloc[0]),
+                   float(res.sigma) ** 2, float(res.state.residual.natural[0])])
+    g = d["Mare"].astype(str).to_numpy()
+    Z = (g[:, None] == np.unique(g)[None, :]).astype(float)
+    ZZ = Z @ Z.T
+    X = np.column_stack([np.ones(len(d)), d["sin2pit"], d["cos2pit"]])
+    y = d["follicles"].to_numpy(float)
+    t = d["time_index"].to_numpy(float)
+
+    def V_of(x):
+        C, dC, _ = _ar1_pieces(g, t, x[2])
+        return x[0] * ZZ + x[1] * C, [ZZ, C, x[1] * dC]
+
+    def reml(x):
+        V, _ = V_of(x)
+        Vi = np.linalg.inv(V)
+        XVX = X.T @ Vi @ X
+        beta = np.linalg.solve(XVX, X.T @ Vi @ y)
+        r = y - X @ beta
+        return np.linalg.slogdet(V)[1] + np.linalg.slogdet(XVX)[1] + r @ Vi @ r
+
+    h = 1e-4 * np.abs(x0)
+    H = np.empty((3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            ei, ej = np.eye(3)[i] * h[i], np.eye(3)[j] * h[j]
+            H[i, j] = H[j, i] = (reml(x0 + ei + ej) - reml(x0 + ei - ej) - reml(x0 - ei + ej)
+                                 + reml(x0 - ei - ej)) / (4 * h[i] * h[j])
+    A = 2.0 * np.linalg.inv(H)
+    V, dV = V_of(x0)
+    Vi = np.linalg.inv(V)
+    phi = np.linalg.inv(X.T @ Vi @ X)
+    expected = []
+    for k in range(3):
+        l = np.eye(3)[k]
+        grad = np.array([l @ phi @ X.T @ Vi @ Vr @ Vi @ X @ phi @ l for Vr in dV])
+        expected.append(2 * (l @ phi @ l) ** 2 / (grad @ A @ grad))
+    # lmerTest: coef(summary(m, ddf = "Satterthwaite"))[, "df"] (numerical Hessians)
+    np.testing.assert_allclose(res.fixed(ddf="satterthwaite")["df"], expected, rtol=1e-4)
