@@ -229,3 +229,33 @@ def test_ar1_residual_satterthwaite_matches_dense_formula():
         expected.append(2 * (l @ phi @ l) ** 2 / (grad @ A @ grad))
     # lmerTest: coef(summary(m, ddf = "Satterthwaite"))[, "df"] (numerical Hessians)
     np.testing.assert_allclose(res.fixed(ddf="satterthwaite")["df"], expected, rtol=1e-4)
+
+
+def test_varident_residual_matches_dense_kenward_roger():
+    """Brute force as above for Reaction ~ Days + (1|Subject) with nlme's
+    varIdent(form = ~ 1 | half): V = sb^2 ZZ' + sigma^2 diag(delta_i^2), delta = 1 in the
+    reference stratum and the SD ratio in the other; parameters (sb^2, sigma^2, delta)."""
+    d = ma.load_dataset("sleepstudy")
+    d["half"] = np.where(d["Days"] < 5, "early", "late")
+    res = ma.lmm("Reaction ~ Days + (1|Subject)", d, residual=ma.VarIdent(by="half"))
+    vc = res.varcomp
+    sb2 = float(vc.loc[vc["group"] == "Subject", "vcov"].iloc[0])
+    s2 = float(res.sigma) ** 2
+    delta = float(res.residual_params["late"])
+    late = (d["half"] == "late").to_numpy(float)
+    g = d["Subject"].to_numpy()
+    Z = (g[:, None] == np.unique(g)[None, :]).astype(float)
+    ZZ = Z @ Z.T
+    X = np.column_stack([np.ones(len(d)), d["Days"]])
+    dd = 1.0 + (delta ** 2 - 1.0) * late          # delta_i^2
+    V = sb2 * ZZ + s2 * np.diag(dd)
+    zero = np.zeros_like(V)
+    dV = [ZZ, np.diag(dd), s2 * np.diag(2 * delta * late)]
+    d2V = [[zero] * 3, [zero, zero, np.diag(2 * delta * late)],
+           [zero, np.diag(2 * delta * late), s2 * np.diag(2 * late)]]
+    phi_a, ddf = _kr_dense(X, V, dV, d2V)
+    # Kenward & Roger (1997) Phi_A and df on the dense V
+    np.testing.assert_allclose(res._inference.kenward_roger.phi_adj, phi_a, rtol=1e-6,
+                               atol=1e-9 * np.abs(phi_a).max())
+    np.testing.assert_allclose(res.fixed(ddf="kenward-roger")["df"],
+                               [ddf(np.eye(2)[i]) for i in range(2)], rtol=1e-6)
