@@ -145,3 +145,18 @@ def test_simulated_varident_residuals_have_the_fitted_sd_ratio():
     e = e - e.mean(axis=1, keepdims=True)
     late = (d["half"] == "late").to_numpy()
     assert abs(e[late].std() / e[~late].std() / ratio - 1.0) < 0.02
+
+
+def test_simulated_compound_symmetry_residuals_have_the_fitted_correlation():
+    """nlme corCompSymm(form = ~ 1 | plot): the correlation rho of two rows of a plot."""
+    d = ma.load_dataset("oats_unbalanced")
+    d["plot"] = d["Block"].astype(str) + ":" + d["Variety"].astype(str)
+    res = ma.lmm("yield ~ Variety * nitro_f + (1|Block)", d, residual=ma.CompSymm(group="plot"))
+    rho = float(res.residual_params["rho"])
+    e = res.simulate(n=3000, seed=4, use_random=True).to_numpy()
+    e = e - e.mean(axis=1, keepdims=True)
+    plot = d["plot"].to_numpy()
+    i, j = np.nonzero(np.triu(plot[:, None] == plot[None, :], 1))
+    r = np.corrcoef(e[i].ravel(), e[j].ravel())[0, 1]
+    assert abs(r - rho) < 0.03
+    assert abs(e.std() / res.sigma - 1.0) < 0.02
