@@ -144,8 +144,8 @@ def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     ``Q x Q`` algebra is done component by component (components of one size
     in one batch) and the ``p x p`` pieces are summed.
 
-    ``linear`` (marginal models only) drops the second derivatives of the
-    covariance from the adjustment (mmrm's ``"Kenward-Roger-Linear"``).
+    ``linear`` (models with a residual structure) drops the second derivatives of
+    the covariance from the adjustment (mmrm's ``"Kenward-Roger-Linear"``).
 
     Raises
     ------
@@ -168,7 +168,7 @@ def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
         raise MixedAnovaError(KR_WEIGHTS_MESSAGE)
     if fit is not None:
         from .kenward_roger_residual import residual_kenward_roger
-        return residual_kenward_roger(res)
+        return residual_kenward_roger(res, linear=linear)
     X = design.X
     n, p = X.shape
     sigma2 = float(res.sigma) ** 2

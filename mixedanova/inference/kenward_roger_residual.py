@@ -162,9 +162,10 @@ def _g_derivatives(design, Z: sp.csr_matrix) -> list[sp.csr_matrix]:
     return out
 
 
-def residual_kenward_roger(res):
+def residual_kenward_roger(res, linear: bool = False):
     """:class:`~mixedanova.inference.kenward_roger.KenwardRogerSetup` of a REML fit with
-    random terms and a residual structure (see the module docstring)."""
+    random terms and a residual structure (see the module docstring); ``linear`` drops
+    the second-derivative term ``R_rs`` (as mmrm's ``"Kenward-Roger-Linear"``)."""
     design = res.design
     fit = res.state.residual
     X = np.asarray(design.X, dtype=float)
@@ -212,7 +213,8 @@ def residual_kenward_roger(res):
             P -= np.einsum("ip,riq->rpq", WX, AW)
             Qm += np.einsum("rip,siq->rspq", AW, WA)
             K += np.einsum("rij,sji->rs", WV, WV)
-            Rm[ng:, ng:] += np.einsum("ip,abiq->abpq", WX, d2 @ WX)
+            if not linear:
+                Rm[ng:, ng:] += np.einsum("ip,abiq->abpq", WX, d2 @ WX)
     phi = np.linalg.inv(xwx)
     phi = 0.5 * (phi + phi.T)
     P = 0.5 * (P + P.transpose(0, 2, 1))

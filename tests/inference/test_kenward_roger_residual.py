@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import mixedanova as ma
+from mixedanova.inference.kenward_roger import kenward_roger_setup
 
 REF = json.loads((Path(__file__).parents[1] / "reference" / "kr_residual_cs.json").read_text())
 
@@ -148,6 +149,9 @@ def test_ar1_residual_with_random_intercept_matches_dense_kenward_roger():
     # the second-derivative term matters here: without it Phi_A differs
     phi_lin, _ = _kr_dense(X, V, dV, [[zero] * 3] * 3)
     assert np.max(np.abs(phi_lin - phi_a) / np.abs(phi_a)) > 1e-4
+    # and linear=True drops it (mmrm's "Kenward-Roger-Linear")
+    np.testing.assert_allclose(kenward_roger_setup(res, linear=True).phi_adj, phi_lin,
+                               rtol=1e-6, atol=1e-9 * np.abs(phi_lin).max())
 
 
 def test_crossed_ar1_residual_matches_dense_kenward_roger():
