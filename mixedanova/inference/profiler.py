@@ -93,7 +93,7 @@ def theta_from_psi(layout, psi: np.ndarray) -> tuple[np.ndarray, float]:
 
 # --------------------------------------------------------------------- helpers
 def minimize_profile(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-              memo: dict | None = None):
+                     memo: dict | None = None):
     """Bounded minimization with central-difference gradients; returns ``(x, f)``.
 
     With ``memo`` (one dict per profiled parameter), Newton steps start from the
@@ -201,8 +201,9 @@ class Profiler:
             psi[c] = value
             return self.deviance_psi(psi)
 
-        x, val = minimize_profile(f, start[free] / sc, self.lower[free] / sc, self.upper[free] / sc,
-                           self._curvature.setdefault(("var", c), {}))
+        x, val = minimize_profile(f, start[free] / sc, self.lower[free] / sc,
+                                  self.upper[free] / sc,
+                                  self._curvature.setdefault(("var", c), {}))
         psi = start.copy()
         psi[free] = x * sc
         psi[c] = value
@@ -223,7 +224,7 @@ class Profiler:
             return fac.ldL2 + n * (1.0 + _LOG2PI + math.log(pw / n))
 
         x, val = minimize_profile(f, start, lower, np.full(lower.size, np.inf),
-                           self._curvature.setdefault(("beta", j), {}))
+                                  self._curvature.setdefault(("beta", j), {}))
         return val, x
 
     def interval(self, zeta, est: float, lo_bound: float, hi_bound: float, step: float,
