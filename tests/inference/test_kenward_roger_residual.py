@@ -37,7 +37,8 @@ def cs_fit():
 def test_compound_symmetry_residual_matches_lmertest_kenward_roger(cs_fit):
     ref, res = cs_fit
     tab = res.fixed(ddf="kenward-roger")
-    # lmerTest: coef(summary(lmer(yield ~ Variety * nitro_f + (1|Block) + (1|Block:Variety)), ddf = "Kenward-Roger"))[, "df"]
+    # lmerTest: coef(summary(lmer(yield ~ Variety * nitro_f + (1|Block) +
+    #   (1|Block:Variety)), ddf = "Kenward-Roger"))[, "df"]
     np.testing.assert_allclose(tab["df"], ref["df_kr"], rtol=1e-5)
     # [, "Std. Error"] = sqrt(diag(pbkrtest::vcovAdj(m)))
     np.testing.assert_allclose(tab["std_err"], ref["se_kr"], rtol=1e-5)
