@@ -125,15 +125,17 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
         except (ArithmeticError, ValueError, np.linalg.LinAlgError):
             failed += 1
             continue
+        rf = fit.state.residual
         draws.append(np.concatenate([psi_from_theta(layout, fit.state.theta, fit.sigma),
-                                     fit.state.beta]))
+                                     [] if rf is None else rf.natural, fit.state.beta]))
     if not draws:
         raise FitError(f"every one of the {n_boot} bootstrap refits failed")
     draws = np.array(draws)
     alpha = (1.0 - level) / 2.0
     lo = np.quantile(draws, alpha, axis=0)
     hi = np.quantile(draws, 1.0 - alpha, axis=0)
-    names = variance_parameter_names(res) + list(res.design.x_names)
+    rnames = [] if res.state.residual is None else list(res.state.residual.structure.names)
+    names = variance_parameter_names(res) + rnames + list(res.design.x_names)
     return {n: (a, b) for n, a, b in zip(names, lo, hi)}, failed
 
 
@@ -229,24 +231,18 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
     layout = res.design.theta_layout()
     vnames = variance_parameter_names(res)
     fnames = list(res.design.x_names)
+    fit = res.state.residual
+    rnames = [] if fit is None else list(fit.structure.names)
     est = np.concatenate([psi_from_theta(layout, res.state.theta, res.sigma),
-                          res.state.beta])
-    names = vnames + fnames
-    selected = _select(parm, names, fnames, vnames)
+                          [] if fit is None else fit.natural, res.state.beta])
+    names = vnames + rnames + fnames
+    selected = _select(parm, names, fnames, vnames + rnames)
     limits: dict[str, tuple[float, float]]
     attrs = {"method": method, "level": level}
-    marginal = res.state.residual is not None and getattr(res.state.residual.structure,
-                                                          "marginal", False)
-    if method != "wald" and res.state.residual is not None and not (
-            marginal and method in ("boot", "bootstrap")):
-        from ..errors import FitError
-        raise FitError(f"method={method!r} intervals are not available for models with a "
-                       "residual structure (residual=); use method='wald', and "
-                       "res.residual_intervals() for the structure's parameters")
     if method == "wald":
         z = stats.norm.ppf(0.5 + level / 2.0)
         se = np.sqrt(np.diag(res.state.vcov_beta))
-        limits = {n: (math.nan, math.nan) for n in vnames}
+        limits = {n: (math.nan, math.nan) for n in vnames + rnames}
         limits.update({n: (b - z * s, b + z * s) for n, b, s in
                        zip(fnames, res.state.beta, se)})
     elif method == "profile":
@@ -262,8 +258,12 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         from ..likelihood.threads import small_fit_threads
         # many small refits: one BLAS thread (a second one only spins, and under
         # load makes them ten times slower; benchmarks/bench_profile.py)
-        with small_fit_threads(deviance_function_for(res, False).system):
-            limits = _profile(res, level, criterion, set(selected))
+        if fit is not None:
+            from .profile_residual import structure_profile_intervals
+            limits = structure_profile_intervals(res, level, criterion, set(selected))
+        else:
+            with small_fit_threads(deviance_function_for(res, False).system):
+                limits = _profile(res, level, criterion, set(selected))
         attrs["criterion"] = str(criterion).upper()
     elif method in ("boot", "bootstrap"):
         n_boot = _check_n_boot(n_boot)
@@ -274,8 +274,9 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
                       "seed": seed if seed is None or isinstance(seed, int)
                       else type(seed).__name__})
     frame = pd.DataFrame({"estimate": est,
-                          "ci_low": [limits[n][0] for n in names],
-                          "ci_high": [limits[n][1] for n in names]}, index=names)
+                          "ci_low": [limits.get(n, (math.nan,))[0] for n in names],
+                          "ci_high": [limits.get(n, (0, math.nan))[1] for n in names]},
+                         index=names)
     frame = frame.loc[selected]
     frame.attrs.update(attrs)
     return frame

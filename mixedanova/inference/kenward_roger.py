@@ -32,133 +32,19 @@ inverse would not fit in memory.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ArgumentError, FitError, MixedAnovaError
+from ..errors import ArgumentError, MixedAnovaError
+from .kenward_roger_core import KenwardRogerSetup, parameter_blocks, z_matrix
 
 __all__ = ["KenwardRogerSetup", "kenward_roger_setup", "KR_ML_MESSAGE"]
 
 KR_WEIGHTS_MESSAGE = ("Kenward-Roger is not available for a fit with prior weights (pbkrtest "
                       "ignores them); use ddf='satterthwaite'")
 KR_ML_MESSAGE = "Kenward-Roger's method is only available for REML model fits"
-KR_RESIDUAL_MESSAGE = ("Kenward-Roger's method is not available for models with random terms "
-                       "and a residual structure (residual=); use ddf='satterthwaite' (it is "
-                       "available for marginal models: no random terms and a visit covariance)")
 _MAX_Q = 8000  # largest component of random effects for the dense algebra
-
-
-@dataclass(frozen=True)
-class KenwardRogerSetup:
-    """The pieces of pbkrtest's ``vcovAdj`` for one fit.
-
-    Attributes
-    ----------
-    phi : numpy.ndarray
-        ``vcov(beta)``.
-    phi_adj : numpy.ndarray
-        The Kenward-Roger adjusted covariance ``Phi_A``.
-    P : numpy.ndarray
-        ``(R, p, p)`` stack of the ``P_r``.
-    W : numpy.ndarray
-        ``(R, R)``: twice the inverse expected information of the variance parameters.
-    condition : float
-        Smallest absolute eigenvalue of the information (a generalized inverse is
-        used below 1e-10, as pbkrtest does).
-    """
-
-    phi: np.ndarray
-    phi_adj: np.ndarray
-    P: np.ndarray
-    W: np.ndarray
-    condition: float
-
-    def _a1_a2(self, L: np.ndarray) -> tuple[float, float]:
-        M = L @ self.phi @ L.T
-        theta = L.T @ np.linalg.solve(M, L)
-        u = (theta @ self.phi)[None, :, :] @ self.P @ self.phi
-        tr = np.einsum("rii->r", u)
-        a1 = float(tr @ self.W @ tr)
-        cross = np.einsum("rij,sji->rs", u, u)
-        a2 = float(np.sum(self.W * cross))
-        return a1, a2
-
-    def ddf(self, L: np.ndarray) -> float:
-        """Kenward-Roger denominator df for ``L beta`` (pbkrtest's ``Lb_ddf``)."""
-        L = np.atleast_2d(np.asarray(L, dtype=float))
-        return _kr_df(L.shape[0], *self._a1_a2(L))[0]
-
-    def test(self, L: np.ndarray, beta: np.ndarray, beta_h: np.ndarray | float = 0.0) -> dict:
-        """The F test of ``L beta = L beta_h`` (pbkrtest's ``.KR_adjust``).
-
-        ``L`` must have full row rank.  Returns ``ndf, ddf, F`` (scaled),
-        ``F_unscaled`` (Wald with ``Phi_A`` over ``ndf``), ``scaling``, ``p``.
-        """
-        from scipy import stats
-
-        L = np.atleast_2d(np.asarray(L, dtype=float))
-        q = int(np.linalg.matrix_rank(L))
-        a1, a2 = self._a1_a2(L)
-        ddf, _ = _kr_df(q, a1, a2)
-        if abs(ddf - 2.0) < 1e-2:
-            scaling = 1.0
-        else:
-            scaling = ddf * (1.0 - a2 / q) / (ddf - 2.0)
-        diff = L @ (np.asarray(beta, dtype=float) - beta_h)
-        wald = float(diff @ np.linalg.solve(L @ self.phi_adj @ L.T, diff))
-        f_u = wald / q
-        f_s = scaling * f_u
-        return {"ndf": q, "ddf": ddf, "F": f_s, "F_unscaled": f_u, "scaling": scaling,
-                "p": float(stats.f.sf(f_s, q, ddf)), "A1": a1, "A2": a2}
-
-
-def _div_zero(x: float, y: float, tol: float = 1e-14) -> float:
-    if abs(x) < tol and abs(y) < tol:
-        return 1.0
-    return x / y
-
-
-def _kr_df(q: int, a1: float, a2: float) -> tuple[float, float]:
-    """``(df2, rho)`` from ``A1``, ``A2`` (Kenward & Roger 1997, as in pbkrtest).
-    Every covariance parameter held fixed (``A2 = 0``): infinite df."""
-    if a2 == 0.0:
-        return math.inf, 1.0 / q
-    b = (a1 + 6.0 * a2) / (2.0 * q)
-    g = ((q + 1) * a1 - (q + 4) * a2) / ((q + 2) * a2)
-    den = 3 * q + 2 * (1 - g)
-    c1, c2, c3 = g / den, (q - g) / den, (q + 2 - g) / den
-    v0 = 1.0 + c1 * b
-    v1 = 1.0 - c2 * b
-    v2 = 1.0 - c3 * b
-    if abs(v0) < 1e-10:
-        v0 = 0.0
-    rho = (1.0 / q) * _div_zero(1.0 - a2 / q, v1) ** 2 * v0 / v2
-    with np.errstate(divide="ignore"):
-        df2 = 4.0 + (q + 2) / (q * rho - 1.0) if q * rho != 1.0 else math.inf
-    return float(df2), float(rho)
-
-
-def _z_matrix(design):
-    import scipy.sparse as sp
-
-    from ..likelihood.blocked import TermData
-    return sp.hstack([TermData(b.codes, b.zraw, b.nlev).sparse_z() for b in design.blocks],
-                     format="csr")
-
-
-def _parameter_blocks(design) -> list[tuple[int, int, int, int, int]]:
-    """``(offset, nlev, q, i, j)`` per covariance parameter, pbkrtest's order."""
-    out = []
-    off = 0
-    for b in design.blocks:
-        q = b.q
-        for j in range(q):
-            for i in range(j, q):
-                out.append((off, b.nlev, q, i, j))
-        off += b.nlev * q
-    return out
 
 
 def _source_rows(par: tuple, n_re: int) -> np.ndarray:
@@ -258,8 +144,8 @@ def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     ``Q x Q`` algebra is done component by component (components of one size
     in one batch) and the ``p x p`` pieces are summed.
 
-    ``linear`` (marginal models only) drops the second derivatives of the
-    covariance from the adjustment (mmrm's ``"Kenward-Roger-Linear"``).
+    ``linear`` (models with a residual structure) drops the second derivatives of
+    the covariance from the adjustment (mmrm's ``"Kenward-Roger-Linear"``).
 
     Raises
     ------
@@ -277,15 +163,16 @@ def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     fit = res.state.residual
     if fit is not None and getattr(fit.structure, "marginal", False):
         return marginal_kenward_roger(res, linear=linear)
-    if fit is not None:
-        raise FitError(KR_RESIDUAL_MESSAGE)
     design = res.design
     if getattr(design, "has_weights", False):
         raise MixedAnovaError(KR_WEIGHTS_MESSAGE)
+    if fit is not None:
+        from .kenward_roger_residual import residual_kenward_roger
+        return residual_kenward_roger(res, linear=linear)
     X = design.X
     n, p = X.shape
     sigma2 = float(res.sigma) ** 2
-    Z = _z_matrix(design)
+    Z = z_matrix(design)
     A = (Z.T @ Z).tocsr()
     n_re = A.shape[0]
     label, pos, groups = _components(A, design)
@@ -303,7 +190,7 @@ def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     lam = sp.block_diag([sp.kron(sp.eye(b.nlev), T) for b, T in
                          zip(design.blocks, layout.templates(res.state.theta))], format="csr")
     s2, s4, s6 = sigma2, sigma2 ** 2, sigma2 ** 3
-    pars = _parameter_blocks(design)
+    pars = parameter_blocks(design)
     R = len(pars) + 1
     srcs = [_source_rows(par, n_re) for par in pars]
     F = np.zeros((n_re, p))          # Z'WX

@@ -12,6 +12,10 @@ For a GLMM (a results object with a ``family``) the draw is from the family at
 ``mu = linkinv(X beta + offset + Z b*)``: binomial successes out of the trials
 (the prior weights; returned as proportions, the scale the fit uses, so that a
 0/1 response stays 0/1), Poisson counts.  lme4 draws the same way.
+With a residual structure ``e*`` has covariance ``sigma^2 Rrel`` (AR1, CAR1,
+compound symmetry, variance functions, a visit correlation: the structure's
+whitener solved against independent normals), or a marginal model's visit
+covariance.
 """
 from __future__ import annotations
 
@@ -20,7 +24,21 @@ import pandas as pd
 
 from ..errors import MixedAnovaError
 
-__all__ = ["simulate_response", "simulate"]
+__all__ = ["simulate_response", "simulate", "structured_noise"]
+
+
+def structured_noise(structure, u: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``W^{-1} z`` for the structure's whitener ``W`` (``W'W = Rrel^{-1}``): from
+    independent standard normals ``z``, errors with covariance ``Rrel(u)``
+    (AR1, CAR1, compound symmetry, variance functions, visit correlations)."""
+    from scipy.sparse.linalg import spsolve
+
+    W, logdet = structure.whitener(u, len(z))
+    if not np.isfinite(logdet):
+        raise MixedAnovaError("the residual structure's parameters are outside their space")
+    if isinstance(W, np.ndarray):
+        return z / W
+    return np.asarray(spsolve(W.tocsc(), z), dtype=float)
 
 
 def _glmm_response(res, rng: np.random.Generator, use_random: bool) -> np.ndarray:
@@ -55,6 +73,8 @@ def simulate_response(res, rng: np.random.Generator, use_random: bool = False) -
     fit = res.state.residual
     if fit is not None and hasattr(fit.structure, "draw"):  # a marginal model's visit covariance
         e = fit.structure.draw(fit.u, rng)
+    elif fit is not None:
+        e = sigma * structured_noise(fit.structure, fit.u, rng.standard_normal(d.nobs))
     else:
         e = sigma * rng.standard_normal(d.nobs)
     y = y + e / np.sqrt(d.prior_weights)

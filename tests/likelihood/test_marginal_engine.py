@@ -158,7 +158,8 @@ def test_parametric_bootstrap_of_a_marginal_model(fev):
 
 def test_visit_covariance_with_a_random_term_inference(fev):
     """Subjects nested in RACE: (1|RACE) plus an unstructured visit covariance.
-    Satterthwaite df come from the residual engine; Kenward-Roger is refused."""
+    Satterthwaite df come from the residual engine; Kenward-Roger from the dense
+    per-block route (tests/inference/test_kenward_roger_residual.py checks its numbers)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = ma.lmm("FEV1 ~ SEX + ARMCD * AVISIT + (1|RACE)", fev,
@@ -167,8 +168,9 @@ def test_visit_covariance_with_a_random_term_inference(fev):
     assert np.all(np.isfinite(tab["df"])) and np.all(tab["df"] > 0)
     cov = res.visit_covariance()
     assert cov.shape == (4, 4) and np.all(np.linalg.eigvalsh(cov.to_numpy()) > 0)
-    with pytest.raises(ma.FitError, match="random terms and a residual structure"):
-        res.fixed(ddf="kenward-roger")
+    kr = res.fixed(ddf="kenward-roger")   # SAS DDFM=KR: finite df and adjusted SEs
+    assert np.all(np.isfinite(kr["df"])) and np.all(kr["df"] > 0)
+    assert np.all(np.isfinite(kr["std_err"])) and np.all(kr["std_err"] > 0)
 
 
 def test_fixed_structure_parameters(fev):

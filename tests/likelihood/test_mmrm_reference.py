@@ -193,3 +193,24 @@ def test_visit_covariance_accessor():
     assert list(cov.index) == ["V1", "V2", "V3", "V4"]
     # VarCorr(fit) at the tight optimum
     np.testing.assert_allclose(cov.to_numpy(), ref["matrix"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["us", "toeph"])
+def test_information_criteria_conventions(kind):
+    """docs/user_guide/covariance_structures.md: res.aic counts the fixed effects too
+    (lme4, nlme, glmmTMB); mmrm's AIC(fit) / BIC(fit) count only theta and use the number
+    of subjects in BIC.  Compared at the tight optimum's logLik (mmrm's default fit
+    stops early): AIC(fit) - 2 logLik(fit) and BIC(fit) - 2 logLik(fit) differences."""
+    ref = _ref(f"struct_fev_{kind}")
+    res = _fit(kind)
+    p = res.design.p
+    n_theta = res.npar - p
+    assert n_theta == ref["df"]                  # R: attr(logLik(fit), "df")
+    # R: AIC(fit) + 2 logLik(fit) = 2 df;  BIC(fit) + 2 logLik(fit) = log(n_subjects) df
+    assert (res.aic - 2 * p) + 2 * res.llf == pytest.approx(ref["aic"] + 2 * ref["loglik"],
+                                                             rel=1e-12)
+    assert np.log(ref["n_subjects"]) * n_theta == pytest.approx(ref["bic"] + 2 * ref["loglik"],
+                                                               rel=1e-10)
+    # and the criteria themselves at the tight optimum: R logLik 1e-6 relative
+    assert res.aic - 2 * p == pytest.approx(-2 * ref["tight_refit"]["loglik"] + 2 * n_theta,
+                                            rel=1e-9)

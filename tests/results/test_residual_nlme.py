@@ -348,10 +348,14 @@ def test_summary_shows_the_structure():
     assert "active" in text and "phi" in text
 
 
-def test_kenward_roger_is_refused():
+def test_kenward_roger_is_available():
+    """Random terms plus AR(1): Kenward-Roger df and adjusted SEs (their values are
+    checked against the dense Kenward & Roger (1997) formulas in
+    tests/inference/test_kenward_roger_residual.py)."""
     _, res = fitted("ovary_ar1")
-    with pytest.raises(ma.MixedAnovaError, match="Kenward-Roger.*residual"):
-        res.fixed(ddf="kenward-roger")
+    kr = res.fixed(ddf="kenward-roger")
+    assert np.all(np.isfinite(kr["df"])) and np.all(kr["df"] > 0)
+    assert np.all(np.isfinite(kr["std_err"])) and np.all(kr["std_err"] > 0)
 
 
 def test_glucose_group_spellings_agree():
