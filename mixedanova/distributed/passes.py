@@ -30,7 +30,8 @@ from ..likelihood.blocked import TermData
 from ..likelihood.crossprod import CrossProductPattern, CrossProducts
 
 __all__ = ["ChunkSums", "summary_pass", "cross_product_pass", "pwrss_pass", "tree_sum",
-           "keep_fixed_columns", "chunk_rows", "is_dask_frame", "exact_quantiles"]
+           "keep_fixed_columns", "chunk_rows", "is_dask_frame", "exact_quantiles",
+           "run_pass"]
 
 SPLIT_EVERY = 8
 
@@ -96,6 +97,12 @@ def _compute(obj, progress: bool):
             show(fut)
             return fut.result()
     return obj.compute()
+
+
+def run_pass(parts: list, progress: bool = False):
+    """Compute the tree sum of the delayed per-partition ``parts`` (a progress bar
+    when asked for)."""
+    return _compute(tree_sum(parts), progress)
 
 
 def summary_pass(plan: ChunkPlan, ddf, progress: bool = False) -> ChunkSummary:
