@@ -127,14 +127,18 @@ def chunk_rows(encoder: ChunkEncoder, e: EncodedChunk) -> tuple[list[TermData], 
 
 
 def _chunk_sums(encoder: ChunkEncoder, chunk: pd.DataFrame) -> ChunkSums | None:
+    from ..likelihood.threads import one_blas_thread
+
     e = encoder.encode(chunk)
     if e is None:
         return None
     terms, y = chunk_rows(encoder, e)
-    cp = CrossProductPattern(terms, e.n).evaluate(e.zraws, e.X, y, weights=e.weights,
-                                                  standardize=False)
+    with one_blas_thread():
+        cp = CrossProductPattern(terms, e.n).evaluate(e.zraws, e.X, y, weights=e.weights,
+                                                      standardize=False)
+        xx = e.X.T @ e.X
     log_w = float(np.sum(np.log(e.weights))) if e.weights is not None else 0.0
-    return ChunkSums(cp, e.X.T @ e.X, log_w)
+    return ChunkSums(cp, xx, log_w)
 
 
 def cross_product_pass(encoder: ChunkEncoder, ddf, progress: bool = False) -> ChunkSums:
