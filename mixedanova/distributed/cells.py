@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..design.build import response_values
-from ..design.chunked import ChunkPlan
+from ..design.chunked import ChunkPlan, level_codes
 from ..design.variables import VariableCodes
 from ..errors import DesignError
 from ..moments.anova_data import AnovaData
@@ -67,7 +67,7 @@ class CellCodebook:
     def keys(self, data: pd.DataFrame) -> np.ndarray:
         key = np.zeros(len(data), dtype=np.int64)
         for v, cats, r in zip(self.names, self.levels, self.radix):
-            c = pd.Categorical(data[v], categories=cats).codes.astype(np.int64)
+            c = level_codes(data[v], cats)
             if (c < 0).any():
                 raise DesignError(f"a partition has a value of {v!r} that the first pass "
                                   "did not see; did the data change between the passes?")

@@ -125,14 +125,25 @@ class PairBlock:
     def __add__(self, other: "PairBlock") -> "PairBlock":
         if np.array_equal(self.keys, other.keys):
             return PairBlock(self.keys, self.vals + other.vals)
-        # both key arrays are sorted: a stable sort of the two runs is a merge (linear),
-        # and each key's values are summed in the order self, other
-        keys = np.concatenate([self.keys, other.keys])
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-        vals = np.add.reduceat(np.concatenate([self.vals, other.vals])[order], starts, axis=0)
-        return PairBlock(keys[starts], vals)
+        if len(other.keys) > len(self.keys):  # insert the shorter run into the longer
+            big, small, small_first = other, self, True
+        else:
+            big, small, small_first = self, other, False
+        # both key arrays are sorted and distinct: find the small run's keys in the big
+        # one (a key of both: the values summed in the order self, other), insert the
+        # others at their places; no sort, and nothing larger than the result
+        pos = np.searchsorted(big.keys, small.keys)
+        found = pos < len(big.keys)
+        found[found] = big.keys[pos[found]] == small.keys[found]
+        vals = big.vals.copy()
+        hit = pos[found]
+        vals[hit] = (small.vals[found] + vals[hit]) if small_first else \
+            (vals[hit] + small.vals[found])
+        new = ~found
+        if not new.any():
+            return PairBlock(big.keys, vals)
+        return PairBlock(np.insert(big.keys, pos[new], small.keys[new]),
+                         np.insert(vals, pos[new], small.vals[new], axis=0))
 
 
 @dataclass(frozen=True)
