@@ -137,24 +137,31 @@ class CrossedSystem:
         """Entries of ``Z_R1'Z_0`` (from the level pairs of ``cp``): row and
         first-term level of each, in level order."""
         terms, l0 = self.terms, self.l0
-        rows, levels, term_of = [], [], []
-        for k, t in enumerate(terms[1:], start=1):
-            uniq = cp.pairs[(k, 0)].keys
-            base = self.offsets[k] - self.offsets[1] + (uniq // l0) * t.q
-            rows.append((base[:, None] + np.arange(t.q)[None, :]).ravel())
-            levels.append(np.repeat(uniq % l0, t.q))
-            term_of.append(np.full(len(uniq) * t.q, k))
-        rows, levels = np.concatenate(rows), np.concatenate(levels)
-        order = np.lexsort((rows, levels))
+        n_entries = sum(len(cp.pairs[(k, 0)].keys) * t.q for k, t in enumerate(terms[1:], 1))
         # compact index arrays (there is one entry per level pair sharing a row)
-        idx_t = np.int32 if max(self.r, l0 * self.q0, len(order)) < 2**31 - 1 else np.intp
-        self._order = order.astype(idx_t)
-        del order
-        self.rows = rows[self._order].astype(idx_t)
+        idx_t = np.int32 if max(self.r, l0 * self.q0, n_entries) < 2**31 - 1 else np.intp
+        rows = np.empty(n_entries, dtype=idx_t)
+        levels = np.empty(n_entries, dtype=idx_t)
+        term_of = np.empty(n_entries, dtype=np.int16)
+        at = 0
+        for k, t in enumerate(terms[1:], start=1):
+            lk, lev = np.divmod(cp.pairs[(k, 0)].keys, l0)
+            m = len(lk) * t.q
+            base = (self.offsets[k] - self.offsets[1] + lk * t.q).astype(idx_t)
+            del lk
+            rows[at:at + m] = (base[:, None] + np.arange(t.q, dtype=idx_t)[None, :]).ravel()
+            levels[at:at + m] = np.repeat(lev.astype(idx_t), t.q)
+            term_of[at:at + m] = k
+            at += m
+        # the keys are sorted by (later level, first level) within a term and the terms'
+        # rows follow each other: rows never decrease, so a stable sort by level gives
+        # the (level, row) order
+        self._order = np.argsort(levels, kind="stable").astype(idx_t)
+        self.rows = rows[self._order]
         del rows
-        self.levels = levels[self._order].astype(idx_t)
+        self.levels = levels[self._order]
         del levels
-        term_of = np.concatenate(term_of).astype(np.int16)[self._order]
+        term_of = term_of[self._order]
         self.entry_term = term_of
         # scaling by Lambda_R': scalar terms entry-wise, vector terms per group of q rows
         self.scalar_entries = {}
@@ -411,7 +418,13 @@ class CrossedFactor(FactorBase):
     @property
     def cv(self) -> np.ndarray:
         """Entries of ``C`` (``Lambda_R' A_R0 Lambda_0 L00^{-T}``), formed on first use."""
-        if self._cv is None:
+        s = self.system
+        if self._cv is None and s.sparse_cc and len(s.terms) == 2 and s.scalar_entries:
+            v = self.T0[:, 0, 0].take(s.levels)  # in place: one entry-sized array
+            v *= s.vals[:, 0]
+            v *= self.lambdas[1][0, 0]
+            self._cv = v[:, None]
+        elif self._cv is None:
             self._cv = self.system._entries(self.lambdas, self.T0)[1]
         return self._cv
 
@@ -541,8 +554,12 @@ class CrossedFactor(FactorBase):
     def _tilde(self) -> tuple[np.ndarray, np.ndarray]:
         """``C L00^{-1}`` on the R1 entries and ``B_X L00^{-1}`` per level."""
         s = self.system
-        ct = np.einsum("es,est->et", self.cv, self.L00inv[s.levels]) if s.q0 > 1 \
-            else self.cv * self.L00inv[s.levels, 0, :]
+        if s.q0 > 1:
+            ct = np.einsum("es,est->et", self.cv, self.L00inv[s.levels])
+        else:  # in place on the gathered level factors: one entry-sized array
+            ct = self.L00inv[:, 0, 0].take(s.levels)
+            ct *= self.cv[:, 0]
+            ct = ct[:, None]
         bt = self.BX @ self.L00inv
         return ct, bt
 
@@ -580,8 +597,11 @@ class CrossedFactor(FactorBase):
         pairs = self._pairs_part(ct, per_level)
 
         def correction(c: int) -> np.ndarray:
-            V = np.stack([np.bincount(s.levels, weights=ct[:, a] * U[c, s.rows], minlength=l0)
-                          for a in range(q0)], axis=1)
+            V = np.empty((l0, q0))
+            for a in range(q0):
+                w = U[c].take(s.rows)
+                w *= ct[:, a]
+                V[:, a] = np.bincount(s.levels, weights=w, minlength=l0)
             return total(V[:, :, None] * V[:, None, :])
 
         corr_y = correction(p)
