@@ -417,23 +417,32 @@ class CrossedFactor(FactorBase):
 
     @property
     def cv(self) -> np.ndarray:
-        """Entries of ``C`` (``Lambda_R' A_R0 Lambda_0 L00^{-T}``), formed on first use."""
+        """Entries of ``C`` (``Lambda_R' A_R0 Lambda_0 L00^{-T}``), formed on first use
+        (and, when the system stores no pairs to save memory, at every use: a
+        factor does not keep an entry-sized array)."""
         s = self.system
-        if self._cv is None and s.sparse_cc and len(s.terms) == 2 and s.scalar_entries:
+        if self._cv is not None:
+            return self._cv
+        if s.sparse_cc and len(s.terms) == 2 and s.scalar_entries:
             v = self.T0[:, 0, 0].take(s.levels)  # in place: one entry-sized array
             v *= s.vals[:, 0]
             v *= self.lambdas[1][0, 0]
-            self._cv = v[:, None]
-        elif self._cv is None:
-            self._cv = self.system._entries(self.lambdas, self.T0)[1]
-        return self._cv
+            return v[:, None]
+        cv = self.system._entries(self.lambdas, self.T0)[1]
+        if not s.sparse_cc:
+            self._cv = cv
+        return cv
 
     @property
     def C(self) -> sp.csc_matrix:
-        """``C`` on the R1 rows as a sparse matrix, formed on first use."""
-        if self._C is None:
-            self._C = self.system.c_matrix(self.cv)
-        return self._C
+        """``C`` on the R1 rows as a sparse matrix, formed on first use (at every
+        use without a stored pair structure, as :attr:`cv`)."""
+        if self._C is not None:
+            return self._C
+        C = self.system.c_matrix(self.cv)
+        if not self.system.sparse_cc:
+            self._C = C
+        return C
 
     def rx(self) -> np.ndarray:
         r1 = self.system.r1
