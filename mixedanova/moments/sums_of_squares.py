@@ -26,6 +26,12 @@ plus dense work whose size is set by the numbers of levels:
   (:func:`_sweep`), so no matrix ever has a row per observation and a column
   per level.
 
+Both also take a table of cells (``AnovaData.counts``: each row a cell, its
+observations' mean as the response, the pooled within-cell sum of squares in
+``AnovaData.within_ss``): rows are weighted by their counts and the within-cell
+sum of squares is added to the residual's, which gives the sums of squares of
+the observations exactly (every term is constant within a cell).
+
 Column spaces, ranks and the drop tolerance: a block's new directions are the
 eigenvectors of its residual Gram matrix (after projecting on the blocks
 fitted before it, twice) whose eigenvalue exceeds ``_DROP`` times the block's
