@@ -3,6 +3,7 @@
 Run:  python benchmarks/bench_dask.py memory  [--rows 1000000] [--levels 100000,10000]
       python benchmarks/bench_dask.py parquet [--rows 10000000] [--levels 200000,2000]
                                               [--files 20] [--folder PATH] [--no-fit]
+                                              [--in-memory]
 
 ``memory``: ``y ~ 1 + x + (1|s) + (1|d)`` on simulated crossed data
 (``bench_crossed_scaling.make_data``), fitted in memory (``ma.lmm(formula, df)``)
@@ -22,11 +23,18 @@ with Dask's threaded scheduler (2 threads):
 * the optimizer and the rest of the fit on the summed system;
 * the process's peak RSS (``ru_maxrss``: all passes run in this process).
 
-``--no-fit`` stops after the passes.  The engine's crossed layout (not the Dask
-passes) limits the whole fit at 10M rows over 200k x 2k levels: with ~50 rows per
-first-term level its ``C C'`` over the pairs of entries sharing a level has
-~5e8 pairs (3M rows: building the system took 3.3 GB, against 0.74 GB for both
-passes), so the whole fit is measured at 3M rows and the passes at 10M.
+``--no-fit`` stops after the passes.  ``--in-memory`` also fits the same rows
+read into one pandas DataFrame (``pd.read_parquet``), in a fresh process, and
+prints its time and peak RSS and the differences from the Dask fit.  Every
+time is printed as wall and CPU seconds (``time.process_time``, all threads of
+the process): on a shared machine the wall time is mostly waiting.
+
+At 10M rows over 200k x 2k levels the crossed layout's ``C C'`` has ~2.5e8 pairs
+of entries sharing a first-term level; it is a sparse product at each evaluation
+(not a stored pair structure, which needed 24 GB), so the whole fit runs.  At
+100M rows over 100k x 10k levels it would be ~5e10 pairs per evaluation and a
+10k x 10k dense Schur complement, and the summed ``Z_s'Z_d`` alone holds ~1e8
+level pairs: run that size with ``--no-fit`` (the I/O floor and the passes).
 """
 from __future__ import annotations
 
@@ -106,6 +114,27 @@ def write_parquet(folder: Path, n: int, ns: int, nd: int, files: int, seed: int 
     return time.perf_counter() - t
 
 
+def child_in_memory(folder: str) -> dict:
+    """The same rows read into one pandas DataFrame and fitted in memory."""
+    sys.path.insert(0, str(ROOT))
+    import warnings
+
+    import pandas as pd
+
+    import mixedanova as ma
+
+    t, c = time.perf_counter(), time.process_time()
+    df = pd.read_parquet(folder, columns=["y", "x", "s", "d"])
+    read = time.perf_counter() - t
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = ma.lmm(FORMULA, df)
+    return {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
+            "read_seconds": read, "objective": res.reml_criterion,
+            "theta": [float(v) for v in res.theta], "beta": [float(v) for v in res.fe_params],
+            "peak_rss_gb": _rss_gb()}
+
+
 def child_parquet(folder: str, threads: int, fit: bool = True) -> dict:
     sys.path.insert(0, str(ROOT))
     import warnings
@@ -121,9 +150,10 @@ def child_parquet(folder: str, threads: int, fit: bool = True) -> dict:
         ddf = dd.read_parquet(folder, columns=["y", "x", "s", "d"])
         out["partitions"] = ddf.npartitions
         ddf.sum().compute()  # warm-up: the files in the page cache for every pass below
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         sums = ddf.sum().compute()
         out["floor_seconds"] = time.perf_counter() - t
+        out["floor_cpu"] = time.process_time() - c
         out["rows"] = int(ddf.shape[0].compute())
         out["floor_rss_gb"] = _rss_gb()
         # the two passes of the fit, timed one by one (what DistributedModel.from_formula runs)
@@ -132,25 +162,28 @@ def child_parquet(folder: str, threads: int, fit: bool = True) -> dict:
         from mixedanova.distributed.passes import cross_product_pass, summary_pass
 
         plan = ChunkPlan.from_formula(parse_formula(FORMULA), ddf._meta)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         summary = summary_pass(plan, ddf)
         out["pass1_seconds"] = time.perf_counter() - t
+        out["pass1_cpu"] = time.process_time() - c
         encoder = plan.encoder(summary)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         cross_product_pass(encoder, ddf)
         out["pass2_seconds"] = time.perf_counter() - t
+        out["pass2_cpu"] = time.process_time() - c
         out["passes_rss_gb"] = _rss_gb()
         if not fit:
             out["peak_rss_gb"] = _rss_gb()
             return out
         # the whole fit as a user runs it
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = DistributedModel.from_formula(FORMULA, ddf)
             t_setup = time.perf_counter() - t
             res = model.fit()
         out["fit_seconds"] = time.perf_counter() - t
+        out["fit_cpu"] = time.process_time() - c
         out["fit_setup_seconds"] = t_setup
         out["optimizer_seconds"] = float(getattr(res.optimizer, "seconds", float("nan")))
         out["objective"] = res.reml_criterion
@@ -181,11 +214,16 @@ def main() -> None:
     ap.add_argument("--folder", default=None, help="Parquet folder (kept if given)")
     ap.add_argument("--no-fit", action="store_true",
                     help="the I/O floor and the two passes only (no optimizer)")
+    ap.add_argument("--in-memory", action="store_true",
+                    help="also fit the rows read into one pandas DataFrame")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "memory-mem" or args.child == "memory-dask":
         ns, nd = (int(v) for v in args.levels.split(","))
         print(json.dumps(child_memory(args.rows, ns, nd, args.child.split("-")[1])))
+        return
+    if args.child == "in-memory":
+        print(json.dumps(child_in_memory(args.folder)))
         return
     if args.child == "parquet":
         print(json.dumps(child_parquet(args.folder, args.threads, not args.no_fit)))
@@ -227,28 +265,39 @@ def main() -> None:
                   f"files, {size:.0f} MB, in {secs:.1f} s")
         r = _run(["parquet", "--child", "parquet", "--folder", str(folder),
                   "--threads", str(args.threads)] + (["--no-fit"] if args.no_fit else []))
+        m = _run(["parquet", "--child", "in-memory", "--folder", str(folder)]) \
+            if args.in_memory else None
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     n = r["rows"]
     print(f"{n:,} rows in {r['partitions']} partitions, Dask threads={args.threads}: {FORMULA}")
     print(f"  I/O floor (read y, x, s, d and sum them): {r['floor_seconds']:.1f} s = "
-          f"{n / r['floor_seconds'] / 1e6:.2f} M rows/s")
+          f"{n / r['floor_seconds'] / 1e6:.2f} M rows/s (CPU {r['floor_cpu']:.1f} s)")
     print(f"  pass 1 (codebook): {r['pass1_seconds']:.1f} s = "
-          f"{n / r['pass1_seconds'] / 1e6:.2f} M rows/s")
+          f"{n / r['pass1_seconds'] / 1e6:.2f} M rows/s (CPU {r['pass1_cpu']:.1f} s)")
     print(f"  pass 2 (cross-products, tree sum): {r['pass2_seconds']:.1f} s = "
           f"{n / r['pass2_seconds'] / 1e6:.2f} M rows/s "
-          f"({r['floor_seconds'] / r['pass2_seconds']:.2f} of the I/O floor's rate)")
+          f"({r['floor_seconds'] / r['pass2_seconds']:.2f} of the I/O floor's rate; CPU "
+          f"{r['pass2_cpu']:.1f} s, {r['floor_cpu'] / r['pass2_cpu']:.2f} of the floor's)")
     if args.no_fit:
         print(f"  peak RSS: {r['peak_rss_gb']:.2f} GB (after the I/O floor "
               f"{r['floor_rss_gb']:.2f} GB)")
         return
-    print(f"  whole fit: {r['fit_seconds']:.1f} s (both passes {r['fit_setup_seconds']:.1f} s, "
+    print(f"  whole fit: {r['fit_seconds']:.1f} s, CPU {r['fit_cpu']:.1f} s "
+          f"(both passes {r['fit_setup_seconds']:.1f} s, "
           f"optimizer {r['optimizer_seconds']:.1f} s); levels {r['nlev']}, "
           f"{r['pairs']:,} level pairs; converged={r['converged']}")
     print(f"  REML criterion {r['objective']:.6f}, theta {r['theta']}, beta {r['beta']}")
     print(f"  peak RSS: {r['peak_rss_gb']:.2f} GB (after the I/O floor "
           f"{r['floor_rss_gb']:.2f} GB, after the passes {r['passes_rss_gb']:.2f} GB)")
+    if m is not None:
+        import numpy as np
+        rel = abs(m["objective"] - r["objective"]) / abs(m["objective"])
+        print(f"  in memory (pd.read_parquet, ma.lmm): {m['seconds']:.1f} s, CPU "
+              f"{m['cpu_seconds']:.1f} s, peak RSS {m['peak_rss_gb']:.2f} GB; REML criterion "
+              f"rel. diff {rel:.2e}, theta max abs diff "
+              f"{np.max(np.abs(np.subtract(m['theta'], r['theta']))):.2e}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from .data_checks import check_columns, check_finite, missing_mask, plain_string
 from .formula import ParsedFormula, formula_variables
 from .term_matrices import FixedTerm, fixed_terms, model_matrix_like, term_matrix
 
-__all__ = ["ChunkPlan", "ChunkSummary", "ChunkEncoder", "EncodedChunk", "DesignSummary",
+__all__ = ["ChunkPlan", "level_codes", "ChunkSummary", "ChunkEncoder", "EncodedChunk", "DesignSummary",
            "aliased_columns"]
 
 _STATEFUL = ("center", "scale", "standardize", "poly", "bs", "cs", "cr", "cc", "te",
@@ -220,7 +220,7 @@ class TermCode:
         key = np.zeros(len(data), dtype=np.int64)
         bad = np.zeros(len(data), dtype=bool)
         for f, cats, r in zip(self.factors, self.categories, self.radix):
-            c = pd.Categorical(data[f], categories=cats).codes.astype(np.int64)
+            c = level_codes(data[f], cats)
             bad |= c < 0
             key += c * r
         if len(self.factors) == 1:  # every value is a level: the key is the code
@@ -235,6 +235,19 @@ class TermCode:
                 "not see (row " f"{data.index[bad][0]!r}); did the data change between "
                 "the passes?")
         return pos.astype(np.intp)
+
+
+def level_codes(column: pd.Series, cats: pd.Index) -> np.ndarray:
+    """Codes of ``column``'s values among the levels ``cats`` (-1: not a level), as
+    ``pd.Categorical(column, categories=cats).codes``; integer identifiers whose
+    levels are a run of consecutive integers (the common case) by a subtraction."""
+    if (pd.api.types.is_integer_dtype(column.dtype) and pd.api.types.is_integer_dtype(cats)
+            and len(cats) and cats.is_monotonic_increasing
+            and int(cats[-1]) - int(cats[0]) == len(cats) - 1):
+        c = column.to_numpy().astype(np.int64) - int(cats[0])
+        c[(c < 0) | (c >= len(cats))] = -1
+        return c
+    return pd.Categorical(column, categories=cats).codes.astype(np.int64)
 
 
 def _term_code(combos: pd.DataFrame, factors: tuple[str, ...]) -> tuple[TermCode, pd.DataFrame]:

@@ -6,6 +6,9 @@ passes
     The passes over a Dask data frame's partitions (codebook summary,
     cross-products, explicit penalized residual sum of squares), each summed in a
     tree so that only level-sized objects travel.
+cells
+    The distributed group-by of cells (observations, mean, within-cell sum of
+    squares) behind ``method="ANOVA"``.
 dask_fit
     ``ma.lmm(formula, ddf)`` on a ``dask.dataframe.DataFrame``: the model on the
     summed cross-products and its row-less results.

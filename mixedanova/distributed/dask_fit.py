@@ -35,11 +35,13 @@ from ..errors import (ArgumentError, ConvergenceWarning, DesignError, FitError,
                       SingularFitWarning, user_stacklevel)
 from ..likelihood.control import LmmControl, check_control
 from ..likelihood.criterion import ProfiledDeviance
+from ..results.anova import AnovaResults
 from ..results.lmm import LinearMixedResults
 from .passes import (cross_product_pass, exact_quantiles, keep_fixed_columns, pwrss_pass,
                      summary_pass)
 
-__all__ = ["DistributedModel", "DistributedLmmResults", "DistributedDeviance", "lmm_dask"]
+__all__ = ["DistributedModel", "DistributedLmmResults", "DistributedAnovaResults",
+           "DistributedDeviance", "lmm_dask"]
 
 _OPTIMIZERS = ("SLSQP", "L-BFGS-B", "Powell", "Nelder-Mead", "COBYLA", "COBYQA", "TNC",
                "trust-constr")
@@ -86,8 +88,9 @@ class DistributedModel:
     """
 
     def __init__(self, design: DesignSummary, encoder: ChunkEncoder, cp, ddf, log_w: float,
-                 keep: np.ndarray) -> None:
+                 keep: np.ndarray, values: dict | None = None) -> None:
         self.design = design
+        self.values = values or {}  # distinct values of the factor columns (pass 1)
         self.encoder = encoder
         self.cp = cp
         self.ddf = ddf
@@ -95,6 +98,7 @@ class DistributedModel:
         self.keep = keep
         self.residual = None
         self._deviance: dict[bool, ProfiledDeviance] = {}
+        self.progress = False
 
     @classmethod
     def from_formula(cls, formula: str, ddf, *, missing: str = "drop", weights=None,
@@ -116,7 +120,9 @@ class DistributedModel:
         keep = aliased_columns(sums.xx, encoder.x_names_all)
         design = encoder.design_summary(keep)
         cp = keep_fixed_columns(sums.cp, keep)
-        return cls(design, encoder, cp, ddf, sums.log_w, keep)
+        model = cls(design, encoder, cp, ddf, sums.log_w, keep, summary.values)
+        model.progress = progress
+        return model
 
     def deviance_function(self, reml: bool = True) -> ProfiledDeviance:
         """The profiled objective on the summed cross-products (one per criterion;
@@ -146,9 +152,12 @@ class DistributedModel:
             raise FitError(f"method must be one of REML, ML, ANOVA, not {method!r}")
         method = method.upper()
         if method == "ANOVA":
-            raise FitError("method='ANOVA' on a Dask data frame is not available yet (it "
-                           "needs a distributed group-by of cell sums); fit by REML or ML, "
-                           "or compute() the data and fit in memory")
+            if control is not None:
+                raise FitError("control (optimizer settings) does not apply to "
+                               "method='ANOVA'")
+            if start is not None:
+                raise FitError("start (a starting theta) does not apply to method='ANOVA'")
+            return self._fit_moments(ems or "unrestricted", anova_method or "auto")
         for name, value in (("ems", ems), ("anova_method", anova_method)):
             if value is not None:
                 raise FitError(f"{name}={value!r} applies to method='ANOVA' only")
@@ -175,6 +184,62 @@ class DistributedModel:
         if warn:
             _warn_once(res)
         return res
+
+    def _fit_moments(self, ems: str, anova_method: str) -> "DistributedAnovaResults":
+        """Method of moments from a distributed group-by of cell means and sums of
+        squares (:mod:`~mixedanova.distributed.cells`); GLS and BLUPs at the
+        moment estimates on the summed cross-products, as in memory."""
+        from ..likelihood.criterion import state_at
+        from ..moments.moments import fit_anova_data
+        from .cells import CellCodebook, cell_data, cell_pass
+
+        d = self.design
+        if ems not in ("unrestricted", "restricted"):
+            raise FitError(f"ems must be one of unrestricted, restricted, not {ems!r}")
+        if anova_method not in ("auto", "rules", "method3"):
+            raise FitError(f"anova_method must be one of auto, rules, method3, not "
+                           f"{anova_method!r}")
+        if d.has_weights or d.offset is not None:
+            raise DesignError("method='ANOVA' (expected mean squares) does not take prior "
+                              "weights or an offset; use method='REML' or 'ML'")
+        for b in d.blocks:
+            if b.columns != ("(Intercept)",):
+                raise DesignError(
+                    f"method='ANOVA' estimates variance components of random intercepts "
+                    f"(1 | g) only; {b.source} has columns {', '.join(b.columns)}")
+        fixed, intercept = [], False
+        for t in d.fixed_terms:
+            if not t.variables:
+                intercept = bool(t.columns)
+                continue
+            for v in t.variables:
+                if v not in d.columns:
+                    raise DesignError(f"method='ANOVA' needs plain variables in the fixed "
+                                      f"part; {v!r} is an expression")
+                if v not in self.values:
+                    raise DesignError(
+                        f"method='ANOVA' on a Dask data frame takes factors in the fixed "
+                        f"part; {v!r} is a numeric covariate (Method III with covariates "
+                        "needs the rows: fit by REML / ML, or compute() the data and fit "
+                        "in memory)")
+            fixed.append(t.variables)
+        random = [b.factors for b in d.blocks]
+        names = list(dict.fromkeys(v for t in fixed + random for v in t))
+        plan = self.encoder.plan
+        values = dict(self.values)
+        for tc in self.encoder.term_codes:  # the grouping factors' levels (pass 1)
+            values.update(zip(tc.factors, tc.categories))
+        book = CellCodebook.from_values(names, values, self.ddf._meta)
+        cells = cell_pass(plan, book, self.ddf, self.progress)
+        coded = cell_data(cells, book, d.formula.response.strip(), center=intercept)
+        state = fit_anova_data(coded, fixed, random, intercept=intercept, ems=ems,
+                               method=anova_method)
+        est = state.estimates_truncated
+        s2e = float(est["Residual"])
+        theta = np.array([np.sqrt(float(est[":".join(b.factors)]) / s2e) for b in d.blocks])
+        fs = state_at(self.deviance_function(reml=True), theta, np.sqrt(s2e), "ANOVA",
+                      moments=state)
+        return DistributedAnovaResults(d, fs, model=self)
 
     def refit(self, *args, **kwargs):
         raise FitError("refit() (a new response) is not available for a fit on a Dask data "
@@ -350,6 +415,16 @@ class DistributedLmmResults(LinearMixedResults):
                 f"nobs={self.nobs}>")
 
 
+class DistributedAnovaResults(DistributedLmmResults, AnovaResults):
+    """A method-of-moments fit (``method="ANOVA"``) on a Dask data frame: the EMS
+    table and moment estimates of :class:`~mixedanova.results.anova.AnovaResults`,
+    the row-less behaviour of :class:`DistributedLmmResults`."""
+
+    def __repr__(self) -> str:
+        return (f"<DistributedAnovaResults ANOVA: {self.design.formula.formula!r}, "
+                f"nobs={self.nobs}>")
+
+
 def lmm_dask(formula: str, ddf, method: str = "REML", *, missing: str = "drop",
              weights=None, offset=None, residual=None, restricted: bool = False,
              **kwargs) -> DistributedLmmResults:
@@ -370,10 +445,6 @@ def lmm_dask(formula: str, ddf, method: str = "REML", *, missing: str = "drop",
     progress = kwargs.pop("progress", False)
     if not isinstance(method, str) or method.upper() not in ("REML", "ML", "ANOVA"):
         raise FitError(f"method must be one of REML, ML, ANOVA, not {method!r}")
-    if method.upper() == "ANOVA":  # before any pass over the data
-        raise FitError("method='ANOVA' on a Dask data frame is not available yet (it needs "
-                       "a distributed group-by of cell sums); fit by REML or ML, or "
-                       "compute() the data and fit in memory")
     model = DistributedModel.from_formula(formula, ddf, missing=missing, weights=weights,
                                           offset=offset, restricted=restricted,
                                           progress=progress)

@@ -30,7 +30,8 @@ from ..likelihood.blocked import TermData
 from ..likelihood.crossprod import CrossProductPattern, CrossProducts
 
 __all__ = ["ChunkSums", "summary_pass", "cross_product_pass", "pwrss_pass", "tree_sum",
-           "keep_fixed_columns", "chunk_rows", "is_dask_frame", "exact_quantiles"]
+           "keep_fixed_columns", "chunk_rows", "is_dask_frame", "exact_quantiles",
+           "run_pass"]
 
 SPLIT_EVERY = 8
 
@@ -98,6 +99,12 @@ def _compute(obj, progress: bool):
     return obj.compute()
 
 
+def run_pass(parts: list, progress: bool = False):
+    """Compute the tree sum of the delayed per-partition ``parts`` (a progress bar
+    when asked for)."""
+    return _compute(tree_sum(parts), progress)
+
+
 def summary_pass(plan: ChunkPlan, ddf, progress: bool = False) -> ChunkSummary:
     """Pass 1: the summed :class:`~mixedanova.design.chunked.ChunkSummary` of all
     partitions."""
@@ -120,14 +127,18 @@ def chunk_rows(encoder: ChunkEncoder, e: EncodedChunk) -> tuple[list[TermData], 
 
 
 def _chunk_sums(encoder: ChunkEncoder, chunk: pd.DataFrame) -> ChunkSums | None:
+    from ..likelihood.threads import one_blas_thread
+
     e = encoder.encode(chunk)
     if e is None:
         return None
     terms, y = chunk_rows(encoder, e)
-    cp = CrossProductPattern(terms, e.n).evaluate(e.zraws, e.X, y, weights=e.weights,
-                                                  standardize=False)
+    with one_blas_thread():
+        cp = CrossProductPattern(terms, e.n).evaluate(e.zraws, e.X, y, weights=e.weights,
+                                                      standardize=False)
+        xx = e.X.T @ e.X
     log_w = float(np.sum(np.log(e.weights))) if e.weights is not None else 0.0
-    return ChunkSums(cp, e.X.T @ e.X, log_w)
+    return ChunkSums(cp, xx, log_w)
 
 
 def cross_product_pass(encoder: ChunkEncoder, ddf, progress: bool = False) -> ChunkSums:

@@ -24,6 +24,12 @@ alternatives replace it when they are cheaper:
   formed only when a solution or a gradient asks for them);
 * otherwise ``C`` is formed densely and ``C C'`` (and the gradient's
   ``C' S^{-1} C`` diagonal blocks) come from BLAS: ``O(r1^2 l0 q0)``.
+
+When neither fits in memory and the pairs are too many to store (10 M rows over
+200k x 2k crossed levels have about 250 M pairs, some 90 bytes each), a scalar
+first term's ``C C'`` is a sparse product ``C_A diag(T0^2) C_A'`` (``C_A``:
+the entries of ``A_R0``, stored once) computed at each evaluation: the pairs'
+work without their storage, memory ``O(entries + r^2)``.
 """
 from __future__ import annotations
 
@@ -43,6 +49,8 @@ _DENSE_C_ENTRIES = 25_000_000  # largest dense C (200 MB) formed for the BLAS pa
 _GROUPED_ENTRIES = 50_000_000  # largest stack of per-weight r x r lower triangles (400 MB)
 _RANK_TABLE_LIMIT = 1 << 26  # keys below this find their distinct values by table
 _GROUPED_PER_PAIR = 4  # a stack entry (one BLAS pass) costs about a quarter of a pair
+_PAIR_STRUCTURE_LIMIT = 8_000_000  # most entry pairs stored (about 90 bytes each)
+_PER_LEVEL_BLOCK = 8_000_000  # entries of the dense r1 x levels block of a per-level pass
 
 
 def _distinct(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,35 +137,51 @@ class CrossedSystem:
         """Entries of ``Z_R1'Z_0`` (from the level pairs of ``cp``): row and
         first-term level of each, in level order."""
         terms, l0 = self.terms, self.l0
-        rows, levels, term_of = [], [], []
+        n_entries = sum(len(cp.pairs[(k, 0)].keys) * t.q for k, t in enumerate(terms[1:], 1))
+        # compact index arrays (there is one entry per level pair sharing a row)
+        idx_t = np.int32 if max(self.r, l0 * self.q0, n_entries) < 2**31 - 1 else np.intp
+        rows = np.empty(n_entries, dtype=idx_t)
+        levels = np.empty(n_entries, dtype=idx_t)
+        term_of = np.empty(n_entries, dtype=np.int16)
+        at = 0
         for k, t in enumerate(terms[1:], start=1):
-            uniq = cp.pairs[(k, 0)].keys
-            base = self.offsets[k] - self.offsets[1] + (uniq // l0) * t.q
-            rows.append((base[:, None] + np.arange(t.q)[None, :]).ravel())
-            levels.append(np.repeat(uniq % l0, t.q))
-            term_of.append(np.full(len(uniq) * t.q, k))
-        rows, levels = np.concatenate(rows), np.concatenate(levels)
-        order = np.lexsort((rows, levels))
-        self._order = order
-        self.rows = rows[order].astype(np.intp)
-        self.levels = levels[order].astype(np.intp)
-        term_of = np.concatenate(term_of)[order]
+            lk, lev = np.divmod(cp.pairs[(k, 0)].keys, l0)
+            m = len(lk) * t.q
+            base = (self.offsets[k] - self.offsets[1] + lk * t.q).astype(idx_t)
+            del lk
+            rows[at:at + m] = (base[:, None] + np.arange(t.q, dtype=idx_t)[None, :]).ravel()
+            levels[at:at + m] = np.repeat(lev.astype(idx_t), t.q)
+            term_of[at:at + m] = k
+            at += m
+        # the keys are sorted by (later level, first level) within a term and the terms'
+        # rows follow each other: rows never decrease, so a stable sort by level gives
+        # the (level, row) order
+        self._order = np.argsort(levels, kind="stable").astype(idx_t)
+        self.rows = rows[self._order]
+        del rows
+        self.levels = levels[self._order]
+        del levels
+        term_of = term_of[self._order]
         self.entry_term = term_of
         # scaling by Lambda_R': scalar terms entry-wise, vector terms per group of q rows
         self.scalar_entries = {}
         self.vector_groups = {}
         for k, t in enumerate(terms[1:], start=1):
-            idx = np.flatnonzero(term_of == k)
-            if t.q == 1:
-                self.scalar_entries[k] = idx
+            if t.q == 1:  # (their entries are found through entry_term)
+                self.scalar_entries[k] = True
             else:
-                self.vector_groups[k] = idx.reshape(-1, t.q)
+                self.vector_groups[k] = np.flatnonzero(term_of == k).reshape(-1, t.q)
         q0 = self.q0
         counts = np.bincount(self.levels, minlength=l0)
         self.level_ptr = np.concatenate([[0], np.cumsum(counts)])
         # CSC layout of C (r1 x l0*q0): column (l, s0) holds the entries of level l
         col_len = np.repeat(counts, q0)
         self.csc_indptr = np.concatenate([[0], np.cumsum(col_len)])
+        if q0 == 1:  # the entries are in CSC order already (by level, then row)
+            self.csc_entry = self.csc_s0 = None
+            self.csc_indices = self.rows
+            self.csc_in_order = True
+            return
         col_of = np.repeat(np.arange(l0 * q0), col_len)
         within = np.arange(len(col_of)) - self.csc_indptr[col_of]
         self.csc_entry = self.level_ptr[col_of // q0] + within
@@ -182,6 +206,7 @@ class CrossedSystem:
         self.dense_c = n_pairs * self.q0 * self.q0 * _PAIRS_PER_FLOP > dense_flops and fits_dense
         self.G_op = None
         self.groups = None
+        self.sparse_cc = False
         if self.q0 == 1 and not self.vector_groups and fits_dense:
             # a scalar first term's level weight T0_l^2 depends on theta only through
             # A00_l (an intercept's: the level's count), so C C' = sum_g w_g M_g with
@@ -203,6 +228,14 @@ class CrossedSystem:
                 self.dense_c = False
                 return
         if self.dense_c:  # C C' by BLAS on a dense C: no pair structure at all
+            return
+        if self.q0 == 1 and n_pairs > _PAIR_STRUCTURE_LIMIT:
+            # too many pairs to store: C C' as a sparse product at each evaluation
+            self.sparse_cc = True
+            if not hasattr(self, "_c_perm"):  # C by rows: where each entry goes
+                by_row = self.c_matrix(np.arange(len(self.vals), dtype=float)[:, None]).tocsr()
+                self._c_perm = by_row.data.astype(self.rows.dtype)
+                self._c_row_index = (by_row.indices, by_row.indptr)
             return
         if not hasattr(self, "pa"):
             self._pair_structure()
@@ -261,7 +294,9 @@ class CrossedSystem:
             raw = self.vals * T0[self.levels, 0, :]
         else:
             raw = np.einsum("es,est->et", self.vals, T0[self.levels])
-        if self.scalar_entries:  # one multiplication by each entry's term's lambda
+        if len(self.terms) == 2 and self.scalar_entries:  # one later term, scalar
+            v = raw * lambdas[1][0, 0]
+        elif self.scalar_entries:  # one multiplication by each entry's term's lambda
             lam = np.ones(len(self.terms))
             for k in self.scalar_entries:
                 lam[k] = lambdas[k][0, 0]
@@ -293,6 +328,15 @@ class CrossedSystem:
         out.ravel()[self._dense_flat] = self._csc_data(cv)
         return out
 
+    def cct(self, entries: np.ndarray) -> sp.csr_matrix:
+        """``C C'`` for a scalar first term with the entries ``entries`` of ``C``
+        (in CSC order): a sparse product on the stored index structure."""
+        indices, indptr = self._c_row_index
+        A = sp.csr_matrix((entries[self._c_perm], indices, indptr), shape=(self.r1, self.l0))
+        At = sp.csr_matrix((entries, self.csc_indices, self.csc_indptr),
+                           shape=(self.l0, self.r1))  # C's CSC arrays are C' by rows
+        return A @ At
+
     def factor(self, lambdas: list[np.ndarray]) -> "CrossedFactor":
         """Factor the blocked system for the templates ``lambdas``."""
         lam0 = lambdas[0]
@@ -312,12 +356,19 @@ class CrossedSystem:
             S[low] -= w @ M  # the lower triangle of B B', [X y] rows included
             g_weights = w * L00inv[rep, 0, 0] ** 2
             return self._finish(lambdas, S, L00, L00inv, T0, BX, g_weights)
-        raw, cv = self._entries(lambdas, T0)
         BXf = BX.transpose(1, 0, 2).reshape(self.p + self.k, -1)
+        if self.sparse_cc:  # the entries of C only (Lambda_R' scaled ones when asked for)
+            raw, cv = (self.vals[:, 0] * T0[:, 0, 0][self.levels])[:, None], None
+        else:
+            raw, cv = self._entries(lambdas, T0)
         if self.dense_c:
             Cr = self.dense_c_matrix(raw)
             S[:r1, :r1] -= Cr @ Cr.T  # numpy hands A @ A.T to BLAS syrk
             S[r1:, :r1] -= BXf @ Cr.T
+        elif self.sparse_cc:
+            w = T0[:, 0, 0] ** 2
+            S[:r1, :r1] -= self.cct(raw[:, 0]).toarray()
+            g_weights = w * L00inv[:, 0, 0] ** 2
         elif self.G_op is not None:
             # C C' at the level weights T0^2; the gradient's weights T0^2 / L00^2 in the
             # same pass (reading the operator dominates the cost)
@@ -366,17 +417,32 @@ class CrossedFactor(FactorBase):
 
     @property
     def cv(self) -> np.ndarray:
-        """Entries of ``C`` (``Lambda_R' A_R0 Lambda_0 L00^{-T}``), formed on first use."""
-        if self._cv is None:
-            self._cv = self.system._entries(self.lambdas, self.T0)[1]
-        return self._cv
+        """Entries of ``C`` (``Lambda_R' A_R0 Lambda_0 L00^{-T}``), formed on first use
+        (and, when the system stores no pairs to save memory, at every use: a
+        factor does not keep an entry-sized array)."""
+        s = self.system
+        if self._cv is not None:
+            return self._cv
+        if s.sparse_cc and len(s.terms) == 2 and s.scalar_entries:
+            v = self.T0[:, 0, 0].take(s.levels)  # in place: one entry-sized array
+            v *= s.vals[:, 0]
+            v *= self.lambdas[1][0, 0]
+            return v[:, None]
+        cv = self.system._entries(self.lambdas, self.T0)[1]
+        if not s.sparse_cc:
+            self._cv = cv
+        return cv
 
     @property
     def C(self) -> sp.csc_matrix:
-        """``C`` on the R1 rows as a sparse matrix, formed on first use."""
-        if self._C is None:
-            self._C = self.system.c_matrix(self.cv)
-        return self._C
+        """``C`` on the R1 rows as a sparse matrix, formed on first use (at every
+        use without a stored pair structure, as :attr:`cv`)."""
+        if self._C is not None:
+            return self._C
+        C = self.system.c_matrix(self.cv)
+        if not self.system.sparse_cc:
+            self._C = C
+        return C
 
     def rx(self) -> np.ndarray:
         r1 = self.system.r1
@@ -455,6 +521,8 @@ class CrossedFactor(FactorBase):
             K = np.einsum("rla,rlb->lab", W, W)
             return K if per_level else K.sum(axis=0)
         P, _ = self._inverse_parts()
+        if s.sparse_cc:
+            return self._pairs_sparse(P, ct, per_level)
         if not per_level and s.G_op is not None and not s.vector_groups:
             # sum over ordered pairs of P * C~ C~' = <Lambda_R P Lambda_R, G f>, with G the
             # operator that builds C C' in the factorization and f the level weights
@@ -474,11 +542,33 @@ class CrossedFactor(FactorBase):
         upper = np.triu(np.ones((q0, q0)), 1)  # filled a < b only: mirror it
         return K + np.swapaxes(K * upper, -1, -2)
 
+    def _pairs_sparse(self, P: np.ndarray, ct: np.ndarray, per_level: bool) -> np.ndarray:
+        """:meth:`_pairs_part` for a scalar first term without a stored pair
+        structure: ``c~_l' P c~_l`` from the sparse ``C~`` (per level: blocks of
+        levels against the dense ``P``; summed: ``<P, C~ C~'>``)."""
+        s = self.system
+        r1, l0 = s.r1, s.l0
+        Ps = np.tril(P[:r1, :r1])
+        Ps += np.tril(Ps, -1).T
+        Ct = s.c_matrix(ct)
+        if not per_level:
+            return np.array([[float(np.vdot(Ps, s.cct(ct[:, 0]).toarray()))]])
+        K = np.empty(l0)
+        step = max(1, _PER_LEVEL_BLOCK // max(r1, 1))
+        for a in range(0, l0, step):
+            Cb = Ct[:, a:a + step]
+            K[a:a + step] = np.asarray(Cb.multiply(Ps @ Cb).sum(axis=0)).ravel()
+        return K.reshape(l0, 1, 1)
+
     def _tilde(self) -> tuple[np.ndarray, np.ndarray]:
         """``C L00^{-1}`` on the R1 entries and ``B_X L00^{-1}`` per level."""
         s = self.system
-        ct = np.einsum("es,est->et", self.cv, self.L00inv[s.levels]) if s.q0 > 1 \
-            else self.cv * self.L00inv[s.levels, 0, :]
+        if s.q0 > 1:
+            ct = np.einsum("es,est->et", self.cv, self.L00inv[s.levels])
+        else:  # in place on the gathered level factors: one entry-sized array
+            ct = self.L00inv[:, 0, 0].take(s.levels)
+            ct *= self.cv[:, 0]
+            ct = ct[:, None]
         bt = self.BX @ self.L00inv
         return ct, bt
 
@@ -516,8 +606,11 @@ class CrossedFactor(FactorBase):
         pairs = self._pairs_part(ct, per_level)
 
         def correction(c: int) -> np.ndarray:
-            V = np.stack([np.bincount(s.levels, weights=ct[:, a] * U[c, s.rows], minlength=l0)
-                          for a in range(q0)], axis=1)
+            V = np.empty((l0, q0))
+            for a in range(q0):
+                w = U[c].take(s.rows)
+                w *= ct[:, a]
+                V[:, a] = np.bincount(s.levels, weights=w, minlength=l0)
             return total(V[:, :, None] * V[:, None, :])
 
         corr_y = correction(p)

@@ -68,8 +68,14 @@ class ColumnStats:
     ones: np.ndarray   # (q,) bool: the column is 1 everywhere
 
     @classmethod
-    def of(cls, z: np.ndarray) -> "ColumnStats":
+    def of(cls, z: np.ndarray, ones: np.ndarray | None = None) -> "ColumnStats":
+        """Statistics of ``z``'s columns (``ones``: which columns are known to be
+        all ones, as :func:`ones_columns`)."""
         n, q = z.shape
+        ones = ones_columns(z) if ones is None else ones
+        if ones.all():  # intercepts: nothing to read
+            return cls(float(n), np.full(q, float(n)), np.zeros(q), np.full(q, float(n)),
+                       ones.copy())
         total = np.empty(q)
         m2 = np.empty(q)
         for j in range(q):
@@ -78,7 +84,7 @@ class ColumnStats:
             d = col - total[j] / n if n else col
             m2[j] = np.add.reduce(d * d)
         sumsq = np.sum(z * z, axis=0)
-        return cls(float(n), total, m2, sumsq, np.all(z == 1.0, axis=0))
+        return cls(float(n), total, m2, sumsq, ones)
 
     def merge(self, other: "ColumnStats") -> "ColumnStats":
         na, nb = self.count, other.count
@@ -119,14 +125,25 @@ class PairBlock:
     def __add__(self, other: "PairBlock") -> "PairBlock":
         if np.array_equal(self.keys, other.keys):
             return PairBlock(self.keys, self.vals + other.vals)
-        # both key arrays are sorted: a stable sort of the two runs is a merge (linear),
-        # and each key's values are summed in the order self, other
-        keys = np.concatenate([self.keys, other.keys])
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-        vals = np.add.reduceat(np.concatenate([self.vals, other.vals])[order], starts, axis=0)
-        return PairBlock(keys[starts], vals)
+        if len(other.keys) > len(self.keys):  # insert the shorter run into the longer
+            big, small, small_first = other, self, True
+        else:
+            big, small, small_first = self, other, False
+        # both key arrays are sorted and distinct: find the small run's keys in the big
+        # one (a key of both: the values summed in the order self, other), insert the
+        # others at their places; no sort, and nothing larger than the result
+        pos = np.searchsorted(big.keys, small.keys)
+        found = pos < len(big.keys)
+        found[found] = big.keys[pos[found]] == small.keys[found]
+        vals = big.vals.copy()
+        hit = pos[found]
+        vals[hit] = (small.vals[found] + vals[hit]) if small_first else \
+            (vals[hit] + small.vals[found])
+        new = ~found
+        if not new.any():
+            return PairBlock(big.keys, vals)
+        return PairBlock(np.insert(big.keys, pos[new], small.keys[new]),
+                         np.insert(vals, pos[new], small.vals[new], axis=0))
 
 
 @dataclass(frozen=True)
@@ -322,6 +339,11 @@ class CrossProducts:
         return a.transpose(0, 2, 1).reshape(-1, a.shape[1])
 
 
+def ones_columns(z: np.ndarray) -> np.ndarray:
+    """Which columns of ``z`` are 1 everywhere (an empty ``z``: all)."""
+    return np.all(z == 1.0, axis=0)
+
+
 def _scale_y(a: np.ndarray, p: int, s) -> np.ndarray:
     b = a.copy()
     b[:, p:, :] *= np.asarray(s)[None, :, None]
@@ -452,7 +474,10 @@ class CrossProductPattern:
                 size = float(np.max(np.abs(Y[:, j]))) if n else 0.0
                 _check_scale(scale[j], size, ymin[j], ymax[j], n)
                 Yc[:, j] = r / scale[j]
-        XY = np.column_stack([X, Yc])
+        XY = np.empty((n, p + k), order="F")  # columns contiguous: bincount weights
+        XY[:, :p] = X
+        XY[:, p:] = Yc
+        ones = [ones_columns(z) for z in zraws]  # intercepts: counts, no products
         pairs = {}
         for (i, j), s in self.slots.items():
             zi = zraws[i] if s.left is None else zraws[i][s.left]
@@ -461,20 +486,47 @@ class CrossProductPattern:
             vals = np.empty((len(s.keys), qi, qj))
             for a in range(qi):
                 for b in range(qj):
-                    vals[:, a, b] = np.bincount(s.inv, weights=zi[:, a] * zj[:, b],
-                                                minlength=len(s.keys))
+                    w = None if ones[i][a] and ones[j][b] else zi[:, a] * zj[:, b]
+                    vals[:, a, b] = np.bincount(s.inv, weights=w, minlength=len(s.keys))
             pairs[(i, j)] = PairBlock(s.keys, vals)
-        zxy = [per_level(codes, XY if t.one_per_row else XY[rows], z, t.nlev)
-               for codes, rows, z, t in zip(self.codes, self.rows, zraws, self.shapes)]
-        stats = tuple(ColumnStats.of(z) for z in zraws)
+        zxy = [_per_level(codes, XY if t.one_per_row else XY[rows], z, t.nlev, one)
+               for codes, rows, z, t, one in zip(self.codes, self.rows, zraws, self.shapes,
+                                                  ones)]
+        stats = tuple(ColumnStats.of(z, one) for z, one in zip(zraws, ones))
         return CrossProducts(self.shapes, p, k, n, pairs, tuple(zxy), XY.T @ XY, shift,
                              scale, stats, ymin, ymax, ls_shift=standardize)
+
+
+def _per_level(codes: np.ndarray, XY: np.ndarray, z: np.ndarray, nlev: int,
+               ones: np.ndarray) -> np.ndarray:
+    """:func:`~mixedanova.likelihood.blocked.per_level` of ``XY`` and ``z``, with
+    ``z``'s all-ones columns read as such (no products)."""
+    if not ones.any():
+        return per_level(codes, XY, z, nlev)
+    out = np.empty((nlev, XY.shape[1], z.shape[1]))
+    for t in range(z.shape[1]):
+        for c in range(XY.shape[1]):
+            w = XY[:, c] if ones[t] else XY[:, c] * z[:, t]
+            out[:, c, t] = np.bincount(codes, weights=w, minlength=nlev)
+    return out
 
 
 def _distinct_keys(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(keys, return_inverse=True)`` for integer keys in ``[0, size)``: by
     a table of the key space (no sort) when it is not much larger than the keys."""
-    if size > (1 << 26) or size > 4 * len(keys):
+    n = len(keys)
+    if (size > (1 << 26) or size > 4 * n) and n and float(size) * n < 2.0**62:
+        # one in-place sort of (key, row) packed in an int64 (no argsort)
+        packed = keys.astype(np.int64) * n + np.arange(n, dtype=np.int64)
+        packed.sort()
+        sorted_keys = packed // n
+        first = np.empty(n, dtype=bool)
+        first[0] = True
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+        inv = np.empty(n, dtype=np.intp)
+        inv[packed - sorted_keys * n] = np.cumsum(first) - 1
+        return sorted_keys[first].astype(keys.dtype, copy=False), inv
+    if size > (1 << 26) or size > 4 * n:
         uniq, inv = np.unique(keys, return_inverse=True)
         return uniq, inv.ravel()
     seen = np.zeros(size, dtype=bool)
@@ -494,6 +546,18 @@ def _chunk_shift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     if p == 0 or n == 0:
         return np.zeros((p, k))
     if n >= 2 * p:
+        # the normal equations (a centering only: its rounding is carried exactly by
+        # reshift), by least squares when X'X is not safely positive definite
+        xx = X.T @ X
+        d = np.sqrt(np.diag(xx))
+        if np.all(d > 0):
+            try:
+                c = np.linalg.cholesky(xx / np.outer(d, d))
+            except np.linalg.LinAlgError:
+                c = None
+            if c is not None and np.min(np.diag(c)) ** 2 > 1e-8:
+                rhs = (X.T @ Y) / d[:, None]
+                return np.linalg.solve(c.T, np.linalg.solve(c, rhs)) / d[:, None]
         coef, _, rank, _ = np.linalg.lstsq(X, Y, rcond=None)
         if rank == p:
             return coef

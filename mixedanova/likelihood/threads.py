@@ -25,7 +25,7 @@ from typing import Iterator
 
 from .system import dense_order
 
-__all__ = ["engine_threads", "small_fit_threads", "SMALL", "LARGE"]
+__all__ = ["engine_threads", "small_fit_threads", "one_blas_thread", "SMALL", "LARGE"]
 
 SMALL = 200   # below this order OpenBLAS does not thread (nested layouts: batched q x q)
 LARGE = 3000  # a dense block of at least this order may use every BLAS thread
@@ -61,6 +61,20 @@ def small_fit_threads(system) -> Iterator[None]:
     matrix is small and a second thread only spins (sleepstudy's profile
     intervals: see ``benchmarks/bench_profile.py``)."""
     controller = _controller() if dense_order(system) < LARGE else None
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block on one BLAS thread (when threadpoolctl is installed): for
+    the cross-products of one chunk of rows, thin matrices whose products a
+    second thread only slows, while the chunks themselves run in parallel
+    (Dask's threads or workers)."""
+    controller = _controller()
     if controller is None:
         yield
         return

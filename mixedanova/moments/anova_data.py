@@ -14,6 +14,12 @@ on these vectors only.  Two doors build one:
   :func:`~mixedanova.moments.sums_of_squares.sequential_ss`), after checking
   them (unknown columns, missing values, a non-numeric response).
 
+A third door is a table of *cells* (one row per observed combination of the
+variables) with the number of observations of each cell in ``counts``, the
+cell means in ``y`` and the pooled within-cell sum of squares in ``within_ss``
+(a fit on a Dask data frame, from a distributed group-by): every sum of squares
+of the engine is a function of these (the terms are constant within a cell).
+
 What still reads DataFrame columns: ``Design.variable`` codes a column of the
 design's own (complete-row) data, in the design stage; and :func:`anova_data`
 for the DataFrame functions.  Nothing of the engine itself does, and the
@@ -45,16 +51,38 @@ class AnovaData:
         Its label (for the table).
     variables : tuple of VariableCodes
         Every variable of the fixed and random terms, same rows as ``y``.
+    counts : numpy.ndarray or None
+        For a table of cells: the observations of each row (cell), whose mean
+        is ``y``; None: each row is one observation.
+    within_ss : float
+        For a table of cells: the sum of squares of the observations about
+        their cell means (0 otherwise).
     """
 
     y: np.ndarray
     response: str
     variables: tuple[VariableCodes, ...]
+    counts: np.ndarray | None = None
+    within_ss: float = 0.0
 
     @property
     def nobs(self) -> int:
-        """Number of rows."""
+        """Number of observations (the sum of ``counts`` for a table of cells)."""
+        if self.counts is not None:
+            return int(round(float(np.sum(self.counts))))
         return int(self.y.size)
+
+    @property
+    def nrows(self) -> int:
+        """Number of rows of ``y`` and the codes (cells for a table of cells)."""
+        return int(self.y.size)
+
+    @property
+    def row_weights(self) -> np.ndarray:
+        """Observations per row (ones unless a table of cells), as floats."""
+        if self.counts is None:
+            return np.ones(self.nrows)
+        return np.asarray(self.counts, dtype=float)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -75,13 +103,13 @@ class AnovaData:
         levels (pandas' sorted ``groupby(names).ngroup()``); no variables: one level.
         """
         if not names:
-            return np.zeros(self.nobs, dtype=np.int64), 1
+            return np.zeros(self.nrows, dtype=np.int64), 1
         parts = [self.variable(x) for x in names]
         if len(parts) == 1:
             return parts[0].codes.astype(np.int64, copy=False), parts[0].nlev
         radix = [max(p.nlev, 1) for p in parts]
         if float(np.prod(radix, dtype=float)) < 2.0**62:
-            key = np.zeros(self.nobs, dtype=np.int64)
+            key = np.zeros(self.nrows, dtype=np.int64)
             for p, r in zip(parts, radix):
                 key = key * r + p.codes
             _, codes = np.unique(key, return_inverse=True)

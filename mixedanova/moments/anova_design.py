@@ -236,7 +236,8 @@ def balanced_spec(data: AnovaData, terms: Sequence[Term],
         factors.append(Factor(a, int(per_parent[0]), random=not (atom_sig[a] & fixed_idx),
                               nested_in=parents[a]))
     cells, ncell = data.codes(variables)
-    counts = np.bincount(cells, minlength=ncell)
+    counts = np.bincount(cells, minlength=ncell) if data.counts is None else \
+        np.rint(np.bincount(cells, weights=data.row_weights, minlength=ncell)).astype(np.int64)
     expected_cells = int(np.prod([f.levels for f in factors]))
     if ncell != expected_cells:
         example = ""
@@ -264,7 +265,7 @@ def _first_missing(data: AnovaData, variables: Sequence[str]) -> tuple | None:
     radix = [p.nlev for p in parts]
     if float(np.prod(radix, dtype=float)) >= 2.0**62:
         return None
-    key = np.zeros(data.nobs, dtype=np.int64)
+    key = np.zeros(data.nrows, dtype=np.int64)
     for p, r in zip(parts, radix):
         key = key * r + p.codes
     seen = np.unique(key)

@@ -26,6 +26,12 @@ plus dense work whose size is set by the numbers of levels:
   (:func:`_sweep`), so no matrix ever has a row per observation and a column
   per level.
 
+Both also take a table of cells (``AnovaData.counts``: each row a cell, its
+observations' mean as the response, the pooled within-cell sum of squares in
+``AnovaData.within_ss``): rows are weighted by their counts and the within-cell
+sum of squares is added to the residual's, which gives the sums of squares of
+the observations exactly (every term is constant within a cell).
+
 Column spaces, ranks and the drop tolerance: a block's new directions are the
 eigenvectors of its residual Gram matrix (after projecting on the blocks
 fitted before it, twice) whose eigenvalue exceeds ``_DROP`` times the block's
@@ -55,28 +61,37 @@ MAX_DENSE_COLUMNS = 12_000
 
 @dataclass(frozen=True)
 class _Block:
-    """Columns of one term: ``X[i, codes[i]] = values[i]`` (values None: all 1)."""
+    """Columns of one term: ``X[i, codes[i]] = values[i]`` (values None: all 1),
+    each row multiplied by ``sw[i]`` (the square root of its observations, for a
+    table of cells; None: 1)."""
 
     codes: np.ndarray
     ncol: int
     values: np.ndarray | None
+    sw: np.ndarray | None = None
 
     def matrix(self):
         from scipy import sparse
 
         n = self.codes.size
         data = np.ones(n) if self.values is None else self.values
+        if self.sw is not None:
+            data = data * self.sw
         return sparse.csr_matrix((data, self.codes, np.arange(n + 1)), shape=(n, self.ncol))
 
     @property
     def sq_norm(self) -> float:
+        if self.sw is not None:
+            v = np.ones(self.codes.size) if self.values is None else self.values
+            return float(np.sum(v**2 * self.sw**2))
         return float(self.codes.size if self.values is None else np.sum(self.values**2))
 
 
 def _blocks(data: AnovaData, terms: Sequence[Term], covariates: Collection[str],
             intercept: bool) -> list[_Block]:
-    n = data.nobs
-    out = [_Block(np.zeros(n, dtype=np.int64), 1, None)] if intercept else []
+    n = data.nrows
+    sw = None if data.counts is None else np.sqrt(data.row_weights)
+    out = [_Block(np.zeros(n, dtype=np.int64), 1, None, sw)] if intercept else []
     for t in terms:
         fac = [x for x in t.variables if t.random or x not in covariates]
         codes, ncol = data.codes(fac)
@@ -88,8 +103,9 @@ def _blocks(data: AnovaData, terms: Sequence[Term], covariates: Collection[str],
                     values = values * data.variable(x).values
             if not fac and intercept:
                 # span{1, x} = span{1, x - mean}: centring keeps the Gram matrix well conditioned
-                values = values - values.mean()
-        out.append(_Block(codes, ncol, values))
+                values = values - (values.mean() if sw is None
+                                    else np.average(values, weights=data.row_weights))
+        out.append(_Block(codes, ncol, values, sw))
     return out
 
 
@@ -197,8 +213,12 @@ def sequential_sums(data: AnovaData, terms: Sequence[Term], covariates: Collecti
     from scipy import sparse
 
     y = data.y
-    n = y.size
-    yc = y - y.mean() if intercept else y
+    n = data.nobs
+    cells = data.counts is not None  # rows are cells: weight each by its observations
+    w = data.row_weights if cells else None
+    sw = np.sqrt(w) if cells else None
+    yc = y - (np.average(y, weights=w) if cells else y.mean()) if intercept else y
+    ysc = sw * yc if cells else yc  # the observations' sums: X'y = (sw X)'(sw y)
     blocks = _blocks(data, terms, covariates, intercept)
     off = 1 if intercept else 0
     block_terms: list[Term | None] = [None] * off + list(terms)
@@ -219,7 +239,7 @@ def sequential_sums(data: AnovaData, terms: Sequence[Term], covariates: Collecti
     x1, sizes1, scales1 = prepare(first)
     if x1 is not None:
         xt = x1.T.tocsr()
-        res1 = _sweep((xt @ x1).toarray(), xt @ yc, [_cross_or_gram(xt @ z) for z in zmats],
+        res1 = _sweep((xt @ x1).toarray(), xt @ ysc, [_cross_or_gram(xt @ z) for z in zmats],
                       sizes1, scales1)
     else:
         res1 = []
@@ -232,14 +252,15 @@ def sequential_sums(data: AnovaData, terms: Sequence[Term], covariates: Collecti
             df[i - off], ss[i - off], tr[i - off] = r, s, t
     if jb is None:
         df[-1] = n - sum(r for r, _, _ in res1)
-        ss[-1] = float(yc @ yc) - sum(s for _, s, _ in res1)
+        ss[-1] = float(ysc @ ysc) + data.within_ss - sum(s for _, s, _ in res1)
         tr[-1] = n - sum((t for _, _, t in res1), np.zeros(len(zs)))
     else:
         bblk = blocks[jb]
         b = bblk.codes
-        nb = np.bincount(b, minlength=bblk.ncol).astype(float)
-        mean_b = np.bincount(b, weights=yc, minlength=bblk.ncol) / nb
+        nb = np.bincount(b, weights=w, minlength=bblk.ncol).astype(float)
+        mean_b = np.bincount(b, weights=yc if w is None else w * yc, minlength=bblk.ncol) / nb
         y_res = yc - mean_b[b]
+        ysr = sw * y_res if cells else y_res
         bmat = bblk.matrix()
         bt = bmat.T.tocsr()
         dinv = sparse.diags(1.0 / nb)
@@ -257,7 +278,7 @@ def sequential_sums(data: AnovaData, terms: Sequence[Term], covariates: Collecti
             gram2 = (xt2 @ x2).toarray() - (bx.T @ dinv @ bx).toarray()
             gz2 = [None if zb is bblk else _cross_or_gram((xt2 @ z - bx.T @ dinv @ bzu).tocsr())
                    for zb, z, bzu in zip(zs, zmats, bz)]
-            res2 = _sweep(gram2, xt2 @ y_res, gz2, sizes2, scales2)
+            res2 = _sweep(gram2, xt2 @ ysr, gz2, sizes2, scales2)
         else:
             res2 = []
         before = [k for k, i in enumerate(rest) if i < jb]
@@ -273,7 +294,7 @@ def sequential_sums(data: AnovaData, terms: Sequence[Term], covariates: Collecti
             if i > jb:
                 df[i - off], ss[i - off], tr[i - off] = res2[k]
         df[-1] = n - bblk.ncol - sum(r for r, _, _ in res2)
-        ss[-1] = float(y_res @ y_res) - sum(s for _, s, _ in res2)
+        ss[-1] = float(ysr @ ysr) + data.within_ss - sum(s for _, s, _ in res2)
         tr[-1] = (n - tr_pb) - sum((t for _, _, t in res2), zero)
     return SequentialSS(tuple(t.label for t in terms) + (RESIDUAL,), df, ss, tr, n)
 
@@ -291,7 +312,8 @@ def balanced_ss(data: AnovaData, terms: Sequence[Term], spec: Spec) -> Sequentia
     computed (NaN): the rules give the EMS.
     """
     y = data.y
-    n = y.size
+    n = data.nobs
+    w = data.row_weights if data.counts is not None else None  # a table of cells
     atom_vars = {f.name: tuple(f.name.split(":")) for f in spec.factors}
     if tuple(t.label for t in terms) != spec.labels:
         raise ValueError("spec and terms disagree on the terms")
@@ -310,7 +332,12 @@ def balanced_ss(data: AnovaData, terms: Sequence[Term], spec: Spec) -> Sequentia
         if atoms not in cache:
             cols = [x for a in sorted(atoms) for x in atom_vars[a]]
             codes, m = data.codes(cols)
-            means = np.bincount(codes, weights=y, minlength=m) / np.bincount(codes, minlength=m)
+            if w is None:
+                means = np.bincount(codes, weights=y, minlength=m) / np.bincount(codes,
+                                                                                minlength=m)
+            else:
+                means = (np.bincount(codes, weights=w * y, minlength=m)
+                         / np.bincount(codes, weights=w, minlength=m))
             cache[atoms] = (means[codes], m)
         return cache[atoms]
 
@@ -319,7 +346,7 @@ def balanced_ss(data: AnovaData, terms: Sequence[Term], spec: Spec) -> Sequentia
     for t, atoms in zip(terms, spec.terms):
         nest = set().union(*(anc[a] for a in atoms))
         crossed = [a for a in atoms if a not in nest]
-        effect = np.zeros(n)
+        effect = np.zeros(data.nrows)
         df = 0
         for k in range(len(crossed) + 1):
             sign = -1.0 if (len(crossed) - k) % 2 else 1.0
@@ -330,10 +357,10 @@ def balanced_ss(data: AnovaData, terms: Sequence[Term], spec: Spec) -> Sequentia
         resid -= effect
         labels.append(t.label)
         dfs.append(df)
-        sss.append(float(effect @ effect))
+        sss.append(float(effect @ (effect if w is None else w * effect)))
     # orthogonal decomposition: y = ybar + sum of the term effects + residual
     resid -= margin(frozenset())[0]
     dfs.append(n - 1 - sum(dfs))
-    sss.append(float(resid @ resid))
+    sss.append(float(resid @ (resid if w is None else w * resid)) + data.within_ss)
     return SequentialSS(tuple(labels) + (RESIDUAL,), np.array(dfs, dtype=float), np.array(sss),
                         np.full((len(dfs), sum(t.random for t in terms)), np.nan), n)

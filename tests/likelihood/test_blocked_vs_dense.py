@@ -137,10 +137,12 @@ def test_analytic_gradient(formula):
     ("y ~ x + (x | a) + (1 | b)", [1.0, 0.3, 0.7, 0.9]),
 ])
 def test_crossed_ways_of_forming_cct_agree(monkeypatch, formula, theta):
-    """The crossed layout's three ways of forming C C' (pairs of entries sharing a
+    """The crossed layout's four ways of forming C C' (pairs of entries sharing a
     first-term level, a dense C by BLAS, and for a scalar first term the sum over
-    distinct level weights, which forms the entries of C only when asked) give the
-    same objective, gradient, Omega^-1 blocks and solution (beta, u)."""
+    distinct level weights, which forms the entries of C only when asked, or a
+    sparse product at each evaluation when the pairs are too many to store) give
+    the same objective, gradient, Omega^-1 blocks and solution (beta, u): the
+    dense V = Z G Z' + sigma^2 I side of this file checks the pairs way."""
     import mixedanova.likelihood.crossed as crossed
 
     rng = np.random.default_rng(11)
@@ -150,19 +152,23 @@ def test_crossed_ways_of_forming_cct_agree(monkeypatch, formula, theta):
     df["y"] = rng.normal(size=n) + rng.normal(size=30)[df.a] + df.x * rng.normal(size=12)[df.b]
     theta = np.array(theta)
     out = {}
-    for mode in ("pairs", "dense", "grouped"):
-        monkeypatch.setattr(crossed, "_PAIRS_PER_FLOP", 0.0 if mode == "pairs" else 1e12)
+    for mode in ("pairs", "dense", "grouped", "sparse"):
+        monkeypatch.setattr(crossed, "_PAIRS_PER_FLOP",
+                            0.0 if mode in ("pairs", "sparse") else 1e12)
+        monkeypatch.setattr(crossed, "_PAIR_STRUCTURE_LIMIT", -1 if mode == "sparse" else 8e6)
         monkeypatch.setattr(crossed, "_GROUPED_ENTRIES", 5e7 if mode == "grouped" else 0)
         monkeypatch.setattr(crossed, "_GROUPED_PER_PAIR", 1e12)
         dev = ma.LinearMixedModel.from_formula(formula, df).deviance_function(True)
         value, grad = dev.value_and_gradient(theta)
         out[mode] = (value, grad, dev.factor(theta).omega_inv_diag(),
                      dev.system.dense_c, dev.system.groups is not None,
-                     np.concatenate(dev.factor(theta).solution()))
+                     np.concatenate(dev.factor(theta).solution()), dev.system.sparse_cc)
     assert not out["pairs"][3] and out["dense"][3]
     # the weight sum needs scalar terms only (a vector term falls back to a dense C)
     assert out["grouped"][4] == ("x |" not in formula)
-    for mode in ("dense", "grouped"):
+    # the sparse product needs a scalar first term (a, the most levels)
+    assert out["sparse"][6] == ("(x | a)" not in formula) and not out["pairs"][6]
+    for mode in ("dense", "grouped", "sparse"):
         assert out[mode][0] == pytest.approx(out["pairs"][0], rel=1e-13)
         np.testing.assert_allclose(out[mode][1], out["pairs"][1], rtol=1e-9, atol=1e-9)
         for a, b in zip(out[mode][2], out["pairs"][2]):
