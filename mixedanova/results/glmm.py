@@ -109,6 +109,8 @@ class GlmmResults(GlmmWorkflowMixin):
 
     @property
     def convergence_messages(self) -> tuple[str, ...]:
+        """What the convergence checks found (the optimizer's, the dispersion / NB
+        shape's, separation); empty when converged."""
         out = list(self.fit.messages)
         if self.param_fit is not None:
             out += self.param_fit.messages
