@@ -380,29 +380,12 @@ class LinearMixedModel:
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
         from .likelihood.criterion import state_at
         from .moments.anova_data import AnovaData
+        from .moments.anova_design import formula_anova_terms
         from .moments.moments import fit_anova_data
         from .results.anova import AnovaResults
 
         d = self.design
-        if d.has_weights or d.offset is not None:
-            raise DesignError("method='ANOVA' (expected mean squares) does not take prior "
-                              "weights or an offset; use method='REML' or 'ML'")
-        for b in d.blocks:
-            if b.columns != ("(Intercept)",):
-                raise DesignError(
-                    f"method='ANOVA' estimates variance components of random intercepts "
-                    f"(1 | g) only; {b.source} has columns {', '.join(b.columns)}")
-        fixed, intercept = [], False
-        for t in d.fixed_terms:
-            if not t.variables:
-                intercept = bool(t.columns)
-                continue
-            for v in t.variables:
-                if v not in d.data.columns:
-                    raise DesignError(f"method='ANOVA' needs plain variables in the fixed "
-                                      f"part; {v!r} is an expression")
-            fixed.append(t.variables)
-        random = [b.factors for b in d.blocks]
+        fixed, random, intercept = formula_anova_terms(d, d.data.columns)
         # the engine reads the response and the variables' level codes, not the data
         names = dict.fromkeys(v for t in fixed + random for v in t)
         coded = AnovaData(y=d.y, response=d.formula.response.strip(),

@@ -36,12 +36,11 @@ def check_glmm_test(test: str, design) -> int:
     return names.index(test)
 
 
-def glmm_p_values(model, test: str, Y: np.ndarray, progress: bool = False,
-                  label: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Wald z p value of ``test`` and a failure flag for each column of ``Y``
-    (rows of ``model.data``)."""
-    from ..glmm_model import glmm
-
+def _loop(model, Y: np.ndarray, fit, p_value, progress: bool, label: str, what: str
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Fit each column of ``Y`` as the response of ``model.formula`` on
+    ``model.data`` with ``fit(formula, data)``; ``p_value(res)`` of each converged
+    fit, a failure flag for the others (and for fits that raise)."""
     name = _RESPONSE
     while name in model.data.columns:
         name += "_"
@@ -57,19 +56,30 @@ def glmm_p_values(model, test: str, Y: np.ndarray, progress: bool = False,
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = glmm(formula, data, family=model.family)
+                res = fit(formula, data)
             if not res.converged:
                 failed[j] = True
             else:
-                p[j] = float(res.fixed().loc[test, "p"])
+                p[j] = p_value(res)
         except (MixedAnovaError, np.linalg.LinAlgError, ValueError, ArithmeticError):
             failed[j] = True
         if progress and ((j + 1) % every == 0 or j + 1 == k):
             rate = (j + 1) / max(time.perf_counter() - t0, 1e-9)
-            print(f"power{label}: {j + 1}/{k} GLMM fits ({rate:.1f}/s)", file=sys.stderr,
+            print(f"power{label}: {j + 1}/{k} {what} ({rate:.1f}/s)", file=sys.stderr,
                   flush=True)
     failed |= ~np.isfinite(p)
     return p, failed
+
+
+def glmm_p_values(model, test: str, Y: np.ndarray, progress: bool = False,
+                  label: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Wald z p value of ``test`` and a failure flag for each column of ``Y``
+    (rows of ``model.data``)."""
+    from ..glmm_model import glmm
+
+    return _loop(model, Y, lambda f, d: glmm(f, d, family=model.family),
+                 lambda res: float(res.fixed().loc[test, "p"]), progress, label,
+                 "GLMM fits")
 
 
 def residual_p_values(model, spec, Y: np.ndarray, ddf: str, progress: bool = False,
@@ -83,33 +93,11 @@ def residual_p_values(model, spec, Y: np.ndarray, ddf: str, progress: bool = Fal
     if spec.kind not in ("t", "F"):
         raise ArgumentError(f"test={spec.label!r}: with residual= power tests fixed effects "
                             f"(t or F tests), not random terms")
-    name = _RESPONSE
-    while name in model.data.columns:
-        name += "_"
-    formula = f"{name} {model.formula}"
-    k = Y.shape[1]
-    p = np.full(k, np.nan)
-    failed = np.zeros(k, bool)
-    data = model.data.copy()
-    t0 = time.perf_counter()
-    every = max(1, k // 10)
-    for j in range(k):
-        data[name] = Y[:, j]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = lmm(formula, data, model.method, residual=model.residual)
-            if not res.converged:
-                failed[j] = True
-            elif spec.kind == "t":
-                p[j] = float(res.fixed(ddf)["p"].iloc[spec.index])
-            else:
-                p[j] = float(res.anova(3, ddf).loc[spec.label, "p"])
-        except (MixedAnovaError, np.linalg.LinAlgError, ValueError, ArithmeticError):
-            failed[j] = True
-        if progress and ((j + 1) % every == 0 or j + 1 == k):
-            rate = (j + 1) / max(time.perf_counter() - t0, 1e-9)
-            print(f"power{label}: {j + 1}/{k} fits ({rate:.1f}/s)", file=sys.stderr,
-                  flush=True)
-    failed |= ~np.isfinite(p)
-    return p, failed
+
+    def p_value(res) -> float:
+        if spec.kind == "t":
+            return float(res.fixed(ddf)["p"].iloc[spec.index])
+        return float(res.anova(3, ddf).loc[spec.label, "p"])
+
+    return _loop(model, Y, lambda f, d: lmm(f, d, model.method, residual=model.residual),
+                 p_value, progress, label, "fits")

@@ -190,6 +190,7 @@ class DistributedModel:
         squares (:mod:`~mixedanova.distributed.cells`); GLS and BLUPs at the
         moment estimates on the summed cross-products, as in memory."""
         from ..likelihood.criterion import state_at
+        from ..moments.anova_design import formula_anova_terms
         from ..moments.moments import fit_anova_data
         from .cells import CellCodebook, cell_data, cell_pass
 
@@ -199,31 +200,14 @@ class DistributedModel:
         if anova_method not in ("auto", "rules", "method3"):
             raise FitError(f"anova_method must be one of auto, rules, method3, not "
                            f"{anova_method!r}")
-        if d.has_weights or d.offset is not None:
-            raise DesignError("method='ANOVA' (expected mean squares) does not take prior "
-                              "weights or an offset; use method='REML' or 'ML'")
-        for b in d.blocks:
-            if b.columns != ("(Intercept)",):
+        fixed, random, intercept = formula_anova_terms(d, d.columns)
+        for v in dict.fromkeys(v for t in fixed for v in t):
+            if v not in self.values:
                 raise DesignError(
-                    f"method='ANOVA' estimates variance components of random intercepts "
-                    f"(1 | g) only; {b.source} has columns {', '.join(b.columns)}")
-        fixed, intercept = [], False
-        for t in d.fixed_terms:
-            if not t.variables:
-                intercept = bool(t.columns)
-                continue
-            for v in t.variables:
-                if v not in d.columns:
-                    raise DesignError(f"method='ANOVA' needs plain variables in the fixed "
-                                      f"part; {v!r} is an expression")
-                if v not in self.values:
-                    raise DesignError(
-                        f"method='ANOVA' on a Dask data frame takes factors in the fixed "
-                        f"part; {v!r} is a numeric covariate (Method III with covariates "
-                        "needs the rows: fit by REML / ML, or compute() the data and fit "
-                        "in memory)")
-            fixed.append(t.variables)
-        random = [b.factors for b in d.blocks]
+                    f"method='ANOVA' on a Dask data frame takes factors in the fixed "
+                    f"part; {v!r} is a numeric covariate (Method III with covariates "
+                    "needs the rows: fit by REML / ML, or compute() the data and fit "
+                    "in memory)")
         names = list(dict.fromkeys(v for t in fixed + random for v in t))
         plan = self.encoder.plan
         values = dict(self.values)

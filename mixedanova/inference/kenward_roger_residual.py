@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from scipy.linalg import cho_factor, cho_solve
 
 from ..errors import MixedAnovaError
-from ..likelihood.marginal import one_blas_thread
+from ..likelihood.threads import one_blas_thread
 from .kenward_roger_core import KenwardRogerSetup, parameter_blocks, z_matrix
 
 __all__ = ["residual_kenward_roger", "ResidualKRParameters"]

@@ -267,7 +267,7 @@ def _marginal_setup(res, theta: np.ndarray, tol: float, warn: bool) -> Satterthw
     the variance parameters are the structure's (mmrm's ``theta``), with the exact
     Hessian of the deviance and ``d vcov(beta) / d theta_h = Phi (X'V Sigma_h V X) Phi``
     (:mod:`mixedanova.likelihood.marginal`); as mmrm's ``method = "Satterthwaite"``."""
-    from ..likelihood.marginal import one_blas_thread
+    from ..likelihood.threads import one_blas_thread
 
     crit = deviance_function_for(res, res.method == "REML")
     theta = np.asarray(theta, dtype=float)

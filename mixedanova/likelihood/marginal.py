@@ -25,7 +25,6 @@ Kenward-Roger matrices (mmrm's ``P_h = X' dV/dtheta_h X``,
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import time
@@ -34,35 +33,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
+from .threads import one_blas_thread
 from .visit_cov import VisitCovariance
 
 __all__ = ["MarginalData", "MarginalCriterion", "MarginalFit", "MarginalEval",
            "fit_marginal", "kenward_roger_pieces", "one_blas_thread", "free_inverse"]
 
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """Run the block on one BLAS thread (threadpoolctl, when installed): the
-    products here are many small or skinny ones, where a second thread gains
-    nothing and costs a great deal on a busy machine (see
-    :mod:`mixedanova.likelihood.threads`)."""
-    controller = _controller()
-    if controller is None:
-        yield
-        return
-    with controller.limit(limits=1, user_api="blas"):
-        yield
-
-
-@functools.lru_cache(maxsize=1)
-def _controller():
-    """threadpoolctl's view of the loaded BLAS libraries (found once), or None."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController()
 
 
 @dataclass

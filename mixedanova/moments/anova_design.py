@@ -278,3 +278,37 @@ def _first_missing(data: AnovaData, variables: Sequence[str]) -> tuple | None:
         k, i = divmod(k, r)
         out.append(p.levels[i])
     return tuple(reversed(out))
+
+
+def formula_anova_terms(design, columns: Collection[str]
+                        ) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], bool]:
+    """The fixed and random terms of a fitted formula's design (``design``: a
+    :class:`~mixedanova.design.build.Design` or the chunked design summary) for the
+    moments engine, checked: no prior weights or offset, random intercepts only,
+    plain variables (``columns``: the data's) in the fixed part.
+
+    Returns
+    -------
+    fixed, random : list of tuple of str
+        The variables of each term.
+    intercept : bool
+    """
+    if design.has_weights or design.offset is not None:
+        raise DesignError("method='ANOVA' (expected mean squares) does not take prior "
+                          "weights or an offset; use method='REML' or 'ML'")
+    for b in design.blocks:
+        if b.columns != ("(Intercept)",):
+            raise DesignError(
+                f"method='ANOVA' estimates variance components of random intercepts "
+                f"(1 | g) only; {b.source} has columns {', '.join(b.columns)}")
+    fixed, intercept = [], False
+    for t in design.fixed_terms:
+        if not t.variables:
+            intercept = bool(t.columns)
+            continue
+        for v in t.variables:
+            if v not in columns:
+                raise DesignError(f"method='ANOVA' needs plain variables in the fixed "
+                                  f"part; {v!r} is an expression")
+        fixed.append(t.variables)
+    return fixed, [b.factors for b in design.blocks], intercept
