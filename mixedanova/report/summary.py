@@ -164,7 +164,7 @@ class Summary:
         esc = html.escape
         q = self.residual_quantiles
         parts = [HTML_STYLE,
-                 f"<div class='mixedanova-summary'><p><b>{esc(self.title)}</b><br>"
+                 f"<div class='mixedanova-summary'><p><b>{esc(self.title).replace(chr(10), '<br>')}</b><br>"
                  f"Formula: <code>{esc(self.formula)}</code></p>"]
         crit = [list(self.criteria), [_crit(k, v) for k, v in self.criteria.items()]]
         parts.append(html_table(crit, label=False))

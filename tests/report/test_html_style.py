@@ -118,6 +118,8 @@ def test_glmm_summary_html():
     assert "Signif. codes" in text and "(Intercept)" in text  # the text form
     html = summary.as_html()
     assert summary._repr_html_() == html
+    # lme4 prints " Family: binomial  ( logit )" on a line of its own under the title
+    assert "Approximation)<br> Family: binomial" in html
     p = _check_styled(html, "GLMM")
     texts = [c[2] for c in p.cells]
     # lme4: summary(m) prints -2 logLik as "deviance" 184.1 (exact Laplace optimum
