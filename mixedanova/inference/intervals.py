@@ -236,6 +236,12 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
     est = np.concatenate([psi_from_theta(layout, res.state.theta, res.sigma),
                           [] if fit is None else fit.natural, res.state.beta])
     names = vnames + rnames + fnames
+    if method == "profile" and getattr(res.state, "structured", None) is not None:
+        # structured random-effect covariances / held parameters: fixed='s names
+        from .profile_structured import structured_parameters
+        vnames, vest = structured_parameters(res)
+        names = vnames + fnames
+        est = np.concatenate([vest, res.state.beta])
     selected = _select(parm, names, fnames, vnames + rnames)
     limits: dict[str, tuple[float, float]]
     attrs = {"method": method, "level": level}
@@ -246,7 +252,7 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         limits.update({n: (b - z * s, b + z * s) for n, b, s in
                        zip(fnames, res.state.beta, se)})
     elif method == "profile":
-        if res.state.fixed_sigma is not None:
+        if res.state.fixed_sigma is not None and getattr(res.state, "structured", None) is None:
             from ..errors import FitError
             raise FitError("method='profile' intervals profile sigma out, which a fit with "
                            "fixed={'sigma': ...} holds fixed; use method='boot' or 'wald'")
@@ -258,7 +264,11 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         from ..likelihood.threads import small_fit_threads
         # many small refits: one BLAS thread (a second one only spins, and under
         # load makes them ten times slower; benchmarks/bench_profile.py)
-        if fit is not None:
+        if getattr(res.state, "structured", None) is not None:
+            from .profile_structured import structured_profile_intervals
+            with small_fit_threads(deviance_function_for(res, False).system):
+                limits = structured_profile_intervals(res, level, criterion, set(selected))
+        elif fit is not None:
             from .profile_residual import structure_profile_intervals
             limits = structure_profile_intervals(res, level, criterion, set(selected))
         else:
