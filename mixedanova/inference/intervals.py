@@ -37,6 +37,7 @@ import pandas as pd
 
 from ..errors import ArgumentError, FitError, UnknownNameError
 from ..design.formula import same_group
+from .profile_structured import structured_parameters
 from .profiler import Profiler, psi_from_theta, theta_from_psi, variance_parameter_names
 from .satterthwaite import deviance_function_for
 from .simulate import simulate_response
@@ -114,6 +115,9 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
                             f"not method={res.method!r}")
     rng = np.random.default_rng(seed)
     layout = res.design.theta_layout()
+    sf = getattr(res.state, "structured", None)
+    # a structured fit starts from its own (unconstrained) parameters, not theta
+    start = res.state.theta if sf is None else sf.x
     draws = []
     failed = 0
     for _ in range(int(n_boot)):
@@ -121,13 +125,16 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fit = res.model.refit(ystar, res.method, start=res.state.theta, warn=False)
+                fit = res.model.refit(ystar, res.method, start=start, warn=False)
         except (ArithmeticError, ValueError, np.linalg.LinAlgError):
             failed += 1
             continue
         rf = fit.state.residual
-        draws.append(np.concatenate([psi_from_theta(layout, fit.state.theta, fit.sigma),
-                                     [] if rf is None else rf.natural, fit.state.beta]))
+        if sf is not None:
+            cov = structured_parameters(fit)[1]
+        else:
+            cov = psi_from_theta(layout, fit.state.theta, fit.sigma)
+        draws.append(np.concatenate([cov, [] if rf is None else rf.natural, fit.state.beta]))
     if not draws:
         raise FitError(f"every one of the {n_boot} bootstrap refits failed")
     draws = np.array(draws)
@@ -135,7 +142,11 @@ def _bootstrap(res, level: float, n_boot: int, seed) -> tuple[dict, int]:
     lo = np.quantile(draws, alpha, axis=0)
     hi = np.quantile(draws, 1.0 - alpha, axis=0)
     rnames = [] if res.state.residual is None else list(res.state.residual.structure.names)
-    names = variance_parameter_names(res) + rnames + list(res.design.x_names)
+    vnames = variance_parameter_names(res) if sf is None else structured_parameters(res)[0]
+    if sf is not None:  # held parameters (and a held sigma) get no interval
+        held = np.flatnonzero(~np.r_[sf.free, res.state.fixed_sigma is None])
+        lo[held] = hi[held] = math.nan
+    names = vnames + rnames + list(res.design.x_names)
     return {n: (a, b) for n, a, b in zip(names, lo, hi)}, failed
 
 
@@ -236,6 +247,12 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
     est = np.concatenate([psi_from_theta(layout, res.state.theta, res.sigma),
                           [] if fit is None else fit.natural, res.state.beta])
     names = vnames + rnames + fnames
+    if getattr(res.state, "structured", None) is not None:
+        # structured random-effect covariances / held parameters: fixed='s names
+        # (variances, correlations), then sigma
+        vnames, vest = structured_parameters(res)
+        names = vnames + rnames + fnames
+        est = np.concatenate([vest, [] if fit is None else fit.natural, res.state.beta])
     selected = _select(parm, names, fnames, vnames + rnames)
     limits: dict[str, tuple[float, float]]
     attrs = {"method": method, "level": level}
@@ -246,7 +263,7 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         limits.update({n: (b - z * s, b + z * s) for n, b, s in
                        zip(fnames, res.state.beta, se)})
     elif method == "profile":
-        if res.state.fixed_sigma is not None:
+        if res.state.fixed_sigma is not None and getattr(res.state, "structured", None) is None:
             from ..errors import FitError
             raise FitError("method='profile' intervals profile sigma out, which a fit with "
                            "fixed={'sigma': ...} holds fixed; use method='boot' or 'wald'")
@@ -258,7 +275,15 @@ def conf_int(res, method: str = "wald", level: float = 0.95, *, parm=None,
         from ..likelihood.threads import small_fit_threads
         # many small refits: one BLAS thread (a second one only spins, and under
         # load makes them ten times slower; benchmarks/bench_profile.py)
-        if fit is not None:
+        if getattr(res.state, "structured", None) is not None:
+            if fit is not None:
+                raise FitError("method='profile' intervals are not available for structured "
+                               "random-effect covariances or held parameters together with a "
+                               "residual structure; use method='boot' or 'wald'")
+            from .profile_structured import structured_profile_intervals
+            with small_fit_threads(deviance_function_for(res, False).system):
+                limits = structured_profile_intervals(res, level, criterion, set(selected))
+        elif fit is not None:
             from .profile_residual import structure_profile_intervals
             limits = structure_profile_intervals(res, level, criterion, set(selected))
         else:

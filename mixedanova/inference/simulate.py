@@ -11,7 +11,9 @@ or the fitted conditional modes (``use_random=True``, lme4's ``use.u = TRUE``).
 For a GLMM (a results object with a ``family``) the draw is from the family at
 ``mu = linkinv(X beta + offset + Z b*)``: binomial successes out of the trials
 (the prior weights; returned as proportions, the scale the fit uses, so that a
-0/1 response stays 0/1), Poisson counts.  lme4 draws the same way.
+0/1 response stays 0/1), Poisson counts, Gamma, inverse Gaussian and negative
+binomial draws (:meth:`mixedanova.glmm.families.Family.simulate`, R's
+``family$simulate`` conventions).  lme4 draws the same way.
 With a residual structure ``e*`` has covariance ``sigma^2 Rrel`` (AR1, CAR1,
 compound symmetry, variance functions, a visit correlation: the structure's
 whitener solved against independent normals), or a marginal model's visit
@@ -50,17 +52,7 @@ def _glmm_response(res, rng: np.random.Generator, use_random: bool) -> np.ndarra
         bk = modes[k] if use_random else rng.standard_normal((b.nlev, b.q)) @ T.T
         eta = eta + np.einsum("ij,ij->i", b.zraw, bk[b.codes])
     fam = res.family
-    mu = fam.link.linkinv(eta)
-    if fam.name == "binomial":
-        trials = np.rint(res.data.pw).astype(np.int64)
-        succ = rng.binomial(trials, np.clip(mu, 0.0, 1.0))
-        return np.divide(succ, trials, out=np.zeros(len(mu)), where=trials > 0)
-    if fam.name == "poisson":
-        return rng.poisson(mu).astype(float)
-    draw = getattr(fam, "simulate", None)
-    if draw is None:
-        raise MixedAnovaError(f"simulating from the {fam.name} family is not available")
-    return np.asarray(draw(mu, res.data.pw, rng), dtype=float)
+    return np.asarray(fam.simulate(fam.link.linkinv(eta), res.data.pw, rng), dtype=float)
 
 
 def simulate_response(res, rng: np.random.Generator, use_random: bool = False) -> np.ndarray:
