@@ -229,6 +229,77 @@ def test_held_sigma_drops_sigma2_from_the_parameters(sleepstudy):
     assert kr.W.shape == (3, 3)
 
 
+def _acf_from_pacf(a):
+    """Autocorrelations at lags 1..m from partial autocorrelations (Durbin-Levinson)."""
+    r, phi = [], []
+    for k, ak in enumerate(a):
+        if k == 0:
+            r.append(ak)
+            phi = [ak]
+            continue
+        num = sum(phi[j] * r[k - 1 - j] for j in range(k))
+        den = 1.0 - sum(phi[j] * r[j] for j in range(k))
+        r.append(num + ak * den)
+        phi = [phi[j] - ak * phi[k - 1 - j] for j in range(k)] + [ak]
+    return np.array(r)
+
+
+def _pacf_from_acf(r):
+    """Partial autocorrelations from autocorrelations at lags 1..m (Durbin-Levinson)."""
+    a, phi, v = [r[0]], [r[0]], 1.0 - r[0] ** 2
+    for k in range(1, len(r)):
+        ak = (r[k] - sum(phi[j] * r[k - 1 - j] for j in range(k))) / v
+        phi = [phi[j] - ak * phi[k - 1 - j] for j in range(k)] + [ak]
+        a.append(ak)
+        v *= 1.0 - ak ** 2
+    return np.array(a)
+
+
+def test_toep_term_with_held_sigma_and_lag1_matches_dense_kenward_roger(visits):
+    """toep(0 + visit | subject) + (1 | rater), sigma held at 1.2 and the lag-1
+    correlation at 0.5 (glmmTMB map =): parameters (four visit variances, the partial
+    autocorrelations at lags 2 and 3, the rater variance); no sigma^2."""
+    res = ma.lmm("y ~ time + arm + toep(0 + visit | subject) + (1 | rater)", visits,
+                 fixed={"sigma": 1.2, "subject: corr(lag 1)": 0.5})
+    X, Zs, Zr, ns, nv = _visit_design(visits)
+    lag = np.abs(np.subtract.outer(np.arange(nv), np.arange(nv)))
+
+    def vfun(psi):
+        sd = np.sqrt(psi[:nv])
+        r = np.r_[1.0, _acf_from_pacf(np.r_[0.5, psi[nv:nv + 2]])]
+        G = np.kron(np.eye(ns), sd[:, None] * r[lag] * sd[None, :])
+        return Zs @ G @ Zs.T + psi[nv + 2] * Zr @ Zr.T + 1.44 * np.eye(len(visits))
+
+    acf = [_vc(res, "subject", "visit[V1]", f"visit[V{k}]", "sdcor") for k in (2, 3, 4)]
+    assert acf[0] == pytest.approx(0.5, rel=1e-12)
+    psi = [_vc(res, "subject", f"visit[V{k}]") for k in range(1, nv + 1)]
+    psi += list(_pacf_from_acf(acf)[1:]) + [_vc(res, "rater", "(Intercept)")]
+    kr = _check(res, X, vfun, psi)
+    assert kr.W.shape == (7, 7)
+
+
+def test_us_term_with_held_correlation_matches_dense_kenward_roger(sleepstudy):
+    """(Days | Subject) with its correlation held at 0.2: parameters (var0, var1,
+    sigma^2); Sigma = [[v0, 0.2 sqrt(v0 v1)], ...] is not linear in them."""
+    res = ma.lmm("Reaction ~ Days + (Days | Subject)", sleepstudy,
+                 fixed={"Subject: corr((Intercept), Days)": 0.2})
+    d = sleepstudy
+    X = np.column_stack([np.ones(len(d)), d["Days"]])
+    S = _indicators(d["Subject"])
+    Z = np.concatenate([S, S * d["Days"].to_numpy()[:, None]], axis=1)
+    ng = S.shape[1]
+
+    def vfun(psi):
+        v0, v1, s2 = psi
+        c = 0.2 * np.sqrt(v0 * v1)
+        G = np.block([[v0 * np.eye(ng), c * np.eye(ng)], [c * np.eye(ng), v1 * np.eye(ng)]])
+        return Z @ G @ Z.T + s2 * np.eye(len(d))
+
+    psi = [_vc(res, "Subject", "(Intercept)"), _vc(res, "Subject", "Days"), res.sigma ** 2]
+    kr = _check(res, X, vfun, psi)
+    assert kr.W.shape == (3, 3)
+
+
 # ------------------------------------------------------------------ weights + residual
 def test_weights_with_ar1_residual_and_random_intercept_match_dense_kenward_roger():
     """follicles ~ sin2pit + cos2pit + (1|Mare), corAR1 within mare, prior weights:
