@@ -113,13 +113,18 @@ def _check(res, X, vfun, psi, rtol=1e-6):
 
 
 def _visit_design(d: pd.DataFrame):
-    """X of ``y ~ time + arm``, the subject x visit indicators and the rater ones."""
+    """X of ``y ~ time + arm``, a function ``S -> Z_s (I kron S) Z_s'`` of the subject
+    x visit covariance ``S``, ``Z_r Z_r'`` of the raters, and the number of visits."""
     X = np.column_stack([np.ones(len(d)), d["time"], (d["arm"] == "ARM_B").astype(float)])
-    subj = _indicators(d["subject"])
-    vis = _indicators(d["visit"])
-    Zs = (subj[:, :, None] * vis[:, None, :]).reshape(len(d), -1)  # (subject, visit)
-    Zr = _indicators(d["rater"])
-    return X, Zs, Zr, subj.shape[1], vis.shape[1]
+    subj = d["subject"].to_numpy()
+    same = subj[:, None] == subj[None, :]
+    vis = pd.factorize(d["visit"], sort=True)[0]
+    rater = d["rater"].to_numpy()
+
+    def zgz(S):
+        return np.where(same, S[vis[:, None], vis[None, :]], 0.0)
+
+    return X, zgz, (rater[:, None] == rater[None, :]).astype(float), int(vis.max()) + 1
 
 
 def _ar1(v, rho, q):
@@ -163,11 +168,10 @@ def test_diag_term_with_crossed_rater_matches_dense_kenward_roger(visits):
     """y ~ time + arm + diag(0 + visit | subject) + (1 | rater): parameters (four visit
     variances, the rater variance, sigma^2), all linear."""
     res = ma.lmm("y ~ time + arm + diag(0 + visit | subject) + (1 | rater)", visits)
-    X, Zs, Zr, ns, nv = _visit_design(visits)
+    X, zgz, RR, nv = _visit_design(visits)
 
     def vfun(psi):
-        G = np.kron(np.eye(ns), np.diag(psi[:nv]))
-        return Zs @ G @ Zs.T + psi[nv] * Zr @ Zr.T + psi[nv + 1] * np.eye(len(visits))
+        return zgz(np.diag(psi[:nv])) + psi[nv] * RR + psi[nv + 1] * np.eye(len(visits))
 
     psi = [_vc(res, "subject", f"visit[V{k}]") for k in range(1, nv + 1)]
     psi += [_vc(res, "rater", "(Intercept)"), res.sigma ** 2]
@@ -178,11 +182,10 @@ def test_ar1_term_with_crossed_rater_matches_dense_kenward_roger(visits):
     """y ~ time + arm + ar1(0 + visit | subject) + (1 | rater): parameters (variance,
     corr, rater variance, sigma^2); Sigma = v rho^|i-j|."""
     res = ma.lmm("y ~ time + arm + ar1(0 + visit | subject) + (1 | rater)", visits)
-    X, Zs, Zr, ns, nv = _visit_design(visits)
+    X, zgz, RR, nv = _visit_design(visits)
 
     def vfun(psi):
-        G = np.kron(np.eye(ns), _ar1(psi[0], psi[1], nv))
-        return Zs @ G @ Zs.T + psi[2] * Zr @ Zr.T + psi[3] * np.eye(len(visits))
+        return zgz(_ar1(psi[0], psi[1], nv)) + psi[2] * RR + psi[3] * np.eye(len(visits))
 
     psi = [_vc(res, "subject", "visit[V1]"), _vc(res, "subject", "visit[V1]", "visit[V2]",
                                                   "sdcor"),
@@ -197,11 +200,10 @@ def test_held_correlation_and_weights_match_dense_kenward_roger(visits):
     w = 0.5 + np.random.default_rng(7).random(len(visits))
     res = ma.lmm("y ~ time + arm + ar1(0 + visit | subject) + (1 | rater)",
                  visits.assign(w=w), weights="w", fixed={"subject: corr": 0.5})
-    X, Zs, Zr, ns, nv = _visit_design(visits)
+    X, zgz, RR, nv = _visit_design(visits)
 
     def vfun(psi):
-        G = np.kron(np.eye(ns), _ar1(psi[0], 0.5, nv))
-        return Zs @ G @ Zs.T + psi[1] * Zr @ Zr.T + psi[2] * np.diag(1.0 / w)
+        return zgz(_ar1(psi[0], 0.5, nv)) + psi[1] * RR + psi[2] * np.diag(1.0 / w)
 
     psi = [_vc(res, "subject", "visit[V1]"), _vc(res, "rater", "(Intercept)"), res.sigma ** 2]
     kr = _check(res, X, vfun, psi)
@@ -261,14 +263,13 @@ def test_toep_term_with_held_sigma_and_lag1_matches_dense_kenward_roger(visits):
     autocorrelations at lags 2 and 3, the rater variance); no sigma^2."""
     res = ma.lmm("y ~ time + arm + toep(0 + visit | subject) + (1 | rater)", visits,
                  fixed={"sigma": 1.2, "subject: corr(lag 1)": 0.5})
-    X, Zs, Zr, ns, nv = _visit_design(visits)
+    X, zgz, RR, nv = _visit_design(visits)
     lag = np.abs(np.subtract.outer(np.arange(nv), np.arange(nv)))
 
     def vfun(psi):
         sd = np.sqrt(psi[:nv])
         r = np.r_[1.0, _acf_from_pacf(np.r_[0.5, psi[nv:nv + 2]])]
-        G = np.kron(np.eye(ns), sd[:, None] * r[lag] * sd[None, :])
-        return Zs @ G @ Zs.T + psi[nv + 2] * Zr @ Zr.T + 1.44 * np.eye(len(visits))
+        return zgz(sd[:, None] * r[lag] * sd[None, :]) + psi[nv + 2] * RR + 1.44 * np.eye(len(visits))
 
     acf = [_vc(res, "subject", "visit[V1]", f"visit[V{k}]", "sdcor") for k in (2, 3, 4)]
     assert acf[0] == pytest.approx(0.5, rel=1e-12)
