@@ -45,7 +45,7 @@ from ..likelihood.marginal import one_blas_thread
 from .kenward_roger_core import KenwardRogerSetup, parameter_blocks, z_matrix
 
 __all__ = ["residual_kenward_roger", "ResidualKRParameters", "dense_block_kenward_roger",
-           "linked_blocks"]
+           "linked_blocks", "level_pattern"]
 
 _MAX_ROWS = 6000  # largest block of linked rows for the dense algebra
 
@@ -137,8 +137,19 @@ def _residual_derivatives(par: ResidualKRParameters, rows: np.ndarray):
     return f0, d1, d2
 
 
+def level_pattern(design) -> sp.csr_matrix:
+    """``n x sum(nlev)`` indicators of every random term's level of each row (rows
+    of one level are correlated through ``G`` even when they share no column of
+    ``Z``, e.g. the visits of ``(0 + visit | subject)``)."""
+    n = len(design.X)
+    mats = [sp.csr_matrix((np.ones(n), (np.arange(n), np.asarray(b.codes))),
+                          shape=(n, b.nlev)) for b in design.blocks]
+    return sp.hstack(mats, format="csr") if mats else sp.csr_matrix((n, 0))
+
+
 def linked_blocks(Z: sp.csr_matrix, groups: np.ndarray | None, n: int) -> list[np.ndarray]:
-    """Row sets linked by a random-effect level or a residual group."""
+    """Row sets linked by a random-effect level (``Z`` the :func:`level_pattern`) or a
+    residual group."""
     from scipy.sparse.csgraph import connected_components
 
     pattern = (Z != 0).astype(float)
@@ -183,7 +194,7 @@ def residual_kenward_roger(res, linear: bool = False):
     ng, kr = len(VG), len(par.psi)
     R = ng + kr
     groups = None if fit.structure.correlation is None else fit.structure.correlation.groups
-    blocks = linked_blocks(Z, groups, n)
+    blocks = linked_blocks(level_pattern(design), groups, n)
     largest = max(len(b) for b in blocks)
     if largest > _MAX_ROWS:
         raise MixedAnovaError(

@@ -24,11 +24,10 @@ per block of rows linked by a random-effect level.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import MixedAnovaError
-from .kenward_roger_core import KenwardRogerSetup, parameter_blocks, z_matrix
-from .kenward_roger_residual import dense_block_kenward_roger, linked_blocks
+from .kenward_roger_core import KenwardRogerSetup, z_matrix
+from .kenward_roger_residual import dense_block_kenward_roger, level_pattern, linked_blocks
 
 __all__ = ["structured_kenward_roger", "TermParameters", "term_parameters"]
 
@@ -177,26 +176,22 @@ def structured_kenward_roger(res, linear: bool = False) -> KenwardRogerSetup:
     held_sigma = res.state.fixed_sigma is not None
     Z = z_matrix(design)
     terms = term_parameters(res)
-    G = sp.block_diag([sp.kron(sp.eye(b.nlev), tp.sigma_t) for b, tp in
-                       zip(design.blocks, terms)], format="csr")
-    ZGZ = (Z @ G @ Z.T).tocsr()
-    # dV/dpsi for every free term parameter: Z_t (I kron dSigma_t) Z_t'
-    VG, second = [], []
-    offsets = np.concatenate([[0], np.cumsum([b.nlev * b.q for b in design.blocks])])
-    pos = 0
-    for b, tp, off in zip(design.blocks, terms, offsets):
-        Zt = Z[:, off:off + b.nlev * b.q]
+    # every random effect's term, level and column within the term
+    tid = np.concatenate([np.full(b.nlev * b.q, k) for k, b in enumerate(design.blocks)])
+    lev = np.concatenate([np.repeat(np.arange(b.nlev), b.q) for b in design.blocks])
+    col = np.concatenate([np.tile(np.arange(b.q), b.nlev) for b in design.blocks])
+    # the free parameters: (term, dSigma_t / dpsi), and each term's second derivatives
+    first, second = [], []
+    for k, tp in enumerate(terms):
         d1, d2 = tp.derivatives()
-        for a in range(tp.k):
-            VG.append((Zt @ sp.kron(sp.eye(b.nlev), d1[a]) @ Zt.T).tocsr())
         if d2 is not None and tp.k:
-            second.append((np.arange(pos, pos + tp.k), Zt, b.nlev, d2))
-        pos += tp.k
-    ng = len(VG)
+            second.append((k, np.arange(len(first), len(first) + tp.k), d2))
+        first.extend((k, d1[a]) for a in range(tp.k))
+    ng = len(first)
     R = ng + (0 if held_sigma else 1)
     w = np.asarray(design.weights, dtype=float) if getattr(design, "has_weights", False) \
         else np.ones(n)
-    blocks = linked_blocks(Z, None, n)
+    blocks = linked_blocks(level_pattern(design), None, n)
     largest = max(len(b) for b in blocks)
     if largest > _MAX_ROWS:
         raise MixedAnovaError(
@@ -206,21 +201,30 @@ def structured_kenward_roger(res, linear: bool = False) -> KenwardRogerSetup:
 
     def pieces(rows):
         m = len(rows)
-        Vc = ZGZ[rows][:, rows].toarray() + np.diag(s2 / w[rows])
+        Zr = Z[rows]
+        cols = np.unique(Zr.indices)
+        Zb = Zr[:, cols].toarray()
+        t_c, j_c = tid[cols], col[cols]
+        same = (t_c[:, None] == t_c[None, :]) & (lev[cols][:, None] == lev[cols][None, :])
+
+        def zsz(k: int, S: np.ndarray) -> np.ndarray:
+            # Z (I kron S, on term k) Z' on the block's rows
+            jc = np.minimum(j_c, S.shape[0] - 1)
+            mask = same & (t_c[:, None] == k)
+            return Zb @ np.where(mask, S[jc[:, None], jc[None, :]], 0.0) @ Zb.T
+
+        Vc = sum(zsz(k, tp.sigma_t) for k, tp in enumerate(terms)) + np.diag(s2 / w[rows])
         Vr = np.empty((R, m, m))
-        for a, M in enumerate(VG):
-            Vr[a] = M[rows][:, rows].toarray()
+        for a, (k, D) in enumerate(first):
+            Vr[a] = zsz(k, D)
         if not held_sigma:
             Vr[ng] = np.diag(1.0 / w[rows])
         d2 = []
-        for idx, Zt, nlev, D in second:
-            Zr = Zt[rows]
-            k = len(idx)
-            out = np.empty((k, k, m, m))
-            for a in range(k):
-                for c in range(a, k):
-                    out[a, c] = out[c, a] = \
-                        (Zr @ sp.kron(sp.eye(nlev), D[a, c]) @ Zr.T).toarray()
+        for k, idx, D in second:
+            out = np.empty((len(idx), len(idx), m, m))
+            for a in range(len(idx)):
+                for c in range(a, len(idx)):
+                    out[a, c] = out[c, a] = zsz(k, D[a, c])
             d2.append((idx, out))
         return Vc, Vr, d2
 

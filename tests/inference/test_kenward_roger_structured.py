@@ -327,6 +327,49 @@ def test_weights_with_ar1_residual_and_random_intercept_match_dense_kenward_roge
     _check(res, X, vfun, psi)
 
 
+def test_ar1_term_alone_links_the_visits_of_a_subject(visits):
+    """ar1(0 + visit | subject) with its correlation held (so a random term, not the
+    marginal model), no crossed factor: rows of different visits share no column of
+    Z but are correlated through G, so each subject is one block of V."""
+    res = ma.lmm("y ~ time + arm + ar1(0 + visit | subject)", visits,
+                 fixed={"subject: corr": 0.6})
+    X, zgz, _, nv = _visit_design(visits)
+
+    def vfun(psi):
+        return zgz(_ar1(psi[0], 0.6, nv)) + psi[1] * np.eye(len(visits))
+
+    _check(res, X, vfun, [_vc(res, "subject", "visit[V1]"), res.sigma ** 2])
+
+
+def test_unstructured_visit_term_with_varident_residual_matches_dense_kenward_roger(visits):
+    """(0 + visit | subject) with nlme's varIdent(~ 1 | arm) residual: parameters the
+    ten entries of the visit covariance (pbkrtest's), sigma^2 and the SD ratio of
+    ARM_B; the visits of a subject are one block of V although they share no column
+    of Z."""
+    res = ma.lmm("y ~ time + arm + (0 + visit | subject)", visits,
+                 residual=ma.VarIdent(by="arm"))
+    X, zgz, _, nv = _visit_design(visits)
+    armb = (visits["arm"] == "ARM_B").to_numpy()
+    iu = np.triu_indices(nv)
+
+    def vfun(psi):
+        S = np.zeros((nv, nv))
+        S[iu] = psi[:len(iu[0])]
+        S = S + np.triu(S, 1).T
+        s2, ratio = psi[len(iu[0]):]
+        return zgz(S) + s2 * np.diag(np.where(armb, ratio ** 2, 1.0))
+
+    vc = res.varcomp
+    S = np.empty((nv, nv))
+    for a in range(nv):
+        for b in range(a, nv):
+            S[a, b] = _vc(res, "subject", f"visit[V{a + 1}]",
+                          None if a == b else f"visit[V{b + 1}]")
+    assert vc["var1"].eq("ARM_A").any()  # the reference level: ratio 1
+    psi = list(S[iu]) + [res.sigma ** 2, float(res.state.residual.natural[0])]
+    _check(res, X, vfun, psi)
+
+
 # ------------------------------------------------------------------ same as pbkrtest's
 def test_diag_term_equals_the_pbkrtest_route_on_split_terms(visits):
     """diag(0 + visit | subject) is lme4's (0 + v1 + v2 + v3 + v4 || subject) on visit
