@@ -301,6 +301,23 @@ def test_us_term_with_held_correlation_matches_dense_kenward_roger(sleepstudy):
     assert kr.W.shape == (3, 3)
 
 
+def test_meta_regression_with_known_variances_matches_dense_kenward_roger():
+    """metafor's rma(yi, vi, mods = ~ ablat, method = "REML") as a mixed model: weights
+    1 / vi and sigma held at 1; the only parameter is tau^2,
+    V = tau^2 I + diag(vi)."""
+    d = pd.read_csv(DATA / "bcg.csv")
+    res = ma.lmm("yi ~ ablat + (1|trial)", d.assign(w=1.0 / d["vi"]), weights="w",
+                 fixed={"sigma": 1.0})
+    X = np.column_stack([np.ones(len(d)), d["ablat"]])
+    vi = d["vi"].to_numpy()
+
+    def vfun(psi):
+        return psi[0] * np.eye(len(d)) + np.diag(vi)
+
+    kr = _check(res, X, vfun, [_vc(res, "trial", "(Intercept)")])
+    assert kr.W.shape == (1, 1)
+
+
 # ------------------------------------------------------------------ weights + residual
 def test_weights_with_ar1_residual_and_random_intercept_match_dense_kenward_roger():
     """follicles ~ sin2pit + cos2pit + (1|Mare), corAR1 within mare, prior weights:
