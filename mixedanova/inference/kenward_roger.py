@@ -164,11 +164,14 @@ def kenward_roger_setup(res, linear: bool = False) -> KenwardRogerSetup:
     if fit is not None and getattr(fit.structure, "marginal", False):
         return marginal_kenward_roger(res, linear=linear)
     design = res.design
-    if getattr(design, "has_weights", False):
-        raise MixedAnovaError(KR_WEIGHTS_MESSAGE)
     if fit is not None:
         from .kenward_roger_residual import residual_kenward_roger
         return residual_kenward_roger(res, linear=linear)
+    if res.state.structured is not None or res.state.fixed_sigma is not None:
+        from .kenward_roger_structured import structured_kenward_roger
+        return structured_kenward_roger(res, linear=linear)
+    if getattr(design, "has_weights", False):
+        raise MixedAnovaError(KR_WEIGHTS_MESSAGE)
     X = design.X
     n, p = X.shape
     sigma2 = float(res.sigma) ** 2

@@ -44,7 +44,8 @@ from ..errors import MixedAnovaError
 from ..likelihood.threads import one_blas_thread
 from .kenward_roger_core import KenwardRogerSetup, parameter_blocks, z_matrix
 
-__all__ = ["residual_kenward_roger", "ResidualKRParameters"]
+__all__ = ["residual_kenward_roger", "ResidualKRParameters", "dense_block_kenward_roger",
+           "linked_blocks", "level_pattern"]
 
 _MAX_ROWS = 6000  # largest block of linked rows for the dense algebra
 
@@ -136,8 +137,19 @@ def _residual_derivatives(par: ResidualKRParameters, rows: np.ndarray):
     return f0, d1, d2
 
 
-def _linked_blocks(Z: sp.csr_matrix, groups: np.ndarray | None, n: int) -> list[np.ndarray]:
-    """Row sets linked by a random-effect level or a residual group."""
+def level_pattern(design) -> sp.csr_matrix:
+    """``n x sum(nlev)`` indicators of every random term's level of each row (rows
+    of one level are correlated through ``G`` even when they share no column of
+    ``Z``, e.g. the visits of ``(0 + visit | subject)``)."""
+    n = len(design.X)
+    mats = [sp.csr_matrix((np.ones(n), (np.arange(n), np.asarray(b.codes))),
+                          shape=(n, b.nlev)) for b in design.blocks]
+    return sp.hstack(mats, format="csr") if mats else sp.csr_matrix((n, 0))
+
+
+def linked_blocks(Z: sp.csr_matrix, groups: np.ndarray | None, n: int) -> list[np.ndarray]:
+    """Row sets linked by a random-effect level (``Z`` the :func:`level_pattern`) or a
+    residual group."""
     from scipy.sparse.csgraph import connected_components
 
     pattern = (Z != 0).astype(float)
@@ -182,13 +194,53 @@ def residual_kenward_roger(res, linear: bool = False):
     ng, kr = len(VG), len(par.psi)
     R = ng + kr
     groups = None if fit.structure.correlation is None else fit.structure.correlation.groups
-    blocks = _linked_blocks(Z, groups, n)
+    blocks = linked_blocks(level_pattern(design), groups, n)
     largest = max(len(b) for b in blocks)
     if largest > _MAX_ROWS:
         raise MixedAnovaError(
             f"Kenward-Roger with a residual structure needs the dense inverse of the "
             f"{largest} x {largest} covariance of rows linked by random effects or residual "
             f"groups; this implementation stops at {_MAX_ROWS} rows. Use ddf='satterthwaite'")
+    sw = np.sqrt(np.asarray(design.weights, dtype=float)) \
+        if getattr(design, "has_weights", False) else None
+
+    def pieces(rows):
+        Rc, d1, d2 = _residual_derivatives(par, rows)
+        if sw is not None:  # R = W^{-1/2} sigma^2 Rrel W^{-1/2} (rows scaled by sqrt(w))
+            scale = 1.0 / np.outer(sw[rows], sw[rows])
+            Rc, d1, d2 = Rc * scale, d1 * scale, d2 * scale
+        Vc = ZGZ[rows][:, rows].toarray() + Rc
+        Vr = np.concatenate([np.stack([G[rows][:, rows].toarray() for G in VG])
+                             if VG else np.zeros((0,) + Vc.shape), d1])
+        return Vc, Vr, [(np.arange(ng, R), d2)]
+
+    return dense_block_kenward_roger(X, blocks, pieces, R, linear=linear)
+
+
+def dense_block_kenward_roger(X: np.ndarray, blocks: list[np.ndarray], pieces, n_par: int,
+                              linear: bool = False) -> KenwardRogerSetup:
+    """Kenward & Roger (1997) on a block-diagonal ``V`` (see the module docstring).
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        ``n x p`` fixed-effects design.
+    blocks : list of numpy.ndarray
+        Row sets over which ``V`` is block diagonal.
+    pieces : callable
+        ``pieces(rows) -> (V, dV, d2V)``: ``V`` on ``rows`` (dense, ``m x m``), its
+        first derivatives ``(k, m, m)`` in the ``k = n_par`` covariance parameters and
+        the nonzero second derivatives as a list of ``(idx, D)``, ``D`` the
+        ``(len(idx), len(idx), m, m)`` second derivatives in the parameters ``idx``
+        (the others are zero; an empty list: every parameter enters linearly).
+    n_par : int
+        Number of covariance parameters.
+    linear : bool
+        Drop the second-derivative term (mmrm's ``"Kenward-Roger-Linear"``).
+    """
+    n, p = X.shape
+    R = n_par
+    largest = max(len(b) for b in blocks)
     xwx = np.zeros((p, p))
     P = np.zeros((R, p, p))
     Qm = np.zeros((R, R, p, p))
@@ -199,14 +251,11 @@ def residual_kenward_roger(res, linear: bool = False):
     with threads:
         for rows in blocks:
             Xc = X[rows]
-            Rc, d1, d2 = _residual_derivatives(par, rows)
-            Vc = ZGZ[rows][:, rows].toarray() + Rc
+            Vc, Vr, d2 = pieces(rows)
             Wc = cho_solve(cho_factor(Vc, lower=True), np.eye(len(rows)))
             Wc = 0.5 * (Wc + Wc.T)
             WX = Wc @ Xc
             xwx += Xc.T @ WX
-            Vr = np.concatenate([np.stack([G[rows][:, rows].toarray() for G in VG])
-                                 if VG else np.zeros((0,) + Vc.shape), d1])
             AW = Vr @ WX                              # V_r W X
             WA = Wc @ AW                              # W V_r W X
             WV = Wc @ Vr                              # W V_r
@@ -214,7 +263,8 @@ def residual_kenward_roger(res, linear: bool = False):
             Qm += np.einsum("rip,siq->rspq", AW, WA)
             K += np.einsum("rij,sji->rs", WV, WV)
             if not linear:
-                Rm[ng:, ng:] += np.einsum("ip,abiq->abpq", WX, d2 @ WX)
+                for idx, D in d2:
+                    Rm[np.ix_(idx, idx)] += np.einsum("ip,abiq->abpq", WX, D @ WX)
     phi = np.linalg.inv(xwx)
     phi = 0.5 * (phi + phi.T)
     P = 0.5 * (P + P.transpose(0, 2, 1))

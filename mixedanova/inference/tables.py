@@ -227,10 +227,6 @@ class FixedInference:
         if ddf == "kenward-roger" and self.res.method != "REML":
             from .kenward_roger import KR_ML_MESSAGE
             raise ArgumentError(KR_ML_MESSAGE)
-        if ddf == "kenward-roger" and getattr(self.res.state, "structured", None) is not None:
-            raise ArgumentError("Kenward-Roger's method is not available for structured "
-                                "random-effect covariances or held parameters (fixed=); use "
-                                "ddf='satterthwaite'")
         if ddf == "satterthwaite" and self.res.method not in ("REML", "ML"):
             raise ArgumentError(
                 f"Satterthwaite df need a REML or ML fit, not {self.res.method!r}; the F tests "

@@ -86,8 +86,8 @@ def test_structured_cs_has_lmertest_satterthwaite_df(sleepstudy):
     # lmerTest: summary(m)$coefficients[, "df"]
     np.testing.assert_allclose(res.fixed()["df"].to_numpy(),
                                ref["fixed"]["df_satterthwaite"], rtol=1e-3)
-    with pytest.raises(ma.ArgumentError, match="Kenward-Roger.*structured"):
-        res.fixed(ddf="kenward-roger")
+    # Kenward-Roger (in the fit's own parameters) is checked in
+    # tests/inference/test_kenward_roger_structured.py
 
 
 def test_satterthwaite_with_a_held_correlation_equals_the_dense_formula(sleepstudy):
