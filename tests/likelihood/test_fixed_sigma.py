@@ -99,3 +99,23 @@ def test_profile_intervals_refused_with_sigma_fixed():
         res.conf_int(method="profile")
     boot = res.conf_int(method="boot", n_boot=20, seed=1)
     assert boot.loc["sigma", "ci_low"] == boot.loc["sigma", "ci_high"] == 1.0
+
+
+@pytest.mark.parametrize("case,formula", [("intercept", "yi ~ 1 + (1|district/school)"),
+                                          ("year", "yi ~ year + (1|district/school)")])
+def test_metafor_three_level(case, formula):
+    """metafor: rma.mv(yi, vi, mods, random = ~ 1 | district/school, method = "REML")
+    on dat.konstantopoulos2011 (tests/reference/struct_meta_three_level.json)."""
+    ref = json.loads((HERE / "reference" / "struct_meta_three_level.json").read_text())
+    f = ref["fits"][case]
+    dat = pd.read_csv(HERE / "data" / "struct" / "konstantopoulos2011.csv")
+    res = ma.lmm(formula, dat, weights=1 / dat.vi, fixed={"sigma": 1.0})
+    vc = res.varcomp.set_index("group")["vcov"]
+    # m$sigma2: district, then school within district
+    assert vc["district"] == pytest.approx(f["sigma2"][0], rel=1e-5)
+    assert vc["school:district"] == pytest.approx(f["sigma2"][1], rel=1e-5)
+    # coef(m), m$se (the GLS SEs)
+    np.testing.assert_allclose(res.fe_params.to_numpy(), f["estimate"], rtol=1e-5)
+    np.testing.assert_allclose(res.bse_fe.to_numpy(), f["se"], rtol=1e-5)
+    # logLik(m): metafor's REML log-likelihood adds log|X'X| / 2
+    assert res.llf + f["half_logdet_XtX"] == pytest.approx(f["loglik"], rel=1e-6)
