@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import mixedanova as ma
+from _kr_dense import kr_dense
 from mixedanova.inference.kenward_roger import kenward_roger_setup
 
 REF = json.loads((Path(__file__).parents[1] / "reference" / "kr_residual_cs.json").read_text())
@@ -68,44 +69,6 @@ def test_compound_symmetry_residual_matches_lmertest_satterthwaite(cs_fit):
 
 
 # ------------------------------------------------------------------ brute force
-def _kr_dense(X, V, dV, d2V):
-    """Kenward & Roger (1997) on dense matrices: ``Phi_A`` and a function giving the
-    df of ``L beta`` (their eq. for ``m``), with ``W`` the inverse expected REML
-    information ``I_ij = tr(P V_i P V_j) / 2``."""
-    Vi = np.linalg.inv(V)
-    phi = np.linalg.inv(X.T @ Vi @ X)
-    Pm = Vi - Vi @ X @ phi @ X.T @ Vi
-    k = len(dV)
-    PV = [Pm @ dV[i] for i in range(k)]
-    info = np.array([[0.5 * np.sum(PV[i] * PV[j].T) for j in range(k)] for i in range(k)])
-    W = np.linalg.inv(info)
-    XV = X.T @ Vi
-    P = [-XV @ dV[i] @ XV.T for i in range(k)]
-    Q = [[XV @ dV[i] @ Vi @ dV[j] @ XV.T for j in range(k)] for i in range(k)]
-    R = [[XV @ d2V[i][j] @ XV.T for j in range(k)] for i in range(k)]
-    lam = sum(W[i, j] * (Q[i][j] - P[i] @ phi @ P[j] - 0.25 * R[i][j])
-              for i in range(k) for j in range(k))
-    phi_a = phi + 2.0 * phi @ lam @ phi
-
-    def ddf(L):
-        L = np.atleast_2d(L)
-        q = L.shape[0]
-        theta = L.T @ np.linalg.inv(L @ phi @ L.T) @ L
-        a1 = sum(W[i, j] * np.trace(theta @ phi @ P[i] @ phi) * np.trace(theta @ phi @ P[j] @ phi)
-                 for i in range(k) for j in range(k))
-        a2 = sum(W[i, j] * np.trace(theta @ phi @ P[i] @ phi @ theta @ phi @ P[j] @ phi)
-                 for i in range(k) for j in range(k))
-        b = (a1 + 6 * a2) / (2 * q)
-        g = ((q + 1) * a1 - (q + 4) * a2) / ((q + 2) * a2)
-        c1 = g / (3 * q + 2 * (1 - g))
-        c2 = (q - g) / (3 * q + 2 * (1 - g))
-        c3 = (q + 2 - g) / (3 * q + 2 * (1 - g))
-        e_star = 1.0 / (1.0 - a2 / q)
-        v_star = (2.0 / q) * (1 + c1 * b) / ((1 - c2 * b) ** 2 * (1 - c3 * b))
-        rho = v_star / (2 * e_star ** 2)
-        return 4 + (q + 2) / (q * rho - 1)
-
-    return phi_a, ddf
 
 
 def _ar1_pieces(groups, times, phi):
@@ -137,7 +100,7 @@ def test_ar1_residual_with_random_intercept_matches_dense_kenward_roger():
     zero = np.zeros_like(V)
     dV = [ZZ, C, s2 * dC]
     d2V = [[zero, zero, zero], [zero, zero, dC], [zero, dC, s2 * d2C]]
-    phi_a, ddf = _kr_dense(X, V, dV, d2V)
+    phi_a, ddf = kr_dense(X, V, dV, d2V)
     kr = res._inference.kenward_roger
     # Kenward & Roger (1997) Phi_A on the dense V
     np.testing.assert_allclose(kr.phi_adj, phi_a, rtol=1e-6, atol=1e-9 * np.abs(phi_a).max())
@@ -148,7 +111,7 @@ def test_ar1_residual_with_random_intercept_matches_dense_kenward_roger():
     L = np.eye(3)[1:]
     assert abs(kr.ddf(L) / ddf(L) - 1.0) < 1e-6
     # the second-derivative term matters here: without it Phi_A differs
-    phi_lin, _ = _kr_dense(X, V, dV, [[zero] * 3] * 3)
+    phi_lin, _ = kr_dense(X, V, dV, [[zero] * 3] * 3)
     assert np.max(np.abs(phi_lin - phi_a) / np.abs(phi_a)) > 1e-4
     # and linear=True drops it (mmrm's "Kenward-Roger-Linear")
     np.testing.assert_allclose(kenward_roger_setup(res, linear=True).phi_adj, phi_lin,
@@ -177,7 +140,7 @@ def test_crossed_ar1_residual_matches_dense_kenward_roger():
     zero = np.zeros_like(V)
     dV = [ZS, ZI, C, s2 * dC]
     d2V = [[zero] * 4, [zero] * 4, [zero, zero, zero, dC], [zero, zero, dC, s2 * d2C]]
-    phi_a, ddf = _kr_dense(X, V, dV, d2V)
+    phi_a, ddf = kr_dense(X, V, dV, d2V)
     kr = res._inference.kenward_roger
     # Kenward & Roger (1997) Phi_A and df on the dense V
     np.testing.assert_allclose(kr.phi_adj, phi_a, rtol=1e-6, atol=1e-9 * np.abs(phi_a).max())
@@ -258,7 +221,7 @@ def test_varident_residual_matches_dense_kenward_roger():
     dV = [ZZ, np.diag(dd), s2 * np.diag(2 * delta * late)]
     d2V = [[zero] * 3, [zero, zero, np.diag(2 * delta * late)],
            [zero, np.diag(2 * delta * late), s2 * np.diag(2 * late)]]
-    phi_a, ddf = _kr_dense(X, V, dV, d2V)
+    phi_a, ddf = kr_dense(X, V, dV, d2V)
     # Kenward & Roger (1997) Phi_A and df on the dense V
     np.testing.assert_allclose(res._inference.kenward_roger.phi_adj, phi_a, rtol=1e-6,
                                atol=1e-9 * np.abs(phi_a).max())

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 import mixedanova as ma
+from _kr_dense import kr_dense
 from mixedanova.inference.kenward_roger import kenward_roger_setup
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "struct"
@@ -30,43 +31,6 @@ def visits() -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ brute force
-def _kr_dense(X, V, dV, d2V):
-    """Kenward & Roger (1997): ``Phi_A`` and the df of ``L beta`` on dense matrices,
-    ``W`` the inverse expected REML information ``I_ij = tr(P V_i P V_j) / 2``."""
-    Vi = np.linalg.inv(V)
-    phi = np.linalg.inv(X.T @ Vi @ X)
-    Pm = Vi - Vi @ X @ phi @ X.T @ Vi
-    k = len(dV)
-    PV = [Pm @ dV[i] for i in range(k)]
-    info = np.array([[0.5 * np.sum(PV[i] * PV[j].T) for j in range(k)] for i in range(k)])
-    W = np.linalg.inv(info)
-    XV = X.T @ Vi
-    P = [-XV @ dV[i] @ XV.T for i in range(k)]
-    Q = [[XV @ dV[i] @ Vi @ dV[j] @ XV.T for j in range(k)] for i in range(k)]
-    R = [[XV @ d2V[i][j] @ XV.T for j in range(k)] for i in range(k)]
-    lam = sum(W[i, j] * (Q[i][j] - P[i] @ phi @ P[j] - 0.25 * R[i][j])
-              for i in range(k) for j in range(k))
-    phi_a = phi + 2.0 * phi @ lam @ phi
-
-    def ddf(L):
-        L = np.atleast_2d(L)
-        q = L.shape[0]
-        theta = L.T @ np.linalg.inv(L @ phi @ L.T) @ L
-        a1 = sum(W[i, j] * np.trace(theta @ phi @ P[i] @ phi) * np.trace(theta @ phi @ P[j] @ phi)
-                 for i in range(k) for j in range(k))
-        a2 = sum(W[i, j] * np.trace(theta @ phi @ P[i] @ phi @ theta @ phi @ P[j] @ phi)
-                 for i in range(k) for j in range(k))
-        b = (a1 + 6 * a2) / (2 * q)
-        g = ((q + 1) * a1 - (q + 4) * a2) / ((q + 2) * a2)
-        c1 = g / (3 * q + 2 * (1 - g))
-        c2 = (q - g) / (3 * q + 2 * (1 - g))
-        c3 = (q + 2 - g) / (3 * q + 2 * (1 - g))
-        e_star = 1.0 / (1.0 - a2 / q)
-        v_star = (2.0 / q) * (1 + c1 * b) / ((1 - c2 * b) ** 2 * (1 - c3 * b))
-        rho = v_star / (2 * e_star ** 2)
-        return 4 + (q + 2) / (q * rho - 1)
-
-    return phi_a, ddf
 
 
 def _derivatives(vfun, psi, rel=1e-3):
@@ -100,7 +64,7 @@ def _indicators(codes) -> np.ndarray:
 def _check(res, X, vfun, psi, rtol=1e-6):
     V = vfun(np.asarray(psi, dtype=float))
     dV, d2V = _derivatives(vfun, psi)
-    phi_a, ddf = _kr_dense(X, V, dV, d2V)
+    phi_a, ddf = kr_dense(X, V, dV, d2V)
     kr = res._inference.kenward_roger
     np.testing.assert_allclose(kr.phi_adj, phi_a, rtol=rtol, atol=1e-9 * np.abs(phi_a).max())
     tab = res.fixed(ddf="kenward-roger")
