@@ -43,6 +43,7 @@ from .scalar_blocks import ScalarBlocksGradient
 __all__ = ["GlmmFit", "fit_glmm", "fd_hessian"]
 
 _DECREMENT_TOL = 1e-10
+_CHORD_STEP = 1e-4  # largest Newton step after which the Hessian is not retaken
 _START_MULTIPLIERS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 3.0)
 
 
@@ -529,14 +530,24 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
     lower = np.concatenate([layout.lower, np.full(p, -np.inf)])
     k = len(lower)
 
+    memo: dict = {}  # the last few points (the optimizer and the polish revisit them)
+
     def fg_raw(x):
+        key = np.asarray(x, dtype=float).tobytes()
+        hit = memo.get(key)
+        if hit is not None:
+            return hit[0], hit[1].copy()
         theta, beta = wt.split(x)
         try:
             st = obj.pirls(theta, beta, u0=grad.predict_modes(theta, beta))
             g = grad(st)
         except (FitError, NotPositiveDefinite):  # the latter: not a minimum in u
             return math.inf, np.full(k, np.nan)
-        return st.value, J.T @ g
+        out = (st.value, J.T @ g)
+        if len(memo) >= 256:
+            memo.pop(next(iter(memo)))
+        memo[key] = out
+        return out[0], out[1].copy()
 
     def fg(x):
         if np.any(x < lower):
@@ -553,7 +564,7 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
 
     def run(x):
         res = minimize(lbfgs_fg, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000})
+                       options={"ftol": 1e-12, "gtol": 1e-6, "maxiter": 1000})
         xr = np.maximum(res.x, lower)
         if not fg(xr)[0] <= fg(x)[0]:
             xr = x
@@ -614,17 +625,26 @@ def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarra
     tol = max(_DECREMENT_TOL, 1e-12 * abs(f0))
     H = np.full((len(x), len(x)), np.nan)
     free = np.ones(len(x), bool)
+    reuse = False
     for _ in range(max_steps):
         if not (np.isfinite(f0) and np.all(np.isfinite(g))):
             return x, f0, g, H, free, math.inf, False
-        free = ~((x - lower < 1e-8) & (g > -1e-6 * max(1.0, abs(f0))))
-        idx = np.flatnonzero(free)
-        H = np.empty((len(idx), len(idx)))
-        for j, i in enumerate(idx):
-            e = np.zeros(len(x))
-            e[i] = h
-            H[:, j] = (fg_raw(x + e)[1][idx] - g[idx]) / h
-        H = 0.5 * (H + H.T)
+        free_new = ~((x - lower < 1e-8) & (g > -1e-6 * max(1.0, abs(f0))))
+        # after a tiny step from where the Hessian was taken (at most _CHORD_STEP in
+        # the working units) that Hessian serves once more: it checks the decrement
+        # there with one gradient instead of len(x) more
+        if not (reuse and np.array_equal(free_new, free)):
+            free = free_new
+            idx = np.flatnonzero(free)
+            H = np.empty((len(idx), len(idx)))
+            for j, i in enumerate(idx):
+                e = np.zeros(len(x))
+                e[i] = h
+                H[:, j] = (fg_raw(x + e)[1][idx] - g[idx]) / h
+            H = 0.5 * (H + H.T)
+            fresh = True
+        else:
+            fresh = False
         if not np.all(np.isfinite(H)):
             return x, f0, g, np.where(np.isfinite(H), H, np.nan), free, math.inf, False
         try:
@@ -644,6 +664,7 @@ def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarra
             xn = np.maximum(xn, lower)
             fn, gn = fg(xn)
             if fn < f0:
+                reuse = fresh and float(np.max(np.abs(xn - x))) <= _CHORD_STEP
                 x, f0, g, moved = xn, fn, gn, True
                 break
             t *= 0.5

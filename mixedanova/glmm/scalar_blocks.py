@@ -34,6 +34,7 @@ __all__ = ["ScalarBlocksGradient"]
 _MAX_R = 6000               # largest dense Schur complement
 _MAX_LR = 150_000_000       # largest (first-term levels x later columns) array (1.2 GB)
 _DENSE_B = 2_000_000        # B kept dense up to this many entries
+_PAIRS = 2_000_000          # B D^{-1} B' by pairs of entries up to this many pairs
 
 
 class ScalarBlocksGradient(LaplaceGradient):
@@ -72,6 +73,29 @@ class ScalarBlocksGradient(LaplaceGradient):
         # grouseticks' (1|INDEX), leaves B almost empty: the sparse product wins)
         self.large = r * n0 > _DENSE_B
         self.dense_b = not self.large and self.b_nnz >= 0.05 * r * n0
+        self.bt = None  # the sparse path's patterns, formed at its first use
+
+    def _sparse_setup(self) -> None:
+        """The fixed patterns of the sparse path, formed once: ``(D^{-1} B')`` as a
+        CSR matrix whose values an evaluation overwrites, and, when few, the pairs
+        of entries of ``B`` in one column (the entries of ``B D^{-1} B'``)."""
+        rows, cols, r, n0 = self.b_rows, self.b_indices, self.r, self.n0
+        perm = np.lexsort((rows, cols))  # entries in (column, row) order
+        self.bt_perm = perm
+        self.bt = sp.csr_matrix((np.zeros(len(perm)), rows[perm].astype(np.int64),
+                                 np.searchsorted(cols[perm], np.arange(n0 + 1))
+                                 .astype(np.int64)), shape=(n0, r))
+        cnt = np.bincount(cols, minlength=n0)
+        npairs = int(np.sum(cnt.astype(np.int64) ** 2))
+        self.pairs = None
+        if npairs <= max(4 * len(rows), _PAIRS):
+            start = np.concatenate([[0], np.cumsum(cnt)[:-1]])  # of each column in perm
+            rep = cnt[cols[perm]]
+            left = np.repeat(perm, rep)
+            first = np.repeat(np.arange(len(perm)), rep)
+            within = np.arange(npairs) - np.repeat(np.cumsum(rep) - rep, rep)
+            right = perm[start[cols[perm]][first] + within] if npairs else perm[:0]
+            self.pairs = (left, right, rows[left] * r + rows[right])
 
     def _parts(self, c: list[np.ndarray], w: np.ndarray) -> BlockParts:
         d = self.obj.data
@@ -97,11 +121,19 @@ class ScalarBlocksGradient(LaplaceGradient):
             B = B.reshape(r, n0)
             BD = B * Dinv
             S = E - BD @ B.T
-        else:
-            B = sp.csr_matrix((bdata, self.b_indices, self.b_indptr), shape=(r, n0))
-            BD = sp.csr_matrix((bdata * Dinv[self.b_indices], self.b_indices,
-                                self.b_indptr), shape=(r, n0))
-            S = E - (BD @ B.T).toarray()
+        else:  # B and B D^{-1} as their values on the pattern (see _solve)
+            if self.bt is None:
+                self._sparse_setup()
+            B = bdata
+            BD = bdata * Dinv[self.b_indices]
+            if self.pairs is not None:
+                left, right, flat = self.pairs
+                S = E - np.bincount(flat, weights=BD[left] * bdata[right],
+                                    minlength=r * r).reshape(r, r)
+            else:
+                Bs = sp.csr_matrix((bdata, self.b_indices, self.b_indptr), shape=(r, n0))
+                BDs = sp.csr_matrix((BD, self.b_indices, self.b_indptr), shape=(r, n0))
+                S = E - (BDs @ Bs.T).toarray()
         try:
             cho = cho_factor(S, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
@@ -113,8 +145,14 @@ class ScalarBlocksGradient(LaplaceGradient):
     def _solve(self, parts: BlockParts, x0: np.ndarray, xR: np.ndarray):
         Dinv = parts.Dinv[:, 0, 0]
         x0 = x0.reshape(-1)
-        zR = cho_solve(parts.cho, xR - parts.BD @ x0, check_finite=False)
-        z0 = Dinv * (x0 - parts.B.T @ zR)
+        if self.dense_b:
+            zR = cho_solve(parts.cho, xR - parts.BD @ x0, check_finite=False)
+            z0 = Dinv * (x0 - parts.B.T @ zR)
+            return z0[:, None], zR
+        br, bi = self.b_rows, self.b_indices
+        zR = cho_solve(parts.cho, xR - np.bincount(br, weights=parts.BD * x0[bi],
+                                                   minlength=self.r), check_finite=False)
+        z0 = Dinv * (x0 - np.bincount(bi, weights=parts.B * zR[br], minlength=self.n0))
         return z0[:, None], zR
 
     def _inverse_rows(self, parts: BlockParts, c: list[np.ndarray]) -> dict:
@@ -128,9 +166,14 @@ class ScalarBlocksGradient(LaplaceGradient):
         if info:
             raise NotPositiveDefinite("cannot invert the Schur complement")
         P = np.tril(P) + np.tril(P, -1).T
-        WT = np.asarray(parts.BD.T @ P)  # D^{-1} B' P: (n0, r)
         bi, br = self.b_indices, self.b_rows
-        bdata = parts.B[br, bi] if self.dense_b else parts.B.data
+        if self.dense_b:
+            WT = parts.BD.T @ P  # D^{-1} B' P: (n0, r)
+            bdata = parts.B[br, bi]
+        else:
+            self.bt.data = parts.BD[self.bt_perm]
+            WT = np.asarray(self.bt @ P)
+            bdata = parts.B
         beta = np.bincount(bi, weights=bdata * WT[bi, br], minlength=self.n0)
         rc = self.r_cols
         vals = parts.vals
