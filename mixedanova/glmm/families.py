@@ -240,6 +240,9 @@ class Family:
         y = np.asarray(y, dtype=float)
         mu = np.asarray(mu, dtype=float)
         if self.name == "binomial":
+            if np.all((y == 0.0) | (y == 1.0)):  # 0/1 rows: -2 w log P(y)
+                with np.errstate(divide="ignore"):
+                    return -2.0 * pw * np.where(y == 1.0, np.log(mu), np.log1p(-mu))
             return 2.0 * pw * (mu * _h(y / mu) + (1.0 - mu) * _h((1.0 - y) / (1.0 - mu)))
         if self.name == "gamma":  # 2 w (-log(y/mu) + (y - mu)/mu)
             s = (y - mu) / mu

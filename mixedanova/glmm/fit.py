@@ -539,7 +539,9 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
             return hit[0], hit[1].copy()
         theta, beta = wt.split(x)
         try:
-            st = obj.pirls(theta, beta, u0=grad.predict_modes(theta, beta))
+            u0 = grad.predict_modes(theta, beta)
+            # before any gradient: the start's joint modes (not the last multiple's)
+            st = obj.pirls(theta, beta, u0=s1.u if u0 is None else u0)
             g = grad(st)
         except (FitError, NotPositiveDefinite):  # the latter: not a minimum in u
             return math.inf, np.full(k, np.nan)
@@ -655,6 +657,15 @@ def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarra
         step = -np.linalg.solve(c.T, np.linalg.solve(c, g[idx]))
         dec = 0.5 * float(-g[idx] @ step)
         if dec < tol:
+            # the last (tiny) Newton step as well: both fits of one problem then
+            # end at the optimum to its square, not anywhere within the decrement
+            xn = x.copy()
+            xn[idx] += step
+            xn = np.maximum(xn, lower)
+            fn, gn = fg(xn)
+            if np.isfinite(fn) and np.all(np.isfinite(gn)) and \
+                    fn <= f0 + _DECREMENT_TOL * max(1.0, abs(f0)):
+                x, f0, g = xn, fn, gn
             return x, f0, g, H, free, dec, True
         t = 1.0
         moved = False
