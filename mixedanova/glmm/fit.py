@@ -462,16 +462,19 @@ def _coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndar
     """The joint modes of ``(beta, u)`` at multiples of the starting ``theta``:
     the best (huge counts want a tiny theta) starts the gradient search."""
     best = None
+    best_c = 1.0
 
     def at(c):
-        nonlocal best
+        nonlocal best, best_c
+        # from the best modes so far, scaled to the same b = Lambda u
+        u0 = None if best is None else best.u * (best_c / c)
         try:
             st = obj.pirls(c * start_theta, best.beta if best is not None else None,
-                           joint=True)
+                           u0=u0, joint=True)
         except FitError:
             return math.inf
         if best is None or st.value < best.value:
-            best = st
+            best, best_c = st, c
         return st.value
 
     # down the sizes while the value falls; up (3) only when the first step down rose
@@ -545,8 +548,8 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
             g = grad(st)
         except (FitError, NotPositiveDefinite):  # the latter: not a minimum in u
             return math.inf, np.full(k, np.nan)
-        out = (st.value, J.T @ g)
-        if len(memo) >= 256:
+        out = (st.value, J.T @ g, st.u)
+        if len(memo) >= 64:
             memo.pop(next(iter(memo)))
         memo[key] = out
         return out[0], out[1].copy()
@@ -596,7 +599,8 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
                         "rounding level): the optimum is not certain")
     theta, beta = wt.split(x)
     fast, obj.fast = obj.fast, None  # the engine's factor at the estimates (results use it)
-    st = obj.pirls(theta, beta)
+    hit = memo.get(np.asarray(x, dtype=float).tobytes())
+    st = obj.pirls(theta, beta, u0=None if hit is None else hit[2])
     obj.fast = fast
     vcov = np.full((p, p), np.nan)
     Hn = np.full((k, k), np.nan)
