@@ -96,6 +96,31 @@ class ScalarBlocksGradient(LaplaceGradient):
             within = np.arange(npairs) - np.repeat(np.cumsum(rep) - rep, rep)
             right = perm[start[cols[perm]][first] + within] if npairs else perm[:0]
             self.pairs = (left, right, rows[left] * r + rows[right])
+        self._query_setup(perm, cnt, rows, cols, r)
+
+    def _query_setup(self, perm: np.ndarray, cnt: np.ndarray, rows: np.ndarray,
+                     cols: np.ndarray, r: int) -> None:
+        """The entries of ``D^{-1} B' P`` the gradient reads (each row's first-term
+        level against its later columns, and the pattern of ``B``), each a sum over
+        the entries of ``B`` in that level's column: when these products are few,
+        they replace the whole ``(l0, r)`` array.  ``P`` is read in its lower part."""
+        self.wq = None
+        codes = self.obj.data.terms[self.k0].codes
+        rc = self.r_cols
+        ql = np.concatenate([np.repeat(codes, self.nR), cols])
+        qm = np.concatenate([rc.ravel(), rows])
+        cq = cnt[ql].astype(np.int64)
+        total = int(cq.sum())
+        if total > max(8 * len(ql), _PAIRS):
+            return
+        start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+        q_idx = np.repeat(np.arange(len(ql)), cq)
+        within = np.arange(total) - np.repeat(np.cumsum(cq) - cq, cq)
+        e_idx = perm[start[ql][q_idx] + within]
+        a, m = rows[e_idx], qm[q_idx]
+        self.wq = (q_idx, e_idx, np.maximum(a, m), np.minimum(a, m), len(ql))
+        self.p_low = [[(np.maximum(rc[:, j], rc[:, jj]), np.minimum(rc[:, j], rc[:, jj]))
+                       for j in range(self.nR)] for jj in range(self.nR)]
 
     def _parts(self, c: list[np.ndarray], w: np.ndarray) -> BlockParts:
         d = self.obj.data
@@ -165,6 +190,8 @@ class ScalarBlocksGradient(LaplaceGradient):
         P, info = dpotri(parts.cho[0], lower=1)  # S^{-1} from its factor (lower part)
         if info:
             raise NotPositiveDefinite("cannot invert the Schur complement")
+        if not self.dense_b and self.wq is not None:
+            return self._inverse_rows_few(parts, c0, K, l, P)
         P = np.tril(P) + np.tril(P, -1).T
         bi, br = self.b_indices, self.b_rows
         if self.dense_b:
@@ -187,5 +214,28 @@ class ScalarBlocksGradient(LaplaceGradient):
             gk = -c0 * WT[l, col]
             for j in range(self.nR):
                 gk = gk + vals[:, j] * P[rc[:, j], col]
+            G[k] = gk[:, None]
+        return G
+
+    def _inverse_rows_few(self, parts: BlockParts, c0: np.ndarray, K: np.ndarray,
+                          l: np.ndarray, P: np.ndarray) -> dict:
+        """:meth:`_inverse_rows` from the few entries of ``D^{-1} B' P`` it reads
+        (see :meth:`_query_setup`; ``P`` valid in its lower part)."""
+        q_idx, e_idx, pr, pc, nq = self.wq
+        n, nR = self.n, self.nR
+        wq = np.bincount(q_idx, weights=parts.BD[e_idx] * P[pr, pc], minlength=nq)
+        w_rows = wq[:n * nR].reshape(n, nR)  # (D^{-1} B' P)[l_i, later column j of i]
+        beta = np.bincount(self.b_indices, weights=parts.B * wq[n * nR:],
+                           minlength=self.n0)
+        vals = parts.vals
+        G = {}
+        g0 = K * (1.0 + beta[l])
+        for j in range(nR):
+            g0 = g0 - vals[:, j] * w_rows[:, j]
+        G[self.k0] = g0[:, None]
+        for jj, k in enumerate(self.rest):
+            gk = -c0 * w_rows[:, jj]
+            for j in range(nR):
+                gk = gk + vals[:, j] * P[self.p_low[jj][j]]
             G[k] = gk[:, None]
         return G
