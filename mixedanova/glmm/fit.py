@@ -569,7 +569,7 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
 
     def run(x):
         res = minimize(lbfgs_fg, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"ftol": 1e-12, "gtol": 1e-6, "maxiter": 1000})
+                       options={"ftol": 1e-11, "gtol": 1e-6, "maxiter": 1000})
         xr = np.maximum(res.x, lower)
         if not fg(xr)[0] <= fg(x)[0]:
             xr = x
@@ -625,7 +625,9 @@ def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarra
                  max_steps: int = 30, h: float = 1e-4):
     """Newton steps on the free parameters with the Hessian from forward
     differences of the analytic gradient (``fg_raw`` ignores the bounds, so that a
-    difference may straddle one).  Stops as :func:`_newton`."""
+    difference may straddle one).  Stops as :func:`_newton`; after a step below
+    ``_CHORD_STEP`` the Hessian is reused once to check the decrement there, and
+    the last Newton step (below the decrement tolerance) is taken as well."""
     f0, g = fg(x)
     dec = math.inf
     tol = max(_DECREMENT_TOL, 1e-12 * abs(f0))
