@@ -43,6 +43,7 @@ from .scalar_blocks import ScalarBlocksGradient
 __all__ = ["GlmmFit", "fit_glmm", "fd_hessian"]
 
 _DECREMENT_TOL = 1e-10
+_CHORD_STEP = 1e-4  # largest Newton step after which the Hessian is not retaken
 _START_MULTIPLIERS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 3.0)
 
 
@@ -461,16 +462,19 @@ def _coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndar
     """The joint modes of ``(beta, u)`` at multiples of the starting ``theta``:
     the best (huge counts want a tiny theta) starts the gradient search."""
     best = None
+    best_c = 1.0
 
     def at(c):
-        nonlocal best
+        nonlocal best, best_c
+        # from the best modes so far, scaled to the same b = Lambda u
+        u0 = None if best is None else best.u * (best_c / c)
         try:
             st = obj.pirls(c * start_theta, best.beta if best is not None else None,
-                           joint=True)
+                           u0=u0, joint=True)
         except FitError:
             return math.inf
         if best is None or st.value < best.value:
-            best = st
+            best, best_c = st, c
         return st.value
 
     # down the sizes while the value falls; up (3) only when the first step down rose
@@ -529,14 +533,26 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
     lower = np.concatenate([layout.lower, np.full(p, -np.inf)])
     k = len(lower)
 
+    memo: dict = {}  # the last few points (the optimizer and the polish revisit them)
+
     def fg_raw(x):
+        key = np.asarray(x, dtype=float).tobytes()
+        hit = memo.get(key)
+        if hit is not None:
+            return hit[0], hit[1].copy()
         theta, beta = wt.split(x)
         try:
-            st = obj.pirls(theta, beta, u0=grad.predict_modes(theta, beta))
+            u0 = grad.predict_modes(theta, beta)
+            # before any gradient: the start's joint modes (not the last multiple's)
+            st = obj.pirls(theta, beta, u0=s1.u if u0 is None else u0)
             g = grad(st)
         except (FitError, NotPositiveDefinite):  # the latter: not a minimum in u
             return math.inf, np.full(k, np.nan)
-        return st.value, J.T @ g
+        out = (st.value, J.T @ g, st.u)
+        if len(memo) >= 64:
+            memo.pop(next(iter(memo)))
+        memo[key] = out
+        return out[0], out[1].copy()
 
     def fg(x):
         if np.any(x < lower):
@@ -553,7 +569,7 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
 
     def run(x):
         res = minimize(lbfgs_fg, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 1000})
+                       options={"ftol": 1e-11, "gtol": 1e-6, "maxiter": 1000})
         xr = np.maximum(res.x, lower)
         if not fg(xr)[0] <= fg(x)[0]:
             xr = x
@@ -583,7 +599,8 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
                         "rounding level): the optimum is not certain")
     theta, beta = wt.split(x)
     fast, obj.fast = obj.fast, None  # the engine's factor at the estimates (results use it)
-    st = obj.pirls(theta, beta)
+    hit = memo.get(np.asarray(x, dtype=float).tobytes())
+    st = obj.pirls(theta, beta, u0=None if hit is None else hit[2])
     obj.fast = fast
     vcov = np.full((p, p), np.nan)
     Hn = np.full((k, k), np.nan)
@@ -608,23 +625,34 @@ def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarra
                  max_steps: int = 30, h: float = 1e-4):
     """Newton steps on the free parameters with the Hessian from forward
     differences of the analytic gradient (``fg_raw`` ignores the bounds, so that a
-    difference may straddle one).  Stops as :func:`_newton`."""
+    difference may straddle one).  Stops as :func:`_newton`; after a step below
+    ``_CHORD_STEP`` the Hessian is reused once to check the decrement there, and
+    the last Newton step (below the decrement tolerance) is taken as well."""
     f0, g = fg(x)
     dec = math.inf
     tol = max(_DECREMENT_TOL, 1e-12 * abs(f0))
     H = np.full((len(x), len(x)), np.nan)
     free = np.ones(len(x), bool)
+    reuse = False
     for _ in range(max_steps):
         if not (np.isfinite(f0) and np.all(np.isfinite(g))):
             return x, f0, g, H, free, math.inf, False
-        free = ~((x - lower < 1e-8) & (g > -1e-6 * max(1.0, abs(f0))))
-        idx = np.flatnonzero(free)
-        H = np.empty((len(idx), len(idx)))
-        for j, i in enumerate(idx):
-            e = np.zeros(len(x))
-            e[i] = h
-            H[:, j] = (fg_raw(x + e)[1][idx] - g[idx]) / h
-        H = 0.5 * (H + H.T)
+        free_new = ~((x - lower < 1e-8) & (g > -1e-6 * max(1.0, abs(f0))))
+        # after a tiny step from where the Hessian was taken (at most _CHORD_STEP in
+        # the working units) that Hessian serves once more: it checks the decrement
+        # there with one gradient instead of len(x) more
+        if not (reuse and np.array_equal(free_new, free)):
+            free = free_new
+            idx = np.flatnonzero(free)
+            H = np.empty((len(idx), len(idx)))
+            for j, i in enumerate(idx):
+                e = np.zeros(len(x))
+                e[i] = h
+                H[:, j] = (fg_raw(x + e)[1][idx] - g[idx]) / h
+            H = 0.5 * (H + H.T)
+            fresh = True
+        else:
+            fresh = False
         if not np.all(np.isfinite(H)):
             return x, f0, g, np.where(np.isfinite(H), H, np.nan), free, math.inf, False
         try:
@@ -635,6 +663,15 @@ def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarra
         step = -np.linalg.solve(c.T, np.linalg.solve(c, g[idx]))
         dec = 0.5 * float(-g[idx] @ step)
         if dec < tol:
+            # the last (tiny) Newton step as well: both fits of one problem then
+            # end at the optimum to its square, not anywhere within the decrement
+            xn = x.copy()
+            xn[idx] += step
+            xn = np.maximum(xn, lower)
+            fn, gn = fg(xn)
+            if np.isfinite(fn) and np.all(np.isfinite(gn)) and \
+                    fn <= f0 + _DECREMENT_TOL * max(1.0, abs(f0)):
+                x, f0, g = xn, fn, gn
             return x, f0, g, H, free, dec, True
         t = 1.0
         moved = False
@@ -644,6 +681,7 @@ def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarra
             xn = np.maximum(xn, lower)
             fn, gn = fg(xn)
             if fn < f0:
+                reuse = fresh and float(np.max(np.abs(xn - x))) <= _CHORD_STEP
                 x, f0, g, moved = xn, fn, gn, True
                 break
             t *= 0.5

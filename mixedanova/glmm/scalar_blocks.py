@@ -34,6 +34,7 @@ __all__ = ["ScalarBlocksGradient"]
 _MAX_R = 6000               # largest dense Schur complement
 _MAX_LR = 150_000_000       # largest (first-term levels x later columns) array (1.2 GB)
 _DENSE_B = 2_000_000        # B kept dense up to this many entries
+_PAIRS = 2_000_000          # B D^{-1} B' by pairs of entries up to this many pairs
 
 
 class ScalarBlocksGradient(LaplaceGradient):
@@ -72,6 +73,54 @@ class ScalarBlocksGradient(LaplaceGradient):
         # grouseticks' (1|INDEX), leaves B almost empty: the sparse product wins)
         self.large = r * n0 > _DENSE_B
         self.dense_b = not self.large and self.b_nnz >= 0.05 * r * n0
+        self.bt = None  # the sparse path's patterns, formed at its first use
+
+    def _sparse_setup(self) -> None:
+        """The fixed patterns of the sparse path, formed once: ``(D^{-1} B')`` as a
+        CSR matrix whose values an evaluation overwrites, and, when few, the pairs
+        of entries of ``B`` in one column (the entries of ``B D^{-1} B'``)."""
+        rows, cols, r, n0 = self.b_rows, self.b_indices, self.r, self.n0
+        perm = np.lexsort((rows, cols))  # entries in (column, row) order
+        self.bt_perm = perm
+        self.bt = sp.csr_matrix((np.zeros(len(perm)), rows[perm].astype(np.int64),
+                                 np.searchsorted(cols[perm], np.arange(n0 + 1))
+                                 .astype(np.int64)), shape=(n0, r))
+        cnt = np.bincount(cols, minlength=n0)
+        npairs = int(np.sum(cnt.astype(np.int64) ** 2))
+        self.pairs = None
+        if npairs <= max(4 * len(rows), _PAIRS):
+            start = np.concatenate([[0], np.cumsum(cnt)[:-1]])  # of each column in perm
+            rep = cnt[cols[perm]]
+            left = np.repeat(perm, rep)
+            first = np.repeat(np.arange(len(perm)), rep)
+            within = np.arange(npairs) - np.repeat(np.cumsum(rep) - rep, rep)
+            right = perm[start[cols[perm]][first] + within] if npairs else perm[:0]
+            self.pairs = (left, right, rows[left] * r + rows[right])
+        self._query_setup(perm, cnt, rows, cols, r)
+
+    def _query_setup(self, perm: np.ndarray, cnt: np.ndarray, rows: np.ndarray,
+                     cols: np.ndarray, r: int) -> None:
+        """The entries of ``D^{-1} B' P`` the gradient reads (each row's first-term
+        level against its later columns, and the pattern of ``B``), each a sum over
+        the entries of ``B`` in that level's column: when these products are few,
+        they replace the whole ``(l0, r)`` array.  ``P`` is read in its lower part."""
+        self.wq = None
+        codes = self.obj.data.terms[self.k0].codes
+        rc = self.r_cols
+        ql = np.concatenate([np.repeat(codes, self.nR), cols])
+        qm = np.concatenate([rc.ravel(), rows])
+        cq = cnt[ql].astype(np.int64)
+        total = int(cq.sum())
+        if total > max(8 * len(ql), _PAIRS):
+            return
+        start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+        q_idx = np.repeat(np.arange(len(ql)), cq)
+        within = np.arange(total) - np.repeat(np.cumsum(cq) - cq, cq)
+        e_idx = perm[start[ql][q_idx] + within]
+        a, m = rows[e_idx], qm[q_idx]
+        self.wq = (q_idx, e_idx, np.maximum(a, m), np.minimum(a, m), len(ql))
+        self.p_low = [[(np.maximum(rc[:, j], rc[:, jj]), np.minimum(rc[:, j], rc[:, jj]))
+                       for j in range(self.nR)] for jj in range(self.nR)]
 
     def _parts(self, c: list[np.ndarray], w: np.ndarray) -> BlockParts:
         d = self.obj.data
@@ -97,11 +146,19 @@ class ScalarBlocksGradient(LaplaceGradient):
             B = B.reshape(r, n0)
             BD = B * Dinv
             S = E - BD @ B.T
-        else:
-            B = sp.csr_matrix((bdata, self.b_indices, self.b_indptr), shape=(r, n0))
-            BD = sp.csr_matrix((bdata * Dinv[self.b_indices], self.b_indices,
-                                self.b_indptr), shape=(r, n0))
-            S = E - (BD @ B.T).toarray()
+        else:  # B and B D^{-1} as their values on the pattern (see _solve)
+            if self.bt is None:
+                self._sparse_setup()
+            B = bdata
+            BD = bdata * Dinv[self.b_indices]
+            if self.pairs is not None:
+                left, right, flat = self.pairs
+                S = E - np.bincount(flat, weights=BD[left] * bdata[right],
+                                    minlength=r * r).reshape(r, r)
+            else:
+                Bs = sp.csr_matrix((bdata, self.b_indices, self.b_indptr), shape=(r, n0))
+                BDs = sp.csr_matrix((BD, self.b_indices, self.b_indptr), shape=(r, n0))
+                S = E - (BDs @ Bs.T).toarray()
         try:
             cho = cho_factor(S, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
@@ -113,8 +170,14 @@ class ScalarBlocksGradient(LaplaceGradient):
     def _solve(self, parts: BlockParts, x0: np.ndarray, xR: np.ndarray):
         Dinv = parts.Dinv[:, 0, 0]
         x0 = x0.reshape(-1)
-        zR = cho_solve(parts.cho, xR - parts.BD @ x0, check_finite=False)
-        z0 = Dinv * (x0 - parts.B.T @ zR)
+        if self.dense_b:
+            zR = cho_solve(parts.cho, xR - parts.BD @ x0, check_finite=False)
+            z0 = Dinv * (x0 - parts.B.T @ zR)
+            return z0[:, None], zR
+        br, bi = self.b_rows, self.b_indices
+        zR = cho_solve(parts.cho, xR - np.bincount(br, weights=parts.BD * x0[bi],
+                                                   minlength=self.r), check_finite=False)
+        z0 = Dinv * (x0 - np.bincount(bi, weights=parts.B * zR[br], minlength=self.n0))
         return z0[:, None], zR
 
     def _inverse_rows(self, parts: BlockParts, c: list[np.ndarray]) -> dict:
@@ -127,10 +190,17 @@ class ScalarBlocksGradient(LaplaceGradient):
         P, info = dpotri(parts.cho[0], lower=1)  # S^{-1} from its factor (lower part)
         if info:
             raise NotPositiveDefinite("cannot invert the Schur complement")
+        if not self.dense_b and self.wq is not None:
+            return self._inverse_rows_few(parts, c0, K, l, P)
         P = np.tril(P) + np.tril(P, -1).T
-        WT = np.asarray(parts.BD.T @ P)  # D^{-1} B' P: (n0, r)
         bi, br = self.b_indices, self.b_rows
-        bdata = parts.B[br, bi] if self.dense_b else parts.B.data
+        if self.dense_b:
+            WT = parts.BD.T @ P  # D^{-1} B' P: (n0, r)
+            bdata = parts.B[br, bi]
+        else:
+            self.bt.data = parts.BD[self.bt_perm]
+            WT = np.asarray(self.bt @ P)
+            bdata = parts.B
         beta = np.bincount(bi, weights=bdata * WT[bi, br], minlength=self.n0)
         rc = self.r_cols
         vals = parts.vals
@@ -144,5 +214,28 @@ class ScalarBlocksGradient(LaplaceGradient):
             gk = -c0 * WT[l, col]
             for j in range(self.nR):
                 gk = gk + vals[:, j] * P[rc[:, j], col]
+            G[k] = gk[:, None]
+        return G
+
+    def _inverse_rows_few(self, parts: BlockParts, c0: np.ndarray, K: np.ndarray,
+                          l: np.ndarray, P: np.ndarray) -> dict:
+        """:meth:`_inverse_rows` from the few entries of ``D^{-1} B' P`` it reads
+        (see :meth:`_query_setup`; ``P`` valid in its lower part)."""
+        q_idx, e_idx, pr, pc, nq = self.wq
+        n, nR = self.n, self.nR
+        wq = np.bincount(q_idx, weights=parts.BD[e_idx] * P[pr, pc], minlength=nq)
+        w_rows = wq[:n * nR].reshape(n, nR)  # (D^{-1} B' P)[l_i, later column j of i]
+        beta = np.bincount(self.b_indices, weights=parts.B * wq[n * nR:],
+                           minlength=self.n0)
+        vals = parts.vals
+        G = {}
+        g0 = K * (1.0 + beta[l])
+        for j in range(nR):
+            g0 = g0 - vals[:, j] * w_rows[:, j]
+        G[self.k0] = g0[:, None]
+        for jj, k in enumerate(self.rest):
+            gk = -c0 * w_rows[:, jj]
+            for j in range(nR):
+                gk = gk + vals[:, j] * P[self.p_low[jj][j]]
             G[k] = gk[:, None]
         return G
