@@ -43,6 +43,9 @@ from .scalar_blocks import ScalarBlocksGradient
 __all__ = ["GlmmFit", "fit_glmm", "fd_hessian"]
 
 _DECREMENT_TOL = 1e-10
+# the largest decrease of -2 log L that central differences of the value may
+# predict at an optimum found with the analytic gradient (see _difference_check)
+_CHECK_GAIN = 1e-7
 _CHORD_STEP = 1e-4  # largest Newton step after which the Hessian is not retaken
 _START_MULTIPLIERS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 3.0)
 
@@ -597,6 +600,13 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
     if not ok:
         messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
                         "rounding level): the optimum is not certain")
+    else:
+        gain = _difference_check(fg_raw, x, H, free)
+        if not gain <= _CHECK_GAIN:
+            ok = False
+            messages.append(f"central differences of the value predict a further decrease "
+                            f"of {gain:.3g} where the analytic gradient says none: the "
+                            "optimum is not certain")
     theta, beta = wt.split(x)
     fast, obj.fast = obj.fast, None  # the engine's factor at the estimates (results use it)
     hit = memo.get(np.asarray(x, dtype=float).tobytes())
@@ -619,6 +629,36 @@ def _fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarra
                    vcov_beta=vcov, gradient=grad_nat, newton_decrement=float(dec),
                    converged=bool(ok), messages=messages, stage1_theta=s1.theta,
                    stage1_beta=s1.beta, nevals=obj.nevals)
+
+
+def _difference_check(fg_raw: Callable, x: np.ndarray, H: np.ndarray, free: np.ndarray,
+                      h: float = 1e-4) -> float:
+    """An independent check of the analytic optimum: central differences of the
+    value along two fixed pseudo-random directions ``d`` of the free parameters;
+    returns the largest decrease ``slope^2 / (2 d'Hd)`` they predict (rounding
+    level, about 1e-15, at a true optimum; ``inf`` where a value is not finite or
+    the curvature is not positive)."""
+    idx = np.flatnonzero(free)
+    if idx.size == 0 or H.shape != (idx.size, idx.size):
+        return 0.0
+    rng = np.random.default_rng(20261202)
+    worst = 0.0
+    for _ in range(2):
+        v = rng.standard_normal(idx.size)
+        v /= np.linalg.norm(v)
+        d = np.zeros(len(x))
+        d[idx] = v
+        curv = float(v @ H @ v)
+        if not curv > 0:
+            return math.inf
+        # a stiff direction (a tiny theta) takes a shorter step: curv h^2 <= h0^2
+        hd = h / math.sqrt(max(1.0, curv))
+        fp, fm = fg_raw(x + hd * d)[0], fg_raw(x - hd * d)[0]
+        if not (np.isfinite(fp) and np.isfinite(fm)):
+            return math.inf
+        slope = (fp - fm) / (2.0 * hd)
+        worst = max(worst, slope * slope / (2.0 * curv))
+    return worst
 
 
 def _newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray,

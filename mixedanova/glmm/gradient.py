@@ -132,11 +132,16 @@ class LaplaceGradient:
             if self.available():
                 self._setup()
 
+    def family_supported(self) -> bool:
+        """The gradient is that of glmer's expected-information log det: with
+        ``information="observed"`` (glmmTMB's) the fit takes finite differences."""
+        return getattr(self.obj.family, "information", "expected") == "expected"
+
     def available(self) -> bool:
         """Whether the analytic gradient's arrays stay small (see the module docstring)."""
         d = self.obj.data
-        if getattr(self.obj.family, "information", "expected") != "expected":
-            return False  # the gradient is of the expected-information log det (glmer's)
+        if not self.family_supported():
+            return False
         n0 = d.terms[self.k0].nlev * d.terms[self.k0].q
         return all(t.rows is None for t in d.terms) and self.r <= _MAX_R \
             and self.n * max(self.r, 1) <= _MAX_NR and self.r * n0 <= _MAX_NR

@@ -47,7 +47,8 @@ class ScalarBlocksGradient(LaplaceGradient):
     def available(self) -> bool:
         d = self.obj.data
         n0 = d.terms[self.k0].nlev
-        return (all(t.rows is None and t.q == 1 for t in d.terms) and len(d.terms) > 1
+        return (self.family_supported()
+                and all(t.rows is None and t.q == 1 for t in d.terms) and len(d.terms) > 1
                 and self.r <= _MAX_R and n0 * self.r <= _MAX_LR)
 
     def _setup(self) -> None:

@@ -259,3 +259,21 @@ def test_gamma_residuals_against_glmmtmb():
                                t["residuals_response_first20"], rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(res.resid("pearson").to_numpy()[:20],
                                t["residuals_pearson_first20"], rtol=1e-3, atol=1e-5)
+
+
+def test_observed_information_with_the_shape_held_reaches_glmmtmb():
+    # glmmTMB(TICKS ~ YEAR + HEIGHT_c + (1|BROOD) + (1|LOCATION), family = nbinom2):
+    # at its shape sigma(m) held fixed, the optimum over (theta, beta) is glmmTMB's, so
+    # -2 * logLik(m) is reached.  Two scalar terms: the sparse-coupling path, whose
+    # analytic gradient is the expected-information one and must stand aside here
+    # (with it the fit stopped 0.10 above, claiming convergence).
+    ref = FIX["grouseticks_nb"]
+    t = ref["glmmTMB"]
+    data = pd.read_csv(DATA / ref["dataset_file"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ma.MixedAnovaWarning)
+        res = ma.glmm(ref["formula"], data, family=ma.families.NegativeBinomial(theta=t["sigma"]),
+                      information="observed")
+    assert res.converged
+    assert res.minus_2_loglik == pytest.approx(t["minus_2_loglik"], abs=1e-6)
+    np.testing.assert_allclose(res.theta, np.atleast_1d(t["sd"]), rtol=1e-4)
