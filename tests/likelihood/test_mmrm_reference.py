@@ -214,3 +214,19 @@ def test_information_criteria_conventions(kind):
     # and the criteria themselves at the tight optimum: R logLik 1e-6 relative
     assert res.aic - 2 * p == pytest.approx(-2 * ref["tight_refit"]["loglik"] + 2 * n_theta,
                                             rel=1e-9)
+
+
+def test_weighted_unstructured_kenward_roger():
+    """mmrm(FEV1 ~ RACE + SEX + ARMCD * AVISIT + us(AVISIT | USUBJID), weights = WEIGHT,
+    method = "Kenward-Roger") (tests/reference/struct_fev_us_weights.json): logLik(m)
+    and coef(summary(m)) estimates, KR-adjusted SEs and df."""
+    ref = json.loads((REF / "struct_fev_us_weights.json").read_text())
+    d = pd.read_csv(DATA / "fev.csv")
+    res = ma.lmm("FEV1 ~ RACE + SEX + ARMCD * AVISIT", d, weights="WEIGHT",
+                 residual=ma.Unstructured(group="USUBJID", time="AVISIT"))
+    assert res.llf == pytest.approx(ref["loglik"], rel=1e-6)
+    tab = res.fixed(ddf="kenward-roger")
+    f = ref["fixed"]
+    np.testing.assert_allclose(tab["estimate"].to_numpy(), f["estimate"], rtol=1e-4)
+    np.testing.assert_allclose(tab["std_err"].to_numpy(), f["se"], rtol=1e-4)
+    np.testing.assert_allclose(tab["df"].to_numpy(), f["df"], rtol=1e-3)
