@@ -230,3 +230,19 @@ def test_weighted_unstructured_kenward_roger():
     np.testing.assert_allclose(tab["estimate"].to_numpy(), f["estimate"], rtol=1e-4)
     np.testing.assert_allclose(tab["std_err"].to_numpy(), f["se"], rtol=1e-4)
     np.testing.assert_allclose(tab["df"].to_numpy(), f["df"], rtol=1e-3)
+
+
+def test_group_specific_unstructured_kenward_roger():
+    """mmrm(FEV1 ~ RACE + SEX + ARMCD * AVISIT + us(AVISIT | ARMCD / USUBJID),
+    method = "Kenward-Roger") (tests/reference/struct_fev_us_by_arm.json): logLik(m)
+    and coef(summary(m)) estimates, KR-adjusted SEs and df."""
+    ref = json.loads((REF / "struct_fev_us_by_arm.json").read_text())
+    d = pd.read_csv(DATA / "fev.csv")
+    res = ma.lmm("FEV1 ~ RACE + SEX + ARMCD * AVISIT", d,
+                 residual=ma.Unstructured(group="USUBJID", time="AVISIT", by="ARMCD"))
+    assert res.llf == pytest.approx(ref["loglik"], rel=1e-6)
+    tab = res.fixed(ddf="kenward-roger")
+    f = ref["fixed"]
+    np.testing.assert_allclose(tab["estimate"].to_numpy(), f["estimate"], rtol=1e-4)
+    np.testing.assert_allclose(tab["std_err"].to_numpy(), f["se"], rtol=1e-4)
+    np.testing.assert_allclose(tab["df"].to_numpy(), f["df"], rtol=1e-3)
