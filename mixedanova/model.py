@@ -62,17 +62,17 @@ class LinearMixedModel:
         self.fixed = _check_fixed(fixed, residual)
         self._deviance: dict[bool, ProfiledDeviance] = {}
         self._structure = None
+        self._fixed_index: dict[int, float] = {}
         self.marginal = not design.blocks  # no random terms: a marginal (GLS) model
         self._cov, self._held = _bind_covariance(design, self.fixed, residual)
         if residual is not None and self.marginal:
             self._structure = bind_marginal(residual, design.data)
             self._fixed_index = _fixed_index(self.fixed, self._structure.names)
         elif residual is not None:
-            if self.fixed and self._cov is None:
-                raise ArgumentError("fixed= names visit-covariance parameters of marginal "
-                                    "models (no random terms) only, so far")
             outer = design.blocks[-1].factors if design.blocks else None
             self._structure = bind_residual(residual, design.data, outer)
+            if self._cov is None:  # residual-structure parameters held (fixed=)
+                self._fixed_index = _fixed_index(self.fixed, self._structure.names)
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, *, missing: str = "drop",
@@ -104,8 +104,9 @@ class LinearMixedModel:
             ``weights = 1 / v`` and ``s = 1`` the residual variances are the known
             ``v``, as in a meta-analysis), random-effect variances and correlations
             by ``varcomp``'s names (``"Subject: (Intercept)"``, ``"Subject:
-            corr((Intercept), Days)"``; :mod:`mixedanova.design.covstruct`), or a
-            marginal model's visit-covariance parameters.
+            corr((Intercept), Days)"``; :mod:`mixedanova.design.covstruct`), a
+            marginal model's visit-covariance parameters, or with ``residual=`` the
+            structure's parameters (``res.residual_params`` names, e.g. ``"phi"``).
         """
         if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
             from .structured import rewrite_structured
@@ -363,7 +364,14 @@ class LinearMixedModel:
             theta0 = start[:rdev.k]
             u0 = start[rdev.k:] if len(start) > rdev.k else None
         with engine_threads(None):
-            u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer, control=control)
+            if self._fixed_index:
+                from .likelihood.residual_held import held_unconstrained, optimize_held
+                u, opt, info = optimize_held(
+                    rdev, held_unconstrained(self._structure, self._fixed_index), u0, theta0,
+                    method=optimizer, control=control)
+            else:
+                u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer,
+                                                 control=control)
             dev = rdev.at(u)
             conv = check_convergence(dev, opt.theta, opt.hessian, control=control)
         if info["messages"]:
@@ -462,8 +470,8 @@ def _fixed_index(fixed: dict | None, names: tuple[str, ...]) -> dict[int, float]
     out = {}
     for name, value in (fixed or {}).items():
         if name not in names:
-            raise ArgumentError(f"fixed= names unknown parameter {name!r}; the visit "
-                                f"covariance's parameters are {', '.join(map(repr, names))}")
+            raise ArgumentError(f"fixed= names unknown parameter {name!r}; the residual "
+                                f"structure's parameters are {', '.join(map(repr, names))}")
         out[names.index(name)] = value
     return out
 
@@ -538,7 +546,9 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     fixed : dict, optional
         ``{"sigma": s}`` holds the residual scale at ``s``; random-effect variances
         and correlations are held by ``varcomp``'s names, e.g.
-        ``{"Subject: (Intercept)": 625.0}`` (docs/user_guide/covariance_structures.md).  A random-effects
+        ``{"Subject: (Intercept)": 625.0}`` (docs/user_guide/covariance_structures.md);
+        with ``residual=``, the structure's parameters, e.g. ``{"phi": 0.5}``
+        (docs/user_guide/residual.md).  A random-effects
         meta-analysis (metafor's ``rma(yi, vi, method = "REML")``) is
         ``ma.lmm("yi ~ 1 + (1|study)", dat, weights=1 / dat.vi, fixed={"sigma": 1.0})``:
         the residual variances are the known ``vi`` and ``res.varcomp`` gives

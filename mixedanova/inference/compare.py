@@ -298,6 +298,10 @@ def ranova(res, reduce_terms: bool = True) -> pd.DataFrame:
             from ..likelihood.residual_fit import gls_fit
 
             structure = res.state.residual.structure
+            if res.state.residual.info.get("free") is not None:
+                raise ArgumentError("ranova with residual-structure parameters held at given "
+                                    "values (fixed=) is not available so far (the reduced "
+                                    "gls model would estimate them)")
             value, _ = gls_fit(structure, res.design.X, res.design.y, reml)
             rows.append({"npar": res.design.p + 1 + structure.n_par, "logLik": -0.5 * value})
         else:

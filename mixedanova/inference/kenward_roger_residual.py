@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_factor, cho_solve
 
-from ..errors import MixedAnovaError
+from ..errors import ArgumentError, MixedAnovaError
 from ..likelihood.threads import one_blas_thread
 from .kenward_roger_core import KenwardRogerSetup, parameter_blocks, z_matrix
 
@@ -180,6 +180,13 @@ def residual_kenward_roger(res, linear: bool = False):
     the second-derivative term ``R_rs`` (as mmrm's ``"Kenward-Roger-Linear"``)."""
     design = res.design
     fit = res.state.residual
+    free = fit.info.get("free")
+    if free is not None and not np.all(free):
+        held = [n for n, f in zip(fit.names, free) if not f]
+        raise ArgumentError(f"Kenward-Roger with residual-structure parameters held at given "
+                            f"values (fixed=: {', '.join(map(repr, held))}) is not available "
+                            "so far (the adjustment differentiates every structure "
+                            "parameter); use ddf='satterthwaite'")
     X = np.asarray(design.X, dtype=float)
     n, p = X.shape
     sigma = float(res.sigma)

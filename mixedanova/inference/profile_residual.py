@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from ..errors import ArgumentError
 from .profiler import (is_correlation, minimize_bounded, bracket_interval, psi_from_theta,
                        theta_from_psi, variance_parameter_names)
 
@@ -56,6 +57,10 @@ class StructureProfiler:
         self.fit = _refit(res, reml)
         self.crit = res.model.deviance_function(reml)
         rf = self.fit.state.residual
+        free = rf.info.get("free")
+        if free is not None and not np.all(free):
+            raise ArgumentError("profile intervals with residual-structure parameters held "
+                                "at given values (fixed=) are not available so far")
         self.structure = rf.structure
         self.marginal = bool(getattr(self.structure, "marginal", False))
         self.layout = res.design.theta_layout()

@@ -186,6 +186,15 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     J[k] = 2.0 * sigma * U
     if res.state.fixed_sigma is not None:  # sigma held fixed: not a variance parameter
         H, J = H[:k, :k], J[:k]
+    held = _held_mask(fit, res.state.theta.size, k, H.shape[0])
+    if held is not None:  # structure parameters held (fixed=): constants, zero variance
+        idx = np.flatnonzero(~held)
+        Af, messages = _eigen_messages(H[np.ix_(idx, idx)], tol, warn)
+        A = np.zeros_like(H)
+        A[np.ix_(idx, idx)] = Af
+        varpar = theta if res.state.fixed_sigma is not None else np.append(theta, sigma)
+        return SatterthwaiteSetup(varpar=varpar, hessian=H, vcov_varpar=A, jacobian=J,
+                                  vcov_beta=s2 * U, messages=messages)
     evals, evecs = np.linalg.eigh(H)
     messages = []
     neg = evals < -tol
@@ -205,6 +214,17 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     return SatterthwaiteSetup(varpar=varpar, hessian=H,
                               vcov_varpar=2.0 * Hinv, jacobian=J,
                               vcov_beta=s2 * U, messages=tuple(messages))
+
+
+def _held_mask(fit, k_theta: int, k: int, size: int) -> np.ndarray | None:
+    """Over the variance parameters ``(theta, u[, sigma])``: True where a residual-structure
+    parameter is held at a given value (``fixed=``); None when none is."""
+    free = None if fit is None else fit.info.get("free")
+    if free is None or np.all(free) or k != k_theta + len(free):
+        return None
+    held = np.zeros(size, dtype=bool)
+    held[k_theta:k] = ~np.asarray(free, dtype=bool)
+    return held
 
 
 def _structured_setup(res, rel_step: float, tol: float, warn: bool) -> SatterthwaiteSetup:
@@ -308,6 +328,8 @@ def residual_wald_intervals(res, level: float = 0.95):
     k = res.state.theta.size
     m = len(fit.u)
     se = np.sqrt(np.diag(setup.vcov_varpar)[k:k + m])
+    if fit.info.get("free") is not None:  # held at a given value (fixed=): no interval
+        se = np.where(fit.info["free"], se, np.nan)
     z = float(norm.ppf(0.5 + level / 2.0))
     s = fit.structure
     lo, hi = s.natural(fit.u - z * se), s.natural(fit.u + z * se)

@@ -296,7 +296,8 @@ class LinearMixedResults(ResidualStructureMixin, WorkflowMixin):
         # sigma counts unless held fixed or absent (a marginal model's covariance has it)
         free_sigma = self.state.fixed_sigma is None and not getattr(
             getattr(fit, "structure", None), "marginal", False)
-        free_u = getattr(fit.info.get("marginal"), "free", None) if fit is not None else None
+        free_u = None if fit is None else getattr(fit.info.get("marginal"), "free",
+                                                  fit.info.get("free"))  # held: fixed=
         n_u = 0 if fit is None else len(fit.u) if free_u is None else int(np.sum(free_u))
         sf = getattr(self.state, "structured", None)  # structured terms: the free ones
         n_theta = len(self.state.theta) if sf is None else sf.n_free
