@@ -233,8 +233,8 @@ def structure_profile_intervals(res, level: float, criterion: str,
         if name not in wanted:
             out[name] = (math.nan, math.nan)
             continue
-        if not pr.free[c]:   # held fixed: no interval
-            out[name] = (pr.natural(c, pr.x_hat[c]),) * 2
+        if not pr.free[c]:   # held fixed: no interval (NaN, as the other routes)
+            out[name] = (math.nan, math.nan)
             continue
         lo, hi = pr.interval(c, cutoff)
         out[name] = (pr.natural(c, lo), pr.natural(c, hi))
