@@ -19,6 +19,10 @@ dispersion
     Laplace likelihood.
 separation
     Separation of the fixed effects (a linear program) and all-0 / all-1 levels.
+optimum
+    What a fit found (``GlmmFit``) and the optimizers' working coordinates.
+laplace_fit
+    The Laplace fit with the analytic gradient, and its independent check.
 fit
     The two-stage optimizer (``nAGQ = 0`` start, then ``(theta, beta)``), the
     Hessian and the standard errors.
