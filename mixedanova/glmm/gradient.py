@@ -262,7 +262,13 @@ class LaplaceGradient:
 
     # ---------------------------------------------------------------- gradient
     def __call__(self, st: PirlsState) -> np.ndarray:
-        """``d(-2 log L) / d(theta, beta)`` at the modes ``st``."""
+        """``d(-2 log L) / d(theta, beta)`` at the modes ``st`` (entries that are not
+        finite, e.g. an NB shape running to infinity, are the optimizer's to handle:
+        it stops and says the fit did not converge)."""
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return self._gradient(st)
+
+    def _gradient(self, st: PirlsState) -> np.ndarray:
         obj = self.obj
         d, fam = obj.data, obj.family
         templates = d.layout.templates(st.theta)
