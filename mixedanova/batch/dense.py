@@ -34,7 +34,8 @@ import math
 
 import numpy as np
 
-__all__ = ["ScalarSystem", "eligible", "fit_dense", "satterthwaite_batch", "tri_inv_batch"]
+__all__ = ["ScalarSystem", "eligible", "finish_certified", "fit_dense", "satterthwaite_batch",
+           "tri_inv_batch"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 _MAX_ORDER = 160   # r1 + p + 1 above this: the general engine
@@ -401,15 +402,17 @@ def fit_dense(spec, cp, columns: np.ndarray, out, offset: int = 0) -> np.ndarray
         good &= ~np.any(~free & ~(curv >= -1e-6 * scale[:, None]), axis=1)
         idx, th = idx[good], th[good]
     if len(idx):
-        _finish(spec, sys, idx, th, out, offset)
+        finish_certified(spec, sys, idx, th, out, offset)
     handled = np.zeros(k, bool)
     handled[idx] = True
     return np.flatnonzero(~handled)
 
 
-def _finish(spec, sys: ScalarSystem, idx: np.ndarray, theta: np.ndarray, out,
-            offset: int) -> None:
-    """Estimates, verdict and Satterthwaite pieces of the certified responses."""
+def finish_certified(spec, sys, idx: np.ndarray, theta: np.ndarray, out, offset: int,
+                     diagonal: np.ndarray | None = None) -> None:
+    """Estimates, verdict and Satterthwaite pieces of the certified responses
+    (``sys`` a scalar or vector batch system; ``diagonal`` selects the template
+    diagonal entries of ``theta`` that the singular check reads, all by default)."""
     val, beta, sigma, U, pwrss, _ = sys.estimates(theta, idx)
     rows = offset + idx
     out.theta[rows] = theta
@@ -418,7 +421,8 @@ def _finish(spec, sys: ScalarSystem, idx: np.ndarray, theta: np.ndarray, out,
     out.vcov[rows] = sigma[:, None, None] ** 2 * U
     out.objective[rows] = val
     out.converged[rows] = True
-    out.singular[rows] = np.any(theta < spec.control.singular_tol, axis=1)
+    diag = theta if diagonal is None else theta[:, diagonal]
+    out.singular[rows] = np.any(diag < spec.control.singular_tol, axis=1)
     out.nobs[rows] = sys.n
     if spec.satterthwaite:
         satterthwaite_batch(sys, idx, theta, sigma, out, rows)

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from .dense import ScalarSystem
+from .dense import ScalarSystem, finish_certified
 
 __all__ = ["VectorSystem", "eligible_vector", "fit_vector"]
 
@@ -403,7 +403,8 @@ def fit_vector(spec, cp, columns: np.ndarray, out, offset: int = 0) -> np.ndarra
         idx, H = idx[good], H[good]
     if len(idx):
         th = np.array([polish(spec, cp.select(int(j)), theta[j], Hj) for j, Hj in zip(idx, H)])
-        _finish(spec, sys, idx, canonical(th, spec.layout), out, offset)
+        finish_certified(spec, sys, idx, canonical(th, spec.layout), out, offset,
+                         diagonal=spec.diag)
     handled = np.zeros(k, bool)
     handled[idx] = True
     return np.flatnonzero(~handled)
@@ -484,22 +485,3 @@ def polish(spec, cp, theta: np.ndarray, H: np.ndarray) -> np.ndarray:
         if np.max(np.abs(step) / np.maximum(np.abs(x[idx]), 1e-2)) < 1e-10:
             break
     return x
-
-
-def _finish(spec, sys: VectorSystem, idx: np.ndarray, theta: np.ndarray, out,
-            offset: int) -> None:
-    """Estimates, verdict and Satterthwaite pieces of the certified responses."""
-    from .dense import satterthwaite_batch
-
-    val, beta, sigma, U, pwrss, _ = sys.estimates(theta, idx)
-    rows = offset + idx
-    out.theta[rows] = theta
-    out.sigma[rows] = sigma
-    out.beta[rows] = beta
-    out.vcov[rows] = sigma[:, None, None] ** 2 * U
-    out.objective[rows] = val
-    out.converged[rows] = True
-    out.singular[rows] = np.any(theta[:, spec.diag] < spec.control.singular_tol, axis=1)
-    out.nobs[rows] = sys.n
-    if spec.satterthwaite:
-        satterthwaite_batch(sys, idx, theta, sigma, out, rows)
