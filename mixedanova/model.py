@@ -386,7 +386,7 @@ class LinearMixedModel:
 
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
-        from .likelihood.criterion import state_at
+        from .likelihood.criterion import state_at_moments
         from .moments.anova_data import AnovaData
         from .moments.anova_design import formula_anova_terms
         from .moments.moments import fit_anova_data
@@ -400,11 +400,8 @@ class LinearMixedModel:
                           variables=tuple(d.variable(v) for v in names))
         state = fit_anova_data(coded, fixed, random, intercept=intercept, ems=ems,
                                method=anova_method)
-        est = state.estimates_truncated
-        s2e = float(est["Residual"])
-        theta = np.array([np.sqrt(float(est[":".join(b.factors)]) / s2e) for b in d.blocks])
-        fs = state_at(self.deviance_function(reml=True), theta, np.sqrt(s2e), "ANOVA",
-                      moments=state)
+        fs = state_at_moments(self.deviance_function(reml=True), state,
+                              [":".join(b.factors) for b in d.blocks])
         return AnovaResults(d, fs, model=self)
 
 

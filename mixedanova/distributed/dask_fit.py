@@ -189,7 +189,7 @@ class DistributedModel:
         """Method of moments from a distributed group-by of cell means and sums of
         squares (:mod:`~mixedanova.distributed.cells`); GLS and BLUPs at the
         moment estimates on the summed cross-products, as in memory."""
-        from ..likelihood.criterion import state_at
+        from ..likelihood.criterion import state_at_moments
         from ..moments.anova_design import formula_anova_terms
         from ..moments.moments import fit_anova_data
         from .cells import CellCodebook, cell_data, cell_pass
@@ -218,11 +218,8 @@ class DistributedModel:
         coded = cell_data(cells, book, d.formula.response.strip(), center=intercept)
         state = fit_anova_data(coded, fixed, random, intercept=intercept, ems=ems,
                                method=anova_method)
-        est = state.estimates_truncated
-        s2e = float(est["Residual"])
-        theta = np.array([np.sqrt(float(est[":".join(b.factors)]) / s2e) for b in d.blocks])
-        fs = state_at(self.deviance_function(reml=True), theta, np.sqrt(s2e), "ANOVA",
-                      moments=state)
+        fs = state_at_moments(self.deviance_function(reml=True), state,
+                              [":".join(b.factors) for b in d.blocks])
         return DistributedAnovaResults(d, fs, model=self)
 
     def refit(self, *args, **kwargs):

@@ -32,7 +32,7 @@ from ..design.theta import ThetaLayout
 if TYPE_CHECKING:  # annotation of state_at only
     from ..moments.moments import AnovaFitState
 
-__all__ = ["ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at"]
+__all__ = ["ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at", "state_at_moments"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 _REFINE = 1e-4  # recompute pwrss from the rows below this fraction of |y_std|^2
@@ -350,3 +350,14 @@ def state_at(dev: ProfiledDeviance, theta: np.ndarray, sigma: float, method: str
                     beta=beta, u=u, objective=dev.at_sigma(theta, sigma),
                     vcov_beta=sigma**2 * f.vcov_unscaled(), factor=f, optimizer=None,
                     convergence=None, moments=moments)
+
+
+def state_at_moments(dev: ProfiledDeviance, moments: AnovaFitState,
+                     groups: list[str]) -> FitState:
+    """:func:`state_at` the method-of-moments estimates (truncated at 0):
+    ``theta`` of each random-intercept term ``groups[i]`` (its name in the moment
+    estimates, e.g. ``"batch:cask"``) relative to the residual SD."""
+    est = moments.estimates_truncated
+    s2e = float(est["Residual"])
+    theta = np.array([math.sqrt(float(est[g]) / s2e) for g in groups])
+    return state_at(dev, theta, math.sqrt(s2e), "ANOVA", moments=moments)
