@@ -25,7 +25,8 @@ import math
 import numpy as np
 
 from ..errors import ArgumentError
-from .profiler import (is_correlation, minimize_bounded, bracket_interval, psi_from_theta,
+from .profiler import (is_correlation, fixed_effect_intervals, minimize_bounded,
+                       bracket_interval, psi_from_theta,
                        theta_from_psi, variance_parameter_names)
 
 __all__ = ["StructureProfiler", "structure_profile_intervals"]
@@ -192,30 +193,20 @@ def _beta_intervals(res, cutoff: float, wanted: set[str]) -> dict[str, tuple[flo
     beta_hat = fit.state.beta
     se = np.sqrt(np.diag(fit.state.vcov_beta))
     dev_min = pr.beta_deviance(0, float(beta_hat[0]), x0) if names else 0.0
-    for j, name in enumerate(names):
-        if name not in wanted:
-            continue
-        done: list[tuple[float, np.ndarray]] = [(float(beta_hat[j]), x0.copy())]
-        memo: dict = {}
 
-        def zeta(v: float, j=j, done=done, memo=memo) -> float:
-            start = min(done, key=lambda t: abs(t[0] - v))[1]
-
-            def f(z):
-                x = start.copy()
-                x[idx] = z
-                return pr.beta_deviance(j, v, x)
-
-            z, val = minimize_bounded(f, start[idx], lower[idx], np.full(idx.size, np.inf), memo)
+    def profile_at(j: int, v: float, start: np.ndarray, memo: dict):
+        def f(z):
             x = start.copy()
             x[idx] = z
-            if np.isfinite(val):
-                done.append((v, x))
-            return math.copysign(math.sqrt(max(val - dev_min, 0.0)), v - beta_hat[j])
+            return pr.beta_deviance(j, v, x)
 
-        out[name] = bracket_interval(zeta, float(beta_hat[j]), -np.inf, np.inf, float(se[j]),
-                                     cutoff)
-    return out
+        z, val = minimize_bounded(f, start[idx], lower[idx], np.full(idx.size, np.inf), memo)
+        x = start.copy()
+        x[idx] = z
+        return val, x
+
+    return fixed_effect_intervals(names, wanted, beta_hat, se, x0, dev_min, profile_at,
+                                  cutoff)
 
 
 def structure_profile_intervals(res, level: float, criterion: str,

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .profiler import bracket_interval, minimize_bounded
+from .profiler import bracket_interval, fixed_effect_intervals, minimize_bounded
 
 __all__ = ["StructuredProfiler", "structured_parameters", "structured_profile_intervals"]
 
@@ -167,28 +167,17 @@ def _beta_intervals(res, cutoff: float, wanted: set[str]) -> dict[str, tuple[flo
     se = np.sqrt(np.diag(pr.fit.state.vcov_beta))
     others = np.flatnonzero(pr.free)
     dev_min = pr.beta_deviance(0, float(beta_hat[0]), pr.y_hat)
-    for j, name in enumerate(names):
-        if name not in wanted:
-            continue
-        done: list[tuple[float, np.ndarray]] = [(float(beta_hat[j]), pr.y_hat.copy())]
-        memo: dict = {}
 
-        def zeta(v: float, j=j, done=done, memo=memo) -> float:
-            start = min(done, key=lambda t: abs(t[0] - v))[1]
+    def profile_at(j: int, v: float, start: np.ndarray, memo: dict):
+        def f(z):
+            y = start.copy()
+            y[others] = z
+            return pr.beta_deviance(j, v, y)
 
-            def f(z):
-                y = start.copy()
-                y[others] = z
-                return pr.beta_deviance(j, v, y)
+        return pr._minimize(f, start, others, memo)
 
-            val, y = pr._minimize(f, start, others, memo)
-            if np.isfinite(val):
-                done.append((v, y))
-            return math.copysign(math.sqrt(max(val - dev_min, 0.0)), v - beta_hat[j])
-
-        out[name] = bracket_interval(zeta, float(beta_hat[j]), -np.inf, np.inf, float(se[j]),
-                                     cutoff)
-    return out
+    return fixed_effect_intervals(names, wanted, beta_hat, se, pr.y_hat, dev_min, profile_at,
+                                  cutoff)
 
 
 def structured_profile_intervals(res, level: float, criterion: str,

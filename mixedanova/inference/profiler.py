@@ -21,7 +21,7 @@ from .satterthwaite import deviance_function_for
 from .warm_newton import central_gradient, warm_newton
 
 __all__ = ["Profiler", "variance_parameter_names", "is_correlation", "psi_from_theta",
-           "theta_from_psi", "minimize_bounded", "bracket_interval"]
+           "theta_from_psi", "minimize_bounded", "bracket_interval", "fixed_effect_intervals"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 
@@ -282,3 +282,30 @@ def bracket_interval(zeta, est: float, lo_bound: float, hi_bound: float, step: f
         out.append(optimize.brentq(lambda v: abs(z(v)) - cutoff, a, b,
                                    xtol=1e-10 * max(1.0, abs(est)), rtol=1e-12))
     return out[0], out[1]
+
+
+def fixed_effect_intervals(names: list[str], wanted: set[str], beta_hat: np.ndarray,
+                           se: np.ndarray, x0: np.ndarray, dev_min: float, profile_at,
+                           cutoff: float) -> dict[str, tuple[float, float]]:
+    """Profile intervals of the fixed effects in ``wanted``: ``profile_at(j, v,
+    start, memo)`` gives ``(deviance, x)``, the deviance minimized over the other
+    parameters ``x`` (from ``start``) with ``beta_j`` held at ``v``; each search
+    starts from the parameters found at the nearest ``v`` so far (``x0`` at the
+    estimate).  Names not wanted get NaN."""
+    out = {n: (math.nan, math.nan) for n in names}
+    for j, name in enumerate(names):
+        if name not in wanted:
+            continue
+        done: list[tuple[float, np.ndarray]] = [(float(beta_hat[j]), x0.copy())]
+        memo: dict = {}
+
+        def zeta(v: float, j=j, done=done, memo=memo) -> float:
+            start = min(done, key=lambda t: abs(t[0] - v))[1]
+            val, x = profile_at(j, v, start, memo)
+            if np.isfinite(val):
+                done.append((v, x))
+            return math.copysign(math.sqrt(max(val - dev_min, 0.0)), v - beta_hat[j])
+
+        out[name] = bracket_interval(zeta, float(beta_hat[j]), -np.inf, np.inf, float(se[j]),
+                                     cutoff)
+    return out
