@@ -34,6 +34,10 @@ import math
 
 import numpy as np
 
+from ..likelihood.criterion import REFINE_FRACTION
+from ..likelihood.varpar import (DENSE_MAX, DenseVarpar, varpar_order,
+                                 exact_polish, interior)
+
 __all__ = ["ScalarSystem", "eligible", "finish_certified", "fit_dense", "satterthwaite_batch",
            "tri_inv_batch"]
 
@@ -66,6 +70,8 @@ class ScalarSystem:
 
     def __init__(self, cp, reml: bool) -> None:
         self.reml = reml
+        self.cp = cp
+        self.dense = None  # DenseVarpar, built when the df are asked for
         self.n, self.p, self.k = cp.n, cp.p, cp.k
         terms = cp.terms
         self.nlevs = np.array([t.nlev for t in terms], dtype=float)
@@ -384,6 +390,7 @@ def fit_dense(spec, cp, columns: np.ndarray, out, offset: int = 0) -> np.ndarray
         scale = np.maximum(1.0, np.abs(fx))
         free = th > 0.0
         good = np.ones(len(idx), bool)
+        tight = np.zeros(len(idx), bool)  # the Newton step left is below 1e-10 (relative)
         for i in range(len(idx)):
             fi = np.flatnonzero(free[i])
             if len(fi):
@@ -393,26 +400,45 @@ def fit_dense(spec, cp, columns: np.ndarray, out, offset: int = 0) -> np.ndarray
                     good[i] = False  # the engine reports the flat direction
                     continue
                 coef = V.T @ gx[i, fi]
-                stepn = float(np.max(np.abs(V @ (coef / ev))))
+                step = V @ (coef / ev)
+                stepn = float(np.max(np.abs(step)))
+                tight[i] = stepn < 1e-10 * max(float(np.min(th[i, fi])), 1e-2)
                 dec = 0.5 * float(coef @ (coef / ev))
                 if dec > control.decrement_tol * scale[i] or (
                         stepn > control.grad_tol and dec > control.noise_tol * scale[i]):
                     good[i] = False
         curv = zero_curvature(sys, th, c, fx)  # no descent away from a zero variance
         good &= ~np.any(~free & ~(curv >= -1e-6 * scale[:, None]), axis=1)
-        idx, th = idx[good], th[good]
+        idx, th, tight = idx[good], th[good], tight[good]
     if len(idx):
-        finish_certified(spec, sys, idx, th, out, offset)
+        finish_certified(spec, sys, idx, th, out, offset, polish=~tight)
     handled = np.zeros(k, bool)
     handled[idx] = True
     return np.flatnonzero(~handled)
 
 
 def finish_certified(spec, sys, idx: np.ndarray, theta: np.ndarray, out, offset: int,
-                     diagonal: np.ndarray | None = None) -> None:
+                     diagonal: np.ndarray | None = None,
+                     polish: np.ndarray | None = None) -> None:
     """Estimates, verdict and Satterthwaite pieces of the certified responses
     (``sys`` a scalar or vector batch system; ``diagonal`` selects the template
-    diagonal entries of ``theta`` that the singular check reads, all by default)."""
+    diagonal entries of ``theta`` that the singular check reads, all by default).
+
+    Interior optima of small designs get the exact Newton step of ``ma.lmm``'s
+    optimizer (:func:`~mixedanova.likelihood.varpar.exact_polish`), except
+    where ``polish`` is False (the batch Newton step left is already below 1e-10)."""
+    if varpar_order(sys.cp) <= DENSE_MAX:  # the last digits, as ma.lmm's optimizer
+        if sys.dense is None:
+            sys.dense = DenseVarpar(sys.cp)
+        inside = interior(sys.dense, theta)
+        if polish is not None:
+            inside &= polish
+        # where pwrss cancels in the cross-products the derivatives would too (as ma.lmm)
+        inside &= sys.criterion(theta, idx, parts=True)[1][2] >= REFINE_FRACTION * sys.n
+        if inside.any():
+            theta = theta.copy()
+            theta[inside] = exact_polish(sys.dense, theta[inside], idx[inside], sys.reml,
+                                         sys.dof, sys.criterion)
     val, beta, sigma, U, pwrss, _ = sys.estimates(theta, idx)
     rows = offset + idx
     out.theta[rows] = theta
@@ -438,27 +464,11 @@ def satterthwaite_batch(sys: ScalarSystem, cols, theta, sigma, out, rows) -> Non
     """:func:`~mixedanova.inference.satterthwaite.satterthwaite_setup` across responses."""
     m, k = theta.shape
     p = sys.p
-    h = 1e-3 * np.maximum(np.abs(theta), 0.1)
-    f0 = _pieces(sys, theta, cols)
-    g = np.empty((m, k, f0.shape[1]))
-    Hd = np.empty((m, k, k, f0.shape[1]))
-    plus, minus = [], []
-    for i in range(k):
-        e = np.zeros((m, k))
-        e[:, i] = h[:, i]
-        fp, fm = _pieces(sys, theta + e, cols), _pieces(sys, theta - e, cols)
-        plus.append(fp)
-        minus.append(fm)
-        g[:, i] = (fp - fm) / (2.0 * h[:, i, None])
-        Hd[:, i, i] = (fp - 2.0 * f0 + fm) / h[:, i, None] ** 2
-    for i in range(k):
-        for j in range(i + 1, k):
-            e = np.zeros((m, k))
-            e[:, i], e[:, j] = h[:, i], h[:, j]
-            val = (_pieces(sys, theta + e, cols) + _pieces(sys, theta - e, cols) - plus[i]
-                   - minus[i] - plus[j] - minus[j] + 2.0 * f0) / \
-                (2.0 * h[:, i, None] * h[:, j, None])
-            Hd[:, i, j] = Hd[:, j, i] = val
+    if varpar_order(sys.cp) <= DENSE_MAX:  # exact derivatives, as satterthwaite_setup
+        f0 = _pieces(sys, theta, cols)
+        g, Hd = _exact_pieces(sys, theta, cols, f0)
+    else:
+        f0, g, Hd = _difference_pieces(sys, theta, cols)
     r = f0[:, 1]
     U = f0[:, 2:].reshape(m, p, p)
     s2 = sigma * sigma
@@ -489,3 +499,53 @@ def satterthwaite_batch(sys: ScalarSystem, cols, theta, sigma, out, rows) -> Non
         out.messages[int(out.columns[rows[i]])] = (
             "the Hessian of the deviance has negative eigenvalue(s): the fit may not "
             "have converged",)
+
+
+def _exact_pieces(sys: ScalarSystem, theta: np.ndarray, cols: np.ndarray,
+                  f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient ``(m, k, 2 + p^2)`` and Hessian ``(m, k, k, 2)`` of lmerTest's pieces
+    from :class:`~mixedanova.likelihood.varpar.DenseVarpar`, in groups of responses
+    that keep each stack of matrices near 16 MB."""
+    if getattr(sys, "dense", None) is None:
+        sys.dense = DenseVarpar(sys.cp)
+    m, k = theta.shape
+    p = sys.p
+    g = np.empty((m, k, 2 + p * p))
+    Hd = np.empty((m, k, k, 2))
+    step = max(1, 2_000_000 // sys.dense.order ** 2)
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        d = sys.dense.derivatives(theta[a:b], cols[a:b], sys.reml)
+        g_r, h_r = d.pwrss_derivatives(f0[a:b, 1])
+        g[a:b, :, 0], g[a:b, :, 1] = d.grad_a, g_r
+        g[a:b, :, 2:] = d.grad_u.reshape(b - a, k, p * p)
+        Hd[a:b, :, :, 0], Hd[a:b, :, :, 1] = d.hess_a, h_r
+    return g, Hd
+
+
+def _difference_pieces(sys: ScalarSystem, theta: np.ndarray, cols: np.ndarray):
+    """Value, gradient and Hessian of lmerTest's pieces by central differences
+    (steps and formulas of ``satterthwaite_setup``'s fallback)."""
+    m, k = theta.shape
+    h = 1e-3 * np.maximum(np.abs(theta), 0.1)
+    f0 = _pieces(sys, theta, cols)
+    g = np.empty((m, k, f0.shape[1]))
+    Hd = np.empty((m, k, k, f0.shape[1]))
+    plus, minus = [], []
+    for i in range(k):
+        e = np.zeros((m, k))
+        e[:, i] = h[:, i]
+        fp, fm = _pieces(sys, theta + e, cols), _pieces(sys, theta - e, cols)
+        plus.append(fp)
+        minus.append(fm)
+        g[:, i] = (fp - fm) / (2.0 * h[:, i, None])
+        Hd[:, i, i] = (fp - 2.0 * f0 + fm) / h[:, i, None] ** 2
+    for i in range(k):
+        for j in range(i + 1, k):
+            e = np.zeros((m, k))
+            e[:, i], e[:, j] = h[:, i], h[:, j]
+            val = (_pieces(sys, theta + e, cols) + _pieces(sys, theta - e, cols) - plus[i]
+                   - minus[i] - plus[j] - minus[j] + 2.0 * f0) / \
+                (2.0 * h[:, i, None] * h[:, j, None])
+            Hd[:, i, j] = Hd[:, j, i] = val
+    return f0, g, Hd

@@ -124,6 +124,8 @@ class VectorSystem(ScalarSystem):
 
     def __init__(self, cp, reml: bool, layout) -> None:  # noqa: D107 -- see the class
         self.reml, self.layout = reml, layout
+        self.cp = cp
+        self.dense = None  # DenseVarpar, built when the df are asked for
         self.n, self.p, self.k = cp.n, cp.p, cp.k
         terms = cp.terms
         p = self.p

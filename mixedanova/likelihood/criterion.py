@@ -32,10 +32,10 @@ from ..design.theta import ThetaLayout
 if TYPE_CHECKING:  # annotation of state_at only
     from ..moments.moments import AnovaFitState
 
-__all__ = ["ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at", "state_at_moments"]
+__all__ = ["REFINE_FRACTION", "ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at", "state_at_moments"]
 
 _LOG2PI = math.log(2.0 * math.pi)
-_REFINE = 1e-4  # recompute pwrss from the rows below this fraction of |y_std|^2
+REFINE_FRACTION = 1e-4  # recompute pwrss from the rows below this fraction of |y_std|^2
 _TINY = 1e-7
 _MOVE = 1e-6
 
@@ -123,7 +123,7 @@ class ProfiledDeviance:
             return self._last[1]
         templates = self.layout.templates(theta)
         f = self.system.factor(templates)
-        if self.k == 1 and self.rows and f.pwrss_std < _REFINE * self.n:
+        if self.k == 1 and self.rows and f.pwrss_std < REFINE_FRACTION * self.n:
             f.pwrss_std = self.explicit_pwrss(f, templates)
         self._last = (theta.copy(), f)
         return f

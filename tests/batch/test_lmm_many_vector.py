@@ -5,14 +5,10 @@
 the fit ``ma.lmm`` makes of that response alone: lmerTest's
 ``summary(lmer(y ~ cond + (1 + cond | subj) + (1 + cond | item)))`` numbers
 (criterion, estimates, SEs, Satterthwaite df, ``as.data.frame(VarCorr(m))``)
-as ``ma.lmm`` computes them.  Criterion, estimates and SEs are compared at
-1e-8; the Satterthwaite df at 1e-5 as for the scalar fast path (central second
-differences, see tests/batch/test_lmm_many.py's docstring), and on top of that
-a correlation near +-1 leaves the criterion so flat along that direction that
-two optimizers place ``theta`` to only about 1e-8 there (measured on 40
-responses at 30 subjects: SEs 6e-10 at worst, df median 8e-9, worst 3.6e-5 on
-one response with a slope SD of 0.006 of its intercept's); those df are
-compared at 1e-4.
+as ``ma.lmm`` computes them, all at 1e-8 (exact derivatives for the df and the
+same exact final Newton step in both paths: see tests/batch/test_lmm_many.py's
+docstring).  With central differences the df differed by up to 3.6e-5 where a
+correlation near +-1 leaves the criterion flat.
 """
 from __future__ import annotations
 
@@ -74,7 +70,7 @@ def _check(res, data, Y, cols):
             np.testing.assert_allclose(mine[col].to_numpy(), ref[col].to_numpy(), rtol=1e-8,
                                        atol=1e-10, err_msg=f"{col} of response {j}")
         np.testing.assert_allclose(mine["df"].to_numpy(), ref["df"].to_numpy(),
-                                   rtol=1e-4 if _flat(single) else 1e-5,
+                                   rtol=1e-8,
                                    err_msg=f"df of response {j}")
         # as.data.frame(VarCorr(m)): variances and covariances
         mv = vc[vc["response"] == j].reset_index(drop=True)
