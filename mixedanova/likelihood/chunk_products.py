@@ -26,7 +26,7 @@ from .blocked import TermData
 from .crossprod import (ColumnStats, CrossProductPattern, CrossProducts, PairBlock,
                         TermShape, chunk_shift, ones_columns)
 
-__all__ = ["chunk_cross_products", "sum_cross_products"]
+__all__ = ["chunk_cross_products", "sum_cross_products", "accumulate_rows"]
 
 _INT32_KEYS = 2**31 - 1
 
@@ -197,3 +197,25 @@ def sum_cross_products(items: list[CrossProducts]) -> CrossProducts:
                          a.shift, a.scale, tuple(stats),
                          np.min([r.ymin for r in raw], axis=0),
                          np.max([r.ymax for r in raw], axis=0), False)
+
+
+def accumulate_rows(terms: list[TermData], X: np.ndarray, Y: np.ndarray,
+                    chunk_rows: int) -> CrossProducts:
+    """The cross-products of rows held in memory, summed ``chunk_rows`` at a time.
+
+    Partial sums are merged as in a binary counter (two sums of the same number
+    of chunks are added), so every row's contribution is merged about
+    ``log2(n / chunk_rows)`` times and at most one partial sum per level is held.
+    """
+    n = len(Y)
+    stack: list[tuple[int, CrossProducts]] = []
+    for start in range(0, n, chunk_rows):
+        r = slice(start, min(start + chunk_rows, n))
+        part = chunk_cross_products([TermData(t.codes[r], t.zraw[r], t.nlev) for t in terms],
+                                    X[r], Y[r])
+        size = 1
+        while stack and stack[-1][0] == size:
+            size += stack[-1][0]
+            part = sum_cross_products([stack.pop()[1], part])
+        stack.append((size, part))
+    return sum_cross_products([c for _, c in stack])
