@@ -27,11 +27,12 @@ import pandas as pd
 
 from ..design.chunked import ChunkEncoder, ChunkPlan, ChunkSummary, EncodedChunk
 from ..likelihood.blocked import TermData
-from ..likelihood.crossprod import CrossProductPattern, CrossProducts
+from ..likelihood.chunk_products import chunk_cross_products, sum_cross_products
+from ..likelihood.crossprod import CrossProducts
 
 __all__ = ["ChunkSums", "summary_pass", "cross_product_pass", "pwrss_pass", "tree_sum",
-           "keep_fixed_columns", "chunk_rows", "is_dask_frame", "exact_quantiles",
-           "run_pass"]
+           "keep_fixed_columns", "chunk_rows", "partition_sums", "is_dask_frame",
+           "exact_quantiles", "run_pass"]
 
 SPLIT_EVERY = 8
 
@@ -56,12 +57,24 @@ class ChunkSums:
     def __add__(self, other: "ChunkSums") -> "ChunkSums":
         return ChunkSums(self.cp + other.cp, self.xx + other.xx, self.log_w + other.log_w)
 
+    @staticmethod
+    def total(items: list["ChunkSums"]) -> "ChunkSums":
+        """The sum of many (one merge of the pair keys, see
+        :func:`~mixedanova.likelihood.chunk_products.sum_cross_products`)."""
+        xx = items[0].xx.copy()
+        log_w = items[0].log_w
+        for c in items[1:]:
+            xx += c.xx
+            log_w += c.log_w
+        return ChunkSums(sum_cross_products([c.cp for c in items]), xx, log_w)
+
 
 def _sum_list(items):
+    items = [x for x in items if x is not None]
+    if len(items) > 2 and all(isinstance(x, ChunkSums) for x in items):
+        return ChunkSums.total(items)
     total = None
     for x in items:
-        if x is None:
-            continue
         total = x if total is None else total + x
     return total
 
@@ -126,7 +139,8 @@ def chunk_rows(encoder: ChunkEncoder, e: EncodedChunk) -> tuple[list[TermData], 
     return terms, y
 
 
-def _chunk_sums(encoder: ChunkEncoder, chunk: pd.DataFrame) -> ChunkSums | None:
+def partition_sums(encoder: ChunkEncoder, chunk: pd.DataFrame) -> ChunkSums | None:
+    """One partition's :class:`ChunkSums` (None when it has no complete rows)."""
     from ..likelihood.threads import one_blas_thread
 
     e = encoder.encode(chunk)
@@ -134,8 +148,7 @@ def _chunk_sums(encoder: ChunkEncoder, chunk: pd.DataFrame) -> ChunkSums | None:
         return None
     terms, y = chunk_rows(encoder, e)
     with one_blas_thread():
-        cp = CrossProductPattern(terms, e.n).evaluate(e.zraws, e.X, y, weights=e.weights,
-                                                      standardize=False)
+        cp = chunk_cross_products(terms, e.X, y, weights=e.weights)
         xx = e.X.T @ e.X
     log_w = float(np.sum(np.log(e.weights))) if e.weights is not None else 0.0
     return ChunkSums(cp, xx, log_w)
@@ -146,7 +159,7 @@ def cross_product_pass(encoder: ChunkEncoder, ddf, progress: bool = False) -> Ch
     from dask import delayed
 
     enc = delayed(encoder, pure=True, traverse=False)
-    parts = [delayed(_chunk_sums, pure=True)(enc, part) for part in ddf.to_delayed()]
+    parts = [delayed(partition_sums, pure=True)(enc, part) for part in ddf.to_delayed()]
     return _compute(tree_sum(parts), progress)
 
 

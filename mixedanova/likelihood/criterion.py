@@ -32,9 +32,11 @@ from ..design.theta import ThetaLayout
 if TYPE_CHECKING:  # annotation of state_at only
     from ..moments.moments import AnovaFitState
 
-__all__ = ["REFINE_FRACTION", "ProfiledDeviance", "gradient_jacobian", "fit_state", "state_at", "state_at_moments"]
+__all__ = ["CHUNK_ROWS", "REFINE_FRACTION", "ProfiledDeviance", "gradient_jacobian", "fit_state",
+           "state_at", "state_at_moments"]
 
 _LOG2PI = math.log(2.0 * math.pi)
+CHUNK_ROWS = 1 << 20  # in-memory rows summed in chunks of this many (from_rows)
 REFINE_FRACTION = 1e-4  # recompute pwrss from the rows below this fraction of |y_std|^2
 _TINY = 1e-7
 _MOVE = 1e-6
@@ -100,11 +102,24 @@ class ProfiledDeviance:
 
     @classmethod
     def from_rows(cls, terms: list[TermData], layout: ThetaLayout, X: np.ndarray,
-                  y: np.ndarray, reml: bool = True) -> "ProfiledDeviance":
+                  y: np.ndarray, reml: bool = True,
+                  chunk_rows: int | None = None) -> "ProfiledDeviance":
         """The objective of one piece of data held in memory (its rows are kept
-        for :meth:`explicit_pwrss`)."""
-        return cls(cross_products(terms, X, y), layout, reml,
-                   rows=(RowBlock(tuple(terms), X, y),))
+        for :meth:`explicit_pwrss`).
+
+        More than ``chunk_rows`` rows (default :data:`CHUNK_ROWS`) are
+        accumulated ``chunk_rows`` at a time
+        (:func:`~mixedanova.likelihood.chunk_products.accumulate_rows`, as the
+        partitions of a Dask fit): the set-up then needs one chunk's temporaries
+        and level-sized sums, not row-sized index arrays of every pair of terms.
+        """
+        chunk_rows = CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
+        if len(y) > chunk_rows and all(t.rows is None for t in terms):
+            from .chunk_products import accumulate_rows
+            cp = accumulate_rows(terms, X, y, chunk_rows)
+        else:
+            cp = cross_products(terms, X, y)
+        return cls(cp, layout, reml, rows=(RowBlock(tuple(terms), X, y),))
 
     def transformed(self, maps: list[np.ndarray]) -> "ProfiledDeviance":
         """The same objective for ``Z_k C_k`` (working coordinates)."""

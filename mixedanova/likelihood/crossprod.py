@@ -40,7 +40,7 @@ from ..errors import FitError
 from .blocked import TermData, per_level
 
 __all__ = ["TermShape", "ColumnStats", "PairBlock", "CrossProducts", "CrossProductPattern",
-           "RowBlock", "cross_products"]
+           "RowBlock", "cross_products", "chunk_shift", "ones_columns"]
 
 
 @dataclass(frozen=True)
@@ -123,27 +123,32 @@ class PairBlock:
     vals: np.ndarray
 
     def __add__(self, other: "PairBlock") -> "PairBlock":
-        if np.array_equal(self.keys, other.keys):
-            return PairBlock(self.keys, self.vals + other.vals)
-        if len(other.keys) > len(self.keys):  # insert the shorter run into the longer
-            big, small, small_first = other, self, True
-        else:
-            big, small, small_first = self, other, False
-        # both key arrays are sorted and distinct: find the small run's keys in the big
-        # one (a key of both: the values summed in the order self, other), insert the
-        # others at their places; no sort, and nothing larger than the result
-        pos = np.searchsorted(big.keys, small.keys)
-        found = pos < len(big.keys)
-        found[found] = big.keys[pos[found]] == small.keys[found]
-        vals = big.vals.copy()
-        hit = pos[found]
-        vals[hit] = (small.vals[found] + vals[hit]) if small_first else \
-            (vals[hit] + small.vals[found])
-        new = ~found
-        if not new.any():
-            return PairBlock(big.keys, vals)
-        return PairBlock(np.insert(big.keys, pos[new], small.keys[new]),
-                         np.insert(vals, pos[new], small.vals[new], axis=0))
+        return PairBlock.total([self, other])
+
+    @staticmethod
+    def total(blocks: list["PairBlock"]) -> "PairBlock":
+        """The sum of ``blocks`` in one merge: their sorted key runs concatenated
+        and merged by a stable sort (which finds and merges the runs), equal keys'
+        values summed in the order of ``blocks``."""
+        blocks = [b for b in blocks if b is not None]
+        if len(blocks) == 1:
+            return blocks[0]
+        if all(np.array_equal(blocks[0].keys, b.keys) for b in blocks[1:]):
+            vals = blocks[0].vals.copy()
+            for b in blocks[1:]:
+                vals += b.vals
+            return PairBlock(blocks[0].keys, vals)
+        keys = np.concatenate([b.keys for b in blocks])
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        vals = np.concatenate([b.vals for b in blocks])[order]
+        first = np.empty(len(keys), dtype=bool)
+        first[:1] = True
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        if first.all():
+            return PairBlock(keys, vals)
+        start = np.flatnonzero(first)
+        return PairBlock(keys[start], np.add.reduceat(vals, start, axis=0))
 
 
 @dataclass(frozen=True)
@@ -450,7 +455,7 @@ class CrossProductPattern:
         if shift is None and not standardize:
             # a chunk's centering, on the unweighted rows (where an intercept column
             # is still constant): sqrt(w) (Y - X s) = Y_w - X_w s
-            shift = _chunk_shift(X, Y)
+            shift = chunk_shift(X, Y)
         if weights is not None:
             sw = np.sqrt(np.asarray(weights, dtype=float))
             X, Y = sw[:, None] * X, sw[:, None] * Y
@@ -537,7 +542,7 @@ def _distinct_keys(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]
     return uniq.astype(keys.dtype, copy=False), rank[keys]
 
 
-def _chunk_shift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+def chunk_shift(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """A chunk's centering: its least-squares fit when the chunk determines one
     well (at least ``2 p`` rows and full column rank), else its mean through an
     intercept column (a column constant on the chunk), else 0."""
