@@ -404,9 +404,11 @@ def fit_vector(spec, cp, columns: np.ndarray, out, offset: int = 0) -> np.ndarra
         good, H = _verdict(sys, spec.control, theta[idx], idx, f[idx])
         idx, H = idx[good], H[good]
     if len(idx):
-        th = np.array([polish(spec, cp.select(int(j)), theta[j], Hj) for j, Hj in zip(idx, H)])
+        done = [polish(spec, cp.select(int(j)), theta[j], Hj) for j, Hj in zip(idx, H)]
+        th = np.array([x for x, _ in done])
+        tight = np.array([t for _, t in done], dtype=bool)
         finish_certified(spec, sys, idx, canonical(th, spec.layout), out, offset,
-                         diagonal=spec.diag)
+                         diagonal=spec.diag, polish=~tight)
     handled = np.zeros(k, bool)
     handled[idx] = True
     return np.flatnonzero(~handled)
@@ -432,8 +434,10 @@ def _verdict(sys: VectorSystem, control, theta: np.ndarray, cols: np.ndarray,
     return good, H
 
 
-def polish(spec, cp, theta: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """One Newton step with the single-fit engine's analytic gradient.
+def polish(spec, cp, theta: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, bool]:
+    """One Newton step with the single-fit engine's analytic gradient; also says
+    whether the last step taken was below 1e-10 (relative), i.e. nothing is left
+    for :func:`~mixedanova.batch.dense.finish_certified`'s exact step.
 
     The differences of the batched criterion place ``theta`` to about 1e-8; the
     analytic gradient of :meth:`~mixedanova.likelihood.criterion.ProfiledDeviance.value_and_gradient`
@@ -470,20 +474,20 @@ def polish(spec, cp, theta: np.ndarray, H: np.ndarray) -> np.ndarray:
             free[:] = True
     idx = np.flatnonzero(free)
     if not len(idx):
-        return x
+        return x, True
     Hf = H[np.ix_(idx, idx)]
     for _ in range(_POLISH_STEPS):
         g = dev.gradient(x)[idx]
         try:
             step = -np.linalg.solve(Hf, g)
         except np.linalg.LinAlgError:
-            return x
+            return x, False
         xn = x.copy()
         xn[idx] += step
         fn = dev(xn)
         if not fn <= fx + 1e-13 * max(1.0, abs(fx)):
-            return x
+            return x, False
         x, fx = xn, fn
         if np.max(np.abs(step) / np.maximum(np.abs(x[idx]), 1e-2)) < 1e-10:
-            break
-    return x
+            return x, True
+    return x, False

@@ -174,16 +174,15 @@ class DenseVarpar:
         A = self._left(N, Tt)  # S M S'
         idx = np.arange(Q)
         A[:, idx, idx] += 1.0
-        # dA_j = C_j + C_j' with C_j = D_j M S' nonzero only in the rows R_j of
-        # theta_j's term: kept as those rows, (m, |R_j|, d)
+        # dA_j = C_j + C_j' with C_j = D_j M S' nonzero only in the rows R_j (row c
+        # of each level of theta_j's term, as E' has its 1 at (c, r)): kept as
+        # those rows, C_j[R_j] = (M S')[rows r of the levels], (m, nlev, d)
         blocks = [slice(self.offs[t], self.offs[t + 1]) for (t, _, _) in self.entries]
-        CR = []
-        for (t, r, c), rows in zip(self.entries, blocks):
-            q = self.qs[t]
-            blk = N[:, rows].reshape(m, self.nlevs[t], q, d)
-            out = np.zeros_like(blk)
-            out[:, :, c, :] = blk[:, :, r, :]  # E' has its 1 at (c, r)
-            CR.append(out.reshape(m, rows.stop - rows.start, d))
+        R, CR = [], []
+        for (t, r, c) in self.entries:
+            start = self.offs[t] + self.qs[t] * np.arange(self.nlevs[t])
+            R.append(start + c)
+            CR.append(N[:, start + r, :])
 
         def second(X: np.ndarray, i: int, j: int) -> np.ndarray:
             """``sum(X * (D_i M D_j'))`` per response, for ``X`` (m, ., .)."""
@@ -195,7 +194,7 @@ class DenseVarpar:
             Kinv = 0.5 * (Kinv + np.swapaxes(Kinv, 1, 2))
             P = []  # K^{-1} dK_j
             for j in range(nt):
-                rows, Cj = blocks[j], CR[j][:, :, :n]
+                rows, Cj = R[j], CR[j][:, :, :n]
                 Pj = Kinv[:, :, rows] @ Cj
                 Pj[:, :, rows] += np.swapaxes(Cj @ Kinv, 1, 2)
                 P.append(Pj)
@@ -221,7 +220,7 @@ class DenseVarpar:
         r = np.einsum("ma,mab,mb->m", u, A, u)
         w = []
         for j in range(nt):
-            rows = blocks[j]
+            rows = R[j]
             wj = np.einsum("mra,mr->ma", CR[j], u[:, rows])  # C_j' u
             wj[:, rows] += np.einsum("mra,ma->mr", CR[j], u)  # C_j u
             w.append(wj)
