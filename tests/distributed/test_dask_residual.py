@@ -123,3 +123,83 @@ def test_residual_fit_equals_the_in_memory_fit(case, nparts):
     assert list(r1.varcomp.index) == list(r0.varcomp.index)
     # AIC(m), logLik(m)
     assert r1.aic == pytest.approx(r0.aic, rel=1e-10)
+
+
+def test_ml_fit_and_satterthwaite_equal_the_in_memory_fit():
+    r0, r1 = _fits("sleepstudy_ar1", 3, method="ML")
+    # nlme: logLik(m) with method = "ML"
+    assert r1.llf == pytest.approx(r0.llf, rel=1e-10)
+    np.testing.assert_allclose(r1.fe_params.to_numpy(), r0.fe_params.to_numpy(), rtol=1e-8)
+    r0, r1 = _fits("sleepstudy_ar1", 3)
+    t0, t1 = r0.fixed(), r1.fixed()
+    # lmerTest-style Satterthwaite df over (theta, u, sigma): summary(m)$coefficients[, "df"]
+    np.testing.assert_allclose(t1["df"].to_numpy(), t0["df"].to_numpy(), rtol=1e-6)
+    # intervals(m)$corStruct: Wald interval of phi on nlme's unconstrained scale
+    np.testing.assert_allclose(r1.residual_intervals().to_numpy(dtype=float),
+                               r0.residual_intervals().to_numpy(dtype=float), rtol=1e-6)
+
+
+def test_misaligned_partitions_are_refused_with_the_aligning_call():
+    d = ma.load_dataset("sleepstudy")
+    ddf = _split(d, 5, seed=2)  # rows shuffled: subjects span partitions
+    with pytest.raises(DesignError, match=r"'Subject'.*shuffle\(on=\['Subject'\]\)\.persist\(\)"):
+        ma.lmm("Reaction ~ Days + (1 | Subject)", ddf,
+               residual=ma.AR1(group="Subject", order="Days"))
+    # the call the message names aligns them; the fit is then the in-memory fit of
+    # those rows (nlme: m$logLik)
+    aligned = ddf.shuffle(on=["Subject"]).persist()
+    res = ma.lmm("Reaction ~ Days + (1 | Subject)", aligned,
+                 residual=ma.AR1(group="Subject", order="Days"))
+    ref = ma.lmm("Reaction ~ Days + (1 | Subject)", aligned.compute(),
+                 residual=ma.AR1(group="Subject", order="Days"))
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, rel=1e-10)
+
+
+def test_ar1_by_row_order_misaligned_asks_for_an_order_column():
+    ddf = _split(ma.load_dataset("ovary"), 4, seed=1)
+    with pytest.raises(DesignError, match=r"'Mare'.*AR1\(order=\.\.\.\)"):
+        ma.lmm("follicles ~ sin2pit + cos2pit + (1 | Mare)", ddf, residual=ma.AR1(group="Mare"))
+
+
+def test_variance_function_alone_needs_no_alignment():
+    d = serial_data(6)
+    ddf = _split(d, 5, seed=3)  # groups span partitions: VarIdent is row by row
+    res = ma.lmm("y ~ x + (1 | g)", ddf, residual=ma.VarIdent(by="s"))
+    ref = ma.lmm("y ~ x + (1 | g)", ddf.compute(), residual=ma.VarIdent(by="s"))
+    # nlme: m$logLik and coef(m$modelStruct$varStruct, unconstrained = FALSE)
+    assert res.reml_criterion == pytest.approx(ref.reml_criterion, rel=1e-10)
+    assert list(res.residual_params.index) == list(ref.residual_params.index)
+    np.testing.assert_allclose(res.residual_params.to_numpy(), ref.residual_params.to_numpy(),
+                               rtol=5e-8)
+
+
+def test_row_sized_views_and_other_methods_are_refused():
+    _, res = _fits("sleepstudy_ar1", 3)
+    for name in ("residual_sd", "resid_pearson", "resid_normalized"):
+        with pytest.raises(DesignError, match="one value per observation"):
+            getattr(res, name)
+    with pytest.raises(DesignError, match="one value per observation"):
+        res.residual_covariance([0, 1])
+    with pytest.raises(DesignError, match="row-sized"):
+        res.R()
+    # residuals(m, type = "response") are a lazy Dask series, as without a structure
+    r = res.residuals().compute()
+    ref = _fits("sleepstudy_ar1", 3)[0]
+    np.testing.assert_allclose(r.sort_index().to_numpy(), ref.resid.sort_index().to_numpy(),
+                               rtol=1e-6, atol=1e-6 * ref.sigma)
+    ddf = split_by_group(ma.load_dataset("sleepstudy"), "Subject", 3, seed=3)
+    with pytest.raises(DesignError, match="ANOVA"):
+        ma.lmm("Reaction ~ Days + (1 | Subject)", ddf, "ANOVA",
+               residual=ma.AR1(group="Subject", order="Days"))
+    with pytest.raises(DesignError, match="visit covariance"):
+        ma.lmm("Reaction ~ Days + (1 | Subject)", ddf,
+               residual=ma.Unstructured(group="Subject", time="Days"))
+    with pytest.raises(ArgumentError, match="fixed="):
+        ma.lmm("Reaction ~ Days + (1 | Subject)", ddf,
+               residual=ma.AR1(group="Subject", order="Days"), fixed={"phi": 0.5})
+
+
+def test_glmm_on_a_dask_frame_says_how_to_proceed():
+    d = pd.DataFrame({"y": np.tile([0, 1, 1], 20), "g": np.arange(60) % 6})
+    with pytest.raises(DesignError, match=r"GLMMs on a Dask data frame.*compute\(\)"):
+        ma.glmm("y ~ 1 + (1 | g)", dd.from_pandas(d, npartitions=2), family="binomial")
