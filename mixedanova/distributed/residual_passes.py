@@ -38,7 +38,7 @@ from ..residual import (ResidualLevels, VarIdent, VarPower, bind_residual, group
 from .passes import chunk_rows, run_pass
 
 __all__ = ["ResidualBook", "ResidualSummary", "WhitenedSums", "residual_summary_pass",
-           "whitened_pass", "whitened_pwrss_pass"]
+           "whitened_pass", "whitened_pwrss_pass", "structure_of"]
 
 _SPLIT_SHOWN = 5  # groups found in two partitions named in the message
 
