@@ -352,6 +352,13 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ArgumentError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
     if not isinstance(data, pd.DataFrame):
+        mod = type(data).__module__ or ""
+        if mod.split(".")[0] in ("dask", "dask_expr") and hasattr(data, "to_delayed"):
+            raise DesignError(
+                "GLMMs on a Dask data frame are not available yet (ma.lmm fits linear mixed "
+                "models on Dask frames); when the data fit in memory, fit "
+                "ma.glmm(formula, data.compute(), ...) on the pandas DataFrame, or compute() "
+                "only the model's columns: data[[...]].compute()")
         raise DesignError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if not isinstance(restricted, (bool, np.bool_)):
         raise ArgumentError(f"restricted must be True or False, not {restricted!r}")

@@ -348,41 +348,16 @@ class LinearMixedModel:
     def _fit_residual(self, method: str, optimizer: str, start: np.ndarray | None,
                       control: LmmControl) -> LinearMixedResults:
         """REML / ML fit with a residual structure (nested optimization over
-        ``u`` and ``theta``, :func:`~mixedanova.likelihood.residual_fit.optimize_residual`).
+        ``u`` and ``theta``, :func:`~mixedanova.likelihood.residual_state.fit_residual_state`).
 
         ``start`` may hold ``theta`` or ``(theta, u)``.
         """
-        from .likelihood.convergence import check_convergence
-        from .likelihood.criterion import fit_state
-        from .likelihood.residual_fit import ResidualFit, optimize_residual
-        from .likelihood.threads import engine_threads
+        from .likelihood.residual_state import fit_residual_state
 
         rdev = self.deviance_function(reml=(method == "REML"))
-        theta0 = u0 = None
-        if start is not None:
-            start = np.asarray(start, dtype=float)
-            theta0 = start[:rdev.k]
-            u0 = start[rdev.k:] if len(start) > rdev.k else None
-        with engine_threads(None):
-            if self._fixed_index:
-                from .likelihood.residual_held import held_unconstrained, optimize_held
-                u, opt, info = optimize_held(
-                    rdev, held_unconstrained(self._structure, self._fixed_index), u0, theta0,
-                    method=optimizer, control=control)
-            else:
-                u, opt, info = optimize_residual(rdev, u0, theta0, method=optimizer,
-                                                 control=control)
-            dev = rdev.at(u)
-            conv = check_convergence(dev, opt.theta, opt.hessian, control=control)
-        if info["messages"]:
-            names = self._structure.names
-            msgs = tuple(m.replace(f"residual parameter {i}", f"residual parameter {n!r}")
-                         for m in info["messages"] for i, n in enumerate(names)
-                         if f"residual parameter {i} " in m)
-            conv = dataclasses.replace(conv, messages=conv.messages + msgs)
-        state = fit_state(dev, opt, conv)
-        fit = ResidualFit(structure=self._structure, u=u, info=info)
-        return self._results(dataclasses.replace(state, residual=fit), warn=False)
+        state = fit_residual_state(rdev, self._structure, optimizer, start, control,
+                                   held=self._fixed_index)
+        return self._results(state, warn=False)
 
     def _fit_moments(self, ems: str, anova_method: str) -> "AnovaResults":
         """Method-of-moments fit: EMS table, moment estimates, GLS and BLUPs there."""
@@ -484,15 +459,10 @@ def _optimizer_note(conv, opt, control: LmmControl):
 
 
 def _warn_residual_boundary(res: LinearMixedResults) -> None:
-    fit = res.state.residual
-    s = fit.structure
-    for name, value in zip(s.names, s.natural(fit.u)):
-        if name in ("phi", "rho") and abs(value) > 1.0 - 1e-4:
-            warnings.warn(f"the residual correlation {name} = {value:.6g} is at the boundary "
-                          "of its range: its estimate and interval are unreliable, and the "
-                          "residual pattern may be a trend or a periodic effect that belongs "
-                          "in the fixed part (or the structure is too rich for the data)",
-                          ConvergenceWarning, stacklevel=user_stacklevel())
+    from .likelihood.residual_state import boundary_messages
+
+    for msg in boundary_messages(res.state.residual):
+        warnings.warn(msg, ConvergenceWarning, stacklevel=user_stacklevel())
 
 
 def _warn_once(res: LinearMixedResults) -> None:
@@ -563,9 +533,17 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
     1743.628
     """
     if _is_dask_frame(data):  # issue 19: partitions summed on the workers
+        if fixed is not None:
+            raise ArgumentError("fixed= (held parameters) is not available for a fit on a "
+                                "Dask data frame yet; compute() the data and fit in memory")
+        if residual is not None:  # partitions aligned on the residual groups
+            from .distributed.dask_residual import lmm_dask_residual
+            return lmm_dask_residual(formula, data, method, residual=residual,
+                                     missing=missing, weights=weights, offset=offset,
+                                     restricted=restricted, **kwargs)
         from .distributed.dask_fit import lmm_dask
         return lmm_dask(formula, data, method, missing=missing, weights=weights,
-                        offset=offset, residual=residual, restricted=restricted, **kwargs)
+                        offset=offset, restricted=restricted, **kwargs)
     unknown = sorted(set(kwargs) - set(_FIT_KEYWORDS))
     if "REML" in unknown or "reml" in unknown:
         raise ArgumentError("lmm() has no REML= argument: write method='ML' for lme4's "

@@ -57,18 +57,39 @@ if TYPE_CHECKING:  # the engine (scipy.sparse) is imported when a structure is b
 
 __all__ = ["AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
            "Unstructured", "Toeplitz", "AR1H", "CSH", "AnteDependence",
-           "ResidualWarning", "residual_columns", "bind_residual", "bind_marginal"]
+           "ResidualWarning", "ResidualLevels", "residual_columns", "residual_parts",
+           "group_columns", "group_labels", "reference_candidate", "bind_residual",
+           "bind_marginal"]
 
 
 class ResidualWarning(MixedAnovaWarning):
     """A residual structure is fitted, but something about it deserves attention."""
 
 
-def _group_columns(group: str) -> tuple[str, ...]:
+def group_columns(group: str) -> tuple[str, ...]:
+    """The columns of a residual ``group`` (``"Dog:Side"`` and ``"day/subject"``
+    name two)."""
     cols = tuple(c.strip() for c in re.split(r"[:/]", str(group)) if c.strip())
     if not cols:
         raise DesignError(f"residual group {group!r} names no column")
     return cols
+
+
+@dataclass(frozen=True)
+class ResidualLevels:
+    """What the whole data fix about a residual structure bound chunk by chunk
+    (the partitions of a Dask data frame; see :func:`bind_residual`).
+
+    Attributes
+    ----------
+    largest_group : int
+        Rows of the largest correlation group (CompSymm's lower bound of ``rho``).
+    variance_levels : tuple of str
+        VarIdent's levels, reference first (empty for other structures).
+    """
+
+    largest_group: int = 0
+    variance_levels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,7 +100,7 @@ class AR1:
     order: str | None = None
 
     def columns(self) -> tuple[str, ...]:
-        return _group_columns(self.group) + ((self.order,) if self.order else ())
+        return group_columns(self.group) + ((self.order,) if self.order else ())
 
 
 @dataclass(frozen=True)
@@ -90,7 +111,7 @@ class CAR1:
     time: str
 
     def columns(self) -> tuple[str, ...]:
-        return _group_columns(self.group) + (self.time,)
+        return group_columns(self.group) + (self.time,)
 
 
 @dataclass(frozen=True)
@@ -100,7 +121,7 @@ class CompSymm:
     group: str
 
     def columns(self) -> tuple[str, ...]:
-        return _group_columns(self.group)
+        return group_columns(self.group)
 
 
 @dataclass(frozen=True)
@@ -150,7 +171,7 @@ class Unstructured:
     by: str | None = None
 
     def columns(self) -> tuple[str, ...]:
-        return _group_columns(self.group) + (self.time,) + ((self.by,) if self.by else ())
+        return group_columns(self.group) + (self.time,) + ((self.by,) if self.by else ())
 
 
 @dataclass(frozen=True)
@@ -163,7 +184,7 @@ class Toeplitz:
     heterogeneous: bool = False
 
     def columns(self) -> tuple[str, ...]:
-        return _group_columns(self.group) + (self.time,)
+        return group_columns(self.group) + (self.time,)
 
 
 @dataclass(frozen=True)
@@ -174,7 +195,7 @@ class AR1H:
     time: str
 
     def columns(self) -> tuple[str, ...]:
-        return _group_columns(self.group) + (self.time,)
+        return group_columns(self.group) + (self.time,)
 
 
 @dataclass(frozen=True)
@@ -185,7 +206,7 @@ class CSH:
     time: str
 
     def columns(self) -> tuple[str, ...]:
-        return _group_columns(self.group) + (self.time,)
+        return group_columns(self.group) + (self.time,)
 
 
 @dataclass(frozen=True)
@@ -198,7 +219,7 @@ class AnteDependence:
     heterogeneous: bool = False
 
     def columns(self) -> tuple[str, ...]:
-        return _group_columns(self.group) + (self.time,)
+        return group_columns(self.group) + (self.time,)
 
 
 _VISIT = (Unstructured, Toeplitz, AR1H, CSH, AnteDependence, StructuredTerm)
@@ -229,6 +250,12 @@ def _parts(residual) -> tuple[object | None, object | None]:
     return cor, var
 
 
+def residual_parts(residual) -> tuple[object | None, object | None]:
+    """``(correlation, variance function)`` of a ``residual=`` specification
+    (either may be None)."""
+    return _parts(residual)
+
+
 def residual_columns(residual) -> tuple[str, ...]:
     """Data columns a ``residual=`` specification needs."""
     if residual is None:
@@ -237,7 +264,8 @@ def residual_columns(residual) -> tuple[str, ...]:
                                for c in p.columns()))
 
 
-def _labels(data: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
+def group_labels(data: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
+    """Each row's group label, the columns' values as strings joined by ``:``."""
     out = None
     for c in cols:
         s = data[c].astype(str).to_numpy(dtype=object)
@@ -252,20 +280,21 @@ def _numeric(data: pd.DataFrame, col: str, what: str) -> np.ndarray:
     return s.to_numpy(dtype=float)
 
 
-def _bind_correlation(cor, data: pd.DataFrame):
+def _bind_correlation(cor, data: pd.DataFrame, whole: ResidualLevels | None = None):
     from .likelihood.residual import CompoundSymmetry, SerialCorrelation
 
-    cols = _group_columns(cor.group)
-    labels = _labels(data, cols)
+    cols = group_columns(cor.group)
+    labels = group_labels(data, cols)
     _, groups = np.unique(labels, return_inverse=True)
     groups = groups.ravel().astype(np.intp)
     sizes = np.bincount(groups)
     name = type(cor).__name__
-    if sizes.max() < 2:
+    largest = int(sizes.max()) if whole is None else whole.largest_group
+    if largest < 2:
         raise DesignError(f"{name}: every group of {cor.group!r} has one observation, so "
                           "the residual correlation cannot be estimated")
     if isinstance(cor, CompSymm):
-        return CompoundSymmetry(groups)
+        return CompoundSymmetry(groups, largest=0 if whole is None else largest)
     if isinstance(cor, AR1):
         if cor.order is None:
             times = (pd.Series(groups).groupby(groups).cumcount().to_numpy()).astype(float)
@@ -291,15 +320,29 @@ def _bind_correlation(cor, data: pd.DataFrame):
 def _reference_level(data: pd.DataFrame, by: np.ndarray, groups: list[tuple[str, ...]]) -> str:
     """nlme's reference stratum: the first row once the data are sorted by the
     grouping factors, outermost first (levels as strings), then row order."""
-    keys = [np.arange(len(by))] + [_labels(data, g) for g in reversed(groups) if g]
-    if len(keys) == 1:
-        return str(by[0])
-    return str(by[int(np.lexsort(keys)[0])])
+    return reference_candidate(data, by, groups)[1]
 
 
-def _bind_variance(var, data: pd.DataFrame, outer: list[tuple[str, ...]]):
+def reference_candidate(data: pd.DataFrame, by: np.ndarray, groups: list[tuple[str, ...]]
+                        ) -> tuple[tuple[str, ...], str]:
+    """nlme's VarIdent reference among these rows: ``(key, level)`` of the first
+    row once the rows are sorted by the grouping factors' labels (outermost first;
+    ``key`` holds them), then by row order.  Over chunks of rows in data order the
+    reference is the level of the smallest key, the earliest chunk's on ties."""
+    keys = [np.arange(len(by))] + [group_labels(data, g) for g in reversed(groups) if g]
+    first = 0 if len(keys) == 1 else int(np.lexsort(keys)[0])
+    return tuple(str(k[first]) for k in reversed(keys[1:])), str(by[first])
+
+
+def _bind_variance(var, data: pd.DataFrame, outer: list[tuple[str, ...]],
+                   whole: ResidualLevels | None = None):
     from .likelihood.residual import VarianceFunction
 
+    if isinstance(var, VarIdent) and whole is not None:  # levels of the whole data
+        by = data[var.by].astype(str).to_numpy(dtype=object)
+        order = list(whole.variance_levels)
+        return VarianceFunction("VarIdent", pd.Index(order).get_indexer(by).astype(np.intp),
+                                tuple(order))
     if isinstance(var, VarIdent):
         by = data[var.by].astype(str).to_numpy(dtype=object)
         levels = sorted(set(by))
@@ -321,7 +364,7 @@ def _bind_variance(var, data: pd.DataFrame, outer: list[tuple[str, ...]]):
             raise DesignError(f"VarPower: covariate {var.covariate!r} is 0 in rows {rows}; the "
                               "residual SD |v|^power would be 0 there (use VarExp, or shift "
                               "the covariate)")
-        if np.any(v < 0.0):
+        if np.any(v < 0.0) and whole is None:  # chunks: warned once from the whole data
             warnings.warn(f"VarPower: covariate {var.covariate!r} has negative values; the "
                           "residual SD uses |v|^power, as nlme's varPower", ResidualWarning,
                           stacklevel=4)
@@ -335,7 +378,8 @@ def _describe(part) -> str:
 
 
 def bind_residual(residual, data: pd.DataFrame,
-                  outer_group: tuple[str, ...] | None = None) -> ResidualStructure:
+                  outer_group: tuple[str, ...] | None = None,
+                  whole: ResidualLevels | None = None) -> ResidualStructure:
     """Check ``residual=`` against the rows used and build the engine's structure.
 
     Parameters
@@ -346,6 +390,9 @@ def bind_residual(residual, data: pd.DataFrame,
     outer_group : tuple of str, optional
         Columns of the outermost random-effects grouping factor (VarIdent's
         default reference level).
+    whole : ResidualLevels, optional
+        ``data`` is one chunk of the data (whole correlation groups): the checks and
+        levels that need all rows come from ``whole`` instead of ``data``.
 
     Raises
     ------
@@ -369,7 +416,7 @@ def bind_residual(residual, data: pd.DataFrame,
         for c in p.columns():
             if c not in data.columns:
                 raise DesignError(f"column {c!r} ({type(p).__name__}) is not in the data")
-    outer = [outer_group or (), _group_columns(cor.group) if cor is not None else ()]
+    outer = [outer_group or (), group_columns(cor.group) if cor is not None else ()]
     if isinstance(cor, _VISIT):
         from .likelihood.visit_correlation import VisitCorrelation
 
@@ -377,8 +424,8 @@ def bind_residual(residual, data: pd.DataFrame,
         return ResidualStructure(correlation=VisitCorrelation(
             v.cov, v.subject, v.visit, v.group, v.group_levels), labels=(_describe(cor),))
     return ResidualStructure(
-        correlation=None if cor is None else _bind_correlation(cor, data),
-        variance=None if var is None else _bind_variance(var, data, outer),
+        correlation=None if cor is None else _bind_correlation(cor, data, whole),
+        variance=None if var is None else _bind_variance(var, data, outer, whole),
         labels=tuple(_describe(p) for p in (cor, var) if p is not None))
 
 
@@ -456,8 +503,8 @@ def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
     for c in cor.columns():
         if c not in data.columns:
             raise DesignError(f"column {c!r} ({type(cor).__name__}) is not in the data")
-    cols = _group_columns(cor.group)
-    labels = _labels(data, cols)
+    cols = group_columns(cor.group)
+    labels = group_labels(data, cols)
     subj_levels, subject = np.unique(labels, return_inverse=True)
     subject = subject.ravel().astype(np.intp)
     if isinstance(cor, CompSymm):

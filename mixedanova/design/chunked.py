@@ -124,8 +124,13 @@ class ChunkPlan:
 
     @classmethod
     def from_formula(cls, parsed: ParsedFormula, meta: pd.DataFrame, *, weights=None,
-                     offset=None, missing: str = "drop") -> "ChunkPlan":
+                     offset=None, missing: str = "drop",
+                     extra_columns: tuple[str, ...] = ()) -> "ChunkPlan":
         """The plan for ``parsed`` on data with the columns and dtypes of ``meta``.
+
+        ``extra_columns``: further columns the model needs (a residual structure's
+        group, time or covariate), part of the missing-value rule as in
+        :func:`~mixedanova.design.build.build_design`.
 
         Raises
         ------
@@ -159,6 +164,12 @@ class ChunkPlan:
                     f"transformed column first (e.g. with Dask) and use it in the formula")
         meta = _strings_as_objects(meta)
         used = used_columns(parsed, meta)
+        for col in extra_columns:
+            if col not in meta.columns:
+                raise DesignError(f"column {col!r} (residual structure) is not a column of "
+                                  "the data")
+            if col not in used:
+                used.append(col)
         for col, role in ((weights, "weights"), (offset, "offset")):
             if col is not None:
                 if col not in meta.columns:

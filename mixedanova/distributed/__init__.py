@@ -12,6 +12,13 @@ cells
 dask_fit
     ``ma.lmm(formula, ddf)`` on a ``dask.dataframe.DataFrame``: the model on the
     summed cross-products and its row-less results.
+residual_passes
+    The passes of a fit with a residual structure: the alignment check (every
+    correlation group in one partition) and one whitening pass per value of the
+    residual parameters.
+dask_residual
+    ``ma.lmm(formula, ddf, residual=...)``: the criterion over ``(theta, u)``
+    whose evaluations are distributed passes, the model and its results.
 
 Dask is imported only when a pass runs; ``import mixedanova`` does not need it.
 """

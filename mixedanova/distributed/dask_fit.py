@@ -41,7 +41,7 @@ from .passes import (cross_product_pass, exact_quantiles, keep_fixed_columns, pw
                      summary_pass)
 
 __all__ = ["DistributedModel", "DistributedLmmResults", "DistributedAnovaResults",
-           "DistributedDeviance", "lmm_dask"]
+           "DistributedDeviance", "lmm_dask", "check_keywords", "warn_fit"]
 
 _OPTIMIZERS = ("SLSQP", "L-BFGS-B", "Powell", "Nelder-Mead", "COBYLA", "COBYQA", "TNC",
                "trust-constr")
@@ -161,16 +161,13 @@ class DistributedModel:
         for name, value in (("ems", ems), ("anova_method", anova_method)):
             if value is not None:
                 raise FitError(f"{name}={value!r} applies to method='ANOVA' only")
-        canon = {o.lower(): o for o in _OPTIMIZERS}
-        if not isinstance(optimizer, str) or optimizer.lower() not in canon:
-            raise FitError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, not "
-                           f"{optimizer!r}")
+        optimizer = self.check_optimizer(optimizer)
         if start is not None:
             start = self.design.theta_layout().check_start(start)
         control = check_control(control)
         dev = self.deviance_function(reml=(method == "REML"))
         with engine_threads(dev.system):
-            opt = optimize_theta(dev, start, method=canon[optimizer.lower()], control=control)
+            opt = optimize_theta(dev, start, method=optimizer, control=control)
             conv = check_convergence(dev, opt.theta, opt.hessian, opt.working, control=control)
             if not conv.converged and not opt.converged:
                 note = (f"the optimizer stopped early: {opt.message} (LmmControl maxiter="
@@ -182,8 +179,17 @@ class DistributedModel:
                                         objective=state.objective + self.weights_constant())
         res = DistributedLmmResults(self.design, state, model=self)
         if warn:
-            _warn_once(res)
+            warn_fit(res)
         return res
+
+    @staticmethod
+    def check_optimizer(optimizer: str) -> str:
+        """The scipy method's canonical name (a FitError for an unknown one)."""
+        canon = {o.lower(): o for o in _OPTIMIZERS}
+        if not isinstance(optimizer, str) or optimizer.lower() not in canon:
+            raise FitError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, not "
+                           f"{optimizer!r}")
+        return canon[optimizer.lower()]
 
     def _fit_moments(self, ems: str, anova_method: str) -> "DistributedAnovaResults":
         """Method of moments from a distributed group-by of cell means and sums of
@@ -232,7 +238,7 @@ class DistributedModel:
                        "fit each model with ma.lmm on the Dask frame")
 
 
-def _warn_once(res: "DistributedLmmResults") -> None:
+def warn_fit(res: "DistributedLmmResults") -> None:
     msgs = list(res.convergence_messages)
     if msgs:
         warnings.warn("; ".join(msgs), ConvergenceWarning, stacklevel=user_stacklevel())
@@ -406,23 +412,30 @@ class DistributedAnovaResults(DistributedLmmResults, AnovaResults):
                 f"nobs={self.nobs}>")
 
 
-def lmm_dask(formula: str, ddf, method: str = "REML", *, missing: str = "drop",
-             weights=None, offset=None, residual=None, restricted: bool = False,
-             **kwargs) -> DistributedLmmResults:
-    """:func:`mixedanova.lmm` on a Dask data frame (see the module docstring).
-
-    ``progress=True`` shows Dask's progress bar during the passes (off by default).
-    """
+def check_keywords(kwargs: dict) -> None:
+    """Refuse keyword arguments that :func:`mixedanova.lmm` does not take on a Dask frame."""
     unknown = sorted(set(kwargs) - set(_FIT_KEYWORDS))
     if unknown:
         raise ArgumentError(
             f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
             f"formula, data, method, missing, weights, offset, residual, restricted, "
             f"{', '.join(_FIT_KEYWORDS)}")
+
+
+def lmm_dask(formula: str, ddf, method: str = "REML", *, missing: str = "drop",
+             weights=None, offset=None, residual=None, restricted: bool = False,
+             **kwargs) -> DistributedLmmResults:
+    """:func:`mixedanova.lmm` on a Dask data frame (see the module docstring).
+
+    ``progress=True`` shows Dask's progress bar during the passes (off by default).
+    A residual structure is fitted by
+    :func:`mixedanova.distributed.dask_residual.lmm_dask_residual` (``ma.lmm``
+    dispatches there).
+    """
+    check_keywords(kwargs)
     if residual is not None:
-        raise DesignError("residual structures on a Dask data frame are not available yet "
-                          "(each partition would have to hold whole residual groups); fit "
-                          "in memory")
+        raise ArgumentError("residual= on a Dask data frame goes through ma.lmm (or "
+                            "mixedanova.distributed.dask_residual.lmm_dask_residual)")
     progress = kwargs.pop("progress", False)
     if not isinstance(method, str) or method.upper() not in ("REML", "ML", "ANOVA"):
         raise FitError(f"method must be one of REML, ML, ANOVA, not {method!r}")

@@ -32,8 +32,8 @@ from ..design.theta import ThetaLayout
 if TYPE_CHECKING:  # annotation of state_at only
     from ..moments.moments import AnovaFitState
 
-__all__ = ["CHUNK_ROWS", "REFINE_FRACTION", "ProfiledDeviance", "gradient_jacobian", "fit_state",
-           "state_at", "state_at_moments"]
+__all__ = ["CHUNK_ROWS", "REFINE_FRACTION", "ProfiledDeviance", "row_block_rss",
+           "gradient_jacobian", "fit_state", "state_at", "state_at_moments"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 CHUNK_ROWS = 1 << 20  # in-memory rows summed in chunks of this many (from_rows)
@@ -160,15 +160,7 @@ class ProfiledDeviance:
               for k, (t, T) in enumerate(zip(self.cp.terms, templates))]
         total = float(u @ u)
         for block in self.rows:
-            X = block.X
-            y = np.asarray(block.y, dtype=float)
-            r = ((y - X @ shift) if self.p else y) / scale - X @ beta
-            for t, b in zip(block.terms, bs):
-                zb = np.einsum("ij,ij->i", t.zraw, b[t.codes])
-                if t.rows is not None:  # a whitened term: entries summed into their rows
-                    zb = np.bincount(t.rows, weights=zb, minlength=len(r))
-                r = r - zb
-            total += float(r @ r)
+            total += row_block_rss(block, shift, scale, beta, bs)
         return total
 
     def criteria(self, theta: np.ndarray) -> np.ndarray:
@@ -284,6 +276,23 @@ class ProfiledDeviance:
     def sigma(self, f: FactorBase) -> float:
         """Residual SD at the factor: ``sqrt(pwrss / (n - p))`` (REML) or ``/ n`` (ML)."""
         return math.sqrt(f.pwrss / self.dof)
+
+
+def row_block_rss(block: RowBlock, shift: np.ndarray, scale: float, beta: np.ndarray,
+                  bs: list[np.ndarray]) -> float:
+    """``|y~ - X beta - Z b|^2`` of one block of rows on the standardized response
+    ``y~ = (y - X shift) / scale`` (``bs``: each term's random effects by level, in
+    the block's coordinates); the row part of
+    :meth:`ProfiledDeviance.explicit_pwrss`."""
+    X = block.X
+    y = np.asarray(block.y, dtype=float)
+    r = ((y - X @ shift) if X.shape[1] else y) / scale - X @ beta
+    for t, b in zip(block.terms, bs):
+        zb = np.einsum("ij,ij->i", t.zraw, b[t.codes])
+        if t.rows is not None:  # a whitened term: entries summed into their rows
+            zb = np.bincount(t.rows, weights=zb, minlength=len(r))
+        r = r - zb
+    return float(r @ r)
 
 
 def gradient_jacobian(dev: ProfiledDeviance, x: np.ndarray, idx: np.ndarray,

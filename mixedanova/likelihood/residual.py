@@ -145,9 +145,15 @@ class SerialCorrelation:
 
 @dataclass(frozen=True)
 class CompoundSymmetry:
-    """Equal correlation ``rho`` within groups (nlme's corCompSymm)."""
+    """Equal correlation ``rho`` within groups (nlme's corCompSymm).
+
+    ``largest``: the size of the largest group of the whole data when these rows
+    are one chunk of it (the lower bound ``-1/(M-1)`` of ``rho``, and so the
+    unconstrained scale, depend on it); 0: these rows' own largest group.
+    """
 
     groups: np.ndarray
+    largest: int = 0
     _pairs: tuple = field(init=False, repr=False)
     _sizes: np.ndarray = field(init=False, repr=False)
 
@@ -177,7 +183,8 @@ class CompoundSymmetry:
 
     @property
     def _inf(self) -> float:
-        return -1.0 / (max(int(self._sizes.max()), 2) - 1)
+        own = int(self._sizes.max()) if len(self._sizes) else 0
+        return -1.0 / (max(own, self.largest, 2) - 1)
 
     def natural(self, u: np.ndarray) -> np.ndarray:
         e = np.exp(np.asarray(u, dtype=float))
