@@ -374,6 +374,8 @@ run_case <- function(name, data_file, data, formula, formula_py, family_py, link
                      fam, nAGQ = 1, weights = NULL, offset = NULL, offset_py = NULL,
                      weights_py = NULL, new_factor = NULL, note = "", subset_note = NULL,
                      data_fit = data) {
+  only <- Sys.getenv("BATTERY_ONLY")  # debugging: run one case
+  if (nzchar(only) && only != name) return(invisible())
   t0 <- proc.time()[["elapsed"]]
   has_a <- kind %in% c("nb", "gamma", "ig")
   P <- make_problem(formula, data_fit, fam, kind, nAGQ, weights, offset)
@@ -397,7 +399,21 @@ run_case <- function(name, data_file, data, formula, formula_py, family_py, link
     args <- list(formula, data = data_fit, family = fam, nAGQ = nAGQ, control = tight)
     if (!is.null(weights)) args$weights <- weights
     if (!is.null(offset)) args$offset <- offset
-    mg <- wcall(do.call(glmer, args))
+    mg <- tryCatch(wcall(do.call(glmer, args)), error = function(e) {
+      msgs <<- c(msgs, paste("glmer failed:", conditionMessage(e))); NULL })
+    if (is.null(mg)) {  # glmer's start (the glm means) failed: start it from glm's fixef
+      g0 <- glm(nobars(formula), family = fam, data = data_fit)
+      args$start <- list(fixef = coef(g0))
+      mg <- tryCatch(wcall(do.call(glmer, args)), error = function(e) {
+        msgs <<- c(msgs, paste("glmer from glm's fixef failed:", conditionMessage(e))); NULL })
+    }
+    if (is.null(mg)) {  # glmer cannot fit it: starts from glm, theta a fraction of |b0|
+      g0 <- glm(nobars(formula), family = fam, data = data_fit)
+      disp <- summary(g0)$dispersion
+      for (fr in c(0.02, 0.1, 0.3))
+        starts[[paste0("glm_", fr)]] <- c(rep(fr * abs(coef(g0)[1]), P$k) * (P$lower == 0),
+                                          coef(g0), if (has_a) log(disp))
+    } else {
     th <- getME(mg, "theta")
     if (has_a) {
       s2 <- sigma(mg)^2
@@ -407,6 +423,7 @@ run_case <- function(name, data_file, data, formula, formula_py, family_py, link
     r_fits$glmer <- list(minus_2_loglik = -2 * as.numeric(logLik(mg)),
                          theta = unname(th), fixed = fixed_of(mg), df = attr(logLik(mg), "df"),
                          is_singular = isSingular(mg), sigma = sigma(mg))
+    }
   }
   if (kind %in% c("nb", "gamma")) {
     tfam <- if (kind == "nb") nbinom2 else fam
@@ -422,6 +439,7 @@ run_case <- function(name, data_file, data, formula, formula_py, family_py, link
   }
   ex <- exact_fit(P, ev, starts, has_a)
   ex$fixed_names <- colnames(P$X)
+  ex$df <- P$k + P$p + has_a  # attr(logLik(m), "df")
   ex$theta_lower <- P$lower
   re <- ranef_of(P, ev, ex, has_a)
   nr <- nrow(data_fit)
@@ -533,6 +551,21 @@ run_case("quasi_separation", SG, sg, y_quasi ~ x + f + (1 | g), "y_quasi ~ x + f
          subset_note = "f != 'fc'",
          note = paste("level fc of f is all 1: f[T.fc] is +Inf; the limit of the fit is the fit",
                       "without the fc rows (they leave the likelihood), fitted here"))
+
+run_case("cbind_nested", BC, cnt, cbind(s, n - s) ~ x + (1 | site/year),
+         "cbind(s, n - s) ~ x + (1|site/year)", "binomial", "logit", "binomial", binomial(),
+         note = "nested spelling site/year: (1|year:site) + (1|site)")
+run_case("bin_factor_slope", B, bin, y_logit ~ f + (1 | subj) + (0 + f | item),
+         "y_logit ~ f + (1|subj) + (0 + f|item)", "binomial", "logit", "binomial", binomial(),
+         new_factor = "item", note = "3 x 3 covariance of a factor's levels by item")
+run_case("nb_offset", CP, cp, y_nb ~ x + offset(log(expo)) + (1 | a),
+         "y_nb ~ x + offset(log(expo)) + (1|a)", "negative_binomial", "log", "nb", poisson(),
+         new_factor = "a")
+run_case("ig_inverse_square", PS, ps, y_ig ~ x + (1 | g), "y_ig ~ x + (1|g)",
+         "inverse.gaussian", "1/mu^2", "ig", inverse.gaussian(), new_factor = "g",
+         note = "inverse Gaussian with its canonical link 1/mu^2")
+run_case("gamma_identity", PS, ps, y_glog ~ x + (1 | g), "y_glog ~ x + (1|g)", "Gamma",
+         "identity", "gamma", Gamma("identity"), new_factor = "g")
 
 run_case("contraception_cloglog_slope", "contraception.csv", contra,
          use ~ age + urban + (urban | district), "use ~ age + urban + (urban|district)",
