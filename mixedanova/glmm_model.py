@@ -58,6 +58,11 @@ class GlmmModel:
     missing : str
     glmm_data : GlmmData or None
         The numbers of the fit (for :meth:`refit` with a new response).
+    requested_family : Family or None
+        The family as asked for (the NB shape / dispersion unset when estimated,
+        the information kind): :meth:`fit` re-estimates what the original fit
+        estimated, as R's ``update()``; ``family`` (the fitted one) is what
+        :meth:`refit` holds fixed, as lme4's ``refit``.
     """
 
     formula: str
@@ -68,6 +73,7 @@ class GlmmModel:
     offset: object = None
     missing: str = "drop"
     glmm_data: object = None
+    requested_family: object = None
 
     def update(self, formula: str) -> "GlmmModel":
         """The same call with another formula."""
@@ -75,9 +81,10 @@ class GlmmModel:
 
     def fit(self, start_theta=None) -> GlmmResults:
         """Fit the model (:func:`glmm`)."""
-        return glmm(self.formula, self.data, self.family, nAGQ=self.nagq,
+        fam = self.family if self.requested_family is None else self.requested_family
+        return glmm(self.formula, self.data, fam, nAGQ=self.nagq,
                     weights=self.weights, offset=self.offset, missing=self.missing,
-                    start_theta=start_theta)
+                    start_theta=start_theta, information=fam.information)
 
     def refit(self, y: np.ndarray, start_theta=None, template: GlmmResults | None = None
               ) -> GlmmResults:
@@ -349,6 +356,7 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
         raise ArgumentError(f"information must be 'expected' or 'observed', not "
                             f"{information!r}")
     fam = replace(fam, information=information)
+    requested = fam
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ArgumentError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
     if not isinstance(data, pd.DataFrame):
@@ -423,7 +431,7 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
                                   fixed=fixed_sep if small or at_limit or suspected(fit, gd.X)
                                   else ({}, False, None), limit=at_limit)
     x_names = tuple(names.get(n.replace(" ", ""), n) for n in design.x_names)
-    model = GlmmModel(formula, data, fam, int(nAGQ), weights, offset, missing, gd)
+    model = GlmmModel(formula, data, fam, int(nAGQ), weights, offset, missing, gd, requested)
     res = GlmmResults(design=design, family=fam, data=gd, fit=fit, nagq=int(nAGQ),
                       x_names=x_names, response=response.label, objective=obj, agq=value,
                       formula=formula, model=model, param_fit=param_fit, separation=separation)

@@ -84,6 +84,7 @@ def retarget(obj: LaplaceObjective, family: Family) -> None:
     """Point the objective at ``family`` (same data, another parameter value)."""
     obj.family = family
     obj.saturated_loglik = family.saturated_loglik(obj.data.y, obj.data.pw)
+    obj.count_gap = family.count_gap(obj.data.y, obj.data.pw)
 
 
 def _nb_shape_given_means(y: np.ndarray, mu: np.ndarray, pw: np.ndarray) -> float:

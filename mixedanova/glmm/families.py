@@ -23,7 +23,7 @@ from scipy.stats import cauchy, norm
 
 from ..errors import ArgumentError
 
-__all__ = ["Link", "Family", "make_family", "LINKS", "FAMILIES", "PARAM_FAMILIES",
+__all__ = ["Link", "Family", "CountGap", "make_family", "LINKS", "FAMILIES", "PARAM_FAMILIES",
            "Binomial", "Poisson", "Gamma", "InverseGaussian", "NegativeBinomial"]
 
 EPS = float(np.finfo(float).eps)
@@ -99,6 +99,42 @@ LINKS: dict[str, Link] = {
                      lambda eta: np.ones_like(np.asarray(eta, dtype=float)),
                      lambda eta: bool(np.all(np.isfinite(eta)) and np.all(eta > 0))),
 }
+
+
+@dataclass(frozen=True)
+class CountGap:
+    """A binomial log-likelihood that counts other successes than the deviance.
+
+    R's ``binomial()$aic`` (lme4's ``logLik``) counts ``k = round(w y)`` successes
+    out of ``m = round(w)`` trials, while the deviance (and so the conditional
+    modes) uses ``w y`` out of ``w``: they differ when a stored proportion times
+    the trials is not exactly whole (proportions rounded to a few digits) or the
+    weights are not whole.  Then ``log p(y | mu) = l_sat - D(mu) / 2 + gap(mu)``
+    with ``gap(mu) = sum a1 log(mu / y) + a2 log((1 - mu) / (1 - y))``,
+    ``a1 = k - w y`` and ``a2 = (m - k) - w (1 - y)``.
+
+    Attributes
+    ----------
+    a1, a2 : numpy.ndarray
+        The coefficients per row (0 where the counts agree).
+    y : numpy.ndarray
+        The proportions.
+    """
+
+    a1: np.ndarray
+    a2: np.ndarray
+    y: np.ndarray
+
+    def value(self, mu: np.ndarray) -> float:
+        """``gap(mu)``, summed over the rows."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1 = np.where(self.a1 != 0.0, self.a1 * np.log(mu / self.y), 0.0)
+            t2 = np.where(self.a2 != 0.0, self.a2 * np.log((1.0 - mu) / (1.0 - self.y)), 0.0)
+        return float(np.sum(t1) + np.sum(t2))
+
+    def slope(self, mu: np.ndarray) -> np.ndarray:
+        """``d gap / d mu_i`` per row."""
+        return self.a1 / mu - self.a2 / (1.0 - mu)
 
 
 @dataclass(frozen=True)
@@ -223,6 +259,23 @@ class Family:
     def loglik(self, y, mu, pw) -> float:
         """``sum_i log p(y_i | mu_i)``."""
         return float(np.sum(self.loglik_terms(y, mu, pw)))
+
+    def count_gap(self, y, pw) -> CountGap | None:
+        """Binomial rows whose log-likelihood counts differ from the deviance's
+        (see :class:`CountGap`); ``None`` when there are none or another family."""
+        if self.name != "binomial":
+            return None
+        y = np.asarray(y, dtype=float)
+        pw = np.asarray(pw, dtype=float)
+        k = np.round(pw * y)
+        a1 = k - pw * y
+        a2 = (np.round(pw) - k) - pw * (1.0 - y)
+        ulp = 1e-12 * np.maximum(pw, 1.0)  # w * (s / w) != s by rounding only: no gap
+        a1 = np.where(np.abs(a1) > ulp, a1, 0.0)
+        a2 = np.where(np.abs(a2) > ulp, a2, 0.0)
+        if not (np.any(a1 != 0.0) or np.any(a2 != 0.0)):
+            return None
+        return CountGap(a1, a2, y)
 
     def saturated_loglik(self, y, pw) -> float:
         """The log-likelihood at ``mu = y``."""

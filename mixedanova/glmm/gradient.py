@@ -299,6 +299,8 @@ class LaplaceGradient:
         G = self._inverse_rows(parts, c)
         h = sum(np.einsum("iq,iq->i", c[k], G[k]) for k in range(len(d.terms)))
         v = dW * h
+        if obj.count_gap is not None:  # -2 gap(mu) is one more function of eta
+            v = v - 2.0 * obj.count_gap.slope(mu) * mueta
         # s = M_A^{-1} Lambda'Z'v
         parts_a = parts if canonical else self._parts(c, a)
         s_terms = self._to_terms(*self._solve(parts_a, *self._rhs(c, v)))

@@ -131,6 +131,8 @@ class LaplaceObjective:
         # sum log p(y | mu) = saturated log-likelihood - deviance / 2: the constant
         # once, the deviance (accurate also for huge counts) per evaluation
         self.saturated_loglik = family.saturated_loglik(data.y, data.pw)
+        # binomial rows with round(w y) != w y: the log-likelihood's counts (lme4's)
+        self.count_gap = family.count_gap(data.y, data.pw)
 
     # ------------------------------------------------------------ pieces
     def zb(self, templates: list[np.ndarray], u: np.ndarray) -> np.ndarray:
@@ -268,6 +270,10 @@ class LaplaceObjective:
                                "definite") from None
         ll = self.saturated_loglik - 0.5 * dev
         value = -2.0 * self.saturated_loglik + dev + float(u @ u) + f.ldL2
+        if self.count_gap is not None:  # glmer's logLik counts round(w y) successes
+            gap = self.count_gap.value(mu)
+            ll += gap
+            value -= 2.0 * gap
         self._u = u.copy()
         self.nevals += 1
         return PirlsState(theta.copy(), beta.copy(), u, eta, mu, w, float(f.ldL2), ll,

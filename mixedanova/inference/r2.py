@@ -25,8 +25,12 @@ distribution-specific variance is ``pi^2 / 3`` (binomial logit), 1 (probit),
 ``pi^2 / 6`` (cloglog); for Poisson with the log link the lognormal
 approximation ``log(1 + 1 / mu)`` with ``mu = exp(b0)``, ``b0`` the intercept of
 the null model (the same random terms and offset, fixed part ``1``, refitted),
-and 0.25 for the square-root link.  Other families and links raise an error
-(performance has no definition for them).
+and 0.25 for the square-root link.  Negative binomial (log link): the same with
+the NB variance, ``log(1 + 1 / mu + 1 / k)``, ``k`` the model's shape (the null
+model re-estimates its own shape for ``b0``), 0.25 for the square-root link.
+Gamma (inverse, identity, log): ``sigma^2``, the dispersion ``phi`` (insight:
+``family(m)$variance(sigma(m))``; glmmTMB's ``sigma(m)`` is ``sqrt(phi)``).  Other
+families and links raise an error (performance has no definition for them).
 """
 from __future__ import annotations
 
@@ -46,13 +50,18 @@ def distribution_variance(res) -> float:
     link = fam.link.name
     if fam.name == "binomial" and link in ("logit", "probit", "cloglog"):
         return {"logit": math.pi ** 2 / 3.0, "probit": 1.0, "cloglog": math.pi ** 2 / 6.0}[link]
-    if fam.name == "poisson" and link == "sqrt":
+    count = fam.name in ("poisson", "negative_binomial")
+    if count and link == "sqrt":
         return 0.25
-    if fam.name == "poisson" and link == "log":
+    if count and link == "log":
         b0 = float(res.null_model().fe_params.iloc[0])
-        return math.log1p(math.exp(-b0))
+        extra = 1.0 / res.nb_shape if fam.name == "negative_binomial" else 0.0
+        return math.log1p(math.exp(-b0) + extra)
+    if fam.name == "gamma" and link in ("inverse", "identity", "log"):
+        return float(res.dispersion)
     raise ArgumentError(f"R2 and ICC are defined (performance::r2_nakagawa) for binomial "
-                        f"(logit, probit, cloglog) and Poisson (log, sqrt) GLMMs, not "
+                        f"(logit, probit, cloglog), Poisson and negative binomial (log, "
+                        f"sqrt) and Gamma (inverse, identity, log) GLMMs, not "
                         f"{fam.name} with the {link} link")
 
 

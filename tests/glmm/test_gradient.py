@@ -36,10 +36,13 @@ def _data(family: str, link: str, shape: str, seed: int = 5) -> tuple:
     x = rng.normal(size=n)
     X = np.column_stack([np.ones(n), x])
     eta = -0.2 + 0.6 * x + rng.normal(0, 0.7, 9)[g] + rng.normal(0, 0.4, 5)[h]
-    if family == "binomial":
+    if family.startswith("binomial"):
         trials = rng.integers(1, 5, n).astype(float)
         y = rng.binomial(trials.astype(int), 1 / (1 + np.exp(-eta))) / trials
         pw = trials
+        if family == "binomial_rounded":  # proportions stored to 3 digits: round(w y) != w y
+            y = np.round(y, 3)
+            family = "binomial"
     elif family == "gamma":  # mean exp(eta) or 1 / (2 + eta / 4), shape 1 / 0.3
         mu = np.exp(eta) if link == "log" else 1.0 / (2.0 + 0.25 * eta)
         y = rng.gamma(1 / 0.3, 0.3 * mu)
@@ -84,6 +87,8 @@ def _central(obj: LaplaceObjective, theta, beta) -> np.ndarray:
 
 
 LINKS = [("binomial", "logit"), ("binomial", "probit"), ("binomial", "cloglog"),
+         # glmer's logLik counts round(w y) successes, the modes w y (families.CountGap)
+         ("binomial_rounded", "logit"), ("binomial_rounded", "cloglog"),
          ("poisson", "log"), ("poisson", "sqrt"),
          # a dispersion / shape held at a value: mu_eta != V, the general formulas
          ("gamma", "inverse"), ("gamma", "log"), ("negative_binomial", "log")]
