@@ -24,7 +24,7 @@ import numpy as np
 
 from .blocked import TermData
 from .crossprod import (ColumnStats, CrossProductPattern, CrossProducts, PairBlock,
-                        TermShape, chunk_shift, ones_columns)
+                        TermShape, chunk_shift, ones_columns, per_level_ones)
 
 __all__ = ["chunk_cross_products", "sum_cross_products", "accumulate_rows"]
 
@@ -82,7 +82,7 @@ def chunk_cross_products(terms: list[TermData], X: np.ndarray, Y: np.ndarray,
             else:
                 pairs[(i, j)] = _crossed_pairs(ti.codes, terms[j].codes, zraws[i], zraws[j],
                                                ones[i], ones[j], ti.nlev, terms[j].nlev)
-    zxy = tuple(_per_level(t.codes, XY, z, t.nlev, one)
+    zxy = tuple(per_level_ones(t.codes, XY, z, t.nlev, one)
                 for t, z, one in zip(terms, zraws, ones))
     stats = tuple(ColumnStats.of(z, one) for z, one in zip(zraws, ones))
     shapes = tuple(TermShape(t.nlev, t.q, True) for t in terms)
@@ -149,17 +149,6 @@ def _crossed_pairs(ci: np.ndarray, cj: np.ndarray, zi: np.ndarray, zj: np.ndarra
         else:
             vals[:, a, b] = np.add.reduceat(w[order], start)
     return PairBlock(keys, vals)
-
-
-def _per_level(codes: np.ndarray, XY: np.ndarray, z: np.ndarray, nlev: int,
-               ones: np.ndarray) -> np.ndarray:
-    """``Z_k' [X Y]`` level by level: ``(nlev, p + k, q)``."""
-    out = np.empty((nlev, XY.shape[1], z.shape[1]))
-    for t in range(z.shape[1]):
-        for c in range(XY.shape[1]):
-            w = XY[:, c] if ones[t] else XY[:, c] * z[:, t]
-            out[:, c, t] = np.bincount(codes, weights=w, minlength=nlev)
-    return out
 
 
 def sum_cross_products(items: list[CrossProducts]) -> CrossProducts:

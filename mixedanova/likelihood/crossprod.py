@@ -40,7 +40,7 @@ from ..errors import FitError
 from .blocked import TermData, per_level
 
 __all__ = ["TermShape", "ColumnStats", "PairBlock", "CrossProducts", "CrossProductPattern",
-           "RowBlock", "cross_products", "chunk_shift", "ones_columns"]
+           "RowBlock", "cross_products", "chunk_shift", "ones_columns", "per_level_ones"]
 
 
 @dataclass(frozen=True)
@@ -494,7 +494,7 @@ class CrossProductPattern:
                     w = None if ones[i][a] and ones[j][b] else zi[:, a] * zj[:, b]
                     vals[:, a, b] = np.bincount(s.inv, weights=w, minlength=len(s.keys))
             pairs[(i, j)] = PairBlock(s.keys, vals)
-        zxy = [_per_level(codes, XY if t.one_per_row else XY[rows], z, t.nlev, one)
+        zxy = [per_level_ones(codes, XY if t.one_per_row else XY[rows], z, t.nlev, one)
                for codes, rows, z, t, one in zip(self.codes, self.rows, zraws, self.shapes,
                                                   ones)]
         stats = tuple(ColumnStats.of(z, one) for z, one in zip(zraws, ones))
@@ -502,7 +502,7 @@ class CrossProductPattern:
                              scale, stats, ymin, ymax, ls_shift=standardize)
 
 
-def _per_level(codes: np.ndarray, XY: np.ndarray, z: np.ndarray, nlev: int,
+def per_level_ones(codes: np.ndarray, XY: np.ndarray, z: np.ndarray, nlev: int,
                ones: np.ndarray) -> np.ndarray:
     """:func:`~mixedanova.likelihood.blocked.per_level` of ``XY`` and ``z``, with
     ``z``'s all-ones columns read as such (no products)."""

@@ -24,11 +24,6 @@ dask = pytest.importorskip("dask")
 dd = pytest.importorskip("dask.dataframe")
 
 
-@pytest.fixture(autouse=True)
-def _synchronous():
-    with dask.config.set(scheduler="synchronous"):
-        yield
-
 
 def _slopes(seed: int = 5, n: int = 900) -> pd.DataFrame:
     rng = np.random.default_rng(seed)

@@ -38,11 +38,6 @@ dask = pytest.importorskip("dask")
 dd = pytest.importorskip("dask.dataframe")
 
 
-@pytest.fixture(autouse=True)
-def _synchronous():
-    with dask.config.set(scheduler="synchronous"):
-        yield
-
 
 def _sleepstudy():
     return ma.load_dataset("sleepstudy")
