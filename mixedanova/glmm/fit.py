@@ -13,7 +13,8 @@
 
 For the Laplace value (``nAGQ = 1``) the optimizer has the analytic gradient
 (:mod:`mixedanova.glmm.gradient`): stage 1 is reduced to the best joint modes at
-multiples of the starting ``theta``, stage 2 is L-BFGS-B with that gradient and
+multiples of the starting ``theta``, stage 2 is BFGS seeded with a difference
+Hessian of that gradient (L-BFGS-B where a bound is in its way) and
 Newton steps with a Hessian from forward differences of the gradient; PIRLS then
 solves the ``u``-only system with the gradient's block solver.  ``nAGQ > 1``
 starts from the Laplace optimum.  Where the gradient's arrays would be too large

@@ -1,7 +1,9 @@
 """The Laplace fit with the analytic gradient (:func:`fit_laplace`): a start from
 the joint modes at a few sizes of ``theta`` (:func:`coarse_start`; the ``u``-only
-modes with the GLM's ``beta`` for large designs, :func:`glm_start`), L-BFGS-B with
-the gradient of :mod:`~mixedanova.glmm.gradient`, Newton steps with a Hessian
+modes with the GLM's ``beta`` for large designs, :func:`glm_start`), BFGS seeded
+with a difference Hessian of the gradient of :mod:`~mixedanova.glmm.gradient`
+(:func:`~mixedanova.glmm.quasi_newton.seeded_bfgs`; L-BFGS-B where a bound is in
+its way or it cannot make progress), Newton steps with a Hessian
 from differences of the gradient (:func:`newton_grad`), and an independent check
 of the optimum by central differences of the value (:func:`difference_check`)."""
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..errors import FitError
 from ..likelihood.blocked import NotPositiveDefinite
 from .gradient import LaplaceGradient
 from .laplace import LaplaceObjective, PirlsState
+from .quasi_newton import seeded_bfgs
 from .optimum import DECREMENT_TOL, START_MULTIPLIERS, GlmmFit, Whitened
 
 __all__ = ["DenseOrder", "fit_laplace", "coarse_start", "glm_start", "difference_check",
@@ -96,8 +99,8 @@ def glm_start(obj: LaplaceObjective, start_theta: np.ndarray
 
 def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray,
                  scale: np.ndarray) -> GlmmFit:
-    """Laplace fit with the analytic gradient: L-BFGS-B from the best joint-mode
-    start, then Newton steps with a Hessian from forward differences of the
+    """Laplace fit with the analytic gradient: seeded BFGS (L-BFGS-B where it
+    gives up) from the best joint-mode start, then Newton steps with a Hessian from forward differences of the
     gradient until the Newton decrement is below ``1e-10``."""
     layout = obj.data.layout
     p = obj.data.p
@@ -147,6 +150,11 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
     def run(x):
+        xq = seeded_bfgs(fg, fg_raw, x, lower)
+        if xq is not None:
+            out = newton_grad(fg, fg_raw, xq, lower)
+            if out[-1]:
+                return out
         res = minimize(lbfgs_fg, x, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"ftol": 1e-11, "gtol": 1e-6, "maxiter": 1000})
         xr = np.maximum(res.x, lower)

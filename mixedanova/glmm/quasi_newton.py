@@ -1,0 +1,119 @@
+"""Quasi-Newton descent seeded with a Hessian from differences of the gradient.
+
+L-BFGS-B starts from a scaled identity and spends most of its evaluations
+learning the curvature (about 30 for grouseticks' seven parameters).  Here the
+first matrix is the forward-difference Hessian of the analytic gradient at the
+start (``k`` evaluations for ``k`` parameters), then BFGS updates keep it
+current at one evaluation per step.  The run hands over to the Newton polish
+(:func:`~mixedanova.glmm.laplace_fit.newton_grad`), which retakes the Hessian and
+decides convergence, so this stage only has to arrive near the optimum; it
+gives up (returns ``None``: the caller runs L-BFGS-B instead) where a bound is
+in the way (a parameter at or pushed onto its bound, as at a singular fit) or
+where it cannot make progress.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["seeded_bfgs", "gradient_hessian"]
+
+HANDOVER_DECREMENT = 1e-11  # the decrease a step predicts below which the polish takes over
+MAX_HELD = 6  # steps held back from a bound before giving up
+
+
+def gradient_hessian(fg_raw: Callable, x: np.ndarray, g: np.ndarray, idx: np.ndarray,
+                     h: float = 1e-4) -> np.ndarray:
+    """Forward differences of the gradient over the entries ``idx`` (symmetrized)."""
+    H = np.empty((len(idx), len(idx)))
+    for j, i in enumerate(idx):
+        e = np.zeros(len(x))
+        e[i] = h
+        H[:, j] = (fg_raw(x + e)[1][idx] - g[idx]) / h
+    return 0.5 * (H + H.T)
+
+
+def _positive(H: np.ndarray) -> np.ndarray | None:
+    """``H`` itself when positive definite, else its eigenvalues made positive
+    (absolute values, floored); None when not finite."""
+    if not np.all(np.isfinite(H)):
+        return None
+    try:
+        np.linalg.cholesky(H)
+        return H
+    except np.linalg.LinAlgError:
+        w, V = np.linalg.eigh(H)
+        floor = 1e-6 * max(1.0, float(np.max(np.abs(w))))
+        return V @ np.diag(np.maximum(np.abs(w), floor)) @ V.T
+
+
+def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray,
+                max_steps: int = 60) -> np.ndarray | None:
+    """BFGS from ``x`` with the first matrix the gradient's difference Hessian.
+
+    Parameters
+    ----------
+    fg, fg_raw : callable
+        ``x -> (value, gradient)``; ``fg`` is ``inf`` outside the bounds,
+        ``fg_raw`` ignores them (differences may straddle a bound).
+    x : numpy.ndarray
+        Start, strictly inside the bounds.
+    lower : numpy.ndarray
+        Lower bounds (``-inf`` where none).
+    max_steps : int
+
+    Returns
+    -------
+    numpy.ndarray or None
+        A point where the predicted decrease is below ``HANDOVER_DECREMENT``
+        (or the best point after ``max_steps``); None where a bound is in the
+        way or no step decreases the value.
+    """
+    f0, g = fg(x)
+    if not (np.isfinite(f0) and np.all(np.isfinite(g))):
+        return None
+    if np.any(x - lower < 1e-6):
+        return None
+    idx = np.arange(len(x))
+    H = _positive(gradient_hessian(fg_raw, x, g, idx))
+    if H is None:
+        return None
+    tol = HANDOVER_DECREMENT * max(1.0, abs(f0))
+    held = 0
+    for _ in range(max_steps):
+        step = -np.linalg.solve(H, g)
+        dec = 0.5 * float(-g @ step)
+        if not np.isfinite(dec):
+            return None
+        if dec < tol:
+            return x
+        # the largest fraction of the step that stays inside the bounds: halfway
+        # to the bound at most; steps held back again and again mean the optimum
+        # may be on the bound (L-BFGS-B's case)
+        neg = step < 0
+        room = float(np.min(np.where(neg, (lower - x) / np.where(neg, step, -1.0),
+                                     np.inf)))
+        t = 1.0
+        if room <= 1.0:
+            held += 1
+            if held > MAX_HELD:
+                return None
+            t = 0.5 * room
+        for _ in range(30):
+            xn = x + t * step
+            fn, gn = fg(xn)
+            if np.isfinite(fn) and np.all(np.isfinite(gn)) and \
+                    fn <= f0 - 1e-4 * t * 2.0 * dec:
+                break
+            t *= 0.5
+        else:
+            return None
+        s, yv = xn - x, gn - g
+        sy = float(s @ yv)
+        x, f0, g = xn, fn, gn
+        if sy > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(yv)):
+            Hs = H @ s
+            H = H - np.outer(Hs, Hs) / float(s @ Hs) + np.outer(yv, yv) / sy
+    return x if math.isfinite(f0) else None
