@@ -100,8 +100,9 @@ def glm_start(obj: LaplaceObjective, start_theta: np.ndarray
 def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray,
                  scale: np.ndarray) -> GlmmFit:
     """Laplace fit with the analytic gradient: seeded BFGS (L-BFGS-B where it
-    gives up) from the best joint-mode start, then Newton steps with a Hessian from forward differences of the
-    gradient until the Newton decrement is below ``1e-10``."""
+    gives up) from the best joint-mode start, then Newton steps with a Hessian
+    from forward differences of the gradient until the Newton decrement is below
+    ``1e-10``."""
     layout = obj.data.layout
     p = obj.data.p
     if not getattr(grad, "large", False):
