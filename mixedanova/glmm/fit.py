@@ -137,11 +137,11 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     grad = _laplace_gradient(obj) if stage1 else None
     if grad is not None:
         with small_fit_threads(DenseOrder(grad.r)):
-            obj.fast = grad.factor
+            obj.fast, obj.fast_joint = grad.factor, grad.joint_factor
             try:
                 lap = fit_laplace(obj, grad, theta0, scale)
             finally:
-                obj.fast = None
+                obj.fast = obj.fast_joint = None
         if value is None:
             return lap
         # nAGQ > 1: the quadrature optimum is near the Laplace one; start there

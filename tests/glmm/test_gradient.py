@@ -6,6 +6,8 @@
   quantity lme4's ``glmer`` devfun returns for ``nAGQ = 1``, the objective whose
   optimum ``glmer`` reports) to 1e-6 relative, for canonical and non-canonical
   links (expected-information weights, as lme4).
+* The block solver's joint system of ``(beta, u)`` (the ``nAGQ = 0`` modes the
+  fit starts from) gives the engine's modes, ``ldL2`` and ``R_X``.
 * PIRLS through the block solver reaches modes that satisfy the penalized score
   equation, and its ``log det(Lambda'Z'WZ Lambda + I)`` equals a dense
   ``slogdet`` at those modes (1e-10).
@@ -22,7 +24,7 @@ import mixedanova as ma
 from mixedanova.design.theta import ThetaLayout
 from mixedanova.glmm import scalar_blocks
 from mixedanova.glmm.families import make_family
-from mixedanova.glmm.gradient import LaplaceGradient
+from mixedanova.glmm.gradient import JointBlockFactor, LaplaceGradient
 from mixedanova.glmm.laplace import GlmmData, LaplaceObjective
 from mixedanova.glmm.scalar_blocks import ScalarBlocksGradient
 from mixedanova.likelihood.blocked import TermData
@@ -130,6 +132,31 @@ def test_block_solver_modes_and_log_determinant(family, link, shape):
     w = fam.weights(st.mu, me, d.pw)
     M = ZL.T @ (w[:, None] * ZL) + np.eye(ZL.shape[1])
     assert abs(st.ldL2 - np.linalg.slogdet(M)[1]) <= 1e-10
+
+
+@pytest.mark.parametrize("family,link", [("binomial", "logit"), ("poisson", "log"),
+                                         ("gamma", "inverse")])
+@pytest.mark.parametrize("variant", ["dense", "scalar_dense_b", "scalar_sparse_b"])
+def test_joint_block_solver_equals_the_engine(family, link, variant):
+    # lme4's nAGQ = 0 PIRLS (modes of beta and u jointly at theta): the block
+    # solver's joint system gives the engine's modes, ldL2, value and R_X
+    shape = "vector" if variant == "dense" else "scalar"
+    fam, d, theta, _ = _data(family, link, shape)
+    obj = LaplaceObjective(fam, d)
+    grad = LaplaceGradient(obj) if variant == "dense" else ScalarBlocksGradient(obj)
+    if variant == "scalar_sparse_b":
+        grad.dense_b = False
+        grad.bt = None
+    ref = obj.pirls(theta, None, joint=True)  # the engine's joint system
+    obj.fast_joint = grad.joint_factor
+    got = obj.pirls(theta, None, joint=True)
+    assert isinstance(got.factor, JointBlockFactor)  # the block solver, not the engine
+    assert abs(got.value - ref.value) <= 1e-9 * max(1.0, abs(ref.value))
+    assert abs(got.ldL2 - ref.ldL2) <= 1e-9
+    assert np.max(np.abs(got.beta - ref.beta)) <= 1e-8
+    assert np.max(np.abs(got.u - ref.u)) <= 1e-8
+    rx, rx_ref = np.asarray(got.factor.rx()), np.asarray(ref.factor.rx())
+    assert np.max(np.abs(rx - rx_ref)) <= 1e-8 * np.max(np.abs(rx_ref))
 
 
 def test_large_design_path_reaches_the_optimum(monkeypatch):
