@@ -137,6 +137,18 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
         memo[key] = out
         return out[0], out[1].copy()
 
+    def value_raw(x):
+        # the value alone (the difference check reads no gradient)
+        hit = memo.get(np.asarray(x, dtype=float).tobytes())
+        if hit is not None:
+            return hit[0], None
+        theta, beta = wt.split(x)
+        try:
+            u0 = grad.predict_modes(theta, beta)
+            return obj.pirls(theta, beta, u0=s1.u if u0 is None else u0).value, None
+        except (FitError, NotPositiveDefinite):
+            return math.inf, None
+
     def fg(x):
         if np.any(x < lower):
             return math.inf, np.full(k, np.nan)
@@ -151,7 +163,7 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
     def run(x):
-        xq = seeded_bfgs(fg, fg_raw, x, lower)
+        xq = seeded_bfgs(fg, fg_raw, x, lower, layout.size)
         if xq is not None:
             out = newton_grad(fg, fg_raw, xq, lower)
             if out[-1]:
@@ -186,7 +198,7 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
         messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
                         "rounding level): the optimum is not certain")
     else:
-        gain = difference_check(fg_raw, x, H, free)
+        gain = difference_check(value_raw, x, H, free)
         if not gain <= CHECK_GAIN:
             ok = False
             messages.append(f"central differences of the value predict a further decrease "
@@ -216,13 +228,13 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
                    stage1_beta=s1.beta, nevals=obj.nevals)
 
 
-def difference_check(fg_raw: Callable, x: np.ndarray, H: np.ndarray, free: np.ndarray,
+def difference_check(value_raw: Callable, x: np.ndarray, H: np.ndarray, free: np.ndarray,
                       h: float = 1e-4) -> float:
     """An independent check of the analytic optimum: central differences of the
     value along two fixed pseudo-random directions ``d`` of the free parameters;
     returns the largest decrease ``slope^2 / (2 d'Hd)`` they predict (rounding
     level, about 1e-15, at a true optimum; ``inf`` where a value is not finite or
-    the curvature is not positive)."""
+    the curvature is not positive).  ``value_raw(x)`` returns ``(value, _)``."""
     idx = np.flatnonzero(free)
     if idx.size == 0 or H.shape != (idx.size, idx.size):
         return 0.0
@@ -238,7 +250,7 @@ def difference_check(fg_raw: Callable, x: np.ndarray, H: np.ndarray, free: np.nd
             return math.inf
         # a stiff direction (a tiny theta) takes a shorter step: curv h^2 <= h0^2
         hd = h / math.sqrt(max(1.0, curv))
-        fp, fm = fg_raw(x + hd * d)[0], fg_raw(x - hd * d)[0]
+        fp, fm = value_raw(x + hd * d)[0], value_raw(x - hd * d)[0]
         if not (np.isfinite(fp) and np.isfinite(fm)):
             return math.inf
         slope = (fp - fm) / (2.0 * hd)

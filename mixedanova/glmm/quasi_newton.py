@@ -3,8 +3,8 @@
 L-BFGS-B starts from a scaled identity and spends most of its evaluations
 learning the curvature (about 30 for grouseticks' seven parameters).  Here the
 first matrix is the forward-difference Hessian of the analytic gradient at the
-start (``k`` evaluations for ``k`` parameters), then BFGS updates keep it
-current at one evaluation per step.  The run hands over to the Newton polish
+start (one evaluation per ``theta`` entry; see :func:`seed_hessian`), then BFGS
+updates keep it current at one evaluation per step.  The run hands over to the Newton polish
 (:func:`~mixedanova.glmm.laplace_fit.newton_grad`), which retakes the Hessian and
 decides convergence, so this stage only has to arrive near the optimum; it
 gives up (returns ``None``: the caller runs L-BFGS-B instead) where a bound is
@@ -18,21 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["seeded_bfgs", "gradient_hessian"]
+__all__ = ["seeded_bfgs", "seed_hessian"]
 
 HANDOVER_DECREMENT = 1e-11  # the decrease a step predicts below which the polish takes over
 MAX_HELD = 6  # steps held back from a bound before giving up
-
-
-def gradient_hessian(fg_raw: Callable, x: np.ndarray, g: np.ndarray, idx: np.ndarray,
-                     h: float = 1e-4) -> np.ndarray:
-    """Forward differences of the gradient over the entries ``idx`` (symmetrized)."""
-    H = np.empty((len(idx), len(idx)))
-    for j, i in enumerate(idx):
-        e = np.zeros(len(x))
-        e[i] = h
-        H[:, j] = (fg_raw(x + e)[1][idx] - g[idx]) / h
-    return 0.5 * (H + H.T)
 
 
 def _positive(H: np.ndarray) -> np.ndarray | None:
@@ -49,8 +38,26 @@ def _positive(H: np.ndarray) -> np.ndarray | None:
         return V @ np.diag(np.maximum(np.abs(w), floor)) @ V.T
 
 
+def seed_hessian(fg_raw: Callable, x: np.ndarray, g: np.ndarray, n_theta: int,
+                 h: float = 1e-4) -> np.ndarray:
+    """The first matrix: forward differences of the gradient along the ``theta``
+    entries (the first ``n_theta``; their columns give the ``theta`` rows too),
+    and ``2 I`` for the whitened fixed effects: whitening by the start's ``R_X``
+    (``R_X'R_X`` the information for ``beta``, half the Hessian of ``-2 log L``)
+    makes that block ``2 I`` there, to a few per cent at the optimum."""
+    k = len(x)
+    H = 2.0 * np.eye(k)
+    for i in range(n_theta):
+        e = np.zeros(k)
+        e[i] = h
+        H[:, i] = (fg_raw(x + e)[1] - g) / h
+    H[:n_theta, n_theta:] = H[n_theta:, :n_theta].T
+    H[:n_theta, :n_theta] = 0.5 * (H[:n_theta, :n_theta] + H[:n_theta, :n_theta].T)
+    return H
+
+
 def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray,
-                max_steps: int = 60) -> np.ndarray | None:
+                n_theta: int, max_steps: int = 60) -> np.ndarray | None:
     """BFGS from ``x`` with the first matrix the gradient's difference Hessian.
 
     Parameters
@@ -59,9 +66,12 @@ def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray
         ``x -> (value, gradient)``; ``fg`` is ``inf`` outside the bounds,
         ``fg_raw`` ignores them (differences may straddle a bound).
     x : numpy.ndarray
-        Start, strictly inside the bounds.
+        Start, strictly inside the bounds: ``theta`` in working units, then the
+        whitened fixed effects.
     lower : numpy.ndarray
         Lower bounds (``-inf`` where none).
+    n_theta : int
+        Number of ``theta`` entries (see :func:`seed_hessian`).
     max_steps : int
 
     Returns
@@ -76,8 +86,7 @@ def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray
         return None
     if np.any(x - lower < 1e-6):
         return None
-    idx = np.arange(len(x))
-    H = _positive(gradient_hessian(fg_raw, x, g, idx))
+    H = _positive(seed_hessian(fg_raw, x, g, n_theta))
     if H is None:
         return None
     tol = HANDOVER_DECREMENT * max(1.0, abs(f0))
