@@ -43,7 +43,7 @@ from .laplace_fit import DenseOrder, fit_laplace
 from .optimum import DECREMENT_TOL, START_MULTIPLIERS, GlmmFit, Whitened, theta_scales
 from .scalar_blocks import ScalarBlocksGradient
 
-__all__ = ["GlmmFit", "fit_glmm", "fd_hessian", "theta_scales"]
+__all__ = ["GlmmFit", "fit_glmm", "fd_hessian", "theta_scales", "laplace_gradient"]
 
 
 def _stage1(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarray
@@ -134,7 +134,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     scale = theta_scales(obj)
     theta0 = (layout.start() * scale if start_theta is None
               else np.asarray(start_theta, float))
-    grad = _laplace_gradient(obj) if stage1 else None
+    grad = laplace_gradient(obj) if stage1 else None
     if grad is not None:
         with small_fit_threads(DenseOrder(grad.r)):
             obj.fast, obj.fast_joint = grad.factor, grad.joint_factor
@@ -173,7 +173,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         obj.fast = None
 
 
-def _laplace_gradient(obj: LaplaceObjective) -> LaplaceGradient | None:
+def laplace_gradient(obj: LaplaceObjective) -> LaplaceGradient | None:
     """The analytic gradient for this design (scalar terms: the sparse coupling,
     cheaper at any size; else dense blocks), or None where its arrays are too large."""
     grad = ScalarBlocksGradient(obj)

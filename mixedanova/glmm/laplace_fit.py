@@ -163,11 +163,21 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
     def run(x):
-        xq = seeded_bfgs(fg, fg_raw, x, lower, layout.size)
-        if xq is not None:
+        xq, done = seeded_bfgs(fg, fg_raw, x, lower, layout.size)
+        if done:
             out = newton_grad(fg, fg_raw, xq, lower)
             if out[-1]:
                 return out
+        out = lbfgs(x)
+        if not out[-1] and fg(xq)[0] < fg(x)[0]:
+            # L-BFGS-B can fail from the start (PIRLS failing at its first, long
+            # step, as a Gamma inverse link's): again from where BFGS stopped
+            alt = lbfgs(xq)
+            if alt[-1] or alt[1] < out[1]:
+                out = alt
+        return out
+
+    def lbfgs(x):
         res = minimize(lbfgs_fg, x, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"ftol": 1e-11, "gtol": 1e-6, "maxiter": 1000})
         xr = np.maximum(res.x, lower)

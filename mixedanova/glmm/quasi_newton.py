@@ -7,13 +7,12 @@ start (one evaluation per ``theta`` entry; see :func:`seed_hessian`), then BFGS
 updates keep it current at one evaluation per step.  The run hands over to the Newton polish
 (:func:`~mixedanova.glmm.laplace_fit.newton_grad`), which retakes the Hessian and
 decides convergence, so this stage only has to arrive near the optimum; it
-gives up (returns ``None``: the caller runs L-BFGS-B instead) where a bound is
+gives up (the caller continues from its best point by L-BFGS-B) where a bound is
 in the way (a parameter at or pushed onto its bound, as at a singular fit) or
 where it cannot make progress.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -57,7 +56,7 @@ def seed_hessian(fg_raw: Callable, x: np.ndarray, g: np.ndarray, n_theta: int,
 
 
 def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray,
-                n_theta: int, max_steps: int = 60) -> np.ndarray | None:
+                n_theta: int, max_steps: int = 60) -> tuple[np.ndarray, bool]:
     """BFGS from ``x`` with the first matrix the gradient's difference Hessian.
 
     Parameters
@@ -76,28 +75,28 @@ def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray
 
     Returns
     -------
-    numpy.ndarray or None
-        A point where the predicted decrease is below ``HANDOVER_DECREMENT``
-        (or the best point after ``max_steps``); None where a bound is in the
-        way or no step decreases the value.
+    x : numpy.ndarray
+        The last (lowest) point reached.
+    done : bool
+        True where the predicted decrease there is below ``HANDOVER_DECREMENT``
+        (or after ``max_steps``); False where a bound is in the way or no step
+        decreases the value (the caller continues from ``x`` by L-BFGS-B).
     """
     f0, g = fg(x)
-    if not (np.isfinite(f0) and np.all(np.isfinite(g))):
-        return None
-    if np.any(x - lower < 1e-6):
-        return None
+    if not (np.isfinite(f0) and np.all(np.isfinite(g))) or np.any(x - lower < 1e-6):
+        return x, False
     H = _positive(seed_hessian(fg_raw, x, g, n_theta))
     if H is None:
-        return None
+        return x, False
     tol = HANDOVER_DECREMENT * max(1.0, abs(f0))
     held = 0
     for _ in range(max_steps):
         step = -np.linalg.solve(H, g)
         dec = 0.5 * float(-g @ step)
         if not np.isfinite(dec):
-            return None
+            return x, False
         if dec < tol:
-            return x
+            return x, True
         # the largest fraction of the step that stays inside the bounds: halfway
         # to the bound at most; steps held back again and again mean the optimum
         # may be on the bound (L-BFGS-B's case)
@@ -108,7 +107,7 @@ def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray
         if room <= 1.0:
             held += 1
             if held > MAX_HELD:
-                return None
+                return x, False
             t = 0.5 * room
         for _ in range(30):
             xn = x + t * step
@@ -118,11 +117,11 @@ def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray
                 break
             t *= 0.5
         else:
-            return None
+            return x, False
         s, yv = xn - x, gn - g
         sy = float(s @ yv)
         x, f0, g = xn, fn, gn
         if sy > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(yv)):
             Hs = H @ s
             H = H - np.outer(Hs, Hs) / float(s @ Hs) + np.outer(yv, yv) / sy
-    return x if math.isfinite(f0) else None
+    return x, True

@@ -277,3 +277,30 @@ def test_observed_information_with_the_shape_held_reaches_glmmtmb():
     assert res.converged
     assert res.minus_2_loglik == pytest.approx(t["minus_2_loglik"], abs=1e-6)
     np.testing.assert_allclose(res.theta, np.atleast_1d(t["sd"]), rtol=1e-4)
+
+
+def test_gamma_inverse_with_a_boundary_optimum_is_reached():
+    # glmer's Laplace devfun (nAGQ = 1) for Gamma("inverse") with the dispersion held
+    # at 1 on grouseticks' counts + 0.5: the optimum has theta[BROOD] = 0, and the
+    # first long step from the start leaves the inverse link's domain.  The fit must
+    # end at a minimum: converged, and the engine's Laplace value rises when any
+    # parameter off its bound moves by 1e-3 (not the fit's own gradient).
+    ref = FIX["grouseticks_nb"]
+    data = pd.read_csv(DATA / ref["dataset_file"])
+    data = data.assign(TICKS=data.TICKS + 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ma.MixedAnovaWarning)
+        res = ma.glmm("TICKS ~ YEAR + HEIGHT_c + (1|BROOD) + (1|INDEX) + (1|LOCATION)",
+                      data, family=ma.families.Gamma(dispersion=1.0))
+    assert res.converged
+    theta, beta = res.theta, res.fit.beta
+    f0 = res.objective(theta, beta)
+    assert f0 == pytest.approx(res.fit.value, abs=1e-8)
+    x0 = np.concatenate([theta, beta])
+    for i in range(len(x0)):
+        for h in (1e-3, -1e-3):
+            x = x0.copy()
+            x[i] += h
+            if i < len(theta) and x[i] < 0:
+                continue
+            assert res.objective(x[:len(theta)], x[len(theta):]) > f0 - 1e-9
