@@ -117,7 +117,7 @@ def start_value(obj: LaplaceObjective, family: Family,
 
 
 def fit_with_param(obj: LaplaceObjective, family: Family,
-                   fit_one: Callable[[Family, np.ndarray | None], GlmmFit],
+                   fit_one: Callable[..., GlmmFit],
                    value_of: Callable[[], Callable] | None = None) -> ParamFit:
     """Estimate the family's parameter by the profile Laplace likelihood.
 
@@ -128,27 +128,30 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
     family : Family
         Gamma, inverse Gaussian or negative binomial (its ``param`` ignored).
     fit_one : callable
-        ``fit_one(family, start_theta) -> GlmmFit``: the inner fit at a fixed
-        parameter (retargets ``obj``).
+        ``fit_one(family, start_theta, warm=None) -> GlmmFit``: the inner fit at
+        a fixed parameter (retargets ``obj``); ``warm``, the best converged inner
+        fit so far, starts it (see :func:`~mixedanova.glmm.fit.fit_glmm`).
     value_of : callable, optional
         ``value_of() -> objective(theta, beta)`` for the joint Hessian (default
         the Laplace value).
     """
     a0, base = start_value(obj, family, fit_one)
     fits: dict[float, GlmmFit] = {}
-    state = {"theta": base.theta if family.name != "negative_binomial" else base.theta}
+    state = {"theta": base.theta if family.name != "negative_binomial" else base.theta,
+             "warm": None}
 
     def profile(s: float) -> float:
         s = float(s)
         if s in fits:
             return fits[s].value
         try:
-            f = fit_one(family.with_param(math.exp(s)), state["theta"])
+            f = fit_one(family.with_param(math.exp(s)), state["theta"], state["warm"])
         except FitError:
             return math.inf
         fits[s] = f
         if np.isfinite(f.value) and f.value <= min(g.value for g in fits.values()):
             state["theta"] = f.theta
+            state["warm"] = f if f.converged else None
         return f.value
 
     s0 = math.log(a0)

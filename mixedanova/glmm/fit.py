@@ -117,7 +117,7 @@ def fd_hessian(fun: Callable, x: np.ndarray, h: np.ndarray, f0: float | None = N
 
 def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], float]
              | None = None, start_theta: np.ndarray | None = None,
-             stage1: bool = True) -> GlmmFit:
+             stage1: bool = True, warm: GlmmFit | None = None) -> GlmmFit:
     """Fit by maximum likelihood (see the module docstring).
 
     Parameters
@@ -129,6 +129,10 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     start_theta : numpy.ndarray, optional
     stage1 : bool
         False: stop after the ``nAGQ = 0`` stage (glmer's ``nAGQ = 0``).
+    warm : GlmmFit, optional
+        A converged fit of a nearby problem (the same data at another NB shape
+        or dispersion): the search starts from its estimates and modes instead
+        of the search over sizes of ``theta`` (analytic-gradient path).
     """
     layout = obj.data.layout
     scale = theta_scales(obj)
@@ -139,7 +143,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         with small_fit_threads(DenseOrder(grad.r)):
             obj.fast, obj.fast_joint = grad.factor, grad.joint_factor
             try:
-                lap = fit_laplace(obj, grad, theta0, scale)
+                lap = fit_laplace(obj, grad, theta0, scale, warm=warm)
             finally:
                 obj.fast = obj.fast_joint = None
         if value is None:

@@ -98,14 +98,24 @@ def glm_start(obj: LaplaceObjective, start_theta: np.ndarray
 
 
 def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray,
-                 scale: np.ndarray) -> GlmmFit:
+                 scale: np.ndarray, warm: GlmmFit | None = None) -> GlmmFit:
     """Laplace fit with the analytic gradient: seeded BFGS (L-BFGS-B where it
     gives up) from the best joint-mode start, then Newton steps with a Hessian
     from forward differences of the gradient until the Newton decrement is below
-    ``1e-10``."""
+    ``1e-10``.  ``warm``: a converged fit of a nearby problem (another NB shape):
+    the joint modes at its ``theta`` (from its modes) replace the search over
+    sizes of ``theta``."""
     layout = obj.data.layout
     p = obj.data.p
-    if not getattr(grad, "large", False):
+    s1 = None
+    if warm is not None and warm.converged and not getattr(grad, "large", False):
+        try:
+            s1 = obj.pirls(warm.theta, warm.beta, u0=warm.state.u, joint=True)
+        except FitError:
+            s1 = None
+    if s1 is not None:
+        rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
+    elif not getattr(grad, "large", False):
         s1 = coarse_start(obj, theta0, scale)
         rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
     else:  # large: modes of u alone at the GLM's beta (no engine system of the rows)
