@@ -272,10 +272,10 @@ def _fit_on(obj, fam: "Family", estimate: bool, nagq: int, start):
         return fam, fit_glmm(obj, value=value, start_theta=start, stage1=nagq != 0), None, value
     from .glmm.dispersion import fit_with_param, retarget
 
-    def fit_one(f, th):
+    def fit_one(f, th, warm=None):
         retarget(obj, f)
         return fit_glmm(obj, value=value, start_theta=th if th is not None else start,
-                        stage1=nagq != 0)
+                        stage1=nagq != 0, warm=warm)
 
     pf = fit_with_param(obj, fam, fit_one, (lambda: value) if value is not None else None)
     return pf.family, pf.fit, pf, value

@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import matrices as _matrices
 from .theta import ThetaLayout
-from .variables import VariableCodes, variable_codes
+from .variables import VariableCodes, row_codes, variable_codes
 from .formula import ParsedFormula, RandomTermSpec, formula_variables, strip_quotes
 from .restricted import check_restricted
 from .data_checks import (check_columns, check_finite, complete_rows, foreign_detail,
@@ -555,9 +555,8 @@ def _random_block(term: RandomTermSpec, data: pd.DataFrame) -> RandomBlock:
     keys = np.column_stack([
         pd.Categorical(data[f]).remove_unused_categories().codes.astype(np.int64)
         for f in term.factors])
-    uniq, codes = np.unique(keys, axis=0, return_inverse=True)
-    codes = codes.ravel().astype(np.intp)
-    first = np.empty(len(uniq), dtype=np.intp)
+    nuniq, codes = row_codes(keys)
+    first = np.empty(nuniq, dtype=np.intp)
     first[codes[::-1]] = np.arange(len(codes))[::-1]
     levels = pd.Index(group_labels(data.iloc[first], term.factors), dtype=object,
                       name=term.group)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["VariableCodes", "variable_codes"]
+__all__ = ["VariableCodes", "variable_codes", "row_codes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,3 +65,22 @@ def variable_codes(column: pd.Series, name: str) -> VariableCodes:
                          values=column.to_numpy(dtype=float) if numeric else None,
                          boolean=bool(pd.api.types.is_bool_dtype(column)),
                          dtype=str(column.dtype))
+
+
+def row_codes(keys: np.ndarray) -> tuple[int, np.ndarray]:
+    """The number of distinct rows of the integer array ``keys`` and each row's
+    index among them in lexicographic order (``np.unique(keys, axis=0,
+    return_inverse=True)``, without its slow sort of rows): the columns packed
+    into one integer where their ranges allow."""
+    if not len(keys):
+        return 0, np.zeros(0, dtype=np.intp)
+    lo = keys.min(axis=0)
+    span = keys.max(axis=0) - lo + 1
+    if float(np.prod(span.astype(float))) < 2.0 ** 62:
+        packed = np.zeros(len(keys), dtype=np.int64)
+        for j in range(keys.shape[1]):  # the first column most significant
+            packed = packed * span[j] + (keys[:, j] - lo[j])
+        uniq, codes = np.unique(packed, return_inverse=True)
+    else:
+        uniq, codes = np.unique(keys, axis=0, return_inverse=True)
+    return len(uniq), codes.ravel().astype(np.intp)

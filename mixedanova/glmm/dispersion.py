@@ -22,6 +22,7 @@ Pearson statistic of a fit at ``phi = 1``.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -30,7 +31,9 @@ from scipy.optimize import minimize_scalar
 
 from ..errors import FitError
 from .families import Family, make_family
-from .fit import GlmmFit, fd_hessian
+from ..likelihood.threads import small_fit_threads
+from .fit import GlmmFit, fd_hessian, laplace_gradient
+from .laplace_fit import DenseOrder
 from .laplace import LaplaceObjective
 
 __all__ = ["ParamFit", "fit_with_param", "retarget", "joint_vcov_beta"]
@@ -115,7 +118,7 @@ def start_value(obj: LaplaceObjective, family: Family,
 
 
 def fit_with_param(obj: LaplaceObjective, family: Family,
-                   fit_one: Callable[[Family, np.ndarray | None], GlmmFit],
+                   fit_one: Callable[..., GlmmFit],
                    value_of: Callable[[], Callable] | None = None) -> ParamFit:
     """Estimate the family's parameter by the profile Laplace likelihood.
 
@@ -126,27 +129,30 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
     family : Family
         Gamma, inverse Gaussian or negative binomial (its ``param`` ignored).
     fit_one : callable
-        ``fit_one(family, start_theta) -> GlmmFit``: the inner fit at a fixed
-        parameter (retargets ``obj``).
+        ``fit_one(family, start_theta, warm=None) -> GlmmFit``: the inner fit at
+        a fixed parameter (retargets ``obj``); ``warm``, the best converged inner
+        fit so far, starts it (see :func:`~mixedanova.glmm.fit.fit_glmm`).
     value_of : callable, optional
         ``value_of() -> objective(theta, beta)`` for the joint Hessian (default
         the Laplace value).
     """
     a0, base = start_value(obj, family, fit_one)
     fits: dict[float, GlmmFit] = {}
-    state = {"theta": base.theta if family.name != "negative_binomial" else base.theta}
+    state = {"theta": base.theta if family.name != "negative_binomial" else base.theta,
+             "warm": None}
 
     def profile(s: float) -> float:
         s = float(s)
         if s in fits:
             return fits[s].value
         try:
-            f = fit_one(family.with_param(math.exp(s)), state["theta"])
+            f = fit_one(family.with_param(math.exp(s)), state["theta"], state["warm"])
         except FitError:
             return math.inf
         fits[s] = f
         if np.isfinite(f.value) and f.value <= min(g.value for g in fits.values()):
             state["theta"] = f.theta
+            state["warm"] = f if f.converged else None
         return f.value
 
     s0 = math.log(a0)
@@ -276,14 +282,21 @@ def joint_vcov_beta(obj: LaplaceObjective, family: Family, fit: GlmmFit,
         retarget(obj, family.with_param(math.exp(x[-1])))
         return f(x[:k], x[k:k + p])
 
+    # the Laplace values through the gradient's block solver where there is one
+    # (the engine's modes and log det, at a fraction of the cost)
+    grad = laplace_gradient(obj) if value_of is None else None
+    threads = small_fit_threads(DenseOrder(grad.r)) if grad is not None else nullcontext()
     try:
-        H = fd_hessian(fun, x0[idx], h[idx])
+        obj.fast = grad.factor if grad is not None else None
+        with threads:
+            H = fd_hessian(fun, x0[idx], h[idx])
         if not np.all(np.isfinite(H)) or np.min(np.linalg.eigvalsh(H)) <= 0:
             return None, math.nan
         cov = 2.0 * np.linalg.inv(H)
     except (np.linalg.LinAlgError, FitError):
         return None, math.nan
     finally:
+        obj.fast = None
         retarget(obj, family)
         obj.pirls(fit.theta, fit.beta)
     nth = int(np.sum(free[:k]))

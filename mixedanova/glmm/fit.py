@@ -13,7 +13,8 @@
 
 For the Laplace value (``nAGQ = 1``) the optimizer has the analytic gradient
 (:mod:`mixedanova.glmm.gradient`): stage 1 is reduced to the best joint modes at
-multiples of the starting ``theta``, stage 2 is L-BFGS-B with that gradient and
+multiples of the starting ``theta``, stage 2 is BFGS seeded with a difference
+Hessian of that gradient (L-BFGS-B where a bound is in its way) and
 Newton steps with a Hessian from forward differences of the gradient; PIRLS then
 solves the ``u``-only system with the gradient's block solver.  ``nAGQ > 1``
 starts from the Laplace optimum.  Where the gradient's arrays would be too large
@@ -42,7 +43,7 @@ from .laplace_fit import DenseOrder, fit_laplace
 from .optimum import DECREMENT_TOL, START_MULTIPLIERS, GlmmFit, Whitened, theta_scales
 from .scalar_blocks import ScalarBlocksGradient
 
-__all__ = ["GlmmFit", "fit_glmm", "fd_hessian", "theta_scales"]
+__all__ = ["GlmmFit", "fit_glmm", "fd_hessian", "theta_scales", "laplace_gradient"]
 
 
 def _stage1(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarray
@@ -116,7 +117,7 @@ def fd_hessian(fun: Callable, x: np.ndarray, h: np.ndarray, f0: float | None = N
 
 def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], float]
              | None = None, start_theta: np.ndarray | None = None,
-             stage1: bool = True) -> GlmmFit:
+             stage1: bool = True, warm: GlmmFit | None = None) -> GlmmFit:
     """Fit by maximum likelihood (see the module docstring).
 
     Parameters
@@ -128,19 +129,23 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     start_theta : numpy.ndarray, optional
     stage1 : bool
         False: stop after the ``nAGQ = 0`` stage (glmer's ``nAGQ = 0``).
+    warm : GlmmFit, optional
+        A converged fit of a nearby problem (the same data at another NB shape
+        or dispersion): the search starts from its estimates and modes instead
+        of the search over sizes of ``theta`` (analytic-gradient path).
     """
     layout = obj.data.layout
     scale = theta_scales(obj)
     theta0 = (layout.start() * scale if start_theta is None
               else np.asarray(start_theta, float))
-    grad = _laplace_gradient(obj) if stage1 else None
+    grad = laplace_gradient(obj) if stage1 else None
     if grad is not None:
         with small_fit_threads(DenseOrder(grad.r)):
-            obj.fast = grad.factor
+            obj.fast, obj.fast_joint = grad.factor, grad.joint_factor
             try:
-                lap = fit_laplace(obj, grad, theta0, scale)
+                lap = fit_laplace(obj, grad, theta0, scale, warm=warm)
             finally:
-                obj.fast = None
+                obj.fast = obj.fast_joint = None
         if value is None:
             return lap
         # nAGQ > 1: the quadrature optimum is near the Laplace one; start there
@@ -172,7 +177,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         obj.fast = None
 
 
-def _laplace_gradient(obj: LaplaceObjective) -> LaplaceGradient | None:
+def laplace_gradient(obj: LaplaceObjective) -> LaplaceGradient | None:
     """The analytic gradient for this design (scalar terms: the sparse coupling,
     cheaper at any size; else dense blocks), or None where its arrays are too large."""
     grad = ScalarBlocksGradient(obj)

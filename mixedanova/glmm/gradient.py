@@ -43,7 +43,7 @@ from scipy.linalg import cho_factor, cho_solve
 from ..likelihood.blocked import NotPositiveDefinite
 from .laplace import LaplaceObjective, PirlsState
 
-__all__ = ["LaplaceGradient", "BlockParts", "BlockFactor"]
+__all__ = ["LaplaceGradient", "BlockParts", "BlockFactor", "JointBlockFactor"]
 
 _MAX_R = 3000          # largest dense Schur complement of the later terms
 _MAX_NR = 30_000_000   # largest n x r array formed
@@ -96,6 +96,34 @@ class BlockFactor:
         return [self.parts.Dinv]
 
 
+@dataclass
+class JointBlockFactor:
+    """The joint penalized least-squares solution ``(beta, u)`` by
+    :meth:`LaplaceGradient.joint_factor` (what PIRLS reads of the engine's joint
+    factor: :meth:`solution`, ``ldL2`` and :meth:`rx`).
+
+    Attributes
+    ----------
+    beta, u : numpy.ndarray
+    ldL2 : float
+        ``log det M`` (the ``u`` block, as the engine's).
+    lx : numpy.ndarray
+        Lower Cholesky factor of the Schur complement of ``M`` in the joint
+        system, ``X'WX - X'WZ Lambda M^{-1} Lambda'Z'WX``.
+    """
+
+    beta: np.ndarray
+    u: np.ndarray
+    ldL2: float
+    lx: np.ndarray
+
+    def solution(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.beta, self.u
+
+    def rx(self) -> np.ndarray:
+        return self.lx
+
+
 class LaplaceGradient:
     """Gradient of :class:`~mixedanova.glmm.laplace.LaplaceObjective`'s value.
 
@@ -115,6 +143,7 @@ class LaplaceGradient:
         self.rest = [k for k in range(len(terms)) if k != self.k0]
         roff = np.cumsum([0] + [sizes[k] for k in self.rest])
         self.r = int(roff[-1])
+        self.Q = int(sum(sizes))
         self.roff = {k: int(o) for k, o in zip(self.rest, roff[:-1])}
         self._last = None
         # per theta entry: (term, row a, column b) of its template
@@ -259,6 +288,43 @@ class LaplaceGradient:
         terms = self._to_terms(*self._solve(parts, *self._rhs(c, w * z)))
         u = np.concatenate([terms[k].ravel() for k in range(len(self.obj.data.terms))])
         return BlockFactor(u, parts.logdet, parts, w)
+
+    def joint_factor(self, templates: list[np.ndarray], X: np.ndarray, z: np.ndarray,
+                     w: np.ndarray) -> JointBlockFactor:
+        """The joint solution of ``[M, L'Z'WX; X'WZ L, X'WX] [u; beta] = [L'Z'Wz; X'Wz]``
+        (``L = Lambda``; ``z`` the working response without ``X beta`` taken off)
+        by eliminating ``u``: ``M C = Lambda'Z'WX``, the Schur complement
+        ``X'WX - (Lambda'Z'WX)'C``, then ``beta`` and ``u = M^{-1} Lambda'Z'Wz - C beta``.
+
+        Raises
+        ------
+        NotPositiveDefinite
+        """
+        c = self._zlam(templates)
+        parts = self._parts(c, w)
+        p = X.shape[1]
+
+        def flat(pair):
+            return np.concatenate([pair[0].ravel(), pair[1]])
+
+        rhs = [self._rhs(c, w * X[:, j]) for j in range(p)]
+        R = np.column_stack([flat(r) for r in rhs]) if p else np.zeros((self.Q, 0))
+        C = np.column_stack([flat(self._solve(parts, *r)) for r in rhs]) if p else R
+        rz = self._rhs(c, w * z)
+        a = flat(self._solve(parts, *rz))
+        schur = X.T @ (w[:, None] * X) - R.T @ C
+        try:
+            lx = np.linalg.cholesky(schur) if p else np.zeros((0, 0))
+        except np.linalg.LinAlgError:
+            raise NotPositiveDefinite("the fixed-effects block is not positive "
+                                      "definite") from None
+        beta = cho_solve((lx, True), X.T @ (w * z) - R.T @ a, check_finite=False) \
+            if p else np.zeros(0)
+        uf = a - C @ beta
+        n0 = self.Q - self.r
+        terms = self._to_terms(uf[:n0], uf[n0:])
+        u = np.concatenate([terms[k].ravel() for k in range(len(self.obj.data.terms))])
+        return JointBlockFactor(beta, u, parts.logdet, lx)
 
     # ---------------------------------------------------------------- gradient
     def __call__(self, st: PirlsState) -> np.ndarray:

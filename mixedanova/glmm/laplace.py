@@ -128,6 +128,9 @@ class LaplaceObjective:
         # an optional solver of the u-only system (templates, z, w) -> factor with
         # solution() and ldL2, used in place of the engine while it is set
         self.fast = None
+        # the same for the joint system of (beta, u): (templates, X, z, w) -> factor
+        # with solution(), ldL2 and rx()
+        self.fast_joint = None
         # sum log p(y | mu) = saturated log-likelihood - deviance / 2: the constant
         # once, the deviance (accurate also for huge counts) per evaluation
         self.saturated_loglik = family.saturated_loglik(data.y, data.pw)
@@ -213,6 +216,8 @@ class LaplaceObjective:
             try:
                 if self.fast is not None and not joint:
                     f = self.fast(templates, z, w)
+                elif self.fast_joint is not None and joint:
+                    f = self.fast_joint(templates, d.X, z, w)
                 else:
                     f = self._solve(joint, Xz, z, w, templates)
             except (NotPositiveDefinite, FitError):

@@ -1,7 +1,9 @@
 """The Laplace fit with the analytic gradient (:func:`fit_laplace`): a start from
 the joint modes at a few sizes of ``theta`` (:func:`coarse_start`; the ``u``-only
-modes with the GLM's ``beta`` for large designs, :func:`glm_start`), L-BFGS-B with
-the gradient of :mod:`~mixedanova.glmm.gradient`, Newton steps with a Hessian
+modes with the GLM's ``beta`` for large designs, :func:`glm_start`), BFGS seeded
+with a difference Hessian of the gradient of :mod:`~mixedanova.glmm.gradient`
+(:func:`~mixedanova.glmm.quasi_newton.seeded_bfgs`; L-BFGS-B where a bound is in
+its way or it cannot make progress), Newton steps with a Hessian
 from differences of the gradient (:func:`newton_grad`), and an independent check
 of the optimum by central differences of the value (:func:`difference_check`)."""
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..errors import FitError
 from ..likelihood.blocked import NotPositiveDefinite
 from .gradient import LaplaceGradient
 from .laplace import LaplaceObjective, PirlsState
+from .quasi_newton import seeded_bfgs
 from .optimum import DECREMENT_TOL, START_MULTIPLIERS, GlmmFit, Whitened
 
 __all__ = ["DenseOrder", "fit_laplace", "coarse_start", "glm_start", "difference_check",
@@ -95,13 +98,24 @@ def glm_start(obj: LaplaceObjective, start_theta: np.ndarray
 
 
 def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray,
-                 scale: np.ndarray) -> GlmmFit:
-    """Laplace fit with the analytic gradient: L-BFGS-B from the best joint-mode
-    start, then Newton steps with a Hessian from forward differences of the
-    gradient until the Newton decrement is below ``1e-10``."""
+                 scale: np.ndarray, warm: GlmmFit | None = None) -> GlmmFit:
+    """Laplace fit with the analytic gradient: seeded BFGS (L-BFGS-B where it
+    gives up) from the best joint-mode start, then Newton steps with a Hessian
+    from forward differences of the gradient until the Newton decrement is below
+    ``1e-10``.  ``warm``: a converged fit of a nearby problem (another NB shape):
+    the joint modes at its ``theta`` (from its modes) replace the search over
+    sizes of ``theta``."""
     layout = obj.data.layout
     p = obj.data.p
-    if not getattr(grad, "large", False):
+    s1 = None
+    if warm is not None and warm.converged and not getattr(grad, "large", False):
+        try:
+            s1 = obj.pirls(warm.theta, warm.beta, u0=warm.state.u, joint=True)
+        except FitError:
+            s1 = None
+    if s1 is not None:
+        rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
+    elif not getattr(grad, "large", False):
         s1 = coarse_start(obj, theta0, scale)
         rx = np.asarray(s1.factor.rx()) if p else np.zeros((0, 0))
     else:  # large: modes of u alone at the GLM's beta (no engine system of the rows)
@@ -133,6 +147,18 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
         memo[key] = out
         return out[0], out[1].copy()
 
+    def value_raw(x):
+        # the value alone (the difference check reads no gradient)
+        hit = memo.get(np.asarray(x, dtype=float).tobytes())
+        if hit is not None:
+            return hit[0], None
+        theta, beta = wt.split(x)
+        try:
+            u0 = grad.predict_modes(theta, beta)
+            return obj.pirls(theta, beta, u0=s1.u if u0 is None else u0).value, None
+        except (FitError, NotPositiveDefinite):
+            return math.inf, None
+
     def fg(x):
         if np.any(x < lower):
             return math.inf, np.full(k, np.nan)
@@ -147,6 +173,21 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
     def run(x):
+        xq, done = seeded_bfgs(fg, fg_raw, x, lower, layout.size)
+        if done:
+            out = newton_grad(fg, fg_raw, xq, lower)
+            if out[-1]:
+                return out
+        out = lbfgs(x)
+        if not out[-1] and fg(xq)[0] < fg(x)[0]:
+            # L-BFGS-B can fail from the start (PIRLS failing at its first, long
+            # step, as a Gamma inverse link's): again from where BFGS stopped
+            alt = lbfgs(xq)
+            if alt[-1] or alt[1] < out[1]:
+                out = alt
+        return out
+
+    def lbfgs(x):
         res = minimize(lbfgs_fg, x, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"ftol": 1e-11, "gtol": 1e-6, "maxiter": 1000})
         xr = np.maximum(res.x, lower)
@@ -177,7 +218,7 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
         messages.append(f"the Newton polish stopped with decrement {dec:.3g} (not at the "
                         "rounding level): the optimum is not certain")
     else:
-        gain = difference_check(fg_raw, x, H, free)
+        gain = difference_check(value_raw, x, H, free)
         if not gain <= CHECK_GAIN:
             ok = False
             messages.append(f"central differences of the value predict a further decrease "
@@ -207,13 +248,13 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
                    stage1_beta=s1.beta, nevals=obj.nevals)
 
 
-def difference_check(fg_raw: Callable, x: np.ndarray, H: np.ndarray, free: np.ndarray,
+def difference_check(value_raw: Callable, x: np.ndarray, H: np.ndarray, free: np.ndarray,
                       h: float = 1e-4) -> float:
     """An independent check of the analytic optimum: central differences of the
     value along two fixed pseudo-random directions ``d`` of the free parameters;
     returns the largest decrease ``slope^2 / (2 d'Hd)`` they predict (rounding
     level, about 1e-15, at a true optimum; ``inf`` where a value is not finite or
-    the curvature is not positive)."""
+    the curvature is not positive).  ``value_raw(x)`` returns ``(value, _)``."""
     idx = np.flatnonzero(free)
     if idx.size == 0 or H.shape != (idx.size, idx.size):
         return 0.0
@@ -229,7 +270,7 @@ def difference_check(fg_raw: Callable, x: np.ndarray, H: np.ndarray, free: np.nd
             return math.inf
         # a stiff direction (a tiny theta) takes a shorter step: curv h^2 <= h0^2
         hd = h / math.sqrt(max(1.0, curv))
-        fp, fm = fg_raw(x + hd * d)[0], fg_raw(x - hd * d)[0]
+        fp, fm = value_raw(x + hd * d)[0], value_raw(x - hd * d)[0]
         if not (np.isfinite(fp) and np.isfinite(fm)):
             return math.inf
         slope = (fp - fm) / (2.0 * hd)

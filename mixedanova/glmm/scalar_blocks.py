@@ -17,8 +17,14 @@ evaluation scatters the weighted products into it), the Schur complement
   ``beta_l = sum_m B[m, l] (D^{-1} B' P)[l, m]``;
 
 so the largest array is ``D^{-1} B' P`` (first-term levels x later columns).
+When the first term's levels are nested in the first later term's (one level
+per row, as grouseticks' ``(1|INDEX)``), that term's block of ``S`` is diagonal
+and is eliminated as well (:class:`NestedSchur`): only the rest is factored
+densely.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,12 +35,63 @@ from ..likelihood.blocked import NotPositiveDefinite
 from .gradient import BlockParts, LaplaceGradient
 from .laplace import LaplaceObjective
 
-__all__ = ["ScalarBlocksGradient"]
+__all__ = ["ScalarBlocksGradient", "NestedSchur"]
 
 _MAX_R = 6000               # largest dense Schur complement
 _MAX_LR = 150_000_000       # largest (first-term levels x later columns) array (1.2 GB)
 _DENSE_B = 2_000_000        # B kept dense up to this many entries
 _PAIRS = 2_000_000          # B D^{-1} B' by pairs of entries up to this many pairs
+
+
+@dataclass
+class NestedSchur:
+    """The Schur complement ``S = [[diag(d1), C], [C', F]]`` of the later terms
+    when its first term's block is diagonal (the first term's levels nested in
+    that term's, as grouseticks' one level per row), factored by eliminating that
+    diagonal: ``T = F - C' diag(d1)^{-1} C`` is all that is factored densely.
+
+    Attributes
+    ----------
+    d1 : numpy.ndarray
+        The diagonal block.
+    G : numpy.ndarray
+        ``diag(d1)^{-1} C``.
+    cT : numpy.ndarray
+        Lower Cholesky factor of ``T``.
+    """
+
+    d1: np.ndarray
+    G: np.ndarray
+    cT: np.ndarray
+
+    def solve(self, x: np.ndarray) -> np.ndarray:
+        """``S^{-1} x``."""
+        m1 = len(self.d1)
+        x1, x2 = x[:m1], x[m1:]
+        z2 = cho_solve((self.cT, True), x2 - self.G.T @ x1, check_finite=False)
+        return np.concatenate([x1 / self.d1 - self.G @ z2, z2])
+
+    def inverse(self) -> np.ndarray:
+        """``S^{-1}`` (both triangles)."""
+        m1 = len(self.d1)
+        Ti, info = dpotri(self.cT, lower=1)
+        if info:
+            raise NotPositiveDefinite("cannot invert the Schur complement")
+        Ti = np.tril(Ti) + np.tril(Ti, -1).T
+        GT = self.G @ Ti
+        P = np.empty((m1 + len(Ti), m1 + len(Ti)))
+        P[:m1, :m1] = GT @ self.G.T
+        P[np.arange(m1), np.arange(m1)] += 1.0 / self.d1
+        P[:m1, m1:] = -GT
+        P[m1:, :m1] = -GT.T
+        P[m1:, m1:] = Ti
+        return P
+
+
+def _schur_solve(cho, x: np.ndarray) -> np.ndarray:
+    if isinstance(cho, NestedSchur):
+        return cho.solve(x)
+    return cho_solve(cho, x, check_finite=False)
 
 
 class ScalarBlocksGradient(LaplaceGradient):
@@ -75,6 +132,14 @@ class ScalarBlocksGradient(LaplaceGradient):
         self.large = r * n0 > _DENSE_B
         self.dense_b = not self.large and self.b_nnz >= 0.05 * r * n0
         self.bt = None  # the sparse path's patterns, formed at its first use
+        # the first later term's block of S is diagonal when every first-term level
+        # lies in one level of it (then NestedSchur); its size, else 0
+        self.nested_m1 = 0
+        if len(self.rest) > 1:
+            t1 = d.terms[self.rest[0]]
+            pairs = np.unique(t0.codes.astype(np.int64) * t1.nlev + t1.codes)
+            if len(pairs) == len(np.unique(t0.codes)):
+                self.nested_m1 = t1.nlev
 
     def _sparse_setup(self) -> None:
         """The fixed patterns of the sparse path, formed once: ``(D^{-1} B')`` as a
@@ -160,6 +225,10 @@ class ScalarBlocksGradient(LaplaceGradient):
                 Bs = sp.csr_matrix((bdata, self.b_indices, self.b_indptr), shape=(r, n0))
                 BDs = sp.csr_matrix((BD, self.b_indices, self.b_indptr), shape=(r, n0))
                 S = E - (BDs @ Bs.T).toarray()
+        if self.nested_m1:
+            cho = self._nested_factor(S)
+            logdet += float(np.log(cho.d1).sum() + 2.0 * np.log(np.diag(cho.cT)).sum())
+            return BlockParts(Dinv[:, None, None], B, BD, cho, vals, logdet)
         try:
             cho = cho_factor(S, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
@@ -168,16 +237,30 @@ class ScalarBlocksGradient(LaplaceGradient):
         logdet += float(2.0 * np.log(np.diag(cho[0])).sum())
         return BlockParts(Dinv[:, None, None], B, BD, cho, vals, logdet)
 
+    def _nested_factor(self, S: np.ndarray) -> NestedSchur:
+        m1 = self.nested_m1
+        d1 = np.diag(S)[:m1].copy()
+        if not np.all(d1 > 0):
+            raise NotPositiveDefinite("the Schur complement is not positive definite")
+        G = S[:m1, m1:] / d1[:, None]
+        T = S[m1:, m1:] - S[:m1, m1:].T @ G
+        try:
+            cT = np.linalg.cholesky(T)
+        except np.linalg.LinAlgError:
+            raise NotPositiveDefinite("the Schur complement is not positive definite") \
+                from None
+        return NestedSchur(d1, G, cT)
+
     def _solve(self, parts: BlockParts, x0: np.ndarray, xR: np.ndarray):
         Dinv = parts.Dinv[:, 0, 0]
         x0 = x0.reshape(-1)
         if self.dense_b:
-            zR = cho_solve(parts.cho, xR - parts.BD @ x0, check_finite=False)
+            zR = _schur_solve(parts.cho, xR - parts.BD @ x0)
             z0 = Dinv * (x0 - parts.B.T @ zR)
             return z0[:, None], zR
         br, bi = self.b_rows, self.b_indices
-        zR = cho_solve(parts.cho, xR - np.bincount(br, weights=parts.BD * x0[bi],
-                                                   minlength=self.r), check_finite=False)
+        zR = _schur_solve(parts.cho, xR - np.bincount(br, weights=parts.BD * x0[bi],
+                                                      minlength=self.r))
         z0 = Dinv * (x0 - np.bincount(bi, weights=parts.B * zR[br], minlength=self.n0))
         return z0[:, None], zR
 
@@ -188,9 +271,12 @@ class ScalarBlocksGradient(LaplaceGradient):
         c0 = c[self.k0][:, 0]
         Dinv = parts.Dinv[:, 0, 0]
         K = c0 * Dinv[l]
-        P, info = dpotri(parts.cho[0], lower=1)  # S^{-1} from its factor (lower part)
-        if info:
-            raise NotPositiveDefinite("cannot invert the Schur complement")
+        if isinstance(parts.cho, NestedSchur):
+            P = parts.cho.inverse()
+        else:
+            P, info = dpotri(parts.cho[0], lower=1)  # S^{-1} from its factor (lower part)
+            if info:
+                raise NotPositiveDefinite("cannot invert the Schur complement")
         if not self.dense_b and self.wq is not None:
             return self._inverse_rows_few(parts, c0, K, l, P)
         P = np.tril(P) + np.tril(P, -1).T

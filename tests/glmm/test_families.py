@@ -277,3 +277,57 @@ def test_observed_information_with_the_shape_held_reaches_glmmtmb():
     assert res.converged
     assert res.minus_2_loglik == pytest.approx(t["minus_2_loglik"], abs=1e-6)
     np.testing.assert_allclose(res.theta, np.atleast_1d(t["sd"]), rtol=1e-4)
+
+
+def test_gamma_inverse_with_a_boundary_optimum_is_reached():
+    # glmer's Laplace devfun (nAGQ = 1) for Gamma("inverse") with the dispersion held
+    # at 1 on grouseticks' counts + 0.5: the optimum has theta[BROOD] = 0, and the
+    # first long step from the start leaves the inverse link's domain.  The fit must
+    # end at a minimum: converged, and the engine's Laplace value rises when any
+    # parameter off its bound moves by 1e-3 (not the fit's own gradient).
+    ref = FIX["grouseticks_nb"]
+    data = pd.read_csv(DATA / ref["dataset_file"])
+    data = data.assign(TICKS=data.TICKS + 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ma.MixedAnovaWarning)
+        res = ma.glmm("TICKS ~ YEAR + HEIGHT_c + (1|BROOD) + (1|INDEX) + (1|LOCATION)",
+                      data, family=ma.families.Gamma(dispersion=1.0))
+    assert res.converged
+    theta, beta = res.theta, res.fit.beta
+    f0 = res.objective(theta, beta)
+    assert f0 == pytest.approx(res.fit.value, abs=1e-8)
+    x0 = np.concatenate([theta, beta])
+    for i in range(len(x0)):
+        for h in (1e-3, -1e-3):
+            x = x0.copy()
+            x[i] += h
+            if i < len(theta) and x[i] < 0:
+                continue
+            assert res.objective(x[:len(theta)], x[len(theta):]) > f0 - 1e-9
+
+
+def test_warm_started_inner_fit_reaches_the_cold_optimum():
+    # the inner fits of glmer.nb's outer search over the shape: at shape 3.3, the
+    # fit started from the converged fit at shape 3.0 reaches the optimum of lme4's
+    # Laplace devfun that the cold start (search over sizes of theta) reaches, with
+    # fewer evaluations (the warm path is taken)
+    from mixedanova.glmm.fit import fit_glmm
+
+    ref = FIX["grouseticks_nb"]
+    data = pd.read_csv(DATA / ref["dataset_file"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ma.MixedAnovaWarning)
+        res = ma.glmm(ref["formula"], data, family=ma.families.NegativeBinomial(theta=3.0))
+    assert res.converged
+    obj = res.objective
+    retarget(obj, res.family.with_param(3.3))
+    n0 = obj.nevals
+    cold = fit_glmm(obj)
+    n1 = obj.nevals
+    warm = fit_glmm(obj, warm=res.fit)
+    n2 = obj.nevals
+    assert cold.converged and warm.converged
+    assert warm.value == pytest.approx(cold.value, abs=1e-8)
+    np.testing.assert_allclose(warm.theta, cold.theta, rtol=1e-6)
+    np.testing.assert_allclose(warm.beta, cold.beta, rtol=1e-6, atol=1e-8)
+    assert n2 - n1 < n1 - n0

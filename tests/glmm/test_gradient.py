@@ -6,6 +6,8 @@
   quantity lme4's ``glmer`` devfun returns for ``nAGQ = 1``, the objective whose
   optimum ``glmer`` reports) to 1e-6 relative, for canonical and non-canonical
   links (expected-information weights, as lme4).
+* The block solver's joint system of ``(beta, u)`` (the ``nAGQ = 0`` modes the
+  fit starts from) gives the engine's modes, ``ldL2`` and ``R_X``.
 * PIRLS through the block solver reaches modes that satisfy the penalized score
   equation, and its ``log det(Lambda'Z'WZ Lambda + I)`` equals a dense
   ``slogdet`` at those modes (1e-10).
@@ -22,14 +24,16 @@ import mixedanova as ma
 from mixedanova.design.theta import ThetaLayout
 from mixedanova.glmm import scalar_blocks
 from mixedanova.glmm.families import make_family
-from mixedanova.glmm.gradient import LaplaceGradient
+from mixedanova.glmm.gradient import JointBlockFactor, LaplaceGradient
 from mixedanova.glmm.laplace import GlmmData, LaplaceObjective
 from mixedanova.glmm.scalar_blocks import ScalarBlocksGradient
 from mixedanova.likelihood.blocked import TermData
 
 
 def _data(family: str, link: str, shape: str, seed: int = 5) -> tuple:
-    """Tiny GLMMs: ``vector`` (x|g) + (1|h), ``scalar`` (1|g) + (1|h) + (1|k)."""
+    """Tiny GLMMs: ``vector`` (x|g) + (1|h), ``scalar`` (1|g) + (1|h) + (1|k),
+    ``nested`` (1|obs) + (1|h) + (1|k) (one level of obs per row, as grouseticks'
+    INDEX: the later terms' Schur complement has a diagonal block)."""
     rng = np.random.default_rng(seed)
     n = 90
     g, h, k = rng.integers(0, 9, n), rng.integers(0, 5, n), rng.integers(0, 3, n)
@@ -62,6 +66,11 @@ def _data(family: str, link: str, shape: str, seed: int = 5) -> tuple:
                  TermData(h, np.ones((n, 1)), 5))
         layout = ThetaLayout.from_terms(["g", "h"], [("(Intercept)", "x"), ("(Intercept)",)])
         theta = np.array([0.7, 0.2, 0.3, 0.5])
+    elif shape == "nested":
+        terms = (TermData(np.arange(n), np.ones((n, 1)), n),
+                 TermData(h, np.ones((n, 1)), 5), TermData(k, np.ones((n, 1)), 3))
+        layout = ThetaLayout.from_terms(["obs", "h", "k"], [("(Intercept)",)] * 3)
+        theta = np.array([0.3, 0.4, 0.3])
     else:
         terms = (TermData(g, np.ones((n, 1)), 9), TermData(h, np.ones((n, 1)), 5),
                  TermData(k, np.ones((n, 1)), 3))
@@ -95,16 +104,20 @@ LINKS = [("binomial", "logit"), ("binomial", "probit"), ("binomial", "cloglog"),
 
 
 @pytest.mark.parametrize("family,link", LINKS)
-@pytest.mark.parametrize("variant", ["dense", "scalar_dense_b", "scalar_sparse_b"])
+@pytest.mark.parametrize("variant", ["dense", "scalar_dense_b", "scalar_sparse_b",
+                                     "scalar_nested", "scalar_nested_sparse_b"])
 def test_gradient_equals_central_differences(family, link, variant):
     # d/d(theta, beta) of lme4's Laplace devfun (glmer nAGQ = 1, -2 log L)
-    shape = "vector" if variant == "dense" else "scalar"
+    shape = "vector" if variant == "dense" else "nested" if "nested" in variant \
+        else "scalar"
     fam, d, theta, beta = _data(family, link, shape)
     obj = LaplaceObjective(fam, d)
     grad = LaplaceGradient(obj) if variant == "dense" else ScalarBlocksGradient(obj)
     assert grad.available()
-    if variant == "scalar_sparse_b":
+    if variant.endswith("sparse_b"):
         grad.dense_b = False
+    if "nested" in variant:  # the diagonal block eliminated first
+        assert grad.nested_m1 == 5
     ref = _central(obj, theta, beta)  # engine PIRLS values
     got = grad(obj.pirls(theta, beta))
     assert np.max(np.abs(got - ref)) <= 1e-6 * max(1.0, np.max(np.abs(ref))), (got, ref)
@@ -114,12 +127,13 @@ def test_gradient_equals_central_differences(family, link, variant):
 
 
 @pytest.mark.parametrize("family,link", LINKS)
-@pytest.mark.parametrize("shape", ["vector", "scalar"])
+@pytest.mark.parametrize("shape", ["vector", "scalar", "nested"])
 def test_block_solver_modes_and_log_determinant(family, link, shape):
     # lme4's PIRLS modes (penalized score = 0) and ldL2 = log det(L_theta)^2
     fam, d, theta, beta = _data(family, link, shape)
     obj = LaplaceObjective(fam, d)
-    grad = ScalarBlocksGradient(obj) if shape == "scalar" else LaplaceGradient(obj)
+    grad = LaplaceGradient(obj) if shape == "vector" else ScalarBlocksGradient(obj)
+    assert shape != "nested" or grad.nested_m1 == 5
     obj.fast = grad.factor
     st = obj.pirls(theta, beta)
     blocks = []
@@ -135,6 +149,32 @@ def test_block_solver_modes_and_log_determinant(family, link, shape):
     w = fam.weights(st.mu, me, d.pw)
     M = ZL.T @ (w[:, None] * ZL) + np.eye(ZL.shape[1])
     assert abs(st.ldL2 - np.linalg.slogdet(M)[1]) <= 1e-10
+
+
+@pytest.mark.parametrize("family,link", [("binomial", "logit"), ("poisson", "log"),
+                                         ("gamma", "inverse")])
+@pytest.mark.parametrize("variant", ["dense", "scalar_dense_b", "scalar_sparse_b",
+                                     "scalar_nested"])
+def test_joint_block_solver_equals_the_engine(family, link, variant):
+    # lme4's nAGQ = 0 PIRLS (modes of beta and u jointly at theta): the block
+    # solver's joint system gives the engine's modes, ldL2, value and R_X
+    shape = {"dense": "vector", "scalar_nested": "nested"}.get(variant, "scalar")
+    fam, d, theta, _ = _data(family, link, shape)
+    obj = LaplaceObjective(fam, d)
+    grad = LaplaceGradient(obj) if variant == "dense" else ScalarBlocksGradient(obj)
+    if variant == "scalar_sparse_b":
+        grad.dense_b = False
+        grad.bt = None
+    ref = obj.pirls(theta, None, joint=True)  # the engine's joint system
+    obj.fast_joint = grad.joint_factor
+    got = obj.pirls(theta, None, joint=True)
+    assert isinstance(got.factor, JointBlockFactor)  # the block solver, not the engine
+    assert abs(got.value - ref.value) <= 1e-9 * max(1.0, abs(ref.value))
+    assert abs(got.ldL2 - ref.ldL2) <= 1e-9
+    assert np.max(np.abs(got.beta - ref.beta)) <= 1e-8
+    assert np.max(np.abs(got.u - ref.u)) <= 1e-8
+    rx, rx_ref = np.asarray(got.factor.rx()), np.asarray(ref.factor.rx())
+    assert np.max(np.abs(rx - rx_ref)) <= 1e-8 * np.max(np.abs(rx_ref))
 
 
 def test_large_design_path_reaches_the_optimum(monkeypatch):
