@@ -278,6 +278,22 @@ def difference_check(value_raw: Callable, x: np.ndarray, H: np.ndarray, free: np
     return worst
 
 
+def _centered(fg_raw: Callable, x: np.ndarray, g: np.ndarray, H: np.ndarray,
+              idx: np.ndarray, h: float) -> np.ndarray:
+    """The mean of the forward-difference Hessian ``H`` of the gradient and the
+    backward one at ``x`` (``g`` the gradient there); ``H`` unchanged where a
+    backward point does not evaluate."""
+    Hb = np.empty_like(H)
+    for j, i in enumerate(idx):
+        e = np.zeros(len(x))
+        e[i] = h
+        gm = fg_raw(x - e)[1]
+        if not np.all(np.isfinite(gm[idx])):
+            return H
+        Hb[:, j] = (g[idx] - gm[idx]) / h
+    return 0.5 * (H + 0.5 * (Hb + Hb.T))
+
+
 def newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray,
                  max_steps: int = 30, h: float = 1e-4):
     """Newton steps on the free parameters with the Hessian from forward
@@ -320,6 +336,9 @@ def newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray
         step = -np.linalg.solve(c.T, np.linalg.solve(c, g[idx]))
         dec = 0.5 * float(-g[idx] @ step)
         if dec < tol:
+            # the standard errors come from this Hessian: backward differences here
+            # too, so that it is central (error O(h^2), not the forward O(h))
+            H = _centered(fg_raw, x, g, H, idx, h)
             # the last (tiny) Newton step as well: both fits of one problem then
             # end at the optimum to its square, not anywhere within the decrement
             xn = x.copy()

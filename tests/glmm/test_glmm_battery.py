@@ -99,14 +99,10 @@ def test_theta(case):
                  atol=1e-5)
 
 
-SE_MISMATCH = pytest.mark.xfail(strict=True, reason=(
-    "open: ma's SE for Gamma(identity) is 4.8e-3 above the SE of the exact Hessian "
-    "(0.73797 vs 0.73447); a central-difference Hessian of ma's own objective at ma's "
-    "optimum gives 0.73445, so the estimates agree and ma's Hessian step is at fault"))
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=SE_MISMATCH) if c == "gamma_identity"
-                                  else c for c in CASES])
+# gamma_identity was 4.8e-3 off in the intercept's SE (0.73797 vs 0.73447) while the
+# estimates agreed: the Hessian behind vcov came from forward differences of the
+# gradient (error O(h)); it is now central (mixedanova.glmm.laplace_fit._centered)
+@pytest.mark.parametrize("case", CASES)
 def test_fixed_effects_and_se(case):
     ref, res = fitted(case)
     ex = ref["exact"]
