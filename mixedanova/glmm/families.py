@@ -14,6 +14,7 @@ A binomial response is the proportion ``y`` with the trials as prior weights
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -461,6 +462,8 @@ def make_family(family, link: str | None = None, param: float | None = None) -> 
     if not isinstance(family, str):
         raise ArgumentError(f"family must be a string such as 'binomial' or a Family, not "
                             f"{type(family).__name__}")
+    if "(" in family:  # R's call spelling: 'binomial(link = "probit")'
+        family, link, param = _r_call(family, link, param)
     key = family.lower().replace(" ", "")
     name = ALIASES.get(key, key)
     if name not in FAMILIES:
@@ -480,6 +483,44 @@ def make_family(family, link: str | None = None, param: float | None = None) -> 
                                 f"not {param!r}")
         return Family(name, LINKS[link], canonical, float(param), True)
     return Family(name, LINKS[link], canonical)
+
+
+_R_CALL = re.compile(r"^\s*([A-Za-z_.]+)\s*\((.*)\)\s*$")
+
+
+def _r_call(text: str, link: str | None, param: float | None
+            ) -> tuple[str, str | None, float | None]:
+    """``(name, link, param)`` of R's ``family(link = "...")`` spelling: the link as
+    the first argument or ``link =`` (quoted or not), and ``theta =`` for
+    ``negative.binomial`` (MASS's fixed shape).  A link or parameter also given as an
+    argument of :func:`make_family` must agree."""
+    m = _R_CALL.match(text)
+    if m is None:
+        raise ArgumentError(f"family {text!r} is not a family name or an R call such as "
+                            "'binomial(link = \"probit\")'")
+    name, args = m.group(1), m.group(2).strip()
+    got_link, got_param = None, None
+    for i, arg in enumerate(a.strip() for a in args.split(",") if a.strip()):
+        key, eq, val = arg.partition("=")
+        key, val = (key.strip(), val.strip()) if eq else ("link" if i == 0 else "", key.strip())
+        val = val.strip("\"'")
+        if key == "link":
+            got_link = val
+        elif key == "theta":
+            try:
+                got_param = float(val)
+            except ValueError:
+                raise ArgumentError(f"family {text!r}: theta must be a number, not "
+                                    f"{val!r}") from None
+        else:
+            raise ArgumentError(f"family {text!r}: argument {arg!r} is not understood "
+                                "(link = or theta =)")
+    for given, parsed, what in ((link, got_link, "link"), (param, got_param, "parameter")):
+        if given is not None and parsed is not None and given != parsed:
+            raise ArgumentError(f"family {text!r} says {what} {parsed!r} but {what}= says "
+                                f"{given!r}")
+    return (name, link if got_link is None else got_link,
+            param if got_param is None else got_param)
 
 
 # ------------------------------------------------------------------ objects

@@ -186,6 +186,30 @@ def test_family_objects_and_fixed_parameters():
         ma.families.NegativeBinomial(theta=-1.0)
 
 
+def test_r_call_spelling_of_a_family():
+    # glmer(..., family = binomial(link = "probit")) typed as a string: the same fit
+    probit = ma.glmm("cbind(incidence, size - incidence) ~ period + (1|herd)",
+                     pd.read_csv(DATA / "cbpp.csv"), family='binomial(link = "probit")')
+    assert probit.minus_2_loglik == pytest.approx(
+        FIX["cbpp_probit"]["exact"]["minus_2_loglik"], abs=1e-6)
+    make = ma.families.make_family
+    for text, name, link in [("binomial(link='cloglog')", "binomial", "cloglog"),
+                             ("binomial(probit)", "binomial", "probit"),
+                             ("poisson(link = log)", "poisson", "log"),
+                             ("Gamma(link = 'log')", "gamma", "log"),
+                             ("inverse.gaussian()", "inverse_gaussian", "1/mu^2")]:
+        fam = make(text)
+        assert (fam.name, fam.link.name) == (name, link)
+    # MASS::negative.binomial(theta = 2.5): the shape held
+    assert make("negative.binomial(theta = 2.5)").param == 2.5
+    with pytest.raises(ma.ArgumentError, match="link 'probit' but link= says 'logit'"):
+        make('binomial(link = "probit")', link="logit")
+    with pytest.raises(ma.ArgumentError, match="not understood"):
+        make("binomial(weights = w)")
+    with pytest.raises(ma.ArgumentError, match="R call"):
+        make("binomial(link = 'probit'")
+
+
 @functools.lru_cache(maxsize=None)
 def fitted_observed(case: str):
     ref = FIX[case]
