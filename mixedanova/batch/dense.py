@@ -428,9 +428,7 @@ def finish_certified(spec, sys, idx: np.ndarray, theta: np.ndarray, out, offset:
     optimizer (:func:`~mixedanova.likelihood.varpar.exact_polish`), except
     where ``polish`` is False (the batch Newton step left is already below 1e-10)."""
     if varpar_order(sys.cp) <= DENSE_MAX:  # the last digits, as ma.lmm's optimizer
-        if sys.dense is None:
-            sys.dense = DenseVarpar(sys.cp)
-        inside = interior(sys.dense, theta)
+        inside = interior(_dense(sys), theta)
         if polish is not None:
             inside &= polish
         # where pwrss cancels in the cross-products the derivatives would too (as ma.lmm)
@@ -501,21 +499,28 @@ def satterthwaite_batch(sys: ScalarSystem, cols, theta, sigma, out, rows) -> Non
             "have converged",)
 
 
+def _dense(sys: ScalarSystem) -> DenseVarpar:
+    """The system's :class:`~mixedanova.likelihood.varpar.DenseVarpar`, built at
+    the first use (the exact step and the df share it)."""
+    if sys.dense is None:
+        sys.dense = DenseVarpar(sys.cp)
+    return sys.dense
+
+
 def _exact_pieces(sys: ScalarSystem, theta: np.ndarray, cols: np.ndarray,
                   f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gradient ``(m, k, 2 + p^2)`` and Hessian ``(m, k, k, 2)`` of lmerTest's pieces
     from :class:`~mixedanova.likelihood.varpar.DenseVarpar`, in groups of responses
     that keep each stack of matrices near 16 MB."""
-    if getattr(sys, "dense", None) is None:
-        sys.dense = DenseVarpar(sys.cp)
+    dense = _dense(sys)
     m, k = theta.shape
     p = sys.p
     g = np.empty((m, k, 2 + p * p))
     Hd = np.empty((m, k, k, 2))
-    step = max(1, 2_000_000 // sys.dense.order ** 2)
+    step = max(1, 2_000_000 // dense.order ** 2)
     for a in range(0, m, step):
         b = min(m, a + step)
-        d = sys.dense.derivatives(theta[a:b], cols[a:b], sys.reml)
+        d = dense.derivatives(theta[a:b], cols[a:b], sys.reml)
         g_r, h_r = d.pwrss_derivatives(f0[a:b, 1])
         g[a:b, :, 0], g[a:b, :, 1] = d.grad_a, g_r
         g[a:b, :, 2:] = d.grad_u.reshape(b - a, k, p * p)

@@ -102,7 +102,7 @@ def fit_laplace(obj: LaplaceObjective, grad: LaplaceGradient, theta0: np.ndarray
     """Laplace fit with the analytic gradient: seeded BFGS (L-BFGS-B where it
     gives up) from the best joint-mode start, then Newton steps with a Hessian
     from forward differences of the gradient until the Newton decrement is below
-    ``1e-10``.  ``warm``: a converged fit of a nearby problem (another NB shape):
+    ``1e-10`` (the last Hessian, behind ``vcov``, made central).  ``warm``: a converged fit of a nearby problem (another NB shape):
     the joint modes at its ``theta`` (from its modes) replace the search over
     sizes of ``theta``."""
     layout = obj.data.layout
@@ -300,7 +300,9 @@ def newton_grad(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray
     differences of the analytic gradient (``fg_raw`` ignores the bounds, so that a
     difference may straddle one).  Stops as :func:`_newton`; after a step below
     ``CHORD_STEP`` the Hessian is reused once to check the decrement there, and
-    the last Newton step (below the decrement tolerance) is taken as well."""
+    the last Newton step (below the decrement tolerance) is taken as well.  The
+    Hessian returned there (the one the standard errors come from) is made
+    central by backward differences (:func:`_centered`)."""
     f0, g = fg(x)
     dec = math.inf
     tol = max(DECREMENT_TOL, 1e-12 * abs(f0))

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ArgumentError, InferenceWarning, user_stacklevel
-from ..likelihood.criterion import REFINE_FRACTION
 from ..likelihood.varpar import DENSE_MAX, DenseVarpar, varpar_order
 
 __all__ = ["SatterthwaiteSetup", "satterthwaite_setup", "deviance_function_for",
@@ -179,7 +178,8 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     p = res.design.p
     k = len(theta)
     dof = dev.dof
-    if fit is None and varpar_order(dev.cp) <= DENSE_MAX and not _cancels(dev, theta):
+    if fit is None and varpar_order(dev.cp) <= DENSE_MAX and \
+            not dev.pwrss_cancels(dev.system.factor(dev.layout.templates(theta))):
         f0 = _pieces(dev, theta)
         d = DenseVarpar(dev.cp).derivatives(theta[None, :], np.zeros(1, int), dev.reml)
         g_r, h_r = d.pwrss_derivatives(f0[1:2])
@@ -228,14 +228,6 @@ def satterthwaite_setup(res, *, theta: np.ndarray | None = None, sigma: float | 
     return SatterthwaiteSetup(varpar=varpar, hessian=H,
                               vcov_varpar=2.0 * Hinv, jacobian=J,
                               vcov_beta=s2 * U, messages=tuple(messages))
-
-
-def _cancels(dev, theta: np.ndarray) -> bool:
-    """The penalized residual sum of squares cancels to a few digits in the
-    cross-products (the exact derivatives are taken from them): the random
-    effects explain nearly all of the response."""
-    f = dev.system.factor(dev.layout.templates(theta))
-    return f.pwrss_std < REFINE_FRACTION * dev.n
 
 
 def _held_mask(fit, k_theta: int, k: int, size: int) -> np.ndarray | None:

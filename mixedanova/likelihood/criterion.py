@@ -138,10 +138,17 @@ class ProfiledDeviance:
             return self._last[1]
         templates = self.layout.templates(theta)
         f = self.system.factor(templates)
-        if self.k == 1 and self.rows and f.pwrss_std < REFINE_FRACTION * self.n:
+        if self.k == 1 and self.rows and self.pwrss_cancels(f):
             f.pwrss_std = self.explicit_pwrss(f, templates)
         self._last = (theta.copy(), f)
         return f
+
+    def pwrss_cancels(self, f: FactorBase) -> bool:
+        """The penalized residual sum of squares of ``f`` is below
+        :data:`REFINE_FRACTION` of the standardized response's: the random effects
+        explain nearly all of it, and as a difference of cross-products it (and
+        anything else taken from them) keeps only a few digits."""
+        return f.pwrss_std < REFINE_FRACTION * self.n
 
     def explicit_pwrss(self, f: FactorBase, templates: list[np.ndarray]) -> float:
         """``|y - X beta - Z Lambda u|^2 + |u|^2`` from the solution, row by row.

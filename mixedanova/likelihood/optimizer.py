@@ -36,7 +36,7 @@ from scipy.optimize import minimize
 from ..errors import FitError
 from .boundary import canonical_theta, cone_descent, free_mask, near_singular
 from .control import LmmControl, check_control
-from .criterion import REFINE_FRACTION, ProfiledDeviance, gradient_jacobian
+from .criterion import ProfiledDeviance, gradient_jacobian
 from .reparam import WorkingCoordinates
 from .varpar import DENSE_MAX, DenseVarpar, exact_polish, interior, varpar_order
 from .state import OptimizerSummary
@@ -360,7 +360,7 @@ def _exact_polish(dev: ProfiledDeviance, theta: np.ndarray) -> np.ndarray:
     1e-8 from the optimum along that direction.  Batch fits polish the same way."""
     if type(dev) is not ProfiledDeviance or dev.k != 1 or varpar_order(dev.cp) > DENSE_MAX:
         return theta
-    if dev.system.factor(dev.layout.templates(theta)).pwrss_std < REFINE_FRACTION * dev.n:
+    if dev.pwrss_cancels(dev.system.factor(dev.layout.templates(theta))):
         return theta  # pwrss cancels in cross-products: so would the dense derivatives
     dense = DenseVarpar(dev.cp)
     if not interior(dense, theta)[0]:

@@ -110,6 +110,7 @@ class DenseVarpar:
             for c in range(q):
                 for r in range(c, q):
                     self.entries.append((t, r, c))
+        self.diagonal = np.array([r == c for (_, r, c) in self.entries])  # template diagonals
         # D_i M D_j' lives in the block (term of i) x (term of j) of the Z part and
         # does not depend on theta: kept, for i <= j
         self.second: dict[tuple[int, int], np.ndarray] = {}
@@ -251,9 +252,7 @@ def varpar_order(cp) -> int:
 def interior(dense: DenseVarpar, theta: np.ndarray, tiny: float = 1e-4) -> np.ndarray:
     """Per row of ``theta``: every template diagonal entry at least ``tiny`` (where
     :func:`exact_polish` applies)."""
-    theta = np.atleast_2d(theta)
-    diag = np.array([r == c for (_, r, c) in dense.entries])
-    return np.all(theta[:, diag] >= tiny, axis=1)
+    return np.all(np.atleast_2d(theta)[:, dense.diagonal] >= tiny, axis=1)
 
 
 def exact_polish(dense: DenseVarpar, theta: np.ndarray, cols: np.ndarray, reml: bool,
@@ -274,7 +273,6 @@ def exact_polish(dense: DenseVarpar, theta: np.ndarray, cols: np.ndarray, reml: 
     """
     x = np.array(np.atleast_2d(theta), dtype=float)
     cols = np.atleast_1d(np.asarray(cols, dtype=int))
-    diag = np.array([r == c for (_, r, c) in dense.entries])
     active = np.ones(len(x), bool)
     f = value(x, cols)
     for _ in range(max_iter):
@@ -297,7 +295,7 @@ def exact_polish(dense: DenseVarpar, theta: np.ndarray, cols: np.ndarray, reml: 
             size[i] = float(np.max(np.abs(step) / np.maximum(np.abs(xn[i]), 1e-2)))
             ok[i] = size[i] <= 1e-3
             xn[i] += step
-        ok &= np.all(xn[:, diag] > 0.0, axis=1)
+        ok &= np.all(xn[:, dense.diagonal] > 0.0, axis=1)
         fn = np.full(len(idx), np.inf)
         if ok.any():
             fn[ok] = value(xn[ok], cols[idx[ok]])
