@@ -306,7 +306,9 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     nAGQ : int
         0: glmer's ``nAGQ = 0`` (modes of ``beta`` and ``u`` jointly, ``theta``
         optimized); 1: Laplace; > 1: adaptive Gauss-Hermite quadrature with that
-        many nodes (one scalar random term only).
+        many nodes per random effect, for a model with one random-effects term
+        (glmer allows only a scalar one; here a vector term such as ``(x | g)``
+        takes the tensor-product rule of ``nAGQ ** q`` nodes, at most 10,000).
     weights : str or array, optional
         Prior weights: for a binomial proportion, the number of trials.
     offset : str or array, optional
@@ -342,7 +344,7 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     >>> round(res.minus_2_loglik, 1)                   # summary(m)'s "deviance"
     180.2
     """
-    from .glmm.agq import AgqObjective
+    from .glmm.agq import MAX_NODES, AgqObjective
     from .glmm.families import make_family
     from .glmm.fit import fit_glmm
     from .glmm.laplace import GlmmData, LaplaceObjective
@@ -395,9 +397,13 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     else:
         estimate = False
     obj = LaplaceObjective(fam, gd)
-    if nAGQ > 1 and (len(terms) != 1 or terms[0].q != 1):
+    if nAGQ > 1 and len(terms) != 1:
         raise ArgumentError("nAGQ > 1 (adaptive Gauss-Hermite quadrature) needs a single "
-                            "scalar random-effects term, as in glmer")
+                            "random-effects term (one grouping factor)")
+    if nAGQ > 1 and nAGQ ** terms[0].q > MAX_NODES:
+        raise ArgumentError(f"nAGQ = {nAGQ} with {terms[0].q} random effects per level "
+                            f"needs {nAGQ ** terms[0].q:,} quadrature nodes (nAGQ ** "
+                            f"{terms[0].q}; limit {MAX_NODES:,}): lower nAGQ")
     start = None if start_theta is None else layout.check_start(start_theta)
     small = gd.n <= LARGE
     fixed_sep = fixed_separation(fam, gd, design.x_names) if small else None

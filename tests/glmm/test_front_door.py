@@ -80,8 +80,11 @@ def test_unknown_family_and_link():
         ma.glmm("y ~ x + (1|g)", d, family="gaussian")
     with pytest.raises(ma.ArgumentError, match="sqrt"):
         ma.glmm("y ~ x + (1|g)", d, link="sqrt")
-    with pytest.raises(ma.ArgumentError, match="single scalar"):
-        ma.glmm("y ~ x + (x|g)", d, nAGQ=5)
+    # glmer: "nAGQ > 1 is only available for models with a single, scalar
+    # random-effects term"; here one vector term is integrated (test_agq_vector.py),
+    # two terms are refused
+    with pytest.raises(ma.ArgumentError, match="single random-effects term"):
+        ma.glmm("y ~ x + (1|g) + (1|x)", d, nAGQ=5)
 
 
 def test_probit_and_nagq0_fit():
