@@ -346,7 +346,6 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     """
     from .glmm.agq import MAX_NODES, AgqObjective
     from .glmm.families import make_family
-    from .glmm.fit import fit_glmm
     from .glmm.laplace import GlmmData, LaplaceObjective
     from .glmm.separation import (LARGE, check_separation, expand_limit_fit,
                                   fixed_separation, limit_data, separation_message,

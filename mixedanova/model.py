@@ -28,6 +28,7 @@ from .errors import (ArgumentError, ConvergenceWarning, FitError, SingularFitWar
 
 if TYPE_CHECKING:
     from .likelihood.criterion import ProfiledDeviance
+    from .results.anova import AnovaResults
 
 # The likelihood engine (scipy.sparse, scipy.linalg, scipy.optimize) is imported
 # where a fit needs it, so that ``import mixedanova`` stays cheap (issue 11).

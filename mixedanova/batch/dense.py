@@ -183,9 +183,7 @@ class ScalarSystem:
     def value_and_gradient(self, theta: np.ndarray, cols: np.ndarray):
         """Objective and analytic gradient in ``theta`` (0 in a coordinate at 0)."""
         val, (_, _, _, L, d) = self.criterion(theta, cols, parts=True)
-        m = len(cols)
         r1, p = self.r1, self.p
-        r = L.shape[1]
         Linv = tri_inv_batch(L)
         lam2 = theta[:, 0] ** 2
         Q = self._matrix(theta, cols, lam2[:, None] / d ** 2, base=False)
@@ -230,7 +228,7 @@ class ScalarSystem:
     def estimates(self, theta: np.ndarray, cols: np.ndarray):
         """``(objective, beta, sigma, vcov_unscaled, pwrss)`` on the response scale."""
         val, (ldL2, ldRX2, pw, L, _) = self.criterion(theta, cols, parts=True)
-        r1, p = self.r1, self.p
+        r1 = self.r1
         Linv = tri_inv_batch(L[:, :-1, :-1])
         w = np.einsum("mji,mj->mi", Linv, L[:, -1, :-1])  # L11' w = l_y
         sc = self.scale[cols]
@@ -377,7 +375,6 @@ def fit_dense(spec, cp, columns: np.ndarray, out, offset: int = 0) -> np.ndarray
     sys = ScalarSystem(cp, spec.reml)
     k = cp.k
     cols = np.arange(k)
-    nt = len(sys.nlevs)
     theta, f, g, Hs, done = _newton(sys, cols, _start(cp, cols))
     # the criterion is even in each theta_k: |theta| has the same value, and the
     # same gradient and Hessian up to signs that the verdict below does not see

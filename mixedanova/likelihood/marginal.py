@@ -187,7 +187,6 @@ class MarginalCriterion:
         XVy = np.zeros(p)
         pats = []
         for pat in d.patterns:
-            vis = pat.visits
             sub = sig[pat.group][pat.ix]
             try:
                 L = np.linalg.cholesky(sub)
