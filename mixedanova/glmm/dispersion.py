@@ -167,16 +167,26 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
             out.append(value(f.theta, f.beta))
         return (out[0] - out[1]) / (2.0 * _SLOPE_STEP)
 
-    at_bound = _secant(profile, slope, s0)
-    if at_bound is None:  # no convergence: bounded Brent on the profile itself
-        at_bound = _brent(profile, s0)
+    at_bound = _search(profile, slope, s0)
+    huge = _POISSON_LIMIT * max(1.0, float(np.max(obj.data.y, initial=0.0)))
     best = min(fits, key=lambda k: fits[k].value)
+    if family.name == "negative_binomial" and math.exp(best) > huge:
+        # Out there the profile is flat to rounding (its slope ~ 1/shape), so a
+        # search started there (the Poisson fit's means can put theta.ml at the
+        # limit when the random effects absorb the overdispersion) may stop on the
+        # plateau: search again from a shape whose extra variance mu^2 / k is
+        # comparable to the Poisson variance, keep the best.
+        s1 = math.log(max(1.0, float(np.mean(obj.data.y))))
+        if s1 not in fits:
+            again = _search(profile, slope, s1)
+            best1 = min(fits, key=lambda k: fits[k].value)
+            if best1 != best:
+                best, at_bound = best1, again
     fam = family.with_param(math.exp(best))
     fit = fits[best]
     retarget(obj, fam)
     obj.pirls(fit.theta, fit.beta)  # leave the objective's warm start at the estimate
     messages = []
-    huge = _POISSON_LIMIT * max(1.0, float(np.max(obj.data.y, initial=0.0)))
     if family.name == "negative_binomial" and fam.param > huge:
         at_bound = True
         messages.append(f"the shape estimate {fam.param:.4g} is effectively infinite: no "
@@ -193,6 +203,16 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
                         "definite at the estimate")
     return ParamFit(family=fam, fit=fit, start=a0, profile=prof, at_bound=at_bound,
                     messages=messages, vcov_beta_joint=vj, se_log_param=se_log)
+
+
+def _search(profile: Callable[[float], float], slope: Callable[[float], float],
+            s0: float) -> bool:
+    """Secant steps from ``s0``, bounded Brent where they do not settle; whether the
+    estimate is at a search limit."""
+    at_bound = _secant(profile, slope, s0)
+    if at_bound is None:  # no convergence: bounded Brent on the profile itself
+        at_bound = _brent(profile, s0)
+    return at_bound
 
 
 def _secant(profile: Callable[[float], float], slope: Callable[[float], float],
