@@ -17,7 +17,14 @@ result is the joint maximum of the Laplace likelihood over ``(theta, beta, a)``
 
 Start: the NB shape from a Poisson fit (as ``glmer.nb``: the shape that
 maximizes the NB likelihood of the Poisson fit's means); the dispersion from the
-Pearson statistic of a fit at ``phi = 1``.
+Pearson statistic of a fit at ``phi = 1``.  When that NB start is beyond the
+Poisson limit (the random effects absorbed the overdispersion, so ``theta.ml``
+runs to its bound), the profile there is flat to rounding and a search from it
+wanders: shapes ``mean(y) * 10^k``, ``k = 0..5``, are scanned and the search
+starts from the best of them; a profile falling all the way to the limit gives
+the limit (an infinite shape, reported).  glmer.nb, which searches from its
+start, stops short of the optimum on such data (a test case: shape 137 against
+the joint optimum 75, -2 log L 0.10 higher).
 """
 from __future__ import annotations
 
@@ -167,21 +174,22 @@ def fit_with_param(obj: LaplaceObjective, family: Family,
             out.append(value(f.theta, f.beta))
         return (out[0] - out[1]) / (2.0 * _SLOPE_STEP)
 
-    at_bound = _search(profile, slope, s0)
     huge = _POISSON_LIMIT * max(1.0, float(np.max(obj.data.y, initial=0.0)))
+    if family.name == "negative_binomial" and a0 > huge:
+        # The Poisson fit's means put theta.ml beyond the Poisson limit (the random
+        # effects absorbed the overdispersion).  Out there the profile is flat to
+        # rounding (its slope ~ 1/shape) and a search would wander on the plateau:
+        # scan shapes from mean(y) up by factors of 10 and search from the best of
+        # them; if the profile keeps falling all the way, the estimate is the limit.
+        base_s = math.log(max(1.0, float(np.mean(obj.data.y))))
+        grid = [base_s + k * math.log(10.0) for k in range(6)]
+        vals = [profile(g) for g in grid]
+        k_best = int(np.argmin(vals))
+        falling = all(b < a for a, b in zip(vals, vals[1:])) and profile(s0) <= vals[-1]
+        at_bound = True if falling else _search(profile, slope, grid[k_best])
+    else:
+        at_bound = _search(profile, slope, s0)
     best = min(fits, key=lambda k: fits[k].value)
-    if family.name == "negative_binomial" and math.exp(best) > huge:
-        # Out there the profile is flat to rounding (its slope ~ 1/shape), so a
-        # search started there (the Poisson fit's means can put theta.ml at the
-        # limit when the random effects absorb the overdispersion) may stop on the
-        # plateau: search again from a shape whose extra variance mu^2 / k is
-        # comparable to the Poisson variance, keep the best.
-        s1 = math.log(max(1.0, float(np.mean(obj.data.y))))
-        if s1 not in fits:
-            again = _search(profile, slope, s1)
-            best1 = min(fits, key=lambda k: fits[k].value)
-            if best1 != best:
-                best, at_bound = best1, again
     fam = family.with_param(math.exp(best))
     fit = fits[best]
     retarget(obj, fam)
