@@ -8,7 +8,7 @@ families
 laplace
     PIRLS to the conditional modes and the Laplace ``-2 log L``.
 agq
-    Adaptive Gauss-Hermite quadrature for one scalar random term.
+    Adaptive Gauss-Hermite quadrature for one random-effects term.
 gradient
     Analytic gradient of the Laplace value and the block solver of the
     ``u``-only PIRLS system (dense coupling).
