@@ -439,5 +439,7 @@ class LaplaceGradient:
 
     def _per_level(self, k: int, vals: np.ndarray) -> np.ndarray:
         t = self.obj.data.terms[k]
+        if vals.shape[1] == 1:
+            return np.bincount(t.codes, weights=vals[:, 0], minlength=t.nlev)[:, None]
         return np.stack([np.bincount(t.codes, weights=vals[:, j], minlength=t.nlev)
                          for j in range(t.q)], axis=1)

@@ -122,6 +122,12 @@ class LaplaceObjective:
         self.zraws = [t.zraw for t in data.terms]
         self.sizes = [t.nlev * t.q for t in data.terms]
         self.Q = int(sum(self.sizes))
+        # every term scalar: Z Lambda u as one gather (columns of u per row and term)
+        self._u_cols = self._z_cols = None
+        if all(t.q == 1 and t.rows is None for t in data.terms):
+            offs = np.cumsum([0] + self.sizes)[:-1]
+            self._u_cols = np.column_stack([t.codes + o for t, o in zip(data.terms, offs)])
+            self._z_cols = np.column_stack([t.zraw[:, 0] for t in data.terms])
         self._systems: dict[bool, object] = {}
         self._u = np.zeros(self.Q)
         self.nevals = 0
@@ -140,6 +146,9 @@ class LaplaceObjective:
     # ------------------------------------------------------------ pieces
     def zb(self, templates: list[np.ndarray], u: np.ndarray) -> np.ndarray:
         """``Z Lambda u`` (one value per row)."""
+        if self._u_cols is not None:
+            lam = np.array([T[0, 0] for T in templates])
+            return (self._z_cols * lam * u[self._u_cols]).sum(axis=1)
         out = np.zeros(self.data.n)
         off = 0
         for t, T, size in zip(self.data.terms, templates, self.sizes):
