@@ -145,6 +145,12 @@ class LaplaceGradient:
         self.r = int(roff[-1])
         self.Q = int(sum(sizes))
         self.roff = {k: int(o) for k, o in zip(self.rest, roff[:-1])}
+        # u (terms in order) from [first term's block; later terms' blocks]
+        n0 = sizes[self.k0]
+        blocks = [np.arange(n0)] + [n0 + self.roff[k] + np.arange(sizes[k]) for k in self.rest]
+        by_term = dict(zip([self.k0] + self.rest, blocks))
+        self.u_order = np.concatenate([by_term[k] for k in range(len(terms))]) \
+            if terms else np.zeros(0, dtype=int)
         self._last = None
         # per theta entry: (term, row a, column b) of its template
         self.entries = []
@@ -270,6 +276,10 @@ class LaplaceGradient:
                 self._per_level(k, c[k] * v[:, None]).ravel()
         return x0, xR
 
+    def _to_u(self, z0: np.ndarray, zR: np.ndarray) -> np.ndarray:
+        """``u`` (terms in order) from the solution's two parts."""
+        return np.concatenate([z0.ravel(), zR])[self.u_order]
+
     def _to_terms(self, z0: np.ndarray, zR: np.ndarray) -> dict:
         d = self.obj.data
         out = {self.k0: z0.reshape(-1, d.terms[self.k0].q)}
@@ -285,8 +295,7 @@ class LaplaceGradient:
         weights ``w``: ``M u = Lambda'Z'W z``, and ``log det M``."""
         c = self._zlam(templates)
         parts = self._parts(c, w)
-        terms = self._to_terms(*self._solve(parts, *self._rhs(c, w * z)))
-        u = np.concatenate([terms[k].ravel() for k in range(len(self.obj.data.terms))])
+        u = self._to_u(*self._solve(parts, *self._rhs(c, w * z)))
         return BlockFactor(u, parts.logdet, parts, w)
 
     def joint_factor(self, templates: list[np.ndarray], X: np.ndarray, z: np.ndarray,
@@ -321,10 +330,7 @@ class LaplaceGradient:
         beta = cho_solve((lx, True), X.T @ (w * z) - R.T @ a, check_finite=False) \
             if p else np.zeros(0)
         uf = a - C @ beta
-        n0 = self.Q - self.r
-        terms = self._to_terms(uf[:n0], uf[n0:])
-        u = np.concatenate([terms[k].ravel() for k in range(len(self.obj.data.terms))])
-        return JointBlockFactor(beta, u, parts.logdet, lx)
+        return JointBlockFactor(beta, uf[self.u_order], parts.logdet, lx)
 
     # ---------------------------------------------------------------- gradient
     def __call__(self, st: PirlsState) -> np.ndarray:
@@ -394,23 +400,17 @@ class LaplaceGradient:
         if self._last is None:
             return None
         st, templates, c, a, dvec, parts_a = self._last
-        d = self.obj.data
-        new = d.layout.templates(np.asarray(theta, dtype=float))
+        obj = self.obj
+        new = obj.data.layout.templates(np.asarray(theta, dtype=float))
+        dT = [T1 - T0 for T1, T0 in zip(new, templates)]
         u = st.u
-        deta = d.X @ (np.asarray(beta, dtype=float) - st.beta)
-        half = []
-        for k, t in enumerate(d.terms):
-            dT = new[k] - templates[k]
-            uk = u[self.offsets[k]:self.offsets[k + 1]].reshape(t.nlev, t.q)
-            deta = deta + np.einsum("iq,iq->i", t.zraw @ dT, uk[t.codes])
-            half.append(0.5 * self._per_level(k, t.zraw * dvec[:, None]) @ dT)
-        x0, xR = self._rhs(c, a * deta)
-        x0 = x0 + half[self.k0]
-        for k in self.rest:
-            t = d.terms[k]
-            xR[self.roff[k]:self.roff[k] + t.nlev * t.q] += half[k].ravel()
-        terms = self._to_terms(*self._solve(parts_a, -x0, -xR))
-        du = np.concatenate([terms[k].ravel() for k in range(len(d.terms))])
+        deta = obj.data.X @ (np.asarray(beta, dtype=float) - st.beta) + obj.zb(dT, u)
+        # M_A du = -(Lambda'Z'A deta + (1/2) dLambda'Z'dvec), as one right-hand side
+        cd = self._zlam(dT)
+        ad = a * deta
+        comb = [ck * ad[:, None] + 0.5 * cdk * dvec[:, None] for ck, cdk in zip(c, cd)]
+        x0, xR = self._rhs(comb, np.ones(len(ad)))
+        du = self._to_u(*self._solve(parts_a, -x0, -xR))
         return u + du
 
     def _inverse_rows(self, parts: BlockParts, c: list[np.ndarray]) -> dict:

@@ -50,7 +50,9 @@ def _cholesky(T: np.ndarray) -> np.ndarray:
     ------
     NotPositiveDefinite
     """
-    c, info = dpotrf(T, lower=1)
+    # T is symmetric: its transpose is the Fortran-ordered array LAPACK factors in
+    # place (no copy); the upper triangle is left as it was (only the lower is read)
+    c, info = dpotrf(T.T, lower=1, clean=0, overwrite_a=1)
     if info:
         raise NotPositiveDefinite("the Schur complement is not positive definite")
     return c
@@ -218,7 +220,7 @@ class ScalarBlocksGradient(LaplaceGradient):
         c0 = c[self.k0][:, 0]
         r, n0 = self.r, self.n0
         D = np.bincount(t0.codes, weights=w * c0 * c0, minlength=n0) + 1.0
-        if not np.all(D > 0):
+        if not D.min() > 0:
             raise NotPositiveDefinite("a first-term block is not positive definite")
         Dinv = 1.0 / D
         logdet = float(np.log(D).sum())
@@ -291,7 +293,7 @@ class ScalarBlocksGradient(LaplaceGradient):
         m1 = self.nested_m1
         m2 = self.r - m1
         d1 = sv[d1_at]
-        if not np.all(d1 > 0):
+        if not d1.min() > 0:
             raise NotPositiveDefinite("the Schur complement is not positive definite")
         cv = sv[c_at]
         gv = cv / d1[c_rows]
