@@ -276,6 +276,22 @@ class LaplaceGradient:
                 self._per_level(k, c[k] * v[:, None]).ravel()
         return x0, xR
 
+    def _rhs_cols(self, c: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        """``Lambda'Z'V`` for the columns of ``V``: ``(Q, m)``, the first term's
+        block (level-major) then the later terms'."""
+        return np.column_stack([np.concatenate([x0.ravel(), xR]) for x0, xR in
+                                (self._rhs(c, V[:, j]) for j in range(V.shape[1]))])
+
+    def _solve_cols(self, parts: BlockParts, R: np.ndarray) -> np.ndarray:
+        """``M^{-1} R`` for ``R`` as :meth:`_rhs_cols` returns it."""
+        n0 = self.Q - self.r
+        q0 = self.obj.data.terms[self.k0].q
+        out = np.empty_like(R)
+        for j in range(R.shape[1]):
+            z0, zR = self._solve(parts, R[:n0, j].reshape(-1, q0), R[n0:, j])
+            out[:, j] = np.concatenate([z0.ravel(), zR])
+        return out
+
     def _to_u(self, z0: np.ndarray, zR: np.ndarray) -> np.ndarray:
         """``u`` (terms in order) from the solution's two parts."""
         return np.concatenate([z0.ravel(), zR])[self.u_order]
@@ -312,15 +328,10 @@ class LaplaceGradient:
         c = self._zlam(templates)
         parts = self._parts(c, w)
         p = X.shape[1]
-
-        def flat(pair):
-            return np.concatenate([pair[0].ravel(), pair[1]])
-
-        rhs = [self._rhs(c, w * X[:, j]) for j in range(p)]
-        R = np.column_stack([flat(r) for r in rhs]) if p else np.zeros((self.Q, 0))
-        C = np.column_stack([flat(self._solve(parts, *r)) for r in rhs]) if p else R
-        rz = self._rhs(c, w * z)
-        a = flat(self._solve(parts, *rz))
+        # the columns of Lambda'Z'W [X z] and M^{-1} times them, solved together
+        RR = self._rhs_cols(c, np.column_stack([w[:, None] * X, w * z]))
+        CC = self._solve_cols(parts, RR)
+        R, C, a = RR[:, :p], CC[:, :p], CC[:, p]
         schur = X.T @ (w[:, None] * X) - R.T @ C
         try:
             lx = np.linalg.cholesky(schur) if p else np.zeros((0, 0))

@@ -50,13 +50,26 @@ class NestedSchur:
         return G
 
     def solve(self, x: np.ndarray) -> np.ndarray:
-        """``S^{-1} x``."""
+        """``S^{-1} x`` (``x`` a vector or a matrix of columns)."""
         m1, m2 = len(self.d1), len(self.cT)
         x1, x2 = x[:m1], x[m1:]
-        gx = np.bincount(self.g_cols, weights=self.g_vals * x1[self.g_rows], minlength=m2)
+        if x.ndim == 2:  # the columns at once: flat positions (row * m + column)
+            m = x.shape[1]
+            j = np.arange(m)
+            gx = np.bincount((self.g_cols[:, None] * m + j).ravel(),
+                             weights=(self.g_vals[:, None] * x1[self.g_rows]).ravel(),
+                             minlength=m2 * m).reshape(m2, m)
+        else:
+            gx = np.bincount(self.g_cols, weights=self.g_vals * x1[self.g_rows],
+                             minlength=m2)
         z2, info = dpotrs(self.cT, x2 - gx, lower=1)
         if info:
             raise NotPositiveDefinite("cannot solve with the Schur complement")
+        if x.ndim == 2:
+            gz = np.bincount((self.g_rows[:, None] * m + j).ravel(),
+                             weights=(self.g_vals[:, None] * z2[self.g_cols]).ravel(),
+                             minlength=m1 * m).reshape(m1, m)
+            return np.concatenate([x1 / self.d1[:, None] - gz, z2])
         gz = np.bincount(self.g_rows, weights=self.g_vals * z2[self.g_cols], minlength=m1)
         return np.concatenate([x1 / self.d1 - gz, z2])
 

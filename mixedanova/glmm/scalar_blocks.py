@@ -98,6 +98,7 @@ class ScalarBlocksGradient(LaplaceGradient):
         self.b_flat = uniq
         self.nR = nR
         self.rc_flat = rc.ravel()
+        self._col_cache: dict = {}
         # dense B when small and not too sparse (one row per first-term level, as
         # grouseticks' (1|INDEX), leaves B almost empty: the sparse product wins)
         self.large = r * n0 > _DENSE_B
@@ -316,6 +317,44 @@ class ScalarBlocksGradient(LaplaceGradient):
         vals = np.hstack([c[k] for k in self.rest])
         xR = np.bincount(self.rc_flat, weights=(vals * v[:, None]).ravel(), minlength=self.r)
         return x0[:, None], xR
+
+    def _col_index(self, name: str, m: int) -> np.ndarray:
+        """``idx * m + j`` for the ``m`` columns ``j``, ``idx`` the index array
+        ``name`` (flat positions in a ``(len, m)`` array; cached)."""
+        key = (name, m)
+        out = self._col_cache.get(key)
+        if out is None:
+            idx = self.obj.data.terms[self.k0].codes if name == "codes" else getattr(self, name)
+            out = self._col_cache[key] = (idx.reshape(-1, 1) * m + np.arange(m)).ravel()
+        return out
+
+    def _rhs_cols(self, c: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        m = V.shape[1]
+        x0 = np.bincount(self._col_index("codes", m), weights=(c[self.k0] * V).ravel(),
+                         minlength=self.n0 * m)
+        vals = np.hstack([c[k] for k in self.rest])
+        xR = np.bincount(self._col_index("rc_flat", m),
+                         weights=(vals[:, :, None] * V[:, None, :]).ravel(),
+                         minlength=self.r * m)
+        return np.concatenate([x0, xR]).reshape(-1, m)
+
+    def _solve_cols(self, parts: BlockParts, R: np.ndarray) -> np.ndarray:
+        n0, r = self.n0, self.r
+        m = R.shape[1]
+        X0, XR = R[:n0], R[n0:]
+        Dinv = parts.Dinv[:, 0, 0]
+        if self.dense_b:
+            ZR = _schur_solve(parts.cho, XR - parts.BD @ X0)
+            Z0 = Dinv[:, None] * (X0 - parts.B.T @ ZR)
+            return np.concatenate([Z0, ZR])
+        br, bi = self.b_rows, self.b_indices
+        ZR = _schur_solve(parts.cho, XR - np.bincount(
+            self._col_index("b_rows", m), weights=(parts.BD[:, None] * X0[bi]).ravel(),
+            minlength=r * m).reshape(r, m))
+        Z0 = Dinv[:, None] * (X0 - np.bincount(
+            self._col_index("b_indices", m), weights=(parts.B[:, None] * ZR[br]).ravel(),
+            minlength=n0 * m).reshape(n0, m))
+        return np.concatenate([Z0, ZR])
 
     def _solve(self, parts: BlockParts, x0: np.ndarray, xR: np.ndarray):
         Dinv = parts.Dinv[:, 0, 0]
