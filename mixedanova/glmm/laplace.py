@@ -182,8 +182,11 @@ class LaplaceObjective:
 
     # ------------------------------------------------------------ PIRLS
     def pirls(self, theta: np.ndarray, beta: np.ndarray | None = None,
-              u0: np.ndarray | None = None, joint: bool = False) -> PirlsState:
-        """Converged modes at ``(theta, beta)`` (``joint``: ``beta`` updated too).
+              u0: np.ndarray | None = None, joint: bool = False,
+              joint_tol: float = _JOINT_TOL) -> PirlsState:
+        """Converged modes at ``(theta, beta)`` (``joint``: ``beta`` updated too,
+        until the linear predictor's step is below ``joint_tol`` relative: a start
+        that is only compared and refined may take a looser one).
 
         Raises
         ------
@@ -192,15 +195,15 @@ class LaplaceObjective:
         """
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                return self._pirls(theta, beta, u0, joint)
+                return self._pirls(theta, beta, u0, joint, joint_tol)
             except FitError:
                 start = self._u if u0 is None else np.asarray(u0, dtype=float)
                 if not np.any(start):
                     raise
                 # the warm start (modes of another point) may be far off: from u = 0
-                return self._pirls(theta, beta, np.zeros(self.Q), joint)
+                return self._pirls(theta, beta, np.zeros(self.Q), joint, joint_tol)
 
-    def _pirls(self, theta, beta, u0, joint) -> PirlsState:
+    def _pirls(self, theta, beta, u0, joint, joint_tol=_JOINT_TOL) -> PirlsState:
         d, fam = self.data, self.family
         theta = np.asarray(theta, dtype=float)
         templates = d.layout.templates(theta)
@@ -240,7 +243,7 @@ class LaplaceObjective:
                 # (beta, u) can be nearly confounded (an intercept and large random
                 # intercepts): the linear predictor is what is well determined
                 deta = self.zb(templates, du) + d.X @ db
-                done = np.max(np.abs(deta)) <= _JOINT_TOL * (1.0 + np.max(np.abs(eta)))
+                done = np.max(np.abs(deta)) <= joint_tol * (1.0 + np.max(np.abs(eta)))
             else:
                 done = size <= _STEP_TOL * (1.0 + np.max(np.abs(u), initial=0.0))
             if last or done:

@@ -30,6 +30,9 @@ __all__ = ["DenseOrder", "fit_laplace", "coarse_start", "glm_start", "difference
 # predict at an optimum found with the analytic gradient (see difference_check)
 CHECK_GAIN = 1e-7
 CHORD_STEP = 1e-4  # largest Newton step after which the Hessian is not retaken
+# the joint modes of the coarse start are compared and then refined by the search:
+# converged to this relative step of the linear predictor (values to about its square)
+START_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarr
         u0 = None if best is None else best.u * (best_c / c)
         try:
             st = obj.pirls(c * start_theta, best.beta if best is not None else None,
-                           u0=u0, joint=True)
+                           u0=u0, joint=True, joint_tol=START_TOL)
         except FitError:
             return math.inf
         if best is None or st.value < best.value:
