@@ -5,7 +5,7 @@ learning the curvature (about 30 for grouseticks' seven parameters).  Here the
 first matrix is the forward-difference Hessian of the analytic gradient at the
 start (one evaluation per ``theta`` entry; see :func:`seed_hessian`), then BFGS
 updates keep it current at one evaluation per step.  The run hands over to the
-Newton polish (:func:`~mixedanova.glmm.laplace_fit.newton_grad`), which retakes
+Newton polish (:func:`~mixedanova.glmm.polish.newton_grad`), which retakes
 the Hessian and decides convergence, so this stage only has to arrive near the
 optimum.  It gives up where a bound is in the way (a parameter at or pushed onto
 its bound, as at a singular fit) or where it cannot make progress; the caller
