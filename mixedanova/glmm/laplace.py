@@ -106,6 +106,11 @@ class PirlsState:
         return float(self.u @ self.u)
 
 
+def _amax(a: np.ndarray) -> float:
+    """``max |a|`` (0 for an empty array; NaN when ``a`` has one)."""
+    return float(np.abs(a).max()) if a.size else 0.0
+
+
 class LaplaceObjective:
     """``-2 log L`` of the Laplace approximation as a function of ``(theta, beta)``.
 
@@ -148,7 +153,7 @@ class LaplaceObjective:
         """``Z Lambda u`` (one value per row)."""
         if self._u_cols is not None:
             lam = np.array([T[0, 0] for T in templates])
-            return (self._z_cols * lam * u[self._u_cols]).sum(axis=1)
+            return (self._z_cols * u[self._u_cols]) @ lam
         out = np.zeros(self.data.n)
         off = 0
         for t, T, size in zip(self.data.terms, templates, self.sizes):
@@ -212,10 +217,11 @@ class LaplaceObjective:
         beta = np.asarray(beta, dtype=float)
         u = (self._u if u0 is None else np.asarray(u0, dtype=float)).copy()
         Xz = d.X if joint else np.zeros((d.n, 0))
-        st = self._state(d.offset + d.X @ beta, self.zb(templates, u))
+        fixed = d.offset + d.X @ beta  # (the same throughout when beta is held)
+        st = self._state(fixed, self.zb(templates, u))
         if st is None:  # the warm start is not valid: start at u = 0
             u = np.zeros(self.Q)
-            st = self._state(d.offset + d.X @ beta, np.zeros(d.n))
+            st = self._state(fixed, np.zeros(d.n))
             if st is None:
                 raise FitError("the starting linear predictor is outside the family's domain")
         last = False
@@ -223,7 +229,7 @@ class LaplaceObjective:
         for it in range(1, _MAX_ITER + 1):
             eta, mu, mueta, w, dev = st
             pdev = dev + float(u @ u)
-            base = d.offset if joint else d.offset + d.X @ beta
+            base = d.offset if joint else fixed
             z = eta - base + (d.y - mu) / mueta
             try:
                 if self.fast is not None and not joint:
@@ -238,14 +244,14 @@ class LaplaceObjective:
             b_new, u_new = f.solution()
             du = u_new - u
             db = (b_new - beta) if joint else np.zeros(0)
-            size = max(np.max(np.abs(du), initial=0.0), np.max(np.abs(db), initial=0.0))
+            size = max(_amax(du), _amax(db))
             if joint:
                 # (beta, u) can be nearly confounded (an intercept and large random
                 # intercepts): the linear predictor is what is well determined
                 deta = self.zb(templates, du) + d.X @ db
-                done = np.max(np.abs(deta)) <= joint_tol * (1.0 + np.max(np.abs(eta)))
+                done = _amax(deta) <= joint_tol * (1.0 + _amax(eta))
             else:
-                done = size <= _STEP_TOL * (1.0 + np.max(np.abs(u), initial=0.0))
+                done = size <= _STEP_TOL * (1.0 + _amax(u))
             if last or done:
                 break
             step = 1.0
@@ -253,7 +259,8 @@ class LaplaceObjective:
             for _ in range(40):
                 u_try = u + step * du
                 b_try = beta + step * db if joint else beta
-                st_try = self._state(d.offset + d.X @ b_try, self.zb(templates, u_try))
+                st_try = self._state(d.offset + d.X @ b_try if joint else fixed,
+                                     self.zb(templates, u_try))
                 if st_try is not None:
                     pdev_try = st_try[4] + float(u_try @ u_try)
                     if pdev_try <= pdev + 1e-12 * max(1.0, abs(pdev)):
@@ -261,7 +268,7 @@ class LaplaceObjective:
                         break
                 step *= 0.5
             if not accepted:
-                if size > 1e-6 * (1.0 + np.max(np.abs(u), initial=0.0)):
+                if size > 1e-6 * (1.0 + _amax(u)):
                     raise FitError("PIRLS: no step decreases the penalized deviance (the "
                                    "modes are on the boundary of the link's domain)")
                 break  # no decrease at rounding level: at the mode
@@ -270,7 +277,7 @@ class LaplaceObjective:
                 beta = b_try
             # at rounding level (the steps stop shrinking, or a halved step gains
             # nothing): one more pass for the factor at these modes
-            if size < 1e-8 * (1.0 + np.max(np.abs(u))) and size > 0.5 * prev_size:
+            if size < 1e-8 * (1.0 + _amax(u)) and size > 0.5 * prev_size:
                 stalls += 1
             prev_size = size
             if stalls >= 2 or (step < 1.0 and abs(pdev - pdev_try)
