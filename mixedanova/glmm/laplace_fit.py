@@ -29,6 +29,7 @@ __all__ = ["DenseOrder", "fit_laplace", "coarse_start", "glm_start"]
 # the joint modes of the coarse start are compared and then refined by the search:
 # converged to this relative step of the linear predictor (values to about its square)
 START_TOL = 1e-6
+COMPARE_TOL = 1e-3  # the other sizes of the coarse start, only compared
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,10 @@ class DenseOrder:
 def coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarray
                   ) -> PirlsState:
     """The joint modes of ``(beta, u)`` at multiples of the starting ``theta``:
-    the best (huge counts want a tiny theta) starts the gradient search."""
+    the best (huge counts want a tiny theta) starts the gradient search.  The
+    first size is converged to ``START_TOL``; the others, only compared, to
+    ``COMPARE_TOL`` (their values to about its square), and the winner, if one of
+    them, then to ``START_TOL``."""
     best = None
     best_c = 1.0
 
@@ -51,7 +55,8 @@ def coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarr
         u0 = None if best is None else best.u * (best_c / c)
         try:
             st = obj.pirls(c * start_theta, best.beta if best is not None else None,
-                           u0=u0, joint=True, joint_tol=START_TOL)
+                           u0=u0, joint=True,
+                           joint_tol=START_TOL if best is None else COMPARE_TOL)
         except FitError:
             return math.inf
         if best is None or st.value < best.value:
@@ -69,6 +74,12 @@ def coarse_start(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarr
         prev = v
     if best is None:
         raise FitError("PIRLS failed at the starting values")
+    if best_c != START_MULTIPLIERS[0]:
+        try:
+            best = obj.pirls(best.theta, best.beta, u0=best.u, joint=True,
+                             joint_tol=START_TOL)
+        except FitError:
+            pass  # the compared modes still start the search
     return best
 
 
