@@ -234,7 +234,7 @@ class LaplaceGradient:
         if not self.rest:
             return BlockParts(Dinv, None, None, None, None, logdet)
         r = self.r
-        vals = np.hstack([c[k] for k in self.rest])  # (n, sum q)
+        vals = np.concatenate([c[k] for k in self.rest], axis=1)  # (n, sum q)
         wv = w[:, None] * vals
         E = np.bincount(self.e_index.ravel(),
                         weights=(wv[:, :, None] * vals[:, None, :]).ravel(),

@@ -225,7 +225,7 @@ class ScalarBlocksGradient(LaplaceGradient):
             raise NotPositiveDefinite("a first-term block is not positive definite")
         Dinv = 1.0 / D
         logdet = float(np.log(D).sum())
-        vals = np.hstack([c[k] for k in self.rest])  # (n, nR)
+        vals = np.concatenate([c[k] for k in self.rest], axis=1)  # (n, nR)
         wv = w[:, None] * vals
         e_vals = (wv[:, :, None] * vals[:, None, :]).ravel()
         bdata = np.bincount(self.b_slot, weights=(wv * c0[:, None]).ravel(),
@@ -314,7 +314,7 @@ class ScalarBlocksGradient(LaplaceGradient):
         """``Lambda'Z'v`` split as ``(first term (l0, 1), later terms (r,))``."""
         codes = self.obj.data.terms[self.k0].codes
         x0 = np.bincount(codes, weights=c[self.k0][:, 0] * v, minlength=self.n0)
-        vals = np.hstack([c[k] for k in self.rest])
+        vals = np.concatenate([c[k] for k in self.rest], axis=1)
         xR = np.bincount(self.rc_flat, weights=(vals * v[:, None]).ravel(), minlength=self.r)
         return x0[:, None], xR
 
@@ -332,7 +332,7 @@ class ScalarBlocksGradient(LaplaceGradient):
         m = V.shape[1]
         x0 = np.bincount(self._col_index("codes", m), weights=(c[self.k0] * V).ravel(),
                          minlength=self.n0 * m)
-        vals = np.hstack([c[k] for k in self.rest])
+        vals = np.concatenate([c[k] for k in self.rest], axis=1)
         xR = np.bincount(self._col_index("rc_flat", m),
                          weights=(vals[:, :, None] * V[:, None, :]).ravel(),
                          minlength=self.r * m)
