@@ -296,14 +296,6 @@ class LaplaceGradient:
         """``u`` (terms in order) from the solution's two parts."""
         return np.concatenate([z0.ravel(), zR])[self.u_order]
 
-    def _to_terms(self, z0: np.ndarray, zR: np.ndarray) -> dict:
-        d = self.obj.data
-        out = {self.k0: z0.reshape(-1, d.terms[self.k0].q)}
-        for k in self.rest:
-            t = d.terms[k]
-            out[k] = zR[self.roff[k]:self.roff[k] + t.nlev * t.q].reshape(t.nlev, t.q)
-        return out
-
     def factor(self, templates: list[np.ndarray], z: np.ndarray, w: np.ndarray
                ) -> "BlockFactor":
         """The penalized weighted least-squares solution ``u`` of the working
@@ -380,29 +372,39 @@ class LaplaceGradient:
         f = st.factor
         parts = f.parts if isinstance(f, BlockFactor) and f.weights is W else self._parts(c, W)
         G = self._inverse_rows(parts, c)
-        h = sum(np.einsum("iq,iq->i", c[k], G[k]) for k in range(len(d.terms)))
+        h = self._hat(c, G)
         v = dW * h
         if obj.count_gap is not None:  # -2 gap(mu) is one more function of eta
             v = v - 2.0 * obj.count_gap.slope(mu) * mueta
         # s = M_A^{-1} Lambda'Z'v
         parts_a = parts if canonical else self._parts(c, a)
-        s_terms = self._to_terms(*self._solve(parts_a, *self._rhs(c, v)))
-        zs = sum(np.einsum("iq,iq->i", c[k], s_terms[k][d.terms[k].codes])
-                 for k in range(len(d.terms)))
-        rr = v - a * zs
+        s = self._to_u(*self._solve(parts_a, *self._rhs(c, v)))
+        rr = v - a * obj.zb(templates, s)
         dr = dvec + rr
         g_beta = d.X.T @ dr
+        g_theta = self._theta_gradient(st.u, s, G, dr, dvec, W)
+        self._last = (st, templates, c, a, dvec, parts_a)
+        return np.concatenate([g_theta, g_beta])
+
+    def _hat(self, c: list[np.ndarray], G: dict) -> np.ndarray:
+        """``h_i = (Z Lambda)_i M^{-1} (Z Lambda)_i'`` from the rows of ``G``."""
+        return sum(np.einsum("iq,iq->i", c[k], G[k]) for k in range(len(c)))
+
+    def _theta_gradient(self, u: np.ndarray, s: np.ndarray, G: dict, dr: np.ndarray,
+                        dvec: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``(d + r)'Z dLambda u - (1/2) d'Z dLambda s + 2 sum_i W_i (Z dLambda)_i G_i'``
+        per entry of ``theta`` (``u``, ``s`` in the terms' order)."""
+        d = self.obj.data
         g_theta = np.empty(len(self.entries))
-        u = st.u
         for m, (k, ai, bi) in enumerate(self.entries):
             t = d.terms[k]
             off = self.offsets[k]
             uk = u[off:off + t.nlev * t.q].reshape(t.nlev, t.q)[t.codes, bi]
+            sk = s[off:off + t.nlev * t.q].reshape(t.nlev, t.q)[t.codes, bi]
             z = t.zraw[:, ai]
-            g_theta[m] = (dr @ (z * uk) - 0.5 * (dvec @ (z * s_terms[k][t.codes, bi]))
+            g_theta[m] = (dr @ (z * uk) - 0.5 * (dvec @ (z * sk))
                           + 2.0 * ((W * z) @ G[k][:, bi]))
-        self._last = (st, templates, c, a, dvec, parts_a)
-        return np.concatenate([g_theta, g_beta])
+        return g_theta
 
     def predict_modes(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray | None:
         """First-order prediction of the modes at ``(theta, beta)`` from the last

@@ -98,6 +98,9 @@ class ScalarBlocksGradient(LaplaceGradient):
         self.b_flat = uniq
         self.nR = nR
         self.rc_flat = rc.ravel()
+        # every term's column of u and its z per row, in the terms' order
+        self.u_cols = np.column_stack([t.codes + o for t, o in zip(d.terms, self.offsets[:-1])])
+        self.z_cols = np.column_stack([t.zraw[:, 0] for t in d.terms])
         self._col_cache: dict = {}
         # dense B when small and not too sparse (one row per first-term level, as
         # grouseticks' (1|INDEX), leaves B almost empty: the sparse product wins)
@@ -309,6 +312,19 @@ class ScalarBlocksGradient(LaplaceGradient):
             C[c_rows, c_cols] = cv
             T = T.reshape(m2, m2) - (C / d1[:, None]).T @ C
         return NestedSchur(d1, c_rows, c_cols, gv, _cholesky(T))
+
+    def _hat(self, c: list[np.ndarray], G: dict) -> np.ndarray:
+        return (np.concatenate(c, axis=1) * np.concatenate([G[k] for k in range(len(c))],
+                                                           axis=1)).sum(axis=1)
+
+    def _theta_gradient(self, u: np.ndarray, s: np.ndarray, G: dict, dr: np.ndarray,
+                        dvec: np.ndarray, W: np.ndarray) -> np.ndarray:
+        # one scalar theta per term: the three sums of the base class as products
+        # with the (n, terms) arrays of z, u, s and G on each row's levels
+        z = self.z_cols
+        Gm = np.concatenate([G[k] for k in range(z.shape[1])], axis=1)
+        return ((z * u[self.u_cols]).T @ dr - 0.5 * ((z * s[self.u_cols]).T @ dvec)
+                + 2.0 * ((z * Gm).T @ W))
 
     def _rhs(self, c: list[np.ndarray], v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``Lambda'Z'v`` split as ``(first term (l0, 1), later terms (r,))``."""
