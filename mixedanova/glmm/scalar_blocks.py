@@ -16,14 +16,18 @@ evaluation scatters the weighted products into it), the Schur complement
   ``K_i (1 + beta_{l_i}) - sum_j c_ij (D^{-1} B' P)[l_i, m_ij]`` with
   ``beta_l = sum_m B[m, l] (D^{-1} B' P)[l, m]``;
 
-so the largest array is ``D^{-1} B' P`` (first-term levels x later columns).
+so the largest array is ``D^{-1} B' P`` (first-term levels x later columns);
+when these gathers are few, only the entries of ``P`` they read are formed.
+Where the pairs of entries of ``B`` in one column are few, ``S`` is summed on its
+own sparse pattern (``E``'s and ``B D^{-1} B'``'s together, one ``bincount``).
 When the first term's levels are nested in the first later term's (one level
 per row, as grouseticks' ``(1|INDEX)``), that term's block of ``S`` is diagonal
-and is eliminated as well (:class:`NestedSchur`): only the rest is factored
-densely.
+and is eliminated as well
+(:class:`~mixedanova.glmm.nested_schur.NestedSchur`): only the rest is factored
+densely, and the entries of ``P`` come from that factor
+(:class:`~mixedanova.glmm.nested_schur.InverseEntries`).
 """
 from __future__ import annotations
-
 
 import numpy as np
 import scipy.sparse as sp
@@ -202,7 +206,6 @@ class ScalarBlocksGradient(LaplaceGradient):
         within = np.arange(total) - np.repeat(np.cumsum(cq) - cq, cq)
         e_idx = perm[start[ql][q_idx] + within]
         a, m = rows[e_idx], qm[q_idx]
-        self.wq = (q_idx, e_idx, np.maximum(a, m), np.minimum(a, m), len(ql))
         p_low = [[np.maximum(rc[:, j], rc[:, jj]) * r + np.minimum(rc[:, j], rc[:, jj])
                   for j in range(self.nR)] for jj in range(self.nR)]
         # the entries of P read, once each: P is never needed whole
