@@ -145,6 +145,12 @@ class LaplaceGradient:
         self.r = int(roff[-1])
         self.Q = int(sum(sizes))
         self.roff = {k: int(o) for k, o in zip(self.rest, roff[:-1])}
+        # u (terms in order) from [first term's block; later terms' blocks]
+        n0 = sizes[self.k0]
+        blocks = [np.arange(n0)] + [n0 + self.roff[k] + np.arange(sizes[k]) for k in self.rest]
+        by_term = dict(zip([self.k0] + self.rest, blocks))
+        self.u_order = np.concatenate([by_term[k] for k in range(len(terms))]) \
+            if terms else np.zeros(0, dtype=int)
         self._last = None
         # per theta entry: (term, row a, column b) of its template
         self.entries = []
@@ -228,7 +234,7 @@ class LaplaceGradient:
         if not self.rest:
             return BlockParts(Dinv, None, None, None, None, logdet)
         r = self.r
-        vals = np.hstack([c[k] for k in self.rest])  # (n, sum q)
+        vals = np.concatenate([c[k] for k in self.rest], axis=1)  # (n, sum q)
         wv = w[:, None] * vals
         E = np.bincount(self.e_index.ravel(),
                         weights=(wv[:, :, None] * vals[:, None, :]).ravel(),
@@ -270,13 +276,25 @@ class LaplaceGradient:
                 self._per_level(k, c[k] * v[:, None]).ravel()
         return x0, xR
 
-    def _to_terms(self, z0: np.ndarray, zR: np.ndarray) -> dict:
-        d = self.obj.data
-        out = {self.k0: z0.reshape(-1, d.terms[self.k0].q)}
-        for k in self.rest:
-            t = d.terms[k]
-            out[k] = zR[self.roff[k]:self.roff[k] + t.nlev * t.q].reshape(t.nlev, t.q)
+    def _rhs_cols(self, c: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        """``Lambda'Z'V`` for the columns of ``V``: ``(Q, m)``, the first term's
+        block (level-major) then the later terms'."""
+        return np.column_stack([np.concatenate([x0.ravel(), xR]) for x0, xR in
+                                (self._rhs(c, V[:, j]) for j in range(V.shape[1]))])
+
+    def _solve_cols(self, parts: BlockParts, R: np.ndarray) -> np.ndarray:
+        """``M^{-1} R`` for ``R`` as :meth:`_rhs_cols` returns it."""
+        n0 = self.Q - self.r
+        q0 = self.obj.data.terms[self.k0].q
+        out = np.empty_like(R)
+        for j in range(R.shape[1]):
+            z0, zR = self._solve(parts, R[:n0, j].reshape(-1, q0), R[n0:, j])
+            out[:, j] = np.concatenate([z0.ravel(), zR])
         return out
+
+    def _to_u(self, z0: np.ndarray, zR: np.ndarray) -> np.ndarray:
+        """``u`` (terms in order) from the solution's two parts."""
+        return np.concatenate([z0.ravel(), zR])[self.u_order]
 
     def factor(self, templates: list[np.ndarray], z: np.ndarray, w: np.ndarray
                ) -> "BlockFactor":
@@ -285,8 +303,7 @@ class LaplaceGradient:
         weights ``w``: ``M u = Lambda'Z'W z``, and ``log det M``."""
         c = self._zlam(templates)
         parts = self._parts(c, w)
-        terms = self._to_terms(*self._solve(parts, *self._rhs(c, w * z)))
-        u = np.concatenate([terms[k].ravel() for k in range(len(self.obj.data.terms))])
+        u = self._to_u(*self._solve(parts, *self._rhs(c, w * z)))
         return BlockFactor(u, parts.logdet, parts, w)
 
     def joint_factor(self, templates: list[np.ndarray], X: np.ndarray, z: np.ndarray,
@@ -303,15 +320,10 @@ class LaplaceGradient:
         c = self._zlam(templates)
         parts = self._parts(c, w)
         p = X.shape[1]
-
-        def flat(pair):
-            return np.concatenate([pair[0].ravel(), pair[1]])
-
-        rhs = [self._rhs(c, w * X[:, j]) for j in range(p)]
-        R = np.column_stack([flat(r) for r in rhs]) if p else np.zeros((self.Q, 0))
-        C = np.column_stack([flat(self._solve(parts, *r)) for r in rhs]) if p else R
-        rz = self._rhs(c, w * z)
-        a = flat(self._solve(parts, *rz))
+        # the columns of Lambda'Z'W [X z] and M^{-1} times them, solved together
+        RR = self._rhs_cols(c, np.column_stack([w[:, None] * X, w * z]))
+        CC = self._solve_cols(parts, RR)
+        R, C, a = RR[:, :p], CC[:, :p], CC[:, p]
         schur = X.T @ (w[:, None] * X) - R.T @ C
         try:
             lx = np.linalg.cholesky(schur) if p else np.zeros((0, 0))
@@ -321,10 +333,7 @@ class LaplaceGradient:
         beta = cho_solve((lx, True), X.T @ (w * z) - R.T @ a, check_finite=False) \
             if p else np.zeros(0)
         uf = a - C @ beta
-        n0 = self.Q - self.r
-        terms = self._to_terms(uf[:n0], uf[n0:])
-        u = np.concatenate([terms[k].ravel() for k in range(len(self.obj.data.terms))])
-        return JointBlockFactor(beta, u, parts.logdet, lx)
+        return JointBlockFactor(beta, uf[self.u_order], parts.logdet, lx)
 
     # ---------------------------------------------------------------- gradient
     def __call__(self, st: PirlsState) -> np.ndarray:
@@ -363,29 +372,39 @@ class LaplaceGradient:
         f = st.factor
         parts = f.parts if isinstance(f, BlockFactor) and f.weights is W else self._parts(c, W)
         G = self._inverse_rows(parts, c)
-        h = sum(np.einsum("iq,iq->i", c[k], G[k]) for k in range(len(d.terms)))
+        h = self._hat(c, G)
         v = dW * h
         if obj.count_gap is not None:  # -2 gap(mu) is one more function of eta
             v = v - 2.0 * obj.count_gap.slope(mu) * mueta
         # s = M_A^{-1} Lambda'Z'v
         parts_a = parts if canonical else self._parts(c, a)
-        s_terms = self._to_terms(*self._solve(parts_a, *self._rhs(c, v)))
-        zs = sum(np.einsum("iq,iq->i", c[k], s_terms[k][d.terms[k].codes])
-                 for k in range(len(d.terms)))
-        rr = v - a * zs
+        s = self._to_u(*self._solve(parts_a, *self._rhs(c, v)))
+        rr = v - a * obj.zb(templates, s)
         dr = dvec + rr
         g_beta = d.X.T @ dr
+        g_theta = self._theta_gradient(st.u, s, G, dr, dvec, W)
+        self._last = (st, templates, c, a, dvec, parts_a)
+        return np.concatenate([g_theta, g_beta])
+
+    def _hat(self, c: list[np.ndarray], G: dict) -> np.ndarray:
+        """``h_i = (Z Lambda)_i M^{-1} (Z Lambda)_i'`` from the rows of ``G``."""
+        return sum(np.einsum("iq,iq->i", c[k], G[k]) for k in range(len(c)))
+
+    def _theta_gradient(self, u: np.ndarray, s: np.ndarray, G: dict, dr: np.ndarray,
+                        dvec: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``(d + r)'Z dLambda u - (1/2) d'Z dLambda s + 2 sum_i W_i (Z dLambda)_i G_i'``
+        per entry of ``theta`` (``u``, ``s`` in the terms' order)."""
+        d = self.obj.data
         g_theta = np.empty(len(self.entries))
-        u = st.u
         for m, (k, ai, bi) in enumerate(self.entries):
             t = d.terms[k]
             off = self.offsets[k]
             uk = u[off:off + t.nlev * t.q].reshape(t.nlev, t.q)[t.codes, bi]
+            sk = s[off:off + t.nlev * t.q].reshape(t.nlev, t.q)[t.codes, bi]
             z = t.zraw[:, ai]
-            g_theta[m] = (dr @ (z * uk) - 0.5 * (dvec @ (z * s_terms[k][t.codes, bi]))
+            g_theta[m] = (dr @ (z * uk) - 0.5 * (dvec @ (z * sk))
                           + 2.0 * ((W * z) @ G[k][:, bi]))
-        self._last = (st, templates, c, a, dvec, parts_a)
-        return np.concatenate([g_theta, g_beta])
+        return g_theta
 
     def predict_modes(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray | None:
         """First-order prediction of the modes at ``(theta, beta)`` from the last
@@ -394,23 +413,17 @@ class LaplaceGradient:
         if self._last is None:
             return None
         st, templates, c, a, dvec, parts_a = self._last
-        d = self.obj.data
-        new = d.layout.templates(np.asarray(theta, dtype=float))
+        obj = self.obj
+        new = obj.data.layout.templates(np.asarray(theta, dtype=float))
+        dT = [T1 - T0 for T1, T0 in zip(new, templates)]
         u = st.u
-        deta = d.X @ (np.asarray(beta, dtype=float) - st.beta)
-        half = []
-        for k, t in enumerate(d.terms):
-            dT = new[k] - templates[k]
-            uk = u[self.offsets[k]:self.offsets[k + 1]].reshape(t.nlev, t.q)
-            deta = deta + np.einsum("iq,iq->i", t.zraw @ dT, uk[t.codes])
-            half.append(0.5 * self._per_level(k, t.zraw * dvec[:, None]) @ dT)
-        x0, xR = self._rhs(c, a * deta)
-        x0 = x0 + half[self.k0]
-        for k in self.rest:
-            t = d.terms[k]
-            xR[self.roff[k]:self.roff[k] + t.nlev * t.q] += half[k].ravel()
-        terms = self._to_terms(*self._solve(parts_a, -x0, -xR))
-        du = np.concatenate([terms[k].ravel() for k in range(len(d.terms))])
+        deta = obj.data.X @ (np.asarray(beta, dtype=float) - st.beta) + obj.zb(dT, u)
+        # M_A du = -(Lambda'Z'A deta + (1/2) dLambda'Z'dvec), as one right-hand side
+        cd = self._zlam(dT)
+        ad = a * deta
+        comb = [ck * ad[:, None] + 0.5 * cdk * dvec[:, None] for ck, cdk in zip(c, cd)]
+        x0, xR = self._rhs(comb, np.ones(len(ad)))
+        du = self._to_u(*self._solve(parts_a, -x0, -xR))
         return u + du
 
     def _inverse_rows(self, parts: BlockParts, c: list[np.ndarray]) -> dict:
@@ -439,5 +452,7 @@ class LaplaceGradient:
 
     def _per_level(self, k: int, vals: np.ndarray) -> np.ndarray:
         t = self.obj.data.terms[k]
+        if vals.shape[1] == 1:
+            return np.bincount(t.codes, weights=vals[:, 0], minlength=t.nlev)[:, None]
         return np.stack([np.bincount(t.codes, weights=vals[:, j], minlength=t.nlev)
                          for j in range(t.q)], axis=1)

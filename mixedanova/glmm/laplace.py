@@ -106,6 +106,11 @@ class PirlsState:
         return float(self.u @ self.u)
 
 
+def _amax(a: np.ndarray) -> float:
+    """``max |a|`` (0 for an empty array; NaN when ``a`` has one)."""
+    return float(np.abs(a).max()) if a.size else 0.0
+
+
 class LaplaceObjective:
     """``-2 log L`` of the Laplace approximation as a function of ``(theta, beta)``.
 
@@ -122,6 +127,12 @@ class LaplaceObjective:
         self.zraws = [t.zraw for t in data.terms]
         self.sizes = [t.nlev * t.q for t in data.terms]
         self.Q = int(sum(self.sizes))
+        # every term scalar: Z Lambda u as one gather (columns of u per row and term)
+        self._u_cols = self._z_cols = None
+        if all(t.q == 1 and t.rows is None for t in data.terms):
+            offs = np.cumsum([0] + self.sizes)[:-1]
+            self._u_cols = np.column_stack([t.codes + o for t, o in zip(data.terms, offs)])
+            self._z_cols = np.column_stack([t.zraw[:, 0] for t in data.terms])
         self._systems: dict[bool, object] = {}
         self._u = np.zeros(self.Q)
         self.nevals = 0
@@ -140,6 +151,9 @@ class LaplaceObjective:
     # ------------------------------------------------------------ pieces
     def zb(self, templates: list[np.ndarray], u: np.ndarray) -> np.ndarray:
         """``Z Lambda u`` (one value per row)."""
+        if self._u_cols is not None:
+            lam = np.array([T[0, 0] for T in templates])
+            return (self._z_cols * u[self._u_cols]) @ lam
         out = np.zeros(self.data.n)
         off = 0
         for t, T, size in zip(self.data.terms, templates, self.sizes):
@@ -173,8 +187,11 @@ class LaplaceObjective:
 
     # ------------------------------------------------------------ PIRLS
     def pirls(self, theta: np.ndarray, beta: np.ndarray | None = None,
-              u0: np.ndarray | None = None, joint: bool = False) -> PirlsState:
-        """Converged modes at ``(theta, beta)`` (``joint``: ``beta`` updated too).
+              u0: np.ndarray | None = None, joint: bool = False,
+              joint_tol: float = _JOINT_TOL) -> PirlsState:
+        """Converged modes at ``(theta, beta)`` (``joint``: ``beta`` updated too,
+        until the linear predictor's step is below ``joint_tol`` relative: a start
+        that is only compared and refined may take a looser one).
 
         Raises
         ------
@@ -183,15 +200,15 @@ class LaplaceObjective:
         """
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                return self._pirls(theta, beta, u0, joint)
+                return self._pirls(theta, beta, u0, joint, joint_tol)
             except FitError:
                 start = self._u if u0 is None else np.asarray(u0, dtype=float)
                 if not np.any(start):
                     raise
                 # the warm start (modes of another point) may be far off: from u = 0
-                return self._pirls(theta, beta, np.zeros(self.Q), joint)
+                return self._pirls(theta, beta, np.zeros(self.Q), joint, joint_tol)
 
-    def _pirls(self, theta, beta, u0, joint) -> PirlsState:
+    def _pirls(self, theta, beta, u0, joint, joint_tol=_JOINT_TOL) -> PirlsState:
         d, fam = self.data, self.family
         theta = np.asarray(theta, dtype=float)
         templates = d.layout.templates(theta)
@@ -200,10 +217,11 @@ class LaplaceObjective:
         beta = np.asarray(beta, dtype=float)
         u = (self._u if u0 is None else np.asarray(u0, dtype=float)).copy()
         Xz = d.X if joint else np.zeros((d.n, 0))
-        st = self._state(d.offset + d.X @ beta, self.zb(templates, u))
+        fixed = d.offset + d.X @ beta  # (the same throughout when beta is held)
+        st = self._state(fixed, self.zb(templates, u))
         if st is None:  # the warm start is not valid: start at u = 0
             u = np.zeros(self.Q)
-            st = self._state(d.offset + d.X @ beta, np.zeros(d.n))
+            st = self._state(fixed, np.zeros(d.n))
             if st is None:
                 raise FitError("the starting linear predictor is outside the family's domain")
         last = False
@@ -211,7 +229,7 @@ class LaplaceObjective:
         for it in range(1, _MAX_ITER + 1):
             eta, mu, mueta, w, dev = st
             pdev = dev + float(u @ u)
-            base = d.offset if joint else d.offset + d.X @ beta
+            base = d.offset if joint else fixed
             z = eta - base + (d.y - mu) / mueta
             try:
                 if self.fast is not None and not joint:
@@ -226,14 +244,14 @@ class LaplaceObjective:
             b_new, u_new = f.solution()
             du = u_new - u
             db = (b_new - beta) if joint else np.zeros(0)
-            size = max(np.max(np.abs(du), initial=0.0), np.max(np.abs(db), initial=0.0))
+            size = max(_amax(du), _amax(db))
             if joint:
                 # (beta, u) can be nearly confounded (an intercept and large random
                 # intercepts): the linear predictor is what is well determined
                 deta = self.zb(templates, du) + d.X @ db
-                done = np.max(np.abs(deta)) <= _JOINT_TOL * (1.0 + np.max(np.abs(eta)))
+                done = _amax(deta) <= joint_tol * (1.0 + _amax(eta))
             else:
-                done = size <= _STEP_TOL * (1.0 + np.max(np.abs(u), initial=0.0))
+                done = size <= _STEP_TOL * (1.0 + _amax(u))
             if last or done:
                 break
             step = 1.0
@@ -241,7 +259,8 @@ class LaplaceObjective:
             for _ in range(40):
                 u_try = u + step * du
                 b_try = beta + step * db if joint else beta
-                st_try = self._state(d.offset + d.X @ b_try, self.zb(templates, u_try))
+                st_try = self._state(d.offset + d.X @ b_try if joint else fixed,
+                                     self.zb(templates, u_try))
                 if st_try is not None:
                     pdev_try = st_try[4] + float(u_try @ u_try)
                     if pdev_try <= pdev + 1e-12 * max(1.0, abs(pdev)):
@@ -249,7 +268,7 @@ class LaplaceObjective:
                         break
                 step *= 0.5
             if not accepted:
-                if size > 1e-6 * (1.0 + np.max(np.abs(u), initial=0.0)):
+                if size > 1e-6 * (1.0 + _amax(u)):
                     raise FitError("PIRLS: no step decreases the penalized deviance (the "
                                    "modes are on the boundary of the link's domain)")
                 break  # no decrease at rounding level: at the mode
@@ -258,7 +277,7 @@ class LaplaceObjective:
                 beta = b_try
             # at rounding level (the steps stop shrinking, or a halved step gains
             # nothing): one more pass for the factor at these modes
-            if size < 1e-8 * (1.0 + np.max(np.abs(u))) and size > 0.5 * prev_size:
+            if size < 1e-8 * (1.0 + _amax(u)) and size > 0.5 * prev_size:
                 stalls += 1
             prev_size = size
             if stalls >= 2 or (step < 1.0 and abs(pdev - pdev_try)

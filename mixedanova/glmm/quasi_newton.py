@@ -4,8 +4,10 @@ L-BFGS-B starts from a scaled identity and spends most of its evaluations
 learning the curvature (about 30 for grouseticks' seven parameters).  Here the
 first matrix is the forward-difference Hessian of the analytic gradient at the
 start (one evaluation per ``theta`` entry; see :func:`seed_hessian`), then BFGS
-updates keep it current at one evaluation per step.  The run hands over to the
-Newton polish (:func:`~mixedanova.glmm.laplace_fit.newton_grad`), which retakes
+updates keep it current at one evaluation per step; a rejected trial is followed
+by the minimum of the cubic through the values and slopes at both of its ends
+(:func:`backtrack_step`), not by a blind halving.  The run hands over to the
+Newton polish (:func:`~mixedanova.glmm.polish.newton_grad`), which retakes
 the Hessian and decides convergence, so this stage only has to arrive near the
 optimum.  It gives up where a bound is in the way (a parameter at or pushed onto
 its bound, as at a singular fit) or where it cannot make progress; the caller
@@ -17,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["seeded_bfgs", "seed_hessian"]
+__all__ = ["seeded_bfgs", "seed_hessian", "backtrack_step"]
 
 HANDOVER_DECREMENT = 1e-11  # the decrease a step predicts below which the polish takes over
 MAX_HELD = 6  # steps held back from a bound before giving up
@@ -53,6 +55,28 @@ def seed_hessian(fg_raw: Callable, x: np.ndarray, g: np.ndarray, n_theta: int,
     H[:n_theta, n_theta:] = H[n_theta:, :n_theta].T
     H[:n_theta, :n_theta] = 0.5 * (H[:n_theta, :n_theta] + H[:n_theta, :n_theta].T)
     return H
+
+
+def backtrack_step(t: float, f0: float, d0: float, ft: float, dt: float) -> float:
+    """The next trial after ``t`` failed: the minimum of the cubic through the
+    values ``f0, ft`` and slopes ``d0, dt`` along the step at 0 and ``t`` (the
+    quadratic through ``f0, d0, ft`` without a finite ``dt``), kept within
+    ``[0.1 t, 0.5 t]``; ``t / 2`` where the value is not finite."""
+    if not np.isfinite(ft):
+        return 0.5 * t
+    lo, hi = 0.1 * t, 0.5 * t
+    tq = -d0 * t * t / (2.0 * (ft - f0 - d0 * t))  # quadratic
+    if np.isfinite(dt):
+        z = 3.0 * (f0 - ft) / t + d0 + dt
+        disc = z * z - d0 * dt
+        if disc >= 0.0:
+            w = np.sqrt(disc)
+            denom = dt - d0 + 2.0 * w
+            if denom != 0.0:
+                tq = t * (1.0 - (dt + w - z) / denom)
+    if not np.isfinite(tq):
+        return hi
+    return float(min(max(tq, lo), hi))
 
 
 def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray,
@@ -115,7 +139,8 @@ def seeded_bfgs(fg: Callable, fg_raw: Callable, x: np.ndarray, lower: np.ndarray
             if np.isfinite(fn) and np.all(np.isfinite(gn)) and \
                     fn <= f0 - 1e-4 * t * 2.0 * dec:
                 break
-            t *= 0.5
+            t = backtrack_step(t, f0, -2.0 * dec, fn, gn @ step if np.all(np.isfinite(gn))
+                           else np.nan)
         else:
             return x, False
         s, yv = xn - x, gn - g

@@ -16,26 +16,30 @@ evaluation scatters the weighted products into it), the Schur complement
   ``K_i (1 + beta_{l_i}) - sum_j c_ij (D^{-1} B' P)[l_i, m_ij]`` with
   ``beta_l = sum_m B[m, l] (D^{-1} B' P)[l, m]``;
 
-so the largest array is ``D^{-1} B' P`` (first-term levels x later columns).
+so the largest array is ``D^{-1} B' P`` (first-term levels x later columns);
+when these gathers are few, only the entries of ``P`` they read are formed.
+Where the pairs of entries of ``B`` in one column are few, ``S`` is summed on its
+own sparse pattern (``E``'s and ``B D^{-1} B'``'s together, one ``bincount``).
 When the first term's levels are nested in the first later term's (one level
 per row, as grouseticks' ``(1|INDEX)``), that term's block of ``S`` is diagonal
-and is eliminated as well (:class:`NestedSchur`): only the rest is factored
-densely.
+and is eliminated as well
+(:class:`~mixedanova.glmm.nested_schur.NestedSchur`): only the rest is factored
+densely, and the entries of ``P`` come from that factor
+(:class:`~mixedanova.glmm.nested_schur.InverseEntries`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_factor, cho_solve
-from scipy.linalg.lapack import dpotri
+from scipy.linalg.lapack import dpotrf, dpotri
 
 from ..likelihood.blocked import NotPositiveDefinite
 from .gradient import BlockParts, LaplaceGradient
 from .laplace import LaplaceObjective
+from .nested_schur import InverseEntries, NestedSchur
 
-__all__ = ["ScalarBlocksGradient", "NestedSchur"]
+__all__ = ["ScalarBlocksGradient"]
 
 _MAX_R = 6000               # largest dense Schur complement
 _MAX_LR = 150_000_000       # largest (first-term levels x later columns) array (1.2 GB)
@@ -43,49 +47,19 @@ _DENSE_B = 2_000_000        # B kept dense up to this many entries
 _PAIRS = 2_000_000          # B D^{-1} B' by pairs of entries up to this many pairs
 
 
-@dataclass
-class NestedSchur:
-    """The Schur complement ``S = [[diag(d1), C], [C', F]]`` of the later terms
-    when its first term's block is diagonal (the first term's levels nested in
-    that term's, as grouseticks' one level per row), factored by eliminating that
-    diagonal: ``T = F - C' diag(d1)^{-1} C`` is all that is factored densely.
+def _cholesky(T: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of ``T``.
 
-    Attributes
-    ----------
-    d1 : numpy.ndarray
-        The diagonal block.
-    G : numpy.ndarray
-        ``diag(d1)^{-1} C``.
-    cT : numpy.ndarray
-        Lower Cholesky factor of ``T``.
+    Raises
+    ------
+    NotPositiveDefinite
     """
-
-    d1: np.ndarray
-    G: np.ndarray
-    cT: np.ndarray
-
-    def solve(self, x: np.ndarray) -> np.ndarray:
-        """``S^{-1} x``."""
-        m1 = len(self.d1)
-        x1, x2 = x[:m1], x[m1:]
-        z2 = cho_solve((self.cT, True), x2 - self.G.T @ x1, check_finite=False)
-        return np.concatenate([x1 / self.d1 - self.G @ z2, z2])
-
-    def inverse(self) -> np.ndarray:
-        """``S^{-1}`` (both triangles)."""
-        m1 = len(self.d1)
-        Ti, info = dpotri(self.cT, lower=1)
-        if info:
-            raise NotPositiveDefinite("cannot invert the Schur complement")
-        Ti = np.tril(Ti) + np.tril(Ti, -1).T
-        GT = self.G @ Ti
-        P = np.empty((m1 + len(Ti), m1 + len(Ti)))
-        P[:m1, :m1] = GT @ self.G.T
-        P[np.arange(m1), np.arange(m1)] += 1.0 / self.d1
-        P[:m1, m1:] = -GT
-        P[m1:, :m1] = -GT.T
-        P[m1:, m1:] = Ti
-        return P
+    # T is symmetric: its transpose is the Fortran-ordered array LAPACK factors in
+    # place (no copy); the upper triangle is left as it was (only the lower is read)
+    c, info = dpotrf(T.T, lower=1, clean=0, overwrite_a=1)
+    if info:
+        raise NotPositiveDefinite("the Schur complement is not positive definite")
+    return c
 
 
 def _schur_solve(cho, x: np.ndarray) -> np.ndarray:
@@ -127,6 +101,11 @@ class ScalarBlocksGradient(LaplaceGradient):
         self.b_rows = rows
         self.b_flat = uniq
         self.nR = nR
+        self.rc_flat = rc.ravel()
+        # every term's column of u and its z per row, in the terms' order
+        self.u_cols = np.column_stack([t.codes + o for t, o in zip(d.terms, self.offsets[:-1])])
+        self.z_cols = np.column_stack([t.zraw[:, 0] for t in d.terms])
+        self._col_cache: dict = {}
         # dense B when small and not too sparse (one row per first-term level, as
         # grouseticks' (1|INDEX), leaves B almost empty: the sparse product wins)
         self.large = r * n0 > _DENSE_B
@@ -162,7 +141,50 @@ class ScalarBlocksGradient(LaplaceGradient):
             within = np.arange(npairs) - np.repeat(np.cumsum(rep) - rep, rep)
             right = perm[start[cols[perm]][first] + within] if npairs else perm[:0]
             self.pairs = (left, right, rows[left] * r + rows[right])
+        self.s_flat = None
+        self.nested_plan = None
+        if self.pairs is not None:
+            self._pattern_setup()
         self._query_setup(perm, cnt, rows, cols, r)
+
+    def _pattern_setup(self) -> None:
+        """The pattern of ``S = E - B D^{-1} B'`` (union of ``E``'s and the pairs'):
+        an evaluation sums both into one vector of its entries; with a nested
+        first block, the positions of ``d1``, ``C`` and ``F`` in it, and the pairs
+        of entries of ``C`` in one row (the entries of ``C' diag(d1)^{-1} C``) when few."""
+        r = self.r
+        e_flat = self.e_index.ravel()
+        p_flat = self.pairs[2]
+        diag = np.arange(r, dtype=np.int64) * (r + 1)
+        s_flat, pos = np.unique(np.concatenate([e_flat, p_flat, diag]), return_inverse=True)
+        self.s_flat = s_flat
+        self.s_pos = pos[:len(e_flat) + len(p_flat)]
+        self.s_diag = pos[len(e_flat) + len(p_flat):]
+        m1 = self.nested_m1
+        if not m1:
+            return
+        m2 = r - m1
+        a, b = np.divmod(s_flat, r)
+        if np.any((a < m1) & (b < m1) & (a != b)):  # not diagonal after all
+            self.nested_m1 = 0
+            return
+        c_at = np.flatnonzero((a < m1) & (b >= m1))  # C: rows of block 1, columns of F
+        f_at = np.flatnonzero((a >= m1) & (b >= m1))
+        c_rows, c_cols = a[c_at], b[c_at] - m1
+        cnt = np.bincount(c_rows, minlength=m1).astype(np.int64)
+        npairs = int(np.sum(cnt ** 2))
+        t_pairs = None
+        if npairs <= min(_PAIRS, m1 * m2 * m2 // 8):
+            order = np.argsort(c_rows, kind="stable")
+            start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+            rep = cnt[c_rows[order]]
+            left = np.repeat(order, rep)
+            first = np.repeat(np.arange(len(order)), rep)
+            within = np.arange(npairs) - np.repeat(np.cumsum(rep) - rep, rep)
+            right = order[start[c_rows[order]][first] + within]
+            t_pairs = (left, right, c_cols[left] * m2 + c_cols[right])
+        self.nested_pattern = (self.s_diag[:m1], c_at, c_rows, c_cols, f_at,
+                               (a[f_at] - m1) * m2 + (b[f_at] - m1), t_pairs)
 
     def _query_setup(self, perm: np.ndarray, cnt: np.ndarray, rows: np.ndarray,
                      cols: np.ndarray, r: int) -> None:
@@ -184,9 +206,20 @@ class ScalarBlocksGradient(LaplaceGradient):
         within = np.arange(total) - np.repeat(np.cumsum(cq) - cq, cq)
         e_idx = perm[start[ql][q_idx] + within]
         a, m = rows[e_idx], qm[q_idx]
-        self.wq = (q_idx, e_idx, np.maximum(a, m), np.minimum(a, m), len(ql))
-        self.p_low = [[(np.maximum(rc[:, j], rc[:, jj]), np.minimum(rc[:, j], rc[:, jj]))
-                       for j in range(self.nR)] for jj in range(self.nR)]
+        p_low = [[np.maximum(rc[:, j], rc[:, jj]) * r + np.minimum(rc[:, j], rc[:, jj])
+                  for j in range(self.nR)] for jj in range(self.nR)]
+        # the entries of P read, once each: P is never needed whole
+        q_flat = np.maximum(a, m) * r + np.minimum(a, m)
+        need = np.unique(np.concatenate([q_flat] + [f for row in p_low for f in row]))
+        self.p_need = need
+        self.wq = (q_idx, e_idx, np.searchsorted(need, q_flat), len(ql))
+        self.p_low = [[np.searchsorted(need, f) for f in row] for row in p_low]
+        if self.nested_m1 and self.s_flat is not None:
+            _, _, c_rows, c_cols, _, _, _ = self.nested_pattern
+            m1 = self.nested_m1
+            self.nested_plan = InverseEntries.plan(need // r, need % r, m1, r - m1,
+                                                   c_rows, c_cols,
+                                                   limit=max(8 * len(need), _PAIRS // 8))
 
     def _parts(self, c: list[np.ndarray], w: np.ndarray) -> BlockParts:
         d = self.obj.data
@@ -194,16 +227,13 @@ class ScalarBlocksGradient(LaplaceGradient):
         c0 = c[self.k0][:, 0]
         r, n0 = self.r, self.n0
         D = np.bincount(t0.codes, weights=w * c0 * c0, minlength=n0) + 1.0
-        if not np.all(D > 0):
+        if not D.min() > 0:
             raise NotPositiveDefinite("a first-term block is not positive definite")
         Dinv = 1.0 / D
         logdet = float(np.log(D).sum())
-        vals = np.hstack([c[k] for k in self.rest])  # (n, nR)
+        vals = np.concatenate([c[k] for k in self.rest], axis=1)  # (n, nR)
         wv = w[:, None] * vals
-        E = np.bincount(self.e_index.ravel(),
-                        weights=(wv[:, :, None] * vals[:, None, :]).ravel(),
-                        minlength=r * r).reshape(r, r)
-        E[np.arange(r), np.arange(r)] += 1.0
+        e_vals = (wv[:, :, None] * vals[:, None, :]).ravel()
         bdata = np.bincount(self.b_slot, weights=(wv * c0[:, None]).ravel(),
                             minlength=self.b_nnz)
         if self.dense_b:  # small: numpy beats building sparse matrices
@@ -211,23 +241,31 @@ class ScalarBlocksGradient(LaplaceGradient):
             B[self.b_flat] = bdata
             B = B.reshape(r, n0)
             BD = B * Dinv
-            S = E - BD @ B.T
+            S = self._e_dense(e_vals) - BD @ B.T
         else:  # B and B D^{-1} as their values on the pattern (see _solve)
             if self.bt is None:
                 self._sparse_setup()
             B = bdata
             BD = bdata * Dinv[self.b_indices]
-            if self.pairs is not None:
-                left, right, flat = self.pairs
-                S = E - np.bincount(flat, weights=BD[left] * bdata[right],
-                                    minlength=r * r).reshape(r, r)
+            if self.pairs is not None:  # S on its pattern: E and B D^{-1} B' at once
+                left, right, _ = self.pairs
+                sv = np.bincount(self.s_pos, weights=np.concatenate(
+                    [e_vals, -(BD[left] * bdata[right])]), minlength=len(self.s_flat))
+                sv[self.s_diag] += 1.0
+                if self.nested_m1:
+                    cho = self._nested_pattern_factor(sv)
+                    logdet += cho.logdet()
+                    return BlockParts(Dinv[:, None, None], B, BD, cho, vals, logdet)
+                S = np.zeros(r * r)
+                S[self.s_flat] = sv
+                S = S.reshape(r, r)
             else:
                 Bs = sp.csr_matrix((bdata, self.b_indices, self.b_indptr), shape=(r, n0))
                 BDs = sp.csr_matrix((BD, self.b_indices, self.b_indptr), shape=(r, n0))
-                S = E - (BDs @ Bs.T).toarray()
+                S = self._e_dense(e_vals) - (BDs @ Bs.T).toarray()
         if self.nested_m1:
             cho = self._nested_factor(S)
-            logdet += float(np.log(cho.d1).sum() + 2.0 * np.log(np.diag(cho.cT)).sum())
+            logdet += cho.logdet()
             return BlockParts(Dinv[:, None, None], B, BD, cho, vals, logdet)
         try:
             cho = cho_factor(S, lower=True, check_finite=False)
@@ -237,19 +275,105 @@ class ScalarBlocksGradient(LaplaceGradient):
         logdet += float(2.0 * np.log(np.diag(cho[0])).sum())
         return BlockParts(Dinv[:, None, None], B, BD, cho, vals, logdet)
 
+    def _e_dense(self, e_vals: np.ndarray) -> np.ndarray:
+        """``E = Z_R'WZ_R + I`` (dense) from the products of each row's later columns."""
+        r = self.r
+        E = np.bincount(self.e_index.ravel(), weights=e_vals, minlength=r * r).reshape(r, r)
+        E[np.arange(r), np.arange(r)] += 1.0
+        return E
+
     def _nested_factor(self, S: np.ndarray) -> NestedSchur:
+        """:class:`NestedSchur` of a dense ``S`` (``C`` kept whole)."""
         m1 = self.nested_m1
+        m2 = self.r - m1
         d1 = np.diag(S)[:m1].copy()
         if not np.all(d1 > 0):
             raise NotPositiveDefinite("the Schur complement is not positive definite")
-        G = S[:m1, m1:] / d1[:, None]
-        T = S[m1:, m1:] - S[:m1, m1:].T @ G
-        try:
-            cT = np.linalg.cholesky(T)
-        except np.linalg.LinAlgError:
-            raise NotPositiveDefinite("the Schur complement is not positive definite") \
-                from None
-        return NestedSchur(d1, G, cT)
+        C = S[:m1, m1:]
+        G = C / d1[:, None]
+        rows, cols = np.divmod(np.arange(m1 * m2), m2)
+        return NestedSchur(d1, rows, cols, G.ravel(), _cholesky(S[m1:, m1:] - C.T @ G))
+
+    def _nested_pattern_factor(self, sv: np.ndarray) -> NestedSchur:
+        """:class:`NestedSchur` from the entries ``sv`` of ``S`` on its pattern."""
+        d1_at, c_at, c_rows, c_cols, f_at, f_dst, t_pairs = self.nested_pattern
+        m1 = self.nested_m1
+        m2 = self.r - m1
+        d1 = sv[d1_at]
+        if not d1.min() > 0:
+            raise NotPositiveDefinite("the Schur complement is not positive definite")
+        cv = sv[c_at]
+        gv = cv / d1[c_rows]
+        T = np.zeros(m2 * m2)
+        T[f_dst] = sv[f_at]
+        if t_pairs is not None:
+            left, right, flat = t_pairs
+            T -= np.bincount(flat, weights=gv[left] * cv[right], minlength=m2 * m2)
+            T = T.reshape(m2, m2)
+        else:
+            C = np.zeros((m1, m2))
+            C[c_rows, c_cols] = cv
+            T = T.reshape(m2, m2) - (C / d1[:, None]).T @ C
+        return NestedSchur(d1, c_rows, c_cols, gv, _cholesky(T))
+
+    def _hat(self, c: list[np.ndarray], G: dict) -> np.ndarray:
+        return (np.concatenate(c, axis=1) * np.concatenate([G[k] for k in range(len(c))],
+                                                           axis=1)).sum(axis=1)
+
+    def _theta_gradient(self, u: np.ndarray, s: np.ndarray, G: dict, dr: np.ndarray,
+                        dvec: np.ndarray, W: np.ndarray) -> np.ndarray:
+        # one scalar theta per term: the three sums of the base class as products
+        # with the (n, terms) arrays of z, u, s and G on each row's levels
+        z = self.z_cols
+        Gm = np.concatenate([G[k] for k in range(z.shape[1])], axis=1)
+        return ((z * u[self.u_cols]).T @ dr - 0.5 * ((z * s[self.u_cols]).T @ dvec)
+                + 2.0 * ((z * Gm).T @ W))
+
+    def _rhs(self, c: list[np.ndarray], v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``Lambda'Z'v`` split as ``(first term (l0, 1), later terms (r,))``."""
+        codes = self.obj.data.terms[self.k0].codes
+        x0 = np.bincount(codes, weights=c[self.k0][:, 0] * v, minlength=self.n0)
+        vals = np.concatenate([c[k] for k in self.rest], axis=1)
+        xR = np.bincount(self.rc_flat, weights=(vals * v[:, None]).ravel(), minlength=self.r)
+        return x0[:, None], xR
+
+    def _col_index(self, name: str, m: int) -> np.ndarray:
+        """``idx * m + j`` for the ``m`` columns ``j``, ``idx`` the index array
+        ``name`` (flat positions in a ``(len, m)`` array; cached)."""
+        key = (name, m)
+        out = self._col_cache.get(key)
+        if out is None:
+            idx = self.obj.data.terms[self.k0].codes if name == "codes" else getattr(self, name)
+            out = self._col_cache[key] = (idx.reshape(-1, 1) * m + np.arange(m)).ravel()
+        return out
+
+    def _rhs_cols(self, c: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        m = V.shape[1]
+        x0 = np.bincount(self._col_index("codes", m), weights=(c[self.k0] * V).ravel(),
+                         minlength=self.n0 * m)
+        vals = np.concatenate([c[k] for k in self.rest], axis=1)
+        xR = np.bincount(self._col_index("rc_flat", m),
+                         weights=(vals[:, :, None] * V[:, None, :]).ravel(),
+                         minlength=self.r * m)
+        return np.concatenate([x0, xR]).reshape(-1, m)
+
+    def _solve_cols(self, parts: BlockParts, R: np.ndarray) -> np.ndarray:
+        n0, r = self.n0, self.r
+        m = R.shape[1]
+        X0, XR = R[:n0], R[n0:]
+        Dinv = parts.Dinv[:, 0, 0]
+        if self.dense_b:
+            ZR = _schur_solve(parts.cho, XR - parts.BD @ X0)
+            Z0 = Dinv[:, None] * (X0 - parts.B.T @ ZR)
+            return np.concatenate([Z0, ZR])
+        br, bi = self.b_rows, self.b_indices
+        ZR = _schur_solve(parts.cho, XR - np.bincount(
+            self._col_index("b_rows", m), weights=(parts.BD[:, None] * X0[bi]).ravel(),
+            minlength=r * m).reshape(r, m))
+        Z0 = Dinv[:, None] * (X0 - np.bincount(
+            self._col_index("b_indices", m), weights=(parts.B[:, None] * ZR[br]).ravel(),
+            minlength=n0 * m).reshape(n0, m))
+        return np.concatenate([Z0, ZR])
 
     def _solve(self, parts: BlockParts, x0: np.ndarray, xR: np.ndarray):
         Dinv = parts.Dinv[:, 0, 0]
@@ -271,14 +395,16 @@ class ScalarBlocksGradient(LaplaceGradient):
         c0 = c[self.k0][:, 0]
         Dinv = parts.Dinv[:, 0, 0]
         K = c0 * Dinv[l]
-        if isinstance(parts.cho, NestedSchur):
-            P = parts.cho.inverse()
-        else:
-            P, info = dpotri(parts.cho[0], lower=1)  # S^{-1} from its factor (lower part)
-            if info:
-                raise NotPositiveDefinite("cannot invert the Schur complement")
+        nested = isinstance(parts.cho, NestedSchur)
         if not self.dense_b and self.wq is not None:
-            return self._inverse_rows_few(parts, c0, K, l, P)
+            # only the entries of P = S^{-1} that are read
+            if nested and self.nested_plan is not None and \
+                    parts.cho.g_rows is self.nested_pattern[2]:
+                pv = parts.cho.entries(self.nested_plan)
+            else:
+                pv = self._inverse(parts).ravel()[self.p_need]
+            return self._inverse_rows_few(parts, c0, K, l, pv)
+        P = self._inverse(parts)
         P = np.tril(P) + np.tril(P, -1).T
         bi, br = self.b_indices, self.b_rows
         if self.dense_b:
@@ -304,13 +430,23 @@ class ScalarBlocksGradient(LaplaceGradient):
             G[k] = gk[:, None]
         return G
 
+    @staticmethod
+    def _inverse(parts: BlockParts) -> np.ndarray:
+        """``P = S^{-1}``, valid in its lower triangle at least."""
+        if isinstance(parts.cho, NestedSchur):
+            return parts.cho.inverse()
+        P, info = dpotri(parts.cho[0], lower=1)  # S^{-1} from its factor (lower part)
+        if info:
+            raise NotPositiveDefinite("cannot invert the Schur complement")
+        return P
+
     def _inverse_rows_few(self, parts: BlockParts, c0: np.ndarray, K: np.ndarray,
-                          l: np.ndarray, P: np.ndarray) -> dict:
+                          l: np.ndarray, pv: np.ndarray) -> dict:
         """:meth:`_inverse_rows` from the few entries of ``D^{-1} B' P`` it reads
-        (see :meth:`_query_setup`; ``P`` valid in its lower part)."""
-        q_idx, e_idx, pr, pc, nq = self.wq
+        (see :meth:`_query_setup`; ``pv`` the entries of ``P`` at ``p_need``)."""
+        q_idx, e_idx, q_at, nq = self.wq
         n, nR = self.n, self.nR
-        wq = np.bincount(q_idx, weights=parts.BD[e_idx] * P[pr, pc], minlength=nq)
+        wq = np.bincount(q_idx, weights=parts.BD[e_idx] * pv[q_at], minlength=nq)
         w_rows = wq[:n * nR].reshape(n, nR)  # (D^{-1} B' P)[l_i, later column j of i]
         beta = np.bincount(self.b_indices, weights=parts.B * wq[n * nR:],
                            minlength=self.n0)
@@ -323,6 +459,6 @@ class ScalarBlocksGradient(LaplaceGradient):
         for jj, k in enumerate(self.rest):
             gk = -c0 * w_rows[:, jj]
             for j in range(nR):
-                gk = gk + vals[:, j] * P[self.p_low[jj][j]]
+                gk = gk + vals[:, j] * pv[self.p_low[jj][j]]
             G[k] = gk[:, None]
         return G

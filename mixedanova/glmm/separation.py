@@ -46,6 +46,7 @@ __all__ = ["SeparationReport", "check_separation", "fixed_separation", "suspecte
            "separating_direction", "separation_message"]
 
 _TOL = 1e-7
+_FULL_RANK = 1e-6  # smallest / largest singular value of X[equal] taken as full rank
 LARGE = 100_000  # rows above which the linear program runs only on suspicion
 _MODE_RUNS_OFF = 10.0  # |conditional mode| on the link scale worth a note
 
@@ -102,6 +103,13 @@ def separating_direction(X: np.ndarray, upper: np.ndarray, lower: np.ndarray,
     scale = np.max(np.abs(X), axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     Xs = X / scale
+    if equal.sum() >= X.shape[1]:
+        # X[equal] b = 0 leaves only b = 0 when those rows have full column rank:
+        # no direction, without the linear program (its answer there); only a
+        # well-conditioned block is taken as such, else the program decides
+        sv = np.linalg.svd(Xs[equal], compute_uv=False)
+        if sv[-1] > _FULL_RANK * sv[0]:
+            return None, False
     s = np.where(upper, 1.0, np.where(lower, -1.0, 0.0))
     ineq = upper | lower
     A_ub = -(s[ineq, None] * Xs[ineq])          # s_i x_i'b >= 0

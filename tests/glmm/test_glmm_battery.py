@@ -101,7 +101,7 @@ def test_theta(case):
 
 # gamma_identity was 4.8e-3 off in the intercept's SE (0.73797 vs 0.73447) while the
 # estimates agreed: the Hessian behind vcov came from forward differences of the
-# gradient (error O(h)); it is now central (mixedanova.glmm.laplace_fit._centered)
+# gradient (error O(h)); it is now central (mixedanova.glmm.polish._centered)
 @pytest.mark.parametrize("case", CASES)
 def test_fixed_effects_and_se(case):
     ref, res = fitted(case)

@@ -154,15 +154,16 @@ def test_block_solver_modes_and_log_determinant(family, link, shape):
 @pytest.mark.parametrize("family,link", [("binomial", "logit"), ("poisson", "log"),
                                          ("gamma", "inverse")])
 @pytest.mark.parametrize("variant", ["dense", "scalar_dense_b", "scalar_sparse_b",
-                                     "scalar_nested"])
+                                     "scalar_nested", "scalar_nested_sparse_b"])
 def test_joint_block_solver_equals_the_engine(family, link, variant):
     # lme4's nAGQ = 0 PIRLS (modes of beta and u jointly at theta): the block
     # solver's joint system gives the engine's modes, ldL2, value and R_X
-    shape = {"dense": "vector", "scalar_nested": "nested"}.get(variant, "scalar")
+    shape = "vector" if variant == "dense" else "nested" if "nested" in variant \
+        else "scalar"
     fam, d, theta, _ = _data(family, link, shape)
     obj = LaplaceObjective(fam, d)
     grad = LaplaceGradient(obj) if variant == "dense" else ScalarBlocksGradient(obj)
-    if variant == "scalar_sparse_b":
+    if variant.endswith("sparse_b"):
         grad.dense_b = False
         grad.bt = None
     ref = obj.pirls(theta, None, joint=True)  # the engine's joint system

@@ -48,6 +48,29 @@ def test_lp_direction_complete_quasi_and_none():
     assert separating_direction(X, yo, ~yo, np.zeros(4, bool))[0] is None
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_full_rank_equality_rows_need_no_linear_program(seed, monkeypatch):
+    # detect_separation(c ~ x + z, poisson): rows with counts > 0 fix x'b = 0; when they
+    # have full column rank only b = 0 is left, and the shortcut gives the linear
+    # program's own answer (None); an all-0 level leaves a direction (z[T.b], -inf)
+    rng = np.random.default_rng(seed)
+    n = 60
+    z = rng.random(n) < 0.3
+    X = np.column_stack([np.ones(n), rng.normal(size=n), z])
+    c = rng.poisson(2.0, n)
+    from mixedanova.glmm import separation
+    for counts, expect in ((c, None), (np.where(z, 0, c + 1), "direction")):
+        lower, equal = counts <= 0, counts > 0
+        fast = separating_direction(X, np.zeros(n, bool), lower, equal)
+        with monkeypatch.context() as m:
+            m.setattr(separation, "_FULL_RANK", np.inf)  # always the linear program
+            lp = separating_direction(X, np.zeros(n, bool), lower, equal)
+        assert (fast[0] is None) == (lp[0] is None) == (expect is None)
+        if expect is not None:
+            np.testing.assert_array_equal(fast[0], lp[0])
+            assert fast[0][2] < 0 and fast[0][0] == 0 and fast[0][1] == 0
+
+
 def test_complete_separation_is_named():
     # glm(y ~ x, binomial) on y = (x > 0): "fitted probabilities numerically 0 or 1";
     # here the fit stops with an error that names x
