@@ -24,6 +24,7 @@ import numpy as np
 
 from .blocked import FactorBase, NotPositiveDefinite, TermData, tri_inv
 from .crossed import CrossedSystem
+from .crossed_blocked import BlockedCrossedSystem
 from .crossprod import CrossProducts, RowBlock, cross_products
 from .state import FitState, OptimizerSummary
 from .system import build_system
@@ -95,7 +96,7 @@ class ProfiledDeviance:
             order = np.lexsort((r, c))  # theta runs down each column
             self._grad_index.append((c[order], r[order]))
         self.start = layout.start()
-        if isinstance(self.system, CrossedSystem) and self.k == 1:
+        if isinstance(self.system, (CrossedSystem, BlockedCrossedSystem)) and self.k == 1:
             self.start = _moment_start(self.cp, layout)
         self.nevals = 0
         self._last: tuple[np.ndarray, FactorBase] | None = None
