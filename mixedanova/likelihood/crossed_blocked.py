@@ -33,15 +33,15 @@ after the gradient at the same ``theta``.  Memory beyond the cross-products: ``S
 """
 from __future__ import annotations
 
-import math
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
 from scipy.linalg import solve_triangular
 from scipy.linalg.blas import dsyrk, dtrmm
-from scipy.linalg.lapack import dtrtri
+from scipy.linalg.lapack import dpotrf, dtrtri
 
-from .blocked import FactorBase, NotPositiveDefinite, response_factor
+from .blocked import FactorBase, NotPositiveDefinite
 from .crossprod import CrossProducts
 
 __all__ = ["BlockedCrossedSystem", "BlockedCrossedFactor", "LevelPairColumns",
@@ -191,11 +191,13 @@ class BlockedCrossedSystem:
         self.r = self.r1 + self.p + self.k
         size = BLOCK_BYTES if block_bytes is None else int(block_bytes)
         self.width = int(max(1, min(self.l0, size // (8 * self.r))))
+        self._made: weakref.WeakSet = weakref.WeakSet()  # live factors (see reuse_source)
         self.refresh(cp)
 
     def refresh(self, cp: CrossProducts) -> None:
         """Take the numbers of ``cp`` (same design and pattern)."""
         self.cp = cp
+        self._made = weakref.WeakSet()  # factors of the old numbers are no source
         self.columns = LevelPairColumns(cp)
         self.a00 = cp.diag_blocks(0)[:, 0, 0]
         self.ax0 = cp.zxy[0][:, :, 0]  # (l0, p + k)
@@ -204,7 +206,7 @@ class BlockedCrossedSystem:
                                      [t.nlev for t in self.terms[1:]])
         self.a1x = np.vstack([cp.zxy_columns(k) for k in range(1, len(self.terms))])
         # A_RR's lower triangle (level pairs of the later terms), column-major positions
-        flat, vals, ti, tj = [], [], [], []
+        flat, vals = [], []
         for i in range(1, len(self.terms)):
             for j in range(1, i + 1):
                 b = cp.pairs[(i, j)]
@@ -214,16 +216,19 @@ class BlockedCrossedSystem:
                 keep = rows >= cols  # a term with itself stores both triangles
                 flat.append(rows[keep] + self.r * cols[keep])
                 vals.append(b.vals.reshape(-1)[keep])
-                ti.append(np.full(int(keep.sum()), i))
-                tj.append(np.full(int(keep.sum()), j))
         self.rr_flat = np.concatenate(flat)
         self.rr_vals = np.concatenate(vals)
-        self.rr_terms = (np.concatenate(ti), np.concatenate(tj))
 
-    def row_scales(self, lambdas: list[np.ndarray]) -> np.ndarray:
-        """``Lambda_R`` on the R1 rows (each row's term's relative SD)."""
-        lam = np.array([0.0] + [float(lambdas[k][0, 0]) for k in range(1, len(self.terms))])
-        return lam[self.term_of_row]
+    def reuse_source(self, lambdas: list[np.ndarray]) -> "BlockedCrossedFactor | None":
+        """A live factor of this system at the same first-term template, whose
+        eliminated part ``K`` (kept in its upper triangle) the factor at ``lambdas``
+        can start from: only the later terms' templates differ, and a factorization
+        then costs ``O(r^3)`` instead of ``O(r^2 l0)``."""
+        lam0 = float(lambdas[0][0, 0])
+        for f in list(self._made):
+            if f.lam0 == lam0:
+                return f
+        return None
 
     def factor(self, lambdas: list[np.ndarray]) -> "BlockedCrossedFactor":
         """Factor the blocked system for the templates ``lambdas``."""
@@ -232,49 +237,108 @@ class BlockedCrossedSystem:
         if not m0.min() > 0.0:
             raise NotPositiveDefinite
         L00 = np.sqrt(m0)
-        L00inv = 1.0 / L00
-        T0 = lam0 * L00inv
+        T0 = lam0 / L00
         BX = self.ax0 * T0[:, None]
-        r, r1 = self.r, self.r1
         lam = np.array([0.0] + [float(lambdas[k][0, 0]) for k in range(1, len(self.terms))])
         rs = lam[self.term_of_row]
-        # the fixed part Lambda_R' A_RR Lambda_R + I (lower triangle; column-major)
-        S = np.zeros((r, r), order="F")
-        ti, tj = self.rr_terms
-        S.ravel(order="F")[self.rr_flat] = self.rr_vals * lam[ti] * lam[tj]
-        S[np.arange(r1), np.arange(r1)] += 1.0
-        S[r1:, :r1] = (self.a1x * rs[:, None]).T
+        src = self.reuse_source(lambdas)
+        S = np.empty((self.r, self.r), order="F")
+        if src is None:
+            kdiag = self._eliminated(S, T0, BX)
+        else:  # K from the upper triangle of a factor at the same lam0
+            np.copyto(S, src.store)
+            _upper_to_lower(S)
+            kdiag = src.kdiag
+        # S = Lambda_R' K Lambda_R + I_R1 on the lower triangle, K kept above it
+        _scale_lower(S, np.concatenate([rs, np.ones(self.p + self.k)]), kdiag)
+        S[np.arange(self.r1), np.arange(self.r1)] += 1.0
+        L, info = dpotrf(S, lower=1, clean=0, overwrite_a=1)
+        if info != 0:
+            raise NotPositiveDefinite
+        f = BlockedCrossedFactor(self, lambdas, L00, T0, BX, rs, L, kdiag)
+        self._made.add(f)
+        return f
+
+    def _eliminated(self, S: np.ndarray, T0: np.ndarray, BX: np.ndarray) -> np.ndarray:
+        """``K = A_RR - B B'`` (before ``Lambda_R``) into both triangles of ``S``;
+        returns its diagonal.  ``B B'`` by blocks of first-term levels (``syrk`` in
+        place on the lower triangle)."""
+        r, r1 = self.r, self.r1
+        S.fill(0.0)
+        S.ravel(order="F")[self.rr_flat] = self.rr_vals
+        S[r1:, :r1] = self.a1x.T
         S[r1:, r1:] = self.cp.xy
-        # minus B B' (Lambda_R' scaled), by blocks of first-term levels: syrk in place
         W = np.zeros((r, self.width), order="F")
         for a, b, parts in self.columns.blocks(self.width):
             Wb = W[:, :b - a]
             flat = [row + r * (lev - a) for row, lev, _ in parts]
-            for f, (row, lev, val) in zip(flat, parts):
-                Wb.ravel(order="F")[f] = val * rs[row] * T0[lev]
+            for f, (_, lev, val) in zip(flat, parts):
+                Wb.ravel(order="F")[f] = val * T0[lev]
             Wb[r1:, :] = BX[a:b].T
             out = dsyrk(-1.0, Wb, beta=1.0, c=S, lower=1, overwrite_c=1)
-            if out is not S and not np.shares_memory(out, S):  # pragma: no cover
-                S = out
+            if not np.shares_memory(out, S):  # pragma: no cover (f2py copied S)
+                np.copyto(S, out)
             for f in flat:
                 Wb.ravel(order="F")[f] = 0.0
         del W
-        L, pwrss = response_factor(S, r1 + self.p, self.k)
-        return BlockedCrossedFactor(self, lambdas, L00, T0, BX, rs, L, pwrss)
+        _lower_to_upper(S)
+        return np.diag(S).copy()
+
+
+_BAND = 512  # columns moved at a time between the triangles
+
+
+def _lower_to_upper(S: np.ndarray) -> None:
+    """Copy the strict lower triangle of ``S`` onto its strict upper triangle."""
+    r = S.shape[0]
+    for j0 in range(0, r, _BAND):
+        j1 = min(j0 + _BAND, r)
+        S[j0:j1, j1:] = S[j1:, j0:j1].T
+        d = S[j0:j1, j0:j1]
+        iu = np.triu_indices(j1 - j0, 1)
+        d[iu] = d.T[iu]
+
+
+def _upper_to_lower(S: np.ndarray) -> None:
+    """Copy the strict upper triangle of ``S`` onto its strict lower triangle."""
+    r = S.shape[0]
+    for j0 in range(0, r, _BAND):
+        j1 = min(j0 + _BAND, r)
+        S[j1:, j0:j1] = S[j0:j1, j1:].T
+        d = S[j0:j1, j0:j1]
+        il = np.tril_indices(j1 - j0, -1)
+        d[il] = d.T[il]
+
+
+def _scale_lower(S: np.ndarray, scale: np.ndarray, diag: np.ndarray) -> None:
+    """``S_ij = scale_i K_ij scale_j`` on and below the diagonal (``diag``: ``K``'s)."""
+    r = S.shape[0]
+    S[np.arange(r), np.arange(r)] = diag
+    for j0 in range(0, r, _BAND):
+        j1 = min(j0 + _BAND, r)
+        blk = S[j1:, j0:j1]
+        blk *= scale[j1:, None]
+        blk *= scale[None, j0:j1]
+        i, j = np.tril_indices(j1 - j0)
+        S[j0 + i, j0 + j] *= scale[j0 + i] * scale[j0 + j]
 
 
 class BlockedCrossedFactor(FactorBase):
     """Factor produced by :class:`BlockedCrossedSystem`.
 
-    Holds the ``r x r`` factor ``L`` of ``S`` (column-major; replaced in place by
-    ``L^{-1}`` the first time an inverse is asked for), the first term's per-level
-    scalars and, once computed, the per-level quadratic forms ``c~_l' S^{-1} c~_l``.
+    One column-major ``r x r`` array holds the factor ``L`` of ``S`` in its lower
+    triangle (replaced in place by ``L^{-1}`` the first time an inverse is asked
+    for) and the eliminated part ``K = A_RR - B B'`` before ``Lambda_R`` in its strict
+    upper triangle (``kdiag``: its diagonal), from which a factor at the same
+    first-term template starts.  Also kept: the first term's per-level scalars and,
+    once computed, the per-level quadratic forms ``c~_l' S^{-1} c~_l``.
     """
 
     def __init__(self, system: BlockedCrossedSystem, lambdas, L00, T0, BX, rs, L,
-                 pwrss: np.ndarray) -> None:
+                 kdiag: np.ndarray) -> None:
         self.system = system
         self.lambdas = lambdas
+        self.lam0 = float(lambdas[0][0, 0])
         self.L00inv = 1.0 / L00
         self.T0, self.BX, self.rs = T0, BX, rs
         self.p = system.p
@@ -282,10 +346,11 @@ class BlockedCrossedFactor(FactorBase):
         d = np.diag(L)
         self.ldL2 = float(2.0 * np.log(L00).sum()) + float(2.0 * np.log(d[:r1]).sum())
         self.ldRX2 = float(2.0 * np.log(d[r1:r1 + p]).sum())
-        self.set_pwrss(pwrss, system.cp)
-        self._rx = np.array(L[r1:r1 + p, r1:r1 + p])
-        self._pivot = float(L[-1, -1])
-        self._tri = L          # L, or L^{-1} once inverted (the same memory)
+        self.set_pwrss(np.array([d[-1] ** 2]), system.cp)
+        self._rx = np.tril(L[r1:r1 + p, r1:r1 + p])
+        self._pivot = float(d[-1])
+        self.store = L  # L (or L^{-1}) below the diagonal, K above it
+        self.kdiag = kdiag
         self._inverted = False
         self._quad: np.ndarray | None = None
         self._sums = None
@@ -293,20 +358,26 @@ class BlockedCrossedFactor(FactorBase):
 
     # ------------------------------------------------------------ triangular solves
     def _invert(self) -> None:
-        """Replace ``L`` by ``L^{-1}`` in place (LAPACK ``dtrtri``)."""
+        """Replace ``L`` by ``L^{-1}`` in place (LAPACK ``dtrtri``, lower triangle only)."""
         if self._inverted:
             return
-        inv, info = dtrtri(self._tri, lower=1, overwrite_c=1)
+        inv, info = dtrtri(self.store, lower=1, overwrite_c=1)
         if info != 0:
             raise NotPositiveDefinite
-        self._tri = inv
+        if not np.shares_memory(inv, self.store):  # pragma: no cover (f2py copied it)
+            self.store = inv
         self._inverted = True
 
     def _solve(self, B: np.ndarray, trans: bool = False) -> np.ndarray:
-        """``L^{-1} B`` (or ``L^{-T} B``) for ``B`` with ``r`` rows."""
+        """``L^{-1} B`` (or ``L^{-T} B``) for ``B`` with ``r`` rows (the lower
+        triangle only: the upper one holds ``K``)."""
         if self._inverted:
-            return (self._tri.T if trans else self._tri) @ B
-        return solve_triangular(self._tri, B, lower=True, trans=int(trans),
+            X = np.array(B, dtype=float, order="F", ndmin=2)
+            if X.shape[0] != B.shape[0]:
+                X = X.T
+            out = dtrmm(1.0, self.store, X, lower=1, trans_a=int(trans), overwrite_b=1)
+            return out.reshape(B.shape)
+        return solve_triangular(self.store, B, lower=True, trans=int(trans),
                                 check_finite=False)
 
     def _padded(self, x: np.ndarray) -> np.ndarray:
@@ -360,7 +431,7 @@ class BlockedCrossedFactor(FactorBase):
         if self._quad is None:
             s = self.system
             self._invert()
-            Linv = self._tri
+            Linv = self.store
             scale = self.T0 * self.L00inv
             q = np.empty(s.l0)
             W = np.empty((s.r, s.width), order="F")
@@ -377,7 +448,8 @@ class BlockedCrossedFactor(FactorBase):
     def _inverse_rows(self) -> np.ndarray:
         """``U``: the rows ``r1..r-1`` of ``L^{-1}`` (those of ``[X y]``)."""
         self._invert()
-        return np.array(self._tri[self.system.r1:, :])
+        r1 = self.system.r1
+        return np.tril(self.store[r1:, :], r1)
 
     def _first_term(self, per_level: bool) -> list[np.ndarray]:
         """As :meth:`~mixedanova.likelihood.crossed.CrossedFactor._first_term` for a
@@ -431,7 +503,12 @@ class BlockedCrossedFactor(FactorBase):
         """Diagonal of ``S^{-1}`` on the R1 rows: column sums of squares of ``L^{-1}``."""
         self._invert()
         r1 = self.system.r1
-        return np.einsum("ij,ij->j", self._tri[:, :r1], self._tri[:, :r1])
+        out = np.empty(r1)
+        for j0 in range(0, r1, _BAND):
+            j1 = min(j0 + _BAND, r1)
+            blk = np.tril(self.store[j0:, j0:j1])
+            out[j0:j1] = np.einsum("ij,ij->j", blk, blk)
+        return out
 
     def omega_inv_diag(self) -> list[np.ndarray]:
         if self._omega is None:

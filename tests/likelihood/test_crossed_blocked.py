@@ -40,6 +40,14 @@ def _crossed_data(n: int = 900, seed: int = 5) -> pd.DataFrame:
     return df
 
 
+@pytest.fixture(autouse=True)
+def small_pieces(monkeypatch):
+    """Bands of 5 columns between the triangles and 50 level pairs decoded at a time:
+    the loops over them run many times on small data."""
+    monkeypatch.setattr(cb, "_BAND", 5)
+    monkeypatch.setattr(cb, "ENTRY_CHUNK", 50)
+
+
 @pytest.fixture()
 def force_blocked(monkeypatch):
     """Every eligible crossed design takes the blocked route."""
@@ -187,3 +195,47 @@ def test_fit_through_the_blocked_route(request, monkeypatch, formula):
                                    rtol=1e-8)
     # lmerTest's summary(m) df (central differences of devfun_vp: their noise is ~1e-6)
     np.testing.assert_allclose(res.fixed()["df"], ref.fixed()["df"], rtol=1e-5)
+
+
+def test_factor_starts_from_one_at_the_same_first_template():
+    # a factor whose first-term template is that of a live factor starts from that
+    # factor's eliminated part (kept in its upper triangle, even after the gradient
+    # inverted its lower one): the same numbers as a factor formed afresh
+    df = _crossed_data(seed=12)
+    dev, blocked = _deviances(FORMULAS[1], df)
+    fresh = _deviances(FORMULAS[1], df)[1]
+    a, b = np.array([0.8, 0.6, 0.4]), np.array([0.8, 0.3, 0.9])
+    ga = blocked.gradient(a)  # inverts the factor at a in place
+    source = blocked.factor(a)
+    assert blocked.system.reuse_source(blocked.layout.templates(b)) is source
+    assert blocked.system.reuse_source(blocked.layout.templates(a + 0.1)) is None
+    vb, gb = blocked.value_and_gradient(b)  # from the factor at a (kept meanwhile)
+    assert blocked._last[1].kdiag is source.kdiag
+    # devfun(theta) and its gradient at b, both ways (to the last bit: same K, same steps)
+    assert vb == fresh(b) and np.array_equal(gb, fresh.gradient(b))
+    assert vb == pytest.approx(dev(b), rel=1e-12)  # devfun(theta) by the pairs route
+    assert np.array_equal(ga, fresh.gradient(a))  # the source is unchanged by its use
+
+
+def test_previous_factor_freed_before_the_next(monkeypatch):
+    # at 10^4 later levels a factor is 0.8 GB: ProfiledDeviance lets the previous one go
+    # before forming the next, unless the next starts from it
+    import weakref
+
+    blocked = _deviances(FORMULAS[0], _crossed_data(seed=3))[1]
+    system = blocked.system
+    make = type(system).factor
+    previous: list = []
+    alive = []
+
+    def spy(self, lambdas):
+        alive.append([ref() is not None for ref in previous])
+        return make(self, lambdas)
+
+    monkeypatch.setattr(type(system), "factor", spy)
+    for theta in ([0.5, 0.5], [0.6, 0.5], [0.6, 0.7]):
+        blocked(np.array(theta))
+        previous.append(weakref.ref(blocked.factor(np.array(theta))))
+    # the second (another first-term template) formed after the first was freed; the
+    # third (the same as the second's) from the second, kept meanwhile
+    assert alive == [[], [False], [False, True]]
