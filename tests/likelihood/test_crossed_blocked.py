@@ -30,12 +30,12 @@ FORMULAS = [
 ]
 
 
-def _crossed_data(n: int = 900, seed: int = 5) -> pd.DataFrame:
+def _crossed_data(n: int = 900, seed: int = 5, na: int = 60, nb: int = 25) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"a": rng.integers(0, 60, n), "b": rng.integers(0, 25, n),
+    df = pd.DataFrame({"a": rng.integers(0, na, n), "b": rng.integers(0, nb, n),
                        "c": rng.integers(0, 6, n), "x": rng.normal(size=n),
                        "w": rng.uniform(0.5, 2.0, n)})
-    df["y"] = (2.0 + 0.4 * df.x + rng.normal(size=60)[df.a] + 0.7 * rng.normal(size=25)[df.b]
+    df["y"] = (2.0 + 0.4 * df.x + rng.normal(size=na)[df.a] + 0.7 * rng.normal(size=nb)[df.b]
                + 0.5 * rng.normal(size=6)[df.c] + rng.normal(size=n))
     return df
 
@@ -239,3 +239,33 @@ def test_previous_factor_freed_before_the_next(monkeypatch):
     # the second (another first-term template) formed after the first was freed; the
     # third (the same as the second's) from the second, kept meanwhile
     assert alive == [[], [False], [False, True]]
+
+
+def test_points_sharing_the_first_template_are_evaluated_together(request, monkeypatch):
+    # lmerTest's df (central differences of devfun_vp over theta: six points for two
+    # parameters) and the Newton start's value Hessian evaluate the points that keep the
+    # first term's theta together, so that they start from one factor
+    from mixedanova.likelihood.optimizer import newton_descent
+
+    request.getfixturevalue("force_blocked")
+    # more than DENSE_MAX levels: the df from differences of factors, not dense algebra
+    res = ma.lmm(FORMULAS[0], _crossed_data(n=3000, seed=9, na=220, nb=30))
+    calls = {"factor": 0, "full": 0}
+    factor, eliminated = BlockedCrossedSystem.factor, BlockedCrossedSystem._eliminated
+
+    def count(name, fun):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return fun(*args, **kwargs)
+        return counted
+
+    monkeypatch.setattr(BlockedCrossedSystem, "factor", count("factor", factor))
+    monkeypatch.setattr(BlockedCrossedSystem, "_eliminated", count("full", eliminated))
+    res.fixed()  # summary(m)'s Satterthwaite df
+    assert calls == {"factor": 6, "full": 2}
+    calls.update(factor=0, full=0)
+    dev = res.model.deviance_function(True)
+    newton_descent(dev, np.array([0.5, 0.5]))  # a start away from the optimum
+    # one full factorization at the start and one for the Hessian's three points, then
+    # one per step
+    assert calls["factor"] - calls["full"] >= 2
