@@ -191,13 +191,13 @@ class BlockedCrossedSystem:
         self.r = self.r1 + self.p + self.k
         size = BLOCK_BYTES if block_bytes is None else int(block_bytes)
         self.width = int(max(1, min(self.l0, size // (8 * self.r))))
-        self._made: weakref.WeakSet = weakref.WeakSet()  # live factors (see reuse_source)
+        self._made: list[weakref.ref] = []  # the factors made, oldest first (reuse_source)
         self.refresh(cp)
 
     def refresh(self, cp: CrossProducts) -> None:
         """Take the numbers of ``cp`` (same design and pattern)."""
         self.cp = cp
-        self._made = weakref.WeakSet()  # factors of the old numbers are no source
+        self._made = []  # factors of the old numbers are no source
         self.columns = LevelPairColumns(cp)
         self.a00 = cp.diag_blocks(0)[:, 0, 0]
         self.ax0 = cp.zxy[0][:, :, 0]  # (l0, p + k)
@@ -219,19 +219,29 @@ class BlockedCrossedSystem:
         self.rr_flat = np.concatenate(flat)
         self.rr_vals = np.concatenate(vals)
 
+    takes_spare = True  # factor() can form the new factor in a spare one's memory
+
     def reuse_source(self, lambdas: list[np.ndarray]) -> "BlockedCrossedFactor | None":
         """A live factor of this system at the same first-term template, whose
         eliminated part ``K`` (kept in its upper triangle) the factor at ``lambdas``
         can start from: only the later terms' templates differ, and a factorization
         then costs ``O(r^3)`` instead of ``O(r^2 l0)``."""
         lam0 = float(lambdas[0][0, 0])
-        for f in list(self._made):
-            if f.lam0 == lam0:
+        for ref in self._made:  # the oldest first: one a caller keeps (a fit's factor)
+            f = ref()
+            if f is not None and f.store is not None and f.lam0 == lam0:
                 return f
         return None
 
-    def factor(self, lambdas: list[np.ndarray]) -> "BlockedCrossedFactor":
-        """Factor the blocked system for the templates ``lambdas``."""
+    def factor(self, lambdas: list[np.ndarray],
+               spare: "BlockedCrossedFactor | None" = None) -> "BlockedCrossedFactor":
+        """Factor the blocked system for the templates ``lambdas``.
+
+        ``spare``: a factor of this system that the caller gives up (no one else may
+        hold it): the new factor is formed in its memory, from its ``K`` when the
+        first-term templates agree.  Otherwise it starts from any live factor at
+        the same first-term template (:meth:`reuse_source`) or forms ``K`` afresh.
+        """
         lam0 = float(lambdas[0][0, 0])
         m0 = lam0 * self.a00 * lam0 + 1.0
         if not m0.min() > 0.0:
@@ -241,14 +251,23 @@ class BlockedCrossedSystem:
         BX = self.ax0 * T0[:, None]
         lam = np.array([0.0] + [float(lambdas[k][0, 0]) for k in range(1, len(self.terms))])
         rs = lam[self.term_of_row]
-        src = self.reuse_source(lambdas)
-        S = np.empty((self.r, self.r), order="F")
-        if src is None:
-            kdiag = self._eliminated(S, T0, BX)
-        else:  # K from the upper triangle of a factor at the same lam0
-            np.copyto(S, src.store)
-            _upper_to_lower(S)
-            kdiag = src.kdiag
+        S, kdiag = None, None
+        if spare is not None and spare.store is not None and \
+                any(ref() is spare for ref in self._made):
+            S, spare.store = spare.store, None  # spent: its memory is the new factor's
+            if spare.lam0 == lam0:  # and so is its K
+                _upper_to_lower(S)
+                kdiag = spare.kdiag
+        if kdiag is None:
+            src = self.reuse_source(lambdas)
+            if S is None:
+                S = np.empty((self.r, self.r), order="F")
+            if src is not None:  # K from the upper triangle of a live factor at lam0
+                np.copyto(S, src.store)
+                _upper_to_lower(S)
+                kdiag = src.kdiag
+            else:
+                kdiag = self._eliminated(S, T0, BX)
         # S = Lambda_R' K Lambda_R + I_R1 on the lower triangle, K kept above it
         _scale_lower(S, np.concatenate([rs, np.ones(self.p + self.k)]), kdiag)
         S[np.arange(self.r1), np.arange(self.r1)] += 1.0
@@ -256,7 +275,7 @@ class BlockedCrossedSystem:
         if info != 0:
             raise NotPositiveDefinite
         f = BlockedCrossedFactor(self, lambdas, L00, T0, BX, rs, L, kdiag)
-        self._made.add(f)
+        self._made = [ref for ref in self._made if ref() is not None] + [weakref.ref(f)]
         return f
 
     def _eliminated(self, S: np.ndarray, T0: np.ndarray, BX: np.ndarray) -> np.ndarray:

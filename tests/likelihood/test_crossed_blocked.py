@@ -217,28 +217,23 @@ def test_factor_starts_from_one_at_the_same_first_template():
     assert np.array_equal(ga, fresh.gradient(a))  # the source is unchanged by its use
 
 
-def test_previous_factor_freed_before_the_next(monkeypatch):
-    # at 10^4 later levels a factor is 0.8 GB: ProfiledDeviance lets the previous one go
-    # before forming the next, unless the next starts from it
-    import weakref
-
+def test_next_factor_formed_in_the_previous_ones_memory():
+    # at 10^4 later levels a factor is 0.8 GB: ProfiledDeviance hands the previous one
+    # to the layout, which forms the next in its memory -- unless someone else holds it
     blocked = _deviances(FORMULAS[0], _crossed_data(seed=3))[1]
-    system = blocked.system
-    make = type(system).factor
-    previous: list = []
-    alive = []
-
-    def spy(self, lambdas):
-        alive.append([ref() is not None for ref in previous])
-        return make(self, lambdas)
-
-    monkeypatch.setattr(type(system), "factor", spy)
-    for theta in ([0.5, 0.5], [0.6, 0.5], [0.6, 0.7]):
-        blocked(np.array(theta))
-        previous.append(weakref.ref(blocked.factor(np.array(theta))))
-    # the second (another first-term template) formed after the first was freed; the
-    # third (the same as the second's) from the second, kept meanwhile
-    assert alive == [[], [False], [False, True]]
+    fresh = _deviances(FORMULAS[0], _crossed_data(seed=3))[1]
+    a, b, c = np.array([0.5, 0.5]), np.array([0.6, 0.5]), np.array([0.6, 0.7])
+    blocked(a)
+    memory = blocked.factor(a).store  # (the array, not the factor: that is given up)
+    assert blocked(b) == fresh(b)  # devfun(theta) at b, formed in a's memory
+    assert np.shares_memory(blocked.factor(b).store, memory)
+    assert blocked(c) == fresh(c)  # at c from b's K, in place
+    assert np.shares_memory(blocked.factor(c).store, memory)
+    held = blocked.factor(c)
+    value = held.ldL2
+    assert blocked(a) == fresh(a)  # devfun(theta) at a: not in held's memory
+    assert not np.shares_memory(blocked.factor(a).store, held.store)
+    assert held.ldL2 == value and held.store is not None and held.solution() is not None
 
 
 def test_points_sharing_the_first_template_are_evaluated_together(request, monkeypatch):
@@ -253,16 +248,23 @@ def test_points_sharing_the_first_template_are_evaluated_together(request, monke
     calls = {"factor": 0, "full": 0}
     factor, eliminated = BlockedCrossedSystem.factor, BlockedCrossedSystem._eliminated
 
+    live = []
+
     def count(name, fun):
-        def counted(*args, **kwargs):
+        def counted(self, *args, **kwargs):
             calls[name] += 1
-            return fun(*args, **kwargs)
+            if name == "factor":  # factors holding their memory beyond a spare one
+                spare = kwargs.get("spare")
+                live.append(sum(ref() is not None and ref() is not spare
+                                and ref().store is not None for ref in self._made))
+            return fun(self, *args, **kwargs)
         return counted
 
     monkeypatch.setattr(BlockedCrossedSystem, "factor", count("factor", factor))
     monkeypatch.setattr(BlockedCrossedSystem, "_eliminated", count("full", eliminated))
     res.fixed()  # summary(m)'s Satterthwaite df
     assert calls == {"factor": 6, "full": 2}
+    assert max(live) == 1  # the fit's factor only: two r x r arrays at most
     calls.update(factor=0, full=0)
     dev = res.model.deviance_function(True)
     newton_descent(dev, np.array([0.5, 0.5]))  # a start away from the optimum
