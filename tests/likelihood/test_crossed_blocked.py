@@ -56,11 +56,11 @@ def force_blocked(monkeypatch):
     monkeypatch.setattr(cb, "BLOCKED_FLOPS_PER_PAIR", np.inf)
 
 
-def _deviances(formula: str, df: pd.DataFrame, weights=None):
+def _deviances(formula: str, df: pd.DataFrame, weights=None, reml: bool = True):
     model = ma.LinearMixedModel.from_formula(formula, df, weights=weights)
-    dev = model.deviance_function(True)
+    dev = model.deviance_function(reml)
     cp = dev.cp
-    blocked = ProfiledDeviance(cp, dev.layout, True)
+    blocked = ProfiledDeviance(cp, dev.layout, reml)
     blocked.system = BlockedCrossedSystem(cp, block_bytes=8 * 7 * (blocked.system.r))
     return dev, blocked
 
@@ -75,10 +75,10 @@ def pairs_route(monkeypatch):
 
 
 @pytest.mark.parametrize("formula", FORMULAS)
-@pytest.mark.parametrize("weighted", [False, True])
-def test_blocked_equals_pairs_at_the_same_theta(pairs_route, formula, weighted):
+@pytest.mark.parametrize("weighted, reml", [(False, True), (True, True), (False, False)])
+def test_blocked_equals_pairs_at_the_same_theta(pairs_route, formula, weighted, reml):
     df = _crossed_data()
-    dev, blocked = _deviances(formula, df, "w" if weighted else None)
+    dev, blocked = _deviances(formula, df, "w" if weighted else None, reml)
     system = dev.system
     assert isinstance(system, CrossedSystem) and not system.dense_c and system.groups is None
     assert blocked.system.width == 7 and blocked.system.l0 % 7  # a partial last block
@@ -86,7 +86,7 @@ def test_blocked_equals_pairs_at_the_same_theta(pairs_route, formula, weighted):
     for theta in (dev.layout.start(), 0.2 + rng.uniform(size=len(dev.layout.lower))):
         v0, g0 = dev.value_and_gradient(theta)
         v1, g1 = blocked.value_and_gradient(theta)
-        assert v1 == pytest.approx(v0, rel=1e-12)  # REMLcrit at theta: devfun(theta)
+        assert v1 == pytest.approx(v0, rel=1e-12)  # devfun(theta): REML or ML deviance
         # the gradient of devfun(theta) (lme4 has none; central differences of devfun)
         np.testing.assert_allclose(g1, g0, rtol=1e-9, atol=1e-9)
         f0, f1 = dev.factor(theta), blocked.factor(theta)
