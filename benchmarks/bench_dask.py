@@ -32,9 +32,11 @@ the process): on a shared machine the wall time is mostly waiting.
 At 10M rows over 200k x 2k levels the crossed layout's ``C C'`` has ~2.5e8 pairs
 of entries sharing a first-term level; it is a sparse product at each evaluation
 (not a stored pair structure, which needed 24 GB), so the whole fit runs.  At
-100M rows over 100k x 10k levels it would be ~5e10 pairs per evaluation and a
-10k x 10k dense Schur complement, and the summed ``Z_s'Z_d`` alone holds ~1e8
-level pairs: run that size with ``--no-fit`` (the I/O floor and the passes).
+100M rows over 100k x 10k levels (~4.5e10 pairs of entries, 95M level pairs in the
+summed ``Z_s'Z_d``) the layout forms ``C C'`` by dense blocks of ``s``-levels
+(``likelihood/crossed_blocked.py``): about 110-260 s per factorization on this
+machine, so the fit takes 20-30 min after the passes; ``bench_engine_large.py``
+times that part alone from saved sums.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ With ``L`` the blocked Cholesky factor at ``theta``, ``ldL2 = log|L_Z|^2``,
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from .blocked import FactorBase, NotPositiveDefinite, TermData, tri_inv
 from .crossed import CrossedSystem
+from .crossed_blocked import BlockedCrossedSystem
 from .crossprod import CrossProducts, RowBlock, cross_products
 from .state import FitState, OptimizerSummary
 from .system import build_system
@@ -95,7 +97,7 @@ class ProfiledDeviance:
             order = np.lexsort((r, c))  # theta runs down each column
             self._grad_index.append((c[order], r[order]))
         self.start = layout.start()
-        if isinstance(self.system, CrossedSystem) and self.k == 1:
+        if isinstance(self.system, (CrossedSystem, BlockedCrossedSystem)) and self.k == 1:
             self.start = _moment_start(self.cp, layout)
         self.nevals = 0
         self._last: tuple[np.ndarray, FactorBase] | None = None
@@ -137,7 +139,21 @@ class ProfiledDeviance:
         if self._last is not None and np.array_equal(self._last[0], theta):
             return self._last[1]
         templates = self.layout.templates(theta)
-        f = self.system.factor(templates)
+        # the previous factor goes before the next is formed (at 10^4 levels beyond the
+        # first term its Schur complement is 0.8 GB); a layout that can form the next
+        # in its memory gets it when nothing else holds it (as many references as a
+        # fresh object named in this frame)
+        spare = None if self._last is None else self._last[1]
+        self._last = None
+        probe = object()
+        if spare is not None and not (getattr(self.system, "takes_spare", False)
+                                      and sys.getrefcount(spare) <= sys.getrefcount(probe)):
+            spare = None
+        if spare is None:
+            f = self.system.factor(templates)
+        else:
+            f = self.system.factor(templates, spare=spare)
+            spare = None
         if self.k == 1 and self.rows and self.pwrss_cancels(f):
             f.pwrss_std = self.explicit_pwrss(f, templates)
         self._last = (theta.copy(), f)

@@ -29,7 +29,10 @@ When neither fits in memory and the pairs are too many to store (10 M rows over
 200k x 2k crossed levels have about 250 M pairs, some 90 bytes each), a scalar
 first term's ``C C'`` is a sparse product ``C_A diag(T0^2) C_A'`` (``C_A``:
 the entries of ``A_R0``, stored once) computed at each evaluation: the pairs'
-work without their storage, memory ``O(entries + r^2)``.
+work without their storage, memory ``O(entries + r^2)``.  Larger still (100 M
+rows over 100k x 10k levels: 95 M entries, ~4.5e10 pairs), scalar designs go to
+:mod:`.crossed_blocked`, which stores nothing per entry and forms ``C C'`` by
+dense blocks of first-term levels (:func:`~.crossed_blocked.use_blocked`).
 """
 from __future__ import annotations
 

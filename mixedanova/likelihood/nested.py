@@ -26,8 +26,11 @@ def nesting_maps(cp: CrossProducts) -> dict | None:
         return None
     for j in range(len(terms)):
         for i in range(j + 1, len(terms)):
-            li, lj = np.divmod(cp.pairs[(i, j)].keys, terms[j].nlev)
-            if len(lj) != terms[j].nlev or np.any(np.bincount(lj, minlength=terms[j].nlev) != 1):
+            keys = cp.pairs[(i, j)].keys
+            if len(keys) != terms[j].nlev:  # (before decoding: crossed factors have many)
+                return None
+            li, lj = np.divmod(keys, terms[j].nlev)
+            if np.any(np.bincount(lj, minlength=terms[j].nlev) != 1):
                 return None
             f = np.empty(terms[j].nlev, dtype=np.intp)
             f[lj] = li

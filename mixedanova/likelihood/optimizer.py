@@ -304,12 +304,17 @@ def _value_hessian(dev: ProfiledDeviance, x: np.ndarray, f: float, gz: np.ndarra
         return dev(_z_move(x, dz, logged))
 
     unit = np.eye(k) * h
-    fi = [at(unit[i]) for i in range(k)]
+    # the points that keep theta[0] (the first term's entry) first, then those that
+    # move it: a crossed layout can start from the previous factor when only the later
+    # terms change (likelihood/crossed_blocked.py), so each group costs one full pass
+    points = [(i,) for i in range(k)] + [(i, j) for i in range(k) for j in range(i)]
+    points.sort(key=lambda ij: 0 in ij)
+    val = {ij: at(sum(unit[a] for a in ij)) for ij in points}
     H = np.empty((k, k))
     for i in range(k):
-        H[i, i] = 2.0 * (fi[i] - f - h[i] * gz[i]) / h[i] ** 2
+        H[i, i] = 2.0 * (val[(i,)] - f - h[i] * gz[i]) / h[i] ** 2
         for j in range(i):
-            H[i, j] = H[j, i] = (at(unit[i] + unit[j]) - fi[i] - fi[j] + f) / (h[i] * h[j])
+            H[i, j] = H[j, i] = (val[(i, j)] - val[(i,)] - val[(j,)] + f) / (h[i] * h[j])
     return H
 
 

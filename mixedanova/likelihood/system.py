@@ -12,6 +12,7 @@ term has several levels per row).  No layout reads the rows.
 from __future__ import annotations
 
 from .crossed import CrossedSystem
+from .crossed_blocked import BlockedCrossedSystem, use_blocked
 from .crossprod import CrossProducts
 from .nested import NestedSystem, nesting_maps
 from .permuted import PermutedSystem
@@ -32,6 +33,8 @@ def build_system(cp: CrossProducts):
             raise NotImplementedError("no random term has one level per row")
         order = [first] + [k for k in range(len(cp.terms)) if k != first]
         return PermutedSystem(CrossedSystem(cp.permuted(order)), order, cp.terms)
+    if use_blocked(cp):  # too large for any per-entry structure (see .crossed_blocked)
+        return BlockedCrossedSystem(cp)
     return CrossedSystem(cp)
 
 
