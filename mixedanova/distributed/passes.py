@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..design.chunked import ChunkEncoder, ChunkPlan, ChunkSummary, EncodedChunk
 from ..likelihood.blocked import TermData
-from ..likelihood.chunk_products import chunk_cross_products, sum_cross_products
+from ..likelihood.chunk_products import (chunk_sums, column_gram, finished,
+                                         sum_cross_products)
 from ..likelihood.crossprod import CrossProducts
 
 __all__ = ["ChunkSums", "summary_pass", "cross_product_pass", "pwrss_pass", "tree_sum",
@@ -56,6 +57,11 @@ class ChunkSums:
 
     def __add__(self, other: "ChunkSums") -> "ChunkSums":
         return ChunkSums(self.cp + other.cp, self.xx + other.xx, self.log_w + other.log_w)
+
+    def finished(self) -> "ChunkSums":
+        """With the pairs of terms merged into the engine's blocks
+        (:func:`~mixedanova.likelihood.chunk_products.finished`)."""
+        return ChunkSums(finished(self.cp), self.xx, self.log_w)
 
     @staticmethod
     def total(items: list["ChunkSums"]) -> "ChunkSums":
@@ -140,7 +146,8 @@ def chunk_rows(encoder: ChunkEncoder, e: EncodedChunk) -> tuple[list[TermData], 
 
 
 def partition_sums(encoder: ChunkEncoder, chunk: pd.DataFrame) -> ChunkSums | None:
-    """One partition's :class:`ChunkSums` (None when it has no complete rows)."""
+    """One partition's :class:`ChunkSums` (None when it has no complete rows), its
+    pairs of terms as :class:`~mixedanova.likelihood.pair_sums.PairSum`."""
     from ..likelihood.threads import one_blas_thread
 
     e = encoder.encode(chunk)
@@ -148,19 +155,24 @@ def partition_sums(encoder: ChunkEncoder, chunk: pd.DataFrame) -> ChunkSums | No
         return None
     terms, y = chunk_rows(encoder, e)
     with one_blas_thread():
-        cp = chunk_cross_products(terms, e.X, y, weights=e.weights)
-        xx = e.X.T @ e.X
+        cp = chunk_sums(terms, e.X, y, weights=e.weights)
+        # without weights the cross-products' X'X is the unweighted one
+        xx = cp.xy[:cp.p, :cp.p].copy() if e.weights is None else column_gram(e.X)
     log_w = float(np.sum(np.log(e.weights))) if e.weights is not None else 0.0
     return ChunkSums(cp, xx, log_w)
 
 
 def cross_product_pass(encoder: ChunkEncoder, ddf, progress: bool = False) -> ChunkSums:
-    """Pass 2: the summed :class:`ChunkSums` of all partitions."""
+    """Pass 2: the summed :class:`ChunkSums` of all partitions.
+
+    The tree sum lists the partitions' pair keys; the client merges them once at
+    the end (:meth:`ChunkSums.finished`)."""
     from dask import delayed
 
     enc = delayed(encoder, pure=True, traverse=False)
     parts = [delayed(partition_sums, pure=True)(enc, part) for part in ddf.to_delayed()]
-    return _compute(tree_sum(parts), progress)
+    total = _compute(tree_sum(parts), progress)
+    return None if total is None else total.finished()
 
 
 def keep_fixed_columns(cp: CrossProducts, keep: np.ndarray) -> CrossProducts:
