@@ -348,6 +348,8 @@ class CrossProducts:
 
 def ones_columns(z: np.ndarray) -> np.ndarray:
     """Which columns of ``z`` are 1 everywhere (an empty ``z``: all)."""
+    if z.ndim == 2 and z.strides[0] == 0 and len(z):  # one row repeated (a broadcast)
+        return z[0] == 1.0
     return np.all(z == 1.0, axis=0)
 
 

@@ -21,8 +21,8 @@ the end, where :meth:`PairSum.block` merges them once:
 from all runs go to one row of a padded matrix whose rows are sorted at once
 (``np.sort(..., axis=1)``: short rows, sorted in registers), the sorted rows give
 the distinct keys and their counts (run lengths) or values (sums over the runs
-of equal keys), written into preallocated output, a few groups of buckets at a
-time in a thread pool.  When the runs held grow beyond :data:`MERGE_BYTES` they
+of equal keys), written into preallocated output (an upper bound whose unused
+tail is given back), a group of buckets at a time.  When the runs held grow beyond :data:`MERGE_BYTES` they
 are merged into one run of distinct keys and counts or values, so that data with
 many repeated pairs keep a memory set by the distinct pairs, not the rows.
 
@@ -31,8 +31,6 @@ merge of sorted blocks, possibly added in another order.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +43,6 @@ BUCKET_BITS = 16
 MERGE_BYTES = 1 << 30          # runs held beyond this many bytes are merged into one
 _GROUP_ENTRIES = 1 << 22       # entries per group of buckets merged at a time
 _MAX_ROW = 1 << 12             # longest row of the padded matrix; longer buckets: own sort
-_PARALLEL_ENTRIES = 1 << 21    # below this, one thread
 
 
 @dataclass(frozen=True)
@@ -116,15 +113,14 @@ def _bucketed(space: KeySpace, run: PairRun, is_sorted: bool = False) -> PairRun
     offsets = np.zeros(nb + 1, dtype=np.int64)
     np.cumsum(np.bincount(b, minlength=nb), out=offsets[1:])
     counts, vals = run.counts, run.vals
-    if is_sorted:
-        local = keys.copy()
-    else:
+    local = keys & keys.dtype.type((1 << space.shift) - 1)
+    local = local.astype(space.local_dtype, copy=False)
+    if not is_sorted:
         order = np.argsort(b, kind="stable")
-        local = keys[order]
+        local = local[order]
         counts = None if counts is None else counts[order]
         vals = None if vals is None else vals[order]
-    local &= local.dtype.type((1 << space.shift) - 1)
-    return PairRun(local.astype(space.local_dtype, copy=False), offsets, counts, vals)
+    return PairRun(local, offsets, counts, vals)
 
 
 def _vals_of(run_counts: np.ndarray | None, vals: np.ndarray | None, n: int,
@@ -318,32 +314,14 @@ def _merge_runs(space: KeySpace, q: tuple[int, int], runs, final: bool):
                            side="left")
     bounds = np.unique(np.concatenate([[0], cuts + 1, [nb]]).clip(0, nb))
     groups = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    starts = [int(ends[a - 1]) if a else 0 for a, _ in groups]
     out = _Out(np.empty(total, dtype=np.int64),
                None if (final or with_vals) else np.empty(total, dtype=np.int64),
                np.empty((total,) + tuple(q)) if (final or with_vals) else None)
     want_vals = out.vals is not None
-
-    def work(g: int) -> int:
-        b0, b1 = groups[g]
-        return _merge_group(space, q, runs, b0, b1, per_bucket[b0:b1], out, starts[g],
-                            with_counts or with_vals, want_vals)
-
-    if total >= _PARALLEL_ENTRIES and len(groups) > 1:
-        nthreads = min(len(groups), os.cpu_count() or 1, 4)
-        with ThreadPoolExecutor(nthreads) as pool:
-            sizes = list(pool.map(work, range(len(groups))))
-    else:
-        sizes = [work(g) for g in range(len(groups))]
     pos = 0
-    for start, m in zip(starts, sizes):  # close the gaps left by repeated keys
-        if start != pos:
-            out.keys[pos:pos + m] = out.keys[start:start + m]
-            if out.counts is not None:
-                out.counts[pos:pos + m] = out.counts[start:start + m]
-            if out.vals is not None:
-                out.vals[pos:pos + m] = out.vals[start:start + m]
-        pos += m
+    for b0, b1 in groups:  # one after the other, each written where the last ended
+        pos += _merge_group(space, q, runs, b0, b1, per_bucket[b0:b1], out, pos,
+                            with_counts or with_vals, want_vals)
     for a in (out.keys, out.counts, out.vals):
         if a is not None:
             a.resize((pos,) + a.shape[1:], refcheck=False)  # in place: frees the tail
@@ -421,7 +399,8 @@ def _merge_group(space: KeySpace, q, runs, b0: int, b1: int, tot: np.ndarray, ou
             buf[dest] = sub
         goff += hi - lo
     buf = buf.reshape(nrow, width)
-    buf.sort(axis=1)
+    # short rows sort in registers; long rows of 16-bit keys by a radix sort
+    buf.sort(axis=1, kind="stable" if (width > 512 and pdt == np.uint16) else None)
     tot_s = np.where(big, 0, tot)
     mask = np.arange(width)[None, :] < tot_s[:, None]
     order = None
@@ -490,14 +469,15 @@ def _emit(keys: np.ndarray, order, gc, gv, q, out: _Out, start: int,
     if order is None:  # every entry counts once: 1 plus the repeats that follow it
         dup = np.flatnonzero(~first)
         dup -= np.arange(1, len(dup) + 1)  # the distinct key each repeat belongs to
-        if want_vals:
-            v = out.vals[start:start + m]
-            v.fill(1.0)
-            np.add.at(v, dup, 1.0)
-        else:
-            c = out.counts[start:start + m]
-            c.fill(1)
-            np.add.at(c, dup, 1)
+        head = np.empty(len(dup), dtype=bool)  # dup is sorted: its run lengths
+        head[:1] = True
+        np.not_equal(dup[1:], dup[:-1], out=head[1:])
+        at = np.flatnonzero(head)
+        extra = np.diff(np.append(at, len(dup)))
+        c = out.vals[start:start + m].reshape(m, -1) if want_vals else \
+            out.counts[start:start + m, None]
+        c.fill(1)
+        c[dup[at]] += extra[:, None]
         return m
     begin = np.flatnonzero(first)
     del first
