@@ -481,7 +481,7 @@ class ChunkEncoder:
             for j, c in enumerate(b.columns):
                 check_finite(z[:, j], c, f"column of random term {b.source}", data.index)
             zraws.append(np.ascontiguousarray(z))
-        return EncodedChunk(codes, zraws, np.ascontiguousarray(X), y, w, off, data.index)
+        return EncodedChunk(codes, zraws, np.asfortranarray(X), y, w, off, data.index)
 
     def design_summary(self, keep: np.ndarray) -> DesignSummary:
         """The row-less design once the kept fixed-effect columns are known."""

@@ -49,7 +49,7 @@ class SimpleSpec:
                 for i, n in enumerate(names)}
 
     def get_model_matrix(self, data: pd.DataFrame) -> np.ndarray:
-        out = np.empty((len(data), len(self.column_names)))
+        out = np.empty((len(data), len(self.column_names)), order="F")  # columns contiguous
         if self.intercept:
             out[:, 0] = 1.0
         for j, c in enumerate(self.columns, start=int(self.intercept)):

@@ -111,9 +111,9 @@ def chunk_sums(terms: list[TermData], X: np.ndarray, Y: np.ndarray,
                 counts.append(pairs[(i, i)].counts)  # the rows per level, when dense
                 continue
             space = KeySpace(ti.nlev * tj.nlev)
-            dt = space.key_dtype
-            keys = ti.codes.astype(dt) * dt(tj.nlev)
-            keys += tj.codes.astype(dt, copy=False)
+            keys = np.empty(n, dtype=space.key_dtype)  # level_i * nlev_j + level_j
+            np.multiply(ti.codes, tj.nlev, out=keys, casting="unsafe")
+            np.add(keys, tj.codes, out=keys, casting="unsafe")
             pairs[(i, j)] = PairSum.of_keys(space, keys, vals, (ti.q, tj.q))
     zxy = tuple(per_level_ones(t.codes, XY, z, t.nlev, one, c, xy_ones)
                 for t, z, one, c in zip(terms, zraws, ones, counts))

@@ -108,13 +108,14 @@ def _bucketed(space: KeySpace, run: PairRun, is_sorted: bool = False) -> PairRun
         return run
     keys = run.keys
     nb = space.nbuckets
-    b = keys >> space.shift
-    b = b.astype(np.uint8 if nb <= 256 else np.uint16)
+    b = np.empty(len(keys), dtype=np.uint8 if nb <= 256 else np.uint16)
+    np.right_shift(keys, space.shift, out=b, casting="unsafe")  # < nb: fits
     offsets = np.zeros(nb + 1, dtype=np.int64)
     np.cumsum(np.bincount(b, minlength=nb), out=offsets[1:])
     counts, vals = run.counts, run.vals
-    local = keys & keys.dtype.type((1 << space.shift) - 1)
-    local = local.astype(space.local_dtype, copy=False)
+    local = np.empty(len(keys), dtype=space.local_dtype)
+    np.bitwise_and(keys, keys.dtype.type((1 << space.shift) - 1), out=local,
+                   casting="unsafe")
     if not is_sorted:
         order = np.argsort(b, kind="stable")
         local = local[order]
