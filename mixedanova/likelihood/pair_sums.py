@@ -333,7 +333,9 @@ def _row_width(tot: np.ndarray) -> int:
     """Width of the padded rows: a power of 2 holding nearly every bucket (the few
     longer ones are sorted on their own)."""
     nz = tot[tot > 0]
-    w = float(np.quantile(nz, 0.995)) if len(nz) > 200 else float(nz.max())
+    w = float(nz.max())
+    if len(nz) > 200:  # a few long buckets do not widen every row
+        w = min(w, 1.5 * float(np.quantile(nz, 0.995)))
     return min(_MAX_ROW, 1 << max(int(np.ceil(w)) - 1, 7).bit_length())
 
 
@@ -404,6 +406,8 @@ def _merge_group(space: KeySpace, q, runs, b0: int, b1: int, tot: np.ndarray, ou
     buf.sort(axis=1, kind="stable" if (width > 512 and pdt == np.uint16) else None)
     tot_s = np.where(big, 0, tot)
     mask = np.arange(width)[None, :] < tot_s[:, None]
+    if not track and not big_pieces:
+        return _emit_rows(space, buf, mask, tot_s, b0, b1, q, out, start, want_vals)
     order = None
     if track:
         slot = buf & pdt((1 << slot_bits) - 1)
@@ -423,6 +427,38 @@ def _merge_group(space: KeySpace, q, runs, b0: int, b1: int, tot: np.ndarray, ou
     gc = np.concatenate(gcounts) if track else None
     gv = np.concatenate(gvals) if (track and want_vals) else None
     return _emit(keys, order, gc, gv, q, out, start, want_vals)
+
+
+def _emit_rows(space: KeySpace, buf: np.ndarray, mask: np.ndarray, tot: np.ndarray,
+               b0: int, b1: int, q, out: _Out, start: int, want_vals: bool) -> int:
+    """Run-length encode sorted rows of local keys (row ``r``: bucket ``b0 + r``, its
+    ``tot[r]`` entries where ``mask``) into ``out`` at ``start``, each entry
+    counting once."""
+    rep = np.equal(buf[:, 1:], buf[:, :-1])  # repeats: equal to the entry before
+    rep &= mask[:, 1:]
+    r, c = np.nonzero(rep)
+    distinct = mask.copy()
+    distinct[:, 1:] ^= rep
+    del rep
+    per_row = tot - np.bincount(r, minlength=len(tot))
+    m = int(per_row.sum())
+    keys = out.keys[start:start + m]
+    np.add(np.repeat(np.arange(b0, b1, dtype=np.int64) << space.shift, per_row),
+           buf[distinct], out=keys)
+    # the k-th repeat of row r, at column c, adds 1 to the row's distinct key
+    # number c - k - 1 (c - k distinct entries up to it)
+    k = np.arange(len(r)) - np.searchsorted(r, r)
+    dup = (np.cumsum(per_row) - per_row)[r] + c - k
+    cnt = out.vals[start:start + m].reshape(m, -1) if want_vals else \
+        out.counts[start:start + m, None]
+    cnt.fill(1)
+    if len(dup):
+        head = np.empty(len(dup), dtype=bool)  # dup is sorted: its run lengths
+        head[0] = True
+        np.not_equal(dup[1:], dup[:-1], out=head[1:])
+        at = np.flatnonzero(head)
+        cnt[dup[at]] += np.diff(np.append(at, len(dup)))[:, None]
+    return m
 
 
 def _splice_bigs(space: KeySpace, runs, pieces, tot_s: np.ndarray, b0: int,
