@@ -110,7 +110,7 @@ def _bucketed(space: KeySpace, run: PairRun, is_sorted: bool = False) -> PairRun
     nb = space.nbuckets
     b = np.empty(len(keys), dtype=np.uint8 if nb <= 256 else np.uint16)
     np.right_shift(keys, space.shift, out=b, casting="unsafe")  # < nb: fits
-    offsets = np.zeros(nb + 1, dtype=np.int64)
+    offsets = np.zeros(nb + 1, dtype=np.int32 if len(keys) < 2**31 else np.int64)
     np.cumsum(np.bincount(b, minlength=nb), out=offsets[1:])
     counts, vals = run.counts, run.vals
     local = np.empty(len(keys), dtype=space.local_dtype)
