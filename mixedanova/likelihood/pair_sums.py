@@ -31,7 +31,7 @@ merge of sorted blocks, possibly added in another order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -284,11 +284,21 @@ def _whole_keys(space: KeySpace, run: PairRun) -> np.ndarray:
 # ---------------------------------------------------------------- merging runs
 @dataclass
 class _Out:
-    """Preallocated output (an upper bound of the distinct keys), filled group by group."""
+    """Preallocated output (an upper bound of the distinct keys), filled group by
+    group, and scratch arrays that the groups reuse (fresh memory is slow to touch)."""
 
     keys: np.ndarray
     counts: np.ndarray | None
     vals: np.ndarray | None
+    scratch: dict = field(default_factory=dict)
+
+    def temp(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """An uninitialized array for this group, reusing the last group's memory."""
+        n = int(np.prod(shape))
+        a = self.scratch.get(name)
+        if a is None or a.dtype != dtype or len(a) < n:
+            a = self.scratch[name] = np.empty(max(n, 1), dtype=dtype)
+        return a[:n].reshape(shape)
 
 
 def _merge_runs(space: KeySpace, q: tuple[int, int], runs, final: bool):
@@ -361,7 +371,8 @@ def _merge_group(space: KeySpace, q, runs, b0: int, b1: int, tot: np.ndarray, ou
         pdt = np.uint32 if space.shift + slot_bits <= 32 else np.uint64
     else:
         pdt = space.local_dtype
-    buf = np.full(nrow * width, np.iinfo(pdt).max, dtype=pdt)
+    buf = out.temp("buf", (nrow * width,), pdt)
+    buf.fill(np.iinfo(pdt).max)
     src = np.empty(nrow * width, dtype=np.int64) if track else None
     idt = np.intp  # slot numbers (an index of this type is scattered fastest)
     base = np.arange(nrow, dtype=idt) * idt(width)
@@ -405,7 +416,8 @@ def _merge_group(space: KeySpace, q, runs, b0: int, b1: int, tot: np.ndarray, ou
     # short rows sort in registers; long rows of 16-bit keys by a radix sort
     buf.sort(axis=1, kind="stable" if (width > 512 and pdt == np.uint16) else None)
     tot_s = np.where(big, 0, tot)
-    mask = np.arange(width)[None, :] < tot_s[:, None]
+    mask = np.less(np.arange(width)[None, :], tot_s[:, None],
+                   out=out.temp("mask", (nrow, width), bool))
     if not track and not big_pieces:
         return _emit_rows(space, buf, mask, tot_s, b0, b1, q, out, start, want_vals)
     order = None
@@ -434,12 +446,13 @@ def _emit_rows(space: KeySpace, buf: np.ndarray, mask: np.ndarray, tot: np.ndarr
     """Run-length encode sorted rows of local keys (row ``r``: bucket ``b0 + r``, its
     ``tot[r]`` entries where ``mask``) into ``out`` at ``start``, each entry
     counting once."""
-    rep = np.equal(buf[:, 1:], buf[:, :-1])  # repeats: equal to the entry before
-    rep &= mask[:, 1:]
+    nrow, width = buf.shape
+    rep = np.equal(buf[:, 1:], buf[:, :-1], out=out.temp("rep", (nrow, width - 1), bool))
+    rep &= mask[:, 1:]  # repeats: equal to the entry before
     r, c = np.nonzero(rep)
-    distinct = mask.copy()
+    distinct = out.temp("distinct", (nrow, width), bool)
+    distinct[...] = mask
     distinct[:, 1:] ^= rep
-    del rep
     per_row = tot - np.bincount(r, minlength=len(tot))
     m = int(per_row.sum())
     keys = out.keys[start:start + m]
