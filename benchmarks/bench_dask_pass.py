@@ -15,8 +15,10 @@ process with Dask's threaded scheduler (``--threads`` threads):
 * pass 2 of ``ma.lmm`` (:func:`~mixedanova.distributed.passes.cross_product_pass`:
   the partitions' cross-products summed in a tree), its rows per second and the
   ratio to the floor's rate (the issue's goal: >= 0.5);
-* the map part alone (each partition's cross-products, none summed) and the tree
-  sum alone, so that one sees where the pass spends its time.
+* the map part alone (each partition's cross-products, none summed), the tree
+  sum alone and the client's final merge of the level pairs alone
+  (``ChunkSums.finished``), so that one sees where the pass spends its time;
+* the peak resident memory before and after pass 2 (``ru_maxrss``).
 
 Each pass is timed ``--repeat`` times; the best wall time is printed with the CPU
 seconds of that run (``time.process_time``, all threads of the process).
@@ -37,6 +39,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 FORMULA = "y ~ 1 + x + (1|s) + (1|d)"
 
 
+def _rss_gb() -> float:
+    """Peak resident set size of this process so far (GB; Linux reports kB)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _best(fn, repeat: int) -> tuple[float, float]:
     best = (float("inf"), float("nan"))
     for _ in range(repeat):
@@ -54,7 +62,7 @@ def profile_partition(folder: Path, encoder, repeat: int) -> None:
     import pandas as pd
 
     from mixedanova.distributed.passes import chunk_rows, partition_sums
-    from mixedanova.likelihood.crossprod import CrossProductPattern
+    from mixedanova.likelihood.chunk_products import chunk_sums
 
     path = sorted(folder.iterdir())[0]
     steps: dict[str, float] = {}
@@ -73,8 +81,7 @@ def profile_partition(folder: Path, encoder, repeat: int) -> None:
     clock("sum of the 4 columns (floor's work)", lambda: df.sum())
     e = clock("encode (ChunkEncoder.encode)", lambda: encoder.encode(df))
     terms, y = chunk_rows(encoder, e)
-    pat = clock("pattern (CrossProductPattern)", lambda: CrossProductPattern(terms, e.n))
-    clock("numeric (evaluate)", lambda: pat.evaluate(e.zraws, e.X, y, standardize=False))
+    clock("cross-products (chunk_sums)", lambda: chunk_sums(terms, e.X, y, weights=e.weights))
     clock("partition_sums (all of it)", lambda: partition_sums(encoder, df))
     print(f"one partition ({len(df):,} rows, {path.name}), CPU seconds in this thread:")
     for k, v in steps.items():
@@ -135,7 +142,9 @@ def run(folder: Path, args) -> None:
         plan = ChunkPlan.from_formula(parse_formula(FORMULA), ddf._meta)
         summary = summary_pass(plan, ddf)
         encoder = plan.encoder(summary)
+        rss_before = _rss_gb()
         pass2 = _best(lambda: cross_product_pass(encoder, ddf), args.repeat)
+        rss_pass = _rss_gb()
         enc = delayed(encoder, pure=True, traverse=False)
         parts = [delayed(partition_sums, pure=True)(enc, p) for p in ddf.to_delayed()]
         got = []
@@ -148,6 +157,10 @@ def run(folder: Path, args) -> None:
             return tree_sum([delayed(p) for p in pieces]).compute()
 
         red = _best(tree, args.repeat)
+        summed = tree()
+        fin = _best(lambda: summed.finished() if hasattr(summed, "finished") else summed,
+                    args.repeat)
+        del summed
     print(f"{n:,} rows in {ddf.npartitions} partitions, threads={args.threads}: {FORMULA}")
     rate = lambda w: n / w / 1e6  # noqa: E731
     print(f"  I/O floor (read y, x, s, d and sum them): {floor[0]:.2f} s = "
@@ -155,9 +168,12 @@ def run(folder: Path, args) -> None:
     print(f"  pass 2 (cross-products, tree sum):        {pass2[0]:.2f} s = "
           f"{rate(pass2[0]):.2f} M rows/s = {floor[0] / pass2[0]:.3f} of the floor's rate "
           f"(CPU {pass2[1]:.2f} s)")
+    print(f"    peak RSS: {rss_before:.2f} GB before pass 2, {rss_pass:.2f} GB after it")
     print(f"    map only (read + per-partition sums):   {maps[0]:.2f} s (CPU {maps[1]:.2f} s)")
     print(f"    tree sum only (of the {len(pieces)} partition sums): {red[0]:.2f} s "
           f"(CPU {red[1]:.2f} s)")
+    print(f"    finish only (merge of the pair keys in the client): {fin[0]:.2f} s "
+          f"(CPU {fin[1]:.2f} s)")
     if args.profile:
         profile_partition(folder, encoder, args.repeat)
 

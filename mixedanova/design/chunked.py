@@ -41,7 +41,8 @@ from .build import (BlockViews, RandomBlock, group_labels, offset_values, respon
                     used_columns)
 from .data_checks import check_columns, check_finite, missing_mask, plain_strings
 from .formula import ParsedFormula, formula_variables
-from .term_matrices import FixedTerm, fixed_terms, model_matrix_like, term_matrix
+from .term_matrices import (FixedTerm, SimpleSpec, fixed_terms, model_matrix_like,
+                            term_matrix)
 
 __all__ = ["ChunkPlan", "level_codes", "ChunkSummary", "ChunkEncoder", "EncodedChunk", "DesignSummary",
            "aliased_columns"]
@@ -228,6 +229,12 @@ class TermCode:
     radix: np.ndarray  # per factor: its multiplier in the packed key
 
     def codes(self, data: pd.DataFrame) -> np.ndarray:
+        if len(self.factors) == 1:  # every value is a level: the key is the code
+            pos = level_codes(data[self.factors[0]], self.categories[0])
+            bad = pos < 0
+            if bad.any():
+                self._unseen(data, bad)
+            return pos.astype(np.intp, copy=False)
         key = np.zeros(len(data), dtype=np.int64)
         bad = np.zeros(len(data), dtype=bool)
         for f, cats, r in zip(self.factors, self.categories, self.radix):
@@ -241,11 +248,14 @@ class TermCode:
             pos = np.minimum(pos, len(self.keys) - 1)
             bad |= self.keys[pos] != key
         if bad.any():
-            raise DesignError(
-                f"a chunk has a level of {':'.join(self.factors)} that the first pass did "
-                "not see (row " f"{data.index[bad][0]!r}); did the data change between "
-                "the passes?")
+            self._unseen(data, bad)
         return pos.astype(np.intp)
+
+    def _unseen(self, data: pd.DataFrame, bad: np.ndarray) -> None:
+        raise DesignError(
+            f"a chunk has a level of {':'.join(self.factors)} that the first pass did "
+            "not see (row " f"{data.index[bad][0]!r}); did the data change between "
+            "the passes?")
 
 
 def level_codes(column: pd.Series, cats: pd.Index) -> np.ndarray:
@@ -255,8 +265,9 @@ def level_codes(column: pd.Series, cats: pd.Index) -> np.ndarray:
     if (pd.api.types.is_integer_dtype(column.dtype) and pd.api.types.is_integer_dtype(cats)
             and len(cats) and cats.is_monotonic_increasing
             and int(cats[-1]) - int(cats[0]) == len(cats) - 1):
-        c = column.to_numpy().astype(np.int64) - int(cats[0])
-        c[(c < 0) | (c >= len(cats))] = -1
+        c = np.subtract(column.to_numpy(), int(cats[0]), dtype=np.int64)
+        if len(c) and (c.min() < 0 or c.max() >= len(cats)):
+            c[(c < 0) | (c >= len(cats))] = -1
         return c
     return pd.Categorical(column, categories=cats).codes.astype(np.int64)
 
@@ -456,16 +467,21 @@ class ChunkEncoder:
             if plan.offset_column is not None:
                 off = off + _numeric(data, plan.offset_column, "offset")
         X = model_matrix_like(self.fixed_spec, data, "fixed effects")
-        for j, col in enumerate(self.x_names_all):
-            check_finite(X[:, j], col, "fixed-effect column", data.index)
+        if not isinstance(self.fixed_spec, SimpleSpec):  # else columns checked above
+            for j, col in enumerate(self.x_names_all):
+                check_finite(X[:, j], col, "fixed-effect column", data.index)
         codes, zraws = [], []
         for b, tc in zip(self.blocks, self.term_codes):
             codes.append(tc.codes(data))
+            if isinstance(b.spec, SimpleSpec) and b.spec.intercept and not b.spec.columns:
+                # (1 | g): a read-only column of ones that takes no memory
+                zraws.append(np.broadcast_to(np.ones((1, 1)), (len(data), 1)))
+                continue
             z = model_matrix_like(b.spec, data, f"random term {b.source}").reshape(len(data), -1)
             for j, c in enumerate(b.columns):
                 check_finite(z[:, j], c, f"column of random term {b.source}", data.index)
             zraws.append(np.ascontiguousarray(z))
-        return EncodedChunk(codes, zraws, np.ascontiguousarray(X), y, w, off, data.index)
+        return EncodedChunk(codes, zraws, np.asfortranarray(X), y, w, off, data.index)
 
     def design_summary(self, keep: np.ndarray) -> DesignSummary:
         """The row-less design once the kept fixed-effect columns are known."""

@@ -172,6 +172,10 @@ def missing_mask(data: pd.DataFrame, used: list[str]) -> tuple[np.ndarray, dict[
     counts: dict[str, int] = {}
     for col in used:
         s = data[col]
+        dt = s.dtype
+        if isinstance(dt, np.dtype) and (dt.kind in "iu" or (
+                dt.kind == "f" and np.isfinite(s.to_numpy()).all())):
+            continue  # NumPy integers or finite floats: nothing missing (one pass)
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
             vals = s.to_numpy(dtype=float, na_value=np.nan)
             bad = np.isinf(vals)

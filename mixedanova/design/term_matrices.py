@@ -49,9 +49,12 @@ class SimpleSpec:
                 for i, n in enumerate(names)}
 
     def get_model_matrix(self, data: pd.DataFrame) -> np.ndarray:
-        cols = [np.ones(len(data))] if self.intercept else []
-        cols += [data[c].to_numpy(dtype=float) for c in self.columns]
-        return np.column_stack(cols) if cols else np.empty((len(data), 0))
+        out = np.empty((len(data), len(self.column_names)), order="F")  # columns contiguous
+        if self.intercept:
+            out[:, 0] = 1.0
+        for j, c in enumerate(self.columns, start=int(self.intercept)):
+            out[:, j] = data[c].to_numpy(dtype=float)
+        return out
 
 
 @dataclass(frozen=True)

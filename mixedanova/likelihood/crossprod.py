@@ -123,6 +123,8 @@ class PairBlock:
     vals: np.ndarray
 
     def __add__(self, other: "PairBlock") -> "PairBlock":
+        if not isinstance(other, PairBlock):
+            return NotImplemented  # a chunk sum in another form adds itself
         return PairBlock.total([self, other])
 
     @staticmethod
@@ -346,6 +348,8 @@ class CrossProducts:
 
 def ones_columns(z: np.ndarray) -> np.ndarray:
     """Which columns of ``z`` are 1 everywhere (an empty ``z``: all)."""
+    if z.ndim == 2 and z.strides[0] == 0 and len(z):  # one row repeated (a broadcast)
+        return z[0] == 1.0
     return np.all(z == 1.0, axis=0)
 
 
@@ -503,14 +507,21 @@ class CrossProductPattern:
 
 
 def per_level_ones(codes: np.ndarray, XY: np.ndarray, z: np.ndarray, nlev: int,
-               ones: np.ndarray) -> np.ndarray:
+                   ones: np.ndarray, counts: np.ndarray | None = None,
+                   xy_ones: np.ndarray | None = None) -> np.ndarray:
     """:func:`~mixedanova.likelihood.blocked.per_level` of ``XY`` and ``z``, with
-    ``z``'s all-ones columns read as such (no products)."""
+    ``z``'s all-ones columns read as such (no products); ``counts`` (the rows of
+    each level) stand for an all-ones column of ``XY`` (``xy_ones``) times one."""
     if not ones.any():
         return per_level(codes, XY, z, nlev)
     out = np.empty((nlev, XY.shape[1], z.shape[1]))
     for t in range(z.shape[1]):
         for c in range(XY.shape[1]):
+            if ones[t] and xy_ones is not None and xy_ones[c]:
+                if counts is None:
+                    counts = np.bincount(codes, minlength=nlev)
+                out[:, c, t] = counts
+                continue
             w = XY[:, c] if ones[t] else XY[:, c] * z[:, t]
             out[:, c, t] = np.bincount(codes, weights=w, minlength=nlev)
     return out

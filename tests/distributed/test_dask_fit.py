@@ -91,6 +91,24 @@ def test_dask_fit_with_a_response_shifted_by_1e8_sds(case, nparts):
     _compare(r1, r0, 1e-9, 1e-6)
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("shifted", [False, True])
+def test_partitions_summed_in_slices_equal_the_in_memory_fit(case, shifted, monkeypatch):
+    from mixedanova.distributed import passes
+
+    # a partition longer than SLICE_ROWS is summed slice by slice (uneven slices)
+    monkeypatch.setattr(passes, "SLICE_ROWS", 37)
+    formula, data, kw = CASES[case]
+    df = data()
+    if shifted:
+        yname = formula.split("~")[0].strip()
+        df[yname] = df[yname] + 1e8 * float(df[yname].std())
+    r0 = ma.lmm(formula, df, **kw)
+    r1 = ma.lmm(formula, _split(df, 3, seed=11), **kw)
+    # REMLcrit(m), getME(m, "theta"), fixef(m), SEs, sigma(m), ranef(m) as in memory
+    _compare(r1, r0, 1e-9 if shifted else 1e-10, 1e-6 if shifted else 1e-8)
+
+
 def test_ml_fit_and_satterthwaite_df():
     formula, data, kw = CASES["insteval"]
     df = data()
