@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from typing import Iterator
 
 from .system import dense_order
@@ -41,6 +42,31 @@ def _controller():
     return ThreadpoolController()
 
 
+_LOCK = threading.Lock()
+_SINGLE = {"depth": 0, "limiter": None}  # sections on one BLAS thread now running
+
+
+@contextlib.contextmanager
+def _single_thread(controller) -> Iterator[None]:
+    """One BLAS thread for the block.  OpenBLAS's thread count is one setting for
+    the whole process, so sections that overlap (the partitions of a Dask pass run
+    in threads) share one limit: the first to enter sets it, the last to leave
+    restores what was there before (each restoring its own saved value would leave
+    the process on one thread whenever two overlap)."""
+    with _LOCK:
+        if _SINGLE["depth"] == 0:
+            _SINGLE["limiter"] = controller.limit(limits=1, user_api="blas")
+        _SINGLE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _SINGLE["depth"] -= 1
+            if _SINGLE["depth"] == 0:
+                _SINGLE["limiter"].restore_original_limits()
+                _SINGLE["limiter"] = None
+
+
 @contextlib.contextmanager
 def engine_threads(system) -> Iterator[None]:
     """Run the block on one BLAS thread when ``system``'s dense part is of
@@ -50,7 +76,7 @@ def engine_threads(system) -> Iterator[None]:
     if controller is None:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    with _single_thread(controller):
         yield
 
 
@@ -64,7 +90,7 @@ def small_fit_threads(system) -> Iterator[None]:
     if controller is None:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    with _single_thread(controller):
         yield
 
 
@@ -78,5 +104,5 @@ def one_blas_thread() -> Iterator[None]:
     if controller is None:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    with _single_thread(controller):
         yield
