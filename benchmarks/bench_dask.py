@@ -3,7 +3,7 @@
 Run:  python benchmarks/bench_dask.py memory  [--rows 1000000] [--levels 100000,10000]
       python benchmarks/bench_dask.py parquet [--rows 10000000] [--levels 200000,2000]
                                               [--files 20] [--folder PATH] [--no-fit]
-                                              [--in-memory]
+                                              [--in-memory] [--cold]
 
 ``memory``: ``y ~ 1 + x + (1|s) + (1|d)`` on simulated crossed data
 (``bench_crossed_scaling.make_data``), fitted in memory (``ma.lmm(formula, df)``)
@@ -23,6 +23,9 @@ with Dask's threaded scheduler (2 threads):
 * the optimizer and the rest of the fit on the summed system;
 * the process's peak RSS (``ru_maxrss``: all passes run in this process).
 
+``--cold`` also times the I/O floor and pass 2 each after emptying the page
+cache (Linux, root): data much larger than the memory are read from the disk
+on every pass, so that is the I/O floor of a real out-of-core fit.
 ``--no-fit`` stops after the passes.  ``--in-memory`` also fits the same rows
 read into one pandas DataFrame (``pd.read_parquet``), in a fresh process, and
 prints its time and peak RSS and the differences from the Dask fit.  Every
@@ -137,7 +140,17 @@ def child_in_memory(folder: str) -> dict:
             "peak_rss_gb": _rss_gb()}
 
 
-def child_parquet(folder: str, threads: int, fit: bool = True) -> dict:
+def drop_page_cache() -> None:
+    """Empty the kernel's page cache (Linux, root), so that the next pass reads the
+    files from the disk: data much larger than the memory are never cached."""
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as err:
+        sys.exit(f"--cold needs root on Linux (writing /proc/sys/vm/drop_caches): {err}")
+
+
+def child_parquet(folder: str, threads: int, fit: bool = True, cold: bool = False) -> dict:
     sys.path.insert(0, str(ROOT))
     import warnings
 
@@ -173,6 +186,17 @@ def child_parquet(folder: str, threads: int, fit: bool = True) -> dict:
         cross_product_pass(encoder, ddf)
         out["pass2_seconds"] = time.perf_counter() - t
         out["pass2_cpu"] = time.process_time() - c
+        if cold:  # the same two passes, each from the disk
+            drop_page_cache()
+            t, c = time.perf_counter(), time.process_time()
+            ddf.sum().compute()
+            out["cold_floor_seconds"] = time.perf_counter() - t
+            out["cold_floor_cpu"] = time.process_time() - c
+            drop_page_cache()
+            t, c = time.perf_counter(), time.process_time()
+            cross_product_pass(encoder, ddf)
+            out["cold_pass2_seconds"] = time.perf_counter() - t
+            out["cold_pass2_cpu"] = time.process_time() - c
         out["passes_rss_gb"] = _rss_gb()
         if not fit:
             out["peak_rss_gb"] = _rss_gb()
@@ -218,6 +242,9 @@ def main() -> None:
                     help="the I/O floor and the two passes only (no optimizer)")
     ap.add_argument("--in-memory", action="store_true",
                     help="also fit the rows read into one pandas DataFrame")
+    ap.add_argument("--cold", action="store_true",
+                    help="also time the floor and pass 2 from the disk (drops the page "
+                         "cache first: Linux, root)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "memory-mem" or args.child == "memory-dask":
@@ -228,7 +255,8 @@ def main() -> None:
         print(json.dumps(child_in_memory(args.folder)))
         return
     if args.child == "parquet":
-        print(json.dumps(child_parquet(args.folder, args.threads, not args.no_fit)))
+        print(json.dumps(child_parquet(args.folder, args.threads, not args.no_fit,
+                                       args.cold)))
         return
     if args.mode == "memory":
         rows = args.rows or 1_000_000
@@ -266,7 +294,8 @@ def main() -> None:
             print(f"wrote {rows:,} rows ({ns:,} x {nd:,} levels) as {args.files} Parquet "
                   f"files, {size:.0f} MB, in {secs:.1f} s")
         r = _run(["parquet", "--child", "parquet", "--folder", str(folder),
-                  "--threads", str(args.threads)] + (["--no-fit"] if args.no_fit else []))
+                  "--threads", str(args.threads)] + (["--no-fit"] if args.no_fit else [])
+                 + (["--cold"] if args.cold else []))
         m = _run(["parquet", "--child", "in-memory", "--folder", str(folder)]) \
             if args.in_memory else None
     finally:
@@ -282,6 +311,13 @@ def main() -> None:
           f"{n / r['pass2_seconds'] / 1e6:.2f} M rows/s "
           f"({r['floor_seconds'] / r['pass2_seconds']:.2f} of the I/O floor's rate; CPU "
           f"{r['pass2_cpu']:.1f} s, {r['floor_cpu'] / r['pass2_cpu']:.2f} of the floor's)")
+    if args.cold:
+        print(f"  from the disk (page cache dropped before each): I/O floor "
+              f"{r['cold_floor_seconds']:.1f} s = {n / r['cold_floor_seconds'] / 1e6:.2f} M "
+              f"rows/s; pass 2 {r['cold_pass2_seconds']:.1f} s = "
+              f"{n / r['cold_pass2_seconds'] / 1e6:.2f} M rows/s "
+              f"({r['cold_floor_seconds'] / r['cold_pass2_seconds']:.2f} of the floor's rate; "
+              f"CPU {r['cold_pass2_cpu']:.1f} s)")
     if args.no_fit:
         print(f"  peak RSS: {r['peak_rss_gb']:.2f} GB (after the I/O floor "
               f"{r['floor_rss_gb']:.2f} GB)")

@@ -37,12 +37,14 @@ import numpy as np
 
 from .crossprod import PairBlock
 
-__all__ = ["KeySpace", "PairRun", "PairSum", "MERGE_BYTES"]
+__all__ = ["KeySpace", "PairRun", "PairSum", "MERGE_BYTES", "MAX_MERGE_THREADS", "merge_threads"]
 
 BUCKET_BITS = 16
 MERGE_BYTES = 1 << 30          # runs held beyond this many bytes are merged into one
 _GROUP_ENTRIES = 1 << 22       # entries per group of buckets merged at a time
 _MAX_ROW = 1 << 12             # longest row of the padded matrix; longer buckets: own sort
+_PARALLEL_ENTRIES = 1 << 23    # entries from which the final merge runs in threads
+MAX_MERGE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -329,14 +331,75 @@ def _merge_runs(space: KeySpace, q: tuple[int, int], runs, final: bool):
                None if (final or with_vals) else np.empty(total, dtype=np.int64),
                np.empty((total,) + tuple(q)) if (final or with_vals) else None)
     want_vals = out.vals is not None
-    pos = 0
-    for b0, b1 in groups:  # one after the other, each written where the last ended
-        pos += _merge_group(space, q, runs, b0, b1, per_bucket[b0:b1], out, pos,
-                            with_counts or with_vals, want_vals)
+    track = with_counts or with_vals
+    # consecutive shares of the groups merged in threads (numpy's sorts and
+    # gathers release the GIL): share k writes from the first entry of its
+    # buckets (its distinct keys never outnumber its entries), then moves down
+    starts = [int(ends[b0 - 1]) if b0 else 0 for b0, _ in groups]
+    shares = _shares(starts, total, min(merge_threads(), len(groups))
+                     if total >= _PARALLEL_ENTRIES else 1)
+
+    def merge_share(k: int) -> int:
+        o = out if k == 0 else _Out(out.keys, out.counts, out.vals)
+        a, b = shares[k], shares[k + 1]
+        at = starts[a] if a < len(groups) else total
+        pos = at
+        for b0, b1 in groups[a:b]:  # one after the other, each written where the last ended
+            pos += _merge_group(space, q, runs, b0, b1, per_bucket[b0:b1], o, pos, track,
+                                want_vals)
+        return pos - at
+
+    nshare = len(shares) - 1
+    if nshare == 1:
+        pos = merge_share(0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(nshare - 1) as ex:
+            futures = [ex.submit(merge_share, k) for k in range(1, nshare)]
+            written = [merge_share(0)] + [f.result() for f in futures]
+        pos = written[0]
+        for k in range(1, nshare):
+            at = starts[shares[k]] if shares[k] < len(groups) else total
+            for a in (out.keys, out.counts, out.vals):
+                if a is not None:
+                    _move_down(a, at, pos, written[k])
+            pos += written[k]
     for a in (out.keys, out.counts, out.vals):
         if a is not None:
             a.resize((pos,) + a.shape[1:], refcheck=False)  # in place: frees the tail
     return out.keys, out.counts, out.vals
+
+
+def merge_threads() -> int:
+    """Threads for the final merge: the cores this process may use, at most
+    :data:`MAX_MERGE_THREADS`."""
+    import os
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_MERGE_THREADS))
+
+
+def _shares(starts: list[int], total: int, k: int) -> list[int]:
+    """Cuts of the groups into ``k`` consecutive shares of about equal entries
+    (``starts``: each group's first entry); returns group indices ``0 = c_0 < ... =
+    len(starts)``."""
+    if k <= 1:
+        return [0, len(starts)]
+    cuts = np.searchsorted(np.asarray(starts), total * np.arange(1, k) / k, side="left")
+    return [0] + sorted({int(c) for c in cuts if 0 < c < len(starts)}) + [len(starts)]
+
+
+def _move_down(a: np.ndarray, src: int, dst: int, n: int) -> None:
+    """``a[dst:dst + n] = a[src:src + n]`` for ``dst <= src``, in pieces that do not
+    overlap (no temporary copy of the whole range)."""
+    if n == 0 or src == dst:
+        return
+    step = min(src - dst, 1 << 22)
+    for i in range(0, n, step):
+        m = min(step, n - i)
+        a[dst + i:dst + i + m] = a[src + i:src + i + m]
 
 
 def _row_width(tot: np.ndarray) -> int:

@@ -119,6 +119,24 @@ def test_runs_merged_in_groups_beyond_the_memory_limit(monkeypatch, values, skew
         _check(_sum(chunks, 20000, 2000, 2, 1, split), chunks, 20000, 2000, 2, 1)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("values", ["none", "all"])
+@pytest.mark.parametrize("skew", [False, True])
+def test_final_merge_in_threads(monkeypatch, threads, values, skew):
+    # the final merge split into consecutive shares of bucket groups, merged in
+    # threads and moved down into place: the same block as crossprod(Z_i, Z_j)
+    monkeypatch.setattr(pair_sums, "_PARALLEL_ENTRIES", 0)
+    monkeypatch.setattr(pair_sums, "MAX_MERGE_THREADS", threads)
+    monkeypatch.setattr(pair_sums, "_GROUP_ENTRIES", 3_000)
+    monkeypatch.setattr(pair_sums, "_MAX_ROW", 16)
+    monkeypatch.setattr(pair_sums, "merge_threads", lambda: threads)
+    rng = np.random.default_rng(11)
+    sizes = [30000, 20000, 7, 10000]
+    chunks = _chunks(rng, sizes, 20000, 2000, 2, 1, [values == "all"] * 4, skew)
+    # crossprod(Z_i, Z_j) of all chunks' rows
+    _check(_sum(chunks, 20000, 2000, 2, 1), chunks, 20000, 2000, 2, 1)
+
+
 def test_a_term_with_itself_keeps_its_block_keys():
     # Z_k' Z_k: the key of level l is l * (nlev + 1) (the diagonal of the level pairs)
     rng = np.random.default_rng(3)
