@@ -29,7 +29,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ..design.chunked import ChunkEncoder, ChunkPlan, DesignSummary, aliased_columns
+from ..design.chunked import (ChunkEncoder, ChunkPlan, DesignSummary, aliased_columns,
+                              prototype_frame)
 from ..design.formula import parse_formula
 from ..errors import (ArgumentError, ConvergenceWarning, DesignError, FitError,
                       SingularFitWarning, user_stacklevel)
@@ -99,6 +100,16 @@ class DistributedModel:
         self.residual = None
         self._deviance: dict[bool, ProfiledDeviance] = {}
         self.progress = False
+        self.xtx: np.ndarray | None = None      # unweighted X'X of the kept columns
+        self.prototype: pd.DataFrame | None = None  # every level of the fixed factors
+
+    def remember_rows(self, xx_all: np.ndarray, plan: ChunkPlan, summary) -> None:
+        """Keep what the inference reads of the rows besides the cross-products: the
+        unweighted ``X'X`` of the kept columns (the type 1 and 2 hypotheses) and the
+        codebook's prototype frame (the type 3 columns of every partition)."""
+        idx = np.flatnonzero(self.keep)
+        self.xtx = np.asarray(xx_all, dtype=float)[np.ix_(idx, idx)]
+        self.prototype = prototype_frame(plan, summary)
 
     @classmethod
     def from_formula(cls, formula: str, ddf, *, missing: str = "drop", weights=None,
@@ -121,6 +132,7 @@ class DistributedModel:
         design = encoder.design_summary(keep)
         cp = keep_fixed_columns(sums.cp, keep)
         model = cls(design, encoder, cp, ddf, sums.log_w, keep, summary.values)
+        model.remember_rows(sums.xx, plan, summary)
         model.progress = progress
         return model
 
@@ -381,9 +393,41 @@ class DistributedLmmResults(LinearMixedResults):
         return super().contrast(L, ddf, rhs=rhs, level=level)
 
     def anova(self, type=3, ddf: str = "satterthwaite") -> pd.DataFrame:
-        raise DesignError("anova() builds each term's hypothesis from the data's rows; not "
-                          "available for a fit on a Dask data frame yet: test terms with "
-                          "contrast(L) (Satterthwaite, level-sized)")
+        """lmerTest's ``anova(m, type, ddf)`` as for an in-memory fit: types 1 and 2
+        from the summed ``X'X``, type 3 from one more pass over the partitions
+        (:func:`~mixedanova.distributed.inference_passes.type3_pass`); Kenward-Roger
+        is refused."""
+        self._check_ddf(ddf)
+        return super().anova(type, ddf)
+
+    def _hypothesis_source(self):
+        """The data's matrices of the ANOVA hypotheses
+        (:class:`~mixedanova.inference.hypotheses.GramSource`)."""
+        from ..inference.hypotheses import GramSource
+        return GramSource(self.model.xtx, self._type3_matrices)
+
+    def _type3_matrices(self, terms, has_intercept: bool):
+        key = (tuple(terms), has_intercept)
+        cache = self.__dict__.setdefault("_type3_cache", {})
+        if key not in cache:
+            from .inference_passes import type3_pass
+            m = self.model
+            cache[key] = type3_pass(m.encoder, m.ddf, np.flatnonzero(m.keep), list(terms),
+                                    has_intercept, m.prototype, m.progress)
+        return cache[key]
+
+    def _prediction_variances(self, beta: np.ndarray, covs: list) -> tuple[float, list]:
+        """Nakagawa's row variances (:func:`mixedanova.inference.r2.row_variances`)
+        from one pass over the partitions, cached per estimate."""
+        from .inference_passes import prediction_variance_pass
+        cache = self.__dict__.setdefault("_r2_cache", {})
+        key = (beta.tobytes(), tuple(c.tobytes() for c in covs))
+        if key not in cache:
+            m = self.model
+            cache[key] = prediction_variance_pass(m.encoder, m.ddf, np.flatnonzero(m.keep),
+                                                  beta, covs, m.progress)
+        mom = cache[key]
+        return mom.var_fixed, mom.var_terms
 
     def hatvalues(self):
         raise DesignError("hatvalues() are one per observation; not available for a fit on "

@@ -201,6 +201,7 @@ class DistributedResidualModel(DistributedModel):
                           "residual SD uses |v|^power, as nlme's varPower", ResidualWarning,
                           stacklevel=user_stacklevel())
         model = cls(design, encoder, None, ddf, rsum.log_w, keep, summary.values)
+        model.remember_rows(rsum.xx, plan, summary)
         model.residual = residual
         model.book = book
         model.structure = structure_of(book)
