@@ -250,6 +250,12 @@ class DistributedModel:
                        "fit each model with ma.lmm on the Dask frame")
 
 
+def _row_sized(what: str, instead: str = "residuals(), fittedvalues and predict() "
+               "are lazy Dask series") -> DesignError:
+    return DesignError(f"{what} is one value per observation; not available for a fit on a "
+                       f"Dask data frame ({instead})")
+
+
 def warn_fit(res: "DistributedLmmResults") -> None:
     msgs = list(res.convergence_messages)
     if msgs:
@@ -351,11 +357,15 @@ class DistributedLmmResults(LinearMixedResults):
         Dask frame a lazy Dask series, on a pandas frame a pandas Series."""
         from ..inference.prediction import predict
 
-        if se_fit:
-            raise ArgumentError("se_fit=True is not available for a fit on a Dask data "
-                                "frame yet; use predict() for the means")
         if include_random is not None and re_form is None:
             re_form = None if include_random else "~0"
+        if se_fit:
+            if not isinstance(newdata, pd.DataFrame):
+                raise ArgumentError("se_fit=True on a fit on a Dask data frame takes newdata "
+                                    "as a pandas DataFrame (the SEs of a Dask frame's rows "
+                                    "are not computed lazily); use predict() for the means")
+            return self.get_prediction(newdata, re_form, allow_new_levels,
+                                       ddf="none")[["mean", "se_fit"]]
         if newdata is None:
             if re_form is None:
                 return self.fittedvalues
@@ -429,9 +439,104 @@ class DistributedLmmResults(LinearMixedResults):
         mom = cache[key]
         return mom.var_fixed, mom.var_terms
 
+    def get_prediction(self, newdata=None, re_form=None, allow_new_levels: bool = False,
+                       ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+        """As the in-memory ``get_prediction`` for a pandas ``newdata`` (level-sized
+        inputs); the fit's own rows (``newdata=None``) are refused."""
+        if not isinstance(newdata, pd.DataFrame):
+            raise _row_sized("get_prediction() on the fit's rows (or a Dask frame)",
+                             "pass newdata as a pandas DataFrame")
+        self._check_ddf(ddf)
+        return super().get_prediction(newdata, re_form, allow_new_levels, ddf, level)
+
+    def emmeans(self, specs, by=None, ddf: str = "satterthwaite", level: float = 0.95,
+                at: dict | None = None):
+        """emmeans' marginal means as in memory: the reference grid's levels come from
+        the codebook, the covariates' means from one pass over the partitions."""
+        self._check_ddf(ddf)
+        if self.design.dropped_columns:
+            raise DesignError(
+                "emmeans() with aliased (dropped) fixed-effect columns checks each grid "
+                "row's estimability against the rows of X; not available for a fit on a "
+                f"Dask data frame (dropped: {', '.join(self.design.dropped_columns)})")
+        return super().emmeans(specs, by=by, ddf=ddf, level=level, at=at)
+
+    @cached_property
+    def _reference_data(self) -> pd.DataFrame:
+        """A small frame with the fixed part's columns whose distinct values (factors)
+        and means (numeric columns) are those of the data's complete rows, for
+        emmeans' reference grid (:func:`mixedanova.inference.emmeans.emmeans`)."""
+        from .inference_passes import column_means_pass
+        m = self.model
+        cols = self.design.needed_columns(include_random=False)
+        proto = m.prototype
+        numeric = [c for c in cols if c not in m.values and
+                   pd.api.types.is_numeric_dtype(proto[c]) and
+                   not pd.api.types.is_bool_dtype(proto[c])]
+        means = column_means_pass(m.encoder.plan, m.ddf, numeric, m.progress) if numeric \
+            else {}
+        size = max([1] + [len(m.values[c]) for c in cols if c in m.values])
+        out = {}
+        for c in cols:
+            if c in m.values:
+                vals = m.values[c]
+                out[c] = pd.Series(np.resize(vals.to_numpy(), size)).astype(vals.dtype)
+            elif c in means:
+                out[c] = np.full(size, means[c])
+            else:
+                out[c] = pd.Series(np.resize(proto[c].to_numpy(), size)).astype(proto[c].dtype)
+        return pd.DataFrame(out)
+
+    def conf_int(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """lme4's ``confint``: ``"wald"`` and ``"profile"`` (the deviance of the summed
+        system) as in memory; ``"boot"`` is refused."""
+        if isinstance(method, str) and method.lower() in ("boot", "bootstrap"):
+            raise FitError("confint(method='boot') simulates responses row by row and "
+                           "refits each; not available for a fit on a Dask data frame: use "
+                           "method='profile' or 'wald'")
+        return super().conf_int(method, level, **kwargs)
+
+    def ranova(self, reduce_terms: bool = True):
+        raise FitError("ranova() fits reduced random-effects models; not available for a fit "
+                       "on a Dask data frame yet: fit each reduced model with ma.lmm on the "
+                       "Dask frame (method='REML') and compare their logLik")
+
+    def simulate(self, n: int = 1, seed=None, use_random: bool = False):
+        raise _row_sized("simulate() (a response per row)")
+
+    def cooks_distance(self):
+        raise _row_sized("cooks_distance()")
+
+    def influence(self, groups: str | None = None):
+        raise _row_sized("influence() (one refit per deleted observation or group)")
+
+    def plot_resid(self, **kwargs):
+        raise _row_sized("plot_resid() (every residual)",
+                         "plot a sample: res.residuals().sample(frac=...).compute()")
+
     def hatvalues(self):
-        raise DesignError("hatvalues() are one per observation; not available for a fit on "
-                          "a Dask data frame")
+        raise _row_sized("hatvalues()")
+
+    @cached_property
+    def residual_sd(self):
+        raise _row_sized("residual_sd")
+
+    @cached_property
+    def resid_pearson(self):
+        raise _row_sized("resid_pearson")
+
+    @cached_property
+    def resid_normalized(self):
+        raise _row_sized("resid_normalized")
+
+    def residual_covariance(self, rows):
+        raise _row_sized("residual_covariance (rows of the data)")
+
+    def residual_intervals(self, level: float = 0.95):
+        if self.state.residual is None:
+            raise DesignError("residual_intervals(): the model has no residual structure "
+                              "(residual=)")
+        return super().residual_intervals(level)
 
     def R(self, max_cells=None):
         raise DesignError("R (one row and column per observation) is row-sized; not "

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from functools import cached_property
 
 import numpy as np
 
@@ -261,33 +260,12 @@ def _variance_levels(var, rsum) -> tuple[str, ...]:
     return tuple([ref] + [lv for lv in levels if lv != ref])
 
 
-def _row_sized(what: str) -> DesignError:
-    return DesignError(f"{what} is one value per observation; not available for a fit on a "
-                       "Dask data frame (residuals(type='response'), fittedvalues and "
-                       "predict() are lazy Dask series)")
-
-
 class DistributedResidualResults(DistributedLmmResults):
     """A fit with a residual structure on a Dask data frame: the level-sized
     results of :class:`~mixedanova.distributed.dask_fit.DistributedLmmResults`
     and :attr:`residual_params`, :meth:`residual_intervals`; the row-sized views
     of the structure (per-row SDs, Pearson and normalized residuals, covariances
     among rows) are refused."""
-
-    @cached_property
-    def residual_sd(self):
-        raise _row_sized("residual_sd")
-
-    @cached_property
-    def resid_pearson(self):
-        raise _row_sized("resid_pearson")
-
-    @cached_property
-    def resid_normalized(self):
-        raise _row_sized("resid_normalized")
-
-    def residual_covariance(self, rows):
-        raise _row_sized("residual_covariance (rows of the data)")
 
     def __repr__(self) -> str:
         return (f"<DistributedResidualResults {self.method}: "

@@ -13,6 +13,8 @@ level-sized (fixed-effects-sized) and summed in a tree:
   has the Gram matrix of the rows and gives the same least-squares solutions
   and the same rank decisions as the rows themselves
   (:class:`~mixedanova.inference.hypotheses.Type3Matrices`).
+* :func:`column_means_pass`: the means of numeric columns over the complete rows
+  (emmeans' reference grid puts a covariate at its mean).
 * :func:`prediction_variance_pass`: Nakagawa's R2 and the ICC
   (:mod:`mixedanova.inference.r2`) read the sample variance of the fixed-effect
   predictions ``X beta`` and, per random term, the mean over rows of
@@ -36,7 +38,7 @@ from ..inference.hypotheses import TermInfo, Type3Layout, Type3Matrices
 from .passes import run_pass
 
 __all__ = ["RFactor", "FactorEncodings", "type3_pass", "EtaMoments",
-           "prediction_variance_pass"]
+           "prediction_variance_pass", "ColumnSums", "column_means_pass"]
 
 
 @dataclass(frozen=True)
@@ -179,3 +181,38 @@ def prediction_variance_pass(encoder: ChunkEncoder, ddf, keep: np.ndarray,
                    pure=True, traverse=False)
     parts = [delayed(_moments_part, pure=True)(d_enc, args, part) for part in ddf.to_delayed()]
     return run_pass(parts, progress)
+
+
+@dataclass(frozen=True)
+class ColumnSums:
+    """Row count and column sums of some rows (``a + b``)."""
+
+    n: int
+    sums: np.ndarray
+
+    def __add__(self, other: "ColumnSums") -> "ColumnSums":
+        if other is None:
+            return self
+        return ColumnSums(self.n + other.n, self.sums + other.sums)
+
+    def __radd__(self, other):
+        return self if other in (0, None) else NotImplemented
+
+
+def _sums_part(plan, columns: list[str], chunk: pd.DataFrame) -> ColumnSums | None:
+    data, _, _ = plan.complete(chunk)
+    if len(data) == 0:
+        return None
+    return ColumnSums(len(data), np.array([float(np.sum(data[c].to_numpy(dtype=float)))
+                                           for c in columns]))
+
+
+def column_means_pass(plan, ddf, columns: list[str], progress: bool = False) -> dict:
+    """``{column: mean}`` over the complete rows of ``ddf`` (those the fit used)."""
+    from dask import delayed
+
+    d_plan = delayed(plan, pure=True, traverse=False)
+    parts = [delayed(_sums_part, pure=True)(d_plan, list(columns), part)
+             for part in ddf.to_delayed()]
+    total = run_pass(parts, progress)
+    return {c: float(v) / total.n for c, v in zip(columns, total.sums)}
