@@ -38,6 +38,7 @@ from ..likelihood.control import LmmControl, check_control
 from ..likelihood.criterion import ProfiledDeviance
 from ..results.anova import AnovaResults
 from ..results.lmm import LinearMixedResults
+from .rowless_results import RowlessInference
 from .passes import (cross_product_pass, exact_quantiles, keep_fixed_columns, pwrss_pass,
                      summary_pass)
 
@@ -113,16 +114,17 @@ class DistributedModel:
 
     @classmethod
     def from_formula(cls, formula: str, ddf, *, missing: str = "drop", weights=None,
-                     offset=None, restricted: bool = False,
-                     progress: bool = False) -> "DistributedModel":
+                     offset=None, restricted: bool = False, progress: bool = False,
+                     complete_in: tuple[str, ...] = ()) -> "DistributedModel":
         """Parse ``formula``, learn the codebook (pass 1) and sum the partitions'
-        cross-products (pass 2)."""
+        cross-products (pass 2).  ``complete_in``: further columns whose missing
+        values drop a row (:meth:`update`: the first model's columns)."""
         parsed = parse_formula(formula, restricted=restricted)
         if parsed.restricted:
             from ..design.restricted import check_restricted
             check_restricted(parsed.formula, columns=ddf.columns)
         plan = ChunkPlan.from_formula(parsed, ddf._meta, weights=weights, offset=offset,
-                                      missing=missing)
+                                      missing=missing, extra_columns=tuple(complete_in))
         summary = summary_pass(plan, ddf, progress)
         if summary is None:
             raise DesignError("data has no rows")
@@ -244,16 +246,25 @@ class DistributedModel:
         raise FitError("refit() (a new response) is not available for a fit on a Dask data "
                        "frame; add the response as a column and call ma.lmm again")
 
-    def update(self, *args, **kwargs):
-        raise FitError("update() / reduced models (ranova, anova by likelihood ratio, "
-                       "bootstrap) are not available for a fit on a Dask data frame yet; "
-                       "fit each model with ma.lmm on the Dask frame")
+    def update(self, formula: str, data=None) -> "DistributedModel":
+        """A new, unfitted model for ``formula`` on the same Dask frame and options
+        (its own two passes), as :meth:`mixedanova.model.LinearMixedModel.update`:
+        rows with a missing value in this model's columns stay dropped (lme4's
+        ``update`` of a model fitted to the complete cases).  ``data``: another Dask
+        frame instead (its complete rows in the new formula's columns)."""
+        if data is not None and not hasattr(data, "to_delayed"):
+            raise ArgumentError("update(data=) of a fit on a Dask data frame takes a Dask "
+                                "data frame; fit a pandas frame with ma.lmm")
+        return type(self).from_formula(formula, self.ddf if data is None else data,
+                                       **self.update_options(data is None))
 
-
-def _row_sized(what: str, instead: str = "residuals(), fittedvalues and predict() "
-               "are lazy Dask series") -> DesignError:
-    return DesignError(f"{what} is one value per observation; not available for a fit on a "
-                       f"Dask data frame ({instead})")
+    def update_options(self, same_rows: bool) -> dict:
+        """The keywords of :meth:`from_formula` that :meth:`update` carries over."""
+        d = self.design
+        return dict(missing=self.encoder.plan.missing, weights=d.weights_column,
+                    offset=d.offset_column, restricted=d.formula.restricted,
+                    progress=self.progress,
+                    complete_in=self.encoder.plan.used if same_rows else ())
 
 
 def warn_fit(res: "DistributedLmmResults") -> None:
@@ -309,7 +320,7 @@ def _predict_part(chunk: pd.DataFrame, view: PredictionView, re_form,
     return predict(view, chunk, re_form, allow_new_levels)
 
 
-class DistributedLmmResults(LinearMixedResults):
+class DistributedLmmResults(RowlessInference, LinearMixedResults):
     """A linear mixed model fitted to a Dask data frame.
 
     Everything level-sized is as for :class:`~mixedanova.results.lmm.LinearMixedResults`
@@ -385,166 +396,6 @@ class DistributedLmmResults(LinearMixedResults):
             return super()._summary_parts()
         finally:
             self._summary_quantiles = False
-
-    @staticmethod
-    def _check_ddf(ddf: str) -> None:
-        if isinstance(ddf, str) and ddf.lower().replace("_", "-") in ("kenward-roger", "kr"):
-            raise DesignError("Kenward-Roger needs the design matrices X and Z row by row "
-                              "(its adjusted covariance sums over observations); not "
-                              "available for a fit on a Dask data frame: use "
-                              "ddf='satterthwaite' (level-sized)")
-
-    def fixed(self, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
-        self._check_ddf(ddf)
-        return super().fixed(ddf, level)
-
-    def contrast(self, L, ddf: str = "satterthwaite", rhs=0.0, level: float = 0.95):
-        self._check_ddf(ddf)
-        return super().contrast(L, ddf, rhs=rhs, level=level)
-
-    def anova(self, type=3, ddf: str = "satterthwaite") -> pd.DataFrame:
-        """lmerTest's ``anova(m, type, ddf)`` as for an in-memory fit: types 1 and 2
-        from the summed ``X'X``, type 3 from one more pass over the partitions
-        (:func:`~mixedanova.distributed.inference_passes.type3_pass`); Kenward-Roger
-        is refused."""
-        self._check_ddf(ddf)
-        return super().anova(type, ddf)
-
-    def _hypothesis_source(self):
-        """The data's matrices of the ANOVA hypotheses
-        (:class:`~mixedanova.inference.hypotheses.GramSource`)."""
-        from ..inference.hypotheses import GramSource
-        return GramSource(self.model.xtx, self._type3_matrices)
-
-    def _type3_matrices(self, terms, has_intercept: bool):
-        key = (tuple(terms), has_intercept)
-        cache = self.__dict__.setdefault("_type3_cache", {})
-        if key not in cache:
-            from .inference_passes import type3_pass
-            m = self.model
-            cache[key] = type3_pass(m.encoder, m.ddf, np.flatnonzero(m.keep), list(terms),
-                                    has_intercept, m.prototype, m.progress)
-        return cache[key]
-
-    def _prediction_variances(self, beta: np.ndarray, covs: list) -> tuple[float, list]:
-        """Nakagawa's row variances (:func:`mixedanova.inference.r2.row_variances`)
-        from one pass over the partitions, cached per estimate."""
-        from .inference_passes import prediction_variance_pass
-        cache = self.__dict__.setdefault("_r2_cache", {})
-        key = (beta.tobytes(), tuple(c.tobytes() for c in covs))
-        if key not in cache:
-            m = self.model
-            cache[key] = prediction_variance_pass(m.encoder, m.ddf, np.flatnonzero(m.keep),
-                                                  beta, covs, m.progress)
-        mom = cache[key]
-        return mom.var_fixed, mom.var_terms
-
-    def get_prediction(self, newdata=None, re_form=None, allow_new_levels: bool = False,
-                       ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
-        """As the in-memory ``get_prediction`` for a pandas ``newdata`` (level-sized
-        inputs); the fit's own rows (``newdata=None``) are refused."""
-        if not isinstance(newdata, pd.DataFrame):
-            raise _row_sized("get_prediction() on the fit's rows (or a Dask frame)",
-                             "pass newdata as a pandas DataFrame")
-        self._check_ddf(ddf)
-        return super().get_prediction(newdata, re_form, allow_new_levels, ddf, level)
-
-    def emmeans(self, specs, by=None, ddf: str = "satterthwaite", level: float = 0.95,
-                at: dict | None = None):
-        """emmeans' marginal means as in memory: the reference grid's levels come from
-        the codebook, the covariates' means from one pass over the partitions."""
-        self._check_ddf(ddf)
-        if self.design.dropped_columns:
-            raise DesignError(
-                "emmeans() with aliased (dropped) fixed-effect columns checks each grid "
-                "row's estimability against the rows of X; not available for a fit on a "
-                f"Dask data frame (dropped: {', '.join(self.design.dropped_columns)})")
-        return super().emmeans(specs, by=by, ddf=ddf, level=level, at=at)
-
-    @cached_property
-    def _reference_data(self) -> pd.DataFrame:
-        """A small frame with the fixed part's columns whose distinct values (factors)
-        and means (numeric columns) are those of the data's complete rows, for
-        emmeans' reference grid (:func:`mixedanova.inference.emmeans.emmeans`)."""
-        from .inference_passes import column_means_pass
-        m = self.model
-        cols = self.design.needed_columns(include_random=False)
-        proto = m.prototype
-        numeric = [c for c in cols if c not in m.values and
-                   pd.api.types.is_numeric_dtype(proto[c]) and
-                   not pd.api.types.is_bool_dtype(proto[c])]
-        means = column_means_pass(m.encoder.plan, m.ddf, numeric, m.progress) if numeric \
-            else {}
-        size = max([1] + [len(m.values[c]) for c in cols if c in m.values])
-        out = {}
-        for c in cols:
-            if c in m.values:
-                vals = m.values[c]
-                out[c] = pd.Series(np.resize(vals.to_numpy(), size)).astype(vals.dtype)
-            elif c in means:
-                out[c] = np.full(size, means[c])
-            else:
-                out[c] = pd.Series(np.resize(proto[c].to_numpy(), size)).astype(proto[c].dtype)
-        return pd.DataFrame(out)
-
-    def conf_int(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
-        """lme4's ``confint``: ``"wald"`` and ``"profile"`` (the deviance of the summed
-        system) as in memory; ``"boot"`` is refused."""
-        if isinstance(method, str) and method.lower() in ("boot", "bootstrap"):
-            raise FitError("confint(method='boot') simulates responses row by row and "
-                           "refits each; not available for a fit on a Dask data frame: use "
-                           "method='profile' or 'wald'")
-        return super().conf_int(method, level, **kwargs)
-
-    def ranova(self, reduce_terms: bool = True):
-        raise FitError("ranova() fits reduced random-effects models; not available for a fit "
-                       "on a Dask data frame yet: fit each reduced model with ma.lmm on the "
-                       "Dask frame (method='REML') and compare their logLik")
-
-    def simulate(self, n: int = 1, seed=None, use_random: bool = False):
-        raise _row_sized("simulate() (a response per row)")
-
-    def cooks_distance(self):
-        raise _row_sized("cooks_distance()")
-
-    def influence(self, groups: str | None = None):
-        raise _row_sized("influence() (one refit per deleted observation or group)")
-
-    def plot_resid(self, **kwargs):
-        raise _row_sized("plot_resid() (every residual)",
-                         "plot a sample: res.residuals().sample(frac=...).compute()")
-
-    def hatvalues(self):
-        raise _row_sized("hatvalues()")
-
-    @cached_property
-    def residual_sd(self):
-        raise _row_sized("residual_sd")
-
-    @cached_property
-    def resid_pearson(self):
-        raise _row_sized("resid_pearson")
-
-    @cached_property
-    def resid_normalized(self):
-        raise _row_sized("resid_normalized")
-
-    def residual_covariance(self, rows):
-        raise _row_sized("residual_covariance (rows of the data)")
-
-    def residual_intervals(self, level: float = 0.95):
-        if self.state.residual is None:
-            raise DesignError("residual_intervals(): the model has no residual structure "
-                              "(residual=)")
-        return super().residual_intervals(level)
-
-    def R(self, max_cells=None):
-        raise DesignError("R (one row and column per observation) is row-sized; not "
-                          "available for a fit on a Dask data frame")
-
-    def V(self, max_cells=None):
-        raise DesignError("V (one row and column per observation) is row-sized; not "
-                          "available for a fit on a Dask data frame")
 
     def __repr__(self) -> str:
         return (f"<DistributedLmmResults {self.method}: {self.design.formula.formula!r}, "

@@ -20,7 +20,7 @@ import pytest
 
 import mixedanova as ma
 from mixedanova.errors import MixedAnovaError, RankDeficiencyWarning
-from _dask_data import split as _split
+from _dask_data import serial_data, split as _split, split_by_group
 
 dask = pytest.importorskip("dask")
 dd = pytest.importorskip("dask.dataframe")
@@ -176,12 +176,55 @@ def test_anova_method_fit(fits):
     _close(r1.r2(), r0.r2(), TOL, R2_ATOL)                 # performance::r2_nakagawa(m)
 
 
+@pytest.mark.parametrize("case", ["sleepstudy", "penicillin", "oats", "weights"])
+def test_ranova_equals_in_memory(fits, case):
+    """Reduced models are refitted on the Dask frame (their own passes); the model
+    without random terms (oats' one term) is the lm from the summed cross-products."""
+    r1, r0 = fits(case, 3)
+    a1, a0 = r1.ranova(), r0.ranova()
+    assert list(a1.index) == list(a0.index)
+    _close(a1.to_numpy(), a0.to_numpy(), TOL)              # lmerTest: ranova(m)
+
+
+def test_ranova_lm_with_weights():
+    df = _weighted()
+    formula = "y ~ f * x + (1 | g)"
+    r0 = ma.lmm(formula, df, weights="w", method="ML")
+    r1 = ma.lmm(formula, _split(df, 3, seed=5), weights="w", method="ML")
+    # lmerTest: ranova(m) of lmer(..., weights = w, REML = FALSE): logLik(lm(..., weights = w))
+    _close(r1.ranova().to_numpy(), r0.ranova().to_numpy(), TOL)
+
+
+def test_compare_and_update_equal_in_memory(fits):
+    r1, r0 = fits("sleepstudy", 3)
+    df = ma.load_dataset("sleepstudy")
+    s1 = ma.lmm("Reaction ~ Days + (1 | Subject)", _split(df, 3, seed=9))
+    s0 = ma.lmm("Reaction ~ Days + (1 | Subject)", df)
+    for refit in (None, False):
+        # lme4: anova(m0, m1) (ML refits) and anova(m0, m1, refit = FALSE)
+        _close(ma.compare(s1, r1, refit=refit).to_numpy(),
+               ma.compare(s0, r0, refit=refit).to_numpy(), TOL)
+    u1, u0 = r1.update(method="ML"), r0.update(method="ML")
+    assert u1.deviance == pytest.approx(u0.deviance, rel=1e-10)  # lme4: update(m, REML = FALSE)
+    _close(u1.fe_params, u0.fe_params, TOL)
+
+
+def test_update_keeps_the_rows_of_the_first_model():
+    df = ma.load_dataset("sleepstudy").astype({"Days": float})
+    df["z"] = np.where(np.arange(len(df)) % 9 == 0, np.nan, 1.0)  # only in the slope term
+    df["z"] = df["z"] * df["Days"]
+    r0 = ma.lmm("Reaction ~ Days + (z | Subject)", df)
+    r1 = ma.lmm("Reaction ~ Days + (z | Subject)", _split(df, 3, seed=2))
+    # lme4: update(m, . ~ Days + (1 | Subject)) on the complete cases: same nobs
+    u1, u0 = r1.update("Reaction ~ Days + (1 | Subject)"), r0.update("Reaction ~ Days + (1 | Subject)")
+    assert u1.nobs == u0.nobs == r0.nobs < len(df)
+    assert u1.reml_criterion == pytest.approx(u0.reml_criterion, rel=1e-10)
+
+
 # ------------------------------------------------------------------ refusals
 REFUSED = {
     "anova_kenward_roger": (lambda r: r.anova(ddf="kenward-roger"), "Kenward-Roger"),
     "confint_boot": (lambda r: r.conf_int("boot", n_boot=2, seed=1), "method='profile'"),
-    "ranova": (lambda r: r.ranova(), "reduced random-effects models"),
-    "update": (lambda r: r.update(method="ML"), "fit each model with ma.lmm"),
     "simulate": (lambda r: r.simulate(seed=1), "simulate()"),
     "cooks_distance": (lambda r: r.cooks_distance(), "cooks_distance()"),
     "influence": (lambda r: r.influence(), "influence()"),
@@ -216,3 +259,11 @@ def test_emmeans_refused_with_dropped_columns():
     with pytest.raises(MixedAnovaError, match="estimability") as err:
         r1.emmeans("Variety")  # emmeans(m, ~ Variety) checks estimability on the rows
     assert "twin" in str(err.value)
+
+
+def test_ranova_refused_when_a_gls_is_needed():
+    sd = serial_data(ngroups=12)
+    r1 = ma.lmm("y ~ x + (1 | g)", split_by_group(sd, "g", 3, seed=1),
+                residual=ma.AR1(group="g", order="pos"))
+    with pytest.raises(MixedAnovaError, match="gls with the residual structure"):
+        r1.ranova()  # lmerTest: ranova(m) would fit nlme::gls on the rows
