@@ -267,3 +267,15 @@ def test_ranova_refused_when_a_gls_is_needed():
                 residual=ma.AR1(group="g", order="pos"))
     with pytest.raises(MixedAnovaError, match="gls with the residual structure"):
         r1.ranova()  # lmerTest: ranova(m) would fit nlme::gls on the rows
+
+
+def test_residual_structure_fit_inference():
+    """A fit with an AR1 residual structure (partitions aligned on the group)."""
+    sd = serial_data(ngroups=20)
+    ar1 = ma.AR1(group="g", order="pos")
+    r0 = ma.lmm("y ~ x * s + (1 | g)", sd, residual=ar1)
+    r1 = ma.lmm("y ~ x * s + (1 | g)", split_by_group(sd, "g", 3, seed=1), residual=ar1)
+    for type_ in (1, 3):
+        # lmerTest-style anova(m, type = type_) of nlme's lme(..., correlation = corAR1())
+        _close(r1.anova(type=type_).to_numpy(), r0.anova(type=type_).to_numpy(), TOL)
+    _close(r1.r2(), r0.r2(), TOL, R2_ATOL)                 # performance::r2_nakagawa(m)
