@@ -37,6 +37,8 @@ __all__ = ["RowlessInference", "row_sized"]
 
 def row_sized(what: str, instead: str = "residuals(), fittedvalues and predict() "
                "are lazy Dask series") -> DesignError:
+    """The :class:`~mixedanova.errors.DesignError` refusing ``what`` (one value per
+    observation) on a Dask fit; ``instead`` says what to use."""
     return DesignError(f"{what} is one value per observation; not available for a fit on a "
                        f"Dask data frame ({instead})")
 
@@ -181,7 +183,9 @@ class RowlessInference:
         raise row_sized("cooks_distance()")
 
     def influence(self, groups: str | None = None):
-        raise row_sized("influence() (one refit per deleted observation or group)")
+        raise FitError("influence() refits the model without each observation or group; "
+                       "not available for a fit on a Dask data frame (fit a filtered Dask "
+                       "frame with ma.lmm for one deletion)")
 
     def plot_resid(self, **kwargs):
         raise row_sized("plot_resid() (every residual)",

@@ -227,7 +227,7 @@ REFUSED = {
     "confint_boot": (lambda r: r.conf_int("boot", n_boot=2, seed=1), "method='profile'"),
     "simulate": (lambda r: r.simulate(seed=1), "simulate()"),
     "cooks_distance": (lambda r: r.cooks_distance(), "cooks_distance()"),
-    "influence": (lambda r: r.influence(), "influence()"),
+    "influence": (lambda r: r.influence(), "refits the model without each"),
     "hatvalues": (lambda r: r.hatvalues(), "hatvalues()"),
     "plot_resid": (lambda r: r.plot_resid(), "plot a sample"),
     "residual_sd": (lambda r: r.residual_sd, "residual_sd"),
