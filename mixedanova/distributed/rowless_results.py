@@ -75,7 +75,15 @@ class RowlessInference:
         """The data's matrices of the ANOVA hypotheses
         (:class:`~mixedanova.inference.hypotheses.GramSource`)."""
         from ..inference.hypotheses import GramSource
+        self._check_remembered()
         return GramSource(self.model.xtx, self._type3_matrices)
+
+    def _check_remembered(self) -> None:
+        if self.model.xtx is None or self.model.prototype is None:
+            raise DesignError("this model was built without the unweighted X'X and the "
+                              "codebook's prototype that anova() and emmeans() read "
+                              "(DistributedModel.from_formula keeps them: see "
+                              "DistributedModel.remember_rows)")
 
     def _type3_matrices(self, terms, has_intercept: bool):
         key = (tuple(terms), has_intercept)
@@ -128,6 +136,7 @@ class RowlessInference:
         and means (numeric columns) are those of the data's complete rows, for
         emmeans' reference grid (:func:`mixedanova.inference.emmeans.emmeans`)."""
         from .inference_passes import column_means_pass
+        self._check_remembered()
         m = self.model
         cols = self.design.needed_columns(include_random=False)
         proto = m.prototype
