@@ -45,7 +45,7 @@ from .term_matrices import (FixedTerm, SimpleSpec, fixed_terms, model_matrix_lik
                             term_matrix)
 
 __all__ = ["ChunkPlan", "level_codes", "ChunkSummary", "ChunkEncoder", "EncodedChunk", "DesignSummary",
-           "aliased_columns"]
+           "aliased_columns", "prototype_frame"]
 
 _STATEFUL = ("center", "scale", "standardize", "poly", "bs", "cs", "cr", "cc", "te",
              "ns", "hashed", "lag")
@@ -393,7 +393,7 @@ class ChunkEncoder:
                                   f"in {detail}")
         if summary.n == 0:
             raise DesignError("data has no rows")
-        proto = _prototype(plan, summary)
+        proto = prototype_frame(plan, summary)
         _, names, fixed_spec = term_matrix(parsed.fixed, proto,
                                            f"the fixed-effects matrix for {parsed.fixed!r}")
         blocks, codes = [], []
@@ -542,7 +542,7 @@ def _numeric(data: pd.DataFrame, column: str, role: str) -> np.ndarray:
     return col.to_numpy(dtype=float)
 
 
-def _prototype(plan: ChunkPlan, summary: ChunkSummary) -> pd.DataFrame:
+def prototype_frame(plan: ChunkPlan, summary: ChunkSummary) -> pd.DataFrame:
     """A small frame with every level of the fixed part's factor columns (in their
     order) and sample values elsewhere: formulaic's specs learnt on it encode
     every chunk with the whole data's columns."""

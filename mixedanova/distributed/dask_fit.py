@@ -29,7 +29,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ..design.chunked import ChunkEncoder, ChunkPlan, DesignSummary, aliased_columns
+from ..design.chunked import (ChunkEncoder, ChunkPlan, DesignSummary, aliased_columns,
+                              prototype_frame)
 from ..design.formula import parse_formula
 from ..errors import (ArgumentError, ConvergenceWarning, DesignError, FitError,
                       SingularFitWarning, user_stacklevel)
@@ -37,6 +38,7 @@ from ..likelihood.control import LmmControl, check_control
 from ..likelihood.criterion import ProfiledDeviance
 from ..results.anova import AnovaResults
 from ..results.lmm import LinearMixedResults
+from .rowless_results import RowlessInference
 from .passes import (cross_product_pass, exact_quantiles, keep_fixed_columns, pwrss_pass,
                      summary_pass)
 
@@ -99,19 +101,30 @@ class DistributedModel:
         self.residual = None
         self._deviance: dict[bool, ProfiledDeviance] = {}
         self.progress = False
+        self.xtx: np.ndarray | None = None      # unweighted X'X of the kept columns
+        self.prototype: pd.DataFrame | None = None  # every level of the fixed factors
+
+    def remember_rows(self, xx_all: np.ndarray, plan: ChunkPlan, summary) -> None:
+        """Keep what the inference reads of the rows besides the cross-products: the
+        unweighted ``X'X`` of the kept columns (the type 1 and 2 hypotheses) and the
+        codebook's prototype frame (the type 3 columns of every partition)."""
+        idx = np.flatnonzero(self.keep)
+        self.xtx = np.asarray(xx_all, dtype=float)[np.ix_(idx, idx)]
+        self.prototype = prototype_frame(plan, summary)
 
     @classmethod
     def from_formula(cls, formula: str, ddf, *, missing: str = "drop", weights=None,
-                     offset=None, restricted: bool = False,
-                     progress: bool = False) -> "DistributedModel":
+                     offset=None, restricted: bool = False, progress: bool = False,
+                     complete_in: tuple[str, ...] = ()) -> "DistributedModel":
         """Parse ``formula``, learn the codebook (pass 1) and sum the partitions'
-        cross-products (pass 2)."""
+        cross-products (pass 2).  ``complete_in``: further columns whose missing
+        values drop a row (:meth:`update`: the first model's columns)."""
         parsed = parse_formula(formula, restricted=restricted)
         if parsed.restricted:
             from ..design.restricted import check_restricted
             check_restricted(parsed.formula, columns=ddf.columns)
         plan = ChunkPlan.from_formula(parsed, ddf._meta, weights=weights, offset=offset,
-                                      missing=missing)
+                                      missing=missing, extra_columns=tuple(complete_in))
         summary = summary_pass(plan, ddf, progress)
         if summary is None:
             raise DesignError("data has no rows")
@@ -121,6 +134,7 @@ class DistributedModel:
         design = encoder.design_summary(keep)
         cp = keep_fixed_columns(sums.cp, keep)
         model = cls(design, encoder, cp, ddf, sums.log_w, keep, summary.values)
+        model.remember_rows(sums.xx, plan, summary)
         model.progress = progress
         return model
 
@@ -232,10 +246,25 @@ class DistributedModel:
         raise FitError("refit() (a new response) is not available for a fit on a Dask data "
                        "frame; add the response as a column and call ma.lmm again")
 
-    def update(self, *args, **kwargs):
-        raise FitError("update() / reduced models (ranova, anova by likelihood ratio, "
-                       "bootstrap) are not available for a fit on a Dask data frame yet; "
-                       "fit each model with ma.lmm on the Dask frame")
+    def update(self, formula: str, data=None) -> "DistributedModel":
+        """A new, unfitted model for ``formula`` on the same Dask frame and options
+        (its own two passes), as :meth:`mixedanova.model.LinearMixedModel.update`:
+        rows with a missing value in this model's columns stay dropped (lme4's
+        ``update`` of a model fitted to the complete cases).  ``data``: another Dask
+        frame instead (its complete rows in the new formula's columns)."""
+        if data is not None and not hasattr(data, "to_delayed"):
+            raise ArgumentError("update(data=) of a fit on a Dask data frame takes a Dask "
+                                "data frame; fit a pandas frame with ma.lmm")
+        return type(self).from_formula(formula, self.ddf if data is None else data,
+                                       **self.update_options(data is None))
+
+    def update_options(self, same_rows: bool) -> dict:
+        """The keywords of :meth:`from_formula` that :meth:`update` carries over."""
+        d = self.design
+        return dict(missing=self.encoder.plan.missing, weights=d.weights_column,
+                    offset=d.offset_column, restricted=d.formula.restricted,
+                    progress=self.progress,
+                    complete_in=self.encoder.plan.used if same_rows else ())
 
 
 def warn_fit(res: "DistributedLmmResults") -> None:
@@ -291,7 +320,7 @@ def _predict_part(chunk: pd.DataFrame, view: PredictionView, re_form,
     return predict(view, chunk, re_form, allow_new_levels)
 
 
-class DistributedLmmResults(LinearMixedResults):
+class DistributedLmmResults(RowlessInference, LinearMixedResults):
     """A linear mixed model fitted to a Dask data frame.
 
     Everything level-sized is as for :class:`~mixedanova.results.lmm.LinearMixedResults`
@@ -339,11 +368,15 @@ class DistributedLmmResults(LinearMixedResults):
         Dask frame a lazy Dask series, on a pandas frame a pandas Series."""
         from ..inference.prediction import predict
 
-        if se_fit:
-            raise ArgumentError("se_fit=True is not available for a fit on a Dask data "
-                                "frame yet; use predict() for the means")
         if include_random is not None and re_form is None:
             re_form = None if include_random else "~0"
+        if se_fit:
+            if not isinstance(newdata, pd.DataFrame):
+                raise ArgumentError("se_fit=True on a fit on a Dask data frame takes newdata "
+                                    "as a pandas DataFrame (the SEs of a Dask frame's rows "
+                                    "are not computed lazily); use predict() for the means")
+            return self.get_prediction(newdata, re_form, allow_new_levels,
+                                       ddf="none")[["mean", "se_fit"]]
         if newdata is None:
             if re_form is None:
                 return self.fittedvalues
@@ -363,39 +396,6 @@ class DistributedLmmResults(LinearMixedResults):
             return super()._summary_parts()
         finally:
             self._summary_quantiles = False
-
-    @staticmethod
-    def _check_ddf(ddf: str) -> None:
-        if isinstance(ddf, str) and ddf.lower().replace("_", "-") in ("kenward-roger", "kr"):
-            raise DesignError("Kenward-Roger needs the design matrices X and Z row by row "
-                              "(its adjusted covariance sums over observations); not "
-                              "available for a fit on a Dask data frame: use "
-                              "ddf='satterthwaite' (level-sized)")
-
-    def fixed(self, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
-        self._check_ddf(ddf)
-        return super().fixed(ddf, level)
-
-    def contrast(self, L, ddf: str = "satterthwaite", rhs=0.0, level: float = 0.95):
-        self._check_ddf(ddf)
-        return super().contrast(L, ddf, rhs=rhs, level=level)
-
-    def anova(self, type=3, ddf: str = "satterthwaite") -> pd.DataFrame:
-        raise DesignError("anova() builds each term's hypothesis from the data's rows; not "
-                          "available for a fit on a Dask data frame yet: test terms with "
-                          "contrast(L) (Satterthwaite, level-sized)")
-
-    def hatvalues(self):
-        raise DesignError("hatvalues() are one per observation; not available for a fit on "
-                          "a Dask data frame")
-
-    def R(self, max_cells=None):
-        raise DesignError("R (one row and column per observation) is row-sized; not "
-                          "available for a fit on a Dask data frame")
-
-    def V(self, max_cells=None):
-        raise DesignError("V (one row and column per observation) is row-sized; not "
-                          "available for a fit on a Dask data frame")
 
     def __repr__(self) -> str:
         return (f"<DistributedLmmResults {self.method}: {self.design.formula.formula!r}, "

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from functools import cached_property
 
 import numpy as np
 
@@ -156,7 +155,8 @@ class DistributedResidualModel(DistributedModel):
     @classmethod
     def from_formula(cls, formula: str, ddf, *, residual=None, missing: str = "drop",
                      weights=None, offset=None, restricted: bool = False,
-                     progress: bool = False) -> "DistributedResidualModel":
+                     progress: bool = False,
+                     complete_in: tuple[str, ...] = ()) -> "DistributedResidualModel":
         """Parse ``formula``, learn the codebook and check the residual groups'
         alignment (two passes; no cross-products yet)."""
         cor, var = residual_parts(residual)
@@ -175,7 +175,10 @@ class DistributedResidualModel(DistributedModel):
                 "(nlme's gls, mmrm) on a Dask data frame is not available yet; compute() the "
                 "data and fit in memory")
         plan = ChunkPlan.from_formula(parsed, ddf._meta, weights=weights, offset=offset,
-                                      missing=missing, extra_columns=residual_columns(residual))
+                                      missing=missing,
+                                      extra_columns=tuple(residual_columns(residual)) + tuple(
+                                          c for c in complete_in
+                                          if c not in residual_columns(residual)))
         summary = summary_pass(plan, ddf, progress)
         if summary is None:
             raise DesignError("data has no rows")
@@ -201,11 +204,16 @@ class DistributedResidualModel(DistributedModel):
                           "residual SD uses |v|^power, as nlme's varPower", ResidualWarning,
                           stacklevel=user_stacklevel())
         model = cls(design, encoder, None, ddf, rsum.log_w, keep, summary.values)
+        model.remember_rows(rsum.xx, plan, summary)
         model.residual = residual
         model.book = book
         model.structure = structure_of(book)
         model.progress = progress
         return model
+
+    def update_options(self, same_rows: bool) -> dict:
+        """As :meth:`DistributedModel.update_options`, with the residual structure."""
+        return dict(super().update_options(same_rows), residual=self.residual)
 
     def deviance_function(self, reml: bool = True) -> DistributedResidualDeviance:
         """The criterion over ``(theta, u)``; each new ``u`` is one pass."""
@@ -260,12 +268,6 @@ def _variance_levels(var, rsum) -> tuple[str, ...]:
     return tuple([ref] + [lv for lv in levels if lv != ref])
 
 
-def _row_sized(what: str) -> DesignError:
-    return DesignError(f"{what} is one value per observation; not available for a fit on a "
-                       "Dask data frame (residuals(type='response'), fittedvalues and "
-                       "predict() are lazy Dask series)")
-
-
 class DistributedResidualResults(DistributedLmmResults):
     """A fit with a residual structure on a Dask data frame: the level-sized
     results of :class:`~mixedanova.distributed.dask_fit.DistributedLmmResults`
@@ -273,20 +275,15 @@ class DistributedResidualResults(DistributedLmmResults):
     of the structure (per-row SDs, Pearson and normalized residuals, covariances
     among rows) are refused."""
 
-    @cached_property
-    def residual_sd(self):
-        raise _row_sized("residual_sd")
-
-    @cached_property
-    def resid_pearson(self):
-        raise _row_sized("resid_pearson")
-
-    @cached_property
-    def resid_normalized(self):
-        raise _row_sized("resid_normalized")
-
-    def residual_covariance(self, rows):
-        raise _row_sized("residual_covariance (rows of the data)")
+    def ranova(self, reduce_terms: bool = True):
+        """lmerTest's ``ranova`` as in memory, unless a reduced model has no random
+        term left (nlme's ``gls`` with the residual structure needs the rows)."""
+        if len(self.design.formula.random) == 1 and (
+                not reduce_terms or self.design.blocks[0].q == 1):
+            raise FitError("ranova(): without its one random term the model is a gls with "
+                           "the residual structure, which is fitted from the rows; not "
+                           "available for a fit on a Dask data frame")
+        return super().ranova(reduce_terms)
 
     def __repr__(self) -> str:
         return (f"<DistributedResidualResults {self.method}: "

@@ -44,6 +44,12 @@ def _criteria(res) -> dict:
 
 
 def _same_fixed(models) -> bool:
+    if any(getattr(m.design, "X", None) is None for m in models):
+        # fits without rows (Dask): the same columns with the same summed X'X
+        xtx = [getattr(m.model, "xtx", None) for m in models]
+        return all(x is not None for x in xtx) and all(
+            m.design.x_names == models[0].design.x_names and x.shape == xtx[0].shape
+            and np.allclose(x, xtx[0]) for m, x in zip(models[1:], xtx[1:]))
     X0 = models[0].design.X
     return all(m.design.X.shape == X0.shape and np.allclose(m.design.X, X0)
                for m in models[1:])
@@ -304,8 +310,9 @@ def ranova(res, reduce_terms: bool = True) -> pd.DataFrame:
                                     "gls model would estimate them)")
             value, _ = gls_fit(structure, res.design.X, res.design.y, reml)
             rows.append({"npar": res.design.p + 1 + structure.n_par, "logLik": -0.5 * value})
-        else:
-            llf, df = _lm_loglik(res, reml)
+        else:  # a fit without rows (Dask) has the lm's logLik from its sums
+            llf, df = (res.null_loglik(reml) if hasattr(res, "null_loglik")
+                       else _lm_loglik(res, reml))
             rows.append({"npar": int(df), "logLik": llf})
         labels_out.append(label)
     frame = pd.DataFrame(rows, index=labels_out)

@@ -291,9 +291,17 @@ def _parse_specs(specs, by) -> tuple[list[str], list[str]]:
     return spec_vars, by_vars
 
 
+def _grid_data(res) -> pd.DataFrame:
+    """The data whose values make the reference grid: the fit's rows, or for a fit
+    without rows (a Dask fit) a small frame with the same distinct values of the
+    factors and means of the covariates (``res._reference_data``)."""
+    data = res.design.data
+    return res._reference_data if data is None else data
+
+
 def _grid_values(res, at: dict) -> dict[str, list]:
     d = res.design
-    data = d.data
+    data = _grid_data(res)
     offset_vars = set()
     values: dict[str, list] = {}
     for v in d.needed_columns(include_random=False):
@@ -386,8 +394,9 @@ def emmeans(res, specs, by=None, ddf: str = "satterthwaite", level: float = 0.95
     names = list(values)
     combos = list(itertools.product(*[values[v] for v in reversed(names)]))
     grid = pd.DataFrame([dict(zip(reversed(names), c)) for c in combos])[names]
+    data = _grid_data(res)
     for v in names:  # keep the data's dtypes so that formulaic encodes as in the fit
-        col = res.design.data[v]
+        col = data[v]
         if isinstance(col.dtype, pd.CategoricalDtype):
             grid[v] = pd.Categorical(grid[v], categories=col.cat.categories)
     Xg_all = np.asarray(res.design.fixed_spec.get_model_matrix(grid), dtype=float)

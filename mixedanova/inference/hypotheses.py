@@ -35,7 +35,8 @@ from ..design.term_matrices import independent_columns
 from ..errors import ArgumentError
 
 __all__ = ["TermInfo", "model_terms", "contrasts_type1", "contrasts_type2",
-           "contrasts_type3", "hypothesis_matrices", "doolittle", "zapsmall"]
+           "contrasts_type3", "hypothesis_matrices", "doolittle", "zapsmall", "RowSource",
+           "GramSource", "Type3Layout", "Type3Matrices"]
 
 _RANK_TOL = 1e-7
 
@@ -135,6 +136,8 @@ def _is_categorical(state: dict, expr: str, data) -> bool:
     if entry is not None:
         kind = getattr(entry[0], "value", str(entry[0]))
         return str(kind) == "categorical"
+    if data is None:  # a design without rows: its spec knows every factor
+        return False
     return expr in data.columns and not np.issubdtype(np.asarray(data[expr]).dtype, np.number)
 
 
@@ -168,32 +171,75 @@ def containment(terms: list[TermInfo], has_intercept: bool = True) -> dict[str, 
     return out
 
 
+# ------------------------------------------------------------- the data's sources
+class RowSource:
+    """What the hypotheses read of the data, from the rows of an in-memory design.
+
+    Type 1 and 2 read Gram matrices of columns of ``X`` (:meth:`gram`); type 3
+    the over-parameterized design and ``X`` (:meth:`type3_matrices`).  A fit
+    without rows (a Dask fit) passes a source of the same shape built from
+    summed cross-products (:class:`GramSource`).
+    """
+
+    def __init__(self, design) -> None:
+        self.design = design
+
+    def gram(self, order: list[int] | None = None) -> np.ndarray:
+        """``X'X`` (unweighted), its columns in ``order`` when given."""
+        X = self.design.X if order is None else self.design.X[:, order]
+        return X.T @ X
+
+    def type3_matrices(self, terms: list[TermInfo], has_intercept: bool) -> "Type3Matrices":
+        """The over-parameterized design of the rows and ``X`` (see :class:`Type3Matrices`)."""
+        data = self.design.data
+        cache: dict = {}
+        layout = Type3Layout.build(terms, has_intercept, data,
+                                   lambda expr, cat: _factor_matrix(expr, cat, data, cache))
+        return Type3Matrices(layout, layout.rdx, self.design.X)
+
+
+class GramSource:
+    """A :class:`RowSource` for a fit without rows: ``X'X`` given, and a callable
+    ``type3(terms, has_intercept)`` returning :class:`Type3Matrices` whose
+    matrices have the same Gram matrix as the rows' (an R factor)."""
+
+    def __init__(self, xtx: np.ndarray, type3) -> None:
+        self.xtx = np.asarray(xtx, dtype=float)
+        self.type3 = type3
+
+    def gram(self, order: list[int] | None = None) -> np.ndarray:
+        return self.xtx if order is None else self.xtx[np.ix_(order, order)]
+
+    def type3_matrices(self, terms: list[TermInfo], has_intercept: bool) -> "Type3Matrices":
+        return self.type3(terms, has_intercept)
+
+
 # ---------------------------------------------------------------------- type 1
-def _type1_rows(X: np.ndarray) -> np.ndarray:
-    p = X.shape[1]
+def _type1_rows(gram: np.ndarray) -> np.ndarray:
+    p = gram.shape[1]
     if p == 1:
         return np.ones((1, 1))
-    return doolittle(X.T @ X).T
+    return doolittle(gram).T
 
 
-def contrasts_type1(design) -> dict[str, np.ndarray]:
+def contrasts_type1(design, source=None) -> dict[str, np.ndarray]:
     """Sequential (type 1) hypothesis matrices, one per term."""
     terms, _ = model_terms(design)
-    X = design.X
-    if X.shape[1] == 0 or not terms:
+    if design.p == 0 or not terms:
         return {}
-    Lall = _type1_rows(X)
+    source = RowSource(design) if source is None else source
+    Lall = _type1_rows(source.gram())
     return {t.name: Lall[list(t.columns), :] for t in terms}
 
 
 # ---------------------------------------------------------------------- type 2
-def contrasts_type2(design) -> dict[str, np.ndarray]:
+def contrasts_type2(design, source=None) -> dict[str, np.ndarray]:
     """Type 2 hypothesis matrices (lmerTest's default ``type = 2``)."""
     terms, has_intercept = model_terms(design)
-    X = design.X
-    p = X.shape[1]
+    p = design.p
     if p <= 1 or len(terms) <= 1:
-        return contrasts_type1(design)
+        return contrasts_type1(design, source)
+    source = RowSource(design) if source is None else source
     contained = containment(terms, has_intercept)
     by_name = {t.name: t for t in terms}
     out: dict[str, np.ndarray] = {}
@@ -205,7 +251,7 @@ def contrasts_type2(design) -> dict[str, np.ndarray]:
                                        for c in by_name[u].columns]
         rest = [c for c in range(p) if c not in set(cols_term)]
         order = rest + cols_term
-        Lc = _type1_rows(X[:, order])
+        Lc = _type1_rows(source.gram(order))
         rows = [order.index(c) for c in t.columns]
         L = np.zeros((len(rows), p))
         L[:, order] = Lc[rows, :]
@@ -223,15 +269,16 @@ def _factor_matrix(expr: str, categorical: bool, data, cache: dict) -> np.ndarra
     return cache[key]
 
 
-def _term_block(term: TermInfo, data, present: set, has_intercept: bool,
-                cache: dict) -> tuple[np.ndarray, np.ndarray]:
+def _term_block(term: TermInfo, factor_matrix, present: set,
+                has_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
     """Full dummy block of ``term`` (R's ``model.matrix(~ 0 + term)``) and the mask of
-    the columns that treatment coding keeps."""
+    the columns that treatment coding keeps; ``factor_matrix(expr, categorical)``
+    gives one factor's columns (all levels of a categorical one)."""
     fs = frozenset(term.factors)
     block = None
     mask = None
     for f, cat in zip(term.factors, term.categorical):
-        M = _factor_matrix(f, cat, data, cache)
+        M = factor_matrix(f, cat)
         keep = np.ones(M.shape[1], dtype=bool)
         if cat:
             rest = fs - {f}
@@ -247,35 +294,68 @@ def _term_block(term: TermInfo, data, present: set, has_intercept: bool,
     return block, mask
 
 
-def contrasts_type3(design) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Type3Layout:
+    """The over-parameterized design of some rows (an intercept plus full dummy
+    coding of every term: ``rdx``) and which of its columns treatment coding keeps
+    (``x_cols``, with their term in ``col_term``; ``term_rd_cols``: each term's
+    columns of ``rdx``).  The layout depends on the codebook only, so every
+    chunk of rows built with the same factor encodings has the same one."""
+
+    rdx: np.ndarray
+    x_cols: tuple[int, ...]
+    col_term: tuple
+    term_rd_cols: dict
+
+    @classmethod
+    def build(cls, terms: list[TermInfo], has_intercept: bool, data,
+              factor_matrix) -> "Type3Layout":
+        """The layout of ``data``'s rows (``factor_matrix(expr, categorical)`` as in
+        :func:`_term_block`)."""
+        n = len(data)
+        present = set(_factor_sets(terms))
+        rd_blocks, x_cols, col_term = [], [], []
+        offset = 0
+        if has_intercept:
+            rd_blocks.append(np.ones((n, 1)))
+            x_cols.append(0)
+            col_term.append(None)
+            offset = 1
+        term_rd_cols: dict[str, list[int]] = {}
+        for t in terms:
+            block, mask = _term_block(t, factor_matrix, present, has_intercept)
+            rd_blocks.append(block)
+            idx = list(range(offset, offset + block.shape[1]))
+            term_rd_cols[t.name] = idx
+            for j, m in zip(idx, mask):
+                if m:
+                    x_cols.append(j)
+                    col_term.append(t.name)
+            offset += block.shape[1]
+        return cls(np.column_stack(rd_blocks), tuple(x_cols), tuple(col_term), term_rd_cols)
+
+
+@dataclass(frozen=True)
+class Type3Matrices:
+    """What type 3 reads: the layout, and matrices with the Gram matrix of the
+    over-parameterized design ``rdx`` and of ``X`` (the rows themselves in memory;
+    for a fit without rows, the R factor of ``[rdx X]`` split into its two
+    column blocks: least squares on it equals least squares on the rows)."""
+
+    layout: Type3Layout
+    rdx: np.ndarray
+    X: np.ndarray
+
+
+def contrasts_type3(design, source=None) -> dict[str, np.ndarray]:
     """Type 3 hypothesis matrices, valid whatever contrasts the formula uses."""
     terms, has_intercept = model_terms(design)
-    Xorig = design.X
-    if Xorig.shape[1] <= 1 or len(terms) <= 1:
-        return contrasts_type1(design)
-    data = design.data
-    n = len(data)
-    present = set(_factor_sets(terms))
-    cache: dict = {}
-    rd_blocks, x_cols, col_term = [], [], []
-    offset = 0
-    if has_intercept:
-        rd_blocks.append(np.ones((n, 1)))
-        x_cols.append(0)
-        col_term.append(None)
-        offset = 1
-    term_rd_cols: dict[str, list[int]] = {}
-    for t in terms:
-        block, mask = _term_block(t, data, present, has_intercept, cache)
-        rd_blocks.append(block)
-        idx = list(range(offset, offset + block.shape[1]))
-        term_rd_cols[t.name] = idx
-        for j, m in zip(idx, mask):
-            if m:
-                x_cols.append(j)
-                col_term.append(t.name)
-        offset += block.shape[1]
-    rdX = np.column_stack(rd_blocks)
+    if design.p <= 1 or len(terms) <= 1:
+        return contrasts_type1(design, source)
+    source = RowSource(design) if source is None else source
+    mats = source.type3_matrices(terms, has_intercept)
+    lay, rdX, Xorig = mats.layout, mats.rdx, mats.X
+    x_cols, col_term = list(lay.x_cols), list(lay.col_term)
     Xt = rdX[:, x_cols]
     keep = independent_columns(Xt)
     x_cols = [c for c, k in zip(x_cols, keep) if k]
@@ -305,14 +385,17 @@ def contrasts_type3(design) -> dict[str, np.ndarray]:
     return out
 
 
-def hypothesis_matrices(design, type: int | str = 3) -> dict[str, np.ndarray]:
-    """``{term: L}`` for an ANOVA table of type 1, 2 or 3 (``"I"``, ``"II"``, ``"III"``)."""
+def hypothesis_matrices(design, type: int | str = 3, source=None) -> dict[str, np.ndarray]:
+    """``{term: L}`` for an ANOVA table of type 1, 2 or 3 (``"I"``, ``"II"``, ``"III"``).
+
+    ``source``: where the data's matrices come from (:class:`RowSource` of
+    ``design``, the default; :class:`GramSource` for a fit without rows)."""
     key = str(type).strip().upper()
     key = {"I": "1", "II": "2", "III": "3"}.get(key, key)
     if key == "1":
-        return contrasts_type1(design)
+        return contrasts_type1(design, source)
     if key == "2":
-        return contrasts_type2(design)
+        return contrasts_type2(design, source)
     if key == "3":
-        return contrasts_type3(design)
+        return contrasts_type3(design, source)
     raise ArgumentError(f"type must be 1, 2 or 3 (or 'I', 'II', 'III'), not {type!r}")

@@ -41,7 +41,7 @@ import pandas as pd
 
 from ..errors import ArgumentError
 
-__all__ = ["variance_components", "r2_nakagawa", "icc", "distribution_variance"]
+__all__ = ["variance_components", "row_variances", "r2_nakagawa", "icc", "distribution_variance"]
 
 
 def distribution_variance(res) -> float:
@@ -65,16 +65,30 @@ def distribution_variance(res) -> float:
                         f"{fam.name} with the {link} link")
 
 
+def row_variances(design, beta: np.ndarray, covs: list[np.ndarray]) -> tuple[float, list]:
+    """Sample variance (``n - 1``) of ``X beta`` over the rows used, and per random
+    term the mean over rows of ``z_i' Sigma z_i`` (``covs``: the terms' ``VarCorr``
+    matrices)."""
+    eta = design.X @ beta
+    var_fixed = float(np.var(eta, ddof=1)) if design.nobs > 1 else 0.0
+    per_term = [float(np.mean(np.einsum("ij,jk,ik->i", b.zraw, S, b.zraw)))
+                for b, S in zip(design.blocks, covs)]
+    return var_fixed, per_term
+
+
 def variance_components(res) -> dict:
     """``var_fixed, var_random, var_residual`` and the per-group intercept variances."""
     d = res.design
     glmm = hasattr(res, "family")
-    eta = d.X @ np.asarray(res.fe_params, dtype=float)
-    var_fixed = float(np.var(eta, ddof=1)) if d.nobs > 1 else 0.0
+    covs = res._term_covariances()
+    beta = np.asarray(res.fe_params, dtype=float)
+    # a fit without rows (a Dask fit) computes these in a pass over its partitions
+    rows_elsewhere = getattr(res, "_prediction_variances", None)
+    var_fixed, per_term = (row_variances(d, beta, covs) if rows_elsewhere is None
+                           else rows_elsewhere(beta, covs))
     var_random = var_dispersion = 0.0
     intercepts: dict[str, float] = {}
-    for b, name, S in zip(d.blocks, d.group_names, res._term_covariances()):
-        v = float(np.mean(np.einsum("ij,jk,ik->i", b.zraw, S, b.zraw)))
+    for b, name, S, v in zip(d.blocks, d.group_names, covs, per_term):
         if glmm and b.nlev == d.nobs:  # an observation-level term: dispersion (insight)
             var_dispersion += v
         else:

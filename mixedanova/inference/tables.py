@@ -337,7 +337,10 @@ class FixedInference:
     def anova(self, type: int | str = 3, ddf: str = "satterthwaite") -> InferenceTable:
         """ANOVA table of the fixed terms (lmerTest's ``anova(m, type, ddf)``)."""
         ddf = self._ddf(ddf)
-        Ls = hypothesis_matrices(self.res.design, type)
+        # a fit without rows (a Dask fit) gives the data's matrices its own way
+        source = getattr(self.res, "_hypothesis_source", None)
+        Ls = hypothesis_matrices(self.res.design, type,
+                                 None if source is None else source())
         rows = {term: self.f_test(L, ddf) for term, L in Ls.items()}
         cols = ["sum_sq", "mean_sq", "num_df", "den_df", "F", "p"]
         frame = pd.DataFrame.from_dict(rows, orient="index", columns=cols) if rows else \

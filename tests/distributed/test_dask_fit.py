@@ -245,10 +245,10 @@ def test_what_is_not_available_is_named():
         res.V()
     with pytest.raises(ma.DesignError, match="Kenward-Roger needs"):
         res.fixed("kenward-roger")
-    with pytest.raises(ma.DesignError, match="contrast"):
-        res.anova()
+    with pytest.raises(ma.DesignError, match="Kenward-Roger needs"):
+        res.anova(ddf="kenward-roger")
     with pytest.raises(ma.FitError, match="not available"):
-        res.ranova()
+        res.model.refit()
 
 
 def test_import_mixedanova_does_not_import_dask():
