@@ -121,14 +121,17 @@ class MarginalSums:
         mask = row >= 0
         g = np.zeros(S, dtype=np.intp)
         g[subject] = np.asarray(group, dtype=np.intp)
-        weights = np.array([1 << j for j in range(m)], dtype=object)
-        bits = [int(b) for b in (mask.astype(object) @ weights)]
-        keys: dict[tuple[int, int], list[int]] = {}
-        for s_ in np.flatnonzero(mask.any(axis=1)):
-            keys.setdefault((int(g[s_]), bits[s_]), []).append(int(s_))
+        present = np.flatnonzero(mask.any(axis=1))
+        uniq, inv = np.unique(np.column_stack([g[present], mask[present]]), axis=0,
+                              return_inverse=True)
+        inv = np.asarray(inv).ravel()
+        order = np.argsort(inv, kind="stable")
+        cuts = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
         pats = {}
-        for key, subj in keys.items():
-            vis = mask[subj[0]].copy()
+        for i, u in enumerate(uniq):
+            subj = present[order[cuts[i]:cuts[i + 1]]]
+            vis = u[1:].astype(bool)
+            key = (int(u[0]), sum(1 << int(j) for j in np.flatnonzero(vis)))
             rows = row[subj][:, vis]                          # (n, mv)
             Zp = Z[rows].reshape(len(subj), -1)               # (n, mv (p+1)), visit-major
             pats[key] = PatternSums(key[0], vis, len(subj), Zp.T @ Zp)

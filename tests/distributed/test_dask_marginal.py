@@ -28,6 +28,7 @@ from mixedanova.errors import DesignError
 from _dask_data import split as _split, split_by_group
 
 dask = pytest.importorskip("dask")
+dd = pytest.importorskip("dask.dataframe")
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "struct" / "fev.csv"
 FORMULA = "FEV1 ~ RACE + SEX + ARMCD * AVISIT"
@@ -159,3 +160,40 @@ def test_a_frame_with_subjects_across_partitions_is_refused():
     with pytest.raises(DesignError, match=r"span more than one partition.*"
                                           r"shuffle\(on=\['USUBJID'\]\)"):
         ma.lmm(FORMULA, ddf, residual=ma.Unstructured(group="USUBJID", time="AVISIT"))
+
+
+def test_parquet_folder_one_file_per_group_of_subjects(tmp_path):
+    # the common case: dd.read_parquet of a folder written by subject (aligned); the
+    # visit column a categorical whose category order is not alphabetical
+    d = _fev()
+    d["AVISIT"] = pd.Categorical(d["AVISIT"], categories=["V4", "V3", "V2", "V1"])
+    subjects = d["USUBJID"].unique()
+    for i, part in enumerate(np.array_split(subjects, 4)):
+        d[d["USUBJID"].isin(part)].to_parquet(tmp_path / f"part-{i}.parquet")
+    ddf = dd.read_parquet(str(tmp_path))
+    assert ddf.npartitions == 4
+    residual = ma.Unstructured(group="USUBJID", time="AVISIT")
+    r0 = ma.lmm(FORMULA, d, residual=residual)
+    r1 = ma.lmm(FORMULA, ddf, residual=residual)
+    # mmrm::mmrm(FEV1 ~ ... + us(AVISIT | USUBJID)) with AVISIT's levels V4, V3, V2, V1
+    _compare(r1, r0, 1e-10, 1e-8)
+
+
+@pytest.mark.slow
+def test_local_cluster_of_two_worker_processes():
+    # issue 19 asks for a real two-process cluster, not only the synchronous scheduler
+    distributed = pytest.importorskip("distributed")
+    r0 = _fit("us_weights", 0)
+    residual, weights = CASES["us_weights"]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        with dask.config.set(scheduler=client):  # override the synchronous fixture
+            for nparts in (3, 50):
+                ddf = split_by_group(_fev(), "USUBJID", nparts, seed=nparts)
+                r1 = ma.lmm(FORMULA, ddf, residual=residual, weights=weights)
+                _compare(r1, r0, 1e-10, 1e-8)
+            got = r1.fittedvalues.compute().sort_index()
+    # fitted(m) of mmrm::mmrm(FEV1 ~ ... + us(AVISIT | USUBJID), weights = WEIGHT)
+    np.testing.assert_allclose(got.to_numpy(), r0.fittedvalues.sort_index().to_numpy(),
+                               rtol=1e-9)
