@@ -69,8 +69,10 @@ def _scale(r0) -> float:
 
 def _compare(r1, r0, crit_rel: float, tol: float) -> None:
     s = _scale(r0)
-    # nobs(m) of mmrm::mmrm(FEV1 ~ RACE + SEX + ARMCD * AVISIT + us(AVISIT | USUBJID))
+    # nobs(m) of mmrm::mmrm(FEV1 ~ RACE + SEX + ARMCD * AVISIT + us(AVISIT | USUBJID)),
+    # and the 263 rows with FEV1 missing dropped (length(m$tmb_data$y_vector))
     assert r1.nobs == r0.nobs == 537
+    assert r1.n_dropped == r0.n_dropped == 263
     # -2 * logLik(m) (REML) of mmrm::mmrm(FEV1 ~ ... + us/ar1h/toeph(AVISIT | USUBJID))
     assert r1.reml_criterion == pytest.approx(r0.reml_criterion, rel=crit_rel)
     # component(m, "theta_est") of mmrm::mmrm(FEV1 ~ ... + us(AVISIT | USUBJID))
@@ -98,6 +100,28 @@ def test_dask_marginal_fit_equals_the_in_memory_fit(case, nparts):
 def test_dask_marginal_fit_with_a_response_shifted_by_1e8_sds(nparts):
     r0, r1 = _fit("us_weights", 0, True), _fit("us_weights", nparts, True)
     _compare(r1, r0, 1e-9, 1e-6)
+
+
+OTHER = {
+    "cs": ma.CompSymm(group="USUBJID"),
+    "ar1_order": ma.AR1(group="USUBJID", order="VISITN"),
+    "ad": ma.AnteDependence(group="USUBJID", time="AVISIT"),
+    "csh": ma.CSH(group="USUBJID", time="AVISIT"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OTHER))
+def test_other_structures_with_an_offset(kind):
+    d = _fev()
+    kw = {"residual": OTHER[kind], "offset": "FEV1_BL"}
+    r0 = ma.lmm(FORMULA, d, **kw)
+    r1 = ma.lmm(FORMULA, split_by_group(d, "USUBJID", 3, seed=11), **kw)
+    # mmrm::mmrm(FEV1 ~ ... + offset(FEV1_BL) + cs/ar1/ad/csh(AVISIT | USUBJID)):
+    # logLik, theta_est, coef and SEs
+    _compare(r1, r0, 1e-10, 1e-8)
+    # fitted(m): X beta + offset
+    np.testing.assert_allclose(r1.fittedvalues.compute().sort_index().to_numpy(),
+                               r0.fittedvalues.sort_index().to_numpy(), rtol=1e-9)
 
 
 def test_ml_and_a_covariance_per_arm():
