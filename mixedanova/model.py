@@ -537,6 +537,17 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
         if fixed is not None:
             raise ArgumentError("fixed= (held parameters) is not available for a fit on a "
                                 "Dask data frame yet; compute() the data and fit in memory")
+        from .structured import rewrite_structured  # glmmTMB's us(AVISIT | USUBJID) ...
+        formula, structured = rewrite_structured(formula, data._meta)
+        if structured is not None:
+            if residual is not None:
+                raise DesignError(f"{structured.source} cannot be combined with residual=")
+            residual = structured
+        if residual is not None and not parse_formula(formula).random:
+            from .distributed.dask_marginal import lmm_dask_marginal  # mmrm, gls
+            return lmm_dask_marginal(formula, data, method, residual=residual,
+                                     missing=missing, weights=weights, offset=offset,
+                                     restricted=restricted, **kwargs)
         if residual is not None:  # partitions aligned on the residual groups
             from .distributed.dask_residual import lmm_dask_residual
             return lmm_dask_residual(formula, data, method, residual=residual,

@@ -59,7 +59,7 @@ __all__ = ["AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
            "Unstructured", "Toeplitz", "AR1H", "CSH", "AnteDependence",
            "ResidualWarning", "ResidualLevels", "residual_columns", "residual_parts",
            "group_columns", "group_labels", "reference_candidate", "bind_residual",
-           "bind_marginal"]
+           "bind_marginal", "VisitLevels", "visit_levels"]
 
 
 class ResidualWarning(MixedAnovaWarning):
@@ -429,29 +429,36 @@ def bind_residual(residual, data: pd.DataFrame,
         labels=tuple(_describe(p) for p in (cor, var) if p is not None))
 
 
-def _visit_positions(data: pd.DataFrame, col: str, integer_gaps: bool
-                     ) -> tuple[np.ndarray, tuple[str, ...]]:
+def _visit_positions(data: pd.DataFrame, col: str, integer_gaps: bool,
+                     whole: "VisitLevels | None" = None) -> tuple[np.ndarray, tuple[str, ...]]:
     """Visit position of every row and the visit labels.
 
     A numeric column: its sorted distinct values (``integer_gaps``: every
     integer from the smallest to the largest, AR(1) positions as nlme's);
     otherwise the levels (a pandas Categorical's categories that occur, else
-    the distinct values sorted as strings).
+    the distinct values sorted as strings).  ``whole``: the visits of all the
+    data (``data`` is one chunk of it).
     """
     s = data[col]
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+    numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+    if numeric and integer_gaps:
         v = s.to_numpy(dtype=float)
-        if integer_gaps:
-            if np.any(v != np.round(v)):
-                raise DesignError(f"AR1 order column {col!r} must hold integer positions")
-            lo, hi = int(v.min()), int(v.max())
-            if hi - lo + 1 > 1000:
-                raise DesignError(f"AR1 order column {col!r} spans {hi - lo + 1} positions; a "
-                                  "marginal model's visit covariance allows at most 1000")
-            return (v - lo).astype(np.intp), tuple(str(i) for i in range(lo, hi + 1))
-        levels = np.unique(v)
+        if np.any(v != np.round(v)):
+            raise DesignError(f"AR1 order column {col!r} must hold integer positions")
+        if whole is not None:
+            return (v - int(whole.time[0])).astype(np.intp), whole.time
+        lo, hi = int(v.min()), int(v.max())
+        if hi - lo + 1 > 1000:
+            raise DesignError(f"AR1 order column {col!r} spans {hi - lo + 1} positions; a "
+                              "marginal model's visit covariance allows at most 1000")
+        return (v - lo).astype(np.intp), tuple(str(i) for i in range(lo, hi + 1))
+    if numeric:
+        v = s.to_numpy(dtype=float)
+        levels = np.unique(v) if whole is None else whole.values
         return np.searchsorted(levels, v).astype(np.intp), tuple(f"{x:g}" for x in levels)
-    if isinstance(s.dtype, pd.CategoricalDtype):
+    if whole is not None:
+        levels = whole.time
+    elif isinstance(s.dtype, pd.CategoricalDtype):
         present = set(s.astype(str))
         levels = tuple(str(c) for c in s.cat.categories if str(c) in present)
     else:
@@ -459,9 +466,56 @@ def _visit_positions(data: pd.DataFrame, col: str, integer_gaps: bool
     return pd.Index(levels).get_indexer(s.astype(str)).astype(np.intp), levels
 
 
-def bind_marginal(residual, data: pd.DataFrame):
+@dataclass(frozen=True)
+class VisitLevels:
+    """What the whole data fix about a marginal model's visit structure bound chunk
+    by chunk (the partitions of a Dask data frame, each holding whole subjects).
+
+    Attributes
+    ----------
+    time : tuple of str
+        The visit labels (position order).
+    values : numpy.ndarray or None
+        A numeric visit column's sorted distinct values.
+    group_levels : tuple of str
+        The covariance groups (``by``).
+    """
+
+    time: tuple[str, ...]
+    values: np.ndarray | None = None
+    group_levels: tuple[str, ...] = ("",)
+
+
+def visit_levels(residual, times: pd.Series | None, bys: pd.Series | None,
+                 largest: int) -> VisitLevels:
+    """The :class:`VisitLevels` of the whole data from the distinct values of the
+    visit column (``times``) and of ``by`` (``bys``) over all chunks and the rows
+    of the largest subject (the visits of CompSymm and AR1 without ``order``)."""
+    cor, _ = _parts(residual)
+    by = getattr(cor, "by", None)
+    groups = ("",)
+    if by is not None and bys is not None:
+        b = bys.astype(str)
+        groups = tuple(sorted(set(b)))
+        if isinstance(bys.dtype, pd.CategoricalDtype):
+            groups = tuple(str(c) for c in bys.cat.categories if str(c) in set(b))
+    if isinstance(cor, CompSymm) or (isinstance(cor, AR1) and cor.order is None):
+        return VisitLevels(tuple(str(i + 1) for i in range(largest)), None, groups)
+    col = cor.order if isinstance(cor, AR1) else cor.time
+    frame = pd.DataFrame({col: times.reset_index(drop=True)})
+    _, labels = _visit_positions(frame, col, integer_gaps=isinstance(cor, AR1))
+    s = frame[col]
+    values = None
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        values = np.unique(s.to_numpy(dtype=float))
+    return VisitLevels(labels, values, groups)
+
+
+def bind_marginal(residual, data: pd.DataFrame, whole: VisitLevels | None = None):
     """The marginal model's visit structure
-    (:class:`~mixedanova.likelihood.visit_structure.VisitStructure`) on the rows used.
+    (:class:`~mixedanova.likelihood.visit_structure.VisitStructure`) on the rows used
+    (``whole``: ``data`` is one chunk of the data, whole subjects; the visits and
+    covariance groups are those of all the data).
 
     Raises
     ------
@@ -478,7 +532,7 @@ def bind_marginal(residual, data: pd.DataFrame):
             "a formula without random-effects terms is a marginal model; its residual= must "
             "be one of ma.Unstructured, ma.Toeplitz, ma.AR1H, ma.CSH, ma.AnteDependence, "
             f"ma.AR1 or ma.CompSymm (no variance function or CAR1), not {residual!r}")
-    v = _bind_visit(cor, data)
+    v = _bind_visit(cor, data, whole)
     return VisitStructure(cov=v.cov, subject=v.subject, visit=v.visit, group=v.group,
                           group_levels=v.group_levels, labels=(_describe(cor),))
 
@@ -495,7 +549,7 @@ class _VisitBinding:
     group_levels: tuple[str, ...]
 
 
-def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
+def _bind_visit(cor, data: pd.DataFrame, whole: VisitLevels | None = None) -> _VisitBinding:
     """Subject code, visit position and covariance group of every row, and the
     :class:`~mixedanova.likelihood.visit_cov.VisitCovariance` (checked)."""
     from .likelihood.visit_cov import VisitCovariance
@@ -509,21 +563,23 @@ def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
     subject = subject.ravel().astype(np.intp)
     if isinstance(cor, CompSymm):
         visit = pd.Series(subject).groupby(subject).cumcount().to_numpy().astype(np.intp)
-        levels = tuple(str(i + 1) for i in range(int(visit.max()) + 1))
+        levels = tuple(str(i + 1) for i in range(int(visit.max()) + 1)) if whole is None \
+            else whole.time
         kind, tcol = "cs", "(row order)"
     elif isinstance(cor, AR1):
         if cor.order is None:
             visit = pd.Series(subject).groupby(subject).cumcount().to_numpy().astype(np.intp)
-            levels = tuple(str(i + 1) for i in range(int(visit.max()) + 1))
+            levels = tuple(str(i + 1) for i in range(int(visit.max()) + 1)) if whole is None \
+                else whole.time
         else:
-            visit, levels = _visit_positions(data, cor.order, integer_gaps=True)
+            visit, levels = _visit_positions(data, cor.order, integer_gaps=True, whole=whole)
         kind, tcol = "ar1", cor.order or "(row order)"
     elif isinstance(cor, StructuredTerm):  # glmmTMB's ar1/cs/toep/diag(0 + f | g) + residual
-        visit, levels = _visit_positions(data, cor.time, integer_gaps=False)
+        visit, levels = _visit_positions(data, cor.time, integer_gaps=False, whole=whole)
         tcol = cor.time
         kind = {"ar1": "ar1", "cs": "csh", "toep": "toeph", "diag": "diag"}[cor.kind]
     else:
-        visit, levels = _visit_positions(data, cor.time, integer_gaps=False)
+        visit, levels = _visit_positions(data, cor.time, integer_gaps=False, whole=whole)
         tcol = cor.time
         kind = {Unstructured: "us", AR1H: "ar1h", CSH: "csh"}.get(type(cor))
         if kind is None:
@@ -546,6 +602,8 @@ def _bind_visit(cor, data: pd.DataFrame) -> _VisitBinding:
         group_levels = tuple(sorted(set(b)))
         if isinstance(data[by].dtype, pd.CategoricalDtype):  # the factor's own level order
             group_levels = tuple(str(c) for c in data[by].cat.categories if str(c) in set(b))
+        if whole is not None:
+            group_levels = whole.group_levels
         group = pd.Index(group_levels).get_indexer(b).astype(np.intp)
         first = np.full(len(subj_levels), -1, dtype=np.intp)
         first[subject] = group

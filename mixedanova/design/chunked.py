@@ -126,12 +126,15 @@ class ChunkPlan:
     @classmethod
     def from_formula(cls, parsed: ParsedFormula, meta: pd.DataFrame, *, weights=None,
                      offset=None, missing: str = "drop",
-                     extra_columns: tuple[str, ...] = ()) -> "ChunkPlan":
+                     extra_columns: tuple[str, ...] = (),
+                     marginal: bool = False) -> "ChunkPlan":
         """The plan for ``parsed`` on data with the columns and dtypes of ``meta``.
 
         ``extra_columns``: further columns the model needs (a residual structure's
         group, time or covariate), part of the missing-value rule as in
-        :func:`~mixedanova.design.build.build_design`.
+        :func:`~mixedanova.design.build.build_design`.  ``marginal``: accept a
+        formula without random-effects terms (a marginal model with a visit
+        covariance).
 
         Raises
         ------
@@ -145,7 +148,7 @@ class ChunkPlan:
         if structured:
             raise DesignError(f"{structured[0]}: structured random-effect covariances are "
                               "fitted from data in memory only, not in chunks")
-        if not parsed.random:
+        if not parsed.random and not marginal:
             raise DesignError(
                 f"formula {parsed.formula!r} has no random-effects term such as (1 | group); "
                 "a linear mixed model needs at least one")

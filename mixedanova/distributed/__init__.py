@@ -19,6 +19,10 @@ residual_passes
 dask_residual
     ``ma.lmm(formula, ddf, residual=...)``: the criterion over ``(theta, u)``
     whose evaluations are distributed passes, the model and its results.
+dask_marginal
+    ``ma.lmm(formula, ddf, residual=ma.Unstructured(...))`` without random terms
+    (mmrm, gls): one pass of per-visit-pattern sums of ``[X y]`` outer products;
+    the optimizer, Satterthwaite and Kenward-Roger on the sums in the client.
 
 Dask is imported only when a pass runs; ``import mixedanova`` does not need it.
 """

@@ -21,8 +21,10 @@
    persisted (``ddf.persist()``) when it fits in the workers' memory.
 
 A variance function alone (VarIdent, VarPower, VarExp) is row by row and needs
-no alignment.  Visit covariances (``ma.Unstructured``, ``ma.Toeplitz``, ...) and
-held parameters (``fixed=``) are fitted in memory only.
+no alignment.  Visit covariances (``ma.Unstructured``, ``ma.Toeplitz``, ...) of a
+marginal model (no random-effects term) are fitted by
+:mod:`mixedanova.distributed.dask_marginal`; next to random-effects terms, and
+held parameters (``fixed=``), in memory only.
 """
 from __future__ import annotations
 
@@ -162,18 +164,20 @@ class DistributedResidualModel(DistributedModel):
         cor, var = residual_parts(residual)
         if cor is not None and not isinstance(cor, (AR1, CAR1, CompSymm)):
             raise DesignError(
-                f"{type(cor).__name__} (a visit covariance) on a Dask data frame is not "
-                "available yet; residual= takes ma.AR1, ma.CAR1, ma.CompSymm, ma.VarIdent, "
-                "ma.VarPower or ma.VarExp there (or compute() the data and fit in memory)")
+                f"{type(cor).__name__} (a visit covariance) next to random-effects terms on "
+                "a Dask data frame is not available yet; residual= takes ma.AR1, ma.CAR1, "
+                "ma.CompSymm, ma.VarIdent, ma.VarPower or ma.VarExp there, and a visit "
+                "covariance in a marginal model (no random-effects term; or compute() the "
+                "data and fit in memory)")
         parsed = parse_formula(formula, restricted=restricted)
         if parsed.restricted:
             from ..design.restricted import check_restricted
             check_restricted(parsed.formula, columns=ddf.columns)
-        if not parsed.random:
+        if not parsed.random:  # ma.lmm sends marginal models to dask_marginal
             raise DesignError(
                 f"formula {parsed.formula!r} has no random-effects term: a marginal model "
-                "(nlme's gls, mmrm) on a Dask data frame is not available yet; compute() the "
-                "data and fit in memory")
+                "(nlme's gls, mmrm) on a Dask data frame is fitted by ma.lmm (or "
+                "mixedanova.distributed.dask_marginal.lmm_dask_marginal)")
         plan = ChunkPlan.from_formula(parsed, ddf._meta, weights=weights, offset=offset,
                                       missing=missing,
                                       extra_columns=tuple(residual_columns(residual)) + tuple(
