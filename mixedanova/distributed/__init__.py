@@ -19,6 +19,10 @@ residual_passes
 dask_residual
     ``ma.lmm(formula, ddf, residual=...)``: the criterion over ``(theta, u)``
     whose evaluations are distributed passes, the model and its results.
+frame_fit
+    A pandas frame of at least ``CHUNKED_ROWS`` rows set up the same way on slices
+    of the frame (no Dask): level-sized set-up memory, results that behave as an
+    in-memory fit's (the row-sized design built from the frame when first needed).
 
 Dask is imported only when a pass runs; ``import mixedanova`` does not need it.
 """

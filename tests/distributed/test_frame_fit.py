@@ -253,3 +253,30 @@ def test_chunked_pandas_fit_does_not_import_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_explicit_pwrss_is_a_pass_over_the_slices(chunked, monkeypatch):
+    # the random effects explain nearly all of the response: the engine recomputes
+    # the penalized residual sum of squares from the rows, here slice by slice
+    rng = np.random.default_rng(4)
+    g = rng.integers(0, 40, 2000)
+    df = pd.DataFrame({"g": g, "x": rng.normal(size=2000)})
+    df["y"] = 10 * rng.normal(size=40)[g] + 0.5 * df.x + 0.05 * rng.normal(size=2000)
+    calls = []
+    original = frame_fit.FrameRows.pwrss
+
+    def counting(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(frame_fit.FrameRows, "pwrss", counting)
+    r0, r1 = _both(chunked, "y ~ x + (1 | g)", df)
+    assert calls
+    # devfun(theta) (lme4's devFunOnly = TRUE) at the same theta: the in-memory value
+    assert r1.model.deviance_function()(r0.theta) == pytest.approx(
+        r0.model.deviance_function()(r0.theta), rel=1e-12)
+    # REMLcrit(m); getME(m, "theta") and fixef(m) to 1e-7, as the Dask fit's (the
+    # engine's gradient comes from cross-products whose pwrss cancels in this regime)
+    assert r1.reml_criterion == pytest.approx(r0.reml_criterion, rel=1e-10)
+    np.testing.assert_allclose(r1.theta, r0.theta, rtol=1e-7)
+    np.testing.assert_allclose(r1.fe_params, r0.fe_params, rtol=1e-7, atol=1e-7 * r0.sigma)
