@@ -240,6 +240,8 @@ def chunked_set_up(formula: str, data: pd.DataFrame, *, missing: str = "drop",
         try:
             setup = _set_up(formula, data, missing=missing, weights=weights, offset=offset,
                             restricted=restricted)
+        except MemoryError:
+            raise
         except Exception:  # noqa: BLE001 - any refusal: the in-memory route decides
             setup = None
     if setup is not None:
