@@ -43,7 +43,7 @@ from ..design.build import build_design
 from ..design.chunked import ChunkEncoder, ChunkPlan, ChunkSummary, aliased_columns
 from ..design.formula import parse_formula
 from ..design.lazy import LazyDesign
-from ..errors import user_stacklevel
+from ..errors import MixedAnovaWarning, user_stacklevel
 from ..results.lmm import LinearMixedResults
 from .dask_fit import DistributedDeviance, RemoteRows, fitted_part
 from .passes import (SPLIT_EVERY, ChunkSums, chunk_pwrss, keep_fixed_columns,
@@ -234,7 +234,9 @@ def chunked_set_up(formula: str, data: pd.DataFrame, *, missing: str = "drop",
                    weights=None, offset=None, restricted: bool = False) -> ChunkedSetUp | None:
     """The chunked set-up of ``formula`` on ``data``, or None when the chunked route
     refuses the formula or the data (then the in-memory route decides: it fits, or
-    raises its own error).  The set-up's warnings are given only when it succeeds."""
+    raises its own error).  The set-up's own warnings (a rank-deficient ``X``) are
+    given only when it succeeds; other libraries' warnings from inside the chunk
+    code are not passed on."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -244,9 +246,10 @@ def chunked_set_up(formula: str, data: pd.DataFrame, *, missing: str = "drop",
             raise
         except Exception:  # noqa: BLE001 - any refusal: the in-memory route decides
             setup = None
-    if setup is not None:
+    if setup is not None:  # the package's own (rank deficiency), as build_design gives them
         for w in caught:
-            warnings.warn(str(w.message), w.category, stacklevel=user_stacklevel())
+            if issubclass(w.category, MixedAnovaWarning):
+                warnings.warn(str(w.message), w.category, stacklevel=user_stacklevel())
     return setup
 
 
