@@ -47,7 +47,18 @@ def _sleepstudy_missing() -> pd.DataFrame:
     return df
 
 
+def _categorical() -> pd.DataFrame:
+    """Categorical grouping and fixed factors, each with an unused category."""
+    df = ma.load_dataset("sleepstudy")
+    subjects = sorted(df.Subject.astype(str).unique())
+    df["Subject"] = pd.Categorical(df.Subject.astype(str), categories=["none"] + subjects[::-1])
+    df["part"] = pd.Categorical(np.where(df.Days < 5, "early", "late"),
+                                categories=["never", "late", "early"])
+    return df
+
+
 CASES = {
+    "categorical": ("Reaction ~ Days + part + (Days | Subject)", _categorical, {}),
     "sleepstudy_missing": ("Reaction ~ Days + (Days | Subject)", _sleepstudy_missing, {}),
     "penicillin": ("diameter ~ 1 + (1 | plate) + (1 | sample)",
                    lambda: ma.load_dataset("penicillin"), {}),
