@@ -115,6 +115,9 @@ class LinearMixedModel:
             corr((Intercept), Days)"``; :mod:`mixedanova.design.covstruct`), a
             marginal model's visit-covariance parameters, or with ``residual=`` the
             structure's parameters (``res.residual_params`` names, e.g. ``"phi"``).
+        chunks : bool
+            Try the chunked set-up on a large frame (above); False: always the
+            row-sized design.
         """
         if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
             from .structured import rewrite_structured
