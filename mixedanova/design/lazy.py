@@ -41,6 +41,8 @@ class LazyBlock:
         self._k = k
 
     def __getattr__(self, name: str):
+        if name.startswith("_"):  # not set yet (copy, pickle)
+            raise AttributeError(name)
         if name in _ROW_SIZED_BLOCK:
             return getattr(self._design.full.blocks[self._k], name)
         return getattr(self._block, name)
