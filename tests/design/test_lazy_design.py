@@ -57,16 +57,3 @@ def test_a_changed_frame_is_refused():
     with pytest.raises(DesignError, match="no longer gives the fitted design"):
         lazy.X  # noqa: B018 - nobs(m) would differ from the fit's
 
-
-def test_results_of_a_chunked_fit_pickle(monkeypatch):
-    import pickle
-
-    from mixedanova.distributed import frame_fit
-
-    monkeypatch.setattr(frame_fit, "CHUNKED_ROWS", 1)
-    monkeypatch.setattr(frame_fit, "SLICE_ROWS", 50)
-    res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
-    back = pickle.loads(pickle.dumps(res))  # saveRDS(m) / readRDS()
-    assert not back.design.built  # (no R counterpart) the rows are still built lazily
-    np.testing.assert_array_equal(back.fittedvalues, res.fittedvalues)  # fitted(m)
-    np.testing.assert_array_equal(back.hatvalues(), res.hatvalues())  # hatvalues(m)

@@ -292,3 +292,15 @@ def test_explicit_pwrss_is_a_pass_over_the_slices(chunked, monkeypatch):
     assert r1.reml_criterion == pytest.approx(r0.reml_criterion, rel=1e-10)
     np.testing.assert_allclose(r1.theta, r0.theta, rtol=1e-7)
     np.testing.assert_allclose(r1.fe_params, r0.fe_params, rtol=1e-7, atol=1e-7 * r0.sigma)
+
+
+def test_results_of_a_chunked_fit_pickle(monkeypatch):
+    import pickle
+
+    monkeypatch.setattr(frame_fit, "CHUNKED_ROWS", 1)
+    monkeypatch.setattr(frame_fit, "SLICE_ROWS", 50)
+    res = ma.lmm("Reaction ~ Days + (Days | Subject)", ma.load_dataset("sleepstudy"))
+    back = pickle.loads(pickle.dumps(res))  # saveRDS(m) / readRDS()
+    assert not back.design.built  # (no R counterpart) the rows are still built lazily
+    np.testing.assert_array_equal(back.fittedvalues, res.fittedvalues)  # fitted(m)
+    np.testing.assert_array_equal(back.hatvalues(), res.hatvalues())  # hatvalues(m)
