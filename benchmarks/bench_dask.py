@@ -28,7 +28,10 @@ cache (Linux, root): data much larger than the memory are read from the disk
 on every pass, so that is the I/O floor of a real out-of-core fit.
 ``--no-fit`` stops after the passes.  ``--in-memory`` also fits the same rows
 read into one pandas DataFrame (``pd.read_parquet``), in a fresh process, and
-prints its time and peak RSS and the differences from the Dask fit.  Every
+prints its time and peak RSS and the differences from the Dask fit, and the peak
+RSS after reading the frame and after the set-up
+(``LinearMixedModel.from_formula``; a frame of 2**21 rows or more is set up chunk
+by chunk, ``mixedanova/distributed/frame_fit.py``).  Every
 time is printed as wall and CPU seconds (``time.process_time``, all threads of
 the process): on a shared machine the wall time is mostly waiting.
 
@@ -131,11 +134,18 @@ def child_in_memory(folder: str) -> dict:
     t, c = time.perf_counter(), time.process_time()
     df = pd.read_parquet(folder, columns=["y", "x", "s", "d"])
     read = time.perf_counter() - t
+    frame_rss = _rss_gb()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = ma.lmm(FORMULA, df)
+        # ma.lmm(FORMULA, df) in its two steps: the set-up, then the fit
+        model = ma.LinearMixedModel.from_formula(FORMULA, df)
+        setup = time.perf_counter() - t - read
+        setup_rss = _rss_gb()
+        res = model.fit()
     return {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
-            "read_seconds": read, "objective": res.reml_criterion,
+            "read_seconds": read, "setup_seconds": setup, "frame_rss_gb": frame_rss,
+            "setup_rss_gb": setup_rss, "chunked": getattr(model, "chunked", None) is not None,
+            "objective": res.reml_criterion,
             "theta": [float(v) for v in res.theta], "beta": [float(v) for v in res.fe_params],
             "peak_rss_gb": _rss_gb()}
 
@@ -336,6 +346,10 @@ def main() -> None:
               f"{m['cpu_seconds']:.1f} s, peak RSS {m['peak_rss_gb']:.2f} GB; REML criterion "
               f"rel. diff {rel:.2e}, theta max abs diff "
               f"{np.max(np.abs(np.subtract(m['theta'], r['theta']))):.2e}")
+        if "setup_seconds" in m:
+            print(f"    read {m['read_seconds']:.1f} s (peak RSS {m['frame_rss_gb']:.2f} GB), "
+                  f"set-up {m['setup_seconds']:.1f} s (peak RSS {m['setup_rss_gb']:.2f} GB; "
+                  f"{'chunked' if m['chunked'] else 'row-sized design'})")
 
 
 if __name__ == "__main__":

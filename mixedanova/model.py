@@ -56,8 +56,9 @@ class LinearMixedModel:
     """
 
     def __init__(self, design: Design, *, missing: str = "drop", residual=None,
-                 fixed: dict | None = None) -> None:
+                 fixed: dict | None = None, chunked=None) -> None:
         self.design = design
+        self.chunked = chunked  # a chunked set-up (distributed.frame_fit.ChunkedSetUp)
         self.missing = missing
         self.residual = residual
         self.fixed = _check_fixed(fixed, residual)
@@ -78,8 +79,14 @@ class LinearMixedModel:
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, *, missing: str = "drop",
                      weights=None, offset=None, residual=None,
-                     restricted: bool = False, fixed: dict | None = None) -> "LinearMixedModel":
+                     restricted: bool = False, fixed: dict | None = None,
+                     chunks: bool = True) -> "LinearMixedModel":
         """Parse ``formula`` and build the design on ``data``.
+
+        A frame of at least ``distributed.frame_fit.CHUNKED_ROWS`` rows is set up
+        chunk by chunk when the chunked route takes the model (``chunks=True``, see
+        :mod:`mixedanova.distributed.frame_fit`); the design's rows are then built
+        when first needed.
 
         Parameters
         ----------
@@ -108,6 +115,9 @@ class LinearMixedModel:
             corr((Intercept), Days)"``; :mod:`mixedanova.design.covstruct`), a
             marginal model's visit-covariance parameters, or with ``residual=`` the
             structure's parameters (``res.residual_params`` names, e.g. ``"phi"``).
+        chunks : bool
+            Try the chunked set-up on a large frame (above); False: always the
+            row-sized design.
         """
         if isinstance(data, pd.DataFrame):  # glmmTMB spellings: us(), diag(), ar1(0 + f | g)...
             from .structured import rewrite_structured
@@ -116,6 +126,13 @@ class LinearMixedModel:
             if structured is not None and residual is not None:
                 raise DesignError(f"{structured.source} cannot be combined with residual=")
             residual = structured if structured is not None else residual
+        from .distributed import frame_fit
+        if chunks and frame_fit.use_chunks(data, residual=residual, fixed=fixed,
+                                           weights=weights, offset=offset):
+            setup = frame_fit.chunked_set_up(formula, data, missing=missing, weights=weights,
+                                             offset=offset, restricted=restricted)
+            if setup is not None:
+                return cls(setup.design, missing=missing, chunked=setup)
         parsed = parse_formula(formula, restricted=restricted)
         fixed = _check_fixed(fixed, residual)
         design = build_design(parsed, data, missing=missing, weights=weights, offset=offset,
@@ -168,7 +185,8 @@ class LinearMixedModel:
                 raise FitError(f"y must have {self.design.nobs} values, not shape {y.shape}")
             if not np.all(np.isfinite(y)):
                 raise FitError("y has non-finite values (NaN or inf)")
-            model = type(self)(dataclasses.replace(self.design, y=y), missing=self.missing,
+            design = self.design.full if self.chunked is not None else self.design
+            model = type(self)(dataclasses.replace(design, y=y), missing=self.missing,
                                residual=self.residual, fixed=self.fixed)
         return model.fit(method, start=start, warn=warn, **kwargs)
 
@@ -181,6 +199,8 @@ class LinearMixedModel:
         :class:`~mixedanova.likelihood.residual_fit.ResidualDeviance`, a function
         of ``(theta, u)`` with ``u`` the structure's unconstrained parameters.
         """
+        if reml not in self._deviance and self.chunked is not None:
+            self._deviance[reml] = self.chunked.deviance_function(reml)
         if reml not in self._deviance:
             from .likelihood.criterion import ProfiledDeviance
             from .likelihood.rows import design_rows
@@ -209,6 +229,8 @@ class LinearMixedModel:
         reported objective; 0 without weights.
         """
         d = self.design
+        if self.chunked is not None:
+            return self.chunked.weights_constant()
         return -float(np.sum(np.log(d.weights))) if d.has_weights else 0.0
 
     def fit(self, method: str = "REML", *, optimizer: str = "SLSQP",
@@ -302,7 +324,8 @@ class LinearMixedModel:
         if self.design.has_weights:
             state = dataclasses.replace(state,
                                         objective=state.objective + self.weights_constant())
-        res = LinearMixedResults(self.design, state, model=self)
+        make = LinearMixedResults if self.chunked is None else self.chunked.results
+        res = make(self.design, state, model=self)
         if warn:
             _warn_once(res)
         return res
@@ -493,7 +516,10 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
         A Dask data frame (e.g. ``dask.dataframe.read_parquet(folder)``) is fitted
         from its partitions' summed cross-products without gathering its rows
         (:mod:`mixedanova.distributed.dask_fit`; REML / ML, ``progress=True`` for
-        Dask's progress bar).
+        Dask's progress bar).  A pandas frame of at least 2**21 rows
+        (``mixedanova.distributed.frame_fit.CHUNKED_ROWS``) is set up the same way
+        on slices of 2**20 rows, without a row-sized design (REML / ML; other fits
+        and anything that route refuses use the in-memory design).
     method : {"REML", "ML", "ANOVA"}
     missing : {"drop", "raise"}
         Goes to :meth:`LinearMixedModel.from_formula`.
@@ -565,9 +591,10 @@ def lmm(formula: str, data: pd.DataFrame, method: str = "REML", *, missing: str 
             f"lmm() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; it takes "
             f"formula, data, method, missing, weights, offset, residual, restricted, fixed, "
             f"{', '.join(_FIT_KEYWORDS)}")
+    chunks = not (isinstance(method, str) and method.upper() == "ANOVA")
     return LinearMixedModel.from_formula(formula, data, missing=missing, weights=weights,
-                                         offset=offset, residual=residual,
-                                         restricted=restricted, fixed=fixed).fit(method, **kwargs)
+                                         offset=offset, residual=residual, restricted=restricted,
+                                         fixed=fixed, chunks=chunks).fit(method, **kwargs)
 
 
 _FIT_KEYWORDS = ("optimizer", "start", "ems", "anova_method", "warn", "control")

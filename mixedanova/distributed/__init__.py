@@ -23,6 +23,10 @@ dask_marginal
     ``ma.lmm(formula, ddf, residual=ma.Unstructured(...))`` without random terms
     (mmrm, gls): one pass of per-visit-pattern sums of ``[X y]`` outer products;
     the optimizer, Satterthwaite and Kenward-Roger on the sums in the client.
+frame_fit
+    A pandas frame of at least ``CHUNKED_ROWS`` rows set up the same way on slices
+    of the frame (no Dask): level-sized set-up memory, results that behave as an
+    in-memory fit's (the row-sized design built from the frame when first needed).
 
 Dask is imported only when a pass runs; ``import mixedanova`` does not need it.
 """

@@ -43,7 +43,8 @@ from .passes import (cross_product_pass, exact_quantiles, keep_fixed_columns, pw
                      summary_pass)
 
 __all__ = ["DistributedModel", "DistributedLmmResults", "DistributedAnovaResults",
-           "DistributedDeviance", "lmm_dask", "check_keywords", "warn_fit"]
+           "DistributedDeviance", "RemoteRows", "lmm_dask", "check_keywords", "warn_fit",
+           "fitted_part"]
 
 _OPTIMIZERS = ("SLSQP", "L-BFGS-B", "Powell", "Nelder-Mead", "COBYLA", "COBYQA", "TNC",
                "trust-constr")
@@ -65,11 +66,16 @@ class RemoteRows:
                                                           zip(self.maps, maps))
         return dataclasses.replace(self, maps=new)
 
+    def pwrss(self, shift: np.ndarray, scale: float, beta: np.ndarray, bs: list) -> float:
+        """``sum |y~ - X beta - Z b|^2`` over the rows (one distributed pass)."""
+        return pwrss_pass(self.encoder, self.ddf, self.keep, self.maps, shift, scale, beta, bs)
+
 
 class DistributedDeviance(ProfiledDeviance):
     """:class:`~mixedanova.likelihood.criterion.ProfiledDeviance` whose explicit
     penalized residual sum of squares is a distributed pass over the partitions
-    (``rows`` is one :class:`RemoteRows`)."""
+    (``rows`` is one :class:`RemoteRows`; a pandas frame's slices for its subclass
+    :class:`~mixedanova.distributed.frame_fit.FrameRows`)."""
 
     def explicit_pwrss(self, f, templates) -> float:
         remote = self.rows[0]
@@ -77,8 +83,7 @@ class DistributedDeviance(ProfiledDeviance):
         offs = np.cumsum([0] + [t.nlev * t.q for t in self.cp.terms])
         bs = [u[offs[k]:offs[k + 1]].reshape(t.nlev, t.q) @ T.T
               for k, (t, T) in enumerate(zip(self.cp.terms, templates))]
-        rows = pwrss_pass(remote.encoder, remote.ddf, remote.keep, remote.maps,
-                          self.cp.shift[:, 0], float(self.cp.scale[0]), beta, bs)
+        rows = remote.pwrss(self.cp.shift[:, 0], float(self.cp.scale[0]), beta, bs)
         return float(u @ u) + rows
 
 
@@ -277,8 +282,10 @@ def warn_fit(res: "DistributedLmmResults") -> None:
                       SingularFitWarning, stacklevel=user_stacklevel())
 
 
-def _fitted_part(chunk: pd.DataFrame, encoder: ChunkEncoder, keep: np.ndarray,
-                 beta: np.ndarray, blups: list, what: str, sigma: float) -> pd.Series:
+def fitted_part(chunk: pd.DataFrame, encoder: ChunkEncoder, keep: np.ndarray,
+                beta: np.ndarray, blups: list, what: str, sigma: float) -> pd.Series:
+    """One chunk's fitted values or residuals (``what``: ``"fitted"``, ``"resid"``,
+    ``"resid_pearson"``, ``"resid_scaled"``) over its complete rows, indexed by them."""
     e = encoder.encode(chunk)
     if e is None:
         return pd.Series(np.zeros(0), index=chunk.index[:0], name=what)
@@ -337,7 +344,7 @@ class DistributedLmmResults(RowlessInference, LinearMixedResults):
     def _lazy(self, what: str):
         m = self.model
         meta = pd.Series(np.zeros(0), name=what)
-        return m.ddf.map_partitions(_fitted_part, m.encoder, np.flatnonzero(m.keep),
+        return m.ddf.map_partitions(fitted_part, m.encoder, np.flatnonzero(m.keep),
                                     self.state.beta, self._blups, what, self.sigma,
                                     meta=meta)
 

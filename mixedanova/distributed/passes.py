@@ -33,7 +33,7 @@ from ..likelihood.crossprod import CrossProducts
 
 __all__ = ["ChunkSums", "summary_pass", "cross_product_pass", "pwrss_pass", "tree_sum",
            "keep_fixed_columns", "chunk_rows", "partition_sums", "is_dask_frame",
-           "exact_quantiles", "run_pass"]
+           "exact_quantiles", "run_pass", "chunk_pwrss"]
 
 SPLIT_EVERY = 8
 SLICE_ROWS = 1 << 19  # a partition's rows summed this many at a time: the work of one
@@ -202,8 +202,10 @@ def keep_fixed_columns(cp: CrossProducts, keep: np.ndarray) -> CrossProducts:
                    ls_shift=False)
 
 
-def _chunk_pwrss(encoder: ChunkEncoder, keep: np.ndarray, maps, shift: np.ndarray,
-                 scale: float, beta: np.ndarray, bs: list, chunk: pd.DataFrame) -> float:
+def chunk_pwrss(encoder: ChunkEncoder, keep: np.ndarray, maps, shift: np.ndarray,
+                scale: float, beta: np.ndarray, bs: list, chunk: pd.DataFrame) -> float:
+    """One chunk's ``|y~ - X beta - Z b|^2`` on the engine's standardized response
+    (the per-chunk part of :func:`pwrss_pass`)."""
     e = encoder.encode(chunk)
     if e is None:
         return 0.0
@@ -237,7 +239,7 @@ def pwrss_pass(encoder: ChunkEncoder, ddf, keep: np.ndarray, maps, shift: np.nda
 
 
 def _pwrss_part(encoder, args, chunk) -> float:
-    return _chunk_pwrss(encoder, *args, chunk)
+    return chunk_pwrss(encoder, *args, chunk)
 
 
 def _hist_part(x: pd.Series, edges: np.ndarray) -> np.ndarray:
