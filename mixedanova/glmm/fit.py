@@ -117,7 +117,8 @@ def fd_hessian(fun: Callable, x: np.ndarray, h: np.ndarray, f0: float | None = N
 
 def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], float]
              | None = None, start_theta: np.ndarray | None = None,
-             stage1: bool = True, warm: GlmmFit | None = None) -> GlmmFit:
+             stage1: bool = True, warm: GlmmFit | None = None, *, analytic: bool = True,
+             scale: np.ndarray | None = None) -> GlmmFit:
     """Fit by maximum likelihood (see the module docstring).
 
     Parameters
@@ -133,12 +134,17 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         A converged fit of a nearby problem (the same data at another NB shape
         or dispersion): the search starts from its estimates and modes instead
         of the search over sizes of ``theta`` (analytic-gradient path).
+    analytic : bool
+        False: the finite-difference path even where the analytic gradient is
+        available (an objective whose rows are not in memory: a Dask fit).
+    scale : numpy.ndarray, optional
+        The working units of ``theta`` (default :func:`theta_scales` of ``obj``'s rows).
     """
     layout = obj.data.layout
-    scale = theta_scales(obj)
+    scale = theta_scales(obj) if scale is None else np.asarray(scale, dtype=float)
     theta0 = (layout.start() * scale if start_theta is None
               else np.asarray(start_theta, float))
-    grad = laplace_gradient(obj) if stage1 else None
+    grad = laplace_gradient(obj) if stage1 and analytic else None
     if grad is not None:
         with small_fit_threads(DenseOrder(grad.r)):
             obj.fast, obj.fast_joint = grad.factor, grad.joint_factor
