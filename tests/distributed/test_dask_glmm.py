@@ -1,0 +1,181 @@
+"""GLMMs on Dask data frames equal the in-memory fit (issue 19).
+
+``ma.glmm(formula, ddf, family)`` on a Dask frame (synchronous scheduler; the
+rows shuffled and cut into 1, 3 or 50 partitions of random sizes) against
+``ma.glmm`` on the same rows in memory (matched against lme4's glmer in
+tests/glmm/test_glmer_reference.py).  The Dask fit runs every PIRLS iteration as
+a pass and optimizes by the engine's finite-difference path (the in-memory fit
+uses the analytic gradient), so:
+
+* the objective itself must agree to rounding: the Laplace ``-2 log L`` at the
+  in-memory estimates to 1e-12 relative;
+* the optima: ``-2 log L`` to 1e-8 relative, theta and beta to 1e-6 (observed
+  on cbpp and the ticks: -2 log L 4e-14, theta and beta 1e-8 after the Dask fit's
+  final Newton steps, :func:`~mixedanova.distributed.dask_glmm.polish_optimum`),
+  SEs to 1e-5 relative (observed 4e-6: the Dask fit's Hessian is a second
+  difference of the value with steps 2e-3, the in-memory one a central difference
+  of the analytic gradient).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedanova as ma
+from _dask_data import split as _split
+
+dask = pytest.importorskip("dask")
+dd = pytest.importorskip("dask.dataframe")
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "glmm"
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+TICKS = "TICKS ~ YEAR + HEIGHT_c + (1 | BROOD)"
+TICKS2 = "TICKS ~ YEAR + HEIGHT_c + (1 | BROOD) + (1 | LOCATION)"
+
+
+@pytest.fixture(scope="module")
+def cbpp() -> pd.DataFrame:
+    d = pd.read_csv(DATA / "cbpp.csv")
+    d["herd"] = d["herd"].astype(str)
+    return d
+
+
+@pytest.fixture(scope="module")
+def ticks() -> pd.DataFrame:
+    d = pd.read_csv(DATA / "grouseticks.csv")
+    for c in ("INDEX", "BROOD", "LOCATION"):
+        d[c] = d[c].astype(str)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cbpp_fit(cbpp):
+    # lme4: glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial)
+    return ma.glmm(CBPP, cbpp, family="binomial")
+
+
+def _modes(res) -> np.ndarray:
+    return np.concatenate([res.random_effects[g].sort_index().to_numpy().ravel()
+                           for g in sorted(res.random_effects)])
+
+
+def _compare(r1, r0) -> None:
+    assert r1.nobs == r0.nobs  # lme4: nobs(m)
+    assert r1.converged
+    # lme4: -2 * logLik(m)
+    assert r1.minus_2_loglik == pytest.approx(r0.minus_2_loglik, rel=1e-8)
+    # lme4: AIC(m), BIC(m)
+    assert r1.aic == pytest.approx(r0.aic, rel=1e-8)
+    assert r1.bic == pytest.approx(r0.bic, rel=1e-8)
+    # lme4: getME(m, "theta")
+    np.testing.assert_allclose(r1.theta, r0.theta, rtol=1e-6, atol=1e-6)
+    # lme4: fixef(m)
+    assert list(r1.fe_params.index) == list(r0.fe_params.index)
+    np.testing.assert_allclose(r1.fe_params.to_numpy(), r0.fe_params.to_numpy(), rtol=1e-6,
+                               atol=1e-6)
+    # lme4: sqrt(diag(vcov(m)))
+    np.testing.assert_allclose(r1.bse_fe.to_numpy(), r0.bse_fe.to_numpy(), rtol=1e-5)
+    # lme4: as.data.frame(VarCorr(m))$vcov
+    np.testing.assert_allclose(r1.varcomp["vcov"].to_numpy(), r0.varcomp["vcov"].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    # lme4: ranef(m) (the conditional modes move with theta and beta: 1e-5)
+    np.testing.assert_allclose(_modes(r1), _modes(r0), rtol=1e-5, atol=1e-5)
+    # lme4: deviance(m) (the sum of squared deviance residuals at the modes; not
+    # stationary at the optimum, it moves with theta and beta to first order)
+    assert r1.deviance == pytest.approx(r0.deviance, rel=1e-6)
+
+
+@pytest.mark.parametrize("nparts", [1, 3, pytest.param(50, marks=pytest.mark.slow)])
+def test_cbpp_matches_in_memory(cbpp, cbpp_fit, nparts):
+    # lme4: glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial)
+    r1 = ma.glmm(CBPP, _split(cbpp, nparts, seed=nparts), family="binomial")
+    _compare(r1, cbpp_fit)
+    assert r1.passes > 0
+
+
+def test_objective_equals_in_memory_at_the_estimates(cbpp, cbpp_fit):
+    # the passes compute the in-memory objective: at the in-memory estimates the
+    # Laplace value agrees to rounding (the PIRLS sums in another order)
+    r1 = ma.glmm(CBPP, _split(cbpp, 3, seed=7), family="binomial")
+    th, be = cbpp_fit.theta, cbpp_fit.fe_params.to_numpy()
+    # lme4: devfun <- update(m, devFunOnly = TRUE); devfun(c(getME(m, "theta"), fixef(m)))
+    assert r1.objective_at(th, be) == pytest.approx(cbpp_fit.objective_at(th, be), rel=1e-12)
+    st = r1.objective.pirls(th, be)
+    st0 = cbpp_fit.objective.pirls(th, be)
+    # lme4: getME(m, "u") at the same (theta, beta)
+    np.testing.assert_allclose(st.u, st0.u, rtol=1e-9, atol=1e-10)
+
+
+def test_proportion_with_weights_as_cbind(cbpp, cbpp_fit):
+    # lme4: glmer(incidence / size ~ period + (1 | herd), cbpp, binomial, weights = size)
+    d = cbpp.assign(prop=cbpp["incidence"] / cbpp["size"])
+    r1 = ma.glmm("prop ~ period + (1 | herd)", _split(d, 3, seed=2), family="binomial",
+                 weights="size")
+    r0 = ma.glmm("prop ~ period + (1 | herd)", d, family="binomial", weights="size")
+    _compare(r1, r0)
+
+
+def test_lazy_fitted_and_residuals(cbpp, cbpp_fit):
+    r1 = ma.glmm(CBPP, _split(cbpp, 3, seed=4), family="binomial")
+    fitted = r1.fittedvalues
+    assert hasattr(fitted, "compute") and hasattr(fitted, "npartitions")
+    # lme4: fitted(m)
+    got = fitted.compute().sort_index()
+    np.testing.assert_allclose(got.to_numpy(), cbpp_fit.fittedvalues.sort_index().to_numpy(),
+                               rtol=1e-5)
+    for kind in ("deviance", "pearson", "response", "working"):
+        # lme4: residuals(m, type = kind)
+        got = r1.resid(kind).compute().sort_index()
+        np.testing.assert_allclose(got.to_numpy(), cbpp_fit.resid(kind).sort_index().to_numpy(),
+                                   rtol=1e-4, atol=1e-6)
+    # lme4: predict(m, type = "link")
+    np.testing.assert_allclose(r1.linear_predictor.compute().sort_index().to_numpy(),
+                               cbpp_fit.linear_predictor.sort_index().to_numpy(), rtol=1e-5,
+                               atol=1e-6)
+    text = str(r1.summary())
+    # lme4: summary(m) (the scaled residuals' quantiles from exact distributed quantiles)
+    assert "Laplace" in text and "periodP2" in text
+
+
+@pytest.mark.parametrize("nparts", [3, pytest.param(1, marks=pytest.mark.slow),
+                                    pytest.param(50, marks=pytest.mark.slow)])
+def test_poisson_ticks_matches_in_memory(ticks, nparts):
+    # lme4: glmer(TICKS ~ YEAR + HEIGHT_c + (1 | BROOD), grouseticks, poisson)
+    r0 = ma.glmm(TICKS, ticks, family="poisson")
+    r1 = ma.glmm(TICKS, _split(ticks, nparts, seed=11), family="poisson")
+    _compare(r1, r0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nparts", [1, 3, 50])
+def test_poisson_ticks_two_terms_matches_in_memory(ticks, nparts):
+    # lme4: glmer(TICKS ~ YEAR + HEIGHT_c + (1 | BROOD) + (1 | LOCATION), grouseticks, poisson)
+    r0 = ma.glmm(TICKS2, ticks, family="poisson")
+    r1 = ma.glmm(TICKS2, _split(ticks, nparts, seed=13), family="poisson")
+    _compare(r1, r0)
+
+
+def test_refused_with_the_reason(cbpp):
+    ddf = dd.from_pandas(cbpp, npartitions=2)
+    # lme4: glmer(..., nAGQ = 5): quadrature is not built for Dask
+    with pytest.raises(ma.errors.ArgumentError, match="nAGQ"):
+        ma.glmm(CBPP, ddf, family="binomial", nAGQ=5)
+    # glmer.nb: the shape is estimated by refits
+    with pytest.raises(ma.errors.ArgumentError, match="estimated"):
+        ma.glmm("incidence ~ period + (1 | herd)", ddf, family="negative_binomial")
+    # a factor response: its levels would be read chunk by chunk
+    d = cbpp.assign(any=np.where(cbpp["incidence"] > 0, "yes", "no"))
+    with pytest.raises(ma.errors.DesignError, match="0/1"):
+        ma.glmm("any ~ period + (1 | herd)", dd.from_pandas(d, npartitions=2),
+                family="binomial")
+    # persist= is for Dask frames only
+    with pytest.raises(ma.errors.ArgumentError, match="Dask"):
+        ma.glmm(CBPP, cbpp, family="binomial", persist=False)
+    # a response outside the family's support, found in a partition
+    bad = cbpp.assign(neg=-cbpp["incidence"])
+    with pytest.raises(ma.errors.DesignError, match="neg"):
+        ma.glmm("neg ~ period + (1 | herd)", dd.from_pandas(bad, npartitions=2),
+                family="poisson")
