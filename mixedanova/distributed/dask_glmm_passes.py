@@ -257,12 +257,12 @@ def pirls_sums(family, a: StepArgs, c: GlmmChunk | None) -> PirlsSums | None:
     return PirlsSums(cp, dev, gap, True, amax_eta, amax_step)
 
 
-def fitted_part(info: ChunkInfo, keep: np.ndarray, beta: np.ndarray, bs, what: str,
-                chunk: pd.DataFrame) -> pd.Series:
-    """Per row of a partition (complete rows): the linear predictor (``"link"``),
-    the mean (``"fitted"``) or a residual (``"deviance"``, ``"pearson"``,
-    ``"response"``, ``"working"``), as :class:`~mixedanova.results.glmm.GlmmResults`."""
-    chunk = info.reader(chunk)
+def fitted_part(chunk: pd.DataFrame, info: ChunkInfo, keep: np.ndarray, beta: np.ndarray,
+                bs, what: str) -> pd.Series:
+    """Per row of a partition (complete rows; its response's columns added by the
+    reader): the linear predictor (``"link"``), the mean (``"fitted"``) or a
+    residual (``"deviance"``, ``"pearson"``, ``"response"``, ``"working"``), as
+    :class:`~mixedanova.results.glmm.GlmmResults`."""
     c = encode_glmm_chunk(info, chunk)
     if c is None:
         return pd.Series(np.zeros(0), index=chunk.index[:0], name=what)
