@@ -53,7 +53,7 @@ from .dask_glmm_passes import (ChunkInfo, PirlsSums, StepArgs, add_sums, encode_
                                fitted_part, pirls_sums, setup_sums)
 from .passes import exact_quantiles, run_pass, summary_pass
 
-__all__ = ["glmm_dask", "polish_optimum", "DistributedLaplace", "DistributedGlmmResults", "RemoteState",
+__all__ = ["glmm_dask", "polish_optimum", "refine_hessian", "DistributedLaplace", "DistributedGlmmResults", "RemoteState",
            "RowlessData"]
 
 _MAX_ITER = 200
@@ -351,6 +351,64 @@ def polish_optimum(obj: DistributedLaplace, fit, max_steps: int = 3):
     return replace(fit, theta=x[:k].copy(), beta=x[k:].copy(), value=float(st.value), state=st)
 
 
+def _value_hessian(value, x: np.ndarray, idx: np.ndarray, h: np.ndarray, f0: float
+                   ) -> np.ndarray:
+    """Second differences of ``value`` at ``x`` over the entries ``idx`` (steps ``h``)."""
+    k = len(idx)
+    H = np.empty((k, k))
+    for a in range(k):
+        e = np.zeros(len(x))
+        e[idx[a]] = h[a]
+        H[a, a] = (value(x + e) - 2.0 * f0 + value(x - e)) / h[a] ** 2
+        for b in range(a):
+            d = np.zeros(len(x))
+            d[idx[b]] = h[b]
+            H[a, b] = H[b, a] = (value(x + e + d) - value(x + e - d) - value(x - e + d)
+                                 + value(x - e - d)) / (4.0 * h[a] * h[b])
+    return H
+
+
+def refine_hessian(obj: DistributedLaplace, fit, step: float = 1e-2):
+    """The Hessian of ``-2 log L`` over the free ``(theta, beta)`` at the estimates by
+    second differences of the value extrapolated to step 0 (Richardson: steps
+    ``step`` and ``step / 2`` in the units of the fit's Hessian, ``h_i = step /
+    sqrt(H_ii)``; the error ``O(step^4)`` instead of ``O(step^2)``, the value's
+    noise of about ``1e-11`` divided by ``step^2``), and the SEs from it (lme4's
+    ``vcov(use.hessian = TRUE)``: the ``beta`` block of ``2 H^{-1}``).  The
+    finite-difference path's Hessian (steps ``2e-3``) gives the SEs to about
+    ``1e-5``; this one to about ``1e-7``.  Costs ``4 k^2`` evaluations (``k`` free
+    parameters)."""
+    from dataclasses import replace
+
+    k = obj.data.layout.size
+    x = np.concatenate([fit.theta, fit.beta])
+    free = np.asarray(fit.free, dtype=bool)
+    idx = np.flatnonzero(free)
+    H0 = np.asarray(fit.hessian, dtype=float)[np.ix_(idx, idx)]
+    if not len(idx) or not np.all(np.isfinite(H0)) or np.any(np.diag(H0) <= 0) \
+            or not np.all(free[k:]):
+        return fit
+
+    def value(v):
+        return obj(v[:k], v[k:])
+
+    f0 = value(x)
+    s = 1.0 / np.sqrt(np.diag(H0))
+    H = (4.0 * _value_hessian(value, x, idx, 0.5 * step * s, f0)
+         - _value_hessian(value, x, idx, step * s, f0)) / 3.0
+    if not np.all(np.isfinite(H)):
+        return fit
+    try:
+        np.linalg.cholesky(H)
+        cov = 2.0 * np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return fit
+    Hn = np.full_like(np.asarray(fit.hessian, dtype=float), np.nan)
+    Hn[np.ix_(idx, idx)] = H
+    nth = int(np.sum(free[:k]))
+    return replace(fit, hessian=Hn, vcov_beta=cov[nth:, nth:])
+
+
 class DistributedGlmmResults(GlmmResults):
     """A GLMM fitted to a Dask data frame (see the module docstring).
 
@@ -500,7 +558,7 @@ def glmm_dask(formula: str, reader, ddf, *, nagq: int = 1, weights=None, offset=
     try:
         fit = fit_glmm(obj, start_theta=start_th, analytic=False, scale=np.asarray(scale))
         if fit.converged:
-            fit = polish_optimum(obj, fit)
+            fit = refine_hessian(obj, polish_optimum(obj, fit))
     except FitError as exc:
         raise FitError(f"{exc} (on a Dask data frame the fit at the separation limit and "
                        "the separation check, which read rows, are not available: fit "
