@@ -49,17 +49,18 @@ from ..likelihood.blocked import NotPositiveDefinite
 from ..likelihood.chunk_products import finished
 from ..likelihood.system import build_system
 from ..results.glmm import GlmmResults
+from .dask_fit import PredictionView
+from .dask_glmm_polish import polish_optimum, refine_hessian
 from .dask_glmm_passes import (ChunkInfo, PirlsSums, StepArgs, add_sums, encode_glmm_chunk,
                                fitted_part, pirls_sums, setup_sums)
 from .passes import exact_quantiles, run_pass, summary_pass
 
-__all__ = ["glmm_dask", "polish_optimum", "refine_hessian", "DistributedLaplace", "DistributedGlmmResults", "RemoteState",
+__all__ = ["glmm_dask", "DistributedLaplace", "DistributedGlmmResults", "RemoteState",
            "RowlessData"]
 
 _MAX_ITER = 200
 _STEP_TOL = 1e-11
 _JOINT_TOL = 1e-10
-_TINY_DECREMENT = 1e-8  # a Newton step predicted to gain less: taken on the model
 _SPLIT = 8  # partitions' sums added per node of the tree
 
 
@@ -286,127 +287,26 @@ class DistributedLaplace:
             return math.inf
 
 
-def polish_optimum(obj: DistributedLaplace, fit, max_steps: int = 3):
-    """Newton steps from the finite-difference fit with its Hessian and central
-    differences of the value as the gradient, until the step is below ``1e-9``
-    (relative) or no longer lowers the value.
+@dataclass(frozen=True)
+class BetaView:
+    """The fixed effects as the prediction code reads them (``state.beta``)."""
 
-    The finite-difference path stops once its Newton decrement is below
-    ``max(1e-10, 1e-12 |f|)``: that leaves ``theta`` and ``beta`` about ``1e-6``
-    from the optimum, where the in-memory fit (analytic gradient) is within about
-    ``1e-10``.  The value itself is reproducible to about ``1e-11`` (PIRLS's
-    stopping rule), so the gradient is good to about ``1e-6`` and the steps to
-    about ``1e-8``.  The differences here are taken in the Hessian's own units
-    (``h_i = 1e-4 / sqrt(H_ii)``: each changes the value by about ``1e-8``), so the
-    gradient's rounding error moves the optimum by about ``1e-9`` of those units.
-    Each step costs ``2 k`` evaluations of the objective (``k`` free parameters).
-    """
-    from dataclasses import replace
-
-    layout = obj.data.layout
-    k = layout.size
-    x = np.concatenate([fit.theta, fit.beta])
-    free = np.asarray(fit.free, dtype=bool)
-    idx = np.flatnonzero(free)
-    H = np.asarray(fit.hessian, dtype=float)[np.ix_(idx, idx)]
-    if not len(idx) or not np.all(np.isfinite(H)) or np.any(np.diag(H) <= 0):
-        return fit
-    lower = np.concatenate([layout.lower, np.full(len(x) - k, -np.inf)])
-    h = 1e-4 / np.sqrt(np.diag(H))
-
-    def value(v):
-        return obj(v[:k], v[k:])
-
-    f0 = float(fit.value)
-    moved = False
-    for _ in range(max_steps):
-        g = np.empty(len(idx))
-        for m, i in enumerate(idx):
-            e = np.zeros(len(x))
-            e[i] = h[m]
-            g[m] = (value(x + e) - value(x - e)) / (2.0 * h[m])
-        if not np.all(np.isfinite(g)):
-            break
-        try:
-            step = -np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            break
-        xn = x.copy()
-        xn[idx] += step
-        if np.any(xn < lower):
-            break
-        fn = value(xn)
-        # a step whose predicted decrease is at the level of the value's own noise
-        # (PIRLS stops at a relative step of 1e-11: the log det moves by about that)
-        # is taken on the quadratic model; a larger one must lower the value
-        dec = 0.5 * float(-g @ step)
-        if not (fn <= f0 + 1e-14 * abs(f0) or (np.isfinite(fn) and dec < _TINY_DECREMENT)):
-            break
-        x, f0, moved = xn, fn, True
-        if np.all(np.abs(step) <= 1e-8 * (1.0 + np.abs(x[idx]))):
-            break
-    if not moved:
-        return fit
-    st = obj.pirls(x[:k], x[k:])
-    return replace(fit, theta=x[:k].copy(), beta=x[k:].copy(), value=float(st.value), state=st)
+    beta: np.ndarray
 
 
-def _value_hessian(value, x: np.ndarray, idx: np.ndarray, h: np.ndarray, f0: float
-                   ) -> np.ndarray:
-    """Second differences of ``value`` at ``x`` over the entries ``idx`` (steps ``h``)."""
-    k = len(idx)
-    H = np.empty((k, k))
-    for a in range(k):
-        e = np.zeros(len(x))
-        e[idx[a]] = h[a]
-        H[a, a] = (value(x + e) - 2.0 * f0 + value(x - e)) / h[a] ** 2
-        for b in range(a):
-            d = np.zeros(len(x))
-            d[idx[b]] = h[b]
-            H[a, b] = H[b, a] = (value(x + e + d) - value(x + e - d) - value(x - e + d)
-                                 + value(x - e - d)) / (4.0 * h[a] * h[b])
-    return H
+def predict_part(chunk: pd.DataFrame, view: PredictionView, family, type: str, re_form,
+                 allow_new_levels: bool) -> pd.Series:
+    """Predictions for one partition of ``newdata`` (link or response scale)."""
+    from ..inference.prediction import predict
 
-
-def refine_hessian(obj: DistributedLaplace, fit, step: float = 1e-2):
-    """The Hessian of ``-2 log L`` over the free ``(theta, beta)`` at the estimates by
-    second differences of the value extrapolated to step 0 (Richardson: steps
-    ``step`` and ``step / 2`` in the units of the fit's Hessian, ``h_i = step /
-    sqrt(H_ii)``; the error ``O(step^4)`` instead of ``O(step^2)``, the value's
-    noise of about ``1e-11`` divided by ``step^2``), and the SEs from it (lme4's
-    ``vcov(use.hessian = TRUE)``: the ``beta`` block of ``2 H^{-1}``).  The
-    finite-difference path's Hessian (steps ``2e-3``) gives the SEs to about
-    ``1e-5``; this one to about ``1e-7``.  Costs ``4 k^2`` evaluations (``k`` free
-    parameters)."""
-    from dataclasses import replace
-
-    k = obj.data.layout.size
-    x = np.concatenate([fit.theta, fit.beta])
-    free = np.asarray(fit.free, dtype=bool)
-    idx = np.flatnonzero(free)
-    H0 = np.asarray(fit.hessian, dtype=float)[np.ix_(idx, idx)]
-    if not len(idx) or not np.all(np.isfinite(H0)) or np.any(np.diag(H0) <= 0) \
-            or not np.all(free[k:]):
-        return fit
-
-    def value(v):
-        return obj(v[:k], v[k:])
-
-    f0 = value(x)
-    s = 1.0 / np.sqrt(np.diag(H0))
-    H = (4.0 * _value_hessian(value, x, idx, 0.5 * step * s, f0)
-         - _value_hessian(value, x, idx, step * s, f0)) / 3.0
-    if not np.all(np.isfinite(H)):
-        return fit
-    try:
-        np.linalg.cholesky(H)
-        cov = 2.0 * np.linalg.inv(H)
-    except np.linalg.LinAlgError:
-        return fit
-    Hn = np.full_like(np.asarray(fit.hessian, dtype=float), np.nan)
-    Hn[np.ix_(idx, idx)] = H
-    nth = int(np.sum(free[:k]))
-    return replace(fit, hessian=Hn, vcov_beta=cov[nth:, nth:])
+    eta = predict(view, chunk, re_form, allow_new_levels)
+    if type == "link":
+        return eta.rename("predicted")
+    vals = eta.to_numpy(dtype=float)
+    out = np.full(len(vals), np.nan)
+    ok = np.isfinite(vals)
+    out[ok] = family.link.linkinv(vals[ok])
+    return pd.Series(out, index=eta.index, name="predicted")
 
 
 class DistributedGlmmResults(GlmmResults):
@@ -466,6 +366,34 @@ class DistributedGlmmResults(GlmmResults):
         finally:
             self._quantiles = False
 
+    def predict(self, newdata=None, type: str = "link", re_form=None,
+                allow_new_levels: bool = False):
+        """Predictions as lme4's ``predict``: on the fit's rows (``newdata=None``) or a
+        Dask frame a lazy Dask series, on a pandas frame a pandas Series."""
+        if type not in ("link", "response"):
+            raise ArgumentError(f"type must be 'link' or 'response', not {type!r}")
+        if isinstance(newdata, pd.DataFrame):
+            return super().predict(newdata, type, re_form, allow_new_levels)
+        if newdata is None:
+            if re_form is None:
+                return self.linear_predictor if type == "link" else self.fittedvalues
+            newdata = self.frame
+        if not hasattr(newdata, "map_partitions"):
+            raise DesignError(f"newdata must be a pandas or Dask DataFrame, not "
+                              f"{type(newdata).__name__}")
+        view = PredictionView(self.design, BetaView(np.asarray(self.fit.beta)), self._modes)
+        return newdata.map_partitions(predict_part, view, self.family, type, re_form,
+                                      allow_new_levels,
+                                      meta=pd.Series(np.zeros(0), name="predicted"))
+
+    def refit(self, *args, **kwargs):
+        raise FitError("refit() (a new response) is not available for a GLMM fitted to a "
+                       "Dask data frame; add the response as a column and call ma.glmm again")
+
+    def null_model(self):
+        raise FitError("the null model (R2, ICC of a GLMM) refits the data; not available "
+                       "for a GLMM fitted to a Dask data frame")
+
     def objective_at(self, theta, beta) -> float:
         """The Laplace ``-2 log L`` at ``(theta, beta)`` (distributed passes)."""
         return self.objective(np.asarray(theta, float), np.asarray(beta, float))
@@ -479,10 +407,11 @@ def _check_family(fam, nagq: int) -> None:
         raise ArgumentError(f"nAGQ = {nagq} on a Dask data frame: only the Laplace fit "
                             "(nAGQ = 1) is available there (nAGQ = 0's joint modes and "
                             "quadrature are not built for Dask yet)")
-    if fam.has_param and not fam.fixed_param:
-        raise ArgumentError(f"the {fam.label} family's {'shape' if fam.name == 'negative_binomial' else 'dispersion'} "
-                            "is estimated by refits; not available on a Dask data frame yet "
-                            "(give it fixed in the family object)")
+    if fam.has_param and fam.param is None:
+        what = "shape" if fam.name == "negative_binomial" else "dispersion"
+        raise ArgumentError(f"the {fam.label} family's {what} is estimated by refits; not "
+                            "available on a Dask data frame yet (give it fixed in the "
+                            "family object)")
     if fam.information != "expected":
         raise ArgumentError("information='observed' is not available on a Dask data frame")
 

@@ -34,7 +34,8 @@ from ..likelihood.chunk_products import chunk_sums, column_gram
 from ..likelihood.crossprod import CrossProducts
 
 __all__ = ["ChunkInfo", "GlmmChunk", "SetupSums", "PirlsSums", "StepArgs",
-           "add_sums", "encode_glmm_chunk", "setup_sums", "pirls_sums", "fitted_part", "linear_part"]
+           "add_sums", "encode_glmm_chunk", "setup_sums", "pirls_sums", "fitted_part",
+           "linear_part"]
 
 
 @dataclass(frozen=True)

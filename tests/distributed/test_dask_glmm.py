@@ -211,3 +211,19 @@ def test_refused_with_the_reason(cbpp):
     with pytest.raises(ma.errors.DesignError, match="neg"):
         ma.glmm("neg ~ period + (1 | herd)", dd.from_pandas(bad, npartitions=2),
                 family="poisson")
+
+
+def test_predict_on_pandas_and_dask_newdata(cbpp_dask, cbpp_fit):
+    new = pd.read_csv(DATA / "cbpp_newdata.csv").astype({"herd": str})
+    # lme4: predict(m, newdata, type = "response", allow.new.levels = TRUE)
+    expected = cbpp_fit.predict(new, type="response", allow_new_levels=True).to_numpy()
+    got = cbpp_dask.predict(new, type="response", allow_new_levels=True)
+    np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-6)
+    lazy = cbpp_dask.predict(dd.from_pandas(new, npartitions=2), type="response",
+                             allow_new_levels=True)
+    assert hasattr(lazy, "compute")
+    np.testing.assert_allclose(lazy.compute().to_numpy(), expected, rtol=1e-6)
+    # lme4: predict(m, re.form = NA) at the fit's rows
+    pop = cbpp_dask.predict(re_form="~0").compute().sort_index().to_numpy()
+    np.testing.assert_allclose(pop, cbpp_fit.predict(re_form="~0").sort_index().to_numpy(),
+                               rtol=1e-6)
