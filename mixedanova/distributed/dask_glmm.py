@@ -394,6 +394,26 @@ class DistributedGlmmResults(GlmmResults):
         raise FitError("the null model (R2, ICC of a GLMM) refits the data; not available "
                        "for a GLMM fitted to a Dask data frame")
 
+    def _rows_needed(self, what: str, why: str):
+        raise DesignError(f"{what} {why}; not available for a GLMM fitted to a Dask data "
+                          "frame")
+
+    def variance_components(self) -> dict:
+        self._rows_needed("variance_components()", "reads the variance of X beta over "
+                          "the rows")
+
+    def r2(self):
+        self._rows_needed("r2()", "reads the variance of X beta over the rows")
+
+    def icc(self, by_group: bool = False):
+        self._rows_needed("icc()", "reads the variance of X beta over the rows")
+
+    def simulate(self, n: int = 1, seed=None, use_random: bool = False):
+        self._rows_needed("simulate()", "draws one response per row")
+
+    def emmeans(self, *args, **kwargs):
+        self._rows_needed("emmeans()", "builds its reference grid from the rows")
+
     def objective_at(self, theta, beta) -> float:
         """The Laplace ``-2 log L`` at ``(theta, beta)`` (distributed passes)."""
         return self.objective(np.asarray(theta, float), np.asarray(beta, float))

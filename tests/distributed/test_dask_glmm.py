@@ -213,6 +213,16 @@ def test_refused_with_the_reason(cbpp):
                 family="poisson")
 
 
+def test_row_sized_views_refused(cbpp_dask):
+    # lme4 / performance: simulate(m), r2(m), icc(m), emmeans(m, ~ period) read rows
+    for call in (lambda r: r.simulate(1), lambda r: r.r2(), lambda r: r.icc(),
+                 lambda r: r.variance_components(), lambda r: r.emmeans("period")):
+        with pytest.raises(ma.errors.DesignError, match="Dask data frame"):
+            call(cbpp_dask)
+    with pytest.raises(ma.errors.FitError, match="Dask"):
+        cbpp_dask.refit(np.zeros(cbpp_dask.nobs))
+
+
 def test_predict_on_pandas_and_dask_newdata(cbpp_dask, cbpp_fit):
     new = pd.read_csv(DATA / "cbpp_newdata.csv").astype({"herd": str})
     # lme4: predict(m, newdata, type = "response", allow.new.levels = TRUE)
