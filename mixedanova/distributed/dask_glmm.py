@@ -129,6 +129,10 @@ class DistributedLaplace:
         self._systems: dict[bool, object] = {}
         self._dfam = None
 
+    def last_modes(self) -> np.ndarray:
+        """The modes of the last PIRLS (the warm start of the next)."""
+        return self._u.copy()
+
     def start_beta(self) -> np.ndarray:
         return self.beta0.copy()
 
@@ -137,10 +141,12 @@ class DistributedLaplace:
         return tuple(u[offs[k]:offs[k + 1]].reshape(nl, q) @ T.T
                      for k, ((nl, q), T) in enumerate(zip(self.shapes, templates)))
 
-    def step_pass(self, args: StepArgs) -> PirlsSums:
-        """One distributed pass: the partitions' :class:`PirlsSums` summed in a tree
-        (the graph written directly: building it through ``delayed`` tokenizes the
-        arguments, several times the work of a small partition's pass)."""
+    def step_pass(self, args, func=pirls_sums):
+        """One distributed pass: the partitions' :class:`PirlsSums` at ``args`` (a
+        :class:`StepArgs`; with ``func=pirls_sums_many`` a list of them, giving a
+        :class:`SumsList`) summed in a tree (the graph written directly: building
+        it through ``delayed`` tokenizes the arguments, several times the work of
+        a small partition's pass)."""
         from dask import delayed
         from dask.delayed import Delayed
         from dask.highlevelgraph import HighLevelGraph
@@ -153,7 +159,7 @@ class DistributedLaplace:
         layer: dict = {akey: args}
         keys = []
         for i, p in enumerate(self.parts):
-            layer[(name, i)] = (pirls_sums, self._dfam.key, akey, p.key)
+            layer[(name, i)] = (func, self._dfam.key, akey, p.key)
             keys.append((name, i))
         level = 0
         while len(keys) > 1 or level == 0:
@@ -178,7 +184,8 @@ class DistributedLaplace:
                             self.bs_of(templates, u0), db, self.bs_of(templates, du))
         return self.step_pass(args)
 
-    def _factor(self, sums: PirlsSums, joint: bool, templates):
+    def factor_of(self, sums: PirlsSums, joint: bool, templates):
+        """The engine's factor of the summed penalized system (``joint``: with ``X``)."""
         cp = finished(sums.cp).standardized()
         system = self._systems.get(joint)
         if system is None:
@@ -222,7 +229,7 @@ class DistributedLaplace:
         for it in range(1, _MAX_ITER + 1):
             pdev = st.deviance + float(u @ u)
             try:
-                f = self._factor(st, joint, templates)
+                f = self.factor_of(st, joint, templates)
                 b_new, u_new = f.solution()
             except (NotPositiveDefinite, FitError):
                 raise FitError("PIRLS: the penalized weighted least-squares system is "

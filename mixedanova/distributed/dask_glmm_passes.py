@@ -33,9 +33,9 @@ from ..likelihood.blocked import TermData
 from ..likelihood.chunk_products import chunk_sums, column_gram
 from ..likelihood.crossprod import CrossProducts
 
-__all__ = ["ChunkInfo", "GlmmChunk", "SetupSums", "PirlsSums", "StepArgs",
-           "add_sums", "encode_glmm_chunk", "setup_sums", "pirls_sums", "fitted_part",
-           "linear_part"]
+__all__ = ["ChunkInfo", "GlmmChunk", "SetupSums", "PirlsSums", "StepArgs", "SumsList",
+           "add_sums", "pirls_sums_many", "encode_glmm_chunk", "setup_sums", "pirls_sums",
+           "fitted_part", "linear_part"]
 
 
 @dataclass(frozen=True)
@@ -256,6 +256,24 @@ def pirls_sums(family, a: StepArgs, c: GlmmChunk | None) -> PirlsSums | None:
     if not np.isfinite(dev):
         raise FitError("PIRLS: the deviance is not finite")
     return PirlsSums(cp, dev, gap, True, amax_eta, amax_step)
+
+
+@dataclass(frozen=True)
+class SumsList:
+    """:class:`PirlsSums` of several points at once (one pass for all), added
+    point by point."""
+
+    items: tuple
+
+    def __add__(self, other: "SumsList") -> "SumsList":
+        return SumsList(tuple(a + b for a, b in zip(self.items, other.items)))
+
+
+def pirls_sums_many(family, args: list, c: GlmmChunk | None) -> SumsList | None:
+    """One partition's :class:`PirlsSums` at each of several :class:`StepArgs`."""
+    if c is None:
+        return None
+    return SumsList(tuple(pirls_sums(family, a, c) for a in args))
 
 
 def fitted_part(chunk: pd.DataFrame, info: ChunkInfo, keep: np.ndarray, beta: np.ndarray,

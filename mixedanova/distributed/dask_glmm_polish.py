@@ -7,9 +7,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import math
+
 import numpy as np
 
-__all__ = ["polish_optimum", "refine_hessian"]
+from ..errors import FitError
+from ..likelihood.blocked import NotPositiveDefinite
+from .dask_glmm_passes import StepArgs, pirls_sums_many
+
+__all__ = ["polish_optimum", "refine_hessian", "batch_values"]
+
+_MAX_ITER = 200
+_STEP_TOL = 1e-11
 
 _TINY_DECREMENT = 1e-8  # a Newton step predicted to gain less: taken on the model
 
@@ -45,12 +54,16 @@ def polish_optimum(obj, fit, max_steps: int = 3):
 
     f0 = float(fit.value)
     moved = False
-    for _ in range(max_steps):
+    def gradient(val, x):
         g = np.empty(len(idx))
         for m, i in enumerate(idx):
             e = np.zeros(len(x))
             e[i] = h[m]
-            g[m] = (value(x + e) - value(x - e)) / (2.0 * h[m])
+            g[m] = (val(x + e) - val(x - e)) / (2.0 * h[m])
+        return g
+
+    for _ in range(max_steps):
+        g = gradient(_batched(obj, obj.last_modes(), k, lambda v: gradient(v, x)), x)
         if not np.all(np.isfinite(g)):
             break
         try:
@@ -118,6 +131,8 @@ def refine_hessian(obj, fit, step: float = 1e-2):
 
     f0 = value(x)
     s = 1.0 / np.sqrt(np.diag(H0))
+    value = _batched(obj, fit.state.u, k, lambda v: (
+        _value_hessian(v, x, idx, 0.5 * step * s, f0), _value_hessian(v, x, idx, step * s, f0)))
     H = (4.0 * _value_hessian(value, x, idx, 0.5 * step * s, f0)
          - _value_hessian(value, x, idx, step * s, f0)) / 3.0
     if not np.all(np.isfinite(H)):
@@ -131,3 +146,131 @@ def refine_hessian(obj, fit, step: float = 1e-2):
     Hn[np.ix_(idx, idx)] = H
     nth = int(np.sum(free[:k]))
     return replace(fit, hessian=Hn, vcov_beta=cov[nth:, nth:])
+
+
+def _batched(obj, u0: np.ndarray, k: int, scheme):
+    """The values a difference ``scheme`` asks for, evaluated in one batch
+    (:func:`batch_values`): ``scheme(value)`` is run once with a recorder to list
+    the points, then the returned look-up serves the same points."""
+    pts: list[np.ndarray] = []
+
+    def record(v):
+        pts.append(np.array(v, dtype=float))
+        return 0.0
+
+    scheme(record)
+    vals = batch_values(obj, [(v[:k], v[k:]) for v in pts], u0)
+    table = {v.tobytes(): f for v, f in zip(pts, vals)}
+
+    def lookup(v):
+        return table[np.asarray(v, dtype=float).tobytes()]
+
+    return lookup
+
+
+def _amax(a: np.ndarray) -> float:
+    return float(np.abs(a).max()) if a.size else 0.0
+
+
+class _Point:
+    """The PIRLS iteration of one point of a batch (the steps of
+    :meth:`~mixedanova.distributed.dask_glmm.DistributedLaplace.pirls` for the
+    ``u``-only system, taken one pass at a time)."""
+
+    def __init__(self, obj, theta: np.ndarray, beta: np.ndarray, u: np.ndarray) -> None:
+        self.theta, self.beta, self.u = theta, beta, u.copy()
+        self.templates = obj.data.layout.templates(theta)
+        self.st = None
+        self.value = None  # set when finished (inf when PIRLS fails)
+        self.it = 0
+        self.stalls, self.prev_size, self.last = 0, math.inf, False
+        self.du = None
+        self.step = 1.0
+        self.tries = 0
+
+    def args(self, obj, u: np.ndarray) -> StepArgs:
+        return StepArgs(obj.keep, self.beta, obj.bs_of(self.templates, u), False)
+
+    def trial(self) -> np.ndarray:
+        return self.u + self.step * self.du
+
+
+def batch_values(obj, points: list[tuple[np.ndarray, np.ndarray]], u0: np.ndarray
+                 ) -> list[float]:
+    """The Laplace ``-2 log L`` at each of ``points`` (``(theta, beta)``), with the
+    PIRLS iterations of all points in lockstep: each pass carries one step of every
+    unfinished point (:func:`~mixedanova.distributed.dask_glmm_passes.pirls_sums_many`),
+    so a batch costs about as many passes as one point.  Every point starts from
+    ``u0`` (the modes at the centre of a difference scheme); a point whose PIRLS
+    fails gets ``inf``."""
+    pts = [_Point(obj, np.asarray(t, float), np.asarray(b, float), u0) for t, b in points]
+    # the starting sums (u0; from u = 0 where u0 is not valid)
+    first = obj.step_pass([p.args(obj, p.u) for p in pts], pirls_sums_many).items
+    redo = []
+    for p, st in zip(pts, first):
+        if st.valid:
+            p.st = st
+        else:
+            p.u = np.zeros_like(p.u)
+            redo.append(p)
+    if redo:
+        again = obj.step_pass([p.args(obj, p.u) for p in redo], pirls_sums_many).items
+        for p, st in zip(redo, again):
+            if st.valid:
+                p.st = st
+            else:
+                p.value = math.inf
+    for _ in range(_MAX_ITER * 41):
+        active = []
+        for p in pts:
+            if p.value is not None:
+                continue
+            if p.du is None:  # a new iterate: solve, then test
+                p.it += 1
+                if p.it > _MAX_ITER:
+                    p.value = math.inf
+                    continue
+                try:
+                    f = obj.factor_of(p.st, False, p.templates)
+                    u_new = f.solution()[1]
+                except (NotPositiveDefinite, FitError):
+                    p.value = math.inf
+                    continue
+                p.ldL2 = float(f.ldL2)
+                du = u_new - p.u
+                p.size = _amax(du)
+                if p.last or p.size <= _STEP_TOL * (1.0 + _amax(p.u)):
+                    p.value = (-2.0 * obj.saturated_loglik + p.st.deviance + float(p.u @ p.u)
+                               + p.ldL2 - 2.0 * p.st.gap)
+                    continue
+                p.du, p.step, p.tries = du, 1.0, 0
+                p.pdev = p.st.deviance + float(p.u @ p.u)
+            active.append(p)
+        if not active:
+            break
+        sums = obj.step_pass([p.args(obj, p.trial()) for p in active], pirls_sums_many).items
+        for p, st in zip(active, sums):
+            u_try = p.trial()
+            ok = False
+            if st.valid:
+                pdev_try = st.deviance + float(u_try @ u_try)
+                ok = pdev_try <= p.pdev + 1e-12 * max(1.0, abs(p.pdev))
+            if ok:
+                p.u, p.st = u_try, st
+                if p.size < 1e-8 * (1.0 + _amax(p.u)) and p.size > 0.5 * p.prev_size:
+                    p.stalls += 1
+                p.prev_size = p.size
+                if p.stalls >= 2 or (p.step < 1.0 and abs(p.pdev - pdev_try)
+                                     <= 1e-15 * max(1.0, abs(p.pdev))):
+                    p.last = True
+                p.du = None
+                continue
+            p.step *= 0.5
+            p.tries += 1
+            if p.tries >= 40:
+                if p.size > 1e-6 * (1.0 + _amax(p.u)):
+                    p.value = math.inf
+                else:  # no decrease at rounding level: at the mode
+                    p.value = (-2.0 * obj.saturated_loglik + p.st.deviance
+                               + float(p.u @ p.u) + p.ldL2 - 2.0 * p.st.gap)
+    return [math.inf if p.value is None else float(p.value) for p in pts]
