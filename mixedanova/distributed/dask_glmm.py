@@ -50,7 +50,7 @@ from ..likelihood.chunk_products import finished
 from ..likelihood.system import build_system
 from ..results.glmm import GlmmResults
 from .dask_fit import PredictionView
-from .dask_glmm_polish import polish_optimum, refine_hessian
+from .dask_glmm_polish import batch_values, polish_optimum, refine_hessian
 from .dask_glmm_passes import (ChunkInfo, PirlsSums, StepArgs, add_sums, encode_glmm_chunk,
                                fitted_part, pirls_sums, setup_sums)
 from .passes import exact_quantiles, run_pass, summary_pass
@@ -512,7 +512,8 @@ def glmm_dask(formula: str, reader, ddf, *, nagq: int = 1, weights=None, offset=
                              progress)
     start_th = None if start_theta is None else layout.check_start(start_theta)
     try:
-        fit = fit_glmm(obj, start_theta=start_th, analytic=False, scale=np.asarray(scale))
+        fit = fit_glmm(obj, start_theta=start_th, analytic=False, scale=np.asarray(scale),
+                       batch=lambda pts: batch_values(obj, pts, obj.last_modes()))
         if fit.converged:
             fit = refine_hessian(obj, polish_optimum(obj, fit))
     except FitError as exc:
