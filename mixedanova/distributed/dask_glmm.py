@@ -513,7 +513,8 @@ def glmm_dask(formula: str, reader, ddf, *, nagq: int = 1, weights=None, offset=
     start_th = None if start_theta is None else layout.check_start(start_theta)
     try:
         fit = fit_glmm(obj, start_theta=start_th, analytic=False, scale=np.asarray(scale),
-                       batch=lambda pts: batch_values(obj, pts, obj.last_modes()))
+                       batch=lambda pts: batch_values(obj, pts, obj.last_modes()),
+                       stage1_search=False)
         if fit.converged:
             fit = refine_hessian(obj, polish_optimum(obj, fit))
     except FitError as exc:

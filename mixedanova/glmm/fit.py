@@ -39,7 +39,7 @@ from ..errors import FitError
 from ..likelihood.threads import small_fit_threads
 from .gradient import LaplaceGradient
 from .laplace import LaplaceObjective, PirlsState
-from .laplace_fit import DenseOrder, fit_laplace
+from .laplace_fit import DenseOrder, coarse_start, fit_laplace
 from .optimum import DECREMENT_TOL, START_MULTIPLIERS, GlmmFit, Whitened, theta_scales
 from .scalar_blocks import ScalarBlocksGradient
 
@@ -120,7 +120,8 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
              | None = None, start_theta: np.ndarray | None = None,
              stage1: bool = True, warm: GlmmFit | None = None, *, analytic: bool = True,
              scale: np.ndarray | None = None,
-             batch: Callable[[list], list] | None = None) -> GlmmFit:
+             batch: Callable[[list], list] | None = None,
+             stage1_search: bool = True) -> GlmmFit:
     """Fit by maximum likelihood (see the module docstring).
 
     Parameters
@@ -145,6 +146,12 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         ``batch([(theta, beta), ...]) -> [value, ...]``: many values at once (a Dask
         fit evaluates them in one lockstep PIRLS); the finite-difference gradients
         and Hessians of stage 2 then ask for their points together.
+    stage1_search : bool
+        False: on the finite-difference path, the start of stage 2 is the best
+        joint modes at a few sizes of the starting ``theta``
+        (:func:`~mixedanova.glmm.laplace_fit.coarse_start`, as the analytic path)
+        instead of the Nelder-Mead search of the ``nAGQ = 0`` objective (a Dask
+        fit: each PIRLS a few passes).
     """
     layout = obj.data.layout
     scale = theta_scales(obj) if scale is None else np.asarray(scale, dtype=float)
@@ -165,7 +172,8 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         start = (lap.theta, lap.beta)
         hess = lap.hessian
     else:
-        s1 = _stage1(obj, theta0, scale)
+        s1 = _stage1(obj, theta0, scale) if stage1_search or not stage1 else \
+            coarse_start(obj, theta0, scale)
         start = (s1.theta, s1.beta)
         hess = None
     value = obj if value is None else value
