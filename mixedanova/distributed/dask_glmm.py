@@ -22,10 +22,14 @@ in the partitions (:class:`DistributedLaplace`):
 
 The analytic gradient of the in-memory fit reads rows at every evaluation, so the
 optimizer takes the engine's finite-difference path (``fit_glmm(analytic=False)``:
-the ``nAGQ = 0`` stage by Nelder-Mead over ``theta``, then L-BFGS-B and Newton
-steps with difference Hessians over ``(theta, beta)``); it reaches the optimum of
-the same objective, so the estimates equal the in-memory fit's to the optimizers'
-tolerances (the tests state the figures).  The results
+L-BFGS-B with forward differences, then Newton steps with difference Hessians over
+``(theta, beta)``), started from the best joint modes at a few sizes of ``theta``
+(``stage1_search=False``), with every difference scheme's points evaluated in
+lockstep (``batch=``, :func:`~mixedanova.distributed.dask_glmm_polish.batch_values`:
+one pass per PIRLS step of all points); then Newton steps with central differences
+of the value and a Richardson-extrapolated Hessian for the SEs
+(:mod:`~mixedanova.distributed.dask_glmm_polish`).  The estimates equal the
+in-memory fit's to about 1e-10 (the tests state the figures).  The results
 (:class:`DistributedGlmmResults`) hold no rows.
 """
 from __future__ import annotations
