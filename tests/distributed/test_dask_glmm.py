@@ -223,6 +223,21 @@ def test_poisson_random_slope_with_offset_matches_in_memory():
     np.testing.assert_allclose(r1.bse_fe.to_numpy(), _gradient_hessian_se(r0), rtol=1e-6)
 
 
+def test_singular_fit_matches_in_memory():
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 20, 400)
+    x = rng.normal(size=400)
+    y = rng.binomial(1, 1 / (1 + np.exp(-(0.2 + 0.8 * x))))
+    d = pd.DataFrame({"y": y, "x": x, "g": [f"g{v}" for v in g]})
+    # lme4: glmer(y ~ x + (1 | g), d, binomial) -- isSingular(m) is TRUE
+    with pytest.warns(ma.errors.SingularFitWarning):
+        r0 = ma.glmm("y ~ x + (1 | g)", d, family="binomial")
+    with pytest.warns(ma.errors.SingularFitWarning):
+        r1 = ma.glmm("y ~ x + (1 | g)", _split(d, 3, seed=2), family="binomial")
+    assert r0.is_singular and r1.is_singular  # lme4: isSingular(m)
+    _compare(r1, r0)
+
+
 def test_refused_with_the_reason(cbpp):
     ddf = dd.from_pandas(cbpp, npartitions=2)
     # lme4: glmer(..., nAGQ = 5): quadrature is not built for Dask
