@@ -238,6 +238,31 @@ def test_singular_fit_matches_in_memory():
     _compare(r1, r0)
 
 
+def test_parquet_folder(cbpp, cbpp_fit, tmp_path):
+    # the common case: dd.read_parquet of a folder (herd a string column)
+    for i, idx in enumerate(np.array_split(np.random.default_rng(0).permutation(len(cbpp)), 3)):
+        cbpp.iloc[idx].to_parquet(tmp_path / f"part-{i}.parquet")
+    r1 = ma.glmm(CBPP, dd.read_parquet(str(tmp_path)), family="binomial")
+    # lme4: glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial)
+    _compare(r1, cbpp_fit)
+
+
+@pytest.mark.slow
+def test_local_cluster_of_two_worker_processes(cbpp, cbpp_fit):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        with dask.config.set(scheduler=client):  # override the synchronous fixture
+            r1 = ma.glmm(CBPP, _split(cbpp, 4, seed=4), family="binomial")
+            # lme4: glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), ...)
+            _compare(r1, cbpp_fit)
+            got = r1.fittedvalues.compute().sort_index()
+    # lme4: fitted(m)
+    np.testing.assert_allclose(got.to_numpy(), cbpp_fit.fittedvalues.sort_index().to_numpy(),
+                               rtol=1e-6)
+
+
 def test_refused_with_the_reason(cbpp):
     ddf = dd.from_pandas(cbpp, npartitions=2)
     # lme4: glmer(..., nAGQ = 5): quadrature is not built for Dask
