@@ -15,10 +15,11 @@ from ..errors import FitError
 from ..likelihood.blocked import NotPositiveDefinite
 from .dask_glmm_passes import StepArgs, pirls_sums_many
 
-__all__ = ["polish_optimum", "refine_hessian", "batch_values"]
+__all__ = ["polish_optimum", "refine_hessian", "batch_values", "MAX_BATCH"]
 
 _MAX_ITER = 200
 _STEP_TOL = 1e-11
+MAX_BATCH = 64  # points per lockstep batch (each carries its own level-sized sums)
 
 _TINY_DECREMENT = 1e-8  # a Newton step predicted to gain less: taken on the model
 
@@ -202,7 +203,12 @@ def batch_values(obj, points: list[tuple[np.ndarray, np.ndarray]], u0: np.ndarra
     unfinished point (:func:`~mixedanova.distributed.dask_glmm_passes.pirls_sums_many`),
     so a batch costs about as many passes as one point.  Every point starts from
     ``u0`` (the modes at the centre of a difference scheme); a point whose PIRLS
-    fails gets ``inf``."""
+    fails gets ``inf``.  At most :data:`MAX_BATCH` points share a pass (every point's
+    cross-products travel through the tree sum): more are run in consecutive
+    batches."""
+    if len(points) > MAX_BATCH:
+        return [v for i in range(0, len(points), MAX_BATCH)
+                for v in batch_values(obj, points[i:i + MAX_BATCH], u0)]
     pts = [_Point(obj, np.asarray(t, float), np.asarray(b, float), u0) for t, b in points]
     # the starting sums (u0; from u = 0 where u0 is not valid)
     first = obj.step_pass([p.args(obj, p.u) for p in pts], pirls_sums_many).items
