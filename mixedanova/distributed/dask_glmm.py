@@ -495,11 +495,6 @@ def glmm_dask(formula: str, reader, ddf, *, nagq: int = 1, weights=None, offset=
     setup = run_pass([delayed(setup_sums, pure=True)(dfam, p) for p in parts], progress)
     if setup is None:
         raise DesignError("data has no rows")
-    if setup.gap_rows:
-        raise DesignError(f"binomial response {response.label!r}: {setup.gap_rows} rows in "
-                          "partitions whose successes (response times trials) are not whole "
-                          "numbers; not available on a Dask data frame (give whole counts "
-                          "with cbind(successes, failures))")
     keep = aliased_columns(setup.xx, encoder.x_names_all)
     design = encoder.design_summary(keep)
     kidx = np.flatnonzero(keep)

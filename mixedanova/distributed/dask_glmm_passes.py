@@ -137,13 +137,12 @@ class SetupSums:
     saturated: float
     xwx: np.ndarray
     xwz: np.ndarray
-    gap_rows: int
 
     def __add__(self, other: "SetupSums") -> "SetupSums":
         return SetupSums(self.n + other.n, self.xx + other.xx,
                          tuple(a + b for a, b in zip(self.zsq, other.zsq)),
                          self.saturated + other.saturated, self.xwx + other.xwx,
-                         self.xwz + other.xwz, self.gap_rows + other.gap_rows)
+                         self.xwz + other.xwz)
 
 
 def setup_sums(family, c: GlmmChunk | None) -> SetupSums | None:
@@ -156,10 +155,9 @@ def setup_sums(family, c: GlmmChunk | None) -> SetupSums | None:
     eta = family.link.linkfun(mu)
     w = family.weights(mu, family.link.mu_eta(eta), c.pw)
     wx = w[:, None] * c.X
-    gap_rows = 0 if c.gap is None else int(c.n)
     return SetupSums(c.n, column_gram(c.X), tuple(np.sum(t.zraw ** 2, axis=0) for t in c.terms),
                      float(family.saturated_loglik(c.y, c.pw)), column_gram(wx, c.X),
-                     wx.T @ (eta - c.offset), gap_rows)
+                     wx.T @ (eta - c.offset))
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,18 @@ def test_proportion_with_weights_as_cbind(cbpp, cbpp_fit):
     _compare(r1, r0)
 
 
+def test_proportions_with_a_count_gap(cbpp):
+    # stored proportions times the trials a hair off whole numbers: glmer's logLik
+    # counts round(w y) successes, the deviance w y (the gap summed in each pass)
+    d = cbpp.assign(prop=(cbpp["incidence"] / cbpp["size"]).round(9))
+    # lme4: glmer(prop ~ period + (1 | herd), d, binomial, weights = size)
+    r0 = ma.glmm("prop ~ period + (1 | herd)", d, family="binomial", weights="size")
+    assert r0.objective.count_gap is not None
+    r1 = ma.glmm("prop ~ period + (1 | herd)", _split(d, 3, seed=1), family="binomial",
+                 weights="size")
+    _compare(r1, r0)
+
+
 def test_lazy_fitted_and_residuals(cbpp_dask, cbpp_fit):
     r1 = cbpp_dask
     fitted = r1.fittedvalues
