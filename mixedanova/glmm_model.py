@@ -27,7 +27,7 @@ from .results.glmm import GlmmResults
 if TYPE_CHECKING:  # the engine (scipy) is imported when a fit needs it
     from .glmm.families import Family
 
-__all__ = ["glmm", "GlmmResponse", "GlmmModel", "r_spelling"]
+__all__ = ["glmm", "GlmmResponse", "GlmmModel", "ResponseReader", "r_spelling"]
 
 _SUCC = "glmm_successes__"
 _TRIALS = "glmm_trials__"
@@ -217,6 +217,42 @@ def _prepare_response(formula: str, data: pd.DataFrame, family: "Family"
     return f"{_YNUM} ~ {rhs}", data, GlmmResponse(lhs, "value", None)
 
 
+@dataclass(frozen=True)
+class ResponseReader:
+    """Reads the response of a GLMM formula chunk by chunk (a Dask partition), as
+    :func:`glmm` reads it from a whole DataFrame: ``cbind(successes, failures)``
+    as successes and trials columns, an expression as one numeric column.
+
+    Attributes
+    ----------
+    formula : str
+        The formula as given (``I(x^2)`` already in Python's spelling).
+    family : Family
+    """
+
+    formula: str
+    family: "Family"
+
+    def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """``chunk`` with the response's columns added."""
+        return _prepare_response(self.formula, chunk, self.family)[1]
+
+    def read(self, meta: pd.DataFrame) -> tuple[str, GlmmResponse]:
+        """The engine's formula and the :class:`GlmmResponse` (from a sample of rows,
+        ``meta``).  A two-level factor response (a category read per chunk could
+        code its levels differently) is refused: give a 0/1 or boolean column."""
+        lhs = _split_response(self.formula)[0]
+        name = lhs.strip("`")
+        if (self.family.name == "binomial" and name in meta.columns
+                and not pd.api.types.is_bool_dtype(meta[name])
+                and not pd.api.types.is_numeric_dtype(meta[name])):
+            raise DesignError(f"binomial response {name!r} is a factor ({meta[name].dtype}); "
+                              "on a Dask data frame give it as a 0/1 or boolean column "
+                              "(its levels are read chunk by chunk)")
+        text, _, response = _prepare_response(self.formula, meta, self.family)
+        return text, response
+
+
 def _check_response(design: Design, family: "Family", response: GlmmResponse,
                     weights_given: bool) -> tuple[np.ndarray, np.ndarray]:
     y = design.y
@@ -284,7 +320,8 @@ def _fit_on(obj, fam: "Family", estimate: bool, nagq: int, start):
 def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None = None,
          nAGQ: int = 1, weights=None, offset=None, *, missing: str = "drop",
          start_theta=None, restricted: bool = False,
-         information: str = "expected") -> GlmmResults:
+         information: str = "expected", persist: bool | None = None,
+         progress: bool | None = None) -> GlmmResults:
     """Fit a generalized linear mixed model by maximum likelihood (lme4's ``glmer``).
 
     Parameters
@@ -324,6 +361,11 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
         Take the formula as untrusted: only column names, numbers, arithmetic and
         the allowed transforms (``cbind``, ``I``, ``np.log``, ...) are accepted,
         checked before anything is evaluated (see the docs page on trust).
+    persist, progress : bool, optional
+        A Dask data frame only (see the big-data guide): keep the encoded
+        partitions between the PIRLS passes (``persist``, default True; False
+        re-reads them in every pass) and show Dask's progress bar on each pass
+        (``progress``, default False).
 
     Returns
     -------
@@ -363,12 +405,21 @@ def glmm(formula: str, data: pd.DataFrame, family="binomial", link: str | None =
     if not isinstance(data, pd.DataFrame):
         mod = type(data).__module__ or ""
         if mod.split(".")[0] in ("dask", "dask_expr") and hasattr(data, "to_delayed"):
-            raise DesignError(
-                "GLMMs on a Dask data frame are not available yet (ma.lmm fits linear mixed "
-                "models on Dask frames); when the data fit in memory, fit "
-                "ma.glmm(formula, data.compute(), ...) on the pandas DataFrame, or compute() "
-                "only the model's columns: data[[...]].compute()")
+            from .distributed.dask_glmm import glmm_dask
+            if not isinstance(restricted, (bool, np.bool_)):
+                raise ArgumentError(f"restricted must be True or False, not {restricted!r}")
+            if restricted:
+                from .design.restricted import check_restricted
+                check_restricted(formula, columns=data.columns)
+            text, names = r_spelling(formula)
+            return glmm_dask(formula, ResponseReader(text, fam), data, nagq=int(nAGQ),
+                             weights=weights, offset=offset, missing=missing,
+                             start_theta=start_theta, names=names,
+                             persist=True if persist is None else bool(persist),
+                             progress=bool(progress))
         raise DesignError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if persist is not None or progress is not None:
+        raise ArgumentError("persist= and progress= apply to a Dask data frame only")
     if not isinstance(restricted, (bool, np.bool_)):
         raise ArgumentError(f"restricted must be True or False, not {restricted!r}")
     if restricted:

@@ -215,11 +215,12 @@ class ChunkPlan:
         return ChunkSummary(len(chunk), dropped, counts, combos, values,
                             data.iloc[:_SAMPLE].copy())
 
-    def encoder(self, summary: ChunkSummary) -> "ChunkEncoder":
+    def encoder(self, summary: ChunkSummary, check_levels: bool = True) -> "ChunkEncoder":
         """The codebook and specs from the summary of all chunks (see the module
         docstring); the checks :func:`~mixedanova.design.build.build_design` makes
-        on all rows are made here."""
-        return ChunkEncoder.from_summary(self, summary)
+        on all rows are made here (``check_levels=False``: not the one of fewer
+        random effects than observations, as ``build_design``'s for a GLMM)."""
+        return ChunkEncoder.from_summary(self, summary, check_levels=check_levels)
 
 
 @dataclass(frozen=True)
@@ -383,7 +384,8 @@ class ChunkEncoder:
     n_dropped: int = 0
 
     @classmethod
-    def from_summary(cls, plan: ChunkPlan, summary: ChunkSummary) -> "ChunkEncoder":
+    def from_summary(cls, plan: ChunkPlan, summary: ChunkSummary,
+                     check_levels: bool = True) -> "ChunkEncoder":
         parsed = plan.parsed
         nobs = summary.n - summary.n_dropped
         if summary.missing:
@@ -428,7 +430,7 @@ class ChunkEncoder:
         order = sorted(range(len(blocks)), key=lambda k: -blocks[k].nlev)  # stable, as lme4
         blocks = [blocks[k] for k in order]
         codes = [codes[k] for k in order]
-        for b in blocks:
+        for b in blocks if check_levels else ():
             if b.nlev >= nobs:
                 raise DesignError(
                     f"grouping factor {b.group!r} has {b.nlev} levels for {nobs} "

@@ -39,11 +39,12 @@ from ..errors import FitError
 from ..likelihood.threads import small_fit_threads
 from .gradient import LaplaceGradient
 from .laplace import LaplaceObjective, PirlsState
-from .laplace_fit import DenseOrder, fit_laplace
+from .laplace_fit import DenseOrder, coarse_start, fit_laplace
 from .optimum import DECREMENT_TOL, START_MULTIPLIERS, GlmmFit, Whitened, theta_scales
 from .scalar_blocks import ScalarBlocksGradient
 
-__all__ = ["GlmmFit", "fit_glmm", "fd_hessian", "theta_scales", "laplace_gradient"]
+__all__ = ["GlmmFit", "fit_glmm", "fd_hessian", "theta_scales", "laplace_gradient",
+           "prefetched"]
 
 
 def _stage1(obj: LaplaceObjective, start_theta: np.ndarray, scale: np.ndarray
@@ -117,7 +118,10 @@ def fd_hessian(fun: Callable, x: np.ndarray, h: np.ndarray, f0: float | None = N
 
 def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], float]
              | None = None, start_theta: np.ndarray | None = None,
-             stage1: bool = True, warm: GlmmFit | None = None) -> GlmmFit:
+             stage1: bool = True, warm: GlmmFit | None = None, *, analytic: bool = True,
+             scale: np.ndarray | None = None,
+             batch: Callable[[list], list] | None = None,
+             stage1_search: bool = True) -> GlmmFit:
     """Fit by maximum likelihood (see the module docstring).
 
     Parameters
@@ -133,12 +137,27 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         A converged fit of a nearby problem (the same data at another NB shape
         or dispersion): the search starts from its estimates and modes instead
         of the search over sizes of ``theta`` (analytic-gradient path).
+    analytic : bool
+        False: the finite-difference path even where the analytic gradient is
+        available (an objective whose rows are not in memory: a Dask fit).
+    scale : numpy.ndarray, optional
+        The working units of ``theta`` (default :func:`theta_scales` of ``obj``'s rows).
+    batch : callable, optional
+        ``batch([(theta, beta), ...]) -> [value, ...]``: many values at once (a Dask
+        fit evaluates them in one lockstep PIRLS); the finite-difference gradients
+        and Hessians of stage 2 then ask for their points together.
+    stage1_search : bool
+        False: on the finite-difference path, the start of stage 2 is the best
+        joint modes at a few sizes of the starting ``theta``
+        (:func:`~mixedanova.glmm.laplace_fit.coarse_start`, as the analytic path)
+        instead of the Nelder-Mead search of the ``nAGQ = 0`` objective (a Dask
+        fit: each PIRLS a few passes).
     """
     layout = obj.data.layout
-    scale = theta_scales(obj)
+    scale = theta_scales(obj) if scale is None else np.asarray(scale, dtype=float)
     theta0 = (layout.start() * scale if start_theta is None
               else np.asarray(start_theta, float))
-    grad = laplace_gradient(obj) if stage1 else None
+    grad = laplace_gradient(obj) if stage1 and analytic else None
     if grad is not None:
         with small_fit_threads(DenseOrder(grad.r)):
             obj.fast, obj.fast_joint = grad.factor, grad.joint_factor
@@ -153,7 +172,8 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
         start = (lap.theta, lap.beta)
         hess = lap.hessian
     else:
-        s1 = _stage1(obj, theta0, scale)
+        s1 = _stage1(obj, theta0, scale) if stage1_search or not stage1 else \
+            coarse_start(obj, theta0, scale)
         start = (s1.theta, s1.beta)
         hess = None
     value = obj if value is None else value
@@ -172,7 +192,7 @@ def fit_glmm(obj: LaplaceObjective, value: Callable[[np.ndarray, np.ndarray], fl
     obj.fast = grad.factor if grad is not None else None
     try:
         return _stage2(obj, value, wt, start, stage1_state=s1, messages=messages,
-                       hess=hess)
+                       hess=hess, batch=batch)
     finally:
         obj.fast = None
 
@@ -216,9 +236,32 @@ def _fixed_matrix_newton(fx: Callable, fraw: Callable, x: np.ndarray, H: np.ndar
     return x
 
 
+def prefetched(fun: Callable, many: Callable[[list], list] | None, scheme: Callable
+               ) -> Callable:
+    """``fun`` (without ``many``), or a look-up of the values ``scheme(f)`` asks
+    ``f`` for, evaluated together by ``many`` (``scheme`` is run once with a
+    recorder to list the points; points not listed go to ``fun``)."""
+    if many is None:
+        return fun
+    pts: list[np.ndarray] = []
+
+    def record(v):
+        pts.append(np.array(v, dtype=float))
+        return 0.0
+
+    scheme(record)
+    table = {v.tobytes(): f for v, f in zip(pts, many(pts))}
+
+    def lookup(v):
+        hit = table.get(np.asarray(v, dtype=float).tobytes())
+        return fun(v) if hit is None else hit
+
+    return lookup
+
+
 def _stage2(obj: LaplaceObjective, value: Callable, wt: "Whitened", start: tuple,
-            stage1_state: PirlsState, messages: list, hess: np.ndarray | None = None
-            ) -> GlmmFit:
+            stage1_state: PirlsState, messages: list, hess: np.ndarray | None = None,
+            batch: Callable[[list], list] | None = None) -> GlmmFit:
     """Minimize ``value`` (finite differences; the AGQ objective) from ``start``."""
     layout = obj.data.layout
     p = obj.data.p
@@ -232,6 +275,8 @@ def _stage2(obj: LaplaceObjective, value: Callable, wt: "Whitened", start: tuple
     def fx(x):
         return math.inf if np.any(x < lower) else fraw(x)
 
+    many = None if batch is None else (lambda xs: batch([wt.split(v) for v in xs]))
+
     x = wt.to_x(*start)
     hstep = np.concatenate([np.full(layout.size, 1e-5), np.full(p, 1e-5)])
 
@@ -239,13 +284,21 @@ def _stage2(obj: LaplaceObjective, value: Callable, wt: "Whitened", start: tuple
         # forward differences while far from the optimum (k + 1 evaluations); the
         # Newton polish uses central ones
         xx = np.maximum(xx, lower)
-        f0 = fx(xx)
-        g = np.empty_like(xx)
-        for i in range(len(xx)):
-            e = np.zeros_like(xx)
-            e[i] = 1e-6
-            g[i] = (fx(xx + e) - f0) / 1e-6
-        return f0, g
+
+        def scheme(f):
+            f0 = f(xx)
+            g = np.empty_like(xx)
+            for i in range(len(xx)):
+                e = np.zeros_like(xx)
+                e[i] = 1e-6
+                g[i] = (f(xx + e) - f0) / 1e-6
+            return f0, g
+
+        if many is None:
+            return scheme(fx)
+        return scheme(prefetched(fx, lambda xs: [math.inf if np.any(v < lower) else f
+                                                 for v, f in zip(xs, many(xs))],
+                                 scheme))
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
 
@@ -254,7 +307,7 @@ def _stage2(obj: LaplaceObjective, value: Callable, wt: "Whitened", start: tuple
                        bounds=bounds,
                        options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 1000})
         x = np.maximum(res.x, lower) if fx(res.x) <= fx(x) else x
-        return _newton(fx, fraw, x, lower, hstep)
+        return _newton(fx, fraw, x, lower, hstep, many=many)
 
     out = None
     if hess is not None and np.all(np.isfinite(hess)):
@@ -310,7 +363,8 @@ def _stage2(obj: LaplaceObjective, value: Callable, wt: "Whitened", start: tuple
 
 
 def _newton(fx: Callable, fraw: Callable, x: np.ndarray, lower: np.ndarray,
-            hstep: np.ndarray, max_steps: int = 30):
+            hstep: np.ndarray, max_steps: int = 30,
+            many: Callable[[list], list] | None = None):
     """Newton steps with a finite-difference Hessian on the free parameters.
 
     ``fraw`` is the objective without the bounds (a template diagonal below 0
@@ -324,11 +378,15 @@ def _newton(fx: Callable, fraw: Callable, x: np.ndarray, lower: np.ndarray,
     dec = math.inf
     tol = max(DECREMENT_TOL, 1e-12 * abs(f0))
     for _ in range(max_steps):
-        g = _fd_gradient(fraw, x, np.full(len(x), -np.inf), hstep, f0)
+        fr = prefetched(fraw, many, lambda f: _fd_gradient(f, x, np.full(len(x), -np.inf),
+                                                           hstep, f0))
+        g = _fd_gradient(fr, x, np.full(len(x), -np.inf), hstep, f0)
         free = ~((x - lower < 1e-8) & (g > -1e-6 * max(1.0, abs(f0))))
         idx = np.flatnonzero(free)
         xf = x.copy()
-        H = fd_hessian(lambda v: fraw(_put(xf, idx, v)), x[idx], hh[idx], f0)
+        fr = prefetched(fraw, many, lambda f: fd_hessian(lambda v: f(_put(xf, idx, v)),
+                                                         x[idx], hh[idx], f0))
+        H = fd_hessian(lambda v: fr(_put(xf, idx, v)), x[idx], hh[idx], f0)
         if not np.all(np.isfinite(H)) or not np.all(np.isfinite(g)):
             return x, f0, g, np.where(np.isfinite(H), H, np.nan), free, math.inf, False
         try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import mixedanova as ma
@@ -193,8 +192,3 @@ def test_row_sized_views_and_other_methods_are_refused():
         ma.lmm("Reaction ~ Days + (1 | Subject)", ddf,
                residual=ma.AR1(group="Subject", order="Days"), fixed={"phi": 0.5})
 
-
-def test_glmm_on_a_dask_frame_says_how_to_proceed():
-    d = pd.DataFrame({"y": np.tile([0, 1, 1], 20), "g": np.arange(60) % 6})
-    with pytest.raises(DesignError, match=r"GLMMs on a Dask data frame.*compute\(\)"):
-        ma.glmm("y ~ 1 + (1 | g)", dd.from_pandas(d, npartitions=2), family="binomial")
