@@ -44,7 +44,7 @@ from .formula import ParsedFormula, formula_variables
 from .term_matrices import (FixedTerm, SimpleSpec, fixed_terms, model_matrix_like,
                             term_matrix)
 
-__all__ = ["ChunkPlan", "level_codes", "ChunkSummary", "ChunkEncoder", "EncodedChunk", "DesignSummary",
+__all__ = ["ChunkPlan", "level_codes", "codes_among", "ChunkSummary", "ChunkEncoder", "EncodedChunk", "DesignSummary",
            "aliased_columns", "prototype_frame"]
 
 _STATEFUL = ("center", "scale", "standardize", "poly", "bs", "cs", "cr", "cc", "te",
@@ -273,7 +273,17 @@ def level_codes(column: pd.Series, cats: pd.Index) -> np.ndarray:
         if len(c) and (c.min() < 0 or c.max() >= len(cats)):
             c[(c < 0) | (c >= len(cats))] = -1
         return c
-    return pd.Categorical(column, categories=cats).codes.astype(np.int64)
+    return codes_among(column, cats)
+
+
+def codes_among(values, cats: pd.Index) -> np.ndarray:
+    """Position of each value among ``cats`` (-1: missing or not among them), as
+    ``pd.Categorical(values, categories=cats).codes`` without that constructor's
+    deprecated path for values outside ``cats``."""
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        cat = values.cat if isinstance(values, pd.Series) else pd.Series(values).cat
+        return cat.set_categories(cats).cat.codes.to_numpy().astype(np.int64)
+    return pd.Index(cats).get_indexer(pd.Index(values)).astype(np.int64)
 
 
 def _term_code(combos: pd.DataFrame, factors: tuple[str, ...]) -> tuple[TermCode, pd.DataFrame]:
@@ -290,7 +300,7 @@ def _term_code(combos: pd.DataFrame, factors: tuple[str, ...]) -> tuple[TermCode
         radix[i] = radix[i + 1] * sizes[i + 1]
     key = np.zeros(len(combos), dtype=np.int64)
     for f, c, r in zip(factors, cats, radix):
-        key += pd.Categorical(combos[f], categories=c).codes.astype(np.int64) * r
+        key += codes_among(combos[f], c) * r
     order = np.argsort(key, kind="stable")
     return TermCode(factors, tuple(cats), key[order], radix), combos.iloc[order]
 
