@@ -167,7 +167,6 @@ def child_parquet(folder: str, threads: int, fit: bool = True, cold: bool = Fals
     import dask
     import dask.dataframe as dd
 
-    import mixedanova as ma
     from mixedanova.distributed.dask_fit import DistributedModel
 
     out = {}

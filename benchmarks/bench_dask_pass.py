@@ -150,7 +150,7 @@ def run(folder: Path, args) -> None:
         got = []
         maps = _best(lambda: got.append(dask.compute(*parts)), args.repeat)
         pieces = list(got[-1])
-        del got
+        got.clear()
 
         def tree():
             from mixedanova.distributed.passes import tree_sum
@@ -160,7 +160,6 @@ def run(folder: Path, args) -> None:
         summed = tree()
         fin = _best(lambda: summed.finished() if hasattr(summed, "finished") else summed,
                     args.repeat)
-        del summed
     print(f"{n:,} rows in {ddf.npartitions} partitions, threads={args.threads}: {FORMULA}")
     rate = lambda w: n / w / 1e6  # noqa: E731
     print(f"  I/O floor (read y, x, s, d and sum them): {floor[0]:.2f} s = "

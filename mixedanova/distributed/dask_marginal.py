@@ -26,7 +26,6 @@ so that the sums hold residual-sized numbers whatever the response's location
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -35,7 +34,7 @@ import pandas as pd
 
 from ..design.chunked import ChunkEncoder, ChunkPlan, aliased_columns
 from ..design.formula import parse_formula
-from ..errors import DesignError, FitError, user_stacklevel
+from ..errors import DesignError, FitError
 from ..likelihood.control import check_control
 from ..likelihood.marginal_sums import (MarginalSums, SummedMarginalCriterion,
                                         SummedMarginalData, rough_start)
