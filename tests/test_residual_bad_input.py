@@ -118,3 +118,16 @@ def test_wald_intervals_and_residual_intervals_with_and_without_a_structure(tria
         plain.residual_intervals()
     assert plain.residual_params.empty
 
+
+
+def test_profile_zeta_tables_refused_with_a_residual_structure(trial_visits):
+    # lme4's profile(m) has no residual structures (nlme's gls / lme have no
+    # profile method): the package's error pointing to conf_int(method="profile"),
+    # not a TypeError / IndexError from inside the profiler
+    ar1 = ma.lmm("y ~ visit * arm + (1|patient)", trial_visits,
+                 residual=ma.AR1(group="patient", order="visit"))
+    marginal = ma.lmm("y ~ visit * arm", trial_visits,
+                      residual=ma.Unstructured(group="patient", time="visit"))
+    for res in (ar1, marginal):
+        with pytest.raises(ma.MixedAnovaError, match="conf_int\\(method='profile'\\)"):
+            res.profile()

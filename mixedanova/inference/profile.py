@@ -68,6 +68,12 @@ def profile_zeta(res, parm: str | list[str] | None = None, *, criterion: str = "
         raise MixedAnovaError(f"level must be in (0, 1), got {level!r}")
     if hasattr(res, "family"):
         return _glmm_zeta(res, parm, level, npoints)
+    if getattr(res.state, "residual", None) is not None or \
+            getattr(getattr(res, "model", None), "marginal", False):
+        raise MixedAnovaError(
+            "profile(): zeta tables are computed for random-effects variances and fixed "
+            "effects without a residual structure (residual=) or visit covariance; "
+            "conf_int(method='profile') gives this model's profile intervals")
     var_names = variance_parameter_names(res)
     fixed_names = list(res.design.x_names)
     if parm is None:

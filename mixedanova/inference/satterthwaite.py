@@ -347,7 +347,8 @@ def residual_wald_intervals(res, level: float = 0.95):
 
     fit = res.state.residual
     if fit is None:
-        raise ValueError("the model has no residual structure (residual=)")
+        raise ArgumentError("residual_intervals(): the model has no residual structure "
+                            "(residual=); its variance parameters are in varcomp / conf_int()")
     setup = satterthwaite_setup(res, warn=False)
     k = res.state.theta.size
     m = len(fit.u)
