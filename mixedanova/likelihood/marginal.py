@@ -213,7 +213,16 @@ class MarginalCriterion:
             r = pat.yt - pat.Xt @ beta
             pe.v = pe.V @ r
             q += float(np.sum(r * pe.v))
-        N = d.nobs
+        return self._finish(theta, C, beta, phi, pats, logdet, q,
+                            der if order >= 1 else None, order)
+
+    def _finish(self, theta: np.ndarray, C: np.ndarray, beta: np.ndarray, phi: np.ndarray,
+                pats: list, logdet: float, q: float, der: list | None,
+                order: int) -> MarginalEval:
+        """The criterion from its pieces (``C``: Cholesky factor of ``X'V^-1X``, ``q``:
+        the weighted residual sum of squares), with the gradient and Hessian for
+        ``order`` 1, 2 (``der``: the covariance derivatives per group)."""
+        N, p = self.data.nobs, self.data.p
         if self.reml:
             value = (N - p) * math.log(2 * math.pi) + logdet + 2.0 * float(
                 np.sum(np.log(np.diag(C)))) + q
@@ -255,6 +264,22 @@ class MarginalCriterion:
             pe.S4 = S4.transpose(0, 2, 1, 3).reshape(mv * mv, p * p)
         return pe.S4
 
+    def residual_outer(self, pe: PatternEval) -> np.ndarray:
+        """``sum_i v_i v_i'`` over the pattern's subjects (``v_i = V r_i``)."""
+        return pe.v @ pe.v.T
+
+    def nbar(self, pe: PatternEval, phi: np.ndarray) -> np.ndarray:
+        """``sum_i M_i Phi M_i'`` over the pattern's subjects."""
+        mv = pe.V.shape[0]
+        return (self.outer_sums(pe) @ phi.ravel()).reshape(mv, mv)
+
+    def design_residual_sums(self, pat, pe: PatternEval, beta: np.ndarray) -> np.ndarray:
+        """``sum_i M_i[a, :] v_i[b]`` over the pattern's subjects, as an ``(mv^2, p)``
+        matrix (rows ``(a, b)``)."""
+        mv, n, p = pe.M.shape
+        T = (pe.M.transpose(0, 2, 1).reshape(mv * p, n) @ pe.v.T).reshape(mv, p, mv)
+        return T.transpose(0, 2, 1).reshape(mv * mv, p)
+
     def _hessian(self, ev: MarginalEval) -> None:
         """Hessian of ``-2 l`` (see the module docstring).  Within a visit pattern
         ``V`` is common, so every sum over subjects collapses to pattern-level
@@ -267,11 +292,10 @@ class MarginalCriterion:
         sls = self.slices()
         for g, sl in enumerate(sls):
             H[sl, sl] += np.tensordot(ev.D2[g], ev.B[g], axes=([2, 3], [0, 1]))
-        phi_flat = ev.phi.ravel()
         for pat, pe in zip(self.data.patterns, ev.pats):
             g, sl = pat.group, sls[pat.group]
             vis = pat.visits
-            mv, n = pe.v.shape
+            mv, n = pe.V.shape[0], pat.n
             D1 = ev.D1[g][:, vis][:, :, vis]
             V = pe.V
             S4 = self.outer_sums(pe)
@@ -279,14 +303,13 @@ class MarginalCriterion:
             DV = D1 @ V                                             # Sigma_h V
             Ef = DV.reshape(kg, -1)
             Hg = -n * (E.reshape(kg, -1) @ E.transpose(0, 2, 1).reshape(kg, -1).T)
-            Y = pe.v @ pe.v.T
+            Y = self.residual_outer(pe)                             # sum_i v_i v_i'
             Hg += 2.0 * (Ef @ (D1 @ Y).transpose(0, 2, 1).reshape(kg, -1).T)
             if self.reml:
-                Nbar = (S4 @ phi_flat).reshape(mv, mv)
+                Nbar = self.nbar(pe, ev.phi)                        # sum_i M_i Phi M_i'
                 Hg += 2.0 * (Ef @ (D1 @ Nbar).transpose(0, 2, 1).reshape(kg, -1).T)
-            T = (pe.M.transpose(0, 2, 1).reshape(mv * p, n) @ pe.v.T).reshape(mv, p, mv)
             D1f = D1.reshape(kg, mv * mv)
-            F[sl] += D1f @ T.transpose(0, 2, 1).reshape(mv * mv, p)
+            F[sl] += D1f @ self.design_residual_sums(pat, pe, ev.beta)
             PP[sl] += (D1f @ S4).reshape(kg, p, p)
             H[sl, sl] += Hg
         H -= 2.0 * F @ ev.phi @ F.T

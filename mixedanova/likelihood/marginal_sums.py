@@ -25,7 +25,6 @@ whole subjects (:meth:`MarginalSums.__add__`): a Dask data frame's partitions
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,27 +214,26 @@ class SummedMarginalCriterion(MarginalCriterion):
             R = (pat.blocks @ cc).reshape(mv, mv)
             pe.R = 0.5 * (R + R.T)
             q += float(np.sum(pe.V * pe.R))
-        N = d.nobs
-        if self.reml:
-            value = (N - p) * math.log(2 * math.pi) + logdet + 2.0 * float(
-                np.sum(np.log(np.diag(C)))) + q
-        else:
-            value = N * math.log(2 * math.pi) + logdet + q
-        ev = MarginalEval(theta, value, beta, phi, pats, logdet)
-        if order >= 1:
-            ev.D1 = [t[1] for t in der]
-            ev.D2 = [t[2] for t in der]
-            self._gradient(ev)
-        if order >= 2:
-            self._hessian(ev)
-        return ev
+        return self._finish(theta, C, beta, phi, pats, logdet, q,
+                            der if order >= 1 else None, order)
 
-    @staticmethod
-    def _nbar(pe: SummedPatternEval, phi: np.ndarray) -> np.ndarray:
+    def nbar(self, pe: SummedPatternEval, phi: np.ndarray) -> np.ndarray:
         """``sum_i M_i Phi M_i' = V K V``."""
         mv = pe.V.shape[0]
         K = (pe.sums.xx_blocks @ phi.ravel()).reshape(mv, mv)
         return pe.V @ (0.5 * (K + K.T)) @ pe.V
+
+    def residual_outer(self, pe: SummedPatternEval) -> np.ndarray:
+        """``sum_i v_i v_i' = V R V``."""
+        return pe.V @ pe.R @ pe.V
+
+    def design_residual_sums(self, pat, pe: SummedPatternEval,
+                             beta: np.ndarray) -> np.ndarray:
+        """``sum_i M_i[a, :] v_i[b] = sum_cd V_ac V_bd sum_i X_i[c, :] r_i[d]``."""
+        mv, p = pe.V.shape[0], self.data.p
+        c = np.append(-beta, 1.0)
+        Gxr = (pat.blocks.reshape(mv, mv, p + 1, p + 1)[:, :, :p, :] @ c)   # (c, d, p)
+        return np.einsum("ac,bd,cdp->abp", pe.V, pe.V, Gxr).reshape(mv * mv, p)
 
     def _gradient(self, ev: MarginalEval) -> None:
         m = self.data.m
@@ -243,7 +241,7 @@ class SummedMarginalCriterion(MarginalCriterion):
         for pat, pe in zip(self.data.patterns, ev.pats):
             Bs = pat.n * pe.V - pe.V @ pe.R @ pe.V
             if self.reml:
-                Bs -= self._nbar(pe, ev.phi)
+                Bs -= self.nbar(pe, ev.phi)
             B[pat.group][pat.ix] += Bs
         ev.B = B
         g_all = np.zeros(self.k)
@@ -258,49 +256,6 @@ class SummedMarginalCriterion(MarginalCriterion):
         if getattr(pe, "S4", None) is None:
             pe.S4 = np.kron(pe.V, pe.V) @ pe.sums.xx_blocks
         return pe.S4
-
-    def _hessian(self, ev: MarginalEval) -> None:
-        """Hessian of ``-2 l``: the in-memory engine's
-        (:meth:`~mixedanova.likelihood.marginal.MarginalCriterion._hessian`) with
-        its per-pattern sums over subjects taken from the pattern's sums."""
-        k, kg, p = self.k, self.k_g, self.data.p
-        p1 = p + 1
-        H = np.zeros((k, k))
-        F = np.zeros((k, p))            # f_h = sum_i M_i' Sigma_h v_i
-        PP = np.zeros((k, p, p))        # X'V Sigma_h V X
-        sls = self.slices()
-        for g, sl in enumerate(sls):
-            H[sl, sl] += np.tensordot(ev.D2[g], ev.B[g], axes=([2, 3], [0, 1]))
-        c = np.append(-ev.beta, 1.0)
-        for pat, pe in zip(self.data.patterns, ev.pats):
-            g, sl = pat.group, sls[pat.group]
-            vis = pat.visits
-            mv, n = pe.V.shape[0], pat.n
-            D1 = ev.D1[g][:, vis][:, :, vis]
-            V = pe.V
-            S4 = self.outer_sums(pe)
-            E = V @ D1                                              # V Sigma_h
-            DV = D1 @ V                                             # Sigma_h V
-            Ef = DV.reshape(kg, -1)
-            Hg = -n * (E.reshape(kg, -1) @ E.transpose(0, 2, 1).reshape(kg, -1).T)
-            Y = V @ pe.R @ V                                        # sum_i v_i v_i'
-            Hg += 2.0 * (Ef @ (D1 @ Y).transpose(0, 2, 1).reshape(kg, -1).T)
-            if self.reml:
-                Nbar = self._nbar(pe, ev.phi)
-                Hg += 2.0 * (Ef @ (D1 @ Nbar).transpose(0, 2, 1).reshape(kg, -1).T)
-            # sum_i M_i[a, :] v_i[b] = sum_cd V_ac V_bd sum_i X_i[c, :] r_i[d]
-            Gxr = (pat.blocks.reshape(mv, mv, p1, p1)[:, :, :p, :] @ c)   # (c, d, p)
-            T = np.einsum("ac,bd,cdp->abp", V, V, Gxr)
-            D1f = D1.reshape(kg, mv * mv)
-            F[sl] += D1f @ T.reshape(mv * mv, p)
-            PP[sl] += (D1f @ S4).reshape(kg, p, p)
-            H[sl, sl] += Hg
-        H -= 2.0 * F @ ev.phi @ F.T
-        if self.reml:
-            PhiP = np.einsum("ij,hjk->hik", ev.phi, PP)
-            H -= np.einsum("hij,gji->hg", PhiP, PhiP)
-        ev.hessian = 0.5 * (H + H.T)
-        ev.PP = 0.5 * (PP + PP.transpose(0, 2, 1))
 
 
 def rough_start(data: SummedMarginalData, cov: VisitCovariance) -> np.ndarray:
