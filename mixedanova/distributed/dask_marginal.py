@@ -41,7 +41,7 @@ from ..likelihood.marginal_sums import (MarginalSums, SummedMarginalCriterion,
 from ..residual import (AR1, CAR1, CompSymm, VisitLevels, bind_marginal, group_columns,
                         group_labels, residual_columns, residual_parts, visit_levels)
 from .dask_fit import DistributedModel, check_keywords, warn_fit
-from .dask_residual import DistributedResidualResults, alignment_error
+from .dask_residual import DistributedResidualResults, alignment_error, check_residual_method
 from .passes import run_pass, summary_pass
 
 __all__ = ["MarginalSummary", "MarginalBook", "DistributedMarginalModel",
@@ -242,16 +242,7 @@ class DistributedMarginalModel(DistributedModel):
         the marginal engine's trust-region Newton method, as in memory)."""
         from ..likelihood.visit_structure import marginal_state
 
-        if not isinstance(method, str) or method.upper() not in ("REML", "ML", "ANOVA"):
-            raise FitError(f"method must be one of REML, ML, ANOVA, not {method!r}")
-        method = method.upper()
-        if method == "ANOVA":
-            raise DesignError("method='ANOVA' (expected mean squares) assumes independent "
-                              "residuals with one variance; drop residual= or fit by "
-                              "REML / ML")
-        for name, value in (("ems", ems), ("anova_method", anova_method)):
-            if value is not None:
-                raise FitError(f"{name}={value!r} applies to method='ANOVA' only")
+        method = check_residual_method(method, ems, anova_method)
         self.check_optimizer(optimizer)
         control = check_control(control)
         crit = self.deviance_function(reml=(method == "REML"))

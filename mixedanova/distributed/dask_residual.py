@@ -46,8 +46,9 @@ from .passes import summary_pass
 from .residual_passes import (ResidualBook, residual_summary_pass, structure_of,
                               whitened_pass, whitened_pwrss_pass)
 
-__all__ = ["DistributedResidualModel", "DistributedResidualDeviance",
-           "DistributedResidualResults", "alignment_error", "lmm_dask_residual"]
+__all__ = ["check_residual_method", "DistributedResidualModel",
+           "DistributedResidualDeviance", "DistributedResidualResults", "alignment_error",
+           "lmm_dask_residual"]
 
 _CACHE = 16  # whitened systems kept (level-sized each)
 
@@ -147,6 +148,22 @@ def alignment_error(cor, split: tuple[str, ...]) -> DesignError:
         f"it with ddf.shuffle(on={cols!r}).to_parquet(path) and read that folder{order}")
 
 
+def check_residual_method(method, ems, anova_method) -> str:
+    """``method`` of a fit with a residual structure, upper-cased: REML or ML
+    (``method="ANOVA"`` and its options refused with the reason)."""
+    if not isinstance(method, str) or method.upper() not in ("REML", "ML", "ANOVA"):
+        raise FitError(f"method must be one of REML, ML, ANOVA, not {method!r}")
+    method = method.upper()
+    if method == "ANOVA":
+        raise DesignError("method='ANOVA' (expected mean squares) assumes independent "
+                          "residuals with one variance; drop residual= or fit by "
+                          "REML / ML")
+    for name, value in (("ems", ems), ("anova_method", anova_method)):
+        if value is not None:
+            raise FitError(f"{name}={value!r} applies to method='ANOVA' only")
+    return method
+
+
 class DistributedResidualModel(DistributedModel):
     """A linear mixed model with a residual structure on a Dask data frame (see
     the module docstring)."""
@@ -232,16 +249,7 @@ class DistributedResidualModel(DistributedModel):
         """REML or ML fit (arguments as :meth:`mixedanova.model.LinearMixedModel.fit`)."""
         from ..likelihood.residual_state import boundary_messages, fit_residual_state
 
-        if not isinstance(method, str) or method.upper() not in ("REML", "ML", "ANOVA"):
-            raise FitError(f"method must be one of REML, ML, ANOVA, not {method!r}")
-        method = method.upper()
-        if method == "ANOVA":
-            raise DesignError("method='ANOVA' (expected mean squares) assumes independent "
-                              "residuals with one variance; drop residual= or fit by "
-                              "REML / ML")
-        for name, value in (("ems", ems), ("anova_method", anova_method)):
-            if value is not None:
-                raise FitError(f"{name}={value!r} applies to method='ANOVA' only")
+        method = check_residual_method(method, ems, anova_method)
         optimizer = self.check_optimizer(optimizer)
         control = check_control(control)
         rdev = self.deviance_function(reml=(method == "REML"))
